@@ -1,0 +1,48 @@
+# The two commands of the README: `make run` and `make test`. Both install what is missing
+# (Debian packages, the virtualenv at .venv) and are cheap to repeat on a warm machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.hutch-installed
+
+DEBS_RUN := python3 python3-venv ca-certificates iproute2 procps
+DEBS_TEST := $(DEBS_RUN) postgresql-15
+
+.PHONY: run test check lint types openapi debs-run debs-test venv clean
+
+run: debs-run venv
+	$(BIN)/hutch serve
+
+test: debs-test venv
+	$(BIN)/pytest
+
+check: debs-test venv lint types
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+types: venv
+	$(BIN)/mypy
+
+# Regenerates the committed OpenAPI document; a test fails when it drifts from the app.
+openapi: venv
+	$(BIN)/hutch openapi > specs/openapi.yaml
+
+debs-run:
+	@scripts/ensure-debs.sh $(DEBS_RUN)
+
+debs-test:
+	@scripts/ensure-debs.sh $(DEBS_TEST)
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

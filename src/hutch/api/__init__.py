@@ -1,0 +1,1 @@
+"""The HTTP API: one app, three dialects (CreateOS ``/v1``, Nullspace, deploy ``/agent``)."""

@@ -1,0 +1,69 @@
+"""The app factory: one FastAPI app serving every dialect, built from :class:`Settings`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from hutch import __version__
+from hutch.api import createos
+from hutch.api.errors import install_error_handlers
+from hutch.api.middleware import EnvelopeMiddleware
+from hutch.api.services import Services
+from hutch.core.hosts import HostService
+from hutch.core.identity import IdentityService
+from hutch.host.agent import HostAgent
+from hutch.settings import Settings
+from hutch.store.db import Database
+from hutch.store.migrate import upgrade
+
+__all__ = ["create_app"]
+
+# Routes whose bodies are streamed files, not JSON; they have no body limit.
+_UNLIMITED_BODIES = (re.compile(r"^/v1/sandboxes/[^/]+/files$"),)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the app. Nothing is opened until its lifespan starts (so this is cheap)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.resolved_database_url, timeout_s=settings.db_timeout_s)
+        try:
+            await upgrade(db)
+            agent = HostAgent(settings, db)
+            await agent.start()
+            app.state.services = Services(
+                settings=settings,
+                db=db,
+                identity=IdentityService(db),
+                hosts=HostService(db, dead_after_s=settings.host_dead_after_s),
+                host_agent=agent,
+            )
+            try:
+                yield
+            finally:
+                await agent.stop()
+        finally:
+            await db.dispose()
+
+    app = FastAPI(
+        title="hutch",
+        version=__version__,
+        summary="A self-hosted sandbox cloud.",
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+
+    def body_limit(method: str, path: str) -> int | None:
+        if any(pattern.match(path) for pattern in _UNLIMITED_BODIES):
+            return None
+        return settings.max_json_body_bytes
+
+    app.add_middleware(EnvelopeMiddleware, body_limit=body_limit)
+    app.include_router(createos.router)
+    return app

@@ -1,0 +1,12 @@
+"""The CreateOS dialect: ``/v1`` and the health probes, JSend bodies, ``X-Api-Key`` auth."""
+
+from fastapi import APIRouter
+
+from hutch.api.createos import catalog, health, identity
+
+__all__ = ["router"]
+
+router = APIRouter()
+router.include_router(health.router)
+router.include_router(catalog.router)
+router.include_router(identity.router)

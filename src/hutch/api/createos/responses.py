@@ -1,0 +1,18 @@
+"""The error responses CreateOS routes document in OpenAPI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hutch.api.envelopes import JSendError, JSendFail
+
+__all__ = ["AUTH_ERRORS", "COMMON_ERRORS"]
+
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": JSendFail, "description": "A field of the request is wrong."},
+    503: {"model": JSendError, "description": "The database cannot be reached."},
+}
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    **COMMON_ERRORS,
+    401: {"model": JSendFail, "description": "Missing, invalid or revoked API key."},
+}

@@ -1,0 +1,68 @@
+"""Dependencies shared by the routes, as ``Annotated`` aliases so handlers read plainly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from hutch.api.services import Services
+from hutch.core.identity import Principal
+from hutch.settings import Settings
+
+__all__ = ["CurrentUser", "PageParams", "ServicesDep", "SettingsDep"]
+
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 50
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+
+
+def _settings(services: ServicesDep) -> Settings:
+    return services.settings
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+
+_api_key_header = APIKeyHeader(
+    name="X-Api-Key", auto_error=False, description="Your hutch API key."
+)
+_bearer = HTTPBearer(auto_error=False, description="The same API key, as a Bearer token.")
+
+
+async def _current_user(
+    services: ServicesDep,
+    api_key: Annotated[str | None, Depends(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    key = api_key or (bearer.credentials if bearer is not None else None)
+    return await services.identity.authenticate(key)
+
+
+CurrentUser = Annotated[Principal, Depends(_current_user)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Page:
+    limit: int
+    offset: int
+
+
+def _page(
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_PAGE_SIZE, description="Max items to return (maximum 500).")
+    ] = DEFAULT_PAGE_SIZE,
+    offset: Annotated[int, Query(ge=0, description="Pagination offset.")] = 0,
+) -> _Page:
+    return _Page(limit=limit, offset=offset)
+
+
+PageParams = Annotated[_Page, Depends(_page)]

@@ -1,0 +1,22 @@
+"""The services one running app holds, built in its lifespan and handed to routes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hutch.core.hosts import HostService
+from hutch.core.identity import IdentityService
+from hutch.host.agent import HostAgent
+from hutch.settings import Settings
+from hutch.store.db import Database
+
+__all__ = ["Services"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Services:
+    settings: Settings
+    db: Database
+    identity: IdentityService
+    hosts: HostService
+    host_agent: HostAgent

@@ -1,0 +1,76 @@
+"""The ``hutch`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import typer
+import yaml
+
+from hutch.cli import keys
+from hutch.cli.common import DatabaseOpt, HomeOpt, fail, load_settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="hutch: a self-hosted sandbox cloud.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+app.add_typer(keys.app, name="keys")
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="Address to listen on [env: HUTCH_HOST; 127.0.0.1]."),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port to listen on [env: HUTCH_PORT; 8700].")
+    ] = None,
+    home: HomeOpt = None,
+    database_url: DatabaseOpt = None,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info, warning or error.")
+    ] = "info",
+) -> None:
+    """Run the API and this machine's host agent until Ctrl-C.
+
+    Example:  hutch serve --port 8700 --home /var/lib/hutch
+    """
+    from hutch.cli.serve import serve as run_server
+
+    if log_level not in ("debug", "info", "warning", "error"):
+        fail(f"unknown log level {log_level!r}", hint="use debug, info, warning or error")
+    settings = load_settings(host=host, port=port, home=home, database_url=database_url)
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(
+            f"cannot create the home directory {settings.home}: {exc.strerror}",
+            hint="pick another with --home or HUTCH_HOME",
+        )
+    code = asyncio.run(run_server(settings, log_level=log_level))
+    if code:
+        fail(
+            f"could not serve on {settings.host}:{settings.port}",
+            hint="is the port taken? pick another with --port or HUTCH_PORT",
+            code=code,
+        )
+
+
+@app.command()
+def openapi() -> None:
+    """Print the OpenAPI document of the whole API as YAML (the one in specs/openapi.yaml)."""
+    from hutch.api.app import create_app
+
+    document = create_app(load_settings()).openapi()
+    sys.stdout.write(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+
+
+def main() -> None:
+    app()

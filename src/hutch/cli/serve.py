@@ -1,0 +1,76 @@
+"""``hutch serve``: run the API and the embedded host agent until interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import uvicorn
+
+from hutch.api.app import create_app
+from hutch.core.identity import IdentityService, IssuedKey
+from hutch.settings import Settings
+from hutch.store.db import Database
+from hutch.store.migrate import upgrade
+
+__all__ = ["serve"]
+
+
+async def serve(settings: Settings, *, log_level: str) -> int:
+    """Serve until SIGINT/SIGTERM. Prints the URL once listening, and the admin key once ever.
+
+    The admin key is made only after the socket is bound, so a server that fails to start
+    never makes a key nobody saw. Returns the process exit code.
+    """
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        lifespan="on",
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn has no event)
+        await asyncio.sleep(0.02)
+    if serving.done():
+        with contextlib.suppress(SystemExit):
+            await serving
+        return 1
+
+    port = server.servers[0].sockets[0].getsockname()[1]
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    print(f"hutch is serving on http://{host}:{port}", flush=True)
+    print(f"state: {settings.home} ({_describe_db(settings)})", flush=True)
+    issued = await _bootstrap_admin(settings)
+    if issued is not None:
+        print(f"admin API key (shown once, keep it): {issued.key}", flush=True)
+    else:
+        print(
+            "admin key: shown at first start; make another with 'hutch keys create --user admin'",
+            flush=True,
+        )
+    await serving
+    return 0
+
+
+async def _bootstrap_admin(settings: Settings) -> IssuedKey | None:
+    db = Database(settings.resolved_database_url, timeout_s=settings.db_timeout_s)
+    try:
+        await upgrade(db)
+        return await IdentityService(db).bootstrap_admin()
+    finally:
+        await db.dispose()
+
+
+def _describe_db(settings: Settings) -> str:
+    if not settings.database_url:
+        return "SQLite"
+    return "database " + Database.redacted(settings.database_url)

@@ -1,0 +1,1 @@
+"""Domain services: what hutch does, independent of how it is spoken to."""

@@ -1,0 +1,208 @@
+"""Users, API keys and who a request is.
+
+API keys are 256 random bits, so a plain SHA-256 is the right way to keep them: it cannot
+be reversed, and it lets a key be found with one indexed lookup. The key itself is shown
+once, when it is made, and never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+
+from hutch.core.errors import InvalidInput, NotFound, Unauthenticated
+from hutch.core.ids import new_id
+from hutch.core.sandbox_status import TERMINAL_STATUSES, SandboxStatus
+from hutch.store import sandboxes as sandbox_store
+from hutch.store import users as user_store
+from hutch.store.db import Database
+from hutch.store.models import ApiKey, User, utcnow
+
+__all__ = [
+    "ADMIN_USER",
+    "IdentityService",
+    "IssuedKey",
+    "KeyInfo",
+    "Principal",
+    "SandboxStats",
+    "hash_key",
+]
+
+ADMIN_USER = "admin"
+KEY_PREFIX = "hk_"
+USER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+# Writing last_used_at on every request would turn every read into a write.
+_TOUCH_EVERY = timedelta(minutes=1)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Principal:
+    """The user a request acts for, and the key it came with."""
+
+    user_id: str
+    user_name: str
+    is_admin: bool
+    key_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class IssuedKey:
+    """A key just made. ``key`` is the only copy there will ever be."""
+
+    key: str
+    key_id: str
+    user_id: str
+    user_name: str
+    user_created: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyInfo:
+    id: str
+    prefix: str
+    user_id: str
+    user_name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SandboxStats:
+    running: int
+    paused: int
+    other: int
+    total: int
+
+
+class IdentityService:
+    """Issues, checks, lists and revokes API keys."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def issue_key(self, user_name: str, *, admin: bool = False) -> IssuedKey:
+        """Make a new key for ``user_name``, creating the user if there is none by that name.
+
+        Raises :class:`InvalidInput` for a name that is not 1-64 of ``A-Za-z0-9._@-``.
+        """
+        if not USER_NAME_PATTERN.fullmatch(user_name):
+            raise InvalidInput(
+                "user names are 1-64 characters of letters, digits, '.', '_', '@' and '-', "
+                "starting with a letter or digit",
+                field="user",
+            )
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        for attempt in range(2):
+            try:
+                async with self._db.sessions.begin() as session:
+                    user = await user_store.get_user_by_name(session, user_name)
+                    created = user is None
+                    if user is None:
+                        user = await user_store.add_user(
+                            session, User(id=new_id("usr_"), name=user_name, is_admin=admin)
+                        )
+                    record = await user_store.add_key(
+                        session,
+                        ApiKey(
+                            id=new_id("key_"),
+                            user_id=user.id,
+                            key_hash=hash_key(key),
+                            prefix=key[: len(KEY_PREFIX) + 8],
+                        ),
+                    )
+                    return IssuedKey(
+                        key=key,
+                        key_id=record.id,
+                        user_id=user.id,
+                        user_name=user.name,
+                        user_created=created,
+                    )
+            except IntegrityError:
+                # Another process created the same user between our read and our insert.
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def bootstrap_admin(self) -> IssuedKey | None:
+        """On a store with no users at all, create the admin user and its first key."""
+        async with self._db.sessions() as session:
+            if await user_store.any_user(session):
+                return None
+        return await self.issue_key(ADMIN_USER, admin=True)
+
+    async def authenticate(self, key: str | None) -> Principal:
+        """Return who ``key`` belongs to. Raises :class:`Unauthenticated` otherwise."""
+        if not key:
+            raise Unauthenticated(
+                "missing API key: send it as 'X-Api-Key: <key>' or 'Authorization: Bearer <key>'"
+            )
+        async with self._db.sessions.begin() as session:
+            found = await user_store.key_by_hash(session, hash_key(key))
+            if found is None or found[0].revoked_at is not None:
+                raise Unauthenticated("invalid or revoked API key")
+            record, user = found
+            now = utcnow()
+            if record.last_used_at is None or now - record.last_used_at > _TOUCH_EVERY:
+                record.last_used_at = now
+            return Principal(
+                user_id=user.id, user_name=user.name, is_admin=user.is_admin, key_id=record.id
+            )
+
+    async def list_keys(self) -> list[KeyInfo]:
+        async with self._db.sessions() as session:
+            return [_key_info(key, user) for key, user in await user_store.list_keys(session)]
+
+    async def revoke(self, ident: str) -> KeyInfo:
+        """Revoke the key whose id is ``ident`` or whose prefix starts with it (idempotent).
+
+        Raises :class:`NotFound` when nothing matches, :class:`InvalidInput` when several do.
+        """
+        if not ident:
+            raise InvalidInput("name a key by its id or its prefix", field="key")
+        async with self._db.sessions.begin() as session:
+            matches = await user_store.keys_matching(session, ident)
+            if not matches:
+                raise NotFound(f"no API key with id or prefix {ident!r}")
+            if len(matches) > 1:
+                raise InvalidInput(
+                    f"{ident!r} matches {len(matches)} keys; give the key id instead", field="key"
+                )
+            record = matches[0]
+            if record.revoked_at is None:
+                record.revoked_at = utcnow()
+            user = await user_store.get_user(session, record.user_id)
+            assert user is not None
+            return _key_info(record, user)
+
+    async def sandbox_stats(self, user_id: str) -> SandboxStats:
+        async with self._db.sessions() as session:
+            counts = await sandbox_store.count_by_status(session, user_id)
+        running = counts.get(SandboxStatus.RUNNING, 0)
+        paused = counts.get(SandboxStatus.PAUSED, 0)
+        terminal = sum(counts.get(status, 0) for status in TERMINAL_STATUSES)
+        total = sum(counts.values())
+        return SandboxStats(
+            running=running, paused=paused, other=total - running - paused - terminal, total=total
+        )
+
+
+def _key_info(key: ApiKey, user: User) -> KeyInfo:
+    return KeyInfo(
+        id=key.id,
+        prefix=key.prefix,
+        user_id=user.id,
+        user_name=user.name,
+        created_at=key.created_at,
+        last_used_at=key.last_used_at,
+        revoked_at=key.revoked_at,
+    )

@@ -1,0 +1,1 @@
+"""The host agent: everything that happens on the machine that runs sandboxes."""

@@ -1,0 +1,72 @@
+"""The host agent: reports this machine to the control plane and, later, runs its sandboxes.
+
+In ``hutch serve`` it runs inside the API process. It writes a heartbeat with the host's
+free memory and built images every ``heartbeat_interval_s``; a host whose heartbeat is
+older than ``host_dead_after_s`` is shown as ``dead``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from hutch.host.images import built_images
+from hutch.host.machine import host_address, read_memory
+from hutch.settings import Settings
+from hutch.store import hosts as host_store
+from hutch.store.db import Database
+from hutch.store.models import Host, utcnow
+
+__all__ = ["HostAgent"]
+
+log = logging.getLogger(__name__)
+
+
+class HostAgent:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self._settings = settings
+        self._db = db
+        self.host_id = settings.host_id or host_address()
+        self._started_at = utcnow()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Register this host (status ``active``) and start heartbeating."""
+        await self.heartbeat()
+        self._task = asyncio.create_task(self._beat_forever(), name="hutch-host-heartbeat")
+
+    async def stop(self) -> None:
+        """Stop heartbeating and mark this host ``dead`` so no work is placed on it."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(Exception):
+            await self.heartbeat(status="dead")
+
+    async def heartbeat(self, *, status: str = "active") -> None:
+        memory = await asyncio.to_thread(read_memory)
+        rootfses = await asyncio.to_thread(built_images, self._settings.home)
+        async with self._db.sessions.begin() as session:
+            await host_store.upsert_host(
+                session,
+                Host(
+                    id=self.host_id,
+                    status=status,
+                    free_mib=memory.available_mib,
+                    total_mib=memory.total_mib,
+                    rootfses=rootfses,
+                    started_at=self._started_at,
+                    heartbeat_at=utcnow(),
+                ),
+            )
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.heartbeat_interval_s)
+            try:
+                await self.heartbeat()
+            except Exception:
+                log.warning("host heartbeat failed; will retry", exc_info=True)

@@ -1,0 +1,77 @@
+"""Settings, built once from arguments and the environment (prefix ``HUTCH_``).
+
+Nothing reads settings at import time: the CLI builds a :class:`Settings` and passes it
+down to the app factory, the store and the host agent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hutch.core.catalog import DEFAULT_SHAPES, ROOTFS_CATALOG, Shape
+
+__all__ = ["Settings", "default_home"]
+
+
+def default_home() -> Path:
+    """``/var/lib/hutch`` for root (an operator's daemon), else the XDG data directory."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/hutch")
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "hutch"
+
+
+class Settings(BaseSettings):
+    """Every knob of a hutch process. Environment variables are ``HUTCH_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="HUTCH_", frozen=True, extra="ignore")
+
+    home: Path = Field(default_factory=default_home)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8700, ge=0, le=65535)
+    database_url: str = ""
+    """SQLAlchemy URL; empty means SQLite at ``$HUTCH_HOME/hutch.db``."""
+
+    shapes: tuple[Shape, ...] = DEFAULT_SHAPES
+    default_rootfs: str = "devbox:1"
+
+    max_running_per_user: int = Field(default=50, ge=1)
+    max_json_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    host_id: str = ""
+    """This machine's id in ``/v1/hosts``; empty means its first global IPv4 address."""
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    host_dead_after_s: float = Field(default=30.0, gt=0)
+
+    db_timeout_s: float = Field(default=3.0, gt=0)
+    """How long a readiness probe or a connection attempt waits for the database."""
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _check_catalog(self) -> Settings:
+        ids = [shape.id for shape in self.shapes]
+        if not ids:
+            raise ValueError("at least one shape must be configured")
+        if len(set(ids)) != len(ids):
+            raise ValueError("shape ids must be unique")
+        names = {image.name for image in ROOTFS_CATALOG}
+        if self.default_rootfs not in names:
+            raise ValueError(f"default_rootfs must be one of {sorted(names)}")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'hutch.db'}"
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"

@@ -1,0 +1,87 @@
+"""Engines and sessions for SQLite (the embedded default) and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+__all__ = ["Database", "normalize_url"]
+
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+}
+
+
+def normalize_url(url: str) -> URL:
+    """Accept the URLs people write (``postgresql://…``, ``sqlite:///…``) and pick async drivers.
+
+    Raises ``ValueError`` for anything but SQLite and PostgreSQL.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+    if parsed.drivername in _ASYNC_DRIVERS:
+        parsed = parsed.set(drivername=_ASYNC_DRIVERS[parsed.drivername])
+    return parsed
+
+
+class Database:
+    """One engine and its session factory. Call :meth:`dispose` when done."""
+
+    def __init__(self, url: str, *, timeout_s: float = 3.0) -> None:
+        self.url = normalize_url(url)
+        self.timeout_s = timeout_s
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if self.is_sqlite:
+            database = self.url.database or ""
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 5}
+        else:
+            kwargs["connect_args"] = {"timeout": timeout_s, "command_timeout": 30}
+            kwargs["pool_size"] = 10
+            kwargs["max_overflow"] = 20
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.get_backend_name() == "sqlite"
+
+    async def ping(self) -> None:
+        """Round-trip ``SELECT 1``; raises on failure or after ``timeout_s``."""
+        async with asyncio.timeout(self.timeout_s), self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    @staticmethod
+    def redacted(url: str) -> str:
+        """``url`` with its password hidden, for logs and banners."""
+        return make_url(url).render_as_string(hide_password=True)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the CLI (`hutch keys create`) write while the server runs; busy_timeout makes
+    # writers wait for each other instead of failing at once.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
