@@ -21,8 +21,8 @@ check: debs-test venv lint types
 	$(BIN)/pytest
 
 lint: venv
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 
 types: venv
 	$(BIN)/mypy

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -66,4 +67,26 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.add_middleware(EnvelopeMiddleware, body_limit=body_limit)
     app.include_router(createos.router)
+    _document_real_validation_errors(app)
     return app
+
+
+def _document_real_validation_errors(app: FastAPI) -> None:
+    """FastAPI documents a 422 for every route with parameters; hutch answers a bad request
+    with a 400 in the dialect's envelope, so the document says that instead."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        for path_item in document.get("paths", {}).values():
+            for operation in path_item.values():
+                operation.get("responses", {}).pop("422", None)
+        schemas = document.get("components", {}).get("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

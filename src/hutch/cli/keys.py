@@ -92,7 +92,9 @@ def list_(
 
 @app.command("revoke")
 def revoke(
-    key: Annotated[str, typer.Argument(help="The key's id (key_…) or its prefix (hk_…).")],
+    key: Annotated[
+        str, typer.Argument(help="The key's id (key_…), the key itself, or its prefix as listed.")
+    ],
     home: HomeOpt = None,
     database_url: DatabaseOpt = None,
 ) -> None:

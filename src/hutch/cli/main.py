@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from typing import Annotated
 
@@ -57,9 +58,8 @@ def serve(
     code = asyncio.run(run_server(settings, log_level=log_level))
     if code:
         fail(
-            f"could not serve on {settings.host}:{settings.port}",
-            hint="is the port taken? pick another with --port or HUTCH_PORT",
-            code=code,
+            f"could not serve on {settings.host}:{settings.port}; the line above says why",
+            hint="a taken port? pick another with --port or HUTCH_PORT",
         )
 
 
@@ -73,4 +73,14 @@ def openapi() -> None:
 
 
 def main() -> None:
-    app()
+    """Entry point: no traceback reaches a user unless ``HUTCH_DEBUG`` is set."""
+    try:
+        app(standalone_mode=True)
+    except Exception as exc:
+        if os.environ.get("HUTCH_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(
+            "hint: run again with HUTCH_DEBUG=1 for the traceback, and report it", file=sys.stderr
+        )
+        sys.exit(70)

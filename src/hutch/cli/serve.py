@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import uvicorn
@@ -37,13 +36,19 @@ async def serve(settings: Settings, *, log_level: str) -> int:
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
+
+    async def run() -> int:
+        try:
+            await server.serve()
+        except SystemExit as exc:  # uvicorn exits the process when it cannot bind
+            return int(exc.code or 1)
+        return 0
+
+    serving = asyncio.create_task(run())
     while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn has no event)
         await asyncio.sleep(0.02)
     if serving.done():
-        with contextlib.suppress(SystemExit):
-            await serving
-        return 1
+        return await serving or 1
 
     port = server.servers[0].sockets[0].getsockname()[1]
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -57,8 +62,7 @@ async def serve(settings: Settings, *, log_level: str) -> int:
             "admin key: shown at first start; make another with 'hutch keys create --user admin'",
             flush=True,
         )
-    await serving
-    return 0
+    return await serving
 
 
 async def _bootstrap_admin(settings: Settings) -> IssuedKey | None:

@@ -163,14 +163,15 @@ class IdentityService:
             return [_key_info(key, user) for key, user in await user_store.list_keys(session)]
 
     async def revoke(self, ident: str) -> KeyInfo:
-        """Revoke the key whose id is ``ident`` or whose prefix starts with it (idempotent).
+        """Revoke the key that ``ident`` names: its id, the whole key, or the start of the key
+        as ``hutch keys list`` shows it. Idempotent.
 
         Raises :class:`NotFound` when nothing matches, :class:`InvalidInput` when several do.
         """
         if not ident:
             raise InvalidInput("name a key by its id or its prefix", field="key")
         async with self._db.sessions.begin() as session:
-            matches = await user_store.keys_matching(session, ident)
+            matches = await user_store.keys_matching(session, ident, hash_key(ident))
             if not matches:
                 raise NotFound(f"no API key with id or prefix {ident!r}")
             if len(matches) > 1:

@@ -29,11 +29,11 @@ def normalize_url(url: str) -> URL:
     Raises ``ValueError`` for anything but SQLite and PostgreSQL.
     """
     parsed = make_url(url)
+    if parsed.drivername in _ASYNC_DRIVERS:
+        parsed = parsed.set(drivername=_ASYNC_DRIVERS[parsed.drivername])
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql"):
         raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
-    if parsed.drivername in _ASYNC_DRIVERS:
-        parsed = parsed.set(drivername=_ASYNC_DRIVERS[parsed.drivername])
     return parsed
 
 

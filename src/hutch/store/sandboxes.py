@@ -17,7 +17,7 @@ async def count_by_status(session: AsyncSession, user_id: str) -> dict[str, int]
         .where(SandboxRecord.user_id == user_id)
         .group_by(SandboxRecord.status)
     )
-    return {status: int(count) for status, count in rows.tuples()}
+    return {status: int(count) for status, count in rows}
 
 
 async def count_on_hosts(session: AsyncSession, statuses: tuple[str, ...]) -> dict[str, int]:
@@ -27,4 +27,4 @@ async def count_on_hosts(session: AsyncSession, statuses: tuple[str, ...]) -> di
         .where(SandboxRecord.status.in_(statuses), SandboxRecord.host_id.is_not(None))
         .group_by(SandboxRecord.host_id)
     )
-    return {str(host_id): int(count) for host_id, count in rows.tuples()}
+    return {str(host_id): int(count) for host_id, count in rows}

@@ -60,14 +60,16 @@ async def list_keys(session: AsyncSession) -> Sequence[tuple[ApiKey, User]]:
     rows = await session.execute(
         select(ApiKey, User).join(User, User.id == ApiKey.user_id).order_by(ApiKey.id)
     )
-    return [(key, user) for key, user in rows.tuples()]
+    return [(key, user) for key, user in rows]
 
 
-async def keys_matching(session: AsyncSession, ident: str) -> Sequence[ApiKey]:
-    """Keys whose id is ``ident`` or whose prefix starts with it."""
+async def keys_matching(session: AsyncSession, ident: str, ident_hash: str) -> Sequence[ApiKey]:
+    """Keys whose id is ``ident``, whose hash is ``ident_hash``, or whose prefix starts with it."""
     rows = await session.scalars(
         select(ApiKey).where(
-            (ApiKey.id == ident) | ApiKey.prefix.startswith(ident, autoescape=True)
+            (ApiKey.id == ident)
+            | (ApiKey.key_hash == ident_hash)
+            | ApiKey.prefix.startswith(ident, autoescape=True)
         )
     )
     return rows.all()

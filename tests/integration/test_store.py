@@ -1,0 +1,177 @@
+"""The store and the identity service on real SQLite and a real PostgreSQL 15."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, text
+
+from hutch.core.errors import InvalidInput, NotFound, Unauthenticated
+from hutch.core.hosts import HostService
+from hutch.core.identity import IdentityService, hash_key
+from hutch.core.ids import new_id
+from hutch.store.db import Database
+from hutch.store.migrate import upgrade
+from hutch.store.models import ApiKey, Host, SandboxRecord, utcnow
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_key_authenticates_its_user_and_only_its_hash_is_stored(db: Database) -> None:
+    identity = IdentityService(db)
+    issued = await identity.issue_key("alice")
+    assert (
+        issued.user_created and issued.key.startswith("hk_") and issued.user_id.startswith("usr_")
+    )
+
+    principal = await identity.authenticate(issued.key)
+    assert (principal.user_id, principal.user_name, principal.is_admin) == (
+        issued.user_id,
+        "alice",
+        False,
+    )
+    async with db.sessions() as session:
+        stored = (await session.scalars(select(ApiKey))).one()
+        dump = " ".join(
+            str(v) for v in (await session.execute(text("SELECT * FROM api_keys"))).one()
+        )
+    assert stored.key_hash == hash_key(issued.key)
+    assert issued.key not in dump
+
+
+async def test_a_second_key_for_a_user_is_the_same_user(db: Database) -> None:
+    identity = IdentityService(db)
+    first = await identity.issue_key("bob")
+    second = await identity.issue_key("bob")
+    assert not second.user_created and second.user_id == first.user_id
+    assert second.key != first.key
+    assert (await identity.authenticate(second.key)).user_id == first.user_id
+
+
+async def test_concurrent_first_keys_for_one_user_make_one_user(db: Database) -> None:
+    identity = IdentityService(db)
+    issued = await asyncio.gather(*(identity.issue_key("carol") for _ in range(5)))
+    assert len({i.user_id for i in issued}) == 1
+    assert len({i.key for i in issued}) == 5
+
+
+@pytest.mark.parametrize("key", [None, "", "hk_nope", "x" * 5000])
+async def test_unknown_keys_are_refused(db: Database, key: str | None) -> None:
+    with pytest.raises(Unauthenticated):
+        await IdentityService(db).authenticate(key)
+
+
+async def test_revoked_keys_stop_working_and_revoke_is_idempotent(db: Database) -> None:
+    identity = IdentityService(db)
+    keep = await identity.issue_key("dave")
+    drop = await identity.issue_key("dave")
+    info = await identity.revoke(drop.key[:11])
+    assert info.id == drop.key_id and info.revoked_at is not None
+    again = await identity.revoke(drop.key_id)
+    assert again.revoked_at == info.revoked_at
+    with pytest.raises(Unauthenticated):
+        await identity.authenticate(drop.key)
+    assert (await identity.authenticate(keep.key)).user_name == "dave"
+
+
+async def test_revoke_of_nothing_or_of_many_is_refused(db: Database) -> None:
+    identity = IdentityService(db)
+    await identity.issue_key("erin")
+    await identity.issue_key("erin")
+    with pytest.raises(NotFound):
+        await identity.revoke("key_NOPE")
+    with pytest.raises(InvalidInput, match="matches 2 keys"):
+        await identity.revoke("hk_")
+    with pytest.raises(InvalidInput):
+        await identity.revoke("")
+
+
+@pytest.mark.parametrize("name", ["", "-lead", "has space", "a" * 65, "semi;colon", "ü"])
+async def test_bad_user_names_are_refused(db: Database, name: str) -> None:
+    with pytest.raises(InvalidInput):
+        await IdentityService(db).issue_key(name)
+
+
+async def test_admin_is_bootstrapped_once(db: Database) -> None:
+    identity = IdentityService(db)
+    first = await identity.bootstrap_admin()
+    assert first is not None and first.user_name == "admin"
+    assert (await identity.authenticate(first.key)).is_admin
+    assert await identity.bootstrap_admin() is None
+
+
+async def test_sandbox_stats_group_statuses_per_user(db: Database) -> None:
+    identity = IdentityService(db)
+    alice = await identity.issue_key("alice")
+    bob = await identity.issue_key("bob")
+    statuses = ["running", "running", "paused", "creating", "resuming", "destroyed", "failed"]
+    async with db.sessions.begin() as session:
+        for i, status in enumerate(statuses):
+            session.add(
+                SandboxRecord(id=new_id("sb_"), user_id=alice.user_id, name=f"s{i}", status=status)
+            )
+        session.add(
+            SandboxRecord(id=new_id("sb_"), user_id=bob.user_id, name="b", status="running")
+        )
+    stats = await identity.sandbox_stats(alice.user_id)
+    assert (stats.running, stats.paused, stats.other, stats.total) == (2, 1, 2, 7)
+    bob_stats = await identity.sandbox_stats(bob.user_id)
+    assert (bob_stats.running, bob_stats.total) == (1, 1)
+
+
+async def test_hosts_that_stop_heartbeating_are_dead(db: Database) -> None:
+    now = utcnow()
+    async with db.sessions.begin() as session:
+        session.add(
+            Host(
+                id="10.0.0.1",
+                status="active",
+                free_mib=1000,
+                total_mib=2000,
+                rootfses=["devbox:1"],
+                started_at=now,
+                heartbeat_at=now,
+            )
+        )
+        session.add(
+            Host(
+                id="10.0.0.2",
+                status="draining",
+                free_mib=500,
+                total_mib=2000,
+                rootfses=["node"],
+                started_at=now,
+                heartbeat_at=now,
+            )
+        )
+        session.add(
+            Host(
+                id="10.0.0.3",
+                status="active",
+                free_mib=9,
+                total_mib=2000,
+                rootfses=["node", "devbox:1"],
+                started_at=now,
+                heartbeat_at=now - timedelta(minutes=5),
+            )
+        )
+    hosts = HostService(db, dead_after_s=30)
+    views, total = await hosts.list(limit=2, offset=1)
+    assert total == 3
+    assert [(v.id, v.status) for v in views] == [("10.0.0.2", "draining"), ("10.0.0.3", "dead")]
+    assert await hosts.built_rootfses() == {"devbox:1", "node"}
+
+
+async def test_migrations_are_idempotent_and_safe_to_race(database_url: str) -> None:
+    databases = [Database(database_url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(upgrade(d) for d in databases))
+        await upgrade(databases[0])
+        async with databases[0].engine.connect() as conn:
+            version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        assert version == "0001"
+    finally:
+        for d in databases:
+            await d.dispose()

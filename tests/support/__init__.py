@@ -1,0 +1,1 @@
+"""Real services the tests start and stop: a throwaway PostgreSQL, a hutch server process."""

@@ -1,0 +1,114 @@
+"""``hutch serve`` as a subprocess, talked to over HTTP the way a user would."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+__all__ = ["HutchProcess", "run_cli"]
+
+_URL_LINE = re.compile(r"hutch is serving on (http://\S+)")
+_KEY_LINE = re.compile(r"admin API key \(shown once, keep it\): (hk_\S+)")
+
+
+def _env(home: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUTCH_")}
+    env["HUTCH_HOME"] = str(home)
+    env.update(extra or {})
+    return env
+
+
+def run_cli(
+    home: Path, *args: str, env: Mapping[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run ``hutch ARGS…`` against the state in ``home``."""
+    return subprocess.run(
+        [sys.executable, "-m", "hutch", *args],
+        env=_env(home, env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=check,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+class HutchProcess:
+    """A running ``hutch serve``; ``url`` and ``admin_key`` come from what it prints."""
+
+    def __init__(
+        self, home: Path, *args: str, env: Mapping[str, str] | None = None, port: int | None = 0
+    ) -> None:
+        self.home = home
+        command = [sys.executable, "-m", "hutch", "serve", "--log-level", "warning", *args]
+        if port is not None and "--port" not in args and "HUTCH_PORT" not in (env or {}):
+            command += ["--port", str(port)]
+        self.proc = subprocess.Popen(
+            command,
+            env=_env(home, env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.stderr_lines: list[str] = []
+        self._ready = threading.Event()
+        self.url = ""
+        self.admin_key: str | None = None
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if match := _URL_LINE.search(line):
+                self.url = match.group(1)
+            if match := _KEY_LINE.search(line):
+                self.admin_key = match.group(1)
+            if line.startswith("admin"):
+                self._ready.set()
+        self._ready.set()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line.rstrip("\n"))
+
+    def wait_ready(self, timeout: float = 60) -> HutchProcess:
+        if not self._ready.wait(timeout) or not self.url:
+            self.stop()
+            raise RuntimeError(
+                "hutch serve did not start:\n" + "\n".join(self.lines + self.stderr_lines)
+            )
+        return self
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"X-Api-Key": key} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.stop()
