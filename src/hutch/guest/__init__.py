@@ -1,0 +1,1 @@
+"""The in-sandbox agent (standard library only). See :mod:`hutch.guest.agent`."""

@@ -1,0 +1,452 @@
+"""The guest agent: init (PID 1) of every sandbox, serving exec and files to the host.
+
+Standard library only: it runs with the image's own ``python3 -S -E -s``, bind-mounted
+read-only at ``/.hutch/guest``. The host creates the listening unix socket and passes it
+in as a file descriptor (``--listen-fd``), so nothing inside the sandbox can replace the
+socket path the host connects to (say, with a symlink to a host service).
+
+Protocol, one operation per connection. Every message is a frame: one kind byte, a 4-byte
+big-endian length, then the payload. The client opens with a JSON frame naming ``op``.
+
+    ping   → J {"ok": true, "pid": …, "version": …}
+    exec   {"argv", "env", "cwd", "timeout", "stdin": bool}
+           (stdin: D frames, then Z)  → O/E frames as output happens, then
+           J {"type": "exit", "exit_code": int|null, "error": str|null}
+           A timeout, or the client going away, kills the whole process group.
+    put    {"path", "mode"} then D frames, then Z → J {"ok": true, "size": n}
+           written to a temp file and renamed, so a failed upload leaves the old file.
+    get    {"path"} → J {"ok": true, "size": n}, D frames, Z
+    Errors: J {"error": {"code": "not_found"|"is_directory"|"invalid"|"io", "message"}}
+
+With ``--root DIR`` (the fake driver's mode, never inside a sandbox) paths are taken
+relative to DIR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+VERSION = 1
+FRAME = struct.Struct(">cI")
+JSON = b"J"
+DATA = b"D"
+STDOUT = b"O"
+STDERR = b"E"
+END = b"Z"
+MAX_FRAME = 1 << 20
+CHUNK = 64 * 1024
+# After the main process exits, how long to keep reading output that its children may
+# still hold open (`sleep 100 &` keeps the pipe open; the command is still done).
+DRAIN_AFTER_EXIT_S = 0.5
+# Children of the agent are killed first when a sandbox runs out of memory.
+CHILD_OOM_SCORE_ADJ = "500"
+
+
+class ProtocolError(Exception):
+    pass
+
+
+class Connection:
+    """Framed messages over one accepted socket. Sends are serialised across threads."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.file = sock.makefile("rb", buffering=CHUNK)
+        self._send_lock = threading.Lock()
+
+    def send(self, kind: bytes, payload: bytes = b"") -> None:
+        with self._send_lock:
+            for start in range(0, max(len(payload), 1), MAX_FRAME):
+                part = payload[start : start + MAX_FRAME]
+                self.sock.sendall(FRAME.pack(kind, len(part)) + part)
+
+    def send_json(self, message: dict[str, Any]) -> None:
+        self.send(JSON, json.dumps(message).encode())
+
+    def send_error(self, code: str, message: str) -> None:
+        self.send_json({"error": {"code": code, "message": message}})
+
+    def recv(self) -> tuple[bytes, bytes] | None:
+        """The next frame, or None at a clean end of stream."""
+        header = self.file.read(FRAME.size)
+        if not header:
+            return None
+        if len(header) < FRAME.size:
+            raise ProtocolError("truncated frame header")
+        kind, length = FRAME.unpack(header)
+        if length > MAX_FRAME:
+            raise ProtocolError("frame too large")
+        payload = self.file.read(length) if length else b""
+        if len(payload) < length:
+            raise ProtocolError("truncated frame")
+        return kind, payload
+
+    def close(self) -> None:
+        try:
+            self.file.close()
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Agent:
+    def __init__(self, root: str | None) -> None:
+        self.root = root
+        # Serialises spawning with reaping, so the reaper never takes an exit status that
+        # belongs to a process a connection is about to wait for.
+        self.spawn_lock = threading.Lock()
+        self.tracked: set[int] = set()
+        self.child_exited = threading.Event()
+
+    # -- paths ---------------------------------------------------------------------------
+
+    def resolve(self, path: Any) -> str:
+        if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+            raise ValueError("path must be an absolute path")
+        if any(part == ".." for part in path.split("/")):
+            raise ValueError("path must not contain '..'")
+        if self.root is None:
+            return path
+        return os.path.join(self.root, path.lstrip("/"))
+
+    # -- serving -------------------------------------------------------------------------
+
+    def serve(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError as exc:
+                if exc.errno in (errno.EINTR, errno.ECONNABORTED):
+                    continue
+                raise
+            threading.Thread(target=self.handle, args=(sock,), daemon=True).start()
+
+    def handle(self, sock: socket.socket) -> None:
+        conn = Connection(sock)
+        try:
+            frame = conn.recv()
+            if frame is None or frame[0] != JSON:
+                raise ProtocolError("expected a JSON request frame")
+            request = json.loads(frame[1])
+            if not isinstance(request, dict):
+                raise ProtocolError("request must be a JSON object")
+            op = request.get("op")
+            if op == "ping":
+                conn.send_json({"ok": True, "pid": os.getpid(), "version": VERSION})
+            elif op == "exec":
+                self.exec(conn, request)
+            elif op == "put":
+                self.put(conn, request)
+            elif op == "get":
+                self.get(conn, request)
+            else:
+                conn.send_error("invalid", f"unknown op {op!r}")
+        except (ProtocolError, ValueError, UnicodeDecodeError) as exc:
+            with contextlib.suppress(OSError):
+                conn.send_error("invalid", str(exc))
+        except OSError:
+            pass  # the host went away
+        finally:
+            conn.close()
+
+    # -- exec ----------------------------------------------------------------------------
+
+    def exec(self, conn: Connection, request: dict[str, Any]) -> None:
+        argv = request.get("argv")
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise ValueError("argv must be a non-empty list of strings")
+        env = request.get("env") or {}
+        if not isinstance(env, dict):
+            raise ValueError("env must be an object")
+        cwd = self.resolve(request.get("cwd") or "/")
+        timeout = request.get("timeout")
+        wants_stdin = bool(request.get("stdin"))
+        try:
+            with self.spawn_lock:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.PIPE if wants_stdin else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=cwd,
+                    env={str(k): str(v) for k, v in env.items()},
+                    start_new_session=True,
+                    close_fds=True,
+                )
+                self.tracked.add(proc.pid)
+        except FileNotFoundError as exc:
+            missing = exc.filename if exc.filename == cwd else argv[0]
+            what = "working directory" if missing == cwd else "command"
+            conn.send_json(
+                {
+                    "type": "exit",
+                    "exit_code": None,
+                    "error": f"{what} not found: {request.get('cwd') or argv[0]}",
+                }
+            )
+            return
+        except (PermissionError, NotADirectoryError, OSError) as exc:
+            conn.send_json(
+                {
+                    "type": "exit",
+                    "exit_code": None,
+                    "error": f"cannot start {argv[0]}: {exc.strerror or exc}",
+                }
+            )
+            return
+        try:
+            with open(f"/proc/{proc.pid}/oom_score_adj", "w") as handle:
+                handle.write(CHILD_OOM_SCORE_ADJ)
+        except OSError:
+            pass
+
+        gone = threading.Event()
+        pumps = [
+            threading.Thread(
+                target=self._pump, args=(proc.stdout, conn, STDOUT, gone), daemon=True
+            ),
+            threading.Thread(
+                target=self._pump, args=(proc.stderr, conn, STDERR, gone), daemon=True
+            ),
+        ]
+        for pump in pumps:
+            pump.start()
+        threading.Thread(
+            target=self._feed, args=(conn, proc, wants_stdin, gone), daemon=True
+        ).start()
+
+        error = None
+        deadline = None if timeout in (None, 0) else time.monotonic() + float(timeout)
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                proc.wait(timeout=0.2 if remaining is None else min(0.2, remaining))
+                break
+            except subprocess.TimeoutExpired:
+                if gone.is_set():
+                    self._kill_group(proc)
+                    proc.wait()
+                    return
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._kill_group(proc)
+                    proc.wait()
+                    error = f"timeout: killed after {timeout} s"
+                    break
+        drain_until = time.monotonic() + DRAIN_AFTER_EXIT_S
+        for pump in pumps:
+            pump.join(max(0.0, drain_until - time.monotonic()))
+        with self.spawn_lock:
+            self.tracked.discard(proc.pid)
+        for stream in (proc.stdout, proc.stderr):
+            with contextlib.suppress(OSError):
+                stream.close()  # type: ignore[union-attr]
+        code = proc.returncode
+        if error is None and code is not None and code < 0:
+            error = f"killed by signal {-code}"
+            code = 128 - code
+        conn.send_json({"type": "exit", "exit_code": code, "error": error})
+
+    @staticmethod
+    def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    @staticmethod
+    def _pump(stream: Any, conn: Connection, kind: bytes, gone: threading.Event) -> None:
+        try:
+            while True:
+                chunk = stream.read1(CHUNK)
+                if not chunk:
+                    return
+                conn.send(kind, chunk)
+        except (OSError, ValueError):
+            gone.set()
+
+    @staticmethod
+    def _feed(
+        conn: Connection, proc: subprocess.Popen[bytes], wants_stdin: bool, gone: threading.Event
+    ) -> None:
+        """Copy stdin frames to the process; then watch for the host hanging up."""
+        stdin = proc.stdin
+        try:
+            while True:
+                frame = conn.recv()
+                if frame is None:
+                    gone.set()
+                    return
+                kind, payload = frame
+                if stdin is None:
+                    continue
+                if kind == DATA:
+                    try:
+                        stdin.write(payload)
+                        stdin.flush()
+                    except (BrokenPipeError, OSError):
+                        stdin = None
+                elif kind == END:
+                    with contextlib.suppress(OSError):
+                        stdin.close()
+                    stdin = None
+        except (OSError, ProtocolError, ValueError):
+            gone.set()
+        finally:
+            if stdin is not None and wants_stdin:
+                with contextlib.suppress(OSError):
+                    stdin.close()
+
+    # -- files ---------------------------------------------------------------------------
+
+    def put(self, conn: Connection, request: dict[str, Any]) -> None:
+        path = self.resolve(request.get("path"))
+        mode = request.get("mode", 0o644)
+        if not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+            raise ValueError("mode must be a permission number")
+        if os.path.isdir(path):
+            conn.send_error("is_directory", f"{request['path']} is a directory")
+            return
+        directory = os.path.dirname(path)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            conn.send_error("invalid", f"a parent of {request['path']} is not a directory")
+            return
+        except OSError as exc:
+            conn.send_error("io", f"cannot create {directory}: {exc.strerror}")
+            return
+        temp = os.path.join(
+            directory, f".{os.path.basename(path)}.hutch-{os.getpid()}-{threading.get_ident()}"
+        )
+        size = 0
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        except OSError as exc:
+            conn.send_error("io", f"cannot write {request['path']}: {exc.strerror}")
+            return
+        complete = False
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as out:
+                while True:
+                    frame = conn.recv()
+                    if frame is None:
+                        return  # the upload was cut off: keep the old file
+                    kind, payload = frame
+                    if kind == END:
+                        break
+                    if kind != DATA:
+                        raise ProtocolError("expected data frames")
+                    view = memoryview(payload)
+                    while view:
+                        written = out.write(view)
+                        view = view[written:]
+                    size += len(payload)
+            os.chmod(temp, mode)
+            os.replace(temp, path)
+            complete = True
+        except OSError as exc:
+            conn.send_error("io", f"cannot write {request['path']}: {exc.strerror}")
+            return
+        finally:
+            if not complete:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+        conn.send_json({"ok": True, "size": size})
+
+    def get(self, conn: Connection, request: dict[str, Any]) -> None:
+        path = self.resolve(request.get("path"))
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            conn.send_error("not_found", f"{request['path']} does not exist")
+            return
+        except IsADirectoryError:
+            conn.send_error("is_directory", f"{request['path']} is a directory")
+            return
+        except OSError as exc:
+            conn.send_error("io", f"cannot read {request['path']}: {exc.strerror}")
+            return
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            kind = "is_directory" if stat.S_ISDIR(info.st_mode) else "invalid"
+            conn.send_error(kind, f"{request['path']} is not a regular file")
+            return
+        with os.fdopen(fd, "rb", buffering=0) as source:
+            conn.send_json({"ok": True, "size": info.st_size})
+            while True:
+                chunk = source.read(CHUNK * 4)
+                if not chunk:
+                    break
+                conn.send(DATA, chunk)
+        conn.send(END)
+
+    # -- init duties ---------------------------------------------------------------------
+
+    def reap_orphans(self) -> None:
+        """As PID 1, collect every orphan that dies, but never a process a connection waits on."""
+        while True:
+            self.child_exited.wait(1.0)
+            self.child_exited.clear()
+            while True:
+                try:
+                    info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                except ChildProcessError:
+                    break
+                if info is None:
+                    break
+                with self.spawn_lock:
+                    if info.si_pid in self.tracked:
+                        # Its own thread will reap it; look again shortly.
+                        time.sleep(0.01)
+                        break
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(info.si_pid, 0)
+
+
+def _options(argv: list[str]) -> dict[str, str]:
+    # Not argparse: importing it costs a sandbox ~10 ms of start time.
+    usage = "usage: agent.py (--listen-fd N | --socket PATH) [--root DIR]"
+    known = {"--listen-fd", "--socket", "--root"}
+    if len(argv) % 2 or any(flag not in known for flag in argv[::2]):
+        raise SystemExit(usage)
+    options = dict(zip(argv[::2], argv[1::2], strict=True))
+    if ("--listen-fd" in options) == ("--socket" in options):
+        raise SystemExit(usage)
+    return options
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = _options(sys.argv[1:] if argv is None else argv)
+    if "--listen-fd" in options:
+        listener = socket.socket(fileno=int(options["--listen-fd"]))
+    else:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(options["--socket"])
+        listener.bind(options["--socket"])
+        listener.listen(64)
+
+    agent = Agent(options.get("--root"))
+    signal.signal(signal.SIGCHLD, lambda *_: agent.child_exited.set())
+    if os.getpid() == 1:
+        # PID 1 ignores signals it has no handler for; make a stop request mean stop.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    threading.Thread(target=agent.reap_orphans, daemon=True).start()
+    with contextlib.suppress(KeyboardInterrupt):
+        agent.serve(listener)
+
+
+if __name__ == "__main__":
+    main()

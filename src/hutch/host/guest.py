@@ -1,0 +1,214 @@
+"""The host's side of the guest agent protocol (see :mod:`hutch.guest.agent`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hutch.guest.agent import DATA, END, FRAME, JSON, MAX_FRAME, STDERR, STDOUT
+
+__all__ = [
+    "ExecExit",
+    "ExecOutput",
+    "ExecRequest",
+    "FileDownload",
+    "GuestClient",
+    "GuestError",
+    "GuestUnreachable",
+]
+
+
+class GuestError(Exception):
+    """The guest agent refused an operation; ``code`` is its reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class GuestUnreachable(Exception):
+    """The guest agent did not answer: the sandbox is stopped, frozen or broken."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecRequest:
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    timeout_s: float | None = None
+    stdin: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ExecOutput:
+    stream: str  # "stdout" or "stderr"
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ExecExit:
+    exit_code: int | None
+    error: str | None
+
+
+@dataclass
+class FileDownload:
+    size: int
+    chunks: AsyncIterator[bytes]
+
+
+class _Channel:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def send(self, kind: bytes, payload: bytes = b"") -> None:
+        for start in range(0, max(len(payload), 1), MAX_FRAME):
+            part = payload[start : start + MAX_FRAME]
+            self.writer.write(FRAME.pack(kind, len(part)) + part)
+        await self.writer.drain()
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        await self.send(JSON, json.dumps(message).encode())
+
+    async def recv(self) -> tuple[bytes, bytes]:
+        try:
+            header = await self.reader.readexactly(FRAME.size)
+            kind, length = FRAME.unpack(header)
+            if length > MAX_FRAME:
+                raise GuestUnreachable("the guest agent sent an oversized frame")
+            payload = await self.reader.readexactly(length) if length else b""
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            raise GuestUnreachable("the guest agent closed the connection") from exc
+        return kind, payload
+
+    async def recv_json(self) -> dict[str, Any]:
+        kind, payload = await self.recv()
+        if kind != JSON:
+            raise GuestUnreachable(f"expected a JSON frame from the guest agent, got {kind!r}")
+        message: dict[str, Any] = json.loads(payload)
+        if "error" in message:
+            error = message["error"]
+            raise GuestError(str(error.get("code", "io")), str(error.get("message", "")))
+        return message
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
+class GuestClient:
+    """Talks to one sandbox's guest agent over its unix socket; a connection per operation."""
+
+    def __init__(self, socket_path: Path, *, connect_timeout_s: float = 5.0) -> None:
+        self.socket_path = socket_path
+        self.connect_timeout_s = connect_timeout_s
+
+    async def _open(self) -> _Channel:
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                reader, writer = await asyncio.open_unix_connection(
+                    str(self.socket_path), limit=MAX_FRAME * 2
+                )
+        except (OSError, TimeoutError) as exc:
+            raise GuestUnreachable(f"the guest agent does not answer: {exc}") from exc
+        return _Channel(reader, writer)
+
+    async def ping(self, *, timeout_s: float = 5.0) -> dict[str, Any]:
+        channel = await self._open()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await channel.send_json({"op": "ping"})
+                return await channel.recv_json()
+        except TimeoutError as exc:
+            raise GuestUnreachable("the guest agent did not answer a ping") from exc
+        finally:
+            await channel.close()
+
+    async def exec(self, request: ExecRequest) -> AsyncIterator[ExecOutput | ExecExit]:
+        """Run a command; yields its output as it comes, then exactly one :class:`ExecExit`.
+
+        Closing the iterator early hangs up, and the agent then kills the process group.
+        """
+        channel = await self._open()
+        try:
+            await channel.send_json(
+                {
+                    "op": "exec",
+                    "argv": request.argv,
+                    "env": request.env,
+                    "cwd": request.cwd,
+                    "timeout": request.timeout_s,
+                    "stdin": request.stdin is not None,
+                }
+            )
+            if request.stdin is not None:
+                if request.stdin:
+                    await channel.send(DATA, request.stdin)
+                await channel.send(END)
+            while True:
+                kind, payload = await channel.recv()
+                if kind == STDOUT:
+                    yield ExecOutput("stdout", payload)
+                elif kind == STDERR:
+                    yield ExecOutput("stderr", payload)
+                elif kind == JSON:
+                    message = json.loads(payload)
+                    if "error" in message and isinstance(message["error"], dict):
+                        error = message["error"]
+                        raise GuestError(str(error.get("code")), str(error.get("message")))
+                    yield ExecExit(message.get("exit_code"), message.get("error"))
+                    return
+        finally:
+            await channel.close()
+
+    async def write_file(
+        self, path: str, chunks: AsyncIterable[bytes], *, mode: int = 0o644
+    ) -> int:
+        """Stream ``chunks`` into ``path``; the old file stays whole if this fails midway."""
+        channel = await self._open()
+        try:
+            await channel.send_json({"op": "put", "path": path, "mode": mode})
+            async for chunk in chunks:
+                if chunk:
+                    await channel.send(DATA, chunk)
+            await channel.send(END)
+            reply = await channel.recv_json()
+            return int(reply["size"])
+        except ConnectionError as exc:
+            # The agent refused early (say, the path is a directory) and hung up while we
+            # were still sending; its reason is waiting in the stream.
+            with contextlib.suppress(GuestUnreachable):
+                await channel.recv_json()
+            raise GuestUnreachable("the guest agent closed the connection") from exc
+        finally:
+            await channel.close()
+
+    async def read_file(self, path: str) -> FileDownload:
+        """Open ``path`` for reading; raises :class:`GuestError` before any byte is sent."""
+        channel = await self._open()
+        try:
+            await channel.send_json({"op": "get", "path": path})
+            header = await channel.recv_json()
+        except BaseException:
+            await channel.close()
+            raise
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    kind, payload = await channel.recv()
+                    if kind == END:
+                        return
+                    yield payload
+            finally:
+                await channel.close()
+
+        return FileDownload(size=int(header["size"]), chunks=chunks())

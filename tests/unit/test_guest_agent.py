@@ -1,0 +1,174 @@
+"""The guest agent's protocol, with the agent as a plain process (the fake driver's mode)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+import hutch.guest.agent as agent_module
+from hutch.host.guest import ExecExit, ExecOutput, ExecRequest, GuestClient, GuestError
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    path = tmp_path / "root"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def guest(tmp_path: Path, root: Path) -> Iterator[GuestClient]:
+    sock = tmp_path / "agent.sock"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-S",
+            "-E",
+            "-s",
+            agent_module.__file__,
+            "--socket",
+            str(sock),
+            "--root",
+            str(root),
+        ]
+    )
+    deadline = time.monotonic() + 10
+    while not sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    yield GuestClient(sock)
+    proc.kill()
+    proc.wait()
+
+
+async def run(guest: GuestClient, request: ExecRequest) -> tuple[bytes, bytes, ExecExit]:
+    out, err = bytearray(), bytearray()
+    exit_ = None
+    async for event in guest.exec(request):
+        if isinstance(event, ExecOutput):
+            (out if event.stream == "stdout" else err).extend(event.data)
+        else:
+            exit_ = event
+    assert exit_ is not None
+    return bytes(out), bytes(err), exit_
+
+
+async def test_ping(guest: GuestClient) -> None:
+    reply = await guest.ping()
+    assert reply["ok"] and reply["version"] == agent_module.VERSION
+
+
+async def test_exec_output_exit_code_env_and_cwd(guest: GuestClient, root: Path) -> None:
+    (root / "work").mkdir()
+    out, err, done = await run(
+        guest,
+        ExecRequest(
+            argv=["/bin/sh", "-c", 'echo "$GREETING"; pwd; echo oops >&2; exit 3'],
+            env={"GREETING": "hello", "PATH": "/usr/bin:/bin"},
+            cwd="/work",
+        ),
+    )
+    assert out == f"hello\n{root / 'work'}\n".encode()
+    assert err == b"oops\n"
+    assert (done.exit_code, done.error) == (3, None)
+
+
+async def test_stdin_reaches_the_command(guest: GuestClient) -> None:
+    out, _, done = await run(guest, ExecRequest(argv=["/bin/cat"], stdin=b"\x00\xffbinary in"))
+    assert out == b"\x00\xffbinary in" and done.exit_code == 0
+
+
+async def test_a_timeout_kills_the_whole_process_group(guest: GuestClient, root: Path) -> None:
+    marker = root / "survivor"
+    started = time.monotonic()
+    _, _, done = await run(
+        guest,
+        ExecRequest(
+            argv=["/bin/sh", "-c", f"(sleep 2; touch {marker}) & sleep 30"],
+            timeout_s=0.5,
+        ),
+    )
+    assert done.error == "timeout: killed after 0.5 s"
+    assert time.monotonic() - started < 20
+    await asyncio.sleep(2.5)
+    assert not marker.exists(), "the background child outlived the timeout"
+
+
+async def test_missing_command_and_cwd_are_errors_not_crashes(guest: GuestClient) -> None:
+    _, _, done = await run(guest, ExecRequest(argv=["/no/such/program"]))
+    assert done.exit_code is None and done.error == "command not found: /no/such/program"
+    _, _, done = await run(guest, ExecRequest(argv=["/bin/true"], cwd="/nowhere"))
+    assert done.error == "working directory not found: /nowhere"
+    assert (await guest.ping())["ok"]
+
+
+async def test_hanging_up_kills_the_command(guest: GuestClient, root: Path) -> None:
+    marker = root / "after-hangup"
+    events = guest.exec(
+        ExecRequest(argv=["/bin/sh", "-c", f"echo started; sleep 2; touch {marker}"])
+    )
+    first = await anext(events)
+    assert isinstance(first, ExecOutput) and first.data == b"started\n"
+    await events.aclose()
+    await asyncio.sleep(2.5)
+    assert not marker.exists()
+
+
+async def chunks_of(data: bytes, size: int = 100_000) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def test_files_round_trip_exact_bytes(guest: GuestClient, root: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    assert await guest.write_file("/deep/dir/blob.bin", chunks_of(data)) == len(data)
+    assert (root / "deep/dir/blob.bin").read_bytes() == data
+    download = await guest.read_file("/deep/dir/blob.bin")
+    assert download.size == len(data)
+    assert b"".join([c async for c in download.chunks]) == data
+    assert await guest.write_file("/empty", chunks_of(b"")) == 0
+    assert (await guest.read_file("/empty")).size == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("relative/path", "invalid"),
+        ("/a/../etc/passwd", "invalid"),
+        ("/missing", "not_found"),
+        ("/", "is_directory"),
+    ],
+)
+async def test_bad_reads(guest: GuestClient, path: str, code: str) -> None:
+    with pytest.raises(GuestError) as caught:
+        await guest.read_file(path)
+    assert caught.value.code == code
+
+
+async def test_writing_onto_a_directory_is_refused(guest: GuestClient, root: Path) -> None:
+    (root / "dir").mkdir()
+    with pytest.raises(GuestError) as caught:
+        await guest.write_file("/dir", chunks_of(b"x"))
+    assert caught.value.code == "is_directory"
+
+
+async def test_a_cut_off_upload_keeps_the_old_file(guest: GuestClient, root: Path) -> None:
+    (root / "keep.txt").write_bytes(b"original")
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"partial"
+        raise RuntimeError("client went away")
+
+    with pytest.raises(RuntimeError):
+        await guest.write_file("/keep.txt", broken())
+    await asyncio.sleep(0.2)
+    assert (root / "keep.txt").read_bytes() == b"original"
+    assert [p.name for p in root.iterdir()] == ["keep.txt"]
