@@ -1,26 +1,183 @@
-"""Root filesystem images on this host: where they live and which are built."""
+"""Root filesystem images: recipes in the repo, built with mmdebstrap, cached by hash.
+
+An image lives in ``$HUTCH_HOME/images/<name>/<recipe hash>/rootfs``; ``current`` points
+at the hash of the recipe in use. A build writes into a ``.partial`` directory and renames
+it into place only when complete, so a half-built image is never used.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from hutch.core.catalog import ROOTFS_CATALOG
 
-__all__ = ["built_images", "image_dir"]
+__all__ = [
+    "COMPLETE_MARKER",
+    "ImageBuildError",
+    "Recipe",
+    "build_image",
+    "built_images",
+    "image_dir",
+    "image_rootfs",
+    "load_recipe",
+]
 
-# Written last by a build, so a half-built image is never taken for a built one.
 COMPLETE_MARKER = ".hutch-complete"
+RECIPES = Path(__file__).with_name("recipes")
+# Bump when the way images are built changes, so every cached image is rebuilt.
+BUILDER_VERSION = 1
+_DROP_DOCS = [
+    "--dpkgopt=path-exclude=/usr/share/man/*",
+    "--dpkgopt=path-exclude=/usr/share/info/*",
+    "--dpkgopt=path-exclude=/usr/share/doc/*",
+    "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+    "--dpkgopt=path-exclude=/usr/share/locale/*",
+    "--dpkgopt=path-include=/usr/share/locale/locale.alias",
+]
+
+
+class ImageBuildError(Exception):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    name: str
+    suite: str
+    variant: str
+    packages: tuple[str, ...]
+
+    @property
+    def digest(self) -> str:
+        canonical = json.dumps(
+            {"recipe": self.__dict__ | {"packages": sorted(self.packages)},
+             "builder": BUILDER_VERSION},
+            sort_keys=True,
+        )  # fmt: skip
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def load_recipe(name: str) -> Recipe:
+    path = RECIPES / (_safe(name) + ".toml")
+    if not path.is_file():
+        known = ", ".join(image.name for image in ROOTFS_CATALOG)
+        raise ImageBuildError(f"no recipe for image {name!r}; known images: {known}")
+    data = tomllib.loads(path.read_text())
+    return Recipe(
+        name=data["name"],
+        suite=data["suite"],
+        variant=data.get("variant", "apt"),
+        packages=tuple(data["packages"]),
+    )
+
+
+def _safe(name: str) -> str:
+    return name.replace(":", "_").replace("/", "_")
 
 
 def image_dir(home: Path, name: str) -> Path:
     """The directory of image ``name`` (``devbox:1`` lives in ``images/devbox_1``)."""
-    return home / "images" / name.replace(":", "_").replace("/", "_")
+    return home / "images" / _safe(name)
+
+
+def image_rootfs(home: Path, name: str) -> Path | None:
+    """The root filesystem of the current build of ``name``, or None if there is none."""
+    current = image_dir(home, name) / "current"
+    if not (current / COMPLETE_MARKER).is_file():
+        return None
+    return current.resolve() / "rootfs"
 
 
 def built_images(home: Path) -> list[str]:
     """Names of the catalog images that are fully built under ``home``, in catalog order."""
+    return [image.name for image in ROOTFS_CATALOG if image_rootfs(home, image.name) is not None]
+
+
+def host_apt_sources() -> list[Path]:
+    """This machine's own Debian apt sources, so images come from the mirror it uses."""
+    candidates = [Path("/etc/apt/sources.list")]
+    directory = Path("/etc/apt/sources.list.d")
+    if directory.is_dir():
+        candidates += sorted(directory.glob("*.sources")) + sorted(directory.glob("*.list"))
     return [
-        image.name
-        for image in ROOTFS_CATALOG
-        if (image_dir(home, image.name) / COMPLETE_MARKER).is_file()
+        path
+        for path in candidates
+        if path.is_file() and "debian" in (text := path.read_text()) and "bookworm" in text
     ]
+
+
+async def build_image(
+    home: Path,
+    name: str,
+    *,
+    force: bool = False,
+    progress: Callable[[str], None] = lambda line: None,
+) -> Path:
+    """Build image ``name`` unless the current build matches its recipe; return its rootfs."""
+    recipe = load_recipe(name)
+    base = image_dir(home, name)
+    target = base / recipe.digest
+    if not force and (target / COMPLETE_MARKER).is_file():
+        _point_current(base, recipe.digest)
+        progress(f"{name} is up to date ({recipe.digest})")
+        return target / "rootfs"
+    sources = host_apt_sources()
+    if not sources:
+        raise ImageBuildError("no Debian bookworm apt sources found in /etc/apt")
+    partial = base / f"{recipe.digest}.partial"
+    await asyncio.to_thread(shutil.rmtree, partial, True)
+    partial.mkdir(parents=True)
+    command = [
+        "mmdebstrap", f"--variant={recipe.variant}", f"--include={','.join(recipe.packages)}",
+        *_DROP_DOCS, "--verbose", recipe.suite, str(partial / "rootfs"), *map(str, sources),
+    ]  # fmt: skip
+    started = time.monotonic()
+    progress(f"building {name} ({recipe.digest}) with mmdebstrap: {len(recipe.packages)} packages")
+    proc = await asyncio.create_subprocess_exec(
+        *command,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    tail: list[str] = []
+    async for raw in proc.stdout:
+        line = raw.decode(errors="replace").rstrip()
+        tail = [*tail[-30:], line]
+        if line.startswith(("I: ", "E: ", "W: ")):
+            progress(f"[{time.monotonic() - started:5.1f}s] {line[3:]}")
+    if await proc.wait() != 0:
+        await asyncio.to_thread(shutil.rmtree, partial, True)
+        raise ImageBuildError(f"mmdebstrap failed for {name}:\n" + "\n".join(tail[-15:]))
+    rootfs = partial / "rootfs"
+    (rootfs / ".hutch" / "guest").mkdir(parents=True, exist_ok=True)
+    (partial / COMPLETE_MARKER).write_text(json.dumps({"name": name, "digest": recipe.digest}))
+    await asyncio.to_thread(shutil.rmtree, target, True)
+    partial.rename(target)
+    _point_current(base, recipe.digest)
+    progress(f"built {name} in {time.monotonic() - started:.0f}s: {target / 'rootfs'}")
+    return target / "rootfs"
+
+
+def _point_current(base: Path, digest: str) -> None:
+    link = base / "current"
+    temp = base / f".current.{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        temp.unlink()
+    temp.symlink_to(digest)
+    temp.replace(link)
+
+
+def print_progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,129 @@
+"""The driver interface: what every way of running a sandbox promises.
+
+A driver runs sandboxes on one host. The contract, checked for every driver by one
+conformance suite (``tests/integration/test_driver_conformance.py``):
+
+- ``create`` is all-or-nothing. It returns once the sandbox's guest agent answers; if it
+  raises, nothing of the sandbox is left on the host (no mount, netns, cgroup, process).
+- ``destroy`` removes everything of a sandbox. Destroying a missing sandbox succeeds, so
+  it is idempotent and safe to retry after a crash.
+- ``pause`` and ``resume`` freeze and thaw every process of the sandbox; repeating either
+  is a no-op. On a missing sandbox they raise :class:`SandboxMissing`.
+- ``get`` and ``list_sandboxes`` report what really runs on the host, not what was asked for, so
+  the host agent can reconcile the store with them after a restart.
+- ``cleanup`` removes leftovers of sandboxes not in ``keep``: processes, mounts, netns,
+  cgroups, state. It is how a host recovers from being killed mid-operation.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+from hutch.host.guest import GuestClient
+
+__all__ = [
+    "Driver",
+    "DriverCapabilities",
+    "DriverError",
+    "LinkAddress",
+    "RuntimeInfo",
+    "RuntimeState",
+    "SandboxMissing",
+    "SandboxSpec",
+]
+
+
+class DriverError(Exception):
+    """A driver operation failed; the message says why in words a user can act on."""
+
+
+class SandboxMissing(DriverError):
+    """No sandbox with that id runs on this host."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkAddress:
+    """The point-to-point link between the host and a sandbox."""
+
+    network: IPv4Network
+    host: IPv4Address
+    sandbox: IPv4Address
+
+
+@dataclass(frozen=True, kw_only=True)
+class SandboxSpec:
+    id: str
+    hostname: str
+    rootfs: str
+    vcpu: int
+    mem_mib: int
+    disk_mib: int
+    link: LinkAddress
+    env: Mapping[str, str] = field(default_factory=dict)
+    pids_limit: int = 1024
+
+
+class RuntimeState(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeInfo:
+    id: str
+    state: RuntimeState
+    pid: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DriverCapabilities:
+    name: str
+    isolated: bool
+    """Whether a sandbox is isolated from the host (false only for the fake driver)."""
+    disk_limit: bool
+    memory_limit: bool
+
+
+class Driver(ABC):
+    capabilities: DriverCapabilities
+
+    @abstractmethod
+    async def create(self, spec: SandboxSpec) -> RuntimeInfo:
+        """Start a sandbox; return once its guest agent answers. All-or-nothing."""
+
+    @abstractmethod
+    async def destroy(self, sandbox_id: str) -> None:
+        """Remove everything of the sandbox. A missing sandbox is success."""
+
+    @abstractmethod
+    async def get(self, sandbox_id: str) -> RuntimeInfo | None:
+        """What runs on the host under this id, or None."""
+
+    @abstractmethod
+    async def list_sandboxes(self) -> list[RuntimeInfo]:
+        """Every sandbox of this driver on the host, running, paused or stopped."""
+
+    @abstractmethod
+    async def pause(self, sandbox_id: str) -> None:
+        """Freeze every process. Idempotent. Raises :class:`SandboxMissing`."""
+
+    @abstractmethod
+    async def resume(self, sandbox_id: str) -> None:
+        """Thaw every process. Idempotent. Raises :class:`SandboxMissing`."""
+
+    @abstractmethod
+    async def cleanup(self, keep: set[str]) -> list[str]:
+        """Remove the leftovers of every sandbox not in ``keep``; return what was removed."""
+
+    @abstractmethod
+    def agent_socket(self, sandbox_id: str) -> Path:
+        """Where the host reaches the sandbox's guest agent."""
+
+    def guest(self, sandbox_id: str) -> GuestClient:
+        return GuestClient(self.agent_socket(sandbox_id))

@@ -1,0 +1,163 @@
+"""The fake driver: the real guest agent as a plain host process, with no isolation at all.
+
+For fast unit tests and the conformance suite only. Each sandbox is a directory that the
+agent treats as ``/`` (``--root``); pausing stops the agent's process group. State lives
+in files, so a new driver instance over the same directory sees the same sandboxes, the
+way a restarted host agent does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import hutch.guest.agent as guest_agent
+from hutch.host.drivers.base import (
+    Driver,
+    DriverCapabilities,
+    DriverError,
+    RuntimeInfo,
+    RuntimeState,
+    SandboxMissing,
+    SandboxSpec,
+)
+from hutch.host.guest import GuestUnreachable
+
+__all__ = ["FakeDriver"]
+
+
+class FakeDriver(Driver):
+    capabilities = DriverCapabilities(
+        name="fake", isolated=False, disk_limit=False, memory_limit=False
+    )
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.fail_next_create: str | None = None
+        """Set to a reason to make the next create fail after it has started (for tests)."""
+
+    def _dir(self, sandbox_id: str) -> Path:
+        return self.state_dir / sandbox_id
+
+    def agent_socket(self, sandbox_id: str) -> Path:
+        return self._dir(sandbox_id) / "agent.sock"
+
+    async def create(self, spec: SandboxSpec) -> RuntimeInfo:
+        directory = self._dir(spec.id)
+        if directory.exists():
+            raise DriverError(f"sandbox {spec.id} already exists")
+        (directory / "root").mkdir(parents=True)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-S", "-E", "-s", guest_agent.__file__,
+                "--socket", str(self.agent_socket(spec.id)), "--root", str(directory / "root"),
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+            (directory / "pid").write_text(str(proc.pid))
+            await self._wait_for_agent(spec.id)
+            if self.fail_next_create is not None:
+                reason, self.fail_next_create = self.fail_next_create, None
+                raise DriverError(reason)
+            return RuntimeInfo(id=spec.id, state=RuntimeState.RUNNING, pid=proc.pid)
+        except BaseException:
+            await self.destroy(spec.id)
+            raise
+
+    async def _wait_for_agent(self, sandbox_id: str) -> None:
+        guest = self.guest(sandbox_id)
+        for _ in range(500):
+            with contextlib.suppress(GuestUnreachable):
+                await guest.ping(timeout_s=1)
+                return
+            await asyncio.sleep(0.01)
+        raise DriverError("the guest agent did not start")
+
+    def _pid(self, sandbox_id: str) -> int | None:
+        try:
+            return int((self._dir(sandbox_id) / "pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    async def destroy(self, sandbox_id: str) -> None:
+        pid = self._pid(sandbox_id)
+        if pid is not None and _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                await asyncio.to_thread(os.waitpid, pid, 0)
+        await asyncio.to_thread(shutil.rmtree, self._dir(sandbox_id), True)
+
+    async def get(self, sandbox_id: str) -> RuntimeInfo | None:
+        if not self._dir(sandbox_id).is_dir():
+            return None
+        pid = self._pid(sandbox_id)
+        if pid is None or not _alive(pid):
+            return RuntimeInfo(id=sandbox_id, state=RuntimeState.STOPPED, pid=None)
+        state = RuntimeState.PAUSED if _stopped(pid) else RuntimeState.RUNNING
+        return RuntimeInfo(id=sandbox_id, state=state, pid=pid)
+
+    async def list_sandboxes(self) -> list[RuntimeInfo]:
+        if not self.state_dir.is_dir():
+            return []
+        found = [await self.get(path.name) for path in sorted(self.state_dir.iterdir())]
+        return [info for info in found if info is not None]
+
+    async def _signal(self, sandbox_id: str, sig: signal.Signals) -> None:
+        info = await self.get(sandbox_id)
+        if info is None or info.pid is None:
+            raise SandboxMissing(f"no sandbox {sandbox_id} on this host")
+        os.killpg(info.pid, sig)
+
+    async def pause(self, sandbox_id: str) -> None:
+        await self._signal(sandbox_id, signal.SIGSTOP)
+        for _ in range(200):
+            if _stopped(self._pid(sandbox_id) or 0):
+                return
+            await asyncio.sleep(0.005)
+
+    async def resume(self, sandbox_id: str) -> None:
+        await self._signal(sandbox_id, signal.SIGCONT)
+
+    async def cleanup(self, keep: set[str]) -> list[str]:
+        removed = []
+        for info in await self.list_sandboxes():
+            if info.id not in keep:
+                await self.destroy(info.id)
+                removed.append(info.id)
+        return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(ChildProcessError):
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    return not _zombie(pid)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _zombie(pid: int) -> bool:
+    return _proc_state(pid) in ("Z", "X", "")
+
+
+def _stopped(pid: int) -> bool:
+    return _proc_state(pid) == "T"

@@ -1,0 +1,308 @@
+"""The runc driver: each sandbox an OCI container run by Debian's runc.
+
+Per sandbox, under ``$HUTCH_HOME/sandboxes/<id>/``: ``disk.img`` (its writable layer),
+``layer/`` and ``rootfs/`` (mounts), ``etc/`` (hosts, hostname, resolv.conf),
+``config.json`` (the bundle) and ``agent.sock``, the guest agent's socket. The host makes
+and binds that socket itself and hands the listening descriptor to the container, so the
+path the host connects to is out of the sandbox's reach.
+
+runc's own state lives in ``$HUTCH_HOME/runc``; cgroups under ``/hutch-<tag>/``; network
+namespaces are ``hutch-<tag>-<id>``. ``<tag>`` is derived from the home directory, so two
+hutch instances on one machine never touch each other's sandboxes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+import hutch.guest.agent as guest_agent
+from hutch.host.drivers.base import (
+    Driver,
+    DriverCapabilities,
+    DriverError,
+    RuntimeInfo,
+    RuntimeState,
+    SandboxMissing,
+    SandboxSpec,
+)
+from hutch.host.drivers.oci import AGENT_FD, oci_config
+from hutch.host.firewall import Firewall
+from hutch.host.guest import GuestUnreachable
+from hutch.host.images import image_rootfs
+from hutch.host.link import SandboxLink, list_netns
+from hutch.host.proc import CommandFailed, run
+from hutch.host.storage import SandboxRootfs, mounts_under, remove_tree
+
+__all__ = ["RuncDriver", "instance_tag"]
+
+log = logging.getLogger(__name__)
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+AGENT_START_TIMEOUT_S = 15.0
+
+
+def instance_tag(home: Path) -> str:
+    return hashlib.sha256(str(home).encode()).hexdigest()[:6]
+
+
+class RuncDriver(Driver):
+    capabilities = DriverCapabilities(name="runc", isolated=True, disk_limit=True,
+                                      memory_limit=True)  # fmt: skip
+
+    def __init__(self, home: Path, *, runc: str = "runc") -> None:
+        self.home = home
+        self.tag = instance_tag(home)
+        self.sandboxes = home / "sandboxes"
+        self.runc_root = home / "runc"
+        self.templates = home / "cache" / "disks"
+        self.cgroup_parent = f"/hutch-{self.tag}"
+        self.runc = runc
+        self.firewall = Firewall(tag=self.tag)
+        self.guest_dir = Path(guest_agent.__file__).parent
+        self._memsw = (CGROUP_ROOT / "memory" / "memory.memsw.limit_in_bytes").exists()
+
+    async def prepare(self) -> None:
+        """Install the firewall and check that runc answers. Call once at start."""
+        self.sandboxes.mkdir(parents=True, exist_ok=True)
+        self.runc_root.mkdir(parents=True, exist_ok=True)
+        await run("sysctl", "-q", "-w", "net.ipv4.ip_forward=0", check=False)
+        await self.firewall.install()
+        await run(self.runc, "--version")
+
+    def _dir(self, sandbox_id: str) -> Path:
+        return self.sandboxes / sandbox_id
+
+    def agent_socket(self, sandbox_id: str) -> Path:
+        return self._dir(sandbox_id) / "agent.sock"
+
+    def _runc(self, *args: str) -> tuple[str, ...]:
+        return (self.runc, "--root", str(self.runc_root), *args)
+
+    # -- create / destroy ---------------------------------------------------------------
+
+    async def create(self, spec: SandboxSpec) -> RuntimeInfo:
+        image = image_rootfs(self.home, spec.rootfs)
+        if image is None:
+            raise DriverError(f"rootfs {spec.rootfs!r} is not built on this host")
+        directory = self._dir(spec.id)
+        try:
+            directory.mkdir(parents=True)
+        except FileExistsError:
+            raise DriverError(f"sandbox {spec.id} already exists on this host") from None
+        try:
+            return await self._create(spec, directory, image)
+        except BaseException as exc:
+            await asyncio.shield(self.destroy(spec.id))
+            if isinstance(exc, CommandFailed):
+                raise DriverError(f"{exc.argv[0]} failed: {exc.detail}") from exc
+            raise
+
+    async def _create(self, spec: SandboxSpec, directory: Path, image: Path) -> RuntimeInfo:
+        disk = SandboxRootfs(directory, templates=self.templates)
+        link = SandboxLink(tag=self.tag, sandbox_id=spec.id)
+        await asyncio.gather(disk.create(image=image, disk_mib=spec.disk_mib),
+                             link.create(spec.link))  # fmt: skip
+        etc = directory / "etc"
+        etc.mkdir()
+        (etc / "hostname").write_text(spec.hostname + "\n")
+        (etc / "hosts").write_text(
+            f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"{spec.link.sandbox}\t{spec.hostname}\n"
+        )
+        (etc / "resolv.conf").write_text("# hutch: no DNS outside private networks\n")
+        config = oci_config(
+            spec,
+            rootfs=disk.rootfs,
+            netns=link.netns_path,
+            guest_dir=self.guest_dir,
+            etc_dir=etc,
+            cgroup_parent=self.cgroup_parent,
+            memsw=self._memsw,
+        )
+        (directory / "config.json").write_text(json.dumps(config))
+
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(self.agent_socket(spec.id)))
+            listener.listen(128)
+            await self._run_container(spec.id, directory, listener)
+        finally:
+            listener.close()  # the container holds its own copy
+        await self._wait_for_agent(spec.id)
+        pid = int((directory / "init.pid").read_text())
+        return RuntimeInfo(id=spec.id, state=RuntimeState.RUNNING, pid=pid)
+
+    async def _run_container(self, sandbox_id: str, bundle: Path, listener: socket.socket) -> None:
+        # runc passes descriptors 3..3+N-1 on; the shell puts the listener (its stdin) at 3.
+        console = os.open(bundle / "console.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            command = self._runc(
+                "run", "--detach", "--preserve-fds", "1",
+                "--pid-file", str(bundle / "init.pid"), "--bundle", str(bundle), sandbox_id,
+            )  # fmt: skip
+            proc = await asyncio.create_subprocess_exec(
+                "/bin/sh", "-c", f'exec "$@" {AGENT_FD}<&0 0</dev/null', "sh", *command,
+                stdin=listener.fileno(),
+                stdout=console,
+                stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            _, stderr = await proc.communicate()
+        finally:
+            os.close(console)
+        if proc.returncode != 0:
+            detail = stderr.decode(errors="replace").strip()
+            raise DriverError(f"runc could not start the sandbox: {detail}")
+
+    async def _wait_for_agent(self, sandbox_id: str) -> None:
+        guest = self.guest(sandbox_id)
+        deadline = time.monotonic() + AGENT_START_TIMEOUT_S
+        while True:
+            try:
+                await guest.ping(timeout_s=max(0.1, deadline - time.monotonic()))
+                return
+            except GuestUnreachable as exc:
+                if time.monotonic() >= deadline:
+                    log_tail = _tail(self._dir(sandbox_id) / "console.log")
+                    raise DriverError(f"the guest agent did not start: {log_tail or exc}") from exc
+                await asyncio.sleep(0.01)
+
+    async def destroy(self, sandbox_id: str) -> None:
+        await run(*self._runc("delete", "--force", sandbox_id), check=False)
+        await SandboxLink(tag=self.tag, sandbox_id=sandbox_id).remove()
+        directory = self._dir(sandbox_id)
+        if directory.exists():
+            await SandboxRootfs(directory, templates=self.templates).remove()
+            try:
+                await asyncio.to_thread(remove_tree, directory)
+            except OSError as exc:
+                raise DriverError(f"cannot remove {directory}: {exc}") from exc
+        await asyncio.to_thread(self._remove_cgroups, {sandbox_id})
+
+    # -- state ------------------------------------------------------------------------
+
+    async def get(self, sandbox_id: str) -> RuntimeInfo | None:
+        result = await run(*self._runc("state", sandbox_id), check=False)
+        if result.returncode != 0:
+            return None
+        return _runtime_info(json.loads(result.stdout))
+
+    async def list_sandboxes(self) -> list[RuntimeInfo]:
+        result = await run(*self._runc("list", "--format", "json"))
+        return [_runtime_info(entry) for entry in json.loads(result.stdout or b"null") or []]
+
+    async def pause(self, sandbox_id: str) -> None:
+        info = await self.get(sandbox_id)
+        if info is None or info.state == RuntimeState.STOPPED:
+            raise SandboxMissing(f"no running sandbox {sandbox_id} on this host")
+        if info.state == RuntimeState.RUNNING:
+            await self._state_change("pause", sandbox_id)
+
+    async def resume(self, sandbox_id: str) -> None:
+        info = await self.get(sandbox_id)
+        if info is None or info.state == RuntimeState.STOPPED:
+            raise SandboxMissing(f"no running sandbox {sandbox_id} on this host")
+        if info.state == RuntimeState.PAUSED:
+            await self._state_change("resume", sandbox_id)
+
+    async def _state_change(self, verb: str, sandbox_id: str) -> None:
+        try:
+            await run(*self._runc(verb, sandbox_id))
+        except CommandFailed as exc:
+            raise DriverError(f"runc {verb} failed: {exc.detail}") from exc
+
+    # -- recovery ---------------------------------------------------------------------
+
+    async def cleanup(self, keep: set[str]) -> list[str]:
+        removed: set[str] = set()
+        for info in await self.list_sandboxes():
+            if info.id not in keep:
+                await self.destroy(info.id)
+                removed.add(info.id)
+        for sandbox_id in list_netns(self.tag):
+            if sandbox_id not in keep:
+                await SandboxLink(tag=self.tag, sandbox_id=sandbox_id).remove()
+                removed.add(sandbox_id)
+        if self.sandboxes.is_dir():
+            for directory in self.sandboxes.iterdir():
+                if directory.name not in keep:
+                    await self.destroy(directory.name)
+                    removed.add(directory.name)
+        leaked_cgroups = await asyncio.to_thread(self._cgroup_ids)
+        stale = leaked_cgroups - keep
+        await asyncio.to_thread(self._remove_cgroups, stale)
+        removed |= stale
+        return sorted(removed)
+
+    def _cgroup_dirs(self) -> list[Path]:
+        parent = self.cgroup_parent.lstrip("/")
+        if (CGROUP_ROOT / "cgroup.controllers").exists():  # cgroup v2
+            return [CGROUP_ROOT / parent]
+        return [path / parent for path in CGROUP_ROOT.iterdir() if (path / parent).is_dir()]
+
+    def _cgroup_ids(self) -> set[str]:
+        ids: set[str] = set()
+        for directory in self._cgroup_dirs():
+            if directory.is_dir():
+                ids |= {child.name for child in directory.iterdir() if child.is_dir()}
+        return ids
+
+    def _remove_cgroups(self, sandbox_ids: set[str]) -> None:
+        for directory in self._cgroup_dirs():
+            for sandbox_id in sandbox_ids:
+                with contextlib.suppress(FileNotFoundError, OSError):
+                    (directory / sandbox_id).rmdir()
+
+    async def leftovers(self) -> dict[str, list[str]]:
+        """Everything of this instance still on the host (for tests and leak checks)."""
+        runc = [info.id for info in await self.list_sandboxes()]
+        mounts = [str(p) for p in await asyncio.to_thread(mounts_under, self.sandboxes)]
+        directories = (
+            sorted(p.name for p in self.sandboxes.iterdir()) if self.sandboxes.is_dir() else []
+        )
+        links = (await run("ip", "-o", "link", "show")).stdout.decode()
+        veths = [line.split(":")[1].strip().split("@")[0] for line in links.splitlines()
+                 if f"hv{self.tag[:4]}" in line]  # fmt: skip
+        loops = (await run("losetup", "--list", "--noheadings", "-O", "BACK-FILE")).stdout.decode()
+        return {
+            "runc": runc,
+            "mounts": mounts,
+            "directories": directories,
+            "netns": sorted(list_netns(self.tag)),
+            "veths": veths,
+            "cgroups": sorted(await asyncio.to_thread(self._cgroup_ids)),
+            "loops": [line.strip() for line in loops.splitlines() if str(self.sandboxes) in line],
+        }
+
+    async def shutdown(self) -> None:
+        """Leave sandboxes running (a restarted host agent adopts them)."""
+
+
+def _runtime_info(entry: dict[str, object]) -> RuntimeInfo:
+    status = str(entry.get("status", ""))
+    state = {
+        "running": RuntimeState.RUNNING,
+        "paused": RuntimeState.PAUSED,
+        "pausing": RuntimeState.PAUSED,
+    }.get(status, RuntimeState.STOPPED)
+    pid = entry.get("pid")
+    return RuntimeInfo(
+        id=str(entry["id"]),
+        state=state,
+        pid=int(pid) if isinstance(pid, int) and pid > 0 else None,
+    )
+
+
+def _tail(path: Path, size: int = 1000) -> str:
+    try:
+        data = path.read_bytes()[-size:]
+    except OSError:
+        return ""
+    return data.decode(errors="replace").strip()
