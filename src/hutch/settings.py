@@ -7,7 +7,9 @@ down to the app factory, the store and the host agent.
 from __future__ import annotations
 
 import os
+from ipaddress import IPv4Network
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +41,17 @@ class Settings(BaseSettings):
     shapes: tuple[Shape, ...] = DEFAULT_SHAPES
     default_rootfs: str = "devbox:1"
 
+    driver: Literal["runc", "fake"] = "runc"
+    """How sandboxes run: ``runc`` (isolated), or ``fake`` (plain processes, for tests)."""
+    link_pool: IPv4Network = IPv4Network("10.89.0.0/16")
+    """Addresses for the host-sandbox links, a /30 per sandbox. Must not clash with the
+    host's own networks; two hutch instances on one machine need different pools."""
+    pids_limit: int = Field(default=1024, ge=16)
+    exec_default_timeout_s: float = Field(default=300, gt=0)
+    exec_max_timeout_s: float = Field(default=3600, gt=0)
+    exec_output_cap_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    monitor_interval_s: float = Field(default=2.0, gt=0)
+
     max_running_per_user: int = Field(default=50, ge=1)
     max_json_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
@@ -62,6 +75,8 @@ class Settings(BaseSettings):
             raise ValueError("at least one shape must be configured")
         if len(set(ids)) != len(ids):
             raise ValueError("shape ids must be unique")
+        if self.link_pool.prefixlen > 28:
+            raise ValueError("link_pool must be a /28 or larger")
         names = {image.name for image in ROOTFS_CATALOG}
         if self.default_rootfs not in names:
             raise ValueError(f"default_rootfs must be one of {sorted(names)}")

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from hutch.cli import keys
+from hutch.cli import images, keys
 from hutch.cli.common import DatabaseOpt, HomeOpt, fail, load_settings
 
 __all__ = ["app", "main"]
@@ -22,6 +22,7 @@ app = typer.Typer(
     add_completion=True,
 )
 app.add_typer(keys.app, name="keys")
+app.add_typer(images.app, name="images")
 
 
 @app.command()

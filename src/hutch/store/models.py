@@ -5,11 +5,25 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = ["ApiKey", "Base", "Host", "SandboxRecord", "User", "UtcDateTime", "utcnow"]
+
+
+_LIVE = "status NOT IN ('destroyed', 'failed')"
 
 
 def utcnow() -> datetime:
@@ -78,10 +92,24 @@ class Host(Base):
 
 
 class SandboxRecord(Base):
-    """A sandbox as the control plane knows it. Rows are kept after destroy, for history."""
+    """A sandbox as the control plane knows it. Rows are kept after destroy, for history.
+
+    ``envs`` holds the values too (they are injected into every exec); the API lists only
+    the keys.
+    """
 
     __tablename__ = "sandboxes"
-    __table_args__ = (Index("ix_sandboxes_user_status", "user_id", "status"),)
+    __table_args__ = (
+        Index("ix_sandboxes_user_status", "user_id", "status"),
+        Index(
+            "uq_sandboxes_live_name",
+            "user_id",
+            "name",
+            unique=True,
+            sqlite_where=text(_LIVE),
+            postgresql_where=text(_LIVE),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
@@ -89,3 +117,21 @@ class SandboxRecord(Base):
     status: Mapped[str] = mapped_column(String(16))
     host_id: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    shape: Mapped[str] = mapped_column(String(64), default="")
+    rootfs: Mapped[str] = mapped_column(String(64), default="")
+    vcpu: Mapped[int] = mapped_column(Integer, default=1)
+    mem_mib: Mapped[int] = mapped_column(Integer, default=0)
+    disk_mib: Mapped[int] = mapped_column(Integer, default=0)
+    ip: Mapped[str | None] = mapped_column(String(45), index=True, nullable=True)
+    spawn_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    envs: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    egress: Mapped[list[str]] = mapped_column(JSON, default=list)
+    ingress_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    auto_pause_after_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    running_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    paused_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_resumed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    destroyed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_activity_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

@@ -120,8 +120,12 @@ def oci_config(
     etc_dir: Path,
     cgroup_parent: str,
     memsw: bool,
+    nofile: int,
 ) -> dict[str, Any]:
-    """The config.json of one sandbox. ``etc_dir`` holds its hosts, hostname, resolv.conf."""
+    """The config.json of one sandbox. ``etc_dir`` holds its hosts, hostname, resolv.conf.
+
+    ``nofile`` must not exceed the host's own hard limit: root here may not raise it.
+    """
     env = {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME": "/root",
@@ -154,7 +158,7 @@ def oci_config(
                 kind: list(CAPABILITIES)
                 for kind in ("bounding", "effective", "permitted", "inheritable")
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}],
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
             "noNewPrivileges": True,
         },
         "root": {"path": str(rootfs), "readonly": False},

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import socket
 import time
 from pathlib import Path
@@ -68,6 +69,7 @@ class RuncDriver(Driver):
         self.firewall = Firewall(tag=self.tag)
         self.guest_dir = Path(guest_agent.__file__).parent
         self._memsw = (CGROUP_ROOT / "memory" / "memory.memsw.limit_in_bytes").exists()
+        self._nofile = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 1 << 20)
 
     async def prepare(self) -> None:
         """Install the firewall and check that runc answers. Call once at start."""
@@ -126,6 +128,7 @@ class RuncDriver(Driver):
             etc_dir=etc,
             cgroup_parent=self.cgroup_parent,
             memsw=self._memsw,
+            nofile=self._nofile,
         )
         (directory / "config.json").write_text(json.dumps(config))
 
@@ -142,7 +145,10 @@ class RuncDriver(Driver):
 
     async def _run_container(self, sandbox_id: str, bundle: Path, listener: socket.socket) -> None:
         # runc passes descriptors 3..3+N-1 on; the shell puts the listener (its stdin) at 3.
-        console = os.open(bundle / "console.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # runc's stdio becomes the container's, so both go to a file: a pipe would stay
+        # open as long as the sandbox lives.
+        log = bundle / "console.log"
+        console = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             command = self._runc(
                 "run", "--detach", "--preserve-fds", "1",
@@ -152,14 +158,14 @@ class RuncDriver(Driver):
                 "/bin/sh", "-c", f'exec "$@" {AGENT_FD}<&0 0</dev/null', "sh", *command,
                 stdin=listener.fileno(),
                 stdout=console,
-                stderr=asyncio.subprocess.PIPE,
+                stderr=console,
             )  # fmt: skip
-            _, stderr = await proc.communicate()
+            async with asyncio.timeout(60):
+                returncode = await proc.wait()
         finally:
             os.close(console)
-        if proc.returncode != 0:
-            detail = stderr.decode(errors="replace").strip()
-            raise DriverError(f"runc could not start the sandbox: {detail}")
+        if returncode != 0:
+            raise DriverError(f"runc could not start the sandbox: {_tail(log, 600)}")
 
     async def _wait_for_agent(self, sandbox_id: str) -> None:
         guest = self.guest(sandbox_id)
