@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +18,7 @@ from hutch.api.middleware import EnvelopeMiddleware
 from hutch.api.services import Services
 from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
+from hutch.core.sandboxes import SandboxService
 from hutch.host.agent import HostAgent
 from hutch.settings import Settings
 from hutch.store.db import Database
@@ -37,16 +40,23 @@ def create_app(settings: Settings) -> FastAPI:
             await upgrade(db)
             agent = HostAgent(settings, db)
             await agent.start()
+            sandboxes = SandboxService(settings, db, agent)
+            await sandboxes.recover()
+            monitor = asyncio.create_task(sandboxes.monitor_forever(), name="hutch-monitor")
             app.state.services = Services(
                 settings=settings,
                 db=db,
                 identity=IdentityService(db),
                 hosts=HostService(db, dead_after_s=settings.host_dead_after_s),
                 host_agent=agent,
+                sandboxes=sandboxes,
             )
             try:
                 yield
             finally:
+                monitor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await monitor
                 await agent.stop()
         finally:
             await db.dispose()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
+from hutch.core.sandboxes import SandboxService
 from hutch.host.agent import HostAgent
 from hutch.settings import Settings
 from hutch.store.db import Database
@@ -20,3 +21,4 @@ class Services:
     identity: IdentityService
     hosts: HostService
     host_agent: HostAgent
+    sandboxes: SandboxService

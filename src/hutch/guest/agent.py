@@ -181,7 +181,8 @@ class Agent:
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     cwd=cwd,
-                    env={str(k): str(v) for k, v in env.items()},
+                    # The sandbox's own environment (its envs), then the request's.
+                    env={**os.environ, **{str(k): str(v) for k, v in env.items()}},
                     start_new_session=True,
                     close_fds=True,
                 )

@@ -1,8 +1,9 @@
-"""The host agent: reports this machine to the control plane and, later, runs its sandboxes.
+"""The host agent: runs this machine's sandboxes and reports the machine to the control plane.
 
-In ``hutch serve`` it runs inside the API process. It writes a heartbeat with the host's
-free memory and built images every ``heartbeat_interval_s``; a host whose heartbeat is
-older than ``host_dead_after_s`` is shown as ``dead``.
+In ``hutch serve`` it runs inside the API process. It owns the sandbox driver and the pool
+of link addresses, and writes a heartbeat with the host's free memory and built images
+every ``heartbeat_interval_s``; a host whose heartbeat is older than ``host_dead_after_s``
+is shown as ``dead``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ import asyncio
 import contextlib
 import logging
 
+from hutch.host.addresses import LinkPool
+from hutch.host.drivers.base import Driver
+from hutch.host.drivers.fake import FakeDriver
+from hutch.host.drivers.runc import RuncDriver
 from hutch.host.images import built_images
 from hutch.host.machine import host_address, read_memory
 from hutch.settings import Settings
@@ -28,11 +33,19 @@ class HostAgent:
         self._settings = settings
         self._db = db
         self.host_id = settings.host_id or host_address()
+        self.driver: Driver = (
+            RuncDriver(settings.home)
+            if settings.driver == "runc"
+            else FakeDriver(settings.home / "fake-sandboxes")
+        )
+        self.links = LinkPool(settings.link_pool)
         self._started_at = utcnow()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Register this host (status ``active``) and start heartbeating."""
+        """Prepare the driver, register this host (status ``active``) and start heartbeating."""
+        if isinstance(self.driver, RuncDriver):
+            await self.driver.prepare()
         await self.heartbeat()
         self._task = asyncio.create_task(self._beat_forever(), name="hutch-host-heartbeat")
 

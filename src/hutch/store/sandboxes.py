@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hutch.store.models import SandboxRecord
 
-__all__ = ["count_by_status", "count_on_hosts"]
+__all__ = [
+    "count_by_status",
+    "count_on_hosts",
+    "count_user_in",
+    "find_by_ip",
+    "find_for_user",
+    "list_for_user",
+    "live_on_host",
+    "name_taken",
+]
+
+_TERMINAL = ("destroyed", "failed")
 
 
 async def count_by_status(session: AsyncSession, user_id: str) -> dict[str, int]:
@@ -28,3 +41,83 @@ async def count_on_hosts(session: AsyncSession, statuses: tuple[str, ...]) -> di
         .group_by(SandboxRecord.host_id)
     )
     return {str(host_id): int(count) for host_id, count in rows}
+
+
+async def count_user_in(session: AsyncSession, user_id: str, statuses: Collection[str]) -> int:
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(SandboxRecord)
+            .where(SandboxRecord.user_id == user_id, SandboxRecord.status.in_(statuses))
+        )
+        or 0
+    )
+
+
+async def find_for_user(session: AsyncSession, user_id: str, ident: str) -> SandboxRecord | None:
+    """The user's sandbox with id ``ident``, else its live sandbox named ``ident``."""
+    record = await session.get(SandboxRecord, ident)
+    if record is not None:
+        return record if record.user_id == user_id else None
+    return await session.scalar(
+        select(SandboxRecord).where(
+            SandboxRecord.user_id == user_id,
+            SandboxRecord.name == ident,
+            SandboxRecord.status.not_in(_TERMINAL),
+        )
+    )
+
+
+async def find_by_ip(session: AsyncSession, user_id: str, ip: str) -> SandboxRecord | None:
+    return await session.scalar(
+        select(SandboxRecord).where(
+            SandboxRecord.user_id == user_id,
+            SandboxRecord.ip == ip,
+            SandboxRecord.status.not_in(_TERMINAL),
+        )
+    )
+
+
+async def name_taken(session: AsyncSession, user_id: str, name: str) -> bool:
+    found = await session.scalar(
+        select(SandboxRecord.id).where(
+            SandboxRecord.user_id == user_id,
+            SandboxRecord.name == name,
+            SandboxRecord.status.not_in(_TERMINAL),
+        )
+    )
+    return found is not None
+
+
+async def list_for_user(
+    session: AsyncSession,
+    user_id: str,
+    *,
+    statuses: Collection[str] | None,
+    limit: int,
+    offset: int,
+) -> tuple[Sequence[SandboxRecord], int]:
+    """A page of the user's sandboxes, newest first; by default only the live ones."""
+    where = [SandboxRecord.user_id == user_id]
+    if statuses is None:
+        where.append(SandboxRecord.status.not_in(_TERMINAL))
+    else:
+        where.append(SandboxRecord.status.in_(statuses))
+    total = await session.scalar(select(func.count()).select_from(SandboxRecord).where(*where))
+    rows = await session.scalars(
+        select(SandboxRecord)
+        .where(*where)
+        .order_by(SandboxRecord.created_at.desc(), SandboxRecord.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return rows.all(), int(total or 0)
+
+
+async def live_on_host(session: AsyncSession, host_id: str) -> Sequence[SandboxRecord]:
+    rows = await session.scalars(
+        select(SandboxRecord).where(
+            SandboxRecord.host_id == host_id, SandboxRecord.status.not_in(_TERMINAL)
+        )
+    )
+    return rows.all()

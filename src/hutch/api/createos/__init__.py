@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from hutch.api.createos import catalog, health, identity
+from hutch.api.createos import catalog, health, identity, sandboxes
 
 __all__ = ["router"]
 
@@ -10,3 +10,4 @@ router = APIRouter()
 router.include_router(health.router)
 router.include_router(catalog.router)
 router.include_router(identity.router)
+router.include_router(sandboxes.router)

@@ -58,6 +58,8 @@ class FakeDriver(Driver):
                 "--socket", str(self.agent_socket(spec.id)), "--root", str(directory / "root"),
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                     "HOME": str(directory / "root"), "HOSTNAME": spec.hostname, **spec.env},
             )  # fmt: skip
             (directory / "pid").write_text(str(proc.pid))
             await self._wait_for_agent(spec.id)

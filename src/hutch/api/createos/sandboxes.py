@@ -1,0 +1,403 @@
+"""``/v1/sandboxes``: lifecycle, exec and files, in the CreateOS dialect."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from hutch.api.createos.responses import AUTH_ERRORS
+from hutch.api.deps import CurrentUser, PageParams, ServicesDep
+from hutch.api.envelopes import JSend, JSendFail, Page
+from hutch.core.sandboxes import ExecCommand, SandboxCreate, SandboxPatch
+from hutch.host.guest import ExecExit, ExecOutput
+from hutch.store.models import SandboxRecord
+
+__all__ = ["router"]
+
+router = APIRouter(
+    prefix="/v1/sandboxes",
+    tags=["sandboxes"],
+    responses={
+        **AUTH_ERRORS,
+        404: {"model": JSendFail, "description": "No such sandbox (or not yours)."},
+        409: {"model": JSendFail, "description": "The sandbox's status forbids this now."},
+    },
+)
+
+HEARTBEAT_S = 5.0
+POLL_AFTER_S = "1"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NetworkRef(_Body):
+    id: str = Field(max_length=128)
+
+
+class DiskRef(_Body):
+    disk_id: str = Field(max_length=128)
+    mount_path: str = Field(max_length=4096)
+    sub_path: str | None = Field(default=None, max_length=4096)
+
+
+class SandboxCreateBody(_Body):
+    shape: str = Field(max_length=64, description="A shape id from GET /v1/shapes.")
+    rootfs: str | None = Field(default=None, max_length=64, description="Default: devbox:1.")
+    name: str | None = Field(default=None, max_length=63, description="Also the hostname.")
+    disk_mib: int | None = Field(default=None, description="Default: the shape's.")
+    networks: list[NetworkRef] = Field(default_factory=list, max_length=16)
+    disks: list[DiskRef] = Field(default_factory=list, max_length=16)
+    envs: dict[str, Annotated[str, Field(max_length=32768)]] = Field(
+        default_factory=dict, max_length=256, description="Values are never returned."
+    )
+    egress: list[Annotated[str, Field(max_length=253)]] = Field(default_factory=list, max_length=64)
+    ingress_enabled: bool = False
+    auto_pause_after_seconds: int | None = Field(
+        default=None, description="Pause after this long with no exec or file activity."
+    )
+    host_id: str | None = Field(default=None, max_length=64)
+
+
+class SandboxPatchBody(_Body):
+    name: str | None = Field(default=None, max_length=63)
+    auto_pause_after_seconds: int | None = None
+    ingress_enabled: bool | None = None
+
+
+class SandboxOut(BaseModel):
+    id: str
+    name: str
+    status: str
+    ip: str | None
+    shape: str
+    rootfs: str
+    vcpu: int
+    mem_mib: int
+    disk_mib: int
+    created_at: datetime
+    running_at: datetime | None
+    paused_at: datetime | None
+    last_resumed_at: datetime | None
+    destroyed_at: datetime | None
+    spawn_ms: int | None
+    envs: list[str] = Field(description="The names of the sandbox's environment variables.")
+    egress: list[str]
+    ingress_enabled: bool
+    ingress_url_template: str | None = Field(
+        description="Preview URL with a literal <port>; null until the preview proxy is set up."
+    )
+    auto_pause_after_seconds: int | None
+    created_by: str | None
+    reason: str | None = Field(description="Why the sandbox failed or is in error.")
+
+    @classmethod
+    def of(cls, record: SandboxRecord) -> SandboxOut:
+        return cls(
+            id=record.id,
+            name=record.name,
+            status=record.status,
+            ip=record.ip,
+            shape=record.shape,
+            rootfs=record.rootfs,
+            vcpu=record.vcpu,
+            mem_mib=record.mem_mib,
+            disk_mib=record.disk_mib,
+            created_at=record.created_at,
+            running_at=record.running_at,
+            paused_at=record.paused_at,
+            last_resumed_at=record.last_resumed_at,
+            destroyed_at=record.destroyed_at,
+            spawn_ms=record.spawn_ms,
+            envs=sorted(record.envs),
+            egress=list(record.egress),
+            ingress_enabled=record.ingress_enabled,
+            ingress_url_template=None,
+            auto_pause_after_seconds=record.auto_pause_after_seconds,
+            created_by=record.created_by,
+            reason=record.reason,
+        )
+
+
+class SandboxDeleted(BaseModel):
+    id: str
+    status: str
+
+
+class ExecBody(_Body):
+    cmd: str = Field(min_length=1, max_length=131072,
+                     description="Program to run; without args, a shell command line.")  # fmt: skip
+    args: list[Annotated[str, Field(max_length=131072)]] | None = Field(
+        default=None, max_length=4096, description="Arguments; given, cmd runs without a shell."
+    )
+    stdin: str | None = Field(default=None, max_length=10 * 1024 * 1024)
+    env: dict[str, Annotated[str, Field(max_length=32768)]] = Field(
+        default_factory=dict, max_length=256
+    )
+    cwd: str | None = Field(default=None, max_length=4096)
+    timeout_secs: float | None = Field(default=None, gt=0)
+
+
+class ExecResultOut(BaseModel):
+    stdout: str
+    stderr: str
+    exit_code: int | None
+    error: str | None
+
+
+class ExecOut(BaseModel):
+    result: ExecResultOut
+    exec_ms: int
+
+
+class FileWritten(BaseModel):
+    path: str
+    size: int
+
+
+def _command(body: ExecBody) -> ExecCommand:
+    return ExecCommand(
+        cmd=body.cmd,
+        args=body.args,
+        stdin=body.stdin.encode() if body.stdin is not None else None,
+        env=body.env,
+        cwd=body.cwd,
+        timeout_s=body.timeout_secs,
+    )
+
+
+@router.post("", status_code=201, summary="Create a sandbox")
+async def create_sandbox(
+    body: SandboxCreateBody, user: CurrentUser, services: ServicesDep
+) -> JSend[SandboxOut]:
+    """Start a sandbox and return it running, with ``spawn_ms``. Over the per-user cap: 429."""
+    record = await services.sandboxes.create(
+        user,
+        SandboxCreate(
+            shape=body.shape,
+            rootfs=body.rootfs,
+            name=body.name,
+            disk_mib=body.disk_mib,
+            envs=body.envs,
+            egress=body.egress,
+            ingress_enabled=body.ingress_enabled,
+            auto_pause_after_seconds=body.auto_pause_after_seconds,
+            host_id=body.host_id,
+            networks=[n.id for n in body.networks],
+            disks=[d.disk_id for d in body.disks],
+        ),
+    )
+    return JSend(data=SandboxOut.of(record))
+
+
+@router.get("", summary="List sandboxes")
+async def list_sandboxes(
+    user: CurrentUser,
+    services: ServicesDep,
+    page: PageParams,
+    status: Annotated[
+        str | None,
+        Query(max_length=200, description="Comma-separated statuses; default: all live ones."),
+    ] = None,
+) -> JSend[Page[SandboxOut]]:
+    records, total = await services.sandboxes.list_sandboxes(
+        user, status=status, limit=page.limit, offset=page.offset
+    )
+    return JSend(
+        data=Page.of(
+            [SandboxOut.of(r) for r in records], total=total, limit=page.limit, offset=page.offset
+        )
+    )
+
+
+@router.get("/by-ip/{ip}", summary="Find a sandbox by its address")
+async def get_sandbox_by_ip(ip: str, user: CurrentUser, services: ServicesDep) -> JSend[SandboxOut]:
+    return JSend(data=SandboxOut.of(await services.sandboxes.get_by_ip(user, ip)))
+
+
+@router.get("/{sandbox_id}", summary="Get a sandbox by id or name")
+async def get_sandbox(
+    sandbox_id: str, user: CurrentUser, services: ServicesDep
+) -> JSend[SandboxOut]:
+    return JSend(data=SandboxOut.of(await services.sandboxes.get(user, sandbox_id)))
+
+
+@router.patch("/{sandbox_id}", summary="Change a sandbox")
+async def patch_sandbox(
+    sandbox_id: str, body: SandboxPatchBody, user: CurrentUser, services: ServicesDep
+) -> JSend[SandboxOut]:
+    """Rename it, or change ``auto_pause_after_seconds`` or ``ingress_enabled``."""
+    record = await services.sandboxes.patch(
+        user,
+        sandbox_id,
+        SandboxPatch(
+            name=body.name,
+            auto_pause_after_seconds=body.auto_pause_after_seconds,
+            ingress_enabled=body.ingress_enabled,
+        ),
+    )
+    return JSend(data=SandboxOut.of(record))
+
+
+@router.delete("/{sandbox_id}", summary="Destroy a sandbox")
+async def delete_sandbox(
+    sandbox_id: str, user: CurrentUser, services: ServicesDep
+) -> JSend[SandboxDeleted]:
+    """Destroy it and everything of it on the host. Repeating it is harmless."""
+    record = await services.sandboxes.destroy(user, sandbox_id)
+    return JSend(data=SandboxDeleted(id=record.id, status="destroyed"))
+
+
+@router.post("/{sandbox_id}/pause", status_code=202, summary="Pause a sandbox")
+async def pause_sandbox(
+    sandbox_id: str, user: CurrentUser, services: ServicesDep, response: Response
+) -> JSend[SandboxOut]:
+    """Freeze every process of the sandbox (its memory stays). Idempotent."""
+    record = await services.sandboxes.pause(user, sandbox_id)
+    response.headers["X-Poll-After"] = POLL_AFTER_S
+    return JSend(data=SandboxOut.of(record))
+
+
+@router.post("/{sandbox_id}/resume", status_code=202, summary="Resume a sandbox")
+async def resume_sandbox(
+    sandbox_id: str, user: CurrentUser, services: ServicesDep, response: Response
+) -> JSend[SandboxOut]:
+    """Thaw a paused sandbox. Idempotent; counts toward the running cap (429 past it)."""
+    record = await services.sandboxes.resume(user, sandbox_id)
+    response.headers["X-Poll-After"] = POLL_AFTER_S
+    return JSend(data=SandboxOut.of(record))
+
+
+@router.post(
+    "/{sandbox_id}/exec",
+    summary="Run a command",
+    responses={
+        200: {
+            "content": {
+                "application/x-ndjson": {
+                    "schema": {"type": "string",
+                               "description": "With stream=true: one JSON event per line."}
+                }
+            }
+        }
+    },
+)  # fmt: skip
+async def exec_in_sandbox(
+    sandbox_id: str,
+    body: ExecBody,
+    user: CurrentUser,
+    services: ServicesDep,
+    stream: Annotated[
+        bool, Query(description="NDJSON events as output happens, with heartbeats.")
+    ] = False,
+) -> Any:
+    """Run ``cmd`` and return its output, exit code and any ``error`` (a timeout, say).
+
+    Each buffered stream keeps at most 10 MiB (a marker says what was cut); ``stream=true``
+    delivers everything as ``{"type": "stdout"|"stderr"|"exit"|"error"|"heartbeat", …}``.
+    """
+    command = _command(body)
+    if not stream:
+        result = await services.sandboxes.exec(user, sandbox_id, command)
+        return JSend(
+            data=ExecOut(
+                result=ExecResultOut(
+                    stdout=result.stdout,
+                    stderr=result.stderr,
+                    exit_code=result.exit_code,
+                    error=result.error,
+                ),
+                exec_ms=result.exec_ms,
+            )
+        )
+    events = await services.sandboxes.exec_stream(user, sandbox_id, command)
+    return StreamingResponse(_ndjson(events), media_type="application/x-ndjson")
+
+
+async def _ndjson(events: AsyncIterator[ExecOutput | ExecExit]) -> AsyncIterator[bytes]:
+    decoders = {
+        "stdout": codecs.getincrementaldecoder("utf-8")(errors="replace"),
+        "stderr": codecs.getincrementaldecoder("utf-8")(errors="replace"),
+    }
+
+    def line(event: dict[str, Any]) -> bytes:
+        return json.dumps(event).encode() + b"\n"
+
+    iterator = aiter(events)
+    pending: asyncio.Task[ExecOutput | ExecExit] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(iterator))
+            done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT_S)
+            if not done:
+                yield line({"type": "heartbeat"})
+                continue
+            task, pending = pending, None
+            try:
+                event = task.result()
+            except StopAsyncIteration:
+                return
+            except Exception as exc:  # the stream has started: report in-band
+                message = getattr(exc, "message", None) or "the command's output was cut off"
+                yield line({"type": "error", "message": message})
+                return
+            if isinstance(event, ExecOutput):
+                text = decoders[event.stream].decode(event.data)
+                if text:
+                    yield line({"type": event.stream, "data": text})
+            else:
+                for name, decoder in decoders.items():
+                    if tail := decoder.decode(b"", final=True):
+                        yield line({"type": name, "data": tail})
+                if event.error:
+                    yield line({"type": "error", "message": event.error})
+                yield line({"type": "exit", "exitCode": event.exit_code})
+                return
+    finally:
+        if pending is not None:
+            pending.cancel()
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+@router.put("/{sandbox_id}/files", summary="Write a file")
+async def write_file(
+    sandbox_id: str,
+    request: Request,
+    user: CurrentUser,
+    services: ServicesDep,
+    path: Annotated[str, Query(max_length=4096, description="Absolute path in the sandbox.")],
+) -> JSend[FileWritten]:
+    """The raw request body becomes the file (parents are created), streamed, any size."""
+    size = await services.sandboxes.write_file(user, sandbox_id, path, request.stream())
+    return JSend(data=FileWritten(path=path, size=size))
+
+
+@router.get(
+    "/{sandbox_id}/files",
+    summary="Read a file",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+async def read_file(
+    sandbox_id: str,
+    user: CurrentUser,
+    services: ServicesDep,
+    path: Annotated[str, Query(max_length=4096, description="Absolute path in the sandbox.")],
+) -> StreamingResponse:
+    """The file's exact bytes, streamed."""
+    download = await services.sandboxes.read_file(user, sandbox_id, path)
+    return StreamingResponse(
+        download.chunks,
+        media_type="application/octet-stream",
+        headers={"Content-Length": str(download.size)},
+    )
