@@ -6,12 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hutch-installed
 
-DEBS_RUN := python3 python3-venv ca-certificates iproute2 procps
+DEBS_RUN := python3 python3-venv ca-certificates iproute2 procps runc mmdebstrap nftables \
+	e2fsprogs mount util-linux
 DEBS_TEST := $(DEBS_RUN) postgresql-15
 
 .PHONY: run test check lint types openapi debs-run debs-test venv clean
 
 run: debs-run venv
+	$(BIN)/hutch images build
 	$(BIN)/hutch serve
 
 test: debs-test venv

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -52,4 +55,22 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path / "home", port=0)
+    return Settings(home=tmp_path / "home", port=0, driver="fake")
+
+
+IMAGES_CACHE = Path(os.environ.get("HUTCH_TEST_IMAGES", "/var/cache/hutch-test-images"))
+
+
+@pytest.fixture(scope="session")
+def images() -> Path:
+    """Real images (devbox:1 and node), built once with mmdebstrap and kept between runs;
+    a rebuild happens only when a recipe changes."""
+    env = {**os.environ, "HUTCH_IMAGES_DIR": str(IMAGES_CACHE)}
+    subprocess.run(
+        [sys.executable, "-m", "hutch", "images", "build", "--all"],
+        env=env,
+        check=True,
+        stdin=subprocess.DEVNULL,
+        timeout=1800,
+    )
+    return IMAGES_CACHE

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     database_url: str = ""
     """SQLAlchemy URL; empty means SQLite at ``$HUTCH_HOME/hutch.db``."""
 
+    images_dir: Path | None = None
+    """Where root filesystem images are built; empty means ``$HUTCH_HOME/images``."""
+
     shapes: tuple[Shape, ...] = DEFAULT_SHAPES
     default_rootfs: str = "devbox:1"
 
@@ -85,6 +88,10 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'hutch.db'}"
+
+    @property
+    def images_path(self) -> Path:
+        return self.images_dir or self.home / "images"
 
     @property
     def base_url(self) -> str:

@@ -74,10 +74,11 @@ def test_hosts_report_this_machine(server: HutchProcess) -> None:
 
 
 def test_hosts_and_rootfs_report_built_images(home: Path) -> None:
-    node = image_dir(home, "node")
-    node.mkdir(parents=True)
-    (node / COMPLETE_MARKER).write_text("")
-    image_dir(home, "devbox:1").mkdir(parents=True)  # started, never finished
+    node = image_dir(home / "images", "node")
+    (node / "abc").mkdir(parents=True)
+    (node / "abc" / COMPLETE_MARKER).write_text("")
+    (node / "current").symlink_to("abc")
+    (image_dir(home / "images", "devbox:1") / "def.partial").mkdir(parents=True)  # unfinished
     server = HutchProcess(home).wait_ready()
     try:
         with server.client() as client:

@@ -20,8 +20,10 @@ def test_real_meminfo_is_sane() -> None:
 
 def test_only_completed_images_count_as_built(tmp_path: Path) -> None:
     assert built_images(tmp_path) == []
-    image_dir(tmp_path, "node").mkdir(parents=True)
+    build = image_dir(tmp_path, "node") / "abc"
+    build.mkdir(parents=True)
+    (image_dir(tmp_path, "node") / "current").symlink_to("abc")
     assert built_images(tmp_path) == []
-    (image_dir(tmp_path, "node") / COMPLETE_MARKER).write_text("")
+    (build / COMPLETE_MARKER).write_text("")
     assert built_images(tmp_path) == ["node"]
     assert image_dir(tmp_path, "devbox:1").name == "devbox_1"

@@ -33,7 +33,9 @@ def build(
     wanted = [i.name for i in ROOTFS_CATALOG] if all_images else names or [settings.default_rootfs]
     for name in wanted:
         try:
-            asyncio.run(build_image(settings.home, name, force=force, progress=print_progress))
+            asyncio.run(
+                build_image(settings.images_path, name, force=force, progress=print_progress)
+            )
         except ImageBuildError as exc:
             fail(str(exc), hint="check that apt can reach the Debian mirror")
 
@@ -43,5 +45,5 @@ def list_images(home: HomeOpt = None) -> None:
     """List the images hutch offers and where each is built."""
     settings = load_settings(home=home)
     for image in ROOTFS_CATALOG:
-        path = image_rootfs(settings.home, image.name)
+        path = image_rootfs(settings.images_path, image.name)
         print(f"{image.name:10} {'built' if path else 'not built':10} {path or ''}".rstrip())

@@ -238,7 +238,7 @@ class SandboxService:
         if rootfs not in {image.name for image in ROOTFS_CATALOG}:
             known = ", ".join(image.name for image in ROOTFS_CATALOG)
             raise InvalidInput(f"unknown rootfs {rootfs!r}; one of {known}", field="rootfs")
-        if rootfs not in await asyncio.to_thread(built_images, self._settings.home):
+        if rootfs not in await asyncio.to_thread(built_images, self._settings.images_path):
             raise InvalidInput(
                 f"rootfs {rootfs!r} is not built on this host; the operator can build it with "
                 f"'hutch images build {rootfs}'",

@@ -34,7 +34,7 @@ class HostAgent:
         self._db = db
         self.host_id = settings.host_id or host_address()
         self.driver: Driver = (
-            RuncDriver(settings.home)
+            RuncDriver(settings.home, images=settings.images_path)
             if settings.driver == "runc"
             else FakeDriver(settings.home / "fake-sandboxes")
         )
@@ -61,7 +61,7 @@ class HostAgent:
 
     async def heartbeat(self, *, status: str = "active") -> None:
         memory = await asyncio.to_thread(read_memory)
-        rootfses = await asyncio.to_thread(built_images, self._settings.home)
+        rootfses = await asyncio.to_thread(built_images, self._settings.images_path)
         async with self._db.sessions.begin() as session:
             await host_store.upsert_host(
                 session,

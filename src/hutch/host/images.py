@@ -1,6 +1,7 @@
 """Root filesystem images: recipes in the repo, built with mmdebstrap, cached by hash.
 
-An image lives in ``$HUTCH_HOME/images/<name>/<recipe hash>/rootfs``; ``current`` points
+An image lives in ``<images>/<name>/<recipe hash>/rootfs`` (``<images>`` is
+``$HUTCH_HOME/images`` unless ``HUTCH_IMAGES_DIR`` says otherwise); ``current`` points
 at the hash of the recipe in use. A build writes into a ``.partial`` directory and renames
 it into place only when complete, so a half-built image is never used.
 """
@@ -86,22 +87,22 @@ def _safe(name: str) -> str:
     return name.replace(":", "_").replace("/", "_")
 
 
-def image_dir(home: Path, name: str) -> Path:
-    """The directory of image ``name`` (``devbox:1`` lives in ``images/devbox_1``)."""
-    return home / "images" / _safe(name)
+def image_dir(images: Path, name: str) -> Path:
+    """The directory of image ``name`` (``devbox:1`` lives in ``<images>/devbox_1``)."""
+    return images / _safe(name)
 
 
-def image_rootfs(home: Path, name: str) -> Path | None:
+def image_rootfs(images: Path, name: str) -> Path | None:
     """The root filesystem of the current build of ``name``, or None if there is none."""
-    current = image_dir(home, name) / "current"
+    current = image_dir(images, name) / "current"
     if not (current / COMPLETE_MARKER).is_file():
         return None
     return current.resolve() / "rootfs"
 
 
-def built_images(home: Path) -> list[str]:
-    """Names of the catalog images that are fully built under ``home``, in catalog order."""
-    return [image.name for image in ROOTFS_CATALOG if image_rootfs(home, image.name) is not None]
+def built_images(images: Path) -> list[str]:
+    """Names of the catalog images that are fully built in ``images``, in catalog order."""
+    return [image.name for image in ROOTFS_CATALOG if image_rootfs(images, image.name) is not None]
 
 
 def host_apt_sources() -> list[Path]:
@@ -118,7 +119,7 @@ def host_apt_sources() -> list[Path]:
 
 
 async def build_image(
-    home: Path,
+    images: Path,
     name: str,
     *,
     force: bool = False,
@@ -126,7 +127,7 @@ async def build_image(
 ) -> Path:
     """Build image ``name`` unless the current build matches its recipe; return its rootfs."""
     recipe = load_recipe(name)
-    base = image_dir(home, name)
+    base = image_dir(images, name)
     target = base / recipe.digest
     if not force and (target / COMPLETE_MARKER).is_file():
         _point_current(base, recipe.digest)

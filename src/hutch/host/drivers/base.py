@@ -17,6 +17,8 @@ conformance suite (``tests/integration/test_driver_conformance.py``):
 
 from __future__ import annotations
 
+import os
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ __all__ = [
     "RuntimeState",
     "SandboxMissing",
     "SandboxSpec",
+    "socket_dir",
 ]
 
 
@@ -127,3 +130,14 @@ class Driver(ABC):
 
     def guest(self, sandbox_id: str) -> GuestClient:
         return GuestClient(self.agent_socket(sandbox_id))
+
+
+def socket_dir(tag: str) -> Path:
+    """A short directory for an instance's agent sockets (unix socket paths are limited to
+    108 bytes, and a home directory can be long)."""
+    base = (
+        Path("/run/hutch")
+        if os.geteuid() == 0
+        else Path(tempfile.gettempdir()) / (f"hutch-{os.geteuid()}")
+    )
+    return base / tag

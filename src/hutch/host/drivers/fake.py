@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ from hutch.host.drivers.base import (
     RuntimeState,
     SandboxMissing,
     SandboxSpec,
+    socket_dir,
 )
 from hutch.host.guest import GuestUnreachable
 
@@ -38,6 +40,7 @@ class FakeDriver(Driver):
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
+        self.sockets = socket_dir("fake-" + hashlib.sha256(str(state_dir).encode()).hexdigest()[:8])
         self.fail_next_create: str | None = None
         """Set to a reason to make the next create fail after it has started (for tests)."""
 
@@ -45,13 +48,14 @@ class FakeDriver(Driver):
         return self.state_dir / sandbox_id
 
     def agent_socket(self, sandbox_id: str) -> Path:
-        return self._dir(sandbox_id) / "agent.sock"
+        return self.sockets / f"{sandbox_id}.sock"
 
     async def create(self, spec: SandboxSpec) -> RuntimeInfo:
         directory = self._dir(spec.id)
         if directory.exists():
             raise DriverError(f"sandbox {spec.id} already exists")
         (directory / "root").mkdir(parents=True)
+        self.sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-S", "-E", "-s", guest_agent.__file__,
@@ -94,6 +98,8 @@ class FakeDriver(Driver):
             with contextlib.suppress(ChildProcessError):
                 await asyncio.to_thread(os.waitpid, pid, 0)
         await asyncio.to_thread(shutil.rmtree, self._dir(sandbox_id), True)
+        with contextlib.suppress(FileNotFoundError):
+            self.agent_socket(sandbox_id).unlink()
 
     async def get(self, sandbox_id: str) -> RuntimeInfo | None:
         if not self._dir(sandbox_id).is_dir():

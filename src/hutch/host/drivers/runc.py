@@ -2,9 +2,9 @@
 
 Per sandbox, under ``$HUTCH_HOME/sandboxes/<id>/``: ``disk.img`` (its writable layer),
 ``layer/`` and ``rootfs/`` (mounts), ``etc/`` (hosts, hostname, resolv.conf),
-``config.json`` (the bundle) and ``agent.sock``, the guest agent's socket. The host makes
-and binds that socket itself and hands the listening descriptor to the container, so the
-path the host connects to is out of the sandbox's reach.
+``config.json`` (the bundle). The guest agent's socket is ``/run/hutch/<tag>/<id>.sock``:
+the host makes and binds it itself and hands the listening descriptor to the container,
+so the path the host connects to is out of the sandbox's reach.
 
 runc's own state lives in ``$HUTCH_HOME/runc``; cgroups under ``/hutch-<tag>/``; network
 namespaces are ``hutch-<tag>-<id>``. ``<tag>`` is derived from the home directory, so two
@@ -33,6 +33,7 @@ from hutch.host.drivers.base import (
     RuntimeState,
     SandboxMissing,
     SandboxSpec,
+    socket_dir,
 )
 from hutch.host.drivers.oci import AGENT_FD, oci_config
 from hutch.host.firewall import Firewall
@@ -58,13 +59,15 @@ class RuncDriver(Driver):
     capabilities = DriverCapabilities(name="runc", isolated=True, disk_limit=True,
                                       memory_limit=True)  # fmt: skip
 
-    def __init__(self, home: Path, *, runc: str = "runc") -> None:
+    def __init__(self, home: Path, *, images: Path, runc: str = "runc") -> None:
         self.home = home
+        self.images = images
         self.tag = instance_tag(home)
         self.sandboxes = home / "sandboxes"
         self.runc_root = home / "runc"
         self.templates = home / "cache" / "disks"
         self.cgroup_parent = f"/hutch-{self.tag}"
+        self.sockets = socket_dir(self.tag)
         self.runc = runc
         self.firewall = Firewall(tag=self.tag)
         self.guest_dir = Path(guest_agent.__file__).parent
@@ -75,6 +78,7 @@ class RuncDriver(Driver):
         """Install the firewall and check that runc answers. Call once at start."""
         self.sandboxes.mkdir(parents=True, exist_ok=True)
         self.runc_root.mkdir(parents=True, exist_ok=True)
+        self.sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
         await run("sysctl", "-q", "-w", "net.ipv4.ip_forward=0", check=False)
         await self.firewall.install()
         await run(self.runc, "--version")
@@ -83,7 +87,7 @@ class RuncDriver(Driver):
         return self.sandboxes / sandbox_id
 
     def agent_socket(self, sandbox_id: str) -> Path:
-        return self._dir(sandbox_id) / "agent.sock"
+        return self.sockets / f"{sandbox_id}.sock"
 
     def _runc(self, *args: str) -> tuple[str, ...]:
         return (self.runc, "--root", str(self.runc_root), *args)
@@ -91,7 +95,7 @@ class RuncDriver(Driver):
     # -- create / destroy ---------------------------------------------------------------
 
     async def create(self, spec: SandboxSpec) -> RuntimeInfo:
-        image = image_rootfs(self.home, spec.rootfs)
+        image = image_rootfs(self.images, spec.rootfs)
         if image is None:
             raise DriverError(f"rootfs {spec.rootfs!r} is not built on this host")
         directory = self._dir(spec.id)
@@ -191,6 +195,8 @@ class RuncDriver(Driver):
             except OSError as exc:
                 raise DriverError(f"cannot remove {directory}: {exc}") from exc
         await asyncio.to_thread(self._remove_cgroups, {sandbox_id})
+        with contextlib.suppress(FileNotFoundError):
+            self.agent_socket(sandbox_id).unlink()
 
     # -- state ------------------------------------------------------------------------
 
