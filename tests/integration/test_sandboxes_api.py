@@ -186,9 +186,15 @@ def test_exec_argv_stdin_env_cwd_and_errors(client: TestClient) -> None:
     missing = run(client, box["id"], cmd="no-such-program", args=[])["result"]
     assert missing["exit_code"] is None and "not found" in missing["error"]
     timed = run(client, box["id"], cmd="sleep 30", timeout_secs=0.3)
-    assert timed["result"]["error"].startswith("timeout") and timed["exec_ms"] < 20_000
-    for body in ({"cmd": ""}, {"cmd": "x", "cwd": "rel"}, {"cmd": "x", "timeout_secs": -1},
-                 {"cmd": "x", "timeout_secs": 99999}, {"cmd": "x", "env": {"a-b": "1"}}):  # fmt: skip
+    assert timed["result"]["error"] == "timeout: killed after 0.3 s"
+    bad_bodies = [
+        {"cmd": ""},
+        {"cmd": "x", "cwd": "rel"},
+        {"cmd": "x", "timeout_secs": -1},
+        {"cmd": "x", "timeout_secs": 99999},
+        {"cmd": "x", "env": {"a-b": "1"}},
+    ]
+    for body in bad_bodies:
         response = client.post(f"/v1/sandboxes/{box['id']}/exec", json=body)
         assert response.status_code == 400, body
 
