@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["HutchProcess", "run_cli"]
+__all__ = ["HutchProcess", "remove_instance", "run_cli"]
 
 _URL_LINE = re.compile(r"hutch is serving on (http://\S+)")
 _KEY_LINE = re.compile(r"admin API key \(shown once, keep it\): (hk_\S+)")
@@ -23,6 +25,9 @@ _KEY_LINE = re.compile(r"admin API key \(shown once, keep it\): (hk_\S+)")
 def _env(home: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUTCH_")}
     env["HUTCH_HOME"] = str(home)
+    # Servers that only test the control plane need no real sandboxes; tests of sandboxes
+    # ask for runc explicitly.
+    env["HUTCH_DRIVER"] = "fake"
     env.update(extra or {})
     return env
 
@@ -98,6 +103,8 @@ class HutchProcess:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
+        with contextlib.suppress(OSError):
+            (self.home.parent / "server.log").write_text("\n".join(self.stderr_lines))
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -112,3 +119,15 @@ class HutchProcess:
         while self.proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         return self.stop()
+
+
+def remove_instance(home: Path) -> None:
+    """Destroy every runc sandbox and the firewall of the instance in ``home``.
+
+    A stopped server leaves its sandboxes running, since a restart adopts them; tests clean up.
+    """
+    from hutch.host.drivers.runc import RuncDriver
+
+    driver = RuncDriver(home, images=home)
+    asyncio.run(driver.cleanup(set()))
+    asyncio.run(driver.firewall.remove())

@@ -428,6 +428,8 @@ class SandboxService:
                 yield event
         except GuestUnreachable as exc:
             raise self._unreachable(sandbox_id) from exc
+        except GuestError as exc:
+            raise Unavailable(f"the sandbox refused the command: {exc.message}") from exc
         finally:
             self._activity[sandbox_id] = time.monotonic()
 

@@ -104,10 +104,12 @@ class Connection:
 class Agent:
     def __init__(self, root: str | None) -> None:
         self.root = root
-        # Serialises spawning with reaping, so the reaper never takes an exit status that
-        # belongs to a process a connection is about to wait for.
+        # The reaper is the only caller of wait(); it hands each exit status to the exec
+        # waiting for that pid. A status that arrives before its exec registered waits in
+        # ``unclaimed`` (orphans' statuses too, until they are old enough to drop).
         self.spawn_lock = threading.Lock()
-        self.tracked: set[int] = set()
+        self.waiters: dict[int, list[Any]] = {}  # pid -> [threading.Event, status or None]
+        self.unclaimed: dict[int, tuple[int, float]] = {}
         self.child_exited = threading.Event()
 
     # -- paths ---------------------------------------------------------------------------
@@ -131,7 +133,12 @@ class Agent:
                 if exc.errno in (errno.EINTR, errno.ECONNABORTED):
                     continue
                 raise
-            threading.Thread(target=self.handle, args=(sock,), daemon=True).start()
+            try:
+                threading.Thread(target=self.handle, args=(sock,), daemon=True).start()
+            except RuntimeError:  # no thread to be had: the sandbox's pids limit is reached
+                with contextlib.suppress(OSError):
+                    Connection(sock).send_error("busy", "the sandbox has no free process slots")
+                    sock.close()
 
     def handle(self, sock: socket.socket) -> None:
         conn = Connection(sock)
@@ -186,7 +193,13 @@ class Agent:
                     start_new_session=True,
                     close_fds=True,
                 )
-                self.tracked.add(proc.pid)
+                waiter: list[Any] = [threading.Event(), None]
+                self.waiters[proc.pid] = waiter
+                early = self.unclaimed.pop(proc.pid, None)
+                if early is not None:
+                    waiter[1] = early[0]
+                    waiter[0].set()
+            self.child_exited.set()  # wake the reaper: it has a child to wait for
         except FileNotFoundError as exc:
             missing = exc.filename if exc.filename == cwd else argv[0]
             what = "working directory" if missing == cwd else "command"
@@ -222,34 +235,39 @@ class Agent:
                 target=self._pump, args=(proc.stderr, conn, STDERR, gone), daemon=True
             ),
         ]
-        for pump in pumps:
-            pump.start()
-        threading.Thread(
+        feeder = threading.Thread(
             target=self._feed, args=(conn, proc, wants_stdin, gone), daemon=True
-        ).start()
+        )
+        try:
+            for thread in (*pumps, feeder):
+                thread.start()
+        except RuntimeError:
+            self._kill_group(proc)
+            self._wait(proc, waiter, None)
+            conn.send_json(
+                {
+                    "type": "exit",
+                    "exit_code": None,
+                    "error": "the sandbox has no free process slots",
+                }
+            )
+            return
 
         error = None
         deadline = None if timeout in (None, 0) else time.monotonic() + float(timeout)
-        while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                proc.wait(timeout=0.2 if remaining is None else min(0.2, remaining))
+        while not self._wait(proc, waiter, 0.2):
+            if gone.is_set():
+                self._kill_group(proc)
+                self._wait(proc, waiter, None)
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                self._kill_group(proc)
+                self._wait(proc, waiter, None)
+                error = f"timeout: killed after {timeout} s"
                 break
-            except subprocess.TimeoutExpired:
-                if gone.is_set():
-                    self._kill_group(proc)
-                    proc.wait()
-                    return
-                if deadline is not None and time.monotonic() >= deadline:
-                    self._kill_group(proc)
-                    proc.wait()
-                    error = f"timeout: killed after {timeout} s"
-                    break
         drain_until = time.monotonic() + DRAIN_AFTER_EXIT_S
         for pump in pumps:
             pump.join(max(0.0, drain_until - time.monotonic()))
-        with self.spawn_lock:
-            self.tracked.discard(proc.pid)
         for stream in (proc.stdout, proc.stderr):
             with contextlib.suppress(OSError):
                 stream.close()  # type: ignore[union-attr]
@@ -258,6 +276,18 @@ class Agent:
             error = f"killed by signal {-code}"
             code = 128 - code
         conn.send_json({"type": "exit", "exit_code": code, "error": error})
+
+    def _wait(
+        self, proc: subprocess.Popen[bytes], waiter: list[Any], timeout: float | None
+    ) -> bool:
+        """Wait for the reaper to report ``proc``'s exit; True once it has."""
+        if not waiter[0].wait(timeout):
+            return False
+        with self.spawn_lock:
+            self.waiters.pop(proc.pid, None)
+        # Popen must not wait() itself: the status is already taken.
+        proc.returncode = os.waitstatus_to_exitcode(waiter[1])
+        return True
 
     @staticmethod
     def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -394,25 +424,30 @@ class Agent:
 
     # -- init duties ---------------------------------------------------------------------
 
-    def reap_orphans(self) -> None:
-        """As PID 1, collect every orphan that dies, but never a process a connection waits on."""
+    def reap(self) -> None:
+        """Collect every child that exits: an exec's own process (its status goes to the
+        exec's waiter) or, as PID 1, any orphan of the sandbox."""
         while True:
-            self.child_exited.wait(1.0)
-            self.child_exited.clear()
-            while True:
-                try:
-                    info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-                except ChildProcessError:
-                    break
-                if info is None:
-                    break
-                with self.spawn_lock:
-                    if info.si_pid in self.tracked:
-                        # Its own thread will reap it; look again shortly.
-                        time.sleep(0.01)
-                        break
-                    with contextlib.suppress(ChildProcessError):
-                        os.waitpid(info.si_pid, 0)
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:  # no children at all: wait for the next exec
+                self.child_exited.wait(1.0)
+                self.child_exited.clear()
+                continue
+            except InterruptedError:
+                continue
+            now = time.monotonic()
+            with self.spawn_lock:
+                waiter = self.waiters.get(pid)
+                if waiter is not None:
+                    waiter[1] = status
+                    waiter[0].set()
+                    continue
+                self.unclaimed[pid] = (status, now)
+                if len(self.unclaimed) > 256:
+                    self.unclaimed = {
+                        p: entry for p, entry in self.unclaimed.items() if now - entry[1] < 10
+                    }
 
 
 def _options(argv: list[str]) -> dict[str, str]:
@@ -439,12 +474,13 @@ def main(argv: list[str] | None = None) -> None:
         listener.listen(64)
 
     agent = Agent(options.get("--root"))
-    signal.signal(signal.SIGCHLD, lambda *_: agent.child_exited.set())
+    # No SIGCHLD handler: the reaper blocks in waitpid() itself. (A handler that touches a
+    # lock deadlocks PID 1 when a burst of children die at once.)
     if os.getpid() == 1:
         # PID 1 ignores signals it has no handler for; make a stop request mean stop.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
-    threading.Thread(target=agent.reap_orphans, daemon=True).start()
+    threading.Thread(target=agent.reap, daemon=True).start()
     with contextlib.suppress(KeyboardInterrupt):
         agent.serve(listener)
 
