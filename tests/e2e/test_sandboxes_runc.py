@@ -27,15 +27,18 @@ from tests.support.server import HutchProcess, remove_instance, run_cli
 _pools = itertools.count()
 
 
-def runc_server(home: Path, images: Path, **env: str) -> HutchProcess:
-    pool = f"10.91.{(next(_pools) % 60) * 4}.0/22"
+def new_pool() -> str:
+    return f"10.91.{(next(_pools) % 60) * 4}.0/22"
+
+
+def runc_server(home: Path, images: Path, *, pool: str | None = None) -> HutchProcess:
+    pool = pool or new_pool()
     return HutchProcess(
         home,
         env={
             "HUTCH_DRIVER": "runc",
             "HUTCH_IMAGES_DIR": str(images),
             "HUTCH_LINK_POOL": pool,
-            **env,
         },
     ).wait_ready()
 
@@ -304,7 +307,8 @@ def test_kill_9_and_restart_keeps_sandboxes_and_marks_dead_ones(
     tmp_path: Path, images: Path
 ) -> None:
     home = tmp_path / "home"
-    first = runc_server(home, images)
+    pool = new_pool()
+    first = runc_server(home, images, pool=pool)
     key = run_cli(home, "keys", "create", "--user", "carol").stdout.strip()
     with first.client(key) as api:
         survivor = create(api, name="survivor")
@@ -318,7 +322,7 @@ def test_kill_9_and_restart_keeps_sandboxes_and_marks_dead_ones(
     os.kill(init_pid, signal.SIGKILL)
     time.sleep(0.5)
 
-    second = runc_server(home, images)
+    second = runc_server(home, images, pool=pool)
     try:
         with second.client(key) as api:
             assert sh(api, survivor, "cat /root/note")["stdout"] == "kept\n"
