@@ -10,7 +10,7 @@ DEBS_RUN := python3 python3-venv ca-certificates iproute2 procps runc mmdebstrap
 	e2fsprogs mount util-linux
 DEBS_TEST := $(DEBS_RUN) postgresql-15
 
-.PHONY: run test check lint types openapi debs-run debs-test venv clean
+.PHONY: run test check lint types openapi bench debs-run debs-test venv clean
 
 run: debs-run venv
 	$(BIN)/hutch images build
@@ -23,11 +23,15 @@ check: debs-test venv lint types
 	$(BIN)/pytest
 
 lint: venv
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 types: venv
 	$(BIN)/mypy
+
+# Benchmarks print JSON and write bench/results/; they start their own server.
+bench: debs-test venv
+	$(BIN)/python bench/sandboxes.py
 
 # Regenerates the committed OpenAPI document; a test fails when it drifts from the app.
 openapi: venv

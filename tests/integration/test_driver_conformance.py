@@ -34,7 +34,7 @@ async def driver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     await runc.prepare()
     yield runc
     await runc.cleanup(set())
-    await runc.firewall.remove()
+    await runc.uninstall()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ The same routes on real runc sandboxes are in tests/e2e/test_sandboxes_runc.py.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hutch.api.app import create_app
+from hutch.host.drivers.fake import FakeDriver
 from hutch.host.images import COMPLETE_MARKER, image_dir
 from hutch.settings import Settings
 
@@ -44,6 +46,8 @@ def client(app_settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(app_settings)) as client:
         client.headers["X-Api-Key"] = _key(client, "alice")
         yield client
+    # The app leaves sandboxes running when it stops (a restart adopts them); tests don't.
+    asyncio.run(FakeDriver(app_settings.home / "fake-sandboxes").cleanup(set()))
 
 
 def _key(client: TestClient, user: str) -> str:

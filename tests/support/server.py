@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import signal
@@ -103,8 +102,6 @@ class HutchProcess:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
-        with contextlib.suppress(OSError):
-            (self.home.parent / "server.log").write_text("\n".join(self.stderr_lines))
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -130,4 +127,4 @@ def remove_instance(home: Path) -> None:
 
     driver = RuncDriver(home, images=home)
     asyncio.run(driver.cleanup(set()))
-    asyncio.run(driver.firewall.remove())
+    asyncio.run(driver.uninstall())

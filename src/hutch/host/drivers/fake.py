@@ -138,6 +138,9 @@ class FakeDriver(Driver):
             if info.id not in keep:
                 await self.destroy(info.id)
                 removed.append(info.id)
+        if not keep:
+            with contextlib.suppress(OSError):
+                self.sockets.rmdir()
         return removed
 
 

@@ -293,8 +293,15 @@ class RuncDriver(Driver):
             "loops": [line.strip() for line in loops.splitlines() if str(self.sandboxes) in line],
         }
 
-    async def shutdown(self) -> None:
-        """Leave sandboxes running (a restarted host agent adopts them)."""
+    async def uninstall(self) -> None:
+        """Remove what :meth:`prepare` made: the firewall table, the cgroup parents and the
+        socket directory. Call only with no sandboxes left (after ``cleanup(set())``)."""
+        await self.firewall.remove()
+        for directory in await asyncio.to_thread(self._cgroup_dirs):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        with contextlib.suppress(OSError):
+            self.sockets.rmdir()
 
 
 def _runtime_info(entry: dict[str, object]) -> RuntimeInfo:
