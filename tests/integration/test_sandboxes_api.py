@@ -320,3 +320,16 @@ def test_whoami_counts_follow_sandboxes(client: TestClient) -> None:
     create(client)
     stats = client.get("/v1/whoami").json()["data"]["stats"]
     assert stats == {"running": 1, "paused": 1, "other": 0, "total": 3}
+
+
+def test_streaming_sends_heartbeats_while_a_command_is_silent(client: TestClient) -> None:
+    box = create(client)
+    with client.stream(
+        "POST",
+        f"/v1/sandboxes/{box['id']}/exec",
+        params={"stream": "true"},
+        json={"cmd": "sleep 6; echo done"},
+    ) as response:
+        events = [__import__("json").loads(line) for line in response.iter_lines() if line]
+    assert {"type": "heartbeat"} in events
+    assert events[-2:] == [{"type": "stdout", "data": "done\n"}, {"type": "exit", "exitCode": 0}]

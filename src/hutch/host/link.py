@@ -30,8 +30,8 @@ class SandboxLink:
     async def create(self, address: LinkAddress) -> None:
         """Make the netns and the veth pair, addressed and up. On failure, call remove()."""
         prefix = address.network.prefixlen
-        await run("ip", "netns", "add", self.netns)
         host_batch = (
+            f"netns add {self.netns}\n"
             f"link add {self.host_if} type veth peer name eth0 netns {self.netns}\n"
             f"addr add {address.host}/{prefix} dev {self.host_if}\n"
             f"link set {self.host_if} up\n"

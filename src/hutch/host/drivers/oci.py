@@ -143,12 +143,15 @@ def oci_config(
         "process": {
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
+            # Imported, not run as a script, so its precompiled .pyc is used (the mount is
+            # read-only: a script would be compiled again at every start).
             "args": [
                 "/usr/bin/python3",
                 "-S",
                 "-E",
                 "-s",
-                f"{GUEST_MOUNT}/agent.py",
+                "-c",
+                f"import sys; sys.path.insert(0, '{GUEST_MOUNT}'); import agent; agent.main()",
                 "--listen-fd",
                 str(AGENT_FD),
             ],

@@ -19,8 +19,10 @@ import hashlib
 import json
 import logging
 import os
+import py_compile
 import resource
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -82,6 +84,11 @@ class RuncDriver(Driver):
         await run("sysctl", "-q", "-w", "net.ipv4.ip_forward=0", check=False)
         await self.firewall.install()
         await run(self.runc, "--version")
+        # Sandboxes run Debian 12's Python 3.11; a .pyc made by any 3.11 serves them.
+        if sys.version_info[:2] == (3, 11):
+            await asyncio.to_thread(
+                py_compile.compile, str(self.guest_dir / "agent.py"), doraise=False
+            )
 
     def _dir(self, sandbox_id: str) -> Path:
         return self.sandboxes / sandbox_id
