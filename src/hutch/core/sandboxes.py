@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,15 +159,9 @@ class SandboxService:
         with the reason, and nothing on the host."""
         shape, rootfs, disk_mib = await self._check_create(request)
         async with self._user_locks[user.user_id]:
+            await self._check_cap(user.user_id)
             async with self._db.sessions() as session:
-                counted = await store.count_user_in(session, user.user_id, _COUNTED)
                 name = request.name or await self._free_name(session, user.user_id)
-            if counted >= self._settings.max_running_per_user:
-                raise RateLimited(
-                    f"you have {counted} running sandboxes, the most allowed; "
-                    "pause or delete one first",
-                    headers={"Retry-After": "5"},
-                )
             sandbox_id = new_id("sb_")
             try:
                 link = self._host.links.allocate(sandbox_id)
@@ -317,11 +311,7 @@ class SandboxService:
             if record.status in (S.DESTROYED, S.FAILED):
                 return record
             await self._update(record.id, status=S.DESTROYING)
-            try:
-                await self._host.driver.destroy(record.id)
-            except DriverError as exc:
-                await self._update(record.id, status=S.ERROR, reason=str(exc))
-                raise Unavailable(f"the sandbox could not be destroyed: {exc}") from exc
+            await self._driver_step(record.id, "destroyed", self._host.driver.destroy)
             self._forget(record.id)
             return await self._update(record.id, status=S.DESTROYED, destroyed_at=utcnow())
 
@@ -339,11 +329,7 @@ class SandboxService:
             raise Conflict(f"sandbox is {record.status}; only a running sandbox can be paused",
                            field="status")  # fmt: skip
         await self._update(sandbox_id, status=S.PAUSING)
-        try:
-            await self._host.driver.pause(sandbox_id)
-        except DriverError as exc:
-            await self._update(sandbox_id, status=S.ERROR, reason=str(exc))
-            raise Unavailable(f"the sandbox could not be paused: {exc}") from exc
+        await self._driver_step(sandbox_id, "paused", self._host.driver.pause)
         return await self._update(sandbox_id, status=S.PAUSED, paused_at=utcnow())
 
     async def resume(self, user: Principal, ident: str) -> SandboxRecord:
@@ -357,22 +343,32 @@ class SandboxService:
                 raise Conflict(f"sandbox is {record.status}; only a paused sandbox can be resumed",
                                field="status")  # fmt: skip
             async with self._user_locks[user.user_id]:
-                async with self._db.sessions() as session:
-                    counted = await store.count_user_in(session, user.user_id, _COUNTED)
-                if counted >= self._settings.max_running_per_user:
-                    raise RateLimited(
-                        f"you have {counted} running sandboxes, the most allowed; "
-                        "pause or delete one first",
-                        headers={"Retry-After": "5"},
-                    )
+                await self._check_cap(user.user_id)
                 await self._update(record.id, status=S.RESUMING)
-            try:
-                await self._host.driver.resume(record.id)
-            except DriverError as exc:
-                await self._update(record.id, status=S.ERROR, reason=str(exc))
-                raise Unavailable(f"the sandbox could not be resumed: {exc}") from exc
+            await self._driver_step(record.id, "resumed", self._host.driver.resume)
             self._activity[record.id] = time.monotonic()
             return await self._update(record.id, status=S.RUNNING, last_resumed_at=utcnow())
+
+    async def _check_cap(self, user_id: str) -> None:
+        """Raise :class:`RateLimited` if the user runs as many sandboxes as allowed."""
+        async with self._db.sessions() as session:
+            counted = await store.count_user_in(session, user_id, _COUNTED)
+        if counted >= self._settings.max_running_per_user:
+            raise RateLimited(
+                f"you have {counted} running sandboxes, the most allowed; "
+                "pause or delete one first",
+                headers={"Retry-After": "5"},
+            )
+
+    async def _driver_step(
+        self, sandbox_id: str, done: str, step: Callable[[str], Awaitable[None]]
+    ) -> None:
+        """Run a driver step; if it fails, the sandbox is ``error`` with the reason (503)."""
+        try:
+            await step(sandbox_id)
+        except DriverError as exc:
+            await self._update(sandbox_id, status=S.ERROR, reason=str(exc))
+            raise Unavailable(f"the sandbox could not be {done}: {exc}") from exc
 
     # -- exec and files -----------------------------------------------------------------
 

@@ -218,20 +218,18 @@ class RuncDriver(Driver):
         return [_runtime_info(entry) for entry in json.loads(result.stdout or b"null") or []]
 
     async def pause(self, sandbox_id: str) -> None:
-        info = await self.get(sandbox_id)
-        if info is None or info.state == RuntimeState.STOPPED:
-            raise SandboxMissing(f"no running sandbox {sandbox_id} on this host")
-        if info.state == RuntimeState.RUNNING:
-            await self._state_change("pause", sandbox_id)
+        await self._state_change("pause", sandbox_id, only_from=RuntimeState.RUNNING)
 
     async def resume(self, sandbox_id: str) -> None:
+        await self._state_change("resume", sandbox_id, only_from=RuntimeState.PAUSED)
+
+    async def _state_change(self, verb: str, sandbox_id: str, *, only_from: RuntimeState) -> None:
+        """``runc pause``/``resume``, unless the sandbox is already where it would go."""
         info = await self.get(sandbox_id)
         if info is None or info.state == RuntimeState.STOPPED:
             raise SandboxMissing(f"no running sandbox {sandbox_id} on this host")
-        if info.state == RuntimeState.PAUSED:
-            await self._state_change("resume", sandbox_id)
-
-    async def _state_change(self, verb: str, sandbox_id: str) -> None:
+        if info.state != only_from:
+            return
         try:
             await run(*self._runc(verb, sandbox_id))
         except CommandFailed as exc:
