@@ -18,14 +18,19 @@ from hutch.host.drivers.fake import FakeDriver
 from hutch.host.drivers.runc import RuncDriver
 from hutch.host.images import built_images
 from hutch.host.machine import host_address, read_memory
+from hutch.host.proc import CommandFailed
 from hutch.settings import Settings
 from hutch.store import hosts as host_store
 from hutch.store.db import Database
 from hutch.store.models import Host, utcnow
 
-__all__ = ["HostAgent"]
+__all__ = ["HostAgent", "HostUnusable"]
 
 log = logging.getLogger(__name__)
+
+
+class HostUnusable(Exception):
+    """This machine cannot run sandboxes as configured; the message says what to do."""
 
 
 class HostAgent:
@@ -45,7 +50,13 @@ class HostAgent:
     async def start(self) -> None:
         """Prepare the driver, register this host (status ``active``) and start heartbeating."""
         if isinstance(self.driver, RuncDriver):
-            await self.driver.prepare()
+            try:
+                await self.driver.prepare()
+            except (CommandFailed, OSError) as exc:
+                raise HostUnusable(
+                    f"cannot prepare the runc driver ({exc}); hutch needs root, runc and "
+                    "nftables (make run installs them), or HUTCH_DRIVER=fake for tests"
+                ) from None
         await self.heartbeat()
         self._task = asyncio.create_task(self._beat_forever(), name="hutch-host-heartbeat")
 

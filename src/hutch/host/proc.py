@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = ["CommandFailed", "CommandResult", "run"]
+
+_SEARCH_PATH = os.pathsep.join(
+    [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+)
 
 
 @dataclass(frozen=True)
@@ -35,9 +41,15 @@ async def run(
     timeout_s: float = 60,
     env: Mapping[str, str] | None = None,
 ) -> CommandResult:
-    """Run ``argv``; raise :class:`CommandFailed` on a non-zero exit when ``check``."""
+    """Run ``argv``; raise :class:`CommandFailed` on a non-zero exit when ``check``.
+
+    The system directories are searched too, so a PATH without ``/usr/sbin`` (cron, a
+    service manager, ``sudo -E``) still finds ``sysctl``, ``nft``, ``losetup`` and the rest.
+    """
+    program = shutil.which(argv[0], path=_SEARCH_PATH) or argv[0]
     proc = await asyncio.create_subprocess_exec(
-        *argv,
+        program,
+        *argv[1:],
         stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

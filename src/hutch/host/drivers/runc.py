@@ -81,7 +81,6 @@ class RuncDriver(Driver):
         self.sandboxes.mkdir(parents=True, exist_ok=True)
         self.runc_root.mkdir(parents=True, exist_ok=True)
         self.sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
-        await run("sysctl", "-q", "-w", "net.ipv4.ip_forward=0", check=False)
         await self.firewall.install()
         await run(self.runc, "--version")
         # Sandboxes run Debian 12's Python 3.11; a .pyc made by any 3.11 serves them.
