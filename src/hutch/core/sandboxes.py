@@ -245,18 +245,8 @@ class SandboxService:
             )
         if request.name is not None and (problem := name_problem(request.name)):
             raise InvalidInput(problem, field="name")
-        for key, value in request.envs.items():
-            if not ENV_KEY.fullmatch(key):
-                raise InvalidInput(f"env name {key[:64]!r} is not a valid variable name",
-                                   field="envs")  # fmt: skip
-            if "\0" in value:
-                raise InvalidInput(f"env {key} contains a NUL byte", field="envs")
-        auto_pause = request.auto_pause_after_seconds
-        if auto_pause is not None and not 0 <= auto_pause <= MAX_AUTO_PAUSE_S:
-            raise InvalidInput(
-                f"auto_pause_after_seconds must be between 0 and {MAX_AUTO_PAUSE_S}",
-                field="auto_pause_after_seconds",
-            )
+        _check_env(request.envs, field="envs")
+        _check_auto_pause(request.auto_pause_after_seconds)
         if request.host_id and request.host_id != self._host.host_id:
             raise InvalidInput(f"no host {request.host_id!r}", field="host_id")
         if request.networks:
@@ -284,11 +274,7 @@ class SandboxService:
                 raise InvalidInput(problem, field="name")
             changes["name"] = patch.name
         if patch.auto_pause_after_seconds is not None:
-            if not 0 <= patch.auto_pause_after_seconds <= MAX_AUTO_PAUSE_S:
-                raise InvalidInput(
-                    f"auto_pause_after_seconds must be between 0 and {MAX_AUTO_PAUSE_S}",
-                    field="auto_pause_after_seconds",
-                )
+            _check_auto_pause(patch.auto_pause_after_seconds)
             changes["auto_pause_after_seconds"] = patch.auto_pause_after_seconds or None
         if patch.ingress_enabled is not None:
             changes["ingress_enabled"] = patch.ingress_enabled
@@ -396,10 +382,7 @@ class SandboxService:
             )
         if command.cwd is not None:
             _check_path(command.cwd, field="cwd")
-        for key in command.env:
-            if not ENV_KEY.fullmatch(key):
-                raise InvalidInput(f"env name {key[:64]!r} is not a valid variable name",
-                                   field="env")  # fmt: skip
+        _check_env(command.env, field="env")
         return ExecRequest(
             argv=command.argv,
             env=dict(command.env),
@@ -423,7 +406,7 @@ class SandboxService:
             async for event in events:
                 yield event
         except GuestUnreachable as exc:
-            raise self._unreachable(sandbox_id) from exc
+            raise _unreachable() from exc
         except GuestError as exc:
             raise Unavailable(f"the sandbox refused the command: {exc.message}") from exc
         finally:
@@ -471,7 +454,7 @@ class SandboxService:
         except GuestError as exc:
             raise _file_error(exc) from exc
         except GuestUnreachable as exc:
-            raise self._unreachable(record.id) from exc
+            raise _unreachable() from exc
 
     async def read_file(self, user: Principal, ident: str, path: str) -> FileDownload:
         _check_path(path, field="path")
@@ -481,14 +464,7 @@ class SandboxService:
         except GuestError as exc:
             raise _file_error(exc) from exc
         except GuestUnreachable as exc:
-            raise self._unreachable(record.id) from exc
-
-    def _unreachable(self, sandbox_id: str) -> HutchError:
-        return Conflict(
-            "the sandbox is not answering; it may have stopped. Check its status, and delete "
-            "it if it is in error",
-            field="status",
-        )
+            raise _unreachable() from exc
 
     # -- recovery and monitoring --------------------------------------------------------
 
@@ -605,6 +581,30 @@ class SandboxService:
             for key, value in changes.items():
                 setattr(record, key, value)
         return record
+
+
+def _check_env(env: Mapping[str, str], *, field: str) -> None:
+    for key, value in env.items():
+        if not ENV_KEY.fullmatch(key):
+            raise InvalidInput(f"env name {key[:64]!r} is not a valid variable name", field=field)
+        if "\0" in value:
+            raise InvalidInput(f"env {key} contains a NUL byte", field=field)
+
+
+def _check_auto_pause(seconds: int | None) -> None:
+    if seconds is not None and not 0 <= seconds <= MAX_AUTO_PAUSE_S:
+        raise InvalidInput(
+            f"auto_pause_after_seconds must be between 0 and {MAX_AUTO_PAUSE_S}",
+            field="auto_pause_after_seconds",
+        )
+
+
+def _unreachable() -> HutchError:
+    return Conflict(
+        "the sandbox is not answering; it may have stopped. Check its status, and delete "
+        "it if it is in error",
+        field="status",
+    )
 
 
 def _check_path(path: str, *, field: str) -> None:
