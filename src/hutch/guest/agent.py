@@ -101,6 +101,20 @@ class Connection:
             pass
 
 
+class _Waiter:
+    """Where the reaper leaves one exec's exit status."""
+
+    __slots__ = ("done", "status")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.status = 0
+
+    def deliver(self, status: int) -> None:
+        self.status = status
+        self.done.set()
+
+
 class Agent:
     def __init__(self, root: str | None) -> None:
         self.root = root
@@ -108,7 +122,7 @@ class Agent:
         # waiting for that pid. A status that arrives before its exec registered waits in
         # ``unclaimed`` (orphans' statuses too, until they are old enough to drop).
         self.spawn_lock = threading.Lock()
-        self.waiters: dict[int, list[Any]] = {}  # pid -> [threading.Event, status or None]
+        self.waiters: dict[int, _Waiter] = {}
         self.unclaimed: dict[int, tuple[int, float]] = {}
         self.child_exited = threading.Event()
 
@@ -193,32 +207,19 @@ class Agent:
                     start_new_session=True,
                     close_fds=True,
                 )
-                waiter: list[Any] = [threading.Event(), None]
-                self.waiters[proc.pid] = waiter
+                waiter = self.waiters[proc.pid] = _Waiter()
                 early = self.unclaimed.pop(proc.pid, None)
                 if early is not None:
-                    waiter[1] = early[0]
-                    waiter[0].set()
+                    waiter.deliver(early[0])
             self.child_exited.set()  # wake the reaper: it has a child to wait for
         except FileNotFoundError as exc:
-            missing = exc.filename if exc.filename == cwd else argv[0]
-            what = "working directory" if missing == cwd else "command"
-            conn.send_json(
-                {
-                    "type": "exit",
-                    "exit_code": None,
-                    "error": f"{what} not found: {request.get('cwd') or argv[0]}",
-                }
-            )
+            if exc.filename == cwd:
+                self._refuse(conn, f"working directory not found: {request.get('cwd') or '/'}")
+            else:
+                self._refuse(conn, f"command not found: {argv[0]}")
             return
-        except (PermissionError, NotADirectoryError, OSError) as exc:
-            conn.send_json(
-                {
-                    "type": "exit",
-                    "exit_code": None,
-                    "error": f"cannot start {argv[0]}: {exc.strerror or exc}",
-                }
-            )
+        except OSError as exc:
+            self._refuse(conn, f"cannot start {argv[0]}: {exc.strerror or exc}")
             return
         try:
             with open(f"/proc/{proc.pid}/oom_score_adj", "w") as handle:
@@ -244,13 +245,7 @@ class Agent:
         except RuntimeError:
             self._kill_group(proc)
             self._wait(proc, waiter, None)
-            conn.send_json(
-                {
-                    "type": "exit",
-                    "exit_code": None,
-                    "error": "the sandbox has no free process slots",
-                }
-            )
+            self._refuse(conn, "the sandbox has no free process slots")
             return
 
         error = None
@@ -277,16 +272,19 @@ class Agent:
             code = 128 - code
         conn.send_json({"type": "exit", "exit_code": code, "error": error})
 
-    def _wait(
-        self, proc: subprocess.Popen[bytes], waiter: list[Any], timeout: float | None
-    ) -> bool:
+    @staticmethod
+    def _refuse(conn: Connection, error: str) -> None:
+        """End an exec that never ran: an exit with no code, and why."""
+        conn.send_json({"type": "exit", "exit_code": None, "error": error})
+
+    def _wait(self, proc: subprocess.Popen[bytes], waiter: _Waiter, timeout: float | None) -> bool:
         """Wait for the reaper to report ``proc``'s exit; True once it has."""
-        if not waiter[0].wait(timeout):
+        if not waiter.done.wait(timeout):
             return False
         with self.spawn_lock:
             self.waiters.pop(proc.pid, None)
         # Popen must not wait() itself: the status is already taken.
-        proc.returncode = os.waitstatus_to_exitcode(waiter[1])
+        proc.returncode = os.waitstatus_to_exitcode(waiter.status)
         return True
 
     @staticmethod
@@ -440,8 +438,7 @@ class Agent:
             with self.spawn_lock:
                 waiter = self.waiters.get(pid)
                 if waiter is not None:
-                    waiter[1] = status
-                    waiter[0].set()
+                    waiter.deliver(status)
                     continue
                 self.unclaimed[pid] = (status, now)
                 if len(self.unclaimed) > 256:
