@@ -8,10 +8,9 @@ import logging
 import uvicorn
 
 from hutch.api.app import create_app
-from hutch.core.identity import IdentityService, IssuedKey
+from hutch.api.services import Services
 from hutch.settings import Settings
 from hutch.store.db import Database
-from hutch.store.migrate import upgrade
 
 __all__ = ["serve"]
 
@@ -25,8 +24,9 @@ async def serve(settings: Settings, *, log_level: str) -> int:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=log_level,
@@ -54,7 +54,9 @@ async def serve(settings: Settings, *, log_level: str) -> int:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(f"hutch is serving on http://{host}:{port}", flush=True)
     print(f"state: {settings.home} ({_describe_db(settings)})", flush=True)
-    issued = await _bootstrap_admin(settings)
+    # The lifespan has run by now: the schema is migrated and the services are up.
+    services: Services = app.state.services
+    issued = await services.identity.bootstrap_admin()
     if issued is not None:
         print(f"admin API key (shown once, keep it): {issued.key}", flush=True)
     else:
@@ -63,15 +65,6 @@ async def serve(settings: Settings, *, log_level: str) -> int:
             flush=True,
         )
     return await serving
-
-
-async def _bootstrap_admin(settings: Settings) -> IssuedKey | None:
-    db = Database(settings.resolved_database_url, timeout_s=settings.db_timeout_s)
-    try:
-        await upgrade(db)
-        return await IdentityService(db).bootstrap_admin()
-    finally:
-        await db.dispose()
 
 
 def _describe_db(settings: Settings) -> str:
