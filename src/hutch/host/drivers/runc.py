@@ -237,25 +237,14 @@ class RuncDriver(Driver):
     # -- recovery ---------------------------------------------------------------------
 
     async def cleanup(self, keep: set[str]) -> list[str]:
-        removed: set[str] = set()
-        for info in await self.list_sandboxes():
-            if info.id not in keep:
-                await self.destroy(info.id)
-                removed.add(info.id)
-        for sandbox_id in list_netns(self.tag):
-            if sandbox_id not in keep:
-                await SandboxLink(tag=self.tag, sandbox_id=sandbox_id).remove()
-                removed.add(sandbox_id)
+        found = {info.id for info in await self.list_sandboxes()} | set(list_netns(self.tag))
         if self.sandboxes.is_dir():
-            for directory in self.sandboxes.iterdir():
-                if directory.name not in keep:
-                    await self.destroy(directory.name)
-                    removed.add(directory.name)
-        leaked_cgroups = await asyncio.to_thread(self._cgroup_ids)
-        stale = leaked_cgroups - keep
-        await asyncio.to_thread(self._remove_cgroups, stale)
-        removed |= stale
-        return sorted(removed)
+            found |= {directory.name for directory in self.sandboxes.iterdir()}
+        found |= await asyncio.to_thread(self._cgroup_ids)
+        # destroy() removes every piece of a sandbox and shrugs at the missing ones.
+        for sandbox_id in sorted(found - keep):
+            await self.destroy(sandbox_id)
+        return sorted(found - keep)
 
     def _cgroup_dirs(self) -> list[Path]:
         parent = self.cgroup_parent.lstrip("/")
