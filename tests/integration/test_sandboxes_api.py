@@ -163,6 +163,8 @@ def test_the_running_cap_answers_429_and_counts_only_running(client: TestClient)
 
 def test_pause_and_resume_are_idempotent_and_block_exec(client: TestClient) -> None:
     box = create(client)
+    for _ in range(3):  # the server now knows the sandbox runs; a pause must still count
+        assert run(client, box["id"], cmd="true")["result"]["exit_code"] == 0
     for _ in range(2):
         paused = client.post(f"/v1/sandboxes/{box['id']}/pause")
         assert paused.status_code == 202 and paused.headers["X-Poll-After"] == "1"
@@ -178,6 +180,9 @@ def test_pause_and_resume_are_idempotent_and_block_exec(client: TestClient) -> N
     data = client.get(f"/v1/sandboxes/{box['id']}").json()["data"]
     assert data["paused_at"] and data["last_resumed_at"]
     assert run(client, box["id"], cmd="echo ok")["result"]["stdout"] == "ok\n"
+    client.delete(f"/v1/sandboxes/{box['id']}")
+    gone = client.post(f"/v1/sandboxes/{box['id']}/exec", json={"cmd": "true"})
+    assert gone.status_code == 409 and "destroyed" in gone.json()["data"]["status"]
 
 
 def test_exec_argv_stdin_env_cwd_and_errors(client: TestClient) -> None:

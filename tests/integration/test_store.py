@@ -76,6 +76,43 @@ async def test_revoked_keys_stop_working_and_revoke_is_idempotent(db: Database) 
     assert (await identity.authenticate(keep.key)).user_name == "dave"
 
 
+async def test_a_key_revoked_by_another_process_fails_on_the_next_request(
+    db: Database, database_url: str
+) -> None:
+    # The server keeps who a key belongs to between requests; a revocation made elsewhere
+    # (here a second engine, as `hutch keys revoke` is) must still count at once.
+    server = IdentityService(db)
+    issued = await server.issue_key("erin")
+    for _ in range(3):
+        assert (await server.authenticate(issued.key)).user_name == "erin"
+    other = Database(database_url)
+    try:
+        await IdentityService(other).revoke(issued.key_id)
+    finally:
+        await other.dispose()
+    with pytest.raises(Unauthenticated):
+        await server.authenticate(issued.key)
+
+
+async def test_the_change_token_moves_with_every_commit_from_anywhere(
+    db: Database, database_url: str
+) -> None:
+    first = db.change_token()
+    if not db.is_sqlite:
+        assert first is None  # PostgreSQL gives no cheap signal: nothing is kept
+        return
+    assert first is not None and db.change_token() == first
+    other = Database(database_url)
+    try:
+        await IdentityService(other).issue_key("frank")
+    finally:
+        await other.dispose()
+    second = db.change_token()
+    assert second is not None and second != first
+    await IdentityService(db).issue_key("grace")
+    assert db.change_token() not in (first, second)
+
+
 async def test_revoke_of_nothing_or_of_many_is_refused(db: Database) -> None:
     identity = IdentityService(db)
     await identity.issue_key("erin")

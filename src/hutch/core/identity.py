@@ -20,6 +20,7 @@ from hutch.core.ids import new_id
 from hutch.core.sandbox_status import TERMINAL_STATUSES, SandboxStatus
 from hutch.store import sandboxes as sandbox_store
 from hutch.store import users as user_store
+from hutch.store.cache import ReadCache
 from hutch.store.db import Database
 from hutch.store.models import ApiKey, User, utcnow
 
@@ -89,6 +90,8 @@ class IdentityService:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Key hash -> who it is and when the key was last marked used.
+        self._known: ReadCache[str, tuple[Principal, datetime]] = ReadCache(db)
 
     async def issue_key(self, user_name: str, *, admin: bool = False) -> IssuedKey:
         """Make a new key for ``user_name``, creating the user if there is none by that name.
@@ -146,17 +149,25 @@ class IdentityService:
             raise Unauthenticated(
                 "missing API key: send it as 'X-Api-Key: <key>' or 'Authorization: Bearer <key>'"
             )
+        key_hash = hash_key(key)
+        token = self._known.token()
+        known = self._known.get(key_hash, token)
+        if known is not None and utcnow() - known[1] <= _TOUCH_EVERY:
+            return known[0]
         async with self._db.sessions.begin() as session:
-            found = await user_store.key_by_hash(session, hash_key(key))
+            found = await user_store.key_by_hash(session, key_hash)
             if found is None or found[0].revoked_at is not None:
                 raise Unauthenticated("invalid or revoked API key")
             record, user = found
-            now = utcnow()
-            if record.last_used_at is None or now - record.last_used_at > _TOUCH_EVERY:
-                record.last_used_at = now
-            return Principal(
+            touched = record.last_used_at
+            if touched is None or utcnow() - touched > _TOUCH_EVERY:
+                touched = record.last_used_at = utcnow()
+            principal = Principal(
                 user_id=user.id, user_name=user.name, is_admin=user.is_admin, key_id=record.id
             )
+        # Kept until anyone writes to the store: a revocation is seen on the next request.
+        self._known.put(key_hash, token, (principal, touched))
+        return principal
 
     async def list_keys(self) -> list[KeyInfo]:
         async with self._db.sessions() as session:

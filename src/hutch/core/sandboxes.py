@@ -40,6 +40,7 @@ from hutch.host.guest import (
 from hutch.host.images import built_images
 from hutch.settings import Settings
 from hutch.store import sandboxes as store
+from hutch.store.cache import ReadCache
 from hutch.store.db import Database
 from hutch.store.models import SandboxRecord, utcnow
 
@@ -117,6 +118,8 @@ class SandboxService:
         self._user_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._sandbox_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._activity: dict[str, float] = {}
+        # (user id, id or name) -> record, for the exec and file paths.
+        self._running_records: ReadCache[tuple[str, str], SandboxRecord] = ReadCache(db)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -359,7 +362,12 @@ class SandboxService:
     # -- exec and files -----------------------------------------------------------------
 
     async def _running(self, user: Principal, ident: str) -> SandboxRecord:
-        record = await self.get(user, ident)
+        # Kept until anyone writes to the store, so a pause or destroy is seen at once.
+        token = self._running_records.token()
+        record = self._running_records.get((user.user_id, ident), token)
+        if record is None:
+            record = await self.get(user, ident)
+            self._running_records.put((user.user_id, ident), token, record)
         if record.status == S.PAUSED:
             raise Conflict(
                 f"sandbox {record.name} is paused; resume it first "

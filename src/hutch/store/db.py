@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +45,17 @@ class Database:
     def __init__(self, url: str, *, timeout_s: float = 3.0) -> None:
         self.url = normalize_url(url)
         self.timeout_s = timeout_s
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        kwargs: dict[str, Any] = {}
+        self._file: str | None = None
+        self._watch: sqlite3.Connection | None = None
         if self.is_sqlite:
             database = self.url.database or ""
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
+                self._file = database
             kwargs["connect_args"] = {"timeout": 5}
         else:
+            kwargs["pool_pre_ping"] = True  # a server restart leaves dead connections
             kwargs["connect_args"] = {"timeout": timeout_s, "command_timeout": 30}
             kwargs["pool_size"] = 10
             kwargs["max_overflow"] = 20
@@ -62,6 +68,33 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.url.get_backend_name() == "sqlite"
 
+    def change_token(self) -> int | None:
+        """A number that moves whenever any connection, of any process, commits to the store.
+
+        Reading it costs microseconds and never waits for a lock, so hot paths can keep what
+        they read while it stays put (:class:`hutch.store.cache.ReadCache`). None where there
+        is no such signal (PostgreSQL, an in-memory database): then nothing may be kept.
+        """
+        if self._file is None:
+            return None
+        try:
+            if self._watch is None:
+                self._watch = sqlite3.connect(
+                    f"file:{self._file}?mode=ro", uri=True, check_same_thread=False
+                )
+            # SQLite's own counter of commits made by connections other than this one.
+            token: int = self._watch.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            self._close_watch()
+            return None
+        return token
+
+    def _close_watch(self) -> None:
+        if self._watch is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._watch.close()
+            self._watch = None
+
     async def ping(self) -> None:
         """Round-trip ``SELECT 1``; raises on failure or after ``timeout_s``."""
         async with asyncio.timeout(self.timeout_s), self.engine.connect() as conn:
@@ -73,6 +106,7 @@ class Database:
         return make_url(url).render_as_string(hide_password=True)
 
     async def dispose(self) -> None:
+        self._close_watch()
         await self.engine.dispose()
 
 
