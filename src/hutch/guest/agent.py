@@ -24,21 +24,27 @@ relative to DIR.
 
 from __future__ import annotations
 
-import contextlib
+import _signal  # type: ignore[import-not-found]  # (no stub; it is signal without enum)
+import _socket
 import errno
-import json
 import os
-import signal
-import socket
 import stat
 import struct
-import subprocess
 import sys
 import threading
 import time
-from typing import Any
+
+# Every sandbox waits for this module to load before it counts as started, so it imports
+# only what answering a ping needs: the C halves of socket and signal (their Python halves
+# pull in enum, collections and selectors, ~10 ms), no contextlib, no typing. What exec and
+# the JSON paths need loads in the background after the first ping (``_preload``).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+    from typing import Any
 
 VERSION = 1
+PING_REQUEST = b'{"op": "ping"}'
 FRAME = struct.Struct(">cI")
 JSON = b"J"
 DATA = b"D"
@@ -58,12 +64,25 @@ class ProtocolError(Exception):
     pass
 
 
+class suppress:
+    """contextlib.suppress, without importing contextlib."""
+
+    def __init__(self, *exceptions: type[BaseException]) -> None:
+        self.exceptions = exceptions
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        return kind is not None and issubclass(kind, self.exceptions)
+
+
 class Connection:
     """Framed messages over one accepted socket. Sends are serialised across threads."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
-        self.file = sock.makefile("rb", buffering=CHUNK)
+        self._buffer = bytearray()
         self._send_lock = threading.Lock()
 
     def send(self, kind: bytes, payload: bytes = b"") -> None:
@@ -73,14 +92,28 @@ class Connection:
                 self.sock.sendall(FRAME.pack(kind, len(part)) + part)
 
     def send_json(self, message: dict[str, Any]) -> None:
+        import json
+
         self.send(JSON, json.dumps(message).encode())
 
     def send_error(self, code: str, message: str) -> None:
         self.send_json({"error": {"code": code, "message": message}})
 
+    def _read(self, size: int) -> bytes:
+        """``size`` bytes, or fewer at the end of the stream."""
+        buffer = self._buffer
+        while len(buffer) < size:
+            chunk = self.sock.recv(max(CHUNK, size - len(buffer)))
+            if not chunk:
+                break
+            buffer += chunk
+        data = bytes(buffer[:size])
+        del buffer[:size]
+        return data
+
     def recv(self) -> tuple[bytes, bytes] | None:
         """The next frame, or None at a clean end of stream."""
-        header = self.file.read(FRAME.size)
+        header = self._read(FRAME.size)
         if not header:
             return None
         if len(header) < FRAME.size:
@@ -88,17 +121,14 @@ class Connection:
         kind, length = FRAME.unpack(header)
         if length > MAX_FRAME:
             raise ProtocolError("frame too large")
-        payload = self.file.read(length) if length else b""
+        payload = self._read(length) if length else b""
         if len(payload) < length:
             raise ProtocolError("truncated frame")
         return kind, payload
 
     def close(self) -> None:
-        try:
-            self.file.close()
+        with suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
 class _Waiter:
@@ -125,6 +155,7 @@ class Agent:
         self.waiters: dict[int, _Waiter] = {}
         self.unclaimed: dict[int, tuple[int, float]] = {}
         self.child_exited = threading.Event()
+        self.preloaded = False
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -139,10 +170,11 @@ class Agent:
 
     # -- serving -------------------------------------------------------------------------
 
-    def serve(self, listener: socket.socket) -> None:
+    def serve(self, listener: _socket.socket) -> None:
         while True:
             try:
-                sock, _ = listener.accept()
+                fd, _ = listener._accept()  # type: ignore[attr-defined]
+                sock = _socket.socket(fileno=fd)
             except OSError as exc:
                 if exc.errno in (errno.EINTR, errno.ECONNABORTED):
                     continue
@@ -150,16 +182,23 @@ class Agent:
             try:
                 threading.Thread(target=self.handle, args=(sock,), daemon=True).start()
             except RuntimeError:  # no thread to be had: the sandbox's pids limit is reached
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     Connection(sock).send_error("busy", "the sandbox has no free process slots")
                     sock.close()
 
-    def handle(self, sock: socket.socket) -> None:
+    def handle(self, sock: _socket.socket) -> None:
         conn = Connection(sock)
         try:
             frame = conn.recv()
             if frame is None or frame[0] != JSON:
                 raise ProtocolError("expected a JSON request frame")
+            if frame[1] == PING_REQUEST:
+                # The host's readiness probe: answered without json, then the rest loads.
+                conn.send(JSON, b'{"ok": true, "pid": %d, "version": %d}' % (os.getpid(), VERSION))
+                self._preload()
+                return
+            import json
+
             request = json.loads(frame[1])
             if not isinstance(request, dict):
                 raise ProtocolError("request must be a JSON object")
@@ -175,12 +214,18 @@ class Agent:
             else:
                 conn.send_error("invalid", f"unknown op {op!r}")
         except (ProtocolError, ValueError, UnicodeDecodeError) as exc:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 conn.send_error("invalid", str(exc))
         except OSError:
             pass  # the host went away
         finally:
             conn.close()
+
+    def _preload(self) -> None:
+        """Import what exec needs in the background, once, while the host gets on."""
+        if not self.preloaded:
+            self.preloaded = True
+            threading.Thread(target=_import_exec_modules, daemon=True).start()
 
     # -- exec ----------------------------------------------------------------------------
 
@@ -194,6 +239,8 @@ class Agent:
         cwd = self.resolve(request.get("cwd") or "/")
         timeout = request.get("timeout")
         wants_stdin = bool(request.get("stdin"))
+        import subprocess
+
         try:
             with self.spawn_lock:
                 proc = subprocess.Popen(
@@ -264,7 +311,7 @@ class Agent:
         for pump in pumps:
             pump.join(max(0.0, drain_until - time.monotonic()))
         for stream in (proc.stdout, proc.stderr):
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 stream.close()  # type: ignore[union-attr]
         code = proc.returncode
         if error is None and code is not None and code < 0:
@@ -289,8 +336,8 @@ class Agent:
 
     @staticmethod
     def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        with suppress(OSError):
+            os.killpg(proc.pid, _signal.SIGKILL)
 
     @staticmethod
     def _pump(stream: Any, conn: Connection, kind: bytes, gone: threading.Event) -> None:
@@ -325,14 +372,14 @@ class Agent:
                     except (BrokenPipeError, OSError):
                         stdin = None
                 elif kind == END:
-                    with contextlib.suppress(OSError):
+                    with suppress(OSError):
                         stdin.close()
                     stdin = None
         except (OSError, ProtocolError, ValueError):
             gone.set()
         finally:
             if stdin is not None and wants_stdin:
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     stdin.close()
 
     # -- files ---------------------------------------------------------------------------
@@ -388,7 +435,7 @@ class Agent:
             return
         finally:
             if not complete:
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     os.unlink(temp)
         conn.send_json({"ok": True, "size": size})
 
@@ -447,6 +494,13 @@ class Agent:
                     }
 
 
+def _import_exec_modules() -> None:
+    import json
+    import subprocess
+
+    del json, subprocess
+
+
 def _options(argv: list[str]) -> dict[str, str]:
     # Not argparse: importing it costs a sandbox ~10 ms of start time.
     usage = "usage: agent.py (--listen-fd N | --socket PATH) [--root DIR]"
@@ -462,10 +516,10 @@ def _options(argv: list[str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> None:
     options = _options(sys.argv[1:] if argv is None else argv)
     if "--listen-fd" in options:
-        listener = socket.socket(fileno=int(options["--listen-fd"]))
+        listener = _socket.socket(fileno=int(options["--listen-fd"]))
     else:
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with contextlib.suppress(FileNotFoundError):
+        listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        with suppress(FileNotFoundError):
             os.unlink(options["--socket"])
         listener.bind(options["--socket"])
         listener.listen(64)
@@ -475,10 +529,10 @@ def main(argv: list[str] | None = None) -> None:
     # lock deadlocks PID 1 when a burst of children die at once.)
     if os.getpid() == 1:
         # PID 1 ignores signals it has no handler for; make a stop request mean stop.
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+        _signal.signal(_signal.SIGTERM, lambda *_: sys.exit(0))
+        _signal.signal(_signal.SIGINT, lambda *_: sys.exit(0))
     threading.Thread(target=agent.reap, daemon=True).start()
-    with contextlib.suppress(KeyboardInterrupt):
+    with suppress(KeyboardInterrupt):
         agent.serve(listener)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hutch.guest.agent import DATA, END, FRAME, JSON, MAX_FRAME, STDERR, STDOUT
+from hutch.guest.agent import DATA, END, FRAME, JSON, MAX_FRAME, PING_REQUEST, STDERR, STDOUT
 
 __all__ = [
     "ExecExit",
@@ -125,7 +125,7 @@ class GuestClient:
         channel = await self._open()
         try:
             async with asyncio.timeout(timeout_s):
-                await channel.send_json({"op": "ping"})
+                await channel.send(JSON, PING_REQUEST)
                 return await channel.recv_json()
         except TimeoutError as exc:
             raise GuestUnreachable("the guest agent did not answer a ping") from exc
