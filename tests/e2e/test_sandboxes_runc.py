@@ -87,6 +87,10 @@ def test_a_sandbox_is_a_machine_of_its_own(api: httpx.Client, server: HutchProce
     assert result["stdout"].split() == ["brave-otter", "test", f"{box['ip']}/30"]
     os_release = sh(api, box, ". /etc/os-release; echo $VERSION_CODENAME")["stdout"]
     assert os_release == "bookworm\n"
+    renamed = api.patch(f"/v1/sandboxes/{box['id']}", json={"name": "calm-heron"})
+    assert renamed.status_code == 200 and renamed.json()["data"]["name"] == "calm-heron"
+    result = sh(api, box, "hostname; grep -c calm-heron /etc/hosts; cat /etc/hostname")
+    assert result["stdout"].split() == ["calm-heron", "1", "calm-heron"]
     for tool in ("bash --version", "python3 -m venv --help", "git --version", "curl --version",
                  "ps --version", "ip -V", "pip --version"):  # fmt: skip
         assert sh(api, box, tool)["exit_code"] == 0, tool

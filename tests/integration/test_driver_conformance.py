@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -104,6 +105,35 @@ async def test_pause_and_resume_are_idempotent(driver: Driver, pool: LinkPool) -
     resumed = await driver.get(spec.id)
     assert resumed is not None and resumed.state == RuntimeState.RUNNING
     assert await output_of(driver, spec.id, "echo back") == "back\n"
+
+
+async def test_rename_changes_the_hostname_running_or_paused(
+    driver: Driver, pool: LinkPool
+) -> None:
+    spec = spec_for(pool)
+    await driver.create(spec)
+    host_name = socket.gethostname()
+
+    async def etc_hostname() -> bytes:
+        download = await driver.guest(spec.id).read_file("/etc/hostname")
+        return b"".join([chunk async for chunk in download.chunks])
+
+    assert await etc_hostname() == b"brave-otter\n"
+    await driver.rename(spec.id, "calm-heron")
+    assert await etc_hostname() == b"calm-heron\n"
+    await driver.pause(spec.id)
+    await driver.rename(spec.id, "quiet-lynx")
+    await driver.resume(spec.id)
+    assert await etc_hostname() == b"quiet-lynx\n"
+    if driver.capabilities.isolated:
+        assert await output_of(driver, spec.id, "hostname; cat /proc/sys/kernel/hostname") == (
+            "quiet-lynx\nquiet-lynx\n"
+        )
+        hosts = await output_of(driver, spec.id, "cat /etc/hosts")
+        assert f"{spec.link.sandbox}\tquiet-lynx" in hosts and "brave-otter" not in hosts
+    assert socket.gethostname() == host_name
+    with pytest.raises(SandboxMissing):
+        await driver.rename("sb_missing", "x")
 
 
 async def test_pause_of_a_missing_sandbox_raises(driver: Driver) -> None:

@@ -285,12 +285,21 @@ class SandboxService:
             return record
         if record.status in (S.DESTROYED, S.FAILED):
             raise Conflict(f"sandbox is {record.status}; it can no longer change", field="status")
-        try:
-            return await self._update(record.id, **changes)
-        except IntegrityError:
-            raise Conflict(
-                f"you already have a sandbox named {patch.name!r}", field="name"
-            ) from None
+        async with self._sandbox_locks[record.id]:
+            try:
+                updated = await self._update(record.id, **changes)
+            except IntegrityError:
+                raise Conflict(
+                    f"you already have a sandbox named {patch.name!r}", field="name"
+                ) from None
+            if "name" in changes and updated.status in (S.RUNNING, S.PAUSED):
+                # The name is also the hostname: the running sandbox takes it at once.
+                try:
+                    await self._host.driver.rename(record.id, updated.name)
+                except DriverError as exc:
+                    await self._update(record.id, name=record.name)
+                    raise Unavailable(f"the sandbox could not be renamed: {exc}") from exc
+        return updated
 
     async def destroy(self, user: Principal, ident: str) -> SandboxRecord:
         """Destroy the sandbox and everything of it on the host. Idempotent."""

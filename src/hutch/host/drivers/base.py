@@ -9,6 +9,8 @@ conformance suite (``tests/integration/test_driver_conformance.py``):
   it is idempotent and safe to retry after a crash.
 - ``pause`` and ``resume`` freeze and thaw every process of the sandbox; repeating either
   is a no-op. On a missing sandbox they raise :class:`SandboxMissing`.
+- ``rename`` changes the hostname of a running or paused sandbox: the one its kernel
+  reports and the one in its ``/etc/hostname`` and ``/etc/hosts``.
 - ``get`` and ``list_sandboxes`` report what really runs on the host, not what was asked for, so
   the host agent can reconcile the store with them after a restart.
 - ``cleanup`` removes leftovers of sandboxes not in ``keep``: processes, mounts, netns,
@@ -119,6 +121,10 @@ class Driver(ABC):
     @abstractmethod
     async def resume(self, sandbox_id: str) -> None:
         """Thaw every process. Idempotent. Raises :class:`SandboxMissing`."""
+
+    @abstractmethod
+    async def rename(self, sandbox_id: str, hostname: str) -> None:
+        """Give the sandbox a new hostname. Raises :class:`SandboxMissing`."""
 
     @abstractmethod
     async def cleanup(self, keep: set[str]) -> list[str]:

@@ -54,7 +54,8 @@ class FakeDriver(Driver):
         directory = self._dir(spec.id)
         if directory.exists():
             raise DriverError(f"sandbox {spec.id} already exists")
-        (directory / "root").mkdir(parents=True)
+        (directory / "root" / "etc").mkdir(parents=True)
+        (directory / "root" / "etc" / "hostname").write_text(spec.hostname + "\n")
         self.sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -115,6 +116,13 @@ class FakeDriver(Driver):
             return []
         found = [await self.get(path.name) for path in sorted(self.state_dir.iterdir())]
         return [info for info in found if info is not None]
+
+    async def rename(self, sandbox_id: str, hostname: str) -> None:
+        """Only ``/etc/hostname`` under the sandbox's root: a fake has no hostname of its own."""
+        info = await self.get(sandbox_id)
+        if info is None or info.state == RuntimeState.STOPPED:
+            raise SandboxMissing(f"no sandbox {sandbox_id}")
+        (self._dir(sandbox_id) / "root" / "etc" / "hostname").write_text(hostname + "\n")
 
     async def _signal(self, sandbox_id: str, sig: signal.Signals) -> None:
         info = await self.get(sandbox_id)

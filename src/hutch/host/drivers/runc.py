@@ -124,11 +124,7 @@ class RuncDriver(Driver):
                              link.create(spec.link))  # fmt: skip
         etc = directory / "etc"
         etc.mkdir()
-        (etc / "hostname").write_text(spec.hostname + "\n")
-        (etc / "hosts").write_text(
-            f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-            f"{spec.link.sandbox}\t{spec.hostname}\n"
-        )
+        _write_names(etc, spec.hostname, str(spec.link.sandbox))
         (etc / "resolv.conf").write_text("# hutch: no DNS outside private networks\n")
         config = oci_config(
             spec,
@@ -234,6 +230,26 @@ class RuncDriver(Driver):
         except CommandFailed as exc:
             raise DriverError(f"runc {verb} failed: {exc.detail}") from exc
 
+    async def rename(self, sandbox_id: str, hostname: str) -> None:
+        info = await self.get(sandbox_id)
+        if info is None or info.pid is None or info.state == RuntimeState.STOPPED:
+            raise SandboxMissing(f"no running sandbox {sandbox_id} on this host")
+        etc = self._dir(sandbox_id) / "etc"
+        try:
+            address = (etc / "hosts").read_text().splitlines()[-1].split()[0]
+            # The files are bind-mounted into the sandbox: rewrite them in place.
+            _write_names(etc, hostname, address)
+        except (OSError, IndexError) as exc:
+            raise DriverError(f"cannot rewrite the names of {sandbox_id}: {exc}") from exc
+        # sethostname() from inside the sandbox's UTS namespace; the sandbox itself lacks
+        # CAP_SYS_ADMIN, so the host does it. The Python that runs hutch is always there.
+        setter = "import socket, sys; socket.sethostname(sys.argv[1])"
+        try:
+            await run("nsenter", f"--target={info.pid}", "--uts", "--",
+                      sys.executable, "-S", "-c", setter, hostname)  # fmt: skip
+        except CommandFailed as exc:
+            raise DriverError(f"cannot set the hostname of {sandbox_id}: {exc.detail}") from exc
+
     # -- recovery ---------------------------------------------------------------------
 
     async def cleanup(self, keep: set[str]) -> list[str]:
@@ -309,6 +325,14 @@ def _runtime_info(entry: dict[str, object]) -> RuntimeInfo:
         id=str(entry["id"]),
         state=state,
         pid=int(pid) if isinstance(pid, int) and pid > 0 else None,
+    )
+
+
+def _write_names(etc: Path, hostname: str, address: str) -> None:
+    """The sandbox's ``/etc/hostname`` and ``/etc/hosts``."""
+    (etc / "hostname").write_text(hostname + "\n")
+    (etc / "hosts").write_text(
+        f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{address}\t{hostname}\n"
     )
 
 
