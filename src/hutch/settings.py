@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     link_pool: IPv4Network = IPv4Network("10.89.0.0/16")
     """Addresses for the host-sandbox links, a /30 per sandbox. Must not clash with the
     host's own networks; two hutch instances on one machine need different pools."""
+    network_pool: IPv4Network = IPv4Network("10.42.0.0/16")
+    """Subnets for private networks, one of ``network_prefix`` per network, reused after a
+    network is deleted. Must not clash with the host's networks or ``link_pool``."""
+    network_prefix: int = Field(default=24, ge=16, le=29)
     pids_limit: int = Field(default=1024, ge=16)
     exec_default_timeout_s: float = Field(default=300, gt=0)
     exec_max_timeout_s: float = Field(default=3600, gt=0)
@@ -80,6 +84,10 @@ class Settings(BaseSettings):
             raise ValueError("shape ids must be unique")
         if self.link_pool.prefixlen > 28:
             raise ValueError("link_pool must be a /28 or larger")
+        if self.network_prefix < self.network_pool.prefixlen:
+            raise ValueError("network_prefix must not be shorter than network_pool's prefix")
+        if self.network_pool.overlaps(self.link_pool):
+            raise ValueError("network_pool and link_pool must not overlap")
         names = {image.name for image in ROOTFS_CATALOG}
         if self.default_rootfs not in names:
             raise ValueError(f"default_rootfs must be one of {sorted(names)}")

@@ -208,7 +208,7 @@ async def test_migrations_are_idempotent_and_safe_to_race(database_url: str) -> 
         await upgrade(databases[0])
         async with databases[0].engine.connect() as conn:
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
-        assert version == "0002"
+        assert version == "0003"
     finally:
         for d in databases:
             await d.dispose()

@@ -18,6 +18,7 @@ from hutch.api.middleware import EnvelopeMiddleware
 from hutch.api.services import Services
 from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
+from hutch.core.networks import NetworkService
 from hutch.core.sandboxes import SandboxService
 from hutch.host.agent import HostAgent
 from hutch.settings import Settings
@@ -39,9 +40,11 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             await upgrade(db)
             agent = HostAgent(settings, db)
-            await agent.start()
-            sandboxes = SandboxService(settings, db, agent)
+            networks = NetworkService(settings, db, agent)
+            await agent.start(resolve=networks.resolve)
+            sandboxes = SandboxService(settings, db, agent, networks)
             await sandboxes.recover()
+            await networks.recover()
             monitor = asyncio.create_task(sandboxes.monitor_forever(), name="hutch-monitor")
             app.state.services = Services(
                 settings=settings,
@@ -50,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
                 hosts=HostService(db, dead_after_s=settings.host_dead_after_s),
                 host_agent=agent,
                 sandboxes=sandboxes,
+                networks=networks,
             )
             try:
                 yield

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
+from hutch.core.networks import NetworkService
 from hutch.core.sandboxes import SandboxService
 from hutch.host.agent import HostAgent
 from hutch.settings import Settings
@@ -22,3 +23,4 @@ class Services:
     hosts: HostService
     host_agent: HostAgent
     sandboxes: SandboxService
+    networks: NetworkService

@@ -25,6 +25,7 @@ from hutch.core.errors import Conflict, HutchError, InvalidInput, NotFound, Rate
 from hutch.core.identity import Principal
 from hutch.core.ids import new_id
 from hutch.core.names import generate_name, name_problem
+from hutch.core.networks import NetworkService
 from hutch.core.sandbox_status import SandboxStatus as S
 from hutch.host.addresses import PoolExhausted
 from hutch.host.agent import HostAgent
@@ -38,11 +39,12 @@ from hutch.host.guest import (
     GuestUnreachable,
 )
 from hutch.host.images import built_images
+from hutch.host.networks import NetworkError
 from hutch.settings import Settings
 from hutch.store import sandboxes as store
 from hutch.store.cache import ReadCache
 from hutch.store.db import Database
-from hutch.store.models import SandboxRecord, utcnow
+from hutch.store.models import NetworkRecord, SandboxRecord, utcnow
 
 __all__ = ["ExecCommand", "ExecResult", "SandboxCreate", "SandboxPatch", "SandboxService"]
 
@@ -110,10 +112,13 @@ class ExecResult:
 
 
 class SandboxService:
-    def __init__(self, settings: Settings, db: Database, host: HostAgent) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, host: HostAgent, networks: NetworkService
+    ) -> None:
         self._settings = settings
         self._db = db
         self._host = host
+        self._networks = networks
         self._shapes = {shape.id: shape for shape in settings.shapes}
         self._user_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._sandbox_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -161,6 +166,7 @@ class SandboxService:
         """Start a sandbox and return it running. A failed start leaves a ``failed`` record
         with the reason, and nothing on the host."""
         shape, rootfs, disk_mib = await self._check_create(request)
+        networks = await self._networks.find_all(user, request.networks)
         async with self._user_locks[user.user_id]:
             await self._check_cap(user.user_id)
             async with self._db.sessions() as session:
@@ -210,9 +216,11 @@ class SandboxService:
         async with self._sandbox_locks[sandbox_id]:
             try:
                 await self._host.driver.create(spec)
+                await self._join_all(record, networks)
             except Exception as exc:
-                reason = str(exc) if isinstance(exc, DriverError) else "internal error"
-                if not isinstance(exc, DriverError):
+                known = isinstance(exc, DriverError | NetworkError)
+                reason = str(exc) if known else "internal error"
+                if not known:
                     log.exception("creating %s failed", sandbox_id)
                 self._host.links.release(sandbox_id)
                 await self._update(sandbox_id, status=S.FAILED, reason=reason)
@@ -225,6 +233,16 @@ class SandboxService:
             return await self._update(
                 sandbox_id, status=S.RUNNING, spawn_ms=spawn_ms, running_at=now
             )
+
+    async def _join_all(self, record: SandboxRecord, networks: Sequence[NetworkRecord]) -> None:
+        """Attach a just-started sandbox to its networks, or take it down again."""
+        try:
+            for network in networks:
+                await self._networks.join(record, network)
+        except BaseException:
+            await asyncio.shield(self._host.driver.destroy(record.id))
+            await asyncio.shield(self._networks.leave_all(record.id))
+            raise
 
     async def _check_create(self, request: SandboxCreate) -> tuple[Shape, str, int]:
         shape = self._shapes.get(request.shape)
@@ -252,8 +270,6 @@ class SandboxService:
         _check_auto_pause(request.auto_pause_after_seconds)
         if request.host_id and request.host_id != self._host.host_id:
             raise InvalidInput(f"no host {request.host_id!r}", field="host_id")
-        if request.networks:
-            raise InvalidInput(f"no network {request.networks[0]!r}", field="networks")
         if request.disks:
             raise InvalidInput(f"no disk {request.disks[0]!r}", field="disks")
         return shape, rootfs, disk_mib
@@ -310,6 +326,7 @@ class SandboxService:
                 return record
             await self._update(record.id, status=S.DESTROYING)
             await self._driver_step(record.id, "destroyed", self._host.driver.destroy)
+            await self._networks.leave_all(record.id)
             self._forget(record.id)
             return await self._update(record.id, status=S.DESTROYED, destroyed_at=utcnow())
 

@@ -13,11 +13,13 @@ import contextlib
 import logging
 
 from hutch.host.addresses import LinkPool
+from hutch.host.dns import DnsServer, Resolver
 from hutch.host.drivers.base import Driver
 from hutch.host.drivers.fake import FakeDriver
 from hutch.host.drivers.runc import RuncDriver
 from hutch.host.images import built_images
 from hutch.host.machine import host_address, read_memory
+from hutch.host.networks import BridgeNetworks, FakeNetworks, NetworkLayer
 from hutch.host.proc import CommandFailed
 from hutch.settings import Settings
 from hutch.store import hosts as host_store
@@ -43,16 +45,28 @@ class HostAgent:
             if settings.driver == "runc"
             else FakeDriver(settings.home / "fake-sandboxes")
         )
+        self.networks: NetworkLayer = (
+            BridgeNetworks(tag=self.driver.tag)
+            if isinstance(self.driver, RuncDriver)
+            else FakeNetworks()
+        )
+        self.dns: DnsServer | None = None
         self.links = LinkPool(settings.link_pool)
         self._started_at = utcnow()
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        """Prepare the driver, register this host (status ``active``) and start heartbeating."""
+    async def start(self, resolve: Resolver | None = None) -> None:
+        """Start the DNS server of private networks (answering with ``resolve``), prepare
+        the driver, register this host (status ``active``) and start heartbeating."""
         if isinstance(self.driver, RuncDriver):
             try:
-                await self.driver.prepare()
+                dns_port = None
+                if resolve is not None:
+                    self.dns = DnsServer(resolve)
+                    dns_port = await self.dns.start()
+                await self.driver.prepare(dns_port=dns_port)
             except (CommandFailed, OSError) as exc:
+                self._stop_dns()
                 raise HostUnusable(
                     f"cannot prepare the runc driver ({exc}); hutch needs root, runc and "
                     "nftables (make run installs them), or HUTCH_DRIVER=fake for tests"
@@ -67,8 +81,14 @@ class HostAgent:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self._stop_dns()
         with contextlib.suppress(Exception):
             await self.heartbeat(status="dead")
+
+    def _stop_dns(self) -> None:
+        if self.dns is not None:
+            self.dns.stop()
+            self.dns = None
 
     async def heartbeat(self, *, status: str = "active") -> None:
         memory = await asyncio.to_thread(read_memory)

@@ -15,12 +15,23 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["ApiKey", "Base", "Host", "SandboxRecord", "User", "UtcDateTime", "utcnow"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Host",
+    "NetworkMember",
+    "NetworkRecord",
+    "SandboxRecord",
+    "User",
+    "UtcDateTime",
+    "utcnow",
+]
 
 
 _LIVE = "status NOT IN ('destroyed', 'failed')"
@@ -135,3 +146,38 @@ class SandboxRecord(Base):
     last_resumed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     destroyed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_activity_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class NetworkRecord(Base):
+    """A private network. ``subnet`` is unique across the whole store, so members of
+    different networks never share an address (and a future overlay can span hosts)."""
+
+    __tablename__ = "networks"
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_networks_user_name"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    subnet: Mapped[str] = mapped_column(String(43), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class NetworkMember(Base):
+    """A sandbox attached to a network: its address there and its interface inside."""
+
+    __tablename__ = "network_members"
+    __table_args__ = (
+        UniqueConstraint("network_id", "ip", name="uq_network_members_ip"),
+        UniqueConstraint("sandbox_id", "ifname", name="uq_network_members_ifname"),
+        Index("ix_network_members_sandbox", "sandbox_id"),
+    )
+
+    network_id: Mapped[str] = mapped_column(
+        ForeignKey("networks.id", ondelete="CASCADE"), primary_key=True
+    )
+    sandbox_id: Mapped[str] = mapped_column(
+        ForeignKey("sandboxes.id", ondelete="CASCADE"), primary_key=True
+    )
+    ip: Mapped[str] = mapped_column(String(45))
+    ifname: Mapped[str] = mapped_column(String(15))
+    attached_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

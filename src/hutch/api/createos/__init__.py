@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from hutch.api.createos import catalog, health, identity, sandboxes
+from hutch.api.createos import catalog, health, identity, networks, sandboxes
 
 __all__ = ["router"]
 
@@ -11,3 +11,4 @@ router.include_router(health.router)
 router.include_router(catalog.router)
 router.include_router(identity.router)
 router.include_router(sandboxes.router)
+router.include_router(networks.router)

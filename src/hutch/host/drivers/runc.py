@@ -76,8 +76,10 @@ class RuncDriver(Driver):
         self._memsw = (CGROUP_ROOT / "memory" / "memory.memsw.limit_in_bytes").exists()
         self._nofile = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 1 << 20)
 
-    async def prepare(self) -> None:
-        """Install the firewall and check that runc answers. Call once at start."""
+    async def prepare(self, *, dns_port: int | None = None) -> None:
+        """Install the firewall (sending sandboxes' DNS queries to ``dns_port``) and check
+        that runc answers. Call once at start."""
+        self.firewall.dns_port = dns_port
         self.sandboxes.mkdir(parents=True, exist_ok=True)
         self.runc_root.mkdir(parents=True, exist_ok=True)
         self.sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -125,7 +127,10 @@ class RuncDriver(Driver):
         etc = directory / "etc"
         etc.mkdir()
         _write_names(etc, spec.hostname, str(spec.link.sandbox))
-        (etc / "resolv.conf").write_text("# hutch: no DNS outside private networks\n")
+        # hutch's DNS server answers here with the sandbox's peers in private networks.
+        (etc / "resolv.conf").write_text(
+            f"nameserver {spec.link.host}\noptions timeout:1 attempts:2\n"
+        )
         config = oci_config(
             spec,
             rootfs=disk.rootfs,

@@ -1,0 +1,268 @@
+"""Private networks: create, list, delete, and sandboxes joining and leaving them.
+
+The store says who is a member of what; the host's network layer (:mod:`hutch.host.networks`)
+makes it so, and the DNS server (:mod:`hutch.host.dns`) answers from the store, so a name
+resolves exactly while its sandbox is a live member of a network the asker is in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hutch.core.errors import Conflict, InvalidInput, NotFound, Unavailable
+from hutch.core.identity import Principal
+from hutch.core.ids import new_id
+from hutch.core.names import NAME_PATTERN
+from hutch.core.sandbox_status import SandboxStatus as S
+from hutch.host.agent import HostAgent
+from hutch.host.networks import NetworkError
+from hutch.settings import Settings
+from hutch.store import networks as store
+from hutch.store import sandboxes as sandbox_store
+from hutch.store.db import Database
+from hutch.store.models import NetworkMember, NetworkRecord, SandboxRecord, utcnow
+
+__all__ = ["NetworkDetail", "NetworkService", "NetworkView"]
+
+log = logging.getLogger(__name__)
+
+_ATTACHABLE = (S.RUNNING, S.PAUSED)
+
+
+@dataclass(frozen=True)
+class NetworkView:
+    network: NetworkRecord
+    member_count: int
+
+
+@dataclass(frozen=True)
+class NetworkDetail:
+    network: NetworkRecord
+    members: Sequence[tuple[NetworkMember, SandboxRecord]]
+
+
+class NetworkService:
+    def __init__(self, settings: Settings, db: Database, host: HostAgent) -> None:
+        self._settings = settings
+        self._db = db
+        self._host = host
+        self._sandbox_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    # -- networks -----------------------------------------------------------------------
+
+    async def create(self, user: Principal, name: str) -> NetworkView:
+        if not NAME_PATTERN.fullmatch(name):
+            raise InvalidInput(
+                "network names are 1-63 lowercase letters, digits and '-', starting and "
+                "ending with a letter or digit",
+                field="name",
+            )
+        for _ in range(5):
+            async with self._db.sessions() as session:
+                if await store.find_for_user(session, user.user_id, name) is not None:
+                    raise InvalidInput(f"you already have a network named {name!r}", field="name")
+                subnet = self._free_subnet(await store.subnets_in_use(session))
+            record = NetworkRecord(
+                id=new_id("net-", lower=True), user_id=user.user_id, name=name,
+                subnet=str(subnet), created_at=utcnow(),
+            )  # fmt: skip
+            try:
+                async with self._db.sessions.begin() as session:
+                    session.add(record)
+                return NetworkView(record, 0)
+            except IntegrityError:
+                continue  # the same name or subnet, taken meanwhile: look again
+        raise Unavailable("could not create the network; try again")
+
+    def _free_subnet(self, in_use: set[str]) -> IPv4Network:
+        pool = self._settings.network_pool
+        for subnet in pool.subnets(new_prefix=self._settings.network_prefix):
+            if str(subnet) not in in_use:
+                return subnet
+        raise Unavailable(f"no free subnet left in the network pool {pool}")
+
+    async def list_networks(
+        self, user: Principal, *, limit: int, offset: int
+    ) -> tuple[list[NetworkView], int]:
+        async with self._db.sessions() as session:
+            records = await store.list_for_user(session, user.user_id, limit=limit, offset=offset)
+            counts = await store.member_counts(session, [r.id for r in records])
+            total = await store.count_for_user(session, user.user_id)
+        return [NetworkView(r, counts.get(r.id, 0)) for r in records], total
+
+    async def get(self, user: Principal, ident: str) -> NetworkDetail:
+        async with self._db.sessions() as session:
+            record = await self._find(session, user, ident)
+            members = await store.members_of(session, record.id)
+        return NetworkDetail(record, members)
+
+    async def delete(self, user: Principal, ident: str) -> None:
+        async with self._db.sessions.begin() as session:
+            record = await self._find(session, user, ident)
+            if (await store.member_counts(session, [record.id])).get(record.id):
+                raise Conflict(
+                    f"network {record.name} still has members; detach all sandboxes first",
+                    field="network",
+                )
+            await session.delete(record)
+        await self._host.networks.remove(record.id)
+
+    @staticmethod
+    async def _find(session: AsyncSession, user: Principal, ident: str) -> NetworkRecord:
+        record = await store.find_for_user(session, user.user_id, ident)
+        if record is None:
+            raise NotFound(f"no network {ident!r}", field="network")
+        return record
+
+    async def find_all(self, user: Principal, idents: Sequence[str]) -> list[NetworkRecord]:
+        """The user's networks named by ``idents`` (ids or names), each once, in order."""
+        found: dict[str, NetworkRecord] = {}
+        async with self._db.sessions() as session:
+            for ident in idents:
+                record = await store.find_for_user(session, user.user_id, ident)
+                if record is None:
+                    raise InvalidInput(f"no network {ident!r}", field="networks")
+                found.setdefault(record.id, record)
+        return list(found.values())
+
+    # -- members ------------------------------------------------------------------------
+
+    async def attach(self, user: Principal, sandbox_ident: str, network_ident: str) -> None:
+        """Attach a running or paused sandbox; its new interface is up when this returns.
+        Attaching a member again changes nothing."""
+        async with self._db.sessions() as session:
+            sandbox = await sandbox_store.find_for_user(session, user.user_id, sandbox_ident)
+            if sandbox is None:
+                raise NotFound(f"no sandbox {sandbox_ident!r}", field="sandbox")
+            network = await self._find(session, user, network_ident)
+        async with self._sandbox_locks[sandbox.id]:
+            async with self._db.sessions() as session:
+                current = await sandbox_store.find_for_user(session, user.user_id, sandbox.id)
+                memberships = await store.memberships_of(session, sandbox.id)
+            if current is None or current.status not in _ATTACHABLE:
+                status = current.status if current is not None else "gone"
+                raise Conflict(f"sandbox is {status}; only a running or paused sandbox can "
+                               "join a network", field="status")  # fmt: skip
+            if any(member.network_id == network.id for member, _ in memberships):
+                return
+            try:
+                await self.join(current, network)
+            except NetworkError as exc:
+                raise Unavailable(str(exc)) from exc
+
+    async def join(self, sandbox: SandboxRecord, network: NetworkRecord) -> NetworkMember:
+        """Make ``sandbox`` a member: an address, a row, an interface. Raises
+        :class:`NetworkError` with nothing left behind."""
+        subnet = IPv4Network(network.subnet)
+        for _ in range(5):
+            async with self._db.sessions() as session:
+                taken = {m.ip for m, _ in await store.members_of(session, network.id)}
+                names = {m.ifname for m, _ in await store.memberships_of(session, sandbox.id)}
+            member = NetworkMember(
+                network_id=network.id, sandbox_id=sandbox.id,
+                ip=str(_free_address(subnet, taken)), ifname=_free_ifname(names),
+                attached_at=utcnow(),
+            )  # fmt: skip
+            try:
+                async with self._db.sessions.begin() as session:
+                    session.add(member)
+                break
+            except IntegrityError:
+                continue  # another sandbox took that address meanwhile
+        else:
+            raise NetworkError(f"no free address in network {network.name}")
+        try:
+            await self._host.networks.attach(
+                sandbox.id, network.id, ifname=member.ifname,
+                address=IPv4Interface(f"{member.ip}/{subnet.prefixlen}"),
+            )  # fmt: skip
+        except BaseException:
+            await asyncio.shield(self._drop(sandbox.id, network.id))
+            raise
+        return member
+
+    async def detach(self, user: Principal, sandbox_ident: str, network_ident: str) -> None:
+        async with self._db.sessions() as session:
+            sandbox = await sandbox_store.find_for_user(session, user.user_id, sandbox_ident)
+            if sandbox is None:
+                raise NotFound(f"no sandbox {sandbox_ident!r}", field="sandbox")
+            network = await self._find(session, user, network_ident)
+        async with self._sandbox_locks[sandbox.id]:
+            async with self._db.sessions() as session:
+                memberships = await store.memberships_of(session, sandbox.id)
+            member = next((m for m, _ in memberships if m.network_id == network.id), None)
+            if member is None:
+                raise NotFound(
+                    f"sandbox {sandbox.name} is not in network {network.name}", field="network"
+                )
+            # The row goes first: from then on the name no longer resolves.
+            await self._drop(sandbox.id, network.id)
+            await self._host.networks.detach(sandbox.id, network.id, ifname=member.ifname)
+
+    async def _drop(self, sandbox_id: str, network_id: str) -> None:
+        async with self._db.sessions.begin() as session:
+            member = await session.get(NetworkMember, (network_id, sandbox_id))
+            if member is not None:
+                await session.delete(member)
+
+    async def leave_all(self, sandbox_id: str) -> None:
+        """Forget every membership of a sandbox that is gone (its interfaces went with it)."""
+        async with self._db.sessions.begin() as session:
+            await store.delete_memberships(session, sandbox_id)
+
+    # -- recovery and DNS ---------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """After a start: re-make what the store says and the host lacks; remove the rest."""
+        async with self._db.sessions() as session:
+            rows = await store.live_memberships_on_host(session, self._host.host_id)
+            network_ids = await store.all_network_ids(session)
+        for member, network in rows:
+            if await self._host.networks.attached(
+                member.sandbox_id, network.id, ifname=member.ifname
+            ):
+                continue
+            try:
+                await self._host.networks.attach(
+                    member.sandbox_id, network.id, ifname=member.ifname,
+                    address=IPv4Interface(
+                        f"{member.ip}/{IPv4Network(network.subnet).prefixlen}"
+                    ),
+                )  # fmt: skip
+            except NetworkError:
+                log.warning("could not re-attach %s to %s", member.sandbox_id, network.id,
+                            exc_info=True)  # fmt: skip
+        removed = await self._host.networks.cleanup(network_ids)
+        if removed:
+            log.info("removed %d leftover network segments", len(removed))
+
+    async def resolve(self, asker_ip: str, name: str) -> list[str] | None:
+        """What the DNS server answers ``asker_ip`` for ``name`` (None: not a sandbox here)."""
+        async with self._db.sessions() as session:
+            return await store.peers_named(
+                session, host_id=self._host.host_id, asker_ip=asker_ip, name=name
+            )
+
+
+def _free_address(subnet: IPv4Network, taken: set[str]) -> IPv4Address:
+    for address in subnet.hosts():
+        if address == subnet.network_address + 1:
+            continue  # .1 stays free for a gateway, should a network ever get one
+        if str(address) not in taken:
+            return address
+    raise NetworkError(f"no free address left in {subnet}")
+
+
+def _free_ifname(taken: set[str]) -> str:
+    index = 1
+    while f"eth{index}" in taken:
+        index += 1
+    return f"eth{index}"
