@@ -2,8 +2,9 @@
 
 One table per hutch instance. Sandbox links, private networks' bridges and their ports are
 matched by interface name prefix, so the rules never change as sandboxes and networks come
-and go. Members of a network reach each other across its bridge (bridged traffic never
-meets these rules); whatever they send to the host through it, or to be routed anywhere,
+and go. Members of a network reach each other across its bridge: with ``br_netfilter`` on,
+bridged frames meet the forward chain in and out of the same bridge, and pass. (Routing
+from one bridge to another cannot happen: the host has no address, so no route, on any.) whatever they send to the host through it, or to be routed anywhere,
 is dropped, so a network is no way out and no way into another network. Traffic the host
 starts towards a sandbox (preview; exec does not use the network) is allowed, and so are
 its replies; anything else a sandbox starts towards the host (DNS aside), or through it,
@@ -54,6 +55,7 @@ table inet {self.table} {{{dns_nat}
     }}
     chain forward {{
         type filter hook forward priority -10; policy accept;
+        iifname {bridge} oifname {bridge} accept
         iifname {{ {links}, {bridge}, {port} }} counter drop
         oifname {{ {links}, {bridge}, {port} }} counter drop
     }}
