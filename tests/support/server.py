@@ -119,12 +119,14 @@ class HutchProcess:
 
 
 def remove_instance(home: Path) -> None:
-    """Destroy every runc sandbox and the firewall of the instance in ``home``.
+    """Destroy every runc sandbox, network bridge and the firewall of the instance in ``home``.
 
     A stopped server leaves its sandboxes running, since a restart adopts them; tests clean up.
     """
     from hutch.host.drivers.runc import RuncDriver
+    from hutch.host.networks import BridgeNetworks
 
     driver = RuncDriver(home, images=home)
     asyncio.run(driver.cleanup(set()))
+    asyncio.run(BridgeNetworks(tag=driver.tag).cleanup(set()))
     asyncio.run(driver.uninstall())

@@ -4,10 +4,11 @@ One table per hutch instance. Sandbox links, private networks' bridges and their
 matched by interface name prefix, so the rules never change as sandboxes and networks come
 and go. Members of a network reach each other across its bridge: with ``br_netfilter`` on,
 bridged frames meet the forward chain in and out of the same bridge, and pass. (Routing
-from one bridge to another cannot happen: the host has no address, so no route, on any.) whatever they send to the host through it, or to be routed anywhere,
-is dropped, so a network is no way out and no way into another network. Traffic the host
-starts towards a sandbox (preview; exec does not use the network) is allowed, and so are
-its replies; anything else a sandbox starts towards the host (DNS aside), or through it,
+from one bridge to another cannot happen: the host has no address, so no route, on any.)
+Whatever members send to the host through a bridge, or to be routed anywhere, is dropped,
+so a network is no way out and no way into another network. Traffic the host starts
+towards a sandbox (preview; exec does not use the network) is allowed, and so are its
+replies; anything else a sandbox starts towards the host (DNS aside), or through it,
 is dropped. IPv4 and IPv6 alike.
 """
 

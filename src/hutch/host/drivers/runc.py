@@ -42,6 +42,7 @@ from hutch.host.firewall import Firewall
 from hutch.host.guest import GuestUnreachable
 from hutch.host.images import image_rootfs
 from hutch.host.link import SandboxLink, list_netns
+from hutch.host.networks import BridgeNetworks
 from hutch.host.proc import CommandFailed, run
 from hutch.host.storage import SandboxRootfs, mounts_under, remove_tree
 
@@ -297,7 +298,10 @@ class RuncDriver(Driver):
         veths = [line.split(":")[1].strip().split("@")[0] for line in links.splitlines()
                  if f"hv{self.tag[:4]}" in line]  # fmt: skip
         loops = (await run("losetup", "--list", "--noheadings", "-O", "BACK-FILE")).stdout.decode()
+        networks = BridgeNetworks(tag=self.tag)
         return {
+            "bridges": networks.bridges(),
+            "ports": networks.ports(),
             "runc": runc,
             "mounts": mounts,
             "directories": directories,
