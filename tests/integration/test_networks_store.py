@@ -1,0 +1,99 @@
+"""The network service on real SQLite and a real PostgreSQL 15: subnets, addresses,
+membership and the DNS lookup, with the fake network layer (the real one is in e2e)."""
+
+from __future__ import annotations
+
+import asyncio
+from ipaddress import IPv4Network
+from pathlib import Path
+
+import pytest
+
+from hutch.core.errors import Conflict, InvalidInput, NotFound
+from hutch.core.identity import IdentityService, Principal
+from hutch.core.ids import new_id
+from hutch.core.networks import NetworkService
+from hutch.host.agent import HostAgent
+from hutch.settings import Settings
+from hutch.store.db import Database
+from hutch.store.models import SandboxRecord
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home", driver="fake", host_id="test-host",
+                    network_pool=IPv4Network("10.50.0.0/22"))  # fmt: skip
+
+
+@pytest.fixture
+async def service(db: Database, settings: Settings) -> NetworkService:
+    return NetworkService(settings, db, HostAgent(settings, db))
+
+
+async def principal(db: Database, name: str) -> Principal:
+    identity = IdentityService(db)
+    return await identity.authenticate((await identity.issue_key(name)).key)
+
+
+async def sandbox(db: Database, user: Principal, name: str, ip: str) -> SandboxRecord:
+    record = SandboxRecord(id=new_id("sb_"), user_id=user.user_id, name=name, status="running",
+                           host_id="test-host", ip=ip)  # fmt: skip
+    async with db.sessions.begin() as session:
+        session.add(record)
+    return record
+
+
+async def test_subnets_are_distinct_under_races_and_reused_after_delete(
+    db: Database, service: NetworkService
+) -> None:
+    alice = await principal(db, "alice")
+    made = await asyncio.gather(*(service.create(alice, f"n{i}") for i in range(4)))
+    subnets = {view.network.subnet for view in made}
+    assert subnets == {"10.50.0.0/24", "10.50.1.0/24", "10.50.2.0/24", "10.50.3.0/24"}
+    with pytest.raises(Exception, match="no free subnet"):
+        await service.create(alice, "n4")
+    freed = (await service.get(alice, "n1")).network.subnet
+    await service.delete(alice, "n1")
+    assert (await service.create(alice, "again")).network.subnet == freed
+    with pytest.raises(InvalidInput):
+        await service.create(alice, "n0")
+    with pytest.raises(NotFound):
+        await service.delete(alice, "n1")
+
+
+async def test_members_get_distinct_addresses_and_dns_answers_only_peers(
+    db: Database, service: NetworkService
+) -> None:
+    alice = await principal(db, "alice")
+    await service.create(alice, "alpha")
+    await service.create(alice, "beta")
+    boxes = [await sandbox(db, alice, f"box{i}", f"10.89.0.{4 * i + 2}") for i in range(4)]
+    await asyncio.gather(*(service.attach(alice, box.id, "alpha") for box in boxes[:3]))
+    await service.attach(alice, boxes[3].id, "beta")
+    members = (await service.get(alice, "alpha")).members
+    ips = [member.ip for member, _ in members]
+    assert len(set(ips)) == 3 and all(ip.startswith("10.50.0.") for ip in ips)
+    assert "10.50.0.1" not in ips, ".1 is kept free"
+
+    asker = boxes[0].ip or ""
+    box1_ip = next(m.ip for m, s in members if s.id == boxes[1].id)
+    assert await service.resolve(asker, "box1") == [box1_ip]
+    assert await service.resolve(asker, "box3") == [], "not a shared network"
+    assert await service.resolve("10.89.9.9", "box1") is None, "not a sandbox: refused"
+
+    with pytest.raises(Conflict):
+        await service.delete(alice, "alpha")
+    await service.detach(alice, boxes[1].id, "alpha")
+    assert await service.resolve(asker, "box1") == []
+    with pytest.raises(NotFound):
+        await service.detach(alice, boxes[1].id, "alpha")
+    await service.leave_all(boxes[0].id)
+    assert [s.id for _, s in (await service.get(alice, "alpha")).members] == [boxes[2].id]
+
+    bob = await principal(db, "bob")
+    with pytest.raises(NotFound):
+        await service.get(bob, "alpha")
+    with pytest.raises(NotFound):
+        await service.attach(bob, boxes[0].id, "alpha")
