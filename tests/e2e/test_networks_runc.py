@@ -147,6 +147,54 @@ def test_members_reach_each_other_by_name_and_nothing_else(
     assert all(not found for found in leftovers(server.home).values())
 
 
+FRAME_SENDER = """
+import socket, struct, sys
+iface, src_mac, src_ip, dst_mac, dst_ip, text = sys.argv[1:7]
+def checksum(data):
+    total = sum(struct.unpack("!10H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+payload = text.encode()
+udp = struct.pack("!HHHH", 40000, 9998, 8 + len(payload), 0) + payload
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
+                 socket.inet_aton(src_ip), socket.inet_aton(dst_ip))
+ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+mac = lambda m: bytes.fromhex(m.replace(":", ""))
+sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+sock.bind((iface, 0))
+sock.send(mac(dst_mac) + mac(src_mac) + b"\\x08\\x00" + ip + udp)
+"""
+
+
+def test_a_member_cannot_forge_another_source_on_its_network(
+    served: tuple[HutchProcess, httpx.Client],
+) -> None:
+    _, api = served
+    api.post("/v1/networks", json={"name": "gamma"})
+    sender = create(api, name="sender", networks=[{"id": "gamma"}])
+    target = create(api, name="target", networks=[{"id": "gamma"}])
+    sender_ip, target_ip = member_ip(api, "gamma", sender), member_ip(api, "gamma", target)
+    sh(api, target, "nohup python3 -c \"import socket; s=socket.socket(socket.AF_INET, "
+                    "socket.SOCK_DGRAM); s.bind(('0.0.0.0', 9998)); f=open('/tmp/got','a')\n"
+                    "while True: f.write(s.recv(100).decode()+'\\\\n'); f.flush()\" "
+                    ">/dev/null 2>&1 &")  # fmt: skip
+    put = api.put(f"/v1/sandboxes/{sender['id']}/files", params={"path": "/tmp/send.py"},
+                  content=FRAME_SENDER.encode())  # fmt: skip
+    assert put.status_code == 200, put.text
+    own_mac = sh(api, sender, "cat /sys/class/net/eth1/address")["stdout"].strip()
+    target_mac = sh(api, target, "cat /sys/class/net/eth1/address")["stdout"].strip()
+    time.sleep(0.5)
+    forged_ip = str(IPv4Address(target_ip) + 50)
+    for src_mac, src_ip, text in [(own_mac, sender_ip, "real"),
+                                  (own_mac, forged_ip, "forged-ip"),
+                                  ("02:42:de:ad:be:ef", sender_ip, "forged-mac")]:  # fmt: skip
+        sent = sh(api, sender, f"python3 /tmp/send.py eth1 {src_mac} {src_ip} "
+                               f"{target_mac} {target_ip} {text}")  # fmt: skip
+        assert sent["exit_code"] == 0, sent
+    time.sleep(0.5)
+    assert sh(api, target, "cat /tmp/got")["stdout"] == "real\n"
+
+
 def test_networks_survive_a_server_restart(tmp_path: Path, images: Path) -> None:
     home, pool = tmp_path / "home", new_pool()
     first = network_server(home, images, pool)

@@ -181,9 +181,8 @@ class NetworkService:
             raise NetworkError(f"no free address in network {network.name}")
         try:
             await self._host.networks.attach(
-                sandbox.id, network.id, ifname=member.ifname,
-                address=IPv4Interface(f"{member.ip}/{subnet.prefixlen}"),
-            )  # fmt: skip
+                sandbox.id, network.id, ifname=member.ifname, address=_address(member, network)
+            )
         except BaseException:
             await asyncio.shield(self._drop(sandbox.id, network.id))
             raise
@@ -205,7 +204,9 @@ class NetworkService:
                 )
             # The row goes first: from then on the name no longer resolves.
             await self._drop(sandbox.id, network.id)
-            await self._host.networks.detach(sandbox.id, network.id, ifname=member.ifname)
+            await self._host.networks.detach(
+                sandbox.id, network.id, ifname=member.ifname, address=_address(member, network)
+            )
 
     async def _drop(self, sandbox_id: str, network_id: str) -> None:
         async with self._db.sessions.begin() as session:
@@ -214,9 +215,14 @@ class NetworkService:
                 await session.delete(member)
 
     async def leave_all(self, sandbox_id: str) -> None:
-        """Forget every membership of a sandbox that is gone (its interfaces went with it)."""
+        """End every membership of a sandbox that is gone or going."""
         async with self._db.sessions.begin() as session:
+            memberships = await store.memberships_of(session, sandbox_id)
             await store.delete_memberships(session, sandbox_id)
+        for member, network in memberships:
+            await self._host.networks.detach(
+                sandbox_id, network.id, ifname=member.ifname, address=_address(member, network)
+            )
 
     # -- recovery and DNS ---------------------------------------------------------------
 
@@ -225,18 +231,15 @@ class NetworkService:
         async with self._db.sessions() as session:
             rows = await store.live_memberships_on_host(session, self._host.host_id)
             network_ids = await store.all_network_ids(session)
+        layer = self._host.networks
         for member, network in rows:
-            if await self._host.networks.attached(
-                member.sandbox_id, network.id, ifname=member.ifname
-            ):
-                continue
+            address = _address(member, network)
             try:
-                await self._host.networks.attach(
-                    member.sandbox_id, network.id, ifname=member.ifname,
-                    address=IPv4Interface(
-                        f"{member.ip}/{IPv4Network(network.subnet).prefixlen}"
-                    ),
-                )  # fmt: skip
+                if await layer.attached(member.sandbox_id, network.id, ifname=member.ifname):
+                    await layer.admit(member.sandbox_id, network.id, address=address)
+                else:
+                    await layer.attach(member.sandbox_id, network.id, ifname=member.ifname,
+                                       address=address)  # fmt: skip
             except NetworkError:
                 log.warning("could not re-attach %s to %s", member.sandbox_id, network.id,
                             exc_info=True)  # fmt: skip
@@ -250,6 +253,10 @@ class NetworkService:
             return await store.peers_named(
                 session, host_id=self._host.host_id, asker_ip=asker_ip, name=name
             )
+
+
+def _address(member: NetworkMember, network: NetworkRecord) -> IPv4Interface:
+    return IPv4Interface(f"{member.ip}/{IPv4Network(network.subnet).prefixlen}")
 
 
 def _free_address(subnet: IPv4Network, taken: set[str]) -> IPv4Address:

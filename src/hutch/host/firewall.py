@@ -10,6 +10,11 @@ so a network is no way out and no way into another network. Traffic the host sta
 towards a sandbox (preview; exec does not use the network) is allowed, and so are its
 replies; anything else a sandbox starts towards the host (DNS aside), or through it,
 is dropped. IPv4 and IPv6 alike.
+
+A bridge table keeps each member to its own addresses on its network: a frame from a
+member's port must carry that member's MAC and IPv4 address (ARP included), and nothing
+but IPv4 and ARP crosses. The allowed pairs are set elements that the network layer adds
+and removes as members come and go (:mod:`hutch.host.networks`).
 """
 
 from __future__ import annotations
@@ -44,6 +49,19 @@ class Firewall:
                 f"th dport {self.dns_port} accept"
             )
         return f"""
+table bridge {self.table}
+delete table bridge {self.table}
+table bridge {self.table} {{
+    set member_ips {{ type ifname . ipv4_addr; }}
+    set member_macs {{ type ifname . ether_addr; }}
+    chain forward {{
+        type filter hook forward priority -10; policy accept;
+        iifname {port} iifname . ether saddr != @member_macs counter drop
+        iifname {port} ether type ip iifname . ip saddr != @member_ips counter drop
+        iifname {port} ether type arp iifname . arp saddr ip != @member_ips counter drop
+        iifname {port} ether type != {{ ip, arp }} counter drop
+    }}
+}}
 table inet {self.table}
 delete table inet {self.table}
 table inet {self.table} {{{dns_nat}
@@ -69,3 +87,4 @@ table inet {self.table} {{{dns_nat}
 
     async def remove(self) -> None:
         await run("nft", "delete", "table", "inet", self.table, check=False)
+        await run("nft", "delete", "table", "bridge", self.table, check=False)

@@ -40,8 +40,15 @@ class NetworkLayer(ABC):
         All-or-nothing. Raises :class:`NetworkError`."""
 
     @abstractmethod
-    async def detach(self, sandbox_id: str, network_id: str, *, ifname: str) -> None:
-        """Remove that interface. A missing one is success."""
+    async def detach(
+        self, sandbox_id: str, network_id: str, *, ifname: str, address: IPv4Interface
+    ) -> None:
+        """Remove that interface and what admits its traffic. A missing one is success."""
+
+    @abstractmethod
+    async def admit(self, sandbox_id: str, network_id: str, *, address: IPv4Interface) -> None:
+        """Let an existing member's traffic onto the network again (after the firewall was
+        installed afresh, at a start)."""
 
     @abstractmethod
     async def attached(self, sandbox_id: str, network_id: str, *, ifname: str) -> bool:
@@ -59,6 +66,7 @@ class NetworkLayer(ABC):
 class BridgeNetworks(NetworkLayer):
     def __init__(self, *, tag: str) -> None:
         self.tag = tag
+        self.table = f"hutch-{tag}"  # the firewall's bridge table (hutch.host.firewall)
         self.bridge_prefix = f"hn{tag[:4]}"
         self.port_prefix = f"hp{tag[:4]}"
 
@@ -90,8 +98,10 @@ class BridgeNetworks(NetworkLayer):
         netns = netns_name(self.tag, sandbox_id)
         try:
             bridge = await self._ensure_bridge(network_id)
+            await self._elements("add", port, address)
             await run("ip", "-batch", "-", input=(
-                f"link add {port} type veth peer name {ifname} netns {netns}\n"
+                f"link add {port} type veth peer name {ifname} address {_mac(address)} "
+                f"netns {netns}\n"
                 f"link set {port} master {bridge}\n"
                 f"link set {port} up\n"
             ).encode())  # fmt: skip
@@ -101,12 +111,34 @@ class BridgeNetworks(NetworkLayer):
             ).encode())  # fmt: skip
         except (CommandFailed, NetworkError) as exc:
             await run("ip", "link", "del", port, check=False)
+            await self._elements("delete", port, address, check=False)
             detail = exc.detail if isinstance(exc, CommandFailed) else str(exc)
             raise NetworkError(f"cannot attach the sandbox to the network: {detail}") from exc
 
-    async def detach(self, sandbox_id: str, network_id: str, *, ifname: str) -> None:
+    async def detach(
+        self, sandbox_id: str, network_id: str, *, ifname: str, address: IPv4Interface
+    ) -> None:
+        port = self.port(sandbox_id, network_id)
         # Deleting either end of a veth pair deletes both.
-        await run("ip", "link", "del", self.port(sandbox_id, network_id), check=False)
+        await run("ip", "link", "del", port, check=False)
+        await self._elements("delete", port, address, check=False)
+
+    async def admit(self, sandbox_id: str, network_id: str, *, address: IPv4Interface) -> None:
+        try:
+            await self._elements("add", self.port(sandbox_id, network_id), address)
+        except CommandFailed as exc:
+            raise NetworkError(f"cannot admit a member's traffic: {exc.detail}") from exc
+
+    async def _elements(
+        self, verb: str, port: str, address: IPv4Interface, *, check: bool = True
+    ) -> None:
+        """The member's (port, IPv4) and (port, MAC) pairs in the firewall's bridge table:
+        frames from its port with any other source are dropped."""
+        script = (
+            f'{verb} element bridge {self.table} member_ips {{ "{port}" . {address.ip} }}\n'
+            f'{verb} element bridge {self.table} member_macs {{ "{port}" . {_mac(address)} }}\n'
+        )
+        await run("nft", "-f", "-", input=script.encode(), check=check)
 
     async def attached(self, sandbox_id: str, network_id: str, *, ifname: str) -> bool:
         return (SYS_NET / self.port(sandbox_id, network_id)).exists()
@@ -139,8 +171,13 @@ class FakeNetworks(NetworkLayer):
     ) -> None:
         self.interfaces[(sandbox_id, network_id)] = ifname
 
-    async def detach(self, sandbox_id: str, network_id: str, *, ifname: str) -> None:
+    async def detach(
+        self, sandbox_id: str, network_id: str, *, ifname: str, address: IPv4Interface
+    ) -> None:
         self.interfaces.pop((sandbox_id, network_id), None)
+
+    async def admit(self, sandbox_id: str, network_id: str, *, address: IPv4Interface) -> None:
+        pass
 
     async def attached(self, sandbox_id: str, network_id: str, *, ifname: str) -> bool:
         return (sandbox_id, network_id) in self.interfaces
@@ -150,6 +187,12 @@ class FakeNetworks(NetworkLayer):
 
     async def cleanup(self, keep: set[str]) -> list[str]:
         return []
+
+
+def _mac(address: IPv4Interface) -> str:
+    """A member's MAC: locally administered, its IPv4 address in the low four bytes (the
+    address is unique in the store, so the MAC is unique on every bridge)."""
+    return "02:42:" + ":".join(f"{byte:02x}" for byte in address.ip.packed)
 
 
 def _hash(text: str) -> str:

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import py_compile
+import re
 import resource
 import socket
 import sys
@@ -299,9 +300,11 @@ class RuncDriver(Driver):
                  if f"hv{self.tag[:4]}" in line]  # fmt: skip
         loops = (await run("losetup", "--list", "--noheadings", "-O", "BACK-FILE")).stdout.decode()
         networks = BridgeNetworks(tag=self.tag)
+        admitted = await run("nft", "list", "table", "bridge", f"hutch-{self.tag}", check=False)
         return {
             "bridges": networks.bridges(),
             "ports": networks.ports(),
+            "admitted": sorted(set(re.findall(r'"(hp\w+)"', admitted.stdout.decode()))),
             "runc": runc,
             "mounts": mounts,
             "directories": directories,
