@@ -16,6 +16,7 @@ from hutch.settings import Settings
 from hutch.store.db import Database
 from hutch.store.migrate import upgrade
 from tests.support.postgres import PostgresServer
+from tests.support.seaweed import SeaweedS3
 
 _db_names = itertools.count()
 
@@ -33,6 +34,14 @@ def postgres() -> Iterator[PostgresServer]:
     server.start()
     yield server
     server.destroy()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[SeaweedS3]:
+    """One real S3 server (SeaweedFS) on loopback for the session."""
+    server = SeaweedS3(Path(tempfile.mkdtemp(prefix="hutch-test-s3-"))).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -11,7 +11,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hutch.core.catalog import DEFAULT_SHAPES, ROOTFS_CATALOG, Shape
@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     """Subnets for private networks, one of ``network_prefix`` per network, reused after a
     network is deleted. Must not clash with the host's networks or ``link_pool``."""
     network_prefix: int = Field(default=24, ge=16, le=29)
+    disks_enabled: bool = True
+    """Whether the disk routes work; off, they answer 503."""
+    disk_master_key: SecretStr | None = None
+    """The AES-256 key that seals disk credentials, 32 bytes in base64; empty means the key
+    file ``$HUTCH_HOME/master.key``, made (mode 0600) at first start."""
     pids_limit: int = Field(default=1024, ge=16)
     exec_default_timeout_s: float = Field(default=300, gt=0)
     exec_max_timeout_s: float = Field(default=3600, gt=0)

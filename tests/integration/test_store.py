@@ -6,6 +6,10 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import select, text
 
 from hutch.core.errors import InvalidInput, NotFound, Unauthenticated
@@ -13,8 +17,8 @@ from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService, hash_key
 from hutch.core.ids import new_id
 from hutch.store.db import Database
-from hutch.store.migrate import upgrade
-from hutch.store.models import ApiKey, Host, SandboxRecord, utcnow
+from hutch.store.migrate import MIGRATIONS_DIR, upgrade
+from hutch.store.models import ApiKey, Base, Host, SandboxRecord, utcnow
 
 pytestmark = pytest.mark.anyio
 
@@ -208,7 +212,17 @@ async def test_migrations_are_idempotent_and_safe_to_race(database_url: str) -> 
         await upgrade(databases[0])
         async with databases[0].engine.connect() as conn:
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
-        assert version == "0003"
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        assert version == ScriptDirectory.from_config(config).get_current_head()
     finally:
         for d in databases:
             await d.dispose()
+
+
+async def test_the_migrations_make_what_the_models_describe(db: Database) -> None:
+    async with db.engine.connect() as conn:
+        drift = await conn.run_sync(
+            lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
+        )
+    assert drift == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,10 +17,12 @@ from hutch.api import createos
 from hutch.api.errors import install_error_handlers
 from hutch.api.middleware import EnvelopeMiddleware
 from hutch.api.services import Services
+from hutch.core.disks import DiskService
 from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
 from hutch.core.networks import NetworkService
 from hutch.core.sandboxes import SandboxService
+from hutch.core.sealing import MasterKeyUnavailable, SealedBox, load_master_key
 from hutch.host.agent import HostAgent
 from hutch.settings import Settings
 from hutch.store.db import Database
@@ -29,6 +32,25 @@ __all__ = ["create_app"]
 
 # Routes whose bodies are streamed files, not JSON; they have no body limit.
 _UNLIMITED_BODIES = (re.compile(r"^/v1/sandboxes/[^/]+/files$"),)
+
+
+log = logging.getLogger(__name__)
+
+
+def _disk_service(settings: Settings, db: Database) -> DiskService:
+    """Disks work only with a master key; without one their routes answer 503 and say why."""
+    if not settings.disks_enabled:
+        return DiskService(db, None, "switched off (HUTCH_DISKS_ENABLED=false)")
+    configured = settings.disk_master_key
+    try:
+        key = load_master_key(
+            configured.get_secret_value() if configured is not None else None,
+            settings.home / "master.key",
+        )
+    except MasterKeyUnavailable as exc:
+        log.error("disks are unavailable: %s", exc)
+        return DiskService(db, None, str(exc))
+    return DiskService(db, SealedBox(key))
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -46,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
             await sandboxes.recover()
             await networks.recover()
             monitor = asyncio.create_task(sandboxes.monitor_forever(), name="hutch-monitor")
+            disks = _disk_service(settings, db)
             app.state.services = Services(
                 settings=settings,
                 db=db,
@@ -54,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
                 host_agent=agent,
                 sandboxes=sandboxes,
                 networks=networks,
+                disks=disks,
             )
             try:
                 yield

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hutch.core.disks import DiskService
 from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
 from hutch.core.networks import NetworkService
@@ -24,3 +25,4 @@ class Services:
     host_agent: HostAgent
     sandboxes: SandboxService
     networks: NetworkService
+    disks: DiskService

@@ -24,6 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "ApiKey",
     "Base",
+    "DiskRecord",
     "Host",
     "NetworkMember",
     "NetworkRecord",
@@ -181,3 +182,35 @@ class NetworkMember(Base):
     ip: Mapped[str] = mapped_column(String(45))
     ifname: Mapped[str] = mapped_column(String(15))
     attached_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class DiskRecord(Base):
+    """A registered S3 bucket. ``credentials`` is sealed (:mod:`hutch.core.sealing`) with
+    the row's id as context. Deleting sets ``deleted_at``; the row stays."""
+
+    __tablename__ = "disks"
+    __table_args__ = (
+        Index(
+            "uq_disks_live_name",
+            "user_id",
+            "name",
+            unique=True,
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    bucket: Mapped[str] = mapped_column(String(255))
+    endpoint: Mapped[str] = mapped_column(String(2048))
+    region: Mapped[str] = mapped_column(String(64))
+    use_path_style: Mapped[bool] = mapped_column(Boolean)
+    credentials: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+    def __repr__(self) -> str:  # the sealed credentials stay out of logs too
+        return f"DiskRecord(id={self.id!r}, name={self.name!r}, bucket={self.bucket!r})"

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from hutch.api.createos import catalog, health, identity, networks, sandboxes
+from hutch.api.createos import catalog, disks, health, identity, networks, sandboxes
 
 __all__ = ["router"]
 
@@ -12,3 +12,4 @@ router.include_router(catalog.router)
 router.include_router(identity.router)
 router.include_router(sandboxes.router)
 router.include_router(networks.router)
+router.include_router(disks.router)
