@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     disk_master_key: SecretStr | None = None
     """The AES-256 key that seals disk credentials, 32 bytes in base64; empty means the key
     file ``$HUTCH_HOME/master.key``, made (mode 0600) at first start."""
+    disk_check_interval_s: float = Field(default=30.0, gt=0)
+    """How often every mounted disk is looked at (``mount_status`` follows)."""
     pids_limit: int = Field(default=1024, ge=16)
     exec_default_timeout_s: float = Field(default=300, gt=0)
     exec_max_timeout_s: float = Field(default=3600, gt=0)

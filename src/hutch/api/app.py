@@ -37,10 +37,11 @@ _UNLIMITED_BODIES = (re.compile(r"^/v1/sandboxes/[^/]+/files$"),)
 log = logging.getLogger(__name__)
 
 
-def _disk_service(settings: Settings, db: Database) -> DiskService:
+def _disk_service(settings: Settings, db: Database, host: HostAgent) -> DiskService:
     """Disks work only with a master key; without one their routes answer 503 and say why."""
+    every = settings.disk_check_interval_s
     if not settings.disks_enabled:
-        return DiskService(db, None, "switched off (HUTCH_DISKS_ENABLED=false)")
+        return DiskService(db, host, None, "switched off (HUTCH_DISKS_ENABLED=false)")
     configured = settings.disk_master_key
     try:
         key = load_master_key(
@@ -49,8 +50,8 @@ def _disk_service(settings: Settings, db: Database) -> DiskService:
         )
     except MasterKeyUnavailable as exc:
         log.error("disks are unavailable: %s", exc)
-        return DiskService(db, None, str(exc))
-    return DiskService(db, SealedBox(key))
+        return DiskService(db, host, None, str(exc))
+    return DiskService(db, host, SealedBox(key), check_interval_s=every)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -63,12 +64,14 @@ def create_app(settings: Settings) -> FastAPI:
             await upgrade(db)
             agent = HostAgent(settings, db)
             networks = NetworkService(settings, db, agent)
+            disks = _disk_service(settings, db, agent)
             await agent.start(resolve=networks.resolve)
-            sandboxes = SandboxService(settings, db, agent, networks)
+            sandboxes = SandboxService(settings, db, agent, networks, disks)
             await sandboxes.recover()
             await networks.recover()
+            await disks.recover()
             monitor = asyncio.create_task(sandboxes.monitor_forever(), name="hutch-monitor")
-            disks = _disk_service(settings, db)
+            disk_checks = asyncio.create_task(disks.monitor_forever(), name="hutch-disk-checks")
             app.state.services = Services(
                 settings=settings,
                 db=db,
@@ -82,9 +85,10 @@ def create_app(settings: Settings) -> FastAPI:
             try:
                 yield
             finally:
-                monitor.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await monitor
+                for task in (monitor, disk_checks):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 await agent.stop()
         finally:
             await db.dispose()

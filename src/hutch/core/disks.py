@@ -9,8 +9,11 @@ never returned, logged or put in an error message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import re
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -21,13 +24,26 @@ from hutch.core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from hutch.core.identity import Principal
 from hutch.core.ids import new_id
 from hutch.core.sealing import SealedBox
+from hutch.host.agent import HostAgent
+from hutch.host.disks import ERROR_BYTES, BucketMount, DiskMountError
 from hutch.store import disks as store
+from hutch.store import sandboxes as sandbox_store
 from hutch.store.db import Database
-from hutch.store.models import DiskRecord, utcnow
+from hutch.store.models import DiskAttachment, DiskRecord, SandboxRecord, utcnow
 
-__all__ = ["DiskCredentials", "DiskRegistration", "DiskService", "probe_bucket"]
+__all__ = [
+    "AttachmentView",
+    "DiskCredentials",
+    "DiskRef",
+    "DiskRegistration",
+    "DiskService",
+    "probe_bucket",
+]
+
+log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 3.0
+_SYSTEM_DIRS = ("proc", "sys", "dev", ".hutch")
 DISK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")  # the seed's pattern
 
 
@@ -105,11 +121,37 @@ def _region(region: str | None) -> str:
     return region if region and region != "auto" else "us-east-1"
 
 
+@dataclass(frozen=True, kw_only=True)
+class DiskRef:
+    """A disk to attach: its id or name, where inside, and which prefix of the bucket."""
+
+    disk_id: str
+    mount_path: str
+    sub_path: str = ""
+
+
+@dataclass(frozen=True)
+class AttachmentView:
+    attachment: DiskAttachment
+    disk: DiskRecord
+
+
 class DiskService:
-    def __init__(self, db: Database, box: SealedBox | None, unavailable: str = "") -> None:
+    def __init__(
+        self,
+        db: Database,
+        host: HostAgent,
+        box: SealedBox | None,
+        unavailable: str = "",
+        *,
+        check_interval_s: float = 30.0,
+    ) -> None:
         self._db = db
+        self._host = host
         self._box = box
         self._unavailable = unavailable
+        self._check_interval_s = check_interval_s
+        self._sandbox_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def _sealer(self) -> SealedBox:
         if self._box is None:
@@ -168,12 +210,219 @@ class DiskService:
             record = await store.find_for_user(session, user.user_id, ident)
             if record is None:
                 raise NotFound(f"no disk {ident!r}", field="disk")
+            if await store.attachment_count(session, record.id):
+                raise Conflict(f"disk {record.name} is attached to a sandbox; detach it first",
+                               field="disk")  # fmt: skip
             record.deleted_at = utcnow()
+
+    # -- attachments ----------------------------------------------------------------------
+
+    async def check_refs(self, user: Principal, refs: Sequence[DiskRef]) -> list[DiskRef]:
+        """Validate the disks of a create before anything is made (400 naming ``disks``)."""
+        if not refs:
+            return []
+        self._sealer()
+        checked, paths = [], set()
+        async with self._db.sessions() as session:
+            for ref in refs:
+                mount_path, sub_path = _mount_path(ref.mount_path), _sub_path(ref.sub_path)
+                if await store.find_for_user(session, user.user_id, ref.disk_id) is None:
+                    raise InvalidInput(f"no disk {ref.disk_id!r}", field="disks")
+                if mount_path in paths:
+                    raise InvalidInput(f"two disks at {mount_path}", field="disks")
+                paths.add(mount_path)
+                checked.append(DiskRef(disk_id=ref.disk_id, mount_path=mount_path,
+                                       sub_path=sub_path))  # fmt: skip
+        return checked
+
+    async def attach(self, user: Principal, sandbox_ident: str, ref: DiskRef) -> None:
+        """Mount the disk in a running sandbox. Same disk, same path: nothing changes."""
+        self._sealer()
+        mount_path, sub_path = _mount_path(ref.mount_path), _sub_path(ref.sub_path)
+        sandbox, disk = await self._sandbox_and_disk(user, sandbox_ident, ref.disk_id)
+        if sandbox.status != "running":
+            raise Conflict(f"sandbox is {sandbox.status}; disks attach to running sandboxes",
+                           field="status")  # fmt: skip
+        async with self._sandbox_locks[sandbox.id]:
+            async with self._db.sessions() as session:
+                taken = await store.attachment_at(session, sandbox.id, mount_path)
+            if taken is not None:
+                if taken.disk_id == disk.id:
+                    return
+                raise Conflict(f"{mount_path} is already in use by a different disk",
+                               field="mount_path")  # fmt: skip
+            await self._mount(sandbox.id, disk, mount_path, sub_path)
+
+    async def mount_all(self, sandbox_id: str, user: Principal, refs: Sequence[DiskRef]) -> None:
+        """A new sandbox's disks, all mounted, or :class:`DiskMountError`."""
+        for ref in refs:
+            async with self._db.sessions() as session:
+                disk = await store.find_for_user(session, user.user_id, ref.disk_id)
+            if disk is None:
+                raise DiskMountError(f"disk {ref.disk_id!r} is gone")
+            attachment = await self._mount(sandbox_id, disk, ref.mount_path, ref.sub_path)
+            if attachment.mount_status != "mounted":
+                raise DiskMountError(attachment.mount_error or "the disk did not mount")
+
+    async def _mount(
+        self, sandbox_id: str, disk: DiskRecord, mount_path: str, sub_path: str
+    ) -> DiskAttachment:
+        attachment = DiskAttachment(
+            id=new_id("dat_"), sandbox_id=sandbox_id, disk_id=disk.id, mount_path=mount_path,
+            sub_path=sub_path, mount_status="pending", mount_error=None, created_at=utcnow(),
+        )  # fmt: skip
+        try:
+            async with self._db.sessions.begin() as session:
+                session.add(attachment)
+        except IntegrityError:
+            raise Conflict(f"{mount_path} is already in use by a different disk",
+                           field="mount_path") from None  # fmt: skip
+        error = await self._mount_on_host(attachment, disk)
+        return await self._set_status(attachment.id, error)
+
+    async def _mount_on_host(self, attachment: DiskAttachment, disk: DiskRecord) -> str | None:
+        info = await self._host.driver.get(attachment.sandbox_id)
+        if info is None or info.pid is None:
+            return "the sandbox is not running"
+        credentials = self.credentials(disk)
+        spec = BucketMount(
+            attachment_id=attachment.id, sandbox_id=attachment.sandbox_id, bucket=disk.bucket,
+            sub_path=attachment.sub_path, endpoint=disk.endpoint, region=_region(disk.region),
+            path_style=disk.use_path_style, access_key=credentials.access_key,
+            secret_key=credentials.secret_key, mount_path=attachment.mount_path,
+        )  # fmt: skip
+        try:
+            await self._host.disks.mount(spec, pid=info.pid)
+        except DiskMountError as exc:
+            return str(exc)
+        return None
+
+    async def _set_status(self, attachment_id: str, error: str | None) -> DiskAttachment:
+        async with self._db.sessions.begin() as session:
+            attachment = await session.get(DiskAttachment, attachment_id)
+            if attachment is None:
+                raise NotFound("the attachment is gone", field="disk")
+            attachment.mount_status = "failed" if error else "mounted"
+            attachment.mount_error = error[:ERROR_BYTES] if error else None
+        return attachment
+
+    async def detach(
+        self, user: Principal, sandbox_ident: str, disk_ident: str, mount_path: str
+    ) -> None:
+        self._sealer()
+        path = _mount_path(mount_path)
+        async with self._db.sessions() as session:
+            sandbox = await sandbox_store.find_for_user(session, user.user_id, sandbox_ident)
+            attachment = await store.attachment_at(session, sandbox.id, path) if sandbox else None
+            disk = await session.get(DiskRecord, attachment.disk_id) if attachment else None
+        if (sandbox is None or attachment is None or disk is None
+                or disk_ident not in (disk.id, disk.name)):  # fmt: skip
+            raise NotFound(f"no disk {disk_ident!r} attached at {path}", field="disk")
+        async with self._sandbox_locks[sandbox.id]:
+            async with self._db.sessions.begin() as session:
+                row = await session.get(DiskAttachment, attachment.id)
+                if row is None:
+                    raise NotFound(f"no disk {disk_ident!r} attached at {path}", field="disk")
+                await session.delete(row)
+            await self._unmount(attachment)
+
+    async def _unmount(self, attachment: DiskAttachment) -> None:
+        info = await self._host.driver.get(attachment.sandbox_id)
+        await self._host.disks.unmount(
+            attachment.sandbox_id, attachment.id, mount_path=attachment.mount_path,
+            pid=info.pid if info is not None else None,
+        )  # fmt: skip
+
+    async def unmount_all(self, sandbox_id: str) -> None:
+        """A sandbox is going: take its disks off the host and forget them."""
+        async with self._db.sessions.begin() as session:
+            attachments = await store.attachments_of(session, sandbox_id)
+            for attachment, _ in attachments:
+                await session.delete(attachment)
+        for attachment, _ in attachments:
+            await self._unmount(attachment)
+
+    async def attachments(self, user: Principal, sandbox_ident: str) -> list[AttachmentView]:
+        async with self._db.sessions() as session:
+            sandbox = await sandbox_store.find_for_user(session, user.user_id, sandbox_ident)
+            if sandbox is None:
+                raise NotFound(f"no sandbox {sandbox_ident!r}", field="sandbox")
+            rows = await store.attachments_of(session, sandbox.id)
+        return [AttachmentView(attachment, disk) for attachment, disk in rows]
+
+    async def _sandbox_and_disk(
+        self, user: Principal, sandbox_ident: str, disk_ident: str
+    ) -> tuple[SandboxRecord, DiskRecord]:
+        if not disk_ident:
+            raise InvalidInput("disk_id must not be empty", field="disk_id")
+        async with self._db.sessions() as session:
+            sandbox = await sandbox_store.find_for_user(session, user.user_id, sandbox_ident)
+            if sandbox is None:
+                raise NotFound(f"no sandbox {sandbox_ident!r}", field="sandbox")
+            disk = await store.find_for_user(session, user.user_id, disk_ident)
+            if disk is None:
+                raise NotFound(f"no disk {disk_ident!r}", field="disk")
+        return sandbox, disk
+
+    # -- recovery and checks --------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """After a start: mount again what should be mounted and is not."""
+        if self._box is None:
+            return
+        async with self._db.sessions() as session:
+            rows = await store.live_attachments_on_host(session, self._host.host_id)
+        for attachment, disk in rows:
+            if await self._host.disks.check(attachment.sandbox_id, attachment.id) is None:
+                continue
+            await self._unmount(attachment)
+            await self._set_status(attachment.id, await self._mount_on_host(attachment, disk))
+
+    async def check_all(self) -> None:
+        async with self._db.sessions() as session:
+            rows = await store.live_attachments_on_host(session, self._host.host_id)
+        for attachment, _ in rows:
+            if attachment.mount_status == "pending":
+                continue
+            error = await self._host.disks.check(attachment.sandbox_id, attachment.id)
+            if error != attachment.mount_error or (error is None) != (
+                attachment.mount_status == "mounted"
+            ):
+                with contextlib.suppress(NotFound):
+                    await self._set_status(attachment.id, error)
+
+    async def monitor_forever(self) -> None:
+        """The mount check, every ``check_interval_s`` (30 s by default)."""
+        while True:
+            await asyncio.sleep(self._check_interval_s)
+            try:
+                await self.check_all()
+            except Exception:
+                log.warning("checking disk mounts failed; will retry", exc_info=True)
 
     def credentials(self, record: DiskRecord) -> DiskCredentials:
         """The disk's credentials, for the host that mounts it."""
         values = json.loads(self._sealer().open(record.credentials, context=record.id))
         return DiskCredentials(access_key=values["access_key"], secret_key=values["secret_key"])
+
+
+def _mount_path(path: str) -> str:
+    if not path.startswith("/"):
+        raise InvalidInput("mount_path must be an absolute path", field="mount_path")
+    parts = [part for part in path.split("/") if part]
+    if ".." in parts or "." in parts:
+        raise InvalidInput("mount_path must not contain '..' or '.'", field="mount_path")
+    if not parts or parts[0] in _SYSTEM_DIRS:
+        raise InvalidInput(f"mount_path cannot be / or under /{', /'.join(_SYSTEM_DIRS)}",
+                           field="mount_path")  # fmt: skip
+    return "/" + "/".join(parts)
+
+
+def _sub_path(path: str) -> str:
+    parts = [part for part in path.split("/") if part]
+    if ".." in parts or "." in parts:
+        raise InvalidInput("sub_path must not contain '..' or '.'", field="sub_path")
+    return "/".join(parts)
 
 
 def _check_registration(registration: DiskRegistration) -> None:

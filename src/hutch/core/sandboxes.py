@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from hutch.core.catalog import ROOTFS_CATALOG, Shape
+from hutch.core.disks import DiskRef, DiskService
 from hutch.core.errors import Conflict, HutchError, InvalidInput, NotFound, RateLimited, Unavailable
 from hutch.core.identity import Principal
 from hutch.core.ids import new_id
@@ -29,6 +30,7 @@ from hutch.core.networks import NetworkService
 from hutch.core.sandbox_status import SandboxStatus as S
 from hutch.host.addresses import PoolExhausted
 from hutch.host.agent import HostAgent
+from hutch.host.disks import DiskMountError
 from hutch.host.drivers.base import DriverError, RuntimeState, SandboxMissing, SandboxSpec
 from hutch.host.guest import (
     ExecExit,
@@ -73,7 +75,7 @@ class SandboxCreate:
     auto_pause_after_seconds: int | None = None
     host_id: str | None = None
     networks: Sequence[str] = ()
-    disks: Sequence[str] = ()
+    disks: Sequence[DiskRef] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,12 +115,18 @@ class ExecResult:
 
 class SandboxService:
     def __init__(
-        self, settings: Settings, db: Database, host: HostAgent, networks: NetworkService
+        self,
+        settings: Settings,
+        db: Database,
+        host: HostAgent,
+        networks: NetworkService,
+        disks: DiskService,
     ) -> None:
         self._settings = settings
         self._db = db
         self._host = host
         self._networks = networks
+        self._disks = disks
         self._shapes = {shape.id: shape for shape in settings.shapes}
         self._user_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._sandbox_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -167,6 +175,7 @@ class SandboxService:
         with the reason, and nothing on the host."""
         shape, rootfs, disk_mib = await self._check_create(request)
         networks = await self._networks.find_all(user, request.networks)
+        disks = await self._disks.check_refs(user, request.disks)
         async with self._user_locks[user.user_id]:
             await self._check_cap(user.user_id)
             async with self._db.sessions() as session:
@@ -216,9 +225,9 @@ class SandboxService:
         async with self._sandbox_locks[sandbox_id]:
             try:
                 await self._host.driver.create(spec)
-                await self._join_all(record, networks)
+                await self._join_all(record, networks, user, disks)
             except Exception as exc:
-                known = isinstance(exc, DriverError | NetworkError)
+                known = isinstance(exc, DriverError | NetworkError | DiskMountError)
                 reason = str(exc) if known else "internal error"
                 if not known:
                     log.exception("creating %s failed", sandbox_id)
@@ -234,12 +243,20 @@ class SandboxService:
                 sandbox_id, status=S.RUNNING, spawn_ms=spawn_ms, running_at=now
             )
 
-    async def _join_all(self, record: SandboxRecord, networks: Sequence[NetworkRecord]) -> None:
-        """Attach a just-started sandbox to its networks, or take it down again."""
+    async def _join_all(
+        self,
+        record: SandboxRecord,
+        networks: Sequence[NetworkRecord],
+        user: Principal,
+        disks: Sequence[DiskRef],
+    ) -> None:
+        """Attach a just-started sandbox to its networks and disks, or take it down again."""
         try:
             for network in networks:
                 await self._networks.join(record, network)
+            await self._disks.mount_all(record.id, user, disks)
         except BaseException:
+            await asyncio.shield(self._disks.unmount_all(record.id))
             await asyncio.shield(self._host.driver.destroy(record.id))
             await asyncio.shield(self._networks.leave_all(record.id))
             raise
@@ -270,8 +287,6 @@ class SandboxService:
         _check_auto_pause(request.auto_pause_after_seconds)
         if request.host_id and request.host_id != self._host.host_id:
             raise InvalidInput(f"no host {request.host_id!r}", field="host_id")
-        if request.disks:
-            raise InvalidInput(f"no disk {request.disks[0]!r}", field="disks")
         return shape, rootfs, disk_mib
 
     async def _free_name(self, session: Any, user_id: str) -> str:
@@ -325,6 +340,7 @@ class SandboxService:
             if record.status in (S.DESTROYED, S.FAILED):
                 return record
             await self._update(record.id, status=S.DESTROYING)
+            await self._disks.unmount_all(record.id)
             await self._driver_step(record.id, "destroyed", self._host.driver.destroy)
             await self._networks.leave_all(record.id)
             self._forget(record.id)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 
 from hutch.host.addresses import LinkPool
+from hutch.host.disks import DiskMounts, FakeDiskMounts, S3fsMounts
 from hutch.host.dns import DnsServer, Resolver
 from hutch.host.drivers.base import Driver
 from hutch.host.drivers.fake import FakeDriver
@@ -51,6 +52,11 @@ class HostAgent:
             else FakeNetworks()
         )
         self.dns: DnsServer | None = None
+        self.disks: DiskMounts = (
+            S3fsMounts(sandboxes=self.driver.sandboxes, secrets=self.driver.sockets / "s3")
+            if isinstance(self.driver, RuncDriver)
+            else FakeDiskMounts()
+        )
         self.links = LinkPool(settings.link_pool)
         self._started_at = utcnow()
         self._task: asyncio.Task[None] | None = None

@@ -24,6 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "ApiKey",
     "Base",
+    "DiskAttachment",
     "DiskRecord",
     "Host",
     "NetworkMember",
@@ -214,3 +215,22 @@ class DiskRecord(Base):
 
     def __repr__(self) -> str:  # the sealed credentials stay out of logs too
         return f"DiskRecord(id={self.id!r}, name={self.name!r}, bucket={self.bucket!r})"
+
+
+class DiskAttachment(Base):
+    """A disk mounted (or being mounted) at ``mount_path`` in a sandbox."""
+
+    __tablename__ = "disk_attachments"
+    __table_args__ = (
+        UniqueConstraint("sandbox_id", "mount_path", name="uq_disk_attachments_path"),
+        Index("ix_disk_attachments_disk", "disk_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    sandbox_id: Mapped[str] = mapped_column(ForeignKey("sandboxes.id", ondelete="CASCADE"))
+    disk_id: Mapped[str] = mapped_column(ForeignKey("disks.id", ondelete="CASCADE"))
+    mount_path: Mapped[str] = mapped_column(String(4096))
+    sub_path: Mapped[str] = mapped_column(String(4096))
+    mount_status: Mapped[str] = mapped_column(String(16))
+    mount_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from hutch.api.createos.responses import AUTH_ERRORS
 from hutch.api.deps import CurrentUser, PageParams, ServicesDep
 from hutch.api.envelopes import JSend, JSendError, JSendFail, Page
-from hutch.core.disks import DiskCredentials, DiskRegistration
+from hutch.core.disks import AttachmentView, DiskCredentials, DiskRef, DiskRegistration
 from hutch.store.models import DiskRecord
 
-__all__ = ["router"]
+__all__ = ["attachments", "router"]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     **AUTH_ERRORS,
@@ -133,3 +133,88 @@ async def get_disk(disk: str, user: CurrentUser, services: ServicesDep) -> JSend
 async def delete_disk(disk: str, user: CurrentUser, services: ServicesDep) -> JSend[Deleted]:
     await services.disks.delete(user, disk)
     return JSend(data=Deleted())
+
+
+attachments = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"], responses=_ERRORS)
+
+
+class DiskAttachBody(_Body):
+    disk_id: str = Field(max_length=128, description="disk_<ulid> id or the disk's name.")
+    mount_path: str = Field(max_length=4096, description="Absolute path inside the sandbox.")
+    sub_path: str | None = Field(
+        default=None, max_length=4096, description="A prefix inside the bucket; default: root."
+    )
+
+
+class AttachedConfigOut(BaseModel):
+    bucket: str
+    endpoint: str
+
+
+class AttachmentOut(BaseModel):
+    disk_id: str
+    name: str
+    kind: str
+    config: AttachedConfigOut
+    mount_path: str
+    sub_path: str
+    mount_status: str = Field(description="pending, mounted or failed.")
+    mount_error: str | None = Field(description="Why it failed (about 1 KiB at most).")
+
+    @classmethod
+    def of(cls, view: AttachmentView) -> AttachmentOut:
+        attachment, disk = view.attachment, view.disk
+        return cls(
+            disk_id=disk.id, name=disk.name, kind=disk.kind,
+            config=AttachedConfigOut(bucket=disk.bucket, endpoint=disk.endpoint),
+            mount_path=attachment.mount_path, sub_path=attachment.sub_path,
+            mount_status=attachment.mount_status, mount_error=attachment.mount_error,
+        )  # fmt: skip
+
+
+class Ok(BaseModel):
+    ok: bool = True
+
+
+class Detached(BaseModel):
+    detached: bool = True
+
+
+@attachments.get("/{sandbox_id}/disks", summary="List a sandbox's disks")
+async def list_attachments(
+    sandbox_id: str, user: CurrentUser, services: ServicesDep, page: PageParams
+) -> JSend[Page[AttachmentOut]]:
+    views = await services.disks.attachments(user, sandbox_id)
+    items = [AttachmentOut.of(v) for v in views[page.offset : page.offset + page.limit]]
+    return JSend(data=Page.of(items, total=len(views), limit=page.limit, offset=page.offset))
+
+
+@attachments.post(
+    "/{sandbox_id}/disks",
+    summary="Attach a disk to a running sandbox",
+    responses={409: {"model": JSendFail, "description": "Not running, or the path is taken."}},
+)
+async def attach_disk(
+    sandbox_id: str, body: DiskAttachBody, user: CurrentUser, services: ServicesDep
+) -> JSend[Ok]:
+    """Mounts the bucket at ``mount_path`` before it answers; ``GET …/disks`` shows whether
+    it mounted. The same disk at the same path again changes nothing."""
+    await services.disks.attach(
+        user,
+        sandbox_id,
+        DiskRef(disk_id=body.disk_id, mount_path=body.mount_path, sub_path=body.sub_path or ""),
+    )
+    return JSend(data=Ok())
+
+
+@attachments.delete("/{sandbox_id}/disks/{disk_id}", summary="Detach a disk")
+async def detach_disk(
+    sandbox_id: str,
+    disk_id: str,
+    user: CurrentUser,
+    services: ServicesDep,
+    mount_path: Annotated[str, Query(max_length=4096, description="The attachment's path.")],
+) -> JSend[Detached]:
+    """Only the mount goes; the bucket's contents are never touched. Again: 404."""
+    await services.disks.detach(user, sandbox_id, disk_id, mount_path)
+    return JSend(data=Detached())

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hutch.api.createos.responses import AUTH_ERRORS
 from hutch.api.deps import CurrentUser, PageParams, ServicesDep
 from hutch.api.envelopes import JSend, JSendFail, Page
+from hutch.core.disks import DiskRef as DiskToMount
 from hutch.core.sandboxes import ExecCommand, SandboxCreate, SandboxPatch
 from hutch.host.guest import ExecExit, ExecOutput
 from hutch.store.models import SandboxRecord
@@ -193,7 +194,10 @@ async def create_sandbox(
             auto_pause_after_seconds=body.auto_pause_after_seconds,
             host_id=body.host_id,
             networks=[n.id for n in body.networks],
-            disks=[d.disk_id for d in body.disks],
+            disks=[
+                DiskToMount(disk_id=d.disk_id, mount_path=d.mount_path, sub_path=d.sub_path or "")
+                for d in body.disks
+            ],
         ),
     )
     return JSend(data=SandboxOut.of(record))
