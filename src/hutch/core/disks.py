@@ -381,15 +381,30 @@ class DiskService:
     async def check_all(self) -> None:
         async with self._db.sessions() as session:
             rows = await store.live_attachments_on_host(session, self._host.host_id)
-        for attachment, _ in rows:
+        for attachment, disk in rows:
             if attachment.mount_status == "pending":
                 continue
             error = await self._host.disks.check(attachment.sandbox_id, attachment.id)
+            if error is None:
+                # s3fs keeps answering from its caches after a bucket is gone: ask the bucket.
+                error = await self._probe(disk)
             if error != attachment.mount_error or (error is None) != (
                 attachment.mount_status == "mounted"
             ):
                 with contextlib.suppress(NotFound):
                     await self._set_status(attachment.id, error)
+
+    async def _probe(self, disk: DiskRecord) -> str | None:
+        registration = DiskRegistration(
+            name=disk.name, kind=disk.kind, bucket=disk.bucket, endpoint=disk.endpoint,
+            region=disk.region, use_path_style=disk.use_path_style,
+            credentials=self.credentials(disk),
+        )  # fmt: skip
+        try:
+            await asyncio.to_thread(probe_bucket, registration)
+        except ProbeFailed as exc:
+            return exc.message
+        return None
 
     async def monitor_forever(self) -> None:
         """The mount check, every ``check_interval_s`` (30 s by default)."""
