@@ -170,3 +170,19 @@ def test_without_a_master_key_disks_answer_503(
             assert answer.status_code == 503, (path, answer.text)
             assert answer.json()["status"] == "error" and "disks" in answer.json()["message"]
         assert client.get("/v1/sandboxes").status_code == 200, "the rest works"
+
+
+def test_attachments_through_the_api(client: TestClient, s3: SeaweedS3, bucket: str) -> None:
+    disk = client.post("/v1/disks", json=body(s3, bucket)).json()["data"]
+    disks = [{"disk_id": "my-data", "mount_path": "/data"}]
+    box = client.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb", "disks": disks})
+    box = box.json()["data"]
+    listed = client.get(f"/v1/sandboxes/{box['id']}/disks").json()["data"]
+    assert listed["pagination"] == {"total": 1, "limit": 50, "offset": 0, "count": 1}
+    assert listed["data"][0]["mount_status"] == "mounted"
+    assert client.get("/v1/sandboxes/sb_nope/disks").status_code == 404
+    url = f"/v1/sandboxes/{box['id']}/disks/{disk['id']}"
+    assert client.delete(url).status_code == 400, "mount_path is required"
+    assert client.delete(url, params={"mount_path": "/data"}).json()["data"] == {"detached": True}
+    assert client.delete(url, params={"mount_path": "/data"}).status_code == 404
+    assert client.get(f"/v1/sandboxes/{box['id']}/disks").json()["data"]["data"] == []
