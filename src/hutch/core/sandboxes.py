@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -48,7 +49,14 @@ from hutch.store.cache import ReadCache
 from hutch.store.db import Database
 from hutch.store.models import NetworkRecord, SandboxRecord, utcnow
 
-__all__ = ["ExecCommand", "ExecResult", "SandboxCreate", "SandboxPatch", "SandboxService"]
+__all__ = [
+    "ExecCommand",
+    "ExecResult",
+    "SandboxCreate",
+    "SandboxPatch",
+    "SandboxService",
+    "Spawned",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +84,17 @@ class SandboxCreate:
     host_id: str | None = None
     networks: Sequence[str] = ()
     disks: Sequence[DiskRef] = ()
+    timeout_s: float | None = None
+    """Destroy the sandbox this long after it starts (None: it lives until deleted)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Spawned:
+    """A background process: its handle, its pid inside, and where its output goes."""
+
+    id: str
+    pid: int
+    log_path: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,6 +221,11 @@ class SandboxService:
                 ingress_enabled=request.ingress_enabled,
                 auto_pause_after_seconds=request.auto_pause_after_seconds or None,
                 created_by=user.key_id,
+                expires_at=(
+                    utcnow() + timedelta(seconds=request.timeout_s)
+                    if request.timeout_s is not None
+                    else None
+                ),
             )
             try:
                 async with self._db.sessions.begin() as session:
@@ -285,6 +309,8 @@ class SandboxService:
             raise InvalidInput(problem, field="name")
         _check_env(request.envs, field="envs")
         _check_auto_pause(request.auto_pause_after_seconds)
+        if request.timeout_s is not None:
+            _check_timeout(request.timeout_s, self._settings.sandbox_max_timeout_s)
         if request.host_id and request.host_id != self._host.host_id:
             raise InvalidInput(f"no host {request.host_id!r}", field="host_id")
         return shape, rootfs, disk_mib
@@ -336,15 +362,26 @@ class SandboxService:
         """Destroy the sandbox and everything of it on the host. Idempotent."""
         record = await self.get(user, ident)
         async with self._sandbox_locks[record.id]:
-            record = await self.get(user, record.id)
-            if record.status in (S.DESTROYED, S.FAILED):
-                return record
-            await self._update(record.id, status=S.DESTROYING)
-            await self._disks.unmount_all(record.id)
-            await self._driver_step(record.id, "destroyed", self._host.driver.destroy)
-            await self._networks.leave_all(record.id)
-            self._forget(record.id)
-            return await self._update(record.id, status=S.DESTROYED, destroyed_at=utcnow())
+            return await self._destroy(record.id)
+
+    async def _destroy(self, sandbox_id: str) -> SandboxRecord:
+        record = await self._load(sandbox_id)
+        if record.status in (S.DESTROYED, S.FAILED):
+            return record
+        await self._update(record.id, status=S.DESTROYING)
+        await self._disks.unmount_all(record.id)
+        await self._driver_step(record.id, "destroyed", self._host.driver.destroy)
+        await self._networks.leave_all(record.id)
+        self._forget(record.id)
+        return await self._update(record.id, status=S.DESTROYED, destroyed_at=utcnow())
+
+    async def set_timeout(self, user: Principal, ident: str, timeout_s: float) -> SandboxRecord:
+        """Destroy the sandbox ``timeout_s`` from now (extending or shortening its life)."""
+        _check_timeout(timeout_s, self._settings.sandbox_max_timeout_s)
+        record = await self.get(user, ident)
+        if record.status in (S.DESTROYED, S.FAILED, S.DESTROYING):
+            raise Conflict(f"sandbox is {record.status}", field="status")
+        return await self._update(record.id, expires_at=utcnow() + timedelta(seconds=timeout_s))
 
     async def pause(self, user: Principal, ident: str) -> SandboxRecord:
         """Freeze every process of the sandbox. Idempotent."""
@@ -462,6 +499,20 @@ class SandboxService:
         finally:
             self._activity[sandbox_id] = time.monotonic()
 
+    async def spawn(self, user: Principal, ident: str, command: ExecCommand) -> Spawned:
+        """Start a command in the background; it keeps running after this returns."""
+        request = self._exec_request(command)
+        record = await self._running(user, ident)
+        handle = new_id("proc_", lower=True)
+        log_path = f"/tmp/{handle}.log"
+        try:
+            pid = await self._host.driver.guest(record.id).spawn(request, log=log_path)
+        except GuestUnreachable as exc:
+            raise _unreachable() from exc
+        except GuestError as exc:
+            raise InvalidInput(exc.message, field="command") from exc
+        return Spawned(id=handle, pid=pid, log_path=log_path)
+
     async def exec(self, user: Principal, ident: str, command: ExecCommand) -> ExecResult:
         """Run a command to completion; each output stream is kept up to the configured cap."""
         started = time.monotonic()
@@ -575,6 +626,14 @@ class SandboxService:
         runtimes = {info.id: info for info in await self._host.driver.list_sandboxes()}
         now = time.monotonic()
         for record in watched:
+            if record.expires_at is not None and record.expires_at <= utcnow():
+                lock = self._sandbox_locks[record.id]
+                if not lock.locked():
+                    async with lock:
+                        with contextlib.suppress(HutchError):
+                            await self._destroy(record.id)
+                            log.info("destroyed %s: its timeout ran out", record.id)
+                continue
             runtime = runtimes.get(record.id)
             if runtime is None or runtime.state == RuntimeState.STOPPED:
                 lock = self._sandbox_locks[record.id]
@@ -639,6 +698,11 @@ def _check_env(env: Mapping[str, str], *, field: str) -> None:
             raise InvalidInput(f"env name {key[:64]!r} is not a valid variable name", field=field)
         if "\0" in value:
             raise InvalidInput(f"env {key} contains a NUL byte", field=field)
+
+
+def _check_timeout(timeout_s: float, maximum: float) -> None:
+    if not 1 <= timeout_s <= maximum:
+        raise InvalidInput(f"timeout must be between 1 s and {maximum:g} s", field="timeout_ms")
 
 
 def _check_auto_pause(seconds: int | None) -> None:

@@ -16,6 +16,8 @@ big-endian length, then the payload. The client opens with a JSON frame naming `
     put    {"path", "mode"} then D frames, then Z → J {"ok": true, "size": n}
            written to a temp file and renamed, so a failed upload leaves the old file.
     get    {"path"} → J {"ok": true, "size": n}, D frames, Z
+    spawn  {"argv", "env", "cwd", "log"} → J {"ok": true, "pid": n}: a background process
+           in a session of its own, its output appended to the file ``log``.
     Errors: J {"error": {"code": "not_found"|"is_directory"|"invalid"|"io", "message"}}
 
 With ``--root DIR`` (the fake driver's mode, never inside a sandbox) paths are taken
@@ -207,6 +209,8 @@ class Agent:
                 conn.send_json({"ok": True, "pid": os.getpid(), "version": VERSION})
             elif op == "exec":
                 self.exec(conn, request)
+            elif op == "spawn":
+                self.spawn(conn, request)
             elif op == "put":
                 self.put(conn, request)
             elif op == "get":
@@ -318,6 +322,43 @@ class Agent:
             error = f"killed by signal {-code}"
             code = 128 - code
         conn.send_json({"type": "exit", "exit_code": code, "error": error})
+
+    def spawn(self, conn: Connection, request: dict[str, Any]) -> None:
+        """Start a command in the background and answer at once with its pid. Its output
+        goes to ``log`` (a path); it runs in a session of its own until it ends."""
+        argv = request.get("argv")
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise ValueError("argv must be a non-empty list of strings")
+        env = request.get("env") or {}
+        if not isinstance(env, dict):
+            raise ValueError("env must be an object")
+        cwd = self.resolve(request.get("cwd") or "/")
+        log = self.resolve(request.get("log") or "/dev/null")
+        import subprocess
+
+        try:
+            os.makedirs(os.path.dirname(log), exist_ok=True)
+            output = open(log, "ab")  # noqa: SIM115 (closed below, once the child has it)
+        except OSError as exc:
+            conn.send_error("io", f"cannot open {request.get('log')}: {exc.strerror or exc}")
+            return
+        try:
+            with output, self.spawn_lock:
+                proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=output, stderr=output, cwd=cwd,
+                    env={**os.environ, **{str(k): str(v) for k, v in env.items()}},
+                    start_new_session=True, close_fds=True,
+                )  # fmt: skip
+        except FileNotFoundError as exc:
+            missing = "working directory" if exc.filename == cwd else "command"
+            conn.send_error("not_found", f"{missing} not found: {exc.filename}")
+            return
+        except OSError as exc:
+            conn.send_error("io", f"cannot start {argv[0]}: {exc.strerror or exc}")
+            return
+        # The reaper collects it; Popen must never wait() for it (or list it to be waited).
+        proc.returncode = 0
+        conn.send_json({"ok": True, "pid": proc.pid})
 
     @staticmethod
     def _refuse(conn: Connection, error: str) -> None:

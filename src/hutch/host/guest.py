@@ -132,6 +132,22 @@ class GuestClient:
         finally:
             await channel.close()
 
+    async def spawn(self, request: ExecRequest, *, log: str) -> int:
+        """Start ``request`` in the background (output appended to ``log`` inside); its pid."""
+        channel = await self._open()
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                await channel.send_json({"op": "spawn", "argv": request.argv, "env": request.env,
+                                         "cwd": request.cwd, "log": log})  # fmt: skip
+                answer = await channel.recv_json()
+        except TimeoutError as exc:
+            raise GuestUnreachable("the guest agent did not answer") from exc
+        finally:
+            await channel.close()
+        if "error" in answer:
+            raise GuestError(answer["error"]["code"], answer["error"]["message"])
+        return int(answer["pid"])
+
     async def exec(self, request: ExecRequest) -> AsyncIterator[ExecOutput | ExecExit]:
         """Run a command; yields its output as it comes, then exactly one :class:`ExecExit`.
 

@@ -148,6 +148,8 @@ class SandboxRecord(Base):
     last_resumed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     destroyed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_activity_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    """When the sandbox destroys itself (the Nullspace dialect's ``timeout_ms``)."""
 
 
 class NetworkRecord(Base):

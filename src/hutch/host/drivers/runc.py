@@ -126,6 +126,8 @@ class RuncDriver(Driver):
         link = SandboxLink(tag=self.tag, sandbox_id=spec.id)
         await asyncio.gather(disk.create(image=image, disk_mib=spec.disk_mib),
                              link.create(spec.link))  # fmt: skip
+        # Where work goes by convention (the Nullspace examples `cd /workspace`).
+        (disk.rootfs / "workspace").mkdir(exist_ok=True)
         etc = directory / "etc"
         etc.mkdir()
         _write_names(etc, spec.hostname, str(spec.link.sandbox))
