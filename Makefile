@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hutch-installed
 
-DEBS_RUN := python3 python3-venv ca-certificates iproute2 procps runc mmdebstrap nftables s3fs \
+DEBS_RUN := python3 python3-venv ca-certificates iproute2 procps runc mmdebstrap nftables s3fs caddy \
 	e2fsprogs mount util-linux
 DEBS_TEST := $(DEBS_RUN) postgresql-15
 

@@ -64,7 +64,7 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path / "home", port=0, driver="fake")
+    return Settings(home=tmp_path / "home", port=0, driver="fake", proxy_enabled=False)
 
 
 IMAGES_CACHE = Path(os.environ.get("HUTCH_TEST_IMAGES", "/var/cache/hutch-test-images"))

@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     """Subnets for private networks, one of ``network_prefix`` per network, reused after a
     network is deleted. Must not clash with the host's networks or ``link_pool``."""
     network_prefix: int = Field(default=24, ge=16, le=29)
+    proxy_enabled: bool = True
+    """Whether preview URLs work (a Caddy is started for them); off, they answer 503."""
+    proxy_host: str = "127.0.0.1"
+    proxy_port: int = Field(default=8701, ge=0, le=65535)
+    """Where preview URLs are served; 0 picks a free port."""
+    preview_domain: str = "localhost"
+    """Preview URLs are ``{port}-{token}.{preview_domain}``; ``*.localhost`` is loopback in
+    browsers. A real deployment points a wildcard DNS name at the proxy."""
+    preview_ttl_s: float = Field(default=3600, gt=0)
+    """How long a preview URL works (``access_token_expires_at``)."""
     disks_enabled: bool = True
     """Whether the disk routes work; off, they answer 503."""
     disk_master_key: SecretStr | None = None

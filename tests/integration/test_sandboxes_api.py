@@ -38,6 +38,7 @@ def app_settings(tmp_path: Path) -> Settings:
         max_running_per_user=3,
         exec_output_cap_bytes=2048,
         monitor_interval_s=0.2,
+        proxy_enabled=False,
     )
 
 

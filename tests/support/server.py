@@ -27,6 +27,7 @@ def _env(home: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
     # Servers that only test the control plane need no real sandboxes; tests of sandboxes
     # ask for runc explicitly.
     env["HUTCH_DRIVER"] = "fake"
+    env["HUTCH_PROXY_ENABLED"] = "false"  # tests of previews turn it on
     env.update(extra or {})
     return env
 

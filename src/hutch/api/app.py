@@ -21,9 +21,11 @@ from hutch.core.disks import DiskService
 from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
 from hutch.core.networks import NetworkService
+from hutch.core.previews import PreviewService
 from hutch.core.sandboxes import SandboxService
 from hutch.core.sealing import MasterKeyUnavailable, SealedBox, load_master_key
 from hutch.host.agent import HostAgent
+from hutch.proxy.caddy import CaddyProxy, ProxyError
 from hutch.settings import Settings
 from hutch.store.db import Database
 from hutch.store.migrate import upgrade
@@ -35,6 +37,22 @@ _UNLIMITED_BODIES = (re.compile(r"^/v1/sandboxes/[^/]+/files$"),)
 
 
 log = logging.getLogger(__name__)
+
+
+_NO_PROXY = "the proxy is switched off or could not start (see the server log)"
+
+
+async def _start_proxy(settings: Settings) -> CaddyProxy | None:
+    if not settings.proxy_enabled:
+        return None
+    proxy = CaddyProxy(listen_host=settings.proxy_host, listen_port=settings.proxy_port,
+                       workdir=settings.home / "proxy")  # fmt: skip
+    try:
+        await proxy.start()
+    except ProxyError as exc:
+        log.error("preview URLs are unavailable: %s", exc)
+        return None
+    return proxy
 
 
 def _disk_service(settings: Settings, db: Database, host: HostAgent) -> DiskService:
@@ -72,6 +90,10 @@ def create_app(settings: Settings) -> FastAPI:
             await disks.recover()
             monitor = asyncio.create_task(sandboxes.monitor_forever(), name="hutch-monitor")
             disk_checks = asyncio.create_task(disks.monitor_forever(), name="hutch-disk-checks")
+            proxy = await _start_proxy(settings)
+            previews = PreviewService(settings, proxy, "" if proxy else _NO_PROXY)
+            sandboxes.on_stop(previews.revoke_sandbox)
+            expiry = asyncio.create_task(previews.expire_forever(), name="hutch-preview-expiry")
             app.state.services = Services(
                 settings=settings,
                 db=db,
@@ -81,14 +103,17 @@ def create_app(settings: Settings) -> FastAPI:
                 sandboxes=sandboxes,
                 networks=networks,
                 disks=disks,
+                previews=previews,
             )
             try:
                 yield
             finally:
-                for task in (monitor, disk_checks):
+                for task in (monitor, disk_checks, expiry):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                if proxy is not None:
+                    await proxy.stop()
                 await agent.stop()
         finally:
             await db.dispose()

@@ -8,6 +8,7 @@ from hutch.core.disks import DiskService
 from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
 from hutch.core.networks import NetworkService
+from hutch.core.previews import PreviewService
 from hutch.core.sandboxes import SandboxService
 from hutch.host.agent import HostAgent
 from hutch.settings import Settings
@@ -26,3 +27,4 @@ class Services:
     sandboxes: SandboxService
     networks: NetworkService
     disks: DiskService
+    previews: PreviewService

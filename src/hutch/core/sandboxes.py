@@ -150,8 +150,20 @@ class SandboxService:
         self._user_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._sandbox_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._activity: dict[str, float] = {}
+        self._stop_listeners: list[Callable[[str], Awaitable[None]]] = []
         # (user id, id or name) -> record, for the exec and file paths.
         self._running_records: ReadCache[tuple[str, str], SandboxRecord] = ReadCache(db)
+
+    def on_stop(self, listener: Callable[[str], Awaitable[None]]) -> None:
+        """Call ``listener(sandbox_id)`` whenever a sandbox pauses, fails or is destroyed."""
+        self._stop_listeners.append(listener)
+
+    async def _stopped(self, sandbox_id: str) -> None:
+        for listener in self._stop_listeners:
+            try:
+                await listener(sandbox_id)
+            except Exception:
+                log.warning("a stop listener failed for %s", sandbox_id, exc_info=True)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -369,6 +381,7 @@ class SandboxService:
         if record.status in (S.DESTROYED, S.FAILED):
             return record
         await self._update(record.id, status=S.DESTROYING)
+        await self._stopped(record.id)
         await self._disks.unmount_all(record.id)
         await self._driver_step(record.id, "destroyed", self._host.driver.destroy)
         await self._networks.leave_all(record.id)
@@ -397,6 +410,7 @@ class SandboxService:
             raise Conflict(f"sandbox is {record.status}; only a running sandbox can be paused",
                            field="status")  # fmt: skip
         await self._update(sandbox_id, status=S.PAUSING)
+        await self._stopped(sandbox_id)
         await self._driver_step(sandbox_id, "paused", self._host.driver.pause)
         return await self._update(sandbox_id, status=S.PAUSED, paused_at=utcnow())
 
@@ -664,6 +678,7 @@ class SandboxService:
 
     async def _fail_and_clean(self, sandbox_id: str, reason: str) -> None:
         await self._update(sandbox_id, status=S.ERROR, reason=reason)
+        await self._stopped(sandbox_id)
         with contextlib.suppress(DriverError, SandboxMissing):
             await self._host.driver.destroy(sandbox_id)
         self._forget(sandbox_id)

@@ -95,6 +95,17 @@ class ProcessOut(BaseModel):
     log_path: str = Field(description="The file inside the sandbox that gets its output.")
 
 
+class HostBody(_Body):
+    port: int = Field(description="The port the sandbox serves on.")
+
+
+class HostOut(BaseModel):
+    host: str
+    url: str
+    websocket_url: str
+    access_token_expires_at: datetime
+
+
 class Deleted(BaseModel):
     id: str
     status: str
@@ -171,6 +182,18 @@ async def exec_command(
     result = await services.sandboxes.exec(user, sandbox_id, command)
     return ExecOut(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code,
                    error=result.error, duration_ms=result.exec_ms)  # fmt: skip
+
+
+@router.post("/{sandbox_id}/host", summary="Expose a port as a preview URL")
+async def expose_port(
+    sandbox_id: str, body: HostBody, user: CurrentUser, services: ServicesDep
+) -> HostOut:
+    """A URL that needs no header: the token is in the host name. It stops working when it
+    expires or the sandbox is paused or destroyed."""
+    record = await services.sandboxes.get(user, sandbox_id)
+    preview = await services.previews.expose(record, body.port)
+    return HostOut(host=preview.host, url=preview.url, websocket_url=preview.websocket_url,
+                   access_token_expires_at=preview.expires_at)  # fmt: skip
 
 
 @router.delete("/{sandbox_id}", summary="Destroy a sandbox")

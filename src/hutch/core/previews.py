@@ -1,0 +1,99 @@
+"""Preview URLs: a sandbox's port behind an unguessable, expiring host name.
+
+``{port}-{token}.{preview domain}`` routes, through the proxy (:mod:`hutch.proxy.caddy`),
+to the sandbox's address on that port. The token is 128 random bits, so a URL cannot be
+derived from the sandbox's id; the route goes when the token expires and when the sandbox
+is paused, stopped or destroyed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from hutch.core.errors import Conflict, InvalidInput, Unavailable
+from hutch.proxy.caddy import CaddyProxy, ProxyError
+from hutch.settings import Settings
+from hutch.store.models import SandboxRecord, utcnow
+
+__all__ = ["Preview", "PreviewService"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preview:
+    sandbox_id: str
+    port: int
+    token: str
+    host: str
+    url: str
+    websocket_url: str
+    expires_at: datetime
+
+
+class PreviewService:
+    def __init__(self, settings: Settings, proxy: CaddyProxy | None, unavailable: str = "") -> None:
+        self._settings = settings
+        self._proxy = proxy
+        self._unavailable = unavailable
+        self._live: dict[str, Preview] = {}
+        self._by_sandbox: defaultdict[str, set[str]] = defaultdict(set)
+
+    def _the_proxy(self) -> CaddyProxy:
+        if self._proxy is None:
+            raise Unavailable(f"previews are not available on this host: {self._unavailable}")
+        return self._proxy
+
+    async def expose(self, sandbox: SandboxRecord, port: int) -> Preview:
+        proxy = self._the_proxy()
+        if not 1 <= port <= 65535:
+            raise InvalidInput("port must be between 1 and 65535", field="port")
+        if sandbox.status != "running" or not sandbox.ip:
+            raise Conflict(f"sandbox is {sandbox.status}; only a running sandbox can be "
+                           "previewed", field="status")  # fmt: skip
+        token = base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
+        host = f"{port}-{token}.{self._settings.preview_domain}"
+        authority = f"{host}:{proxy.listen_port}"
+        preview = Preview(
+            sandbox_id=sandbox.id, port=port, token=token, host=host,
+            url=f"http://{authority}/", websocket_url=f"ws://{authority}/",
+            expires_at=utcnow() + timedelta(seconds=self._settings.preview_ttl_s),
+        )  # fmt: skip
+        try:
+            await proxy.add_route(_route_id(token), host=host, upstream=f"{sandbox.ip}:{port}")
+        except ProxyError as exc:
+            raise Unavailable(str(exc)) from exc
+        self._live[token] = preview
+        self._by_sandbox[sandbox.id].add(token)
+        return preview
+
+    async def revoke_sandbox(self, sandbox_id: str) -> None:
+        """The sandbox paused, stopped or went: its URLs stop working now."""
+        for token in self._by_sandbox.pop(sandbox_id, set()):
+            await self._drop(token)
+
+    async def _drop(self, token: str) -> None:
+        preview = self._live.pop(token, None)
+        if preview is not None:
+            self._by_sandbox.get(preview.sandbox_id, set()).discard(token)
+        if self._proxy is not None:
+            await self._proxy.remove_route(_route_id(token))
+
+    async def expire_forever(self, every_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            now = utcnow()
+            for token in [t for t, p in self._live.items() if p.expires_at <= now]:
+                with contextlib.suppress(Exception):
+                    await self._drop(token)
+
+
+def _route_id(token: str) -> str:
+    return f"preview-{token}"

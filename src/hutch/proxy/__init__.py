@@ -1,0 +1,1 @@
+"""The reverse proxy in front of sandboxes' ports: preview URLs and, later, deployed apps."""
