@@ -1,0 +1,212 @@
+"""The Nullspace dialect on real sandboxes, and preview URLs through the real proxy (Caddy).
+
+The seed's curl script runs exactly as written, with ``NULLSPACE_API_URL`` pointing at this
+hutch. Preview traffic goes to the proxy on loopback with the preview's Host header (a
+browser resolves ``*.localhost`` to loopback by itself).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.test_sandboxes_runc import new_pool
+from tests.support.server import HutchProcess, remove_instance
+
+SEED_SCRIPT = r"""
+set -euo pipefail
+SANDBOX_JSON="$(
+curl -fsS -X POST "${NULLSPACE_API_URL}/v1/sandboxes" \
+-H "Authorization: Bearer ${NULLSPACE_API_KEY}" \
+-H "Content-Type: application/json" \
+--data '{"template":"base","timeout_ms":300000}'
+)"
+SANDBOX_ID="$(printf '%s' "${SANDBOX_JSON}" | jq -r '.id')"
+echo "${SANDBOX_ID}"
+curl -fsS -X POST "${NULLSPACE_API_URL}/v1/sandboxes/${SANDBOX_ID}/exec" \
+-H "Authorization: Bearer ${NULLSPACE_API_KEY}" \
+-H "Content-Type: application/json" \
+--data '{"command":"echo hello from nullspace","shell":true,"timeout_secs":30}'
+curl -fsS -X POST "${NULLSPACE_API_URL}/v1/sandboxes/${SANDBOX_ID}/exec" \
+-H "Authorization: Bearer ${NULLSPACE_API_KEY}" \
+-H "Content-Type: application/json" \
+--data '{"command":"cd /workspace && python3 -m http.server 8080","shell":true,"background":true}'
+curl -fsS -X POST "${NULLSPACE_API_URL}/v1/sandboxes/${SANDBOX_ID}/host" \
+-H "Authorization: Bearer ${NULLSPACE_API_KEY}" \
+-H "Content-Type: application/json" \
+--data '{"port":8080}'
+curl -fsS -X DELETE "${NULLSPACE_API_URL}/v1/sandboxes/${SANDBOX_ID}" \
+-H "Authorization: Bearer ${NULLSPACE_API_KEY}"
+"""
+
+WS_ECHO = r"""
+import base64, hashlib, socket, threading
+def exact(c, n):
+    data = b""
+    while len(data) < n:
+        part = c.recv(n - len(data))
+        if not part:
+            raise EOFError
+        data += part
+    return data
+def serve(c):
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += c.recv(4096)
+    key = [l.split(b":", 1)[1].strip() for l in request.split(b"\r\n")
+           if l.lower().startswith(b"sec-websocket-key")][0]
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+    try:
+        while True:
+            head = exact(c, 2)
+            size = head[1] & 127
+            mask = exact(c, 4)
+            data = bytes(b ^ mask[i % 4] for i, b in enumerate(exact(c, size)))
+            c.sendall(bytes([0x81, len(data) + 5]) + b"echo:" + data)
+    except EOFError:
+        c.close()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 9000))
+s.listen()
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[HutchProcess]:
+    process = HutchProcess(
+        tmp_path_factory.mktemp("nullspace") / "home",
+        env={
+            "HUTCH_DRIVER": "runc",
+            "HUTCH_IMAGES_DIR": str(images),
+            "HUTCH_LINK_POOL": new_pool(),
+            "HUTCH_PROXY_ENABLED": "true",
+            "HUTCH_PROXY_PORT": "0",
+            "HUTCH_PREVIEW_TTL_S": "6",
+        },
+    ).wait_ready()
+    yield process
+    process.stop()
+    remove_instance(process.home)
+
+
+@pytest.fixture
+def api(server: HutchProcess) -> Iterator[httpx.Client]:
+    assert server.admin_key
+    headers = {"Authorization": f"Bearer {server.admin_key}"}
+    with httpx.Client(base_url=f"{server.url}/nullspace", headers=headers, timeout=60) as client:
+        yield client
+
+
+def through_proxy(preview: dict[str, Any], path: str = "/") -> httpx.Response:
+    port = preview["url"].rstrip("/").rsplit(":", 1)[1]
+    return httpx.get(f"http://127.0.0.1:{port}{path}", headers={"Host": preview["host"]},
+                     timeout=10)  # fmt: skip
+
+
+def createos(api: httpx.Client) -> str:
+    """The same server's CreateOS root (for the routes Nullspace has no word for)."""
+    return str(api.base_url).rstrip("/").removesuffix("/nullspace")
+
+
+def run(api: httpx.Client, box: dict[str, Any], command: str, **extra: Any) -> dict[str, Any]:
+    answer = api.post(f"/v1/sandboxes/{box['id']}/exec",
+                      json={"command": command, "shell": True, **extra})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    data: dict[str, Any] = answer.json()
+    return data
+
+
+def serve_http(api: httpx.Client, box: dict[str, Any], page: str) -> None:
+    run(api, box, f"printf '{page}' > /workspace/index.html")
+    run(api, box, "cd /workspace && python3 -m http.server 8080", background=True)
+    run(api, box, "for i in $(seq 50); do ss -ltn | grep -q :8080 && break; sleep 0.1; done")
+
+
+def test_the_seed_curl_script_runs_as_written(server: HutchProcess) -> None:
+    assert server.admin_key
+    env = {**os.environ, "NULLSPACE_API_URL": f"{server.url}/nullspace",
+           "NULLSPACE_API_KEY": server.admin_key}  # fmt: skip
+    done = subprocess.run(["bash", "-c", SEED_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("sb_")
+    assert '"stdout":"hello from nullspace\\n"' in done.stdout
+    assert '"websocket_url":"ws://8080-' in done.stdout and '"status":"destroyed"' in done.stdout
+
+
+def test_a_preview_url_shows_the_page_and_stops_when_it_should(api: httpx.Client) -> None:
+    box = api.post("/v1/sandboxes", json={"template": "base"}).json()
+    serve_http(api, box, "hello through the proxy")
+    preview = api.post(f"/v1/sandboxes/{box['id']}/host", json={"port": 8080}).json()
+    assert set(preview) == {"host", "url", "websocket_url", "access_token_expires_at"}
+    assert preview["url"] == f"http://{preview['host']}:{preview['url'].rsplit(':', 1)[1]}"
+    assert box["id"].lower()[3:] not in preview["host"], "not derived from the sandbox id"
+    page = through_proxy(preview, "/index.html")
+    assert page.status_code == 200 and page.text == "hello through the proxy"
+    second = api.post(f"/v1/sandboxes/{box['id']}/host", json={"port": 8080}).json()
+    assert second["host"] != preview["host"]
+    guessed = dict(preview, host=preview["host"].replace(preview["host"][6:12], "aaaaaa"))
+    assert through_proxy(guessed).status_code == 404
+
+    # Expiry: the TTL of this server is 6 s.
+    deadline = time.monotonic() + 15
+    while through_proxy(preview).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert through_proxy(preview).status_code == 404
+
+    fresh = api.post(f"/v1/sandboxes/{box['id']}/host", json={"port": 8080}).json()
+    assert through_proxy(fresh).status_code == 200
+    headers = {"X-Api-Key": api.headers["Authorization"].split()[1]}
+    base = createos(api)
+    assert httpx.post(f"{base}/v1/sandboxes/{box['id']}/pause", headers=headers).status_code == 202
+    assert through_proxy(fresh).status_code == 404, "a paused sandbox's URLs stop"
+    httpx.post(f"{base}/v1/sandboxes/{box['id']}/resume", headers=headers)
+    last = api.post(f"/v1/sandboxes/{box['id']}/host", json={"port": 8080}).json()
+    assert through_proxy(last).status_code == 200
+    api.delete(f"/v1/sandboxes/{box['id']}")
+    assert through_proxy(last).status_code == 404, "a destroyed sandbox's URLs stop"
+
+
+def test_websocket_echo_through_the_proxy(api: httpx.Client) -> None:
+    box = api.post("/v1/sandboxes", json={"template": "base"}).json()
+    files = createos(api) + f"/v1/sandboxes/{box['id']}/files"
+    token = api.headers["Authorization"].split()[1]
+    httpx.put(files, params={"path": "/workspace/ws.py"}, content=WS_ECHO.encode(),
+              headers={"X-Api-Key": token}).raise_for_status()  # fmt: skip
+    run(api, box, "python3 /workspace/ws.py", background=True)
+    run(api, box, "for i in $(seq 50); do ss -ltn | grep -q :9000 && break; sleep 0.1; done")
+    preview = api.post(f"/v1/sandboxes/{box['id']}/host", json={"port": 9000}).json()
+    port = int(preview["websocket_url"].rstrip("/").rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        key = base64.b64encode(os.urandom(16)).decode()
+        conn.sendall((f"GET / HTTP/1.1\r\nHost: {preview['host']}\r\nUpgrade: websocket\r\n"
+                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n").encode())  # fmt: skip
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(4096)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        mask = os.urandom(4)
+        payload = b"hello"
+        conn.sendall(bytes([0x81, 0x80 | len(payload)]) + mask
+                     + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))  # fmt: skip
+        frame = head.split(b"\r\n\r\n", 1)[1]
+        while len(frame) < 2 or len(frame) < 2 + frame[1]:
+            frame += conn.recv(4096)
+        assert frame[2 : 2 + frame[1]] == b"echo:hello"
+    api.delete(f"/v1/sandboxes/{box['id']}")
