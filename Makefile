@@ -8,7 +8,7 @@ STAMP := $(VENV)/.hutch-installed
 
 DEBS_RUN := python3 python3-venv ca-certificates iproute2 procps runc mmdebstrap nftables s3fs caddy \
 	e2fsprogs mount util-linux
-DEBS_TEST := $(DEBS_RUN) postgresql-15 curl jq
+DEBS_TEST := $(DEBS_RUN) postgresql-15 curl jq chromium
 
 .PHONY: run test check lint types openapi bench debs-run debs-test venv clean
 

@@ -149,6 +149,34 @@ def test_the_seed_curl_script_runs_as_written(server: HutchProcess) -> None:
     assert '"websocket_url":"ws://8080-' in done.stdout and '"status":"destroyed"' in done.stdout
 
 
+def test_the_seed_fetch_examples_run_on_node_20(server: HutchProcess) -> None:
+    assert server.admin_key
+    version = subprocess.run(["node", "--version"], capture_output=True, text=True, check=True)
+    assert int(version.stdout.strip().lstrip("v").split(".")[0]) >= 20, version.stdout
+    env = {**os.environ, "NULLSPACE_API_URL": f"{server.url}/nullspace",
+           "NULLSPACE_API_KEY": server.admin_key}  # fmt: skip
+    script = Path(__file__).parent / "js" / "seed_004_examples.mjs"
+    done = subprocess.run(["node", str(script)], env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    sandbox_id, hello, _, url = done.stdout.splitlines()[:4]
+    assert sandbox_id.startswith("sb_") and hello == "hello from nullspace"
+    assert url.startswith("http://8080-") and ".localhost:" in url
+
+
+def test_a_browser_opens_a_preview_url_as_is(api: httpx.Client) -> None:
+    box = api.post("/v1/sandboxes", json={"template": "base"}).json()
+    serve_http(api, box, "<h1>seen by chromium</h1>")
+    preview = api.post(f"/v1/sandboxes/{box['id']}/host", json={"port": 8080}).json()
+    done = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+         preview["url"] + "index.html"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "<h1>seen by chromium</h1>" in done.stdout, done.stderr[-2000:]
+    api.delete(f"/v1/sandboxes/{box['id']}")
+
+
 def test_a_preview_url_shows_the_page_and_stops_when_it_should(api: httpx.Client) -> None:
     box = api.post("/v1/sandboxes", json={"template": "base"}).json()
     serve_http(api, box, "hello through the proxy")
