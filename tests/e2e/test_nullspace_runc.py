@@ -238,3 +238,31 @@ def test_websocket_echo_through_the_proxy(api: httpx.Client) -> None:
             frame += conn.recv(4096)
         assert frame[2 : 2 + frame[1]] == b"echo:hello"
     api.delete(f"/v1/sandboxes/{box['id']}")
+
+
+def test_ingress_enabled_sandboxes_have_a_url_per_port(api: httpx.Client) -> None:
+    base = createos(api)
+    key = {"X-Api-Key": api.headers["Authorization"].split()[1]}
+    plain = httpx.post(f"{base}/v1/sandboxes", headers=key, json={"shape": "s-1vcpu-256mb"})
+    assert plain.json()["data"]["ingress_url_template"] is None
+    made = httpx.post(f"{base}/v1/sandboxes", headers=key, timeout=60,
+                      json={"shape": "s-1vcpu-256mb", "ingress_enabled": True})  # fmt: skip
+    box = made.json()["data"]
+    template = box["ingress_url_template"]
+    assert template.startswith("http://<port>-") and template.endswith("/")
+    serve_http(api, box, "ingress page")
+    url = template.replace("<port>", "8080")
+    preview = {"url": url, "host": url.split("//", 1)[1].split(":", 1)[0]}
+    assert through_proxy(preview, "/index.html").text == "ingress page"
+    nothing = dict(preview, host=preview["host"].replace("8080-", "8081-", 1))
+    assert through_proxy(nothing).status_code == 502, "no one listens on 8081"
+    httpx.post(f"{base}/v1/sandboxes/{box['id']}/pause", headers=key)
+    assert through_proxy(preview).status_code == 404
+    httpx.post(f"{base}/v1/sandboxes/{box['id']}/resume", headers=key)
+    assert through_proxy(preview, "/index.html").text == "ingress page", "back after resume"
+    off = httpx.patch(f"{base}/v1/sandboxes/{box['id']}", headers=key,
+                      json={"ingress_enabled": False})  # fmt: skip
+    assert off.json()["data"]["ingress_url_template"] is None
+    assert through_proxy(preview).status_code == 404
+    for sandbox in (box, plain.json()["data"]):
+        httpx.delete(f"{base}/v1/sandboxes/{sandbox['id']}", headers=key)

@@ -93,6 +93,8 @@ def create_app(settings: Settings) -> FastAPI:
             proxy = await _start_proxy(settings)
             previews = PreviewService(settings, proxy, "" if proxy else _NO_PROXY)
             sandboxes.on_stop(previews.revoke_sandbox)
+            sandboxes.on_running(previews.sync_ingress)
+            await sandboxes.announce_running()
             expiry = asyncio.create_task(previews.expire_forever(), name="hutch-preview-expiry")
             app.state.services = Services(
                 settings=settings,

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import re
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from hutch.proxy.caddy import CaddyProxy, ProxyError
 from hutch.settings import Settings
 from hutch.store.models import SandboxRecord, utcnow
 
-__all__ = ["Preview", "PreviewService"]
+__all__ = ["Preview", "PreviewService", "new_token"]
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class PreviewService:
         if sandbox.status != "running" or not sandbox.ip:
             raise Conflict(f"sandbox is {sandbox.status}; only a running sandbox can be "
                            "previewed", field="status")  # fmt: skip
-        token = base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
+        token = new_token()
         host = f"{port}-{token}.{self._settings.preview_domain}"
         authority = f"{host}:{proxy.listen_port}"
         preview = Preview(
@@ -78,6 +79,29 @@ class PreviewService:
         """The sandbox paused, stopped or went: its URLs stop working now."""
         for token in self._by_sandbox.pop(sandbox_id, set()):
             await self._drop(token)
+        if self._proxy is not None:
+            await self._proxy.remove_route(_ingress_id(sandbox_id))
+
+    def ingress_template(self, sandbox: SandboxRecord) -> str | None:
+        """``http://<port>-{token}.{domain}:{proxy port}/``, for a sandbox with ingress on."""
+        if self._proxy is None or not sandbox.ingress_enabled or not sandbox.ingress_token:
+            return None
+        return (f"http://<port>-{sandbox.ingress_token}.{self._settings.preview_domain}:"
+                f"{self._proxy.listen_port}/")  # fmt: skip
+
+    async def sync_ingress(self, sandbox: SandboxRecord) -> None:
+        """Route the sandbox's ingress names while it runs with ingress on; else not."""
+        if self._proxy is None:
+            return
+        await self._proxy.remove_route(_ingress_id(sandbox.id))
+        if sandbox.status == "running" and sandbox.ingress_enabled and sandbox.ingress_token:
+            domain = re.escape(self._settings.preview_domain)
+            pattern = rf"^([0-9]{{1,5}})-{sandbox.ingress_token}\.{domain}(:[0-9]+)?$"
+            try:
+                await self._proxy.add_port_route(_ingress_id(sandbox.id), host_pattern=pattern,
+                                                 address=sandbox.ip or "")  # fmt: skip
+            except ProxyError:
+                log.warning("could not route ingress of %s", sandbox.id, exc_info=True)
 
     async def _drop(self, token: str) -> None:
         preview = self._live.pop(token, None)
@@ -95,5 +119,14 @@ class PreviewService:
                     await self._drop(token)
 
 
+def new_token() -> str:
+    """128 random bits, as 26 characters that fit a DNS label."""
+    return base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
+
+
 def _route_id(token: str) -> str:
     return f"preview-{token}"
+
+
+def _ingress_id(sandbox_id: str) -> str:
+    return f"ingress-{sandbox_id}"

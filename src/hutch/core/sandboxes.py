@@ -28,6 +28,7 @@ from hutch.core.identity import Principal
 from hutch.core.ids import new_id
 from hutch.core.names import generate_name, name_problem
 from hutch.core.networks import NetworkService
+from hutch.core.previews import new_token
 from hutch.core.sandbox_status import SandboxStatus as S
 from hutch.host.addresses import PoolExhausted
 from hutch.host.agent import HostAgent
@@ -151,8 +152,30 @@ class SandboxService:
         self._sandbox_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._activity: dict[str, float] = {}
         self._stop_listeners: list[Callable[[str], Awaitable[None]]] = []
+        self._running_listeners: list[Callable[[SandboxRecord], Awaitable[None]]] = []
         # (user id, id or name) -> record, for the exec and file paths.
         self._running_records: ReadCache[tuple[str, str], SandboxRecord] = ReadCache(db)
+
+    def on_running(self, listener: Callable[[SandboxRecord], Awaitable[None]]) -> None:
+        """Call ``listener(record)`` when a sandbox starts or resumes, when it is changed,
+        and for every running sandbox at a start."""
+        self._running_listeners.append(listener)
+
+    async def _changed(self, record: SandboxRecord) -> SandboxRecord:
+        for listener in self._running_listeners:
+            try:
+                await listener(record)
+            except Exception:
+                log.warning("a running listener failed for %s", record.id, exc_info=True)
+        return record
+
+    async def announce_running(self) -> None:
+        """Tell the running listeners about every sandbox running here (after a start)."""
+        async with self._db.sessions() as session:
+            records = await store.live_on_host(session, self._host.host_id)
+        for record in records:
+            if record.status == S.RUNNING:
+                await self._changed(record)
 
     def on_stop(self, listener: Callable[[str], Awaitable[None]]) -> None:
         """Call ``listener(sandbox_id)`` whenever a sandbox pauses, fails or is destroyed."""
@@ -231,6 +254,7 @@ class SandboxService:
                 envs=dict(request.envs),
                 egress=list(request.egress),
                 ingress_enabled=request.ingress_enabled,
+                ingress_token=new_token() if request.ingress_enabled else None,
                 auto_pause_after_seconds=request.auto_pause_after_seconds or None,
                 created_by=user.key_id,
                 expires_at=(
@@ -275,8 +299,8 @@ class SandboxService:
             spawn_ms = round((time.monotonic() - started) * 1000)
             now = utcnow()
             self._activity[sandbox_id] = time.monotonic()
-            return await self._update(
-                sandbox_id, status=S.RUNNING, spawn_ms=spawn_ms, running_at=now
+            return await self._changed(
+                await self._update(sandbox_id, status=S.RUNNING, spawn_ms=spawn_ms, running_at=now)
             )
 
     async def _join_all(
@@ -350,6 +374,8 @@ class SandboxService:
             changes["auto_pause_after_seconds"] = patch.auto_pause_after_seconds or None
         if patch.ingress_enabled is not None:
             changes["ingress_enabled"] = patch.ingress_enabled
+            if patch.ingress_enabled and not record.ingress_token:
+                changes["ingress_token"] = new_token()
         if not changes:
             return record
         if record.status in (S.DESTROYED, S.FAILED):
@@ -368,7 +394,7 @@ class SandboxService:
                 except DriverError as exc:
                     await self._update(record.id, name=record.name)
                     raise Unavailable(f"the sandbox could not be renamed: {exc}") from exc
-        return updated
+        return await self._changed(updated)
 
     async def destroy(self, user: Principal, ident: str) -> SandboxRecord:
         """Destroy the sandbox and everything of it on the host. Idempotent."""
@@ -429,7 +455,9 @@ class SandboxService:
                 await self._update(record.id, status=S.RESUMING)
             await self._driver_step(record.id, "resumed", self._host.driver.resume)
             self._activity[record.id] = time.monotonic()
-            return await self._update(record.id, status=S.RUNNING, last_resumed_at=utcnow())
+            return await self._changed(
+                await self._update(record.id, status=S.RUNNING, last_resumed_at=utcnow())
+            )
 
     async def _check_cap(self, user_id: str) -> None:
         """Raise :class:`RateLimited` if the user runs as many sandboxes as allowed."""

@@ -114,6 +114,21 @@ class CaddyProxy:
         if answer.status_code >= 300:
             raise ProxyError(f"caddy refused the route: {answer.text[:300]}")
 
+    async def add_port_route(self, route_id: str, *, host_pattern: str, address: str) -> None:
+        """Proxy requests whose host matches ``host_pattern`` (a regexp whose first group is
+        the port) to that port of ``address``."""
+        route = {
+            "@id": route_id,
+            "match": [{"header_regexp": {"Host": {"name": "port", "pattern": host_pattern}}}],
+            "handle": [{"handler": "reverse_proxy",
+                        "upstreams": [{"dial": f"{address}:{{http.regexp.port.1}}"}]}],
+            "terminal": True,
+        }  # fmt: skip
+        answer = await self._admin.put(f"/config/apps/http/servers/{SERVER}/routes/0",
+                                       json=route)  # fmt: skip
+        if answer.status_code >= 300:
+            raise ProxyError(f"caddy refused the route: {answer.text[:300]}")
+
     async def remove_route(self, route_id: str) -> None:
         """Drop a route; a missing one is fine."""
         with contextlib.suppress(httpx.HTTPError):

@@ -150,6 +150,8 @@ class SandboxRecord(Base):
     last_activity_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     """When the sandbox destroys itself (the Nullspace dialect's ``timeout_ms``)."""
+    ingress_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """The secret part of the sandbox's ingress host names, made when ingress is enabled."""
 
 
 class NetworkRecord(Base):

@@ -17,6 +17,7 @@ from hutch.api.createos.responses import AUTH_ERRORS
 from hutch.api.deps import CurrentUser, PageParams, ServicesDep
 from hutch.api.envelopes import JSend, JSendFail, Page
 from hutch.core.disks import DiskRef as DiskToMount
+from hutch.core.previews import PreviewService
 from hutch.core.sandboxes import ExecCommand, SandboxCreate, SandboxPatch
 from hutch.host.guest import ExecExit, ExecOutput
 from hutch.store.models import SandboxRecord
@@ -102,7 +103,7 @@ class SandboxOut(BaseModel):
     reason: str | None = Field(description="Why the sandbox failed or is in error.")
 
     @classmethod
-    def of(cls, record: SandboxRecord) -> SandboxOut:
+    def of(cls, record: SandboxRecord, previews: PreviewService) -> SandboxOut:
         return cls(
             id=record.id,
             name=record.name,
@@ -122,7 +123,7 @@ class SandboxOut(BaseModel):
             envs=sorted(record.envs),
             egress=list(record.egress),
             ingress_enabled=record.ingress_enabled,
-            ingress_url_template=None,
+            ingress_url_template=previews.ingress_template(record),
             auto_pause_after_seconds=record.auto_pause_after_seconds,
             created_by=record.created_by,
             reason=record.reason,
@@ -200,7 +201,7 @@ async def create_sandbox(
             ],
         ),
     )
-    return JSend(data=SandboxOut.of(record))
+    return JSend(data=SandboxOut.of(record, services.previews))
 
 
 @router.get("", summary="List sandboxes")
@@ -218,21 +219,28 @@ async def list_sandboxes(
     )
     return JSend(
         data=Page.of(
-            [SandboxOut.of(r) for r in records], total=total, limit=page.limit, offset=page.offset
+            [SandboxOut.of(r, services.previews) for r in records],
+            total=total,
+            limit=page.limit,
+            offset=page.offset,
         )
     )
 
 
 @router.get("/by-ip/{ip}", summary="Find a sandbox by its address")
 async def get_sandbox_by_ip(ip: str, user: CurrentUser, services: ServicesDep) -> JSend[SandboxOut]:
-    return JSend(data=SandboxOut.of(await services.sandboxes.get_by_ip(user, ip)))
+    return JSend(
+        data=SandboxOut.of(await services.sandboxes.get_by_ip(user, ip), services.previews)
+    )
 
 
 @router.get("/{sandbox_id}", summary="Get a sandbox by id or name")
 async def get_sandbox(
     sandbox_id: str, user: CurrentUser, services: ServicesDep
 ) -> JSend[SandboxOut]:
-    return JSend(data=SandboxOut.of(await services.sandboxes.get(user, sandbox_id)))
+    return JSend(
+        data=SandboxOut.of(await services.sandboxes.get(user, sandbox_id), services.previews)
+    )
 
 
 @router.patch("/{sandbox_id}", summary="Change a sandbox")
@@ -249,7 +257,7 @@ async def patch_sandbox(
             ingress_enabled=body.ingress_enabled,
         ),
     )
-    return JSend(data=SandboxOut.of(record))
+    return JSend(data=SandboxOut.of(record, services.previews))
 
 
 @router.delete("/{sandbox_id}", summary="Destroy a sandbox")
@@ -268,7 +276,7 @@ async def pause_sandbox(
     """Freeze every process of the sandbox (its memory stays). Idempotent."""
     record = await services.sandboxes.pause(user, sandbox_id)
     response.headers["X-Poll-After"] = POLL_AFTER_S
-    return JSend(data=SandboxOut.of(record))
+    return JSend(data=SandboxOut.of(record, services.previews))
 
 
 @router.post("/{sandbox_id}/resume", status_code=202, summary="Resume a sandbox")
@@ -278,7 +286,7 @@ async def resume_sandbox(
     """Thaw a paused sandbox. Idempotent; counts toward the running cap (429 past it)."""
     record = await services.sandboxes.resume(user, sandbox_id)
     response.headers["X-Poll-After"] = POLL_AFTER_S
-    return JSend(data=SandboxOut.of(record))
+    return JSend(data=SandboxOut.of(record, services.previews))
 
 
 @router.post(
