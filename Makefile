@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hutch-installed
 
-DEBS_RUN := python3 python3-venv ca-certificates iproute2 procps runc mmdebstrap nftables s3fs caddy \
+DEBS_RUN := python3 python3-venv ca-certificates iproute2 procps runc mmdebstrap nftables s3fs nginx \
 	e2fsprogs mount util-linux
 DEBS_TEST := $(DEBS_RUN) postgresql-15 curl jq chromium
 
@@ -31,7 +31,9 @@ types: venv
 
 # Benchmarks print JSON and write bench/results/; they start their own server.
 bench: debs-test venv
+	@scripts/ensure-debs.sh wrk
 	$(BIN)/python bench/sandboxes.py
+	$(BIN)/python bench/proxy.py
 
 # Regenerates the committed OpenAPI document; a test fails when it drifts from the app.
 openapi: venv

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     network is deleted. Must not clash with the host's networks or ``link_pool``."""
     network_prefix: int = Field(default=24, ge=16, le=29)
     proxy_enabled: bool = True
-    """Whether preview URLs work (a Caddy is started for them); off, they answer 503."""
+    """Whether preview URLs work (an nginx is started for them); off, they answer 503."""
     proxy_host: str = "127.0.0.1"
     proxy_port: int = Field(default=8701, ge=0, le=65535)
     """Where preview URLs are served; 0 picks a free port."""

@@ -229,14 +229,20 @@ def test_websocket_echo_through_the_proxy(api: httpx.Client) -> None:
         while b"\r\n\r\n" not in head:
             head += conn.recv(4096)
         assert head.startswith(b"HTTP/1.1 101"), head
-        mask = os.urandom(4)
-        payload = b"hello"
-        conn.sendall(bytes([0x81, 0x80 | len(payload)]) + mask
-                     + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))  # fmt: skip
-        frame = head.split(b"\r\n\r\n", 1)[1]
-        while len(frame) < 2 or len(frame) < 2 + frame[1]:
-            frame += conn.recv(4096)
-        assert frame[2 : 2 + frame[1]] == b"echo:hello"
+        leftover = head.split(b"\r\n\r\n", 1)[1]
+
+        def echo(payload: bytes, frame: bytes = b"") -> bytes:
+            mask = os.urandom(4)
+            conn.sendall(bytes([0x81, 0x80 | len(payload)]) + mask
+                         + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))  # fmt: skip
+            while len(frame) < 2 or len(frame) < 2 + frame[1]:
+                frame += conn.recv(4096)
+            return frame[2 : 2 + frame[1]]
+
+        assert echo(b"hello", leftover) == b"echo:hello"
+        # Routes change for others (a new preview): this connection carries on.
+        api.post(f"/v1/sandboxes/{box['id']}/host", json={"port": 8080}).raise_for_status()
+        assert echo(b"still here") == b"echo:still here"
     api.delete(f"/v1/sandboxes/{box['id']}")
 
 

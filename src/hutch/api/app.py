@@ -25,7 +25,7 @@ from hutch.core.previews import PreviewService
 from hutch.core.sandboxes import SandboxService
 from hutch.core.sealing import MasterKeyUnavailable, SealedBox, load_master_key
 from hutch.host.agent import HostAgent
-from hutch.proxy.caddy import CaddyProxy, ProxyError
+from hutch.proxy.nginx import NginxProxy, ProxyError
 from hutch.settings import Settings
 from hutch.store.db import Database
 from hutch.store.migrate import upgrade
@@ -42,10 +42,10 @@ log = logging.getLogger(__name__)
 _NO_PROXY = "the proxy is switched off or could not start (see the server log)"
 
 
-async def _start_proxy(settings: Settings) -> CaddyProxy | None:
+async def _start_proxy(settings: Settings) -> NginxProxy | None:
     if not settings.proxy_enabled:
         return None
-    proxy = CaddyProxy(listen_host=settings.proxy_host, listen_port=settings.proxy_port,
+    proxy = NginxProxy(listen_host=settings.proxy_host, listen_port=settings.proxy_port,
                        workdir=settings.home / "proxy")  # fmt: skip
     try:
         await proxy.start()

@@ -1,6 +1,6 @@
 """Preview URLs: a sandbox's port behind an unguessable, expiring host name.
 
-``{port}-{token}.{preview domain}`` routes, through the proxy (:mod:`hutch.proxy.caddy`),
+``{port}-{token}.{preview domain}`` routes, through the proxy (:mod:`hutch.proxy.nginx`),
 to the sandbox's address on that port. The token is 128 random bits, so a URL cannot be
 derived from the sandbox's id; the route goes when the token expires and when the sandbox
 is paused, stopped or destroyed.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from hutch.core.errors import Conflict, InvalidInput, Unavailable
-from hutch.proxy.caddy import CaddyProxy, ProxyError
+from hutch.proxy.nginx import NginxProxy, ProxyError
 from hutch.settings import Settings
 from hutch.store.models import SandboxRecord, utcnow
 
@@ -40,14 +40,14 @@ class Preview:
 
 
 class PreviewService:
-    def __init__(self, settings: Settings, proxy: CaddyProxy | None, unavailable: str = "") -> None:
+    def __init__(self, settings: Settings, proxy: NginxProxy | None, unavailable: str = "") -> None:
         self._settings = settings
         self._proxy = proxy
         self._unavailable = unavailable
         self._live: dict[str, Preview] = {}
         self._by_sandbox: defaultdict[str, set[str]] = defaultdict(set)
 
-    def _the_proxy(self) -> CaddyProxy:
+    def _the_proxy(self) -> NginxProxy:
         if self._proxy is None:
             raise Unavailable(f"previews are not available on this host: {self._unavailable}")
         return self._proxy

@@ -1,0 +1,227 @@
+"""nginx (Debian's) as the data path of preview URLs, with routes set at run time.
+
+hutch runs one nginx per instance (master and workers; ``daemon off`` so it is a child of
+``hutch serve``) listening on the proxy address. Every route is a line in a generated
+``routes.conf``: a preview's host name maps to an ``upstream`` block of its own (so
+connections to the sandbox are kept alive between requests), an ingress pattern maps
+``{port}-{token}.{domain}`` to that port of the sandbox. A change rewrites the file, checks
+it with ``nginx -t``, and sends the master SIGHUP: new workers take the new routes, old
+ones finish what they carry (open WebSockets of other previews are not cut, as they are
+by Caddy 2.6 on every change). The change counts as made once a new worker answers with
+the new generation number. Unknown names get a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+__all__ = ["NginxProxy", "ProxyError", "free_port"]
+
+GENERATION_HOST = "generation.hutch.invalid"
+NOT_FOUND = "no such preview (it may have expired)\\n"
+
+MAIN_CONF = """
+worker_processes auto;
+daemon off;
+master_process on;
+pid {work}/nginx.pid;
+error_log {work}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    server_tokens off;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    map $http_upgrade $connection_upgrade {{ default upgrade; "" ""; }}
+    include {work}/routes.conf;
+    server {{
+        listen {listen};
+        location / {{
+            if ($preview_upstream = "") {{ return 404 "{not_found}"; }}
+            proxy_pass http://$preview_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 1h;
+            proxy_send_timeout 1h;
+        }}
+    }}
+    server {{
+        listen {listen};
+        server_name {generation_host};
+        location / {{ return 200 "$preview_generation"; }}
+    }}
+}}
+"""
+
+
+class ProxyError(Exception):
+    """The proxy could not be started or refused a change; the message says why."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class _Route:
+    host: str  # an exact name, or "~regexp" with a named group "port"
+    upstream: str  # ip:port, or "ip" for a pattern (the port comes from the name)
+
+
+class NginxProxy:
+    def __init__(self, *, listen_host: str, listen_port: int, workdir: Path) -> None:
+        self.listen_host = listen_host
+        self.listen_port = listen_port or free_port(listen_host)
+        self.workdir = workdir
+        self._routes: dict[str, _Route] = {}
+        self._generation = 0
+        self._lock = asyncio.Lock()
+        self._proc: asyncio.subprocess.Process | None = None
+        self._client = httpx.AsyncClient(timeout=2.0)
+
+    @property
+    def _conf(self) -> Path:
+        return self.workdir / "nginx.conf"
+
+    async def start(self) -> None:
+        nginx = shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin:/bin")
+        if nginx is None:
+            raise ProxyError("nginx is not installed (make run installs it)")
+        temp = self.workdir / "temp"
+        temp.mkdir(parents=True, exist_ok=True)
+        self.workdir.chmod(0o755)
+        with contextlib.suppress(KeyError, PermissionError):
+            nobody = pwd.getpwnam("nobody")
+            os.chown(temp, nobody.pw_uid, nobody.pw_gid)  # the workers' own scratch space
+        listen = f"[{self.listen_host}]:{self.listen_port}" if ":" in self.listen_host else (
+            f"{self.listen_host}:{self.listen_port}")  # fmt: skip
+        self._conf.write_text(MAIN_CONF.format(
+            work=self.workdir, temp=temp, listen=listen, not_found=NOT_FOUND,
+            generation_host=GENERATION_HOST))  # fmt: skip
+        self._write_routes()
+        await self._check(nginx)
+        self._proc = await asyncio.create_subprocess_exec(
+            nginx, "-c", str(self._conf), "-e", str(self.workdir / "error.log"),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        if not await self._serving(self._generation):
+            await self.stop()
+            raise ProxyError(f"nginx did not start: {self._error_tail()}")
+
+    async def stop(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.send_signal(signal.SIGQUIT)  # graceful: let workers finish
+            try:
+                async with asyncio.timeout(5):
+                    await self._proc.wait()
+            except TimeoutError:
+                self._proc.kill()
+                await self._proc.wait()
+        self._proc = None
+        await self._client.aclose()
+
+    async def add_route(self, route_id: str, *, host: str, upstream: str) -> None:
+        """Proxy requests for ``host`` to ``upstream`` (``ip:port``)."""
+        await self._change(route_id, _Route(host=host, upstream=upstream))
+
+    async def add_port_route(self, route_id: str, *, host_pattern: str, address: str) -> None:
+        """Proxy requests whose host matches ``host_pattern`` (a regexp whose first group is
+        the port) to that port of ``address``."""
+        named = host_pattern.replace("(", "(?<port>", 1)
+        await self._change(route_id, _Route(host="~" + named, upstream=address))
+
+    async def remove_route(self, route_id: str) -> None:
+        """Drop a route; a missing one is fine."""
+        if route_id in self._routes:
+            await self._change(route_id, None)
+
+    async def _change(self, route_id: str, route: _Route | None) -> None:
+        async with self._lock:
+            if route is None:
+                self._routes.pop(route_id, None)
+            else:
+                self._routes[route_id] = route
+            self._generation += 1
+            self._write_routes()
+            await self._check()
+            if self._proc is None or self._proc.returncode is not None:
+                raise ProxyError("nginx is not running")
+            self._proc.send_signal(signal.SIGHUP)
+            if not await self._serving(self._generation):
+                raise ProxyError(f"nginx did not take the change: {self._error_tail()}")
+
+    def _write_routes(self) -> None:
+        upstreams, names = [], []
+        for route_id, route in sorted(self._routes.items()):
+            if route.host.startswith("~"):
+                names.append(f'    "{route.host}" "{route.upstream}:$port";')
+                continue
+            block = "u_" + re.sub(r"[^A-Za-z0-9_]", "_", route_id)
+            upstreams.append(f"upstream {block} {{ server {route.upstream}; keepalive 16; }}")
+            names.append(f'    "{route.host}" "{block}";')
+        text = "\n".join([
+            *upstreams,
+            "map $host $preview_upstream {",
+            '    default "";',
+            *names,
+            "}",
+            f'map $host $preview_generation {{ default "{self._generation}"; }}',
+        ]) + "\n"  # fmt: skip
+        partial = self.workdir / "routes.conf.tmp"
+        partial.write_text(text)
+        partial.replace(self.workdir / "routes.conf")
+
+    async def _check(self, nginx: str | None = None) -> None:
+        program = nginx or shutil.which("nginx", path="/usr/sbin:/usr/bin") or "nginx"
+        proc = await asyncio.create_subprocess_exec(
+            program, "-t", "-q", "-c", str(self._conf), "-e", str(self.workdir / "error.log"),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, stderr = await proc.communicate()
+        if proc.returncode != 0:
+            raise ProxyError(f"nginx refused the routes: {stderr.decode(errors='replace')[-500:]}")
+
+    async def _serving(self, generation: int) -> bool:
+        """Wait until a worker answers with ``generation`` (new connections only reach
+        workers that have the newest routes once the reload is through)."""
+        url = f"http://{self.listen_host}:{self.listen_port}/"
+        if ":" in self.listen_host:
+            url = f"http://[{self.listen_host}]:{self.listen_port}/"
+        for _ in range(200):
+            with contextlib.suppress(httpx.HTTPError):
+                answer = await self._client.get(url, headers={"Host": GENERATION_HOST,
+                                                              "Connection": "close"})  # fmt: skip
+                if answer.text == str(generation):
+                    return True
+            if self._proc is not None and self._proc.returncode is not None:
+                return False
+            await asyncio.sleep(0.01)
+        return False
+
+    def _error_tail(self) -> str:
+        try:
+            return (self.workdir / "error.log").read_text(errors="replace")[-600:]
+        except OSError:
+            return ""
