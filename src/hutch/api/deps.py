@@ -16,6 +16,7 @@ __all__ = ["CurrentUser", "PageParams", "ServicesDep", "SettingsDep"]
 
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
+MAX_OFFSET = 1_000_000_000  # databases take 64-bit integers; nobody pages this far
 
 
 def _services(request: Request) -> Services:
@@ -60,7 +61,7 @@ def _page(
     limit: Annotated[
         int, Query(ge=1, le=MAX_PAGE_SIZE, description="Max items to return (maximum 500).")
     ] = DEFAULT_PAGE_SIZE,
-    offset: Annotated[int, Query(ge=0, description="Pagination offset.")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Pagination offset.")] = 0,
 ) -> _Page:
     return _Page(limit=limit, offset=offset)
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from hutch.api.createos.responses import AUTH_ERRORS
+from hutch.api.createos.responses import AUTH_ERRORS, RATE_LIMITED
 from hutch.api.deps import CurrentUser, PageParams, ServicesDep
 from hutch.api.envelopes import JSend, JSendFail, Page
 from hutch.core.disks import DiskRef as DiskToMount
@@ -177,7 +177,7 @@ def _command(body: ExecBody) -> ExecCommand:
     )
 
 
-@router.post("", status_code=201, summary="Create a sandbox")
+@router.post("", status_code=201, summary="Create a sandbox", responses=RATE_LIMITED)
 async def create_sandbox(
     body: SandboxCreateBody, user: CurrentUser, services: ServicesDep
 ) -> JSend[SandboxOut]:
@@ -279,7 +279,9 @@ async def pause_sandbox(
     return JSend(data=SandboxOut.of(record, services.previews))
 
 
-@router.post("/{sandbox_id}/resume", status_code=202, summary="Resume a sandbox")
+@router.post(
+    "/{sandbox_id}/resume", status_code=202, summary="Resume a sandbox", responses=RATE_LIMITED
+)
 async def resume_sandbox(
     sandbox_id: str, user: CurrentUser, services: ServicesDep, response: Response
 ) -> JSend[SandboxOut]:

@@ -24,6 +24,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         401: "Missing, invalid or revoked bearer token.",
         404: "No such sandbox (or not yours).",
         409: "The sandbox's status forbids this now.",
+        413: "The request body is over the size limit.",
+        429: "Over your cap of running sandboxes.",
         503: "The sandbox or the database cannot be reached.",
     }.items()
 }
