@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -272,3 +273,35 @@ def test_ingress_enabled_sandboxes_have_a_url_per_port(api: httpx.Client) -> Non
     assert through_proxy(preview).status_code == 404
     for sandbox in (box, plain.json()["data"]):
         httpx.delete(f"{base}/v1/sandboxes/{sandbox['id']}", headers=key)
+
+
+def test_after_kill_9_the_proxy_comes_back_on_its_port(tmp_path: Path, images: Path) -> None:
+    from hutch.proxy.nginx import free_port
+
+    home, pool, port = tmp_path / "home", new_pool(), free_port()
+    env = {"HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(images), "HUTCH_LINK_POOL": pool,
+           "HUTCH_PROXY_ENABLED": "true", "HUTCH_PROXY_PORT": str(port)}  # fmt: skip
+    first = HutchProcess(home, env=env).wait_ready()
+    assert first.admin_key
+    key = {"X-Api-Key": first.admin_key}
+    made = httpx.post(f"{first.url}/v1/sandboxes", headers=key, timeout=60,
+                      json={"shape": "s-1vcpu-256mb", "ingress_enabled": True})  # fmt: skip
+    box = made.json()["data"]
+    bearer = {"Authorization": f"Bearer {first.admin_key}"}
+    with httpx.Client(base_url=f"{first.url}/nullspace", headers=bearer, timeout=60) as api:
+        serve_http(api, box, "survives")
+    first.stop(signal.SIGKILL)
+    second = HutchProcess(home, env=env).wait_ready()
+    try:
+        url = box["ingress_url_template"].replace("<port>", "8080")
+        ingress = {"url": url, "host": url.split("//", 1)[1].split(":", 1)[0]}
+        assert through_proxy(ingress, "/index.html").text == "survives"
+        with httpx.Client(base_url=f"{second.url}/nullspace", headers=bearer, timeout=60) as api:
+            answer = api.post(f"/v1/sandboxes/{box['id']}/host", json={"port": 8080})
+            preview = answer.json()
+            assert answer.status_code == 200 and preview["url"].endswith(f":{port}/"), preview
+            assert through_proxy(preview, "/index.html").text == "survives"
+            api.delete(f"/v1/sandboxes/{box['id']}")
+    finally:
+        second.stop()
+        remove_instance(home)

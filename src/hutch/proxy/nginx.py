@@ -107,6 +107,7 @@ class NginxProxy:
         nginx = shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin:/bin")
         if nginx is None:
             raise ProxyError("nginx is not installed (make run installs it)")
+        await self._stop_leftover()
         temp = self.workdir / "temp"
         temp.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o755)
@@ -128,6 +129,21 @@ class NginxProxy:
         if not await self._serving(self._generation):
             await self.stop()
             raise ProxyError(f"nginx did not start: {self._error_tail()}")
+
+    async def _stop_leftover(self) -> None:
+        """An nginx of this instance that outlived its server (kill -9) holds the port: stop
+        it, since a new one could not listen."""
+        pid = _leftover_master(self.workdir / "nginx.pid", self._conf)
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGQUIT)
+        for _ in range(100):
+            if not _alive(pid):
+                return
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
     async def stop(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
@@ -225,3 +241,26 @@ class NginxProxy:
             return (self.workdir / "error.log").read_text(errors="replace")[-600:]
         except OSError:
             return ""
+
+
+def _leftover_master(pid_file: Path, conf: Path) -> int | None:
+    """The pid in ``pid_file`` if it is an nginx running ``conf``, else None."""
+    try:
+        pid = int(pid_file.read_text())
+        # nginx rewrites its title: "nginx: master process /usr/sbin/nginx -c CONF …".
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except (OSError, ValueError):
+        return None
+    if command.startswith(b"nginx: master") and str(conf).encode() in command:
+        return pid
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
