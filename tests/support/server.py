@@ -130,4 +130,5 @@ def remove_instance(home: Path) -> None:
     driver = RuncDriver(home, images=home)
     asyncio.run(driver.cleanup(set()))
     asyncio.run(BridgeNetworks(tag=driver.tag).cleanup(set()))
+    subprocess.run(["pkill", "-TERM", "-f", f"nginx -c {home}/proxy/nginx.conf"], check=False)
     asyncio.run(driver.uninstall())

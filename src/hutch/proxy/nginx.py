@@ -124,7 +124,7 @@ class NginxProxy:
         self._proc = await asyncio.create_subprocess_exec(
             nginx, "-c", str(self._conf), "-e", str(self.workdir / "error.log"),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent,
         )  # fmt: skip
         if not await self._serving(self._generation):
             await self.stop()
@@ -137,7 +137,7 @@ class NginxProxy:
         if pid is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGQUIT)
+            os.kill(pid, signal.SIGTERM)  # fast shutdown: its connections are stale anyway
         for _ in range(100):
             if not _alive(pid):
                 return
@@ -264,3 +264,11 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when hutch dies (kill -9 included)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
