@@ -32,7 +32,7 @@ def test_no_operation_breaks_its_schema(tmp_path: Path, images: Path) -> None:
              "response_schema_conformance,content_type_conformance",
              "--phases", "examples,fuzzing", "-n", "15", "--workers", "2", "--seed", "1",
              "--exclude-operation-id", "register_disk_v1_disks_post", "--no-color"],
-            capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL, cwd=tmp_path,
         )  # fmt: skip
         failures = done.stdout[done.stdout.find("FAILURES") :]
         assert done.returncode == 0, failures[:6000] + done.stderr[-2000:]
