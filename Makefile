@@ -10,16 +10,19 @@ DEBS_RUN := python3 python3-venv ca-certificates iproute2 procps runc mmdebstrap
 	e2fsprogs mount util-linux
 DEBS_TEST := $(DEBS_RUN) postgresql-15 curl jq chromium
 
-.PHONY: run test check lint types openapi bench debs-run debs-test venv clean
+CHAIN := tests/chain
+CHAIN_STAMP := $(CHAIN)/node_modules/.hutch-installed
+
+.PHONY: run test check lint types openapi bench debs-run debs-test venv chain clean
 
 run: debs-run venv
 	$(BIN)/hutch images build
 	$(BIN)/hutch serve
 
-test: debs-test venv
+test: debs-test venv chain
 	$(BIN)/pytest
 
-check: debs-test venv lint types
+check: debs-test venv chain lint types
 	$(BIN)/pytest
 
 lint: venv
@@ -52,5 +55,12 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	@touch $(STAMP)
 
+# The local EVM chain of the deploy tests (anvil, solc) from the npm registry, pinned.
+chain: $(CHAIN_STAMP)
+
+$(CHAIN_STAMP): $(CHAIN)/package.json $(CHAIN)/package-lock.json
+	npm install --prefix $(CHAIN) --no-audit --no-fund --no-save --loglevel=error
+	@touch $(CHAIN_STAMP)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(CHAIN)/node_modules
