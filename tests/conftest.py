@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from hutch.settings import Settings
 from hutch.store.db import Database
 from hutch.store.migrate import upgrade
+from tests.support.chain import Anvil
 from tests.support.postgres import PostgresServer
 from tests.support.seaweed import SeaweedS3
 
@@ -34,6 +36,36 @@ def postgres() -> Iterator[PostgresServer]:
     server.start()
     yield server
     server.destroy()
+
+
+@dataclass(frozen=True)
+class LocalChains:
+    """Two anvil chains standing in for arbitrum and base, each with a usdc and a usdt."""
+
+    arbitrum: Anvil
+    base: Anvil
+    tokens: dict[str, dict[str, str]]  # chain -> token -> address
+
+    def env(self) -> dict[str, str]:
+        values = {}
+        for name, chain in (("arbitrum", self.arbitrum), ("base", self.base)):
+            values[f"chain_{name}_rpc_url"] = chain.url
+            for token, address in self.tokens[name].items():
+                values[f"chain_{name}_{token}"] = address
+        return values
+
+
+@pytest.fixture(scope="session")
+def chains() -> Iterator[LocalChains]:
+    arbitrum, base = Anvil(chain_id=42161).start(), Anvil(chain_id=8453).start()
+    tokens = {
+        name: {"usdc": chain.deploy_token("Test USD Coin", "USDC"),
+               "usdt": chain.deploy_token("Test Tether", "USDT")}
+        for name, chain in (("arbitrum", arbitrum), ("base", base))
+    }  # fmt: skip
+    yield LocalChains(arbitrum=arbitrum, base=base, tokens=tokens)
+    arbitrum.stop()
+    base.stop()
 
 
 @pytest.fixture(scope="session")

@@ -63,6 +63,20 @@ class Settings(BaseSettings):
     browsers. A real deployment points a wildcard DNS name at the proxy."""
     preview_ttl_s: float = Field(default=3600, gt=0)
     """How long a preview URL works (``access_token_expires_at``)."""
+    pay_to: str = ""
+    """The wallet deploy payments go to; empty: paid deploys are off (402 cannot be paid)."""
+    deploy_price_usd_per_month: float = Field(default=0.5, ge=0.5)
+    apps_domain: str = "localhost"
+    chain_arbitrum_rpc_url: str = ""
+    chain_arbitrum_usdc: str = "0xaf88d065e77c8cC2239327C5EDb3A432268e5831"
+    chain_arbitrum_usdt: str = "0xFd086bC7CD5C481DCC9C85ebE478A1C0b69FCbb9"
+    chain_arbitrum_confirmations: int = Field(default=1, ge=0)
+    chain_arbitrum_chain_id: int = 42161
+    chain_base_rpc_url: str = ""
+    chain_base_usdc: str = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+    chain_base_usdt: str = "0xfde4C96c8593536E31F229EA8f37b2ADa2699bb2"
+    chain_base_confirmations: int = Field(default=1, ge=0)
+    chain_base_chain_id: int = 8453
     disks_enabled: bool = True
     """Whether the disk routes work; off, they answer 503."""
     disk_master_key: SecretStr | None = None

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from hutch import __version__
-from hutch.api import createos, nullspace
+from hutch.api import createos, deploy, nullspace
 from hutch.api.errors import install_error_handlers
 from hutch.api.middleware import EnvelopeMiddleware
 from hutch.api.services import Services
@@ -137,6 +137,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(EnvelopeMiddleware, body_limit=body_limit)
     app.include_router(createos.router)
     app.include_router(nullspace.router)
+    app.include_router(deploy.router)
     _document_real_validation_errors(app)
     return app
 

@@ -10,7 +10,13 @@ from abc import ABC, abstractmethod
 
 from starlette.responses import JSONResponse
 
-from hutch.api.envelopes import JSendError, JSendFail, NullspaceError, NullspaceErrorBody
+from hutch.api.envelopes import (
+    AgentError,
+    JSendError,
+    JSendFail,
+    NullspaceError,
+    NullspaceErrorBody,
+)
 from hutch.core.errors import HutchError
 
 __all__ = ["Dialect", "dialect_for", "error_response"]
@@ -54,7 +60,19 @@ class NullspaceDialect(Dialect):
         return JSONResponse(body.model_dump(), status_code=error.status, headers=error.headers)
 
 
-_DIALECTS: tuple[Dialect, ...] = (NullspaceDialect(), JSendDialect())
+class AgentDialect(Dialect):
+    """The deploy API (``/agent``, seed 003): ``{"error": "…"}``."""
+
+    prefix = "/agent"
+
+    def render(self, error: HutchError, request_id: str) -> JSONResponse:
+        body = AgentError(error=error.message, field=error.field)
+        return JSONResponse(
+            body.model_dump(exclude_none=True), status_code=error.status, headers=error.headers
+        )
+
+
+_DIALECTS: tuple[Dialect, ...] = (NullspaceDialect(), AgentDialect(), JSendDialect())
 
 
 def dialect_for(path: str) -> Dialect:

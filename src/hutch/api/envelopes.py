@@ -64,3 +64,10 @@ class NullspaceError(BaseModel):
     """Nullspace error: ``{"error": {"code", "message", "request_id"}}``."""
 
     error: NullspaceErrorBody
+
+
+class AgentError(BaseModel):
+    """Deploy API (``/agent``) error: ``{"error": "…", "field": …}``, the seed's plain shape."""
+
+    error: str
+    field: str | None = None

@@ -1,0 +1,1 @@
+"""Payments for deploys: chains, tokens and on-chain checks (seed 003)."""
