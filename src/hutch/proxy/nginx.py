@@ -183,8 +183,11 @@ class NginxProxy:
             await self._check()
             if self._proc is None or self._proc.returncode is not None:
                 raise ProxyError("nginx is not running")
+            old_workers = _children(self._proc.pid)
             self._proc.send_signal(signal.SIGHUP)
-            if not await self._serving(self._generation):
+            # Done once every old worker has stopped accepting (it retitles itself "is
+            # shutting down" as it closes its listeners) and a new one answers.
+            if not await self._retired(old_workers) or not await self._serving(self._generation):
                 raise ProxyError(f"nginx did not take the change: {self._error_tail()}")
 
     def _write_routes(self) -> None:
@@ -218,6 +221,14 @@ class NginxProxy:
         _, stderr = await proc.communicate()
         if proc.returncode != 0:
             raise ProxyError(f"nginx refused the routes: {stderr.decode(errors='replace')[-500:]}")
+
+    @staticmethod
+    async def _retired(workers: list[int]) -> bool:
+        for _ in range(500):
+            if all(_retiring(pid) for pid in workers):
+                return True
+            await asyncio.sleep(0.01)
+        return False
 
     async def _serving(self, generation: int) -> bool:
         """Wait until a worker answers with ``generation`` (new connections only reach
@@ -272,3 +283,20 @@ def _die_with_parent() -> None:
 
     pr_set_pdeathsig = 1
     ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def _retiring(pid: int) -> bool:
+    """Whether a worker is gone or no longer accepts new connections."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return not title or b"shutting down" in title
