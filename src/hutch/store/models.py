@@ -22,6 +22,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "AgentNonce",
     "ApiKey",
     "Base",
     "DiskAttachment",
@@ -238,3 +239,14 @@ class DiskAttachment(Base):
     mount_status: Mapped[str] = mapped_column(String(16))
     mount_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class AgentNonce(Base):
+    """A nonce a wallet signed a request to /agent with; the key makes it single-use."""
+
+    __tablename__ = "agent_nonces"
+    __table_args__ = (Index("ix_agent_nonces_used_at", "used_at"),)
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    wallet: Mapped[str] = mapped_column(String(42))
+    used_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
