@@ -7,6 +7,7 @@ import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
@@ -80,7 +81,7 @@ class Database:
         try:
             if self._watch is None:
                 self._watch = sqlite3.connect(
-                    f"file:{self._file}?mode=ro", uri=True, check_same_thread=False
+                    f"file:{quote(self._file)}?mode=ro", uri=True, check_same_thread=False
                 )
             # SQLite's own counter of commits made by connections other than this one.
             token: int = self._watch.execute("PRAGMA data_version").fetchone()[0]
