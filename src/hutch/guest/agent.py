@@ -233,7 +233,9 @@ class Agent:
 
     # -- exec ----------------------------------------------------------------------------
 
-    def exec(self, conn: Connection, request: dict[str, Any]) -> None:
+    def _command(self, request: dict[str, Any]) -> tuple[list[str], dict[str, str], str]:
+        """An exec or spawn request's argv, environment and working directory, checked.
+        The environment is the sandbox's own (its envs), then the request's."""
         argv = request.get("argv")
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             raise ValueError("argv must be a non-empty list of strings")
@@ -241,6 +243,10 @@ class Agent:
         if not isinstance(env, dict):
             raise ValueError("env must be an object")
         cwd = self.resolve(request.get("cwd") or "/")
+        return argv, {**os.environ, **{str(k): str(v) for k, v in env.items()}}, cwd
+
+    def exec(self, conn: Connection, request: dict[str, Any]) -> None:
+        argv, env, cwd = self._command(request)
         timeout = request.get("timeout")
         wants_stdin = bool(request.get("stdin"))
         import subprocess
@@ -253,8 +259,7 @@ class Agent:
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     cwd=cwd,
-                    # The sandbox's own environment (its envs), then the request's.
-                    env={**os.environ, **{str(k): str(v) for k, v in env.items()}},
+                    env=env,
                     start_new_session=True,
                     close_fds=True,
                 )
@@ -326,13 +331,7 @@ class Agent:
     def spawn(self, conn: Connection, request: dict[str, Any]) -> None:
         """Start a command in the background and answer at once with its pid. Its output
         goes to ``log`` (a path); it runs in a session of its own until it ends."""
-        argv = request.get("argv")
-        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-            raise ValueError("argv must be a non-empty list of strings")
-        env = request.get("env") or {}
-        if not isinstance(env, dict):
-            raise ValueError("env must be an object")
-        cwd = self.resolve(request.get("cwd") or "/")
+        argv, env, cwd = self._command(request)
         log = self.resolve(request.get("log") or "/dev/null")
         import subprocess
 
@@ -346,7 +345,7 @@ class Agent:
             with output, self.spawn_lock:
                 proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=output, stderr=output, cwd=cwd,
-                    env={**os.environ, **{str(k): str(v) for k, v in env.items()}},
+                    env=env,
                     start_new_session=True, close_fds=True,
                 )  # fmt: skip
         except FileNotFoundError as exc:
