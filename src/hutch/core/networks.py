@@ -138,11 +138,7 @@ class NetworkService:
     async def attach(self, user: Principal, sandbox_ident: str, network_ident: str) -> None:
         """Attach a running or paused sandbox; its new interface is up when this returns.
         Attaching a member again changes nothing."""
-        async with self._db.sessions() as session:
-            sandbox = await sandbox_store.find_for_user(session, user.user_id, sandbox_ident)
-            if sandbox is None:
-                raise NotFound(f"no sandbox {sandbox_ident!r}", field="sandbox")
-            network = await self._find(session, user, network_ident)
+        sandbox, network = await self._sandbox_and_network(user, sandbox_ident, network_ident)
         async with self._sandbox_locks[sandbox.id]:
             async with self._db.sessions() as session:
                 current = await sandbox_store.find_for_user(session, user.user_id, sandbox.id)
@@ -189,11 +185,7 @@ class NetworkService:
         return member
 
     async def detach(self, user: Principal, sandbox_ident: str, network_ident: str) -> None:
-        async with self._db.sessions() as session:
-            sandbox = await sandbox_store.find_for_user(session, user.user_id, sandbox_ident)
-            if sandbox is None:
-                raise NotFound(f"no sandbox {sandbox_ident!r}", field="sandbox")
-            network = await self._find(session, user, network_ident)
+        sandbox, network = await self._sandbox_and_network(user, sandbox_ident, network_ident)
         async with self._sandbox_locks[sandbox.id]:
             async with self._db.sessions() as session:
                 memberships = await store.memberships_of(session, sandbox.id)
@@ -207,6 +199,15 @@ class NetworkService:
             await self._host.networks.detach(
                 sandbox.id, network.id, ifname=member.ifname, address=_address(member, network)
             )
+
+    async def _sandbox_and_network(
+        self, user: Principal, sandbox_ident: str, network_ident: str
+    ) -> tuple[SandboxRecord, NetworkRecord]:
+        async with self._db.sessions() as session:
+            sandbox = await sandbox_store.find_for_user(session, user.user_id, sandbox_ident)
+            if sandbox is None:
+                raise NotFound(f"no sandbox {sandbox_ident!r}", field="sandbox")
+            return sandbox, await self._find(session, user, network_ident)
 
     async def _drop(self, sandbox_id: str, network_id: str) -> None:
         async with self._db.sessions.begin() as session:
