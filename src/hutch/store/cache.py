@@ -44,6 +44,3 @@ class ReadCache(Generic[K, V]):
             self._entries.clear()
             self._token = token
         self._entries[key] = value
-
-    def forget(self, key: K) -> None:
-        self._entries.pop(key, None)
