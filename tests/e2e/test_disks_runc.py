@@ -16,35 +16,27 @@ import httpx
 import pytest
 
 from hutch.host.drivers.runc import RuncDriver
-from tests.e2e.test_sandboxes_runc import create, leftovers, new_pool, sh
+from tests.e2e.test_sandboxes_runc import (
+    create,
+    leftovers,
+    new_pool,
+    runc_server,
+    served_by,
+    sh,
+)
 from tests.support.seaweed import SeaweedS3
 from tests.support.server import HutchProcess, remove_instance, run_cli
 
 _buckets = itertools.count()
 
 
-def disk_server(home: Path, images: Path, pool: str) -> HutchProcess:
-    return HutchProcess(
-        home,
-        env={
-            "HUTCH_DRIVER": "runc",
-            "HUTCH_IMAGES_DIR": str(images),
-            "HUTCH_LINK_POOL": pool,
-            "HUTCH_DISK_CHECK_INTERVAL_S": "1",
-        },
-    ).wait_ready()
+ENV = {"HUTCH_DISK_CHECK_INTERVAL_S": "1"}
 
 
 @pytest.fixture
 def served(tmp_path: Path, images: Path) -> Iterator[tuple[HutchProcess, httpx.Client]]:
-    server = disk_server(tmp_path / "home", images, new_pool())
-    key = run_cli(server.home, "keys", "create", "--user", "disker").stdout.strip()
-    try:
-        with server.client(key) as api:
-            yield server, api
-    finally:
-        server.stop()
-        remove_instance(server.home)
+    with served_by(tmp_path / "home", images, user="disker", env=ENV) as served:
+        yield served
 
 
 def register(api: httpx.Client, s3: SeaweedS3, name: str, bucket: str) -> dict[str, Any]:
@@ -178,7 +170,7 @@ def test_restart_remounts_and_kill_leaves_no_secrets(
     tmp_path: Path, images: Path, s3: SeaweedS3
 ) -> None:
     home, pool = tmp_path / "home", new_pool()
-    first = disk_server(home, images, pool)
+    first = runc_server(home, images, pool=pool, env=ENV)
     key = run_cli(home, "keys", "create", "--user", "remount").stdout.strip()
     with first.client(key) as api:
         register(api, s3, "keep", new_bucket(s3))
@@ -188,7 +180,7 @@ def test_restart_remounts_and_kill_leaves_no_secrets(
     # Someone unmounts it under the stopped server; the restart must mount it again.
     for point in fuse_mounts(home):
         subprocess.run(["umount", "-l", point], check=False)
-    second = disk_server(home, images, pool)
+    second = runc_server(home, images, pool=pool, env=ENV)
     try:
         with second.client(key) as api:
             assert attached(api, box)[0]["mount_status"] == "mounted"

@@ -16,35 +16,26 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_sandboxes_runc import create, leftovers, new_pool, sh
+from tests.e2e.test_sandboxes_runc import (
+    create,
+    leftovers,
+    new_pool,
+    runc_server,
+    served_by,
+    sh,
+)
 from tests.support.server import HutchProcess, remove_instance, run_cli
 
 NETWORK_POOL = "10.44.0.0/16"
 
 
-def network_server(home: Path, images: Path, pool: str) -> HutchProcess:
-    return HutchProcess(
-        home,
-        env={
-            "HUTCH_DRIVER": "runc",
-            "HUTCH_IMAGES_DIR": str(images),
-            "HUTCH_LINK_POOL": pool,
-            "HUTCH_NETWORK_POOL": NETWORK_POOL,
-            "HUTCH_MAX_RUNNING_PER_USER": "100",
-        },
-    ).wait_ready()
+ENV = {"HUTCH_NETWORK_POOL": NETWORK_POOL, "HUTCH_MAX_RUNNING_PER_USER": "100"}
 
 
 @pytest.fixture
 def served(tmp_path: Path, images: Path) -> Iterator[tuple[HutchProcess, httpx.Client]]:
-    server = network_server(tmp_path / "home", images, new_pool())
-    key = run_cli(server.home, "keys", "create", "--user", "netter").stdout.strip()
-    try:
-        with server.client(key) as api:
-            yield server, api
-    finally:
-        server.stop()
-        remove_instance(server.home)
+    with served_by(tmp_path / "home", images, user="netter", env=ENV) as served:
+        yield served
 
 
 def member_ip(api: httpx.Client, network: str, sandbox: dict[str, Any]) -> str:
@@ -197,7 +188,7 @@ def test_a_member_cannot_forge_another_source_on_its_network(
 
 def test_networks_survive_a_server_restart(tmp_path: Path, images: Path) -> None:
     home, pool = tmp_path / "home", new_pool()
-    first = network_server(home, images, pool)
+    first = runc_server(home, images, pool=pool, env=ENV)
     key = run_cli(home, "keys", "create", "--user", "restarter").stdout.strip()
     with first.client(key) as api:
         api.post("/v1/networks", json={"name": "backend"})
@@ -205,7 +196,7 @@ def test_networks_survive_a_server_restart(tmp_path: Path, images: Path) -> None
         client = create(api, name="client", networks=[{"id": "backend"}])
         serve_http(api, web)
     first.stop(signal.SIGKILL)
-    second = network_server(home, images, pool)
+    second = runc_server(home, images, pool=pool, env=ENV)
     try:
         with second.client(key) as api:
             assert resolves(api, client, "web") == member_ip(api, "backend", web)

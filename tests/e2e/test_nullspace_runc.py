@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_sandboxes_runc import new_pool
+from tests.e2e.test_sandboxes_runc import new_pool, runc_server
 from tests.support.server import HutchProcess, remove_instance
 
 SEED_SCRIPT = r"""
@@ -88,17 +88,11 @@ while True:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[HutchProcess]:
-    process = HutchProcess(
+    process = runc_server(
         tmp_path_factory.mktemp("nullspace") / "home",
-        env={
-            "HUTCH_DRIVER": "runc",
-            "HUTCH_IMAGES_DIR": str(images),
-            "HUTCH_LINK_POOL": new_pool(),
-            "HUTCH_PROXY_ENABLED": "true",
-            "HUTCH_PROXY_PORT": "0",
-            "HUTCH_PREVIEW_TTL_S": "6",
-        },
-    ).wait_ready()
+        images,
+        env={"HUTCH_PROXY_ENABLED": "true", "HUTCH_PROXY_PORT": "0", "HUTCH_PREVIEW_TTL_S": "6"},
+    )
     yield process
     process.stop()
     remove_instance(process.home)
@@ -279,9 +273,8 @@ def test_after_kill_9_the_proxy_comes_back_on_its_port(tmp_path: Path, images: P
     from hutch.proxy.nginx import free_port
 
     home, pool, port = tmp_path / "home", new_pool(), free_port()
-    env = {"HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(images), "HUTCH_LINK_POOL": pool,
-           "HUTCH_PROXY_ENABLED": "true", "HUTCH_PROXY_PORT": str(port)}  # fmt: skip
-    first = HutchProcess(home, env=env).wait_ready()
+    env = {"HUTCH_PROXY_ENABLED": "true", "HUTCH_PROXY_PORT": str(port)}
+    first = runc_server(home, images, pool=pool, env=env)
     assert first.admin_key
     key = {"X-Api-Key": first.admin_key}
     made = httpx.post(f"{first.url}/v1/sandboxes", headers=key, timeout=60,
@@ -291,7 +284,7 @@ def test_after_kill_9_the_proxy_comes_back_on_its_port(tmp_path: Path, images: P
     with httpx.Client(base_url=f"{first.url}/nullspace", headers=bearer, timeout=60) as api:
         serve_http(api, box, "survives")
     first.stop(signal.SIGKILL)
-    second = HutchProcess(home, env=env).wait_ready()
+    second = runc_server(home, images, pool=pool, env=env)
     try:
         url = box["ingress_url_template"].replace("<port>", "8080")
         ingress = {"url": url, "host": url.split("//", 1)[1].split(":", 1)[0]}

@@ -7,6 +7,7 @@ loopback and to addresses of links hutch itself made.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import os
@@ -31,16 +32,34 @@ def new_pool() -> str:
     return f"10.91.{(next(_pools) % 60) * 4}.0/22"
 
 
-def runc_server(home: Path, images: Path, *, pool: str | None = None) -> HutchProcess:
-    pool = pool or new_pool()
+def runc_server(
+    home: Path, images: Path, *, pool: str | None = None, env: dict[str, str] | None = None
+) -> HutchProcess:
+    """A ``hutch serve`` with real sandboxes, a link pool of its own, and ``env`` besides."""
     return HutchProcess(
         home,
         env={
             "HUTCH_DRIVER": "runc",
             "HUTCH_IMAGES_DIR": str(images),
-            "HUTCH_LINK_POOL": pool,
+            "HUTCH_LINK_POOL": pool or new_pool(),
+            **(env or {}),
         },
     ).wait_ready()
+
+
+@contextlib.contextmanager
+def served_by(
+    home: Path, images: Path, *, user: str, env: dict[str, str]
+) -> Iterator[tuple[HutchProcess, httpx.Client]]:
+    """A runc server and a client with a new user's key; torn down with all it made."""
+    server = runc_server(home, images, env=env)
+    key = run_cli(server.home, "keys", "create", "--user", user).stdout.strip()
+    try:
+        with server.client(key) as api:
+            yield server, api
+    finally:
+        server.stop()
+        remove_instance(server.home)
 
 
 @pytest.fixture(scope="module")
