@@ -388,9 +388,9 @@ class DiskService:
             if error is None:
                 # s3fs keeps answering from its caches after a bucket is gone: ask the bucket.
                 error = await self._probe(disk)
-            if error != attachment.mount_error or (error is None) != (
-                attachment.mount_status == "mounted"
-            ):
+            error = error[:ERROR_BYTES] if error else None
+            now = ("failed" if error else "mounted", error)
+            if now != (attachment.mount_status, attachment.mount_error):
                 with contextlib.suppress(NotFound):
                     await self._set_status(attachment.id, error)
 
