@@ -67,6 +67,19 @@ class Settings(BaseSettings):
     """The wallet deploy payments go to; empty: paid deploys are off (402 cannot be paid)."""
     deploy_price_usd_per_month: float = Field(default=0.5, ge=0.5)
     apps_domain: str = "localhost"
+    """Deployed projects are served at ``http://{uniqueName}.{apps_domain}`` by the proxy."""
+    deploy_shape: str = "s-1vcpu-1gb"
+    """The shape of the sandbox a project is built and served in."""
+    deploy_build_timeout_s: float = Field(default=900, gt=0)
+    """How long a project's install and build commands may take together."""
+    deploy_health_timeout_s: float = Field(default=60, gt=0)
+    """How long a started app has to answer HTTP on its port before the deploy fails."""
+    deploy_max_body_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    """The largest ``POST /agent/deploy`` request (files or zip, base64, and the rest)."""
+    deploy_max_unpacked_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+    """The most an upload may unpack to (a zip bomb is refused before it is unpacked)."""
+    agent_requests_per_minute: int = Field(default=30, ge=1)
+    """Requests per minute per (client IP, wallet) on /agent; more get a 429."""
     chain_arbitrum_rpc_url: str = ""
     chain_arbitrum_usdc: str = "0xaf88d065e77c8cC2239327C5EDb3A432268e5831"
     chain_arbitrum_usdt: str = "0xFd086bC7CD5C481DCC9C85ebE478A1C0b69FCbb9"
@@ -121,6 +134,8 @@ class Settings(BaseSettings):
             raise ValueError("network_prefix must not be shorter than network_pool's prefix")
         if self.network_pool.overlaps(self.link_pool):
             raise ValueError("network_pool and link_pool must not overlap")
+        if self.deploy_shape not in ids:
+            raise ValueError(f"deploy_shape must be one of {ids}")
         names = {image.name for image in ROOTFS_CATALOG}
         if self.default_rootfs not in names:
             raise ValueError(f"default_rootfs must be one of {sorted(names)}")

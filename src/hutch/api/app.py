@@ -14,9 +14,11 @@ from fastapi import FastAPI
 
 from hutch import __version__
 from hutch.api import createos, deploy, nullspace
+from hutch.api.deploy.auth import RateLimiter
 from hutch.api.errors import install_error_handlers
 from hutch.api.middleware import EnvelopeMiddleware
 from hutch.api.services import Services
+from hutch.core.deploys import DeployService
 from hutch.core.disks import DiskService
 from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
@@ -24,6 +26,7 @@ from hutch.core.networks import NetworkService
 from hutch.core.previews import PreviewService
 from hutch.core.sandboxes import SandboxService
 from hutch.core.sealing import MasterKeyUnavailable, SealedBox, load_master_key
+from hutch.core.wallets import WalletAuth
 from hutch.host.agent import HostAgent
 from hutch.proxy.nginx import NginxProxy, ProxyError
 from hutch.settings import Settings
@@ -96,6 +99,8 @@ def create_app(settings: Settings) -> FastAPI:
             sandboxes.on_running(previews.sync_ingress)
             await sandboxes.announce_running()
             expiry = asyncio.create_task(previews.expire_forever(), name="hutch-preview-expiry")
+            deploys = DeployService(settings, db, sandboxes, previews)
+            await deploys.recover()
             app.state.services = Services(
                 settings=settings,
                 db=db,
@@ -106,10 +111,14 @@ def create_app(settings: Settings) -> FastAPI:
                 networks=networks,
                 disks=disks,
                 previews=previews,
+                deploys=deploys,
+                wallets=WalletAuth(db),
+                agent_rate=RateLimiter(settings.agent_requests_per_minute),
             )
             try:
                 yield
             finally:
+                await deploys.stop()
                 for task in (monitor, disk_checks, expiry):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -132,6 +141,8 @@ def create_app(settings: Settings) -> FastAPI:
     def body_limit(method: str, path: str) -> int | None:
         if any(pattern.match(path) for pattern in _UNLIMITED_BODIES):
             return None
+        if path == "/agent/deploy":
+            return settings.deploy_max_body_bytes
         return settings.max_json_body_bytes
 
     app.add_middleware(EnvelopeMiddleware, body_limit=body_limit)

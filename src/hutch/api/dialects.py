@@ -17,7 +17,7 @@ from hutch.api.envelopes import (
     NullspaceError,
     NullspaceErrorBody,
 )
-from hutch.core.errors import HutchError
+from hutch.core.errors import HutchError, PaymentRequired
 
 __all__ = ["Dialect", "dialect_for", "error_response"]
 
@@ -66,10 +66,10 @@ class AgentDialect(Dialect):
     prefix = "/agent"
 
     def render(self, error: HutchError, request_id: str) -> JSONResponse:
-        body = AgentError(error=error.message, field=error.field)
-        return JSONResponse(
-            body.model_dump(exclude_none=True), status_code=error.status, headers=error.headers
-        )
+        body = AgentError(error=error.message, field=error.field).model_dump(exclude_none=True)
+        if isinstance(error, PaymentRequired):
+            body |= error.details
+        return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
 _DIALECTS: tuple[Dialect, ...] = (NullspaceDialect(), AgentDialect(), JSendDialect())

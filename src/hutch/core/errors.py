@@ -7,6 +7,7 @@ status a client should see, so the dialects agree on meaning and differ only in 
     HutchError                      500  something went wrong on our side
     ├── InvalidInput                400  a field of the request is wrong (``field`` says which)
     ├── Unauthenticated             401  no credentials, or credentials we do not accept
+    ├── PaymentRequired             402  pay first (``details`` says how much, where, how)
     ├── PermissionDenied            403  authenticated, but not allowed
     ├── NotFound                    404  missing, or owned by someone else (same body)
     ├── MethodNotAllowed            405  the path exists, the method does not
@@ -19,7 +20,7 @@ status a client should see, so the dialects agree on meaning and differ only in 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = [
     "Conflict",
@@ -28,6 +29,7 @@ __all__ = [
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "PaymentRequired",
     "PermissionDenied",
     "RateLimited",
     "Unauthenticated",
@@ -72,6 +74,17 @@ class InvalidInput(HutchError):
 class Unauthenticated(HutchError):
     status = 401
     default_code = "unauthorized"
+
+
+class PaymentRequired(HutchError):
+    """``details`` are the quote: the fields a client needs to pay, shown beside the error."""
+
+    status = 402
+    default_code = "payment_required"
+
+    def __init__(self, message: str, *, details: Mapping[str, Any]) -> None:
+        super().__init__(message)
+        self.details = dict(details)
 
 
 class PermissionDenied(HutchError):

@@ -57,16 +57,22 @@ class PreviewService:
         if not 1 <= port <= 65535:
             raise InvalidInput("port must be between 1 and 65535", field="port")
         if sandbox.status != "running" or not sandbox.ip:
-            raise Conflict(f"sandbox is {sandbox.status}; only a running sandbox can be "
-                           "previewed", field="status")  # fmt: skip
+            raise Conflict(
+                f"sandbox is {sandbox.status}; only a running sandbox can be previewed",
+                field="status",
+            )
         token = new_token()
         host = f"{port}-{token}.{self._settings.preview_domain}"
         authority = f"{host}:{proxy.listen_port}"
         preview = Preview(
-            sandbox_id=sandbox.id, port=port, token=token, host=host,
-            url=f"http://{authority}/", websocket_url=f"ws://{authority}/",
+            sandbox_id=sandbox.id,
+            port=port,
+            token=token,
+            host=host,
+            url=f"http://{authority}/",
+            websocket_url=f"ws://{authority}/",
             expires_at=utcnow() + timedelta(seconds=self._settings.preview_ttl_s),
-        )  # fmt: skip
+        )
         try:
             await proxy.add_route(_route_id(token), host=host, upstream=f"{sandbox.ip}:{port}")
         except ProxyError as exc:
@@ -86,8 +92,10 @@ class PreviewService:
         """``http://<port>-{token}.{domain}:{proxy port}/``, for a sandbox with ingress on."""
         if self._proxy is None or not sandbox.ingress_enabled or not sandbox.ingress_token:
             return None
-        return (f"http://<port>-{sandbox.ingress_token}.{self._settings.preview_domain}:"
-                f"{self._proxy.listen_port}/")  # fmt: skip
+        return (
+            f"http://<port>-{sandbox.ingress_token}.{self._settings.preview_domain}:"
+            f"{self._proxy.listen_port}/"
+        )
 
     async def sync_ingress(self, sandbox: SandboxRecord) -> None:
         """Route the sandbox's ingress names while it runs with ingress on; else not."""
@@ -98,10 +106,29 @@ class PreviewService:
             domain = re.escape(self._settings.preview_domain)
             pattern = rf"^([0-9]{{1,5}})-{sandbox.ingress_token}\.{domain}(:[0-9]+)?$"
             try:
-                await self._proxy.add_port_route(_ingress_id(sandbox.id), host_pattern=pattern,
-                                                 address=sandbox.ip or "")  # fmt: skip
+                await self._proxy.add_port_route(
+                    _ingress_id(sandbox.id), host_pattern=pattern, address=sandbox.ip or ""
+                )
             except ProxyError:
                 log.warning("could not route ingress of %s", sandbox.id, exc_info=True)
+
+    async def route_app(self, route_key: str, name: str, upstream: str) -> str:
+        """Serve a deployed project at ``http://{name}.{apps domain}``; its URL."""
+        proxy = self._the_proxy()
+        host = f"{name}.{self._settings.apps_domain}"
+        try:
+            await proxy.add_route(_app_id(route_key), host=host, upstream=upstream)
+        except ProxyError as exc:
+            raise Unavailable(str(exc)) from exc
+        port = "" if proxy.listen_port == 80 else f":{proxy.listen_port}"
+        return f"http://{host}{port}"
+
+    async def unroute_app(self, route_key: str) -> None:
+        if self._proxy is not None:
+            try:
+                await self._proxy.remove_route(_app_id(route_key))
+            except ProxyError as exc:
+                raise Unavailable(str(exc)) from exc
 
     async def _drop(self, token: str) -> None:
         preview = self._live.pop(token, None)
@@ -130,3 +157,7 @@ def _route_id(token: str) -> str:
 
 def _ingress_id(sandbox_id: str) -> str:
     return f"ingress-{sandbox_id}"
+
+
+def _app_id(route_key: str) -> str:
+    return f"app-{route_key}"
