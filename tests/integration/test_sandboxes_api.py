@@ -17,20 +17,13 @@ from fastapi.testclient import TestClient
 
 from hutch.api.app import create_app
 from hutch.host.drivers.fake import FakeDriver
-from hutch.host.images import COMPLETE_MARKER, image_dir
 from hutch.settings import Settings
-
-
-def _fake_image(images: Path, name: str) -> None:
-    build = image_dir(images, name) / "fake"
-    build.mkdir(parents=True)
-    (build / COMPLETE_MARKER).write_text("")
-    (image_dir(images, name) / "current").symlink_to("fake")
+from tests.support.images import fake_image
 
 
 @pytest.fixture
 def app_settings(tmp_path: Path) -> Settings:
-    _fake_image(tmp_path / "images", "devbox:1")
+    fake_image(tmp_path / "images", "devbox:1")
     return Settings(
         home=tmp_path / "home",
         images_dir=tmp_path / "images",

@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
+from typing import Any
 
 import pytest
 from eth_account import Account
-from eth_account.messages import encode_defunct
 
 from hutch.core.errors import Unauthenticated
-from hutch.core.wallets import WalletAuth, signed_text
+from hutch.core.wallets import WalletAuth
 from hutch.store.db import Database
 from tests.support.chain import ANVIL_KEYS
+from tests.support.wallet import signed as support_signed
 
 pytestmark = pytest.mark.anyio
 
 
-def signed(key: str = ANVIL_KEYS[1], *, skew_ms: int = 0, nonce: str | None = None,
-           wallet: str | None = None) -> tuple[str, str, str, str]:  # fmt: skip
-    account = Account.from_key(key)
-    address = wallet or account.address
-    timestamp = str(int(time.time() * 1000) + skew_ms)
-    nonce = nonce or str(uuid.uuid4())
-    signature = account.sign_message(encode_defunct(text=signed_text(address, timestamp, nonce)))
-    return address, "0x" + bytes(signature.signature).hex().removeprefix("0x"), timestamp, nonce
+def signed(key: str = ANVIL_KEYS[1], **kwargs: Any) -> tuple[str, str, str, str]:
+    return support_signed(key, **kwargs)
 
 
 async def test_a_signed_request_passes_once(db: Database) -> None:

@@ -14,7 +14,6 @@ from fastapi import FastAPI
 
 from hutch import __version__
 from hutch.api import createos, deploy, nullspace
-from hutch.api.deploy.auth import RateLimiter
 from hutch.api.errors import install_error_handlers
 from hutch.api.middleware import EnvelopeMiddleware
 from hutch.api.services import Services
@@ -24,6 +23,7 @@ from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
 from hutch.core.networks import NetworkService
 from hutch.core.previews import PreviewService
+from hutch.core.ratelimit import RateLimiter
 from hutch.core.sandboxes import SandboxService
 from hutch.core.sealing import MasterKeyUnavailable, SealedBox, load_master_key
 from hutch.core.wallets import WalletAuth

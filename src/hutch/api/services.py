@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hutch.api.deploy.auth import RateLimiter
 from hutch.core.deploys import DeployService
 from hutch.core.disks import DiskService
 from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
 from hutch.core.networks import NetworkService
 from hutch.core.previews import PreviewService
+from hutch.core.ratelimit import RateLimiter
 from hutch.core.sandboxes import SandboxService
 from hutch.core.wallets import WalletAuth
 from hutch.host.agent import HostAgent

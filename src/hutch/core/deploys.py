@@ -124,7 +124,8 @@ class DeployService:
         self._ledger = Ledger()
         self._chains: dict[str, Chain] = chains_from(settings)
         self._builds: dict[str, asyncio.Task[None]] = {}  # by project id
-        self._client = httpx.AsyncClient(timeout=2.0)
+        # Straight to the sandbox: never through a proxy the environment names.
+        self._client = httpx.AsyncClient(timeout=2.0, trust_env=False)
 
     # -- pricing -------------------------------------------------------------------------
 
@@ -163,6 +164,7 @@ class DeployService:
     ) -> Started:
         wallet = wallet.lower()
         self._check_payment_names(chain, token)
+        self._previews.check_available()
         price = self.price_credits(request.months)
         async with self._ledger.locks[wallet]:
             existing = await self._own_project(wallet, request.unique_name)
@@ -314,6 +316,7 @@ class DeployService:
                 created_at=now,
             )
             session.add(project)
+            await session.flush()  # before the deployment that refers to it
         else:
             claimed = await session.execute(
                 update(Project)
@@ -486,10 +489,19 @@ class DeployService:
                 principal, sandbox_id, ExecCommand(cmd=request.plan.run, cwd=APP_DIR, env=env)
             )
             await self._wait_healthy(
-                principal, sandbox_id, sandbox.ip or "", request.port, spawned.pid, spawned.log_path
+                principal,
+                sandbox_id,
+                self._sandboxes.address_of(sandbox),
+                request.port,
+                spawned.pid,
+                spawned.log_path,
             )
             await self._promote(
-                project.id, deployment_id, sandbox_id, sandbox.ip or "", request.port
+                project.id,
+                deployment_id,
+                sandbox_id,
+                self._sandboxes.address_of(sandbox),
+                request.port,
             )
         except asyncio.CancelledError:
             await asyncio.shield(
@@ -588,10 +600,15 @@ class DeployService:
             await asyncio.sleep(0.5)
 
     async def _log_tail(self, principal: Principal, sandbox_id: str, log_path: str) -> str:
-        result = await self._sandboxes.exec(
-            principal, sandbox_id, ExecCommand(cmd="tail", args=["-n", str(LOG_LINES), log_path])
-        )
-        return _tail(result.stdout)
+        """The app's last lines (its log may be large: only the end is kept)."""
+        kept = b""
+        try:
+            download = await self._sandboxes.read_file(principal, sandbox_id, log_path)
+            async for chunk in download.chunks:
+                kept = (kept + chunk)[-64 * 1024 :]
+        except HutchError:
+            return "(no output)"
+        return _tail(kept.decode("utf-8", errors="replace")) or "(no output)"
 
     async def _promote(
         self, project_id: str, deployment_id: str, sandbox_id: str, ip: str, port: int
@@ -713,7 +730,7 @@ class DeployService:
                 await self._set_project(project.id, status=FAILED, sandbox_id=None, url=None)
                 continue
             with contextlib.suppress(HutchError):
-                await self._route(project, sandbox.ip or "", project.port)
+                await self._route(project, self._sandboxes.address_of(sandbox), project.port)
 
     async def stop(self) -> None:
         builds = list(self._builds.values())

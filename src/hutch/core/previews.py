@@ -47,6 +47,9 @@ class PreviewService:
         self._live: dict[str, Preview] = {}
         self._by_sandbox: defaultdict[str, set[str]] = defaultdict(set)
 
+    def check_available(self) -> None:
+        self._the_proxy()
+
     def _the_proxy(self) -> NginxProxy:
         if self._proxy is None:
             raise Unavailable(f"previews are not available on this host: {self._unavailable}")

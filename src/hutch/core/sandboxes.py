@@ -480,6 +480,13 @@ class SandboxService:
             await self._update(sandbox_id, status=S.ERROR, reason=str(exc))
             raise Unavailable(f"the sandbox could not be {done}: {exc}") from exc
 
+    def address_of(self, record: SandboxRecord) -> str:
+        """Where the host reaches the sandbox's ports: its link address, or loopback when
+        the driver does not isolate (the fake driver's sandboxes share the host's network)."""
+        if not self._host.driver.capabilities.isolated:
+            return "127.0.0.1"
+        return record.ip or ""
+
     # -- exec and files -----------------------------------------------------------------
 
     async def _running(self, user: Principal, ident: str) -> SandboxRecord:

@@ -97,7 +97,7 @@ class NginxProxy:
         self._generation = 0
         self._lock = asyncio.Lock()
         self._proc: asyncio.subprocess.Process | None = None
-        self._client = httpx.AsyncClient(timeout=2.0)
+        self._client = httpx.AsyncClient(timeout=2.0, trust_env=False)
 
     @property
     def _conf(self) -> Path:
