@@ -8,7 +8,7 @@ import asyncio
 import base64
 import io
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hutch.api.app import create_app
+from hutch.api.services import Services
 from hutch.host.drivers.fake import FakeDriver
 from hutch.settings import Settings
 from tests.conftest import LocalChains
@@ -61,6 +62,15 @@ def client(tmp_path: Path, chains: LocalChains) -> Iterator[TestClient]:
         yield client
     # The app leaves sandboxes running when it stops (a restart adopts them); tests don't.
     asyncio.run(FakeDriver(settings.home / "fake-sandboxes").cleanup(set()))
+
+
+def services(client: TestClient) -> Services:
+    return client.app.state.services  # type: ignore[attr-defined,no-any-return]
+
+
+def call(client: TestClient, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    assert client.portal is not None
+    return client.portal.call(fn, *args)
 
 
 def usdc(chains: LocalChains, chain: str = "arbitrum") -> str:
@@ -137,7 +147,7 @@ def test_a_payment_is_credited_charged_and_the_deploy_starts(
     assert started["status"] == "deploying"
     assert started["message"] == "Deployment started. Poll status for updates."
     assert set(started) == {"projectId", "deploymentId", "status", "message"}
-    ledger = client.app.state.services.deploys  # type: ignore[attr-defined]
+    ledger = services(client).deploys
     listed = client.get("/agent/projects", headers=wallet.headers()).json()
     assert listed["wallet"] == wallet.address and listed["count"] == 1
     project = listed["projects"][0]
@@ -150,7 +160,7 @@ def test_a_payment_is_credited_charged_and_the_deploy_starts(
     assert project["status"] in {"queued", "building", "deploying", "failed"}
     assert project["createdAt"].endswith("Z") and len(project["createdAt"]) == 24
     # $1 paid = 100 credits, 50 charged; the rest stays on the wallet.
-    assert client.portal.call(ledger.balance, wallet.address) == 50  # type: ignore[attr-defined]
+    assert call(client, ledger.balance, wallet.address) == 50
 
 
 def test_the_app_that_never_serves_fails_with_its_reason_and_is_refunded(
@@ -162,8 +172,8 @@ def test_the_app_that_never_serves_fails_with_its_reason_and_is_refunded(
     assert final["status"] == "failed" and final["deployment_id"] == started["deploymentId"]
     assert "exited before it answered on port 3000" in final["reason"]
     assert "starting" in final["reason"]  # the app's own last lines
-    deploys = client.app.state.services.deploys  # type: ignore[attr-defined]
-    lines = client.portal.call(deploys.ledger, wallet.address)  # type: ignore[attr-defined]
+    deploys = services(client).deploys
+    lines = call(client, deploys.ledger, wallet.address)
     assert [(line.kind, line.amount) for line in lines] == [
         ("payment", 50),
         ("charge", -50),
@@ -203,8 +213,8 @@ def test_racing_identical_paid_requests_charge_once(
             )
         )
     assert sorted(a.status_code for a in answers) == [200, 409]
-    deploys = client.app.state.services.deploys  # type: ignore[attr-defined]
-    lines = client.portal.call(deploys.ledger, wallet.address)  # type: ignore[attr-defined]
+    deploys = services(client).deploys
+    lines = call(client, deploys.ledger, wallet.address)
     assert [(line.kind, line.amount) for line in lines][:2] == [("payment", 50), ("charge", -50)]
     assert len([line for line in lines if line.kind == "charge"]) == 1
 
@@ -220,8 +230,8 @@ def test_racing_deploys_cannot_spend_credits_twice(client: TestClient, chains: L
             )
         )
     assert sorted(a.status_code for a in answers) == [200, 402]
-    deploys = client.app.state.services.deploys  # type: ignore[attr-defined]
-    lines = client.portal.call(deploys.ledger, wallet.address)  # type: ignore[attr-defined]
+    deploys = services(client).deploys
+    lines = call(client, deploys.ledger, wallet.address)
     assert all(line.balance_after >= 0 for line in lines)
     assert len([line for line in lines if line.kind == "charge"]) == 2
 
@@ -270,8 +280,8 @@ def test_payments_that_do_not_pay_are_refused_with_the_reason(
     answer = deploy(client, wallet, body("refused-app"), **headers)
     assert answer.status_code == 402, answer.text
     assert expect in answer.json()["reason"] and answer.json()["amount_token"] == "500000"
-    deploys = client.app.state.services.deploys  # type: ignore[attr-defined]
-    assert client.portal.call(deploys.balance, wallet.address) == 0  # type: ignore[attr-defined]
+    deploys = services(client).deploys
+    assert call(client, deploys.balance, wallet.address) == 0
     if case == "too few confirmations":  # once mined deeper, the same transaction pays
         chains.base.web3().provider.make_request("anvil_mine", [2])
         assert deploy(client, wallet, body("refused-app"), **headers).status_code == 200
@@ -344,8 +354,8 @@ def test_bad_bodies_are_400_and_charge_nothing(
     answer = deploy(client, wallet, body("bad-body", **changes), **{"X-Payment-Tx": tx})
     assert answer.status_code == 400, answer.text
     assert answer.json()["field"] == field and answer.json()["error"]
-    deploys = client.app.state.services.deploys  # type: ignore[attr-defined]
-    assert client.portal.call(deploys.balance, wallet.address) == 0  # type: ignore[attr-defined]
+    deploys = services(client).deploys
+    assert call(client, deploys.balance, wallet.address) == 0
     # The payment was not spent: the same transaction still pays for a good body.
     assert deploy(client, wallet, body("good-body"), **{"X-Payment-Tx": tx}).status_code == 200
 

@@ -7,6 +7,13 @@ from hutch.build.plan import BuildPlan, PlanError, plan_build
 
 VENV = "python3 -m venv --system-site-packages .venv"
 PIP = ".venv/bin/pip install --no-input --disable-pip-version-check --retries 0 --timeout 10"
+
+
+def pip(arguments: str) -> str:
+    """pip install, then without dependencies when the image's packages disagree on pins."""
+    return f"({PIP} {arguments} || {PIP} --no-deps {arguments})"
+
+
 FASTAPI_MAIN = b"from fastapi import FastAPI\n\napp = FastAPI()\n"
 FLASK_APP = b"from flask import Flask\n\napp = Flask(__name__)\n"
 
@@ -83,7 +90,7 @@ def test_procfile_runs_python_tools_from_the_venv_even_without_an_entry_point() 
         {"requirements.txt": b"gunicorn\n", "Procfile": b"web: gunicorn site:app -b :$PORT\n"}
     )
     assert plan.image == "devbox:1"
-    assert plan.install == f"{VENV} && {PIP} -r requirements.txt"
+    assert plan.install == f"{VENV} && {pip('-r requirements.txt')}"
     assert plan.run == 'export PATH="$PWD/.venv/bin:$PATH" && gunicorn site:app -b :$PORT'
 
 
@@ -201,7 +208,7 @@ def test_fastapi_in_app_main_runs_uvicorn_from_the_venv() -> None:
     assert plan == BuildPlan(
         image="devbox:1",
         kind="python-fastapi",
-        install=f"{VENV} && {PIP} -r requirements.txt",
+        install=f"{VENV} && {pip('-r requirements.txt')}",
         build=None,
         run=".venv/bin/python -m uvicorn app.main:app --host 0.0.0.0 --port $PORT",
         detected=(
@@ -266,7 +273,7 @@ def test_python_frameworks_tie_break_by_hint_then_dependencies() -> None:
 def test_pyproject_dependencies_are_installed_without_building_the_project() -> None:
     pyproject = b'[project]\nname = "demo"\ndependencies = ["fastapi>=0.90", "uvicorn"]\n'
     plan = plan_build({"pyproject.toml": pyproject, "main.py": FASTAPI_MAIN})
-    assert plan.install == f"{VENV} && {PIP} {shlex.quote('fastapi>=0.90')} uvicorn"
+    assert plan.install == f"{VENV} && {pip(shlex.quote('fastapi>=0.90') + ' uvicorn')}"
     assert plan.kind == "python-fastapi"
 
 
