@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hutch.build.plan import BuildPlan
 from hutch.build.upload import to_tar
@@ -75,7 +76,7 @@ BUILDING, DEPLOYING, ACTIVE, FAILED, DELETING, DELETED = (
 )
 _IN_PROGRESS = ("queued", BUILDING, DEPLOYING, "promoting")
 _LIVE_PROJECT = (*_IN_PROGRESS, ACTIVE)
-_RETRIES = 5
+_PAID_ALREADY = "this transaction has already paid for a deploy"
 _CHUNK = 1 << 20
 
 
@@ -216,9 +217,7 @@ class DeployService:
         tx_hash = proof.tx_hash.lower()
         async with self._db.sessions() as session:
             if await session.get(Payment, tx_hash) is not None:
-                raise Conflict(
-                    "this transaction has already paid for a deploy", field="X-Payment-Tx"
-                )
+                raise Conflict(_PAID_ALREADY, field="X-Payment-Tx")
         try:
             paid = await verify_payment(
                 self._chains[proof.chain],
@@ -237,64 +236,56 @@ class DeployService:
         await self._credit(wallet, paid)
 
     async def _credit(self, wallet: str, paid: VerifiedPayment) -> None:
-        for _ in range(_RETRIES):
-            try:
-                async with self._db.sessions.begin() as session:
-                    session.add(
-                        Payment(
-                            tx_hash=paid.tx_hash,
-                            chain=paid.chain,
-                            token=paid.token,
-                            wallet=wallet,
-                            amount_raw=str(paid.amount_raw),
-                            block_number=paid.block_number,
-                            created_at=utcnow(),
-                        )
-                    )
-                    await session.flush()
-                    await self._ledger.append(
-                        session,
-                        LedgerLine(
-                            wallet=wallet,
-                            kind="payment",
-                            amount=paid.amount_raw // RAW_PER_CREDIT,
-                            payment_tx=paid.tx_hash,
-                        ),
-                    )
-                return
-            except IntegrityError:
-                async with self._db.sessions() as session:
-                    if await session.get(Payment, paid.tx_hash) is not None:
-                        raise Conflict(
-                            "this transaction has already paid for a deploy", field="X-Payment-Tx"
-                        ) from None
-        raise Unavailable("the credit ledger is busy; try again")
+        async def work(session: AsyncSession) -> None:
+            if await session.get(Payment, paid.tx_hash) is not None:
+                raise Conflict(_PAID_ALREADY, field="X-Payment-Tx")
+            session.add(
+                Payment(
+                    tx_hash=paid.tx_hash,
+                    chain=paid.chain,
+                    token=paid.token,
+                    wallet=wallet,
+                    amount_raw=str(paid.amount_raw),
+                    block_number=paid.block_number,
+                    created_at=utcnow(),
+                )
+            )
+            await session.flush()
+            await self._ledger.append(
+                session,
+                LedgerLine(
+                    wallet=wallet,
+                    kind="payment",
+                    amount=paid.amount_raw // RAW_PER_CREDIT,
+                    payment_tx=paid.tx_hash,
+                ),
+            )
+
+        await self._ledger.transact(self._db, work)
 
     async def _charge_and_record(
         self, wallet: str, request: DeployRequest, price: int, quote: dict[str, Any]
     ) -> Started:
         """One transaction: the project (new, or this wallet's to redeploy), its deployment,
-        and the charge. Retried when a racing writer took the ledger's next line."""
-        for _ in range(_RETRIES):
-            try:
-                async with self._db.sessions.begin() as session:
-                    return await self._record(session, wallet, request, price)
-            except InsufficientCredits as exc:
-                raise PaymentRequired(
-                    "Payment required",
-                    details=quote
-                    | {
-                        "current_credit_balance_usd": usd_of(exc.balance),
-                        "amount_usd": usd_of(exc.needed - exc.balance),
-                        "amount_token": str((exc.needed - exc.balance) * RAW_PER_CREDIT),
-                    },
-                ) from exc
-            except IntegrityError:
-                continue
-        raise Unavailable("the credit ledger is busy; try again")
+        and the charge."""
+        try:
+            return await self._ledger.transact(
+                self._db, lambda session: self._record(session, wallet, request, price)
+            )
+        except InsufficientCredits as exc:
+            short = exc.needed - exc.balance
+            raise PaymentRequired(
+                "Payment required",
+                details=quote
+                | {
+                    "current_credit_balance_usd": usd_of(exc.balance),
+                    "amount_usd": usd_of(short),
+                    "amount_token": str(short * RAW_PER_CREDIT),
+                },
+            ) from exc
 
     async def _record(
-        self, session: Any, wallet: str, request: DeployRequest, price: int
+        self, session: AsyncSession, wallet: str, request: DeployRequest, price: int
     ) -> Started:
         now = utcnow()
         project = await session.scalar(
@@ -318,7 +309,7 @@ class DeployService:
             session.add(project)
             await session.flush()  # before the deployment that refers to it
         else:
-            claimed = await session.execute(
+            claimed = await session.scalar(
                 update(Project)
                 .where(Project.id == project.id, Project.status.not_in(_IN_PROGRESS))
                 .values(
@@ -327,8 +318,9 @@ class DeployService:
                     description=request.description,
                     paid_until=max(project.paid_until, now) + MONTH * request.months,
                 )
+                .returning(Project.id)
             )
-            if claimed.rowcount != 1:
+            if claimed is None:
                 raise Conflict(
                     "a deployment of this project is in progress; wait for it "
                     "(GET …/status) before deploying again",
@@ -368,7 +360,7 @@ class DeployService:
         return project
 
     @staticmethod
-    async def _active_projects(session: Any, wallet: str, *, but: Project | None) -> int:
+    async def _active_projects(session: AsyncSession, wallet: str, *, but: Project | None) -> int:
         query = (
             select(func.count())
             .select_from(Project)
@@ -657,31 +649,25 @@ class DeployService:
         await self._refund(project.wallet, deployment)
 
     async def _refund(self, wallet: str, deployment: Deployment) -> None:
+        async def work(session: AsyncSession) -> None:
+            done = await session.scalar(
+                select(CreditEntry.id).where(
+                    CreditEntry.deployment_id == deployment.id, CreditEntry.kind == "refund"
+                )
+            )
+            if done is None:
+                await self._ledger.append(
+                    session,
+                    LedgerLine(
+                        wallet=wallet,
+                        kind="refund",
+                        amount=deployment.credits,
+                        deployment_id=deployment.id,
+                    ),
+                )
+
         async with self._ledger.locks[wallet]:
-            for _ in range(_RETRIES):
-                try:
-                    async with self._db.sessions.begin() as session:
-                        await self._ledger.append(
-                            session,
-                            LedgerLine(
-                                wallet=wallet,
-                                kind="refund",
-                                amount=deployment.credits,
-                                deployment_id=deployment.id,
-                            ),
-                        )
-                    return
-                except IntegrityError:
-                    async with self._db.sessions() as session:
-                        done = await session.scalar(
-                            select(CreditEntry.id).where(
-                                CreditEntry.deployment_id == deployment.id,
-                                CreditEntry.kind == "refund",
-                            )
-                        )
-                    if done is not None:
-                        return
-        log.error("could not refund deployment %s", deployment.id)
+            await self._ledger.transact(self._db, work)
 
     # -- routes and restarts -------------------------------------------------------------
 

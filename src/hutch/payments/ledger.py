@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
+from typing import TypeVar
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hutch.store.db import Database
 from hutch.store.models import CreditEntry, utcnow
+
+T = TypeVar("T")
 
 __all__ = [
     "CREDITS_PER_USD",
@@ -32,6 +38,7 @@ __all__ = [
 
 CREDITS_PER_USD = 100
 RAW_PER_CREDIT = 10_000  # token units (6 decimals) per credit
+TRIES = 5
 
 
 class InsufficientCredits(Exception):
@@ -59,13 +66,27 @@ def usd_of(credits: int) -> float:
 
 
 class Ledger:
-    """Appends lines inside the caller's transaction, so a charge commits or rolls back
-    together with what it pays for. Callers retry their transaction on IntegrityError."""
+    """Appends lines inside the caller's transaction (:meth:`transact`), so a charge
+    commits or rolls back together with what it pays for."""
 
     def __init__(self) -> None:
         # Within one process, writers of one wallet take turns (fewer retries); across
         # processes the (wallet, seq) constraint decides.
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    @staticmethod
+    async def transact(db: Database, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """``work`` in one transaction, run again from the start when the store refuses it
+        (a racing writer took the wallet's next line, or whatever else ``work`` inserts was
+        taken: ``work`` reads again and decides). The last refusal propagates."""
+        for attempt in range(TRIES):
+            try:
+                async with db.sessions.begin() as session:
+                    return await work(session)
+            except IntegrityError:
+                if attempt == TRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     @staticmethod
     async def balance(session: AsyncSession, wallet: str) -> int:
