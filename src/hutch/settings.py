@@ -68,8 +68,9 @@ class Settings(BaseSettings):
     deploy_price_usd_per_month: float = Field(default=0.5, ge=0.5)
     apps_domain: str = "localhost"
     """Deployed projects are served at ``http://{uniqueName}.{apps_domain}`` by the proxy."""
-    deploy_shape: str = "s-1vcpu-1gb"
-    """The shape of the sandbox a project is built and served in."""
+    deploy_shape: str = ""
+    """The shape of the sandbox a project is built and served in; empty means the first
+    configured shape with at least 1 GiB of memory (else the largest)."""
     deploy_build_timeout_s: float = Field(default=900, gt=0)
     """How long a project's install and build commands may take together."""
     deploy_health_timeout_s: float = Field(default=60, gt=0)
@@ -134,7 +135,7 @@ class Settings(BaseSettings):
             raise ValueError("network_prefix must not be shorter than network_pool's prefix")
         if self.network_pool.overlaps(self.link_pool):
             raise ValueError("network_pool and link_pool must not overlap")
-        if self.deploy_shape not in ids:
+        if self.deploy_shape and self.deploy_shape not in ids:
             raise ValueError(f"deploy_shape must be one of {ids}")
         names = {image.name for image in ROOTFS_CATALOG}
         if self.default_rootfs not in names:
@@ -144,6 +145,13 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'hutch.db'}"
+
+    @property
+    def resolved_deploy_shape(self) -> str:
+        if self.deploy_shape:
+            return self.deploy_shape
+        roomy = [shape for shape in self.shapes if shape.mem_mib >= 1024]
+        return (roomy[0] if roomy else max(self.shapes, key=lambda s: s.mem_mib)).id
 
     @property
     def images_path(self) -> Path:

@@ -53,3 +53,15 @@ def test_database_urls_get_async_drivers() -> None:
     assert normalize_url("sqlite:////tmp/x.db").drivername == "sqlite+aiosqlite"
     with pytest.raises(ValueError, match="unsupported database"):
         normalize_url("mysql://u@h/db")
+
+
+def test_deploys_get_the_first_shape_with_a_gibibyte_unless_one_is_named() -> None:
+    from hutch.core.catalog import Shape
+
+    small = Shape(id="small", vcpu=1, mem_mib=512, default_disk_mib=1024)
+    big = Shape(id="big", vcpu=2, mem_mib=2048, default_disk_mib=1024)
+    assert Settings(shapes=(small, big)).resolved_deploy_shape == "big"
+    assert Settings(shapes=(small,)).resolved_deploy_shape == "small"
+    assert Settings(shapes=(small, big), deploy_shape="small").resolved_deploy_shape == "small"
+    with pytest.raises(ValueError, match="deploy_shape"):
+        Settings(shapes=(small,), deploy_shape="big")

@@ -461,7 +461,9 @@ class DeployService:
             await self._stage(project.id, deployment_id, BUILDING, plan=request.plan.detected)
             sandbox = await self._sandboxes.create(
                 principal,
-                SandboxCreate(shape=self._settings.deploy_shape, rootfs=request.plan.image),
+                SandboxCreate(
+                    shape=self._settings.resolved_deploy_shape, rootfs=request.plan.image
+                ),
             )
             sandbox_id = sandbox.id
             await self._set_deployment(deployment_id, sandbox_id=sandbox_id)
