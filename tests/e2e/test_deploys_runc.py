@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import signal
 import time
 import zipfile
 from collections.abc import Iterator
@@ -17,8 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
+from hutch.proxy.nginx import free_port
 from tests.conftest import LocalChains
-from tests.e2e.test_sandboxes_runc import leftovers, runc_server
+from tests.e2e.test_sandboxes_runc import leftovers, new_pool, runc_server
 from tests.support.server import HutchProcess, remove_instance
 from tests.support.wallet import Wallet
 
@@ -258,3 +260,57 @@ def test_failures_say_what_went_wrong_and_give_the_credits_back(
     }
     for project in projects:
         agent.delete(f"/projects/{project['id']}", headers=wallet.headers())
+
+
+def test_after_kill_9_apps_are_served_again_and_cut_builds_are_refunded(
+    tmp_path: Path, images: Path, chains: LocalChains, wallet: Wallet
+) -> None:
+    home, pool, port = tmp_path / "home", new_pool(), free_port()
+    env = {f"HUTCH_{key.upper()}": value for key, value in chains.env().items()} | {
+        "HUTCH_PROXY_ENABLED": "true",
+        "HUTCH_PROXY_PORT": str(port),
+        "HUTCH_PAY_TO": PAY_TO,
+        "HUTCH_AGENT_REQUESTS_PER_MINUTE": "1000",
+    }
+    first = runc_server(home, images, pool=pool, env=env)
+    agent = httpx.Client(base_url=f"{first.url}/agent", timeout=60)
+    served = paid_deploy(agent, chains, wallet, "survivor", files(NODE_APP))
+    endpoint = finished(agent, wallet, served)["endpoint"]
+    slow = NODE_APP | {"build.js": "setTimeout(() => {}, 600000);"}
+    cut = paid_deploy(agent, chains, wallet, "cut-short", files(slow))
+    for _ in range(100):  # wait until its build is under way
+        if finished_or_stage(agent, wallet, cut) == "building":
+            break
+        time.sleep(0.2)
+    first.stop(signal.SIGKILL)
+    second = runc_server(home, images, pool=pool, env=env)
+    agent = httpx.Client(base_url=f"{second.url}/agent", timeout=60)
+    try:
+        assert visit(endpoint).text == "hello from node (built by npm run build) /"
+        failed = finished(agent, wallet, cut)
+        assert failed["status"] == "failed" and "restarted" in failed["reason"]
+        # Its credits came back: another month needs no payment.
+        again = agent.post(
+            "/deploy",
+            headers=wallet.headers(**{"X-Use-Existing-Credits": "true"}),
+            json={
+                "uniqueName": "cut-short",
+                "displayName": "Cut short",
+                "upload": files({"index.html": "back"}),
+            },
+        )
+        assert again.status_code == 200, again.text
+        assert finished(agent, wallet, again.json())["status"] == "ready"
+        for project in agent.get("/projects", headers=wallet.headers()).json()["projects"]:
+            agent.delete(f"/projects/{project['id']}", headers=wallet.headers())
+        assert not any(leftovers(home).values())
+    finally:
+        agent.close()
+        second.stop()
+        remove_instance(home)
+
+
+def finished_or_stage(agent: httpx.Client, wallet: Wallet, started: dict[str, str]) -> str:
+    url = f"/deploy/{started['projectId']}/{started['deploymentId']}/status"
+    body = agent.get(url, headers=wallet.headers()).json()
+    return str(body.get("deployment_status", body["status"]))

@@ -397,6 +397,8 @@ class DeployService:
             raise NotFound("no such deployment of that project")
         if project.wallet != wallet.lower():
             raise PermissionDenied("only the wallet that deployed this project can see it")
+        if project.deleted_at is not None:
+            raise NotFound("that project was deleted")
         return DeploymentView(deployment=deployment, project=project)
 
     async def projects(self, wallet: str) -> list[Project]:
