@@ -1,0 +1,289 @@
+"""Load: many clients at once creating, using and deleting sandboxes, then a correctness audit.
+
+    .venv/bin/python bench/load.py [--clients 20] [--duration 180] [--out bench/results/load.json]
+
+It starts its own ``hutch serve`` (runc driver) in a temp home and drives it over loopback
+from this process: ``--clients`` threads, spread over four users, each looping for
+``--duration`` seconds through: create a sandbox, exec in it, write a file of random bytes
+and read it back, read every list endpoint, and delete it (every third sandbox a client
+makes is kept until the end instead, so deletes happen while others run). It prints
+throughput and p50/p99 per operation, then audits what a user would notice:
+
+- every sandbox that was created is either running and answering (its file reads back
+  byte for byte) or, if its delete was answered 2xx, destroyed;
+- the host holds exactly the kept sandboxes: their runc containers, netns, cgroups,
+  veths and mounts, and nothing of any deleted one;
+- once the kept ones are deleted too, nothing at all is left.
+
+No thresholds (these machines are shared and noisy); ``run_load`` is also the body of a
+small fixed-size test that asserts the audit (tests/e2e/test_load_runc.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.server import HutchProcess, remove_instance, run_cli  # noqa: E402
+
+from hutch.host.drivers.runc import RuncDriver  # noqa: E402
+
+IMAGES = Path(os.environ.get("HUTCH_IMAGES_DIR", "/var/cache/hutch-test-images"))
+SHAPE = "s-1vcpu-256mb"
+LISTS = ("/v1/sandboxes", "/v1/networks", "/v1/disks", "/v1/shapes", "/v1/rootfs", "/v1/hosts")
+USERS = 4
+
+
+@dataclass
+class Made:
+    id: str
+    user: int
+    path: str
+    data: bytes
+    deleted: bool = False
+
+
+@dataclass
+class LoadReport:
+    clients: int
+    seconds: float
+    timings: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    failures: list[str] = field(default_factory=list)
+    made: list[Made] = field(default_factory=list)
+    audit: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        operations = {}
+        for name, samples in sorted(self.timings.items()):
+            ordered = sorted(samples)
+            operations[name] = {
+                "count": len(samples),
+                "per_s": round(len(samples) / self.seconds, 2),
+                "p50_ms": round(statistics.median(ordered) * 1000, 1),
+                "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 1),
+            }
+        return {
+            "clients": self.clients,
+            "seconds": round(self.seconds, 1),
+            "requests_per_s": round(sum(len(s) for s in self.timings.values()) / self.seconds, 1),
+            "sandboxes_created_per_s": round(len(self.made) / self.seconds, 2),
+            "operations": operations,
+            "failures": self.failures[:50],
+            "failure_count": len(self.failures),
+            "audit": self.audit,
+        }
+
+
+class _Client:
+    def __init__(
+        self,
+        base_url: str,
+        key: str,
+        user: int,
+        report: LoadReport,
+        lock: threading.Lock,
+        rng: random.Random,
+    ) -> None:
+        self.http = httpx.Client(
+            base_url=base_url, headers={"X-Api-Key": key}, timeout=120, trust_env=False
+        )
+        self.user = user
+        self.report = report
+        self.lock = lock
+        self.rng = rng
+
+    def timed(self, name: str, method: str, url: str, **kwargs: Any) -> httpx.Response | None:
+        started = time.monotonic()
+        try:
+            response = self.http.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            self.fail(f"{name}: {type(exc).__name__}: {exc}")
+            return None
+        with self.lock:
+            self.report.timings[name].append(time.monotonic() - started)
+        if response.status_code >= 300:
+            self.fail(f"{name}: {response.status_code} {response.text[:200]}")
+        return response
+
+    def fail(self, message: str) -> None:
+        with self.lock:
+            self.report.failures.append(message)
+
+    def one_round(self, keep: bool) -> None:
+        created = self.timed("create", "POST", "/v1/sandboxes", json={"shape": SHAPE})
+        if created is None or created.status_code != 201:
+            return
+        box = created.json()["data"]
+        data = self.rng.randbytes(self.rng.randint(1, 256 * 1024))
+        made = Made(id=box["id"], user=self.user, path=f"/tmp/load-{box['id']}.bin", data=data)
+        with self.lock:
+            self.report.made.append(made)
+        token = str(self.rng.getrandbits(64))
+        ran = self.timed(
+            "exec", "POST", f"/v1/sandboxes/{made.id}/exec", json={"cmd": "echo", "args": [token]}
+        )
+        answered = ran is not None and ran.status_code == 200
+        if answered and ran.json()["data"]["result"]["stdout"] != token + "\n":  # type: ignore[union-attr]
+            self.fail(f"exec: wrong output from {made.id}")
+        self.timed(
+            "write_file",
+            "PUT",
+            f"/v1/sandboxes/{made.id}/files",
+            params={"path": made.path},
+            content=data,
+        )
+        read = self.timed(
+            "read_file", "GET", f"/v1/sandboxes/{made.id}/files", params={"path": made.path}
+        )
+        if read is not None and read.status_code == 200 and read.content != data:
+            self.fail(f"read_file: {made.id} gave back other bytes")
+        for url in LISTS:
+            self.timed("list", "GET", url)
+        if not keep:
+            deleted = self.timed("delete", "DELETE", f"/v1/sandboxes/{made.id}")
+            made.deleted = deleted is not None and deleted.status_code < 300
+
+
+def run_load(
+    base_url: str,
+    keys: list[str],
+    *,
+    clients: int,
+    duration_s: float | None = None,
+    rounds: int | None = None,
+    seed: int = 1,
+) -> LoadReport:
+    """Drive the server; stop after ``duration_s`` or after ``rounds`` per client."""
+    report = LoadReport(clients=clients, seconds=0.0)
+    lock = threading.Lock()
+    deadline = time.monotonic() + (duration_s or 0)
+
+    def client(index: int) -> None:
+        worker = _Client(
+            base_url,
+            keys[index % len(keys)],
+            index % len(keys),
+            report,
+            lock,
+            random.Random(seed * 1000 + index),
+        )
+        done = 0
+        while (rounds is not None and done < rounds) or (
+            rounds is None and time.monotonic() < deadline
+        ):
+            worker.one_round(keep=done % 3 == 2)
+            done += 1
+        worker.http.close()
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def audit(base_url: str, keys: list[str], home: Path, report: LoadReport) -> dict[str, Any]:
+    """What a user would check afterwards, and what the host holds."""
+    problems: list[str] = []
+    kept = [m for m in report.made if not m.deleted]
+    for made in report.made:
+        with httpx.Client(
+            base_url=base_url, headers={"X-Api-Key": keys[made.user]}, timeout=60, trust_env=False
+        ) as http:
+            status = http.get(f"/v1/sandboxes/{made.id}").json()["data"]["status"]
+            if made.deleted:
+                if status != "destroyed":
+                    problems.append(f"{made.id} was deleted (2xx) but is {status}")
+                continue
+            if status != "running":
+                problems.append(f"{made.id} should run but is {status}")
+                continue
+            back = http.get(f"/v1/sandboxes/{made.id}/files", params={"path": made.path})
+            if back.status_code != 200 or back.content != made.data:
+                problems.append(f"{made.id}: its file did not read back byte for byte")
+    host = asyncio.run(RuncDriver(home, images=home).leftovers())
+    expected = sorted(m.id for m in kept)
+    for kind in ("runc", "directories"):
+        if sorted(host[kind]) != expected:
+            problems.append(f"host {kind}: {len(host[kind])} held, {len(expected)} expected")
+    for kind in ("netns", "veths", "cgroups"):
+        if len(host[kind]) != len(expected):
+            problems.append(f"host {kind}: {len(host[kind])} held, {len(expected)} expected")
+    return {"created": len(report.made), "kept": len(kept), "problems": problems}
+
+
+def cleanup_audit(base_url: str, keys: list[str], home: Path, report: LoadReport) -> list[str]:
+    """Delete what is left; then nothing of it may remain on the host."""
+    for made in report.made:
+        if not made.deleted:
+            httpx.delete(
+                f"{base_url}/v1/sandboxes/{made.id}",
+                timeout=60,
+                trust_env=False,
+                headers={"X-Api-Key": keys[made.user]},
+            )
+    host = asyncio.run(RuncDriver(home, images=home).leftovers())
+    return [
+        f"left on the host after deleting everything: {kind} {items[:5]}"
+        for kind, items in host.items()
+        if items
+    ]
+
+
+def start_server(home: Path) -> tuple[HutchProcess, list[str]]:
+    server = HutchProcess(
+        home,
+        env={
+            "HUTCH_DRIVER": "runc",
+            "HUTCH_IMAGES_DIR": str(IMAGES),
+            "HUTCH_LINK_POOL": "10.95.0.0/16",
+            "HUTCH_MAX_RUNNING_PER_USER": "200",
+        },
+    ).wait_ready()
+    keys = [
+        run_cli(home, "keys", "create", "--user", f"load{i}").stdout.strip() for i in range(USERS)
+    ]
+    return server, keys
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--duration", type=float, default=180)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "load.json")
+    options = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="hutch-bench-load-")) / "home"
+    server, keys = start_server(home)
+    try:
+        report = run_load(server.url, keys, clients=options.clients, duration_s=options.duration)
+        report.audit = audit(server.url, keys, home, report)
+        report.audit["after_cleanup"] = cleanup_audit(server.url, keys, home, report)
+    finally:
+        server.stop()
+        remove_instance(home)
+    result = {"benchmark": "load", "machine": {"cpus": os.cpu_count()}, **report.summary()}
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    options.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
