@@ -140,8 +140,7 @@ class _Client:
         ran = self.timed(
             "exec", "POST", f"/v1/sandboxes/{made.id}/exec", json={"cmd": "echo", "args": [token]}
         )
-        answered = ran is not None and ran.status_code == 200
-        if answered and ran.json()["data"]["result"]["stdout"] != token + "\n":  # type: ignore[union-attr]
+        if ran is not None and ran.status_code == 200 and _stdout(ran) != token + "\n":
             self.fail(f"exec: wrong output from {made.id}")
         self.timed(
             "write_file",
@@ -160,6 +159,10 @@ class _Client:
         if not keep:
             deleted = self.timed("delete", "DELETE", f"/v1/sandboxes/{made.id}")
             made.deleted = deleted is not None and deleted.status_code < 300
+
+
+def _stdout(response: httpx.Response) -> str:
+    return str(response.json()["data"]["result"]["stdout"])
 
 
 def run_load(
