@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     """The most an upload may unpack to (a zip bomb is refused before it is unpacked)."""
     agent_requests_per_minute: int = Field(default=30, ge=1)
     """Requests per minute per (client IP, wallet) on /agent; more get a 429."""
+    agent_requests_per_minute_per_address: int = Field(default=120, ge=1)
+    """Requests per minute per client IP on /agent, whatever wallet they name (the wallet
+    header is not yet verified when the limit is counted)."""
     chain_arbitrum_rpc_url: str = ""
     chain_arbitrum_usdc: str = "0xaf88d065e77c8cC2239327C5EDb3A432268e5831"
     chain_arbitrum_usdt: str = "0xFd086bC7CD5C481DCC9C85ebE478A1C0b69FCbb9"

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import time
+import uuid
 import zipfile
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -100,7 +102,6 @@ def wait_finished(client: TestClient, wallet: Wallet, started: dict[str, Any]) -
         answer = client.get(url, headers=wallet.headers()).json()
         if answer["status"] != "deploying":
             return dict(answer)
-        import time
 
         time.sleep(0.1)
     raise AssertionError(f"still deploying: {answer}")
@@ -295,6 +296,13 @@ def zip_of(entries: dict[str, bytes]) -> str:
     return b64(buffer.getvalue())
 
 
+def corrupt_zip() -> str:
+    """A zip whose deflate stream is broken (zlib, not zipfile, notices)."""
+    data = bytearray(base64.b64decode(zip_of({"index.html": b"hello world " * 1000})))
+    data[40:60] = b"\xff" * 20
+    return b64(bytes(data))
+
+
 BAD_BODIES: dict[str, tuple[dict[str, Any], str]] = {
     "short name": ({"uniqueName": "abc"}, "uniqueName"),
     "long name": ({"uniqueName": "a" * 33}, "uniqueName"),
@@ -328,6 +336,7 @@ BAD_BODIES: dict[str, tuple[dict[str, Any], str]] = {
         {"upload": {"type": "zip", "content": zip_of({"index.html": bytes(4 << 20)})}},
         "upload.content",
     ),
+    "corrupt zip": ({"upload": {"type": "zip", "content": corrupt_zip()}}, "upload.content"),
     "not a zip": ({"upload": {"type": "zip", "content": b64(b"PK nope")}}, "upload.content"),
     "nothing build-ai knows": (
         {
@@ -395,11 +404,13 @@ def test_signatures_are_checked_on_every_private_route(client: TestClient) -> No
     assert client.get("/agent/projects", headers=good).status_code == 200
     stale = dict(zip(good, signed(wallet.key, skew_ms=-120_000), strict=True))
     forged = dict(zip(good, signed(other.key, wallet=wallet.address), strict=True))
+    endless = good | {"X-Timestamp": "9" * 5000, "X-Nonce": str(uuid.uuid4())}
     for name, headers in {
         "no signature": {},
         "reused nonce": good,
         "stale": stale,
         "someone else's": forged,
+        "endless timestamp": endless,
     }.items():
         for method, path in (
             ("GET", "/agent/projects"),
@@ -449,3 +460,33 @@ def test_thirty_requests_a_minute_per_address_and_wallet(client: TestClient) -> 
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
     assert "30 requests" in limited.json()["error"]
     assert client.get("/agent/projects", headers=Wallet.new().headers()).status_code == 200
+
+
+def test_one_address_naming_many_wallets_is_limited_too(client: TestClient) -> None:
+    answers = [client.get("/agent/chains", headers={"X-Wallet-Address": Wallet.new().address})
+               for _ in range(121)]  # fmt: skip
+    assert [a.status_code for a in answers[:120]] == [200] * 120
+    assert answers[120].status_code == 429 and "120 requests" in answers[120].json()["error"]
+
+
+def test_deleting_a_project_mid_build_stops_it_and_refunds(
+    client: TestClient, chains: LocalChains
+) -> None:
+    wallet = paid_wallet(chains)
+    slow = body("slow-app", settings={"installCommand": "sleep 30", "runCommand": "true"})
+    tx = wallet.pay(chains.arbitrum, usdc(chains), PAY_TO, HALF)
+    started = deploy(client, wallet, slow, **{"X-Payment-Tx": tx}).json()
+    status = f"/agent/deploy/{started['projectId']}/{started['deploymentId']}/status"
+    for _ in range(100):
+        if client.get(status, headers=wallet.headers()).json().get("deployment_status") == (
+            "building"
+        ):
+            break
+        time.sleep(0.05)
+    deleted = client.delete(f"/agent/projects/{started['projectId']}", headers=wallet.headers())
+    assert deleted.status_code == 200
+    lines = call(client, services(client).deploys.ledger, wallet.address)
+    assert [(line.kind, line.amount) for line in lines] == [
+        ("payment", 50), ("charge", -50), ("refund", 50)]  # fmt: skip
+    assert client.get(status, headers=wallet.headers()).status_code == 404
+    assert list((Path(services(client).settings.home) / "fake-sandboxes").glob("sb_*")) == []

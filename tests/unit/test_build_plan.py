@@ -363,3 +363,10 @@ def test_project_nested_in_one_folder_is_pointed_out() -> None:
 def test_loose_python_files_ask_for_requirements_txt() -> None:
     with pytest.raises(PlanError, match=r"add a requirements.txt"):
         plan_build({"app.py": FLASK_APP})
+
+
+def test_manifests_nested_too_deeply_are_refused_not_crashed_on() -> None:
+    with pytest.raises(PlanError, match="too deeply"):
+        plan_build({"package.json": b"[" * 100_000 + b"]" * 100_000})
+    with pytest.raises(PlanError, match="too deeply"):
+        plan_build({"pyproject.toml": b"a = " + b"[" * 100_000 + b"]" * 100_000, "main.py": b""})

@@ -113,7 +113,12 @@ def create_app(settings: Settings) -> FastAPI:
                 previews=previews,
                 deploys=deploys,
                 wallets=WalletAuth(db),
-                agent_rate=RateLimiter(settings.agent_requests_per_minute),
+                agent_rate=RateLimiter(
+                    settings.agent_requests_per_minute, per="this address and wallet"
+                ),
+                agent_address_rate=RateLimiter(
+                    settings.agent_requests_per_minute_per_address, per="this address"
+                ),
             )
             try:
                 yield

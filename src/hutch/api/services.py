@@ -34,3 +34,4 @@ class Services:
     deploys: DeployService
     wallets: WalletAuth
     agent_rate: RateLimiter
+    agent_address_rate: RateLimiter

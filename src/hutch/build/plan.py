@@ -325,6 +325,8 @@ def _node_stack(project: Mapping[str, bytes]) -> _Stack:
             f"package.json is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno});"
             " fix it so build-ai can read its scripts"
         ) from exc
+    except RecursionError:
+        raise PlanError("package.json is nested too deeply to read") from None
     if not isinstance(manifest, dict):
         raise PlanError('package.json is not a JSON object; it should look like {"scripts": {}}')
     raw_scripts = manifest.get("scripts")
@@ -465,6 +467,8 @@ def _pyproject_dependencies(text: str) -> list[str]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PlanError(f"pyproject.toml is not valid TOML ({exc}); fix it") from exc
+    except RecursionError:
+        raise PlanError("pyproject.toml is nested too deeply to read") from None
     project = data.get("project")
     if not isinstance(project, dict):
         return []

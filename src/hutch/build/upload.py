@@ -12,9 +12,11 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import lzma
 import stat
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
 
@@ -104,7 +106,8 @@ def files_from_zip(content: str, *, max_bytes: int) -> dict[str, bytes]:
         try:
             with archive.open(info) as member:
                 data = member.read(info.file_size + 1)
-        except (zipfile.BadZipFile, RuntimeError, OSError, EOFError, ValueError) as exc:
+        except (zipfile.BadZipFile, RuntimeError, OSError, EOFError, ValueError, zlib.error,
+                lzma.LZMAError, NotImplementedError) as exc:  # fmt: skip
             raise UploadError(f"{path!r} cannot be unpacked: {exc}", field=field) from None
         total += len(data)
         if len(data) > info.file_size or total > max_bytes:

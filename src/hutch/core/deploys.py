@@ -76,6 +76,9 @@ BUILDING, DEPLOYING, ACTIVE, FAILED, DELETING, DELETED = (
 )
 _IN_PROGRESS = ("queued", BUILDING, DEPLOYING, "promoting")
 _LIVE_PROJECT = (*_IN_PROGRESS, ACTIVE)
+_BUSY = (*_IN_PROGRESS, DELETING)  # a project in one of these takes no new deployment
+_STOPPED = "the build was stopped (the project was deleted or the server stopped)"
+_INTERNAL = "internal error (the server log has the details)"
 _PAID_ALREADY = "this transaction has already paid for a deploy"
 _CHUNK = 1 << 20
 
@@ -187,8 +190,12 @@ class DeployService:
             started = await self._charge_and_record(wallet, request, price, quote)
         task = asyncio.create_task(self._build(started, request), name="hutch-deploy")
         self._builds[started.project_id] = task
-        task.add_done_callback(lambda _: self._builds.pop(started.project_id, None))
+        task.add_done_callback(lambda done: self._forget_build(started.project_id, done))
         return started
+
+    def _forget_build(self, project_id: str, task: asyncio.Task[None]) -> None:
+        if self._builds.get(project_id) is task:
+            del self._builds[project_id]
 
     def _check_payment_names(self, chain: str, token: str) -> None:
         if chain not in self._chains:
@@ -303,7 +310,7 @@ class DeployService:
                 display_name=request.display_name,
                 description=request.description,
                 status="queued",
-                paid_until=now + MONTH * request.months,
+                paid_until=now,  # extended when a deployment goes live
                 created_at=now,
             )
             session.add(project)
@@ -311,12 +318,11 @@ class DeployService:
         else:
             claimed = await session.scalar(
                 update(Project)
-                .where(Project.id == project.id, Project.status.not_in(_IN_PROGRESS))
+                .where(Project.id == project.id, Project.status.not_in(_BUSY))
                 .values(
                     status="queued",
                     display_name=request.display_name,
                     description=request.description,
-                    paid_until=max(project.paid_until, now) + MONTH * request.months,
                 )
                 .returning(Project.id)
             )
@@ -351,7 +357,7 @@ class DeployService:
             )
         if project is not None and project.wallet != wallet:
             raise InvalidInput(f"uniqueName {unique_name!r} is taken", field="uniqueName")
-        if project is not None and project.status in _IN_PROGRESS:
+        if project is not None and project.status in _BUSY:
             raise Conflict(
                 "a deployment of this project is in progress; wait for it "
                 "(GET …/status) before deploying again",
@@ -419,7 +425,11 @@ class DeployService:
             raise NotFound("no such project")
         if project.wallet != wallet.lower():
             raise PermissionDenied("only the wallet that deployed this project can delete it")
-        await self._set_project(project.id, status=DELETING)
+        async with self._ledger.locks[project.wallet]:  # no deploy of it starts meanwhile
+            await self._set_project(project.id, status=DELETING)
+        await self._finish_delete(project)
+
+    async def _finish_delete(self, project: Project) -> None:
         build = self._builds.get(project.id)
         if build is not None:
             build.cancel()
@@ -427,39 +437,29 @@ class DeployService:
                 await build
         await self._unroute(project)
         async with self._db.sessions() as session:
-            sandbox_ids = set(
-                await session.scalars(
-                    select(Deployment.sandbox_id).where(
-                        Deployment.project_id == project.id, Deployment.sandbox_id.is_not(None)
-                    )
-                )
+            deployments = list(
+                await session.scalars(select(Deployment).where(Deployment.project_id == project.id))
             )
         principal = await self._principal(project.wallet)
-        for sandbox_id in sandbox_ids:
-            if sandbox_id is not None:
-                await self._destroy_quietly(principal, sandbox_id)
-        async with self._db.sessions.begin() as session:
-            await session.execute(
-                update(Deployment)
-                .where(Deployment.project_id == project.id, Deployment.status.in_(_IN_PROGRESS))
-                .values(status=FAILED, reason="the project was deleted", finished_at=utcnow())
-            )
-            await session.execute(
-                update(Project)
-                .where(Project.id == project.id)
-                .values(status=DELETED, deleted_at=utcnow(), sandbox_id=None, url=None)
-            )
+        for deployment in deployments:
+            if deployment.sandbox_id is not None:
+                await self._destroy_quietly(principal, deployment.sandbox_id)
+            if deployment.status in _IN_PROGRESS:
+                await self._settle_failed(deployment.id, "the project was deleted")
+        await self._set_project(
+            project.id, status=DELETED, deleted_at=utcnow(), sandbox_id=None, url=None
+        )
 
     # -- building ------------------------------------------------------------------------
 
     async def _build(self, started: Started, request: DeployRequest) -> None:
-        deployment_id = started.deployment_id
-        async with self._db.sessions() as session:
-            project = await session.get(Project, started.project_id)
-        assert project is not None
-        principal = await self._principal(project.wallet)
+        deployment_id, project_id = started.deployment_id, started.project_id
         sandbox_id: str | None = None
         try:
+            async with self._db.sessions() as session:
+                project = await session.get(Project, project_id)
+            assert project is not None
+            principal = await self._principal(project.wallet)
             await self._stage(project.id, deployment_id, BUILDING, plan=request.plan.detected)
             sandbox = await self._sandboxes.create(
                 principal,
@@ -500,29 +500,15 @@ class DeployService:
                 request.port,
             )
         except asyncio.CancelledError:
-            await asyncio.shield(
-                self._fail(
-                    project.id,
-                    deployment_id,
-                    sandbox_id,
-                    principal,
-                    "the build was stopped (the project was deleted or the server stopped)",
-                )
-            )
+            await asyncio.shield(self._fail(project_id, deployment_id, sandbox_id, _STOPPED))
             raise
         except _BuildFailed as exc:
-            await self._fail(project.id, deployment_id, sandbox_id, principal, str(exc))
+            await self._fail(project_id, deployment_id, sandbox_id, str(exc))
         except HutchError as exc:
-            await self._fail(project.id, deployment_id, sandbox_id, principal, exc.message)
+            await self._fail(project_id, deployment_id, sandbox_id, exc.message)
         except Exception:
             log.exception("deployment %s failed", deployment_id)
-            await self._fail(
-                project.id,
-                deployment_id,
-                sandbox_id,
-                principal,
-                "internal error (the server log has the details)",
-            )
+            await self._fail(project_id, deployment_id, sandbox_id, _INTERNAL)
 
     async def _upload(
         self, principal: Principal, sandbox_id: str, files: Mapping[str, bytes]
@@ -609,64 +595,99 @@ class DeployService:
     async def _promote(
         self, project_id: str, deployment_id: str, sandbox_id: str, ip: str, port: int
     ) -> None:
-        """Route the project's name to the new sandbox, then retire the old one."""
+        """Route the project's name to the new sandbox, then retire the old one. The project
+        and its deployment change in one transaction, and only while both are as expected."""
         async with self._db.sessions() as session:
             project = await session.get(Project, project_id)
-        if project is None or project.deleted_at is not None or project.status == DELETING:
+            deployment = await session.get(Deployment, deployment_id)
+        if project is None or project.status in (DELETING, DELETED) or deployment is None:
             raise _BuildFailed("the project was deleted")
         url = await self._route(project, ip, port)
         old = project.sandbox_id
-        await self._set_deployment(deployment_id, status="ready", finished_at=utcnow())
-        await self._set_project(
-            project_id, status=ACTIVE, sandbox_id=sandbox_id, port=port, url=url
-        )
-        if old and old != sandbox_id:
-            async with self._db.sessions.begin() as session:
+        async with self._db.sessions.begin() as session:
+            live = await session.scalar(
+                update(Project)
+                .where(Project.id == project_id, Project.status.not_in((DELETING, DELETED)))
+                .values(
+                    status=ACTIVE,
+                    sandbox_id=sandbox_id,
+                    port=port,
+                    url=url,
+                    paid_until=max(project.paid_until, utcnow()) + MONTH * deployment.months,
+                )
+                .returning(Project.id)
+            )
+            if live is None:
+                raise _BuildFailed("the project was deleted")
+            await session.execute(
+                update(Deployment)
+                .where(Deployment.id == deployment_id)
+                .values(status="ready", finished_at=utcnow())
+            )
+            if old and old != sandbox_id:
                 await session.execute(
                     update(Deployment)
                     .where(Deployment.sandbox_id == old, Deployment.status == "ready")
                     .values(status="superseded")
                 )
+        if old and old != sandbox_id:
             await self._destroy_quietly(await self._principal(project.wallet), old)
 
     async def _fail(
-        self,
-        project_id: str,
-        deployment_id: str,
-        sandbox_id: str | None,
-        principal: Principal,
-        reason: str,
+        self, project_id: str, deployment_id: str, sandbox_id: str | None, reason: str
     ) -> None:
-        """The deployment failed: say why, give the credits back, keep any old version."""
-        if sandbox_id is not None:
-            await self._destroy_quietly(principal, sandbox_id)
+        """The deployment failed: say why, give its credits back, keep the version that
+        serves (and its route). Nothing happens to a deployment that already finished."""
+        if not await self._settle_failed(deployment_id, reason):
+            return
         async with self._db.sessions() as session:
             project = await session.get(Project, project_id)
-            deployment = await session.get(Deployment, deployment_id)
-        if project is None or deployment is None:
+        if project is None:
             return
-        await self._set_deployment(
-            deployment_id, status=FAILED, reason=reason[:4000], finished_at=utcnow()
-        )
-        if project.status not in (DELETING, DELETED):
-            await self._set_project(project_id, status=ACTIVE if project.sandbox_id else FAILED)
-        await self._refund(project.wallet, deployment)
+        principal = await self._principal(project.wallet)
+        if sandbox_id is not None and sandbox_id != project.sandbox_id:
+            await self._destroy_quietly(principal, sandbox_id)
+        if project.status in (DELETING, DELETED):
+            return
+        if project.sandbox_id and project.port:  # the route may have moved to the failed one
+            with contextlib.suppress(HutchError):
+                live = await self._sandboxes.get(principal, project.sandbox_id)
+                await self._route(project, self._sandboxes.address_of(live), project.port)
 
-    async def _refund(self, wallet: str, deployment: Deployment) -> None:
+    async def _settle_failed(self, deployment_id: str, reason: str) -> bool:
+        """Mark an unfinished deployment failed and refund its charge, once; False if it
+        had already finished (ready or failed)."""
+        async with self._db.sessions.begin() as session:
+            settled = (
+                await session.execute(
+                    update(Deployment)
+                    .where(Deployment.id == deployment_id, Deployment.status.in_(_IN_PROGRESS))
+                    .values(status=FAILED, reason=reason[:4000], finished_at=utcnow())
+                    .returning(Deployment.project_id, Deployment.credits)
+                )
+            ).first()
+            if settled is None:
+                return False
+            project = await session.get(Project, settled.project_id)
+            assert project is not None
+            wallet = project.wallet
+            if project.status not in (DELETING, DELETED):  # seen together with the failure
+                project.status = ACTIVE if project.sandbox_id else FAILED
+        await self._refund(wallet, deployment_id, settled.credits)
+        return True
+
+    async def _refund(self, wallet: str, deployment_id: str, credits: int) -> None:
         async def work(session: AsyncSession) -> None:
             done = await session.scalar(
                 select(CreditEntry.id).where(
-                    CreditEntry.deployment_id == deployment.id, CreditEntry.kind == "refund"
+                    CreditEntry.deployment_id == deployment_id, CreditEntry.kind == "refund"
                 )
             )
             if done is None:
                 await self._ledger.append(
                     session,
                     LedgerLine(
-                        wallet=wallet,
-                        kind="refund",
-                        amount=deployment.credits,
-                        deployment_id=deployment.id,
+                        wallet=wallet, kind="refund", amount=credits, deployment_id=deployment_id
                     ),
                 )
 
@@ -683,31 +704,35 @@ class DeployService:
             await self._previews.unroute_app(project.id)
 
     async def recover(self) -> None:
-        """After a start: builds that were running are failed (and refunded); projects
-        whose sandbox still runs are routed again."""
+        """After a start: deletes that were under way are finished; builds that were
+        running are failed (and refunded); projects whose sandbox still runs are routed
+        again. One control plane builds: several sharing a store would fail each other's."""
         async with self._db.sessions() as session:
-            stuck = list(
-                await session.execute(
-                    select(Deployment, Project)
-                    .join(Project, Project.id == Deployment.project_id)
-                    .where(Deployment.status.in_(_IN_PROGRESS))
+            deleting = list(
+                await session.scalars(
+                    select(Project).where(Project.deleted_at.is_(None), Project.status == DELETING)
                 )
             )
+        for project in deleting:
+            await self._finish_delete(project)
+        async with self._db.sessions() as session:
+            stuck = list(
+                await session.scalars(select(Deployment).where(Deployment.status.in_(_IN_PROGRESS)))
+            )
+        for deployment in stuck:
+            await self._fail(
+                deployment.project_id,
+                deployment.id,
+                deployment.sandbox_id,
+                "the server restarted during the build; deploy again",
+            )
+        async with self._db.sessions() as session:
             live = list(
                 await session.scalars(
                     select(Project).where(
                         Project.deleted_at.is_(None), Project.sandbox_id.is_not(None)
                     )
                 )
-            )
-        for deployment, project in stuck:
-            principal = await self._principal(project.wallet)
-            await self._fail(
-                project.id,
-                deployment.id,
-                deployment.sandbox_id,
-                principal,
-                "the server restarted during the build; deploy again",
             )
         for project in live:
             try:

@@ -15,8 +15,9 @@ WINDOW_S = 60.0
 class RateLimiter:
     """A sliding window of request times per key, in memory (one control plane)."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, *, per: str) -> None:
         self.per_minute = per_minute
+        self.per = per  # what a key stands for, in the 429's message
         self._seen: dict[tuple[str, str], deque[float]] = {}
         self._swept = time.monotonic()
 
@@ -30,8 +31,8 @@ class RateLimiter:
         if len(times) >= self.per_minute:
             retry = max(1, round(times[0] + WINDOW_S - now))
             raise RateLimited(
-                f"more than {self.per_minute} requests a minute from this address and "
-                f"wallet; retry in {retry} s",
+                f"more than {self.per_minute} requests a minute from {self.per}; "
+                f"retry in {retry} s",
                 headers={"Retry-After": str(retry)},
             )
         times.append(now)

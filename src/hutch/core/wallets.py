@@ -56,7 +56,10 @@ class WalletAuth:
             uuid.UUID(nonce)
         except ValueError:
             raise Unauthenticated("X-Nonce must be a UUID") from None
-        if not timestamp.isdigit() or abs(int(timestamp) - time.time() * 1000) > MAX_SKEW_MS:
+        if (
+            not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 16)
+            or abs(int(timestamp) - time.time() * 1000) > MAX_SKEW_MS
+        ):
             raise Unauthenticated("X-Timestamp must be the current Unix time in ms (±60 s)")
         try:
             signer = Account.recover_message(

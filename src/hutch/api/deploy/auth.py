@@ -15,6 +15,7 @@ async def rate_limit(request: Request, services: ServicesDep) -> None:
     """Every /agent route: count the request against its (client IP, wallet)."""
     ip = request.client.host if request.client else ""
     wallet = request.headers.get("x-wallet-address", "")[:42].lower()
+    services.agent_address_rate.hit((ip, ""))
     services.agent_rate.hit((ip, wallet))
 
 
