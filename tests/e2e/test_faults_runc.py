@@ -262,7 +262,10 @@ def test_a_full_disk_gives_clear_errors_and_corrupts_nothing(tmp_path: Path, ima
                 api.post("/v1/networks", json={"name": f"net-full-{i}"}) for i in range(3)
             ] + [api.post("/v1/sandboxes", json=SHAPE)]
             for answer in answers:
-                assert answer.status_code in (503, 507), answer.text
+                assert answer.status_code in (503, 507), (
+                    answer.text,
+                    "\n".join(server.stderr_lines[-8:]),
+                )
                 assert answer.json()["status"] == "error"
                 assert "space" in answer.json()["message"] or "full" in answer.json()["message"]
             filler.unlink()

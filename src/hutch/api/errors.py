@@ -6,6 +6,7 @@ database going away) are translated here and nowhere else.
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -35,17 +36,29 @@ _BY_STATUS: dict[int, type[e.HutchError]] = {
     503: e.Unavailable,
 }
 _DATABASE_DOWN = "the control plane cannot reach its database; try again shortly"
+_DISK_FULL = (
+    "the control plane's disk is full: nothing was changed; try again once the operator "
+    "has freed space"
+)
 
 
 def translate(exc: BaseException) -> e.HutchError:
     """The HutchError a client should see for ``exc``. Unknown errors become a bare 500."""
     if isinstance(exc, e.HutchError):
         return exc
+    if _is_disk_full(exc):
+        return e.Unavailable(_DISK_FULL, code="disk_full")
     if isinstance(exc, DBAPIError) and _is_unavailable(exc):
         return e.Unavailable(_DATABASE_DOWN, code="database_unavailable")
     if isinstance(exc, (DisconnectionError, PoolTimeoutError, ConnectionError, TimeoutError)):
         return e.Unavailable(_DATABASE_DOWN, code="database_unavailable")
     return e.HutchError("internal error; the server log has the details")
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return isinstance(exc, DBAPIError) and "disk is full" in str(exc.orig).lower()
 
 
 def _is_unavailable(exc: DBAPIError) -> bool:
