@@ -35,8 +35,7 @@ types: venv
 # Benchmarks print JSON and write bench/results/; they start their own server.
 bench: debs-test venv
 	@scripts/ensure-debs.sh wrk
-	$(BIN)/python bench/sandboxes.py
-	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/report.py
 
 # Regenerates the committed OpenAPI document; a test fails when it drifts from the app.
 openapi: venv

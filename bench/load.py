@@ -27,6 +27,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -69,6 +70,7 @@ class LoadReport:
     failures: list[str] = field(default_factory=list)
     made: list[Made] = field(default_factory=list)
     audit: dict[str, Any] = field(default_factory=dict)
+    peer: list[float] = field(default_factory=list)  # bare fork/exec under the same load
 
     def summary(self) -> dict[str, Any]:
         operations = {}
@@ -80,8 +82,19 @@ class LoadReport:
                 "p50_ms": round(statistics.median(ordered) * 1000, 1),
                 "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 1),
             }
+        peer = sorted(self.peer) or [0.0]
+        exec_p99 = operations.get("exec", {}).get("p99_ms", 0.0)
+        peer_p99 = round(peer[min(len(peer) - 1, int(len(peer) * 0.99))] * 1000, 2)
         return {
             "clients": self.clients,
+            "bare_fork_exec_under_load": {
+                "count": len(self.peer),
+                "p50_ms": round(statistics.median(peer) * 1000, 2),
+                "p99_ms": peer_p99,
+            },
+            "ratio_exec_p99_to_bare_fork_exec_p99": round(exec_p99 / peer_p99, 1)
+            if peer_p99
+            else None,
             "seconds": round(self.seconds, 1),
             "requests_per_s": round(sum(len(s) for s in self.timings.values()) / self.seconds, 1),
             "sandboxes_created_per_s": round(len(self.made) / self.seconds, 2),
@@ -197,10 +210,24 @@ def run_load(
         worker.http.close()
 
     started = time.monotonic()
+    finished = threading.Event()
+    peer = threading.Thread(target=_fork_exec_peer, args=(report, lock, finished), daemon=True)
+    peer.start()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
     report.seconds = time.monotonic() - started
+    finished.set()
+    peer.join()
     return report
+
+
+def _fork_exec_peer(report: LoadReport, lock: threading.Lock, finished: threading.Event) -> None:
+    """The peer, under the same load: a bare fork/exec of ``true`` every 50 ms."""
+    while not finished.wait(0.05):
+        started = time.monotonic()
+        subprocess.run(["true"], check=False)
+        with lock:
+            report.peer.append(time.monotonic() - started)
 
 
 def audit(base_url: str, keys: list[str], home: Path, report: LoadReport) -> dict[str, Any]:

@@ -219,3 +219,112 @@ def test_build_ai_plans_or_says_what_to_add(
         return
     assert isinstance(plan, BuildPlan) and plan.run.strip()
     assert plan.image in ("node", "devbox:1")
+
+
+@pytest.fixture(scope="module")
+def agent_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    root = tmp_path_factory.mktemp("agent-properties")
+    fake_image(root / "images", "devbox:1")
+    config = Settings(
+        home=root / "home",
+        images_dir=root / "images",
+        driver="fake",
+        proxy_port=0,
+        pay_to="0x" + "5" * 40,
+        agent_requests_per_minute=100_000,
+        agent_requests_per_minute_per_address=100_000,
+    )
+    with TestClient(create_app(config)) as client:
+        yield client
+    asyncio.run(FakeDriver(config.home / "fake-sandboxes").cleanup(set()))
+
+
+text_or_junk = st.one_of(
+    st.text(max_size=40),
+    st.integers(),
+    st.none(),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+)
+deploy_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "uniqueName": st.one_of(st.from_regex(r"\A[a-z0-9-]{2,34}\Z"), text_or_junk),
+        "displayName": text_or_junk,
+        "description": text_or_junk,
+        "months": st.one_of(st.integers(-2, 200), st.floats(allow_nan=False), text_or_junk),
+        "settings": st.one_of(
+            text_or_junk,
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "port": st.one_of(st.integers(-1, 70000), text_or_junk),
+                    "runtime": st.one_of(
+                        st.sampled_from(["build-ai", "node", "python", "x"]), text_or_junk
+                    ),
+                    "useBuildAI": st.one_of(st.booleans(), text_or_junk),
+                    "runCommand": text_or_junk,
+                    "hasDockerfile": st.one_of(st.booleans(), text_or_junk),
+                },
+            ),
+        ),
+        "upload": st.one_of(
+            text_or_junk,
+            st.fixed_dictionaries(
+                {"type": st.one_of(st.sampled_from(["files", "zip"]), text_or_junk)},
+                optional={
+                    "files": st.one_of(
+                        text_or_junk,
+                        st.lists(
+                            st.fixed_dictionaries(
+                                {
+                                    "path": text_or_junk,
+                                    "content": st.one_of(
+                                        st.binary(max_size=30).map(
+                                            lambda b: base64.b64encode(b).decode()
+                                        ),
+                                        text_or_junk,
+                                    ),
+                                }
+                            ),
+                            max_size=3,
+                        ),
+                    ),
+                    "content": st.one_of(
+                        st.binary(max_size=60).map(lambda b: base64.b64encode(b).decode()),
+                        text_or_junk,
+                    ),
+                },
+            ),
+        ),
+    },
+)
+
+
+WHOLE_BODY = {
+    "uniqueName": "prop-app",
+    "displayName": "Property app",
+    "upload": {"type": "files", "files": [{"path": "index.html", "content": _b64(b"hi")}]},
+}
+one_field_off = st.builds(
+    lambda key, value: {**WHOLE_BODY, key: value},
+    st.sampled_from([*WHOLE_BODY, "months", "settings", "description"]),
+    text_or_junk,
+)
+
+
+@SETTINGS
+@given(document=st.one_of(st.just(WHOLE_BODY), one_field_off, deploy_bodies))
+def test_any_deploy_body_is_refused_or_quoted_never_a_5xx(
+    agent_client: TestClient, document: dict[str, Any]
+) -> None:
+    from tests.support.wallet import Wallet
+
+    answer = agent_client.post("/agent/deploy", json=document, headers=Wallet.new().headers())
+    assert answer.status_code in (400, 402), answer.text
+    body = answer.json()
+    assert body["error"]
+    if answer.status_code == 400:
+        assert body.get("field")
+    else:  # only a body that is whole gets as far as the price
+        assert body["amount_token"] == "500000" and body["pay_to"] == "0x" + "5" * 40

@@ -1,0 +1,181 @@
+"""Every benchmark, then one report: ``bench/results/latest.json`` and a chart per benchmark.
+
+    .venv/bin/python bench/report.py [--charts-only] [--load-seconds 180] [--capacity-max 1000]
+
+Runs bench/sandboxes.py, bench/proxy.py, bench/load.py and bench/capacity.py one after the
+other (each starts its own server and its peers: bare runc, bare fork/exec, nginx), each
+writing ``bench/results/<name>.json``; then gathers them into ``latest.json`` with the
+machine and the ratios to each peer, and draws ``bench/results/<name>.png``. With
+``--charts-only`` it only gathers and draws from the results already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+
+
+def run_all(load_seconds: float, capacity_max: int) -> None:
+    python = sys.executable
+    runs = [
+        [python, str(BENCH / "sandboxes.py")],
+        [python, str(BENCH / "proxy.py")],
+        [python, str(BENCH / "load.py"), "--duration", str(load_seconds)],
+        [python, str(BENCH / "capacity.py"), "--max", str(capacity_max)],
+    ]
+    for command in runs:
+        print("running", " ".join(command[1:]), flush=True)
+        subprocess.run(command, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def ratios(results: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if sandboxes := results.get("sandboxes"):
+        out["create_to_first_exec_p50_vs_bare_runc_run"] = sandboxes["create_to_first_exec_ms"][
+            "ratio_p50_sequential_to_bare_runc"
+        ]
+        out["exec_round_trip_p50_vs_bare_fork_exec"] = sandboxes["exec_round_trip_ms"][
+            "ratio_p50_api_to_fork_exec"
+        ]
+    if proxy := results.get("proxy"):
+        out["proxy_throughput_vs_nginx"] = proxy.get("hutch_to_nginx_throughput")
+    if load_ := results.get("load"):
+        out["exec_p99_under_load_vs_bare_fork_exec_under_load"] = load_.get(
+            "ratio_exec_p99_to_bare_fork_exec_p99"
+        )
+    if capacity := results.get("capacity"):
+        out["create_rate_vs_bare_runc"] = capacity["ratio_create_rate_to_bare_runc"]
+        out["idle_memory_vs_bare_runc_container"] = capacity["ratio_memory_to_bare_runc"]
+    return out
+
+
+def chart_sandboxes(data: dict[str, Any], path: Path) -> None:
+    create, execs = data["create_to_first_exec_ms"], data["exec_round_trip_ms"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    labels = ["hutch create→exec", "bare runc run"]
+    for offset, stat in ((-0.2, "p50"), (0.2, "p95")):
+        left.bar(
+            [i + offset for i in range(2)],
+            [create["sequential"][stat], create["bare_runc_run_true"][stat]],
+            0.4,
+            label=stat,
+        )
+        right.bar(
+            [i + offset for i in range(2)],
+            [execs["api"][stat], execs["bare_fork_exec"][stat]],
+            0.4,
+            label=stat,
+        )
+    left.set_xticks(range(2), labels)
+    right.set_xticks(range(2), ["hutch exec (API)", "bare fork/exec"])
+    left.set_ylabel("ms")
+    left.set_title("Create to first exec")
+    right.set_title("Exec round trip")
+    left.legend()
+    _save(fig, path)
+
+
+def chart_proxy(data: dict[str, Any], path: Path) -> None:
+    runs = data["runs"]
+    names = list(runs)
+    best = [max(r["requests_per_s"] for r in runs[name]) for name in names]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(names, best)
+    ax.set_ylabel("requests/s (best of rounds)")
+    ax.set_title("Proxy throughput, same upstream")
+    _save(fig, path)
+
+
+def chart_load(data: dict[str, Any], path: Path) -> None:
+    ops = data["operations"]
+    names = list(ops)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], [ops[n]["p50_ms"] for n in names], 0.4, label="p50")
+    ax.bar([x + 0.2 for x in xs], [ops[n]["p99_ms"] for n in names], 0.4, label="p99")
+    ax.set_xticks(list(xs), names)
+    ax.set_yscale("log")
+    ax.set_ylabel("ms (log)")
+    ax.set_title(
+        f"{data['clients']} clients, {data['requests_per_s']} requests/s; "
+        f"bare fork/exec p99 {data['bare_fork_exec_under_load']['p99_ms']} ms"
+    )
+    ax.legend()
+    _save(fig, path)
+
+
+def chart_capacity(data: dict[str, Any], path: Path) -> None:
+    samples = data["hutch"]["samples"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(
+        [s["sandboxes"] for s in samples],
+        [s["mem_available_mib"] / 1024 for s in samples],
+        marker="o",
+    )
+    ax.set_xlabel("idle sandboxes running")
+    ax.set_ylabel("host MemAvailable (GiB)")
+    ax.set_title(f"{data['hutch']['held']} held, stopped by {data['hutch']['stopped_by']}")
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+CHARTS = {
+    "sandboxes": chart_sandboxes,
+    "proxy": chart_proxy,
+    "load": chart_load,
+    "capacity": chart_capacity,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--charts-only", action="store_true")
+    parser.add_argument("--load-seconds", type=float, default=180)
+    parser.add_argument("--capacity-max", type=int, default=1000)
+    options = parser.parse_args()
+    if not options.charts_only:
+        run_all(options.load_seconds, options.capacity_max)
+    results = {name: data for name in CHARTS if (data := load(name)) is not None}
+    for name, data in results.items():
+        CHARTS[name](data, RESULTS / f"{name}.png")
+    latest = {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+        },
+        "ratios": ratios(results),
+        "results": results,
+    }
+    (RESULTS / "latest.json").write_text(json.dumps(latest, indent=2) + "\n")
+    print(json.dumps(latest["ratios"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
