@@ -23,6 +23,7 @@ from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
 from hutch.core.networks import NetworkService
 from hutch.core.previews import PreviewService
+from hutch.core.processes import ProcessService
 from hutch.core.ratelimit import RateLimiter
 from hutch.core.sandboxes import SandboxService
 from hutch.core.sealing import MasterKeyUnavailable, SealedBox, load_master_key
@@ -108,6 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
                 hosts=HostService(db, dead_after_s=settings.host_dead_after_s),
                 host_agent=agent,
                 sandboxes=sandboxes,
+                processes=ProcessService(sandboxes),
                 networks=networks,
                 disks=disks,
                 previews=previews,

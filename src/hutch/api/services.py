@@ -10,6 +10,7 @@ from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
 from hutch.core.networks import NetworkService
 from hutch.core.previews import PreviewService
+from hutch.core.processes import ProcessService
 from hutch.core.ratelimit import RateLimiter
 from hutch.core.sandboxes import SandboxService
 from hutch.core.wallets import WalletAuth
@@ -28,6 +29,7 @@ class Services:
     hosts: HostService
     host_agent: HostAgent
     sandboxes: SandboxService
+    processes: ProcessService
     networks: NetworkService
     disks: DiskService
     previews: PreviewService

@@ -39,6 +39,7 @@ from hutch.host.guest import (
     ExecOutput,
     ExecRequest,
     FileDownload,
+    GuestClient,
     GuestError,
     GuestUnreachable,
 )
@@ -561,6 +562,15 @@ class SandboxService:
         except GuestError as exc:
             raise InvalidInput(exc.message, field="command") from exc
         return Spawned(id=handle, pid=pid, log_path=log_path)
+
+    async def guest(self, user: Principal, ident: str) -> GuestClient:
+        """The guest agent of the user's running sandbox (for :mod:`hutch.core.processes`)."""
+        record = await self._running(user, ident)
+        return self._host.driver.guest(record.id)
+
+    def check_command(self, command: ExecCommand) -> ExecRequest:
+        """``command`` checked as exec checks it (argv, env, cwd), as the agent's request."""
+        return self._exec_request(command)
 
     async def exec(self, user: Principal, ident: str, command: ExecCommand) -> ExecResult:
         """Run a command to completion; each output stream is kept up to the configured cap."""

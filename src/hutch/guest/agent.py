@@ -18,6 +18,14 @@ big-endian length, then the payload. The client opens with a JSON frame naming `
     get    {"path"} → J {"ok": true, "size": n}, D frames, Z
     spawn  {"argv", "env", "cwd", "log"} → J {"ok": true, "pid": n}: a background process
            in a session of its own, its output appended to the file ``log``.
+    proc_start  {"argv", "env", "cwd", "pty": bool, "rows", "cols"} → J {"ok", "id", "pid"}:
+           a process that outlives the connection, on a terminal of its own when ``pty``;
+           its output is kept (the last 1 MiB) and numbered, to be read again from any point.
+    proc_read   {"id", "after": seq, "wait": s} → J {"ok", "chunks": [[seq, stream, b64]],
+           "next", "first", "running", "exit_code"}: output after ``after``, waiting up to
+           ``wait`` seconds for some.
+    proc_write  {"id", "data": b64, "eof": bool} · proc_resize {"id", "rows", "cols"} ·
+    proc_signal {"id", "signal": n} · proc_wait {"id", "timeout"} · proc_list {}
     Errors: J {"error": {"code": "not_found"|"is_directory"|"invalid"|"io", "message"}}
 
 With ``--root DIR`` (the fake driver's mode, never inside a sandbox) paths are taken
@@ -133,6 +141,136 @@ class Connection:
             self.sock.close()
 
 
+_PROCESS_OPS = frozenset(
+    (
+        "proc_start",
+        "proc_read",
+        "proc_write",
+        "proc_resize",
+        "proc_signal",
+        "proc_wait",
+        "proc_list",
+    )
+)
+KEEP_OUTPUT = 1 << 20  # bytes of a process's output kept to be read again
+
+
+class _NoSuchProcess(Exception):
+    pass
+
+
+class _Session:
+    """A long-lived process: its output, numbered and kept, and how it ended."""
+
+    def __init__(self, ident: str, proc: Any, argv: list[str], master: int, pty: bool) -> None:
+        self.id = ident
+        self.proc = proc
+        self.argv = argv
+        self.master = master
+        self.pty = pty
+        self.cond = threading.Condition()
+        self.chunks: list[tuple[int, bytes, bytes]] = []
+        self.size = 0
+        self.next = 1
+        self.running = True
+        self.exit_code: int | None = None
+
+    def pump(self, fd: int, stream: bytes) -> None:
+        while True:
+            try:
+                data = os.read(fd, CHUNK)
+            except OSError:  # EIO: every holder of the terminal is gone
+                data = b""
+            if not data:
+                return
+            with self.cond:
+                self.chunks.append((self.next, stream, data))
+                self.next += 1
+                self.size += len(data)
+                while self.size > KEEP_OUTPUT and len(self.chunks) > 1:
+                    self.size -= len(self.chunks.pop(0)[2])
+                self.cond.notify_all()
+
+    def finish(self, code: int) -> None:
+        with self.cond:
+            self.running = False
+            self.exit_code = 128 - code if code < 0 else code
+            self.cond.notify_all()
+        if self.master >= 0:
+            with suppress(OSError):
+                os.close(self.master)
+
+    def state(self) -> dict[str, Any]:
+        return {"running": self.running, "exit_code": self.exit_code}
+
+    def read(self, after: int, wait: float) -> dict[str, Any]:
+        import binascii
+
+        deadline = time.monotonic() + wait
+        with self.cond:
+            while self.running and self.next - 1 <= after:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cond.wait(left)
+            chunks = [
+                [
+                    seq,
+                    "stdout" if stream == STDOUT else "stderr",
+                    binascii.b2a_base64(data, newline=False).decode(),
+                ]
+                for seq, stream, data in self.chunks
+                if seq > after
+            ]
+            first = self.chunks[0][0] if self.chunks else self.next
+            return {"chunks": chunks, "next": self.next, "first": first, **self.state()}
+
+    def write(self, data: bytes, *, eof: bool) -> None:
+        if self.pty:
+            if data:
+                os.write(self.master, data)
+            if eof:
+                os.write(self.master, b"\x04")  # ^D: end of input on a terminal
+            return
+        stdin = self.proc.stdin
+        if stdin is None:
+            raise ValueError("the process's input is closed")
+        try:
+            if data:
+                stdin.write(data)
+                stdin.flush()
+            if eof:
+                stdin.close()
+                self.proc.stdin = None
+        except OSError as exc:
+            raise ValueError(f"the process does not read its input: {exc}") from None
+
+    def wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.running:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self.cond.wait(left)
+
+
+def _window(request: dict[str, Any]) -> tuple[int, int]:
+    rows, cols = request.get("rows") or 24, request.get("cols") or 80
+    if not (
+        isinstance(rows, int) and isinstance(cols, int) and 1 <= rows <= 1000 and 1 <= cols <= 1000
+    ):
+        raise ValueError("rows and cols must be whole numbers from 1 to 1000")
+    return rows, cols
+
+
+def _set_window(fd: int, rows: int, cols: int) -> None:
+    import fcntl
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
 class _Waiter:
     """Where the reaper leaves one exec's exit status."""
 
@@ -158,6 +296,8 @@ class Agent:
         self.unclaimed: dict[int, tuple[int, float]] = {}
         self.child_exited = threading.Event()
         self.preloaded = False
+        self.sessions: dict[str, _Session] = {}
+        self.session_count = 0
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -215,8 +355,13 @@ class Agent:
                 self.put(conn, request)
             elif op == "get":
                 self.get(conn, request)
+            elif isinstance(op, str) and op in _PROCESS_OPS:
+                getattr(self, op)(conn, request)
             else:
                 conn.send_error("invalid", f"unknown op {op!r}")
+        except _NoSuchProcess as exc:
+            with suppress(OSError):
+                conn.send_error("not_found", str(exc))
         except (ProtocolError, ValueError, UnicodeDecodeError) as exc:
             with suppress(OSError):
                 conn.send_error("invalid", str(exc))
@@ -344,10 +489,15 @@ class Agent:
         try:
             with output, self.spawn_lock:
                 proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=output, stderr=output, cwd=cwd,
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=output,
+                    cwd=cwd,
                     env=env,
-                    start_new_session=True, close_fds=True,
-                )  # fmt: skip
+                    start_new_session=True,
+                    close_fds=True,
+                )
         except FileNotFoundError as exc:
             missing = "working directory" if exc.filename == cwd else "command"
             conn.send_error("not_found", f"{missing} not found: {exc.filename}")
@@ -358,6 +508,155 @@ class Agent:
         # The reaper collects it; Popen must never wait() for it (or list it to be waited).
         proc.returncode = 0
         conn.send_json({"ok": True, "pid": proc.pid})
+
+    # -- processes: long-lived, on a terminal or not, output kept and numbered --------------
+
+    def proc_start(self, conn: Connection, request: dict[str, Any]) -> None:
+        argv, env, cwd = self._command(request)
+        use_pty = bool(request.get("pty"))
+        rows, cols = _window(request)
+        import subprocess
+
+        master = slave = -1
+        if use_pty:
+            master, slave = os.openpty()
+            _set_window(master, rows, cols)
+            if "TERM" not in (request.get("env") or {}):
+                env["TERM"] = "xterm-256color"  # what terminals speak today
+            # setsid --ctty: a session of its own with this terminal as its controlling one.
+            argv = ["setsid", "--ctty", "--", *argv]
+        try:
+            with self.spawn_lock:
+                if use_pty:
+                    proc = subprocess.Popen(
+                        argv,
+                        stdin=slave,
+                        stdout=slave,
+                        stderr=slave,
+                        cwd=cwd,
+                        env=env,
+                        close_fds=True,
+                    )
+                else:
+                    proc = subprocess.Popen(
+                        argv,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        cwd=cwd,
+                        env=env,
+                        start_new_session=True,
+                        close_fds=True,
+                    )
+                waiter = self.waiters[proc.pid] = _Waiter()
+                early = self.unclaimed.pop(proc.pid, None)
+                if early is not None:
+                    waiter.deliver(early[0])
+                self.session_count += 1
+                session = _Session(f"p{self.session_count}", proc, argv, master, use_pty)
+                self._keep(session)
+            self.child_exited.set()
+        except OSError as exc:
+            for fd in (master, slave):
+                if fd >= 0:
+                    os.close(fd)
+            missing = isinstance(exc, FileNotFoundError)
+            what = "working directory" if missing and exc.filename == cwd else "command"
+            conn.send_error(
+                "not_found" if missing else "io",
+                f"{what} not found: {exc.filename}"
+                if missing
+                else f"cannot start {argv[0]}: {exc.strerror or exc}",
+            )
+            return
+        if slave >= 0:
+            os.close(slave)  # the child holds its own; EIO on the master once all are gone
+        if use_pty:
+            sources = [(master, STDOUT)]
+        else:
+            assert proc.stdout is not None and proc.stderr is not None
+            sources = [(proc.stdout.fileno(), STDOUT), (proc.stderr.fileno(), STDERR)]
+        readers = [
+            threading.Thread(target=session.pump, args=source, daemon=True) for source in sources
+        ]
+        for reader in readers:
+            reader.start()
+        threading.Thread(target=self._settle, args=(session, waiter, readers), daemon=True).start()
+        conn.send_json({"ok": True, "id": session.id, "pid": proc.pid})
+
+    def _keep(self, session: _Session) -> None:
+        """Remember ``session``; beyond 64, the oldest finished ones are forgotten."""
+        self.sessions[session.id] = session
+        finished = [s for s in self.sessions.values() if not s.running]
+        for old in finished[: max(0, len(self.sessions) - 64)]:
+            del self.sessions[old.id]
+
+    def _settle(self, session: _Session, waiter: _Waiter, readers: list[threading.Thread]) -> None:
+        waiter.done.wait()
+        with self.spawn_lock:
+            self.waiters.pop(session.proc.pid, None)
+        deadline = time.monotonic() + DRAIN_AFTER_EXIT_S
+        for reader in readers:
+            reader.join(max(0.0, deadline - time.monotonic()))
+        session.finish(os.waitstatus_to_exitcode(waiter.status))
+
+    def _session(self, request: dict[str, Any]) -> _Session:
+        session = self.sessions.get(request.get("id"))  # type: ignore[arg-type]
+        if session is None:
+            raise _NoSuchProcess(f"no process {request.get('id')!r}")
+        return session
+
+    def proc_read(self, conn: Connection, request: dict[str, Any]) -> None:
+        session = self._session(request)
+        after, wait = request.get("after") or 0, request.get("wait") or 0
+        if not isinstance(after, int) or not isinstance(wait, (int, float)):
+            raise ValueError("after must be an integer and wait a number")
+        conn.send_json({"ok": True, **session.read(after, min(float(wait), 30.0))})
+
+    def proc_write(self, conn: Connection, request: dict[str, Any]) -> None:
+        import binascii
+
+        session = self._session(request)
+        data = request.get("data") or ""
+        if not isinstance(data, str):
+            raise ValueError("data must be base64 text")
+        session.write(binascii.a2b_base64(data), eof=bool(request.get("eof")))
+        conn.send_json({"ok": True})
+
+    def proc_resize(self, conn: Connection, request: dict[str, Any]) -> None:
+        session = self._session(request)
+        if session.pty:
+            _set_window(session.master, *_window(request))
+        conn.send_json({"ok": True})
+
+    def proc_signal(self, conn: Connection, request: dict[str, Any]) -> None:
+        session = self._session(request)
+        number = request.get("signal")
+        if not isinstance(number, int) or not 1 <= number <= 64:
+            raise ValueError("signal must be a signal number")
+        if session.running:
+            with suppress(OSError):
+                os.killpg(session.proc.pid, number)
+        conn.send_json({"ok": True})
+
+    def proc_wait(self, conn: Connection, request: dict[str, Any]) -> None:
+        session = self._session(request)
+        timeout = request.get("timeout") or 0
+        if not isinstance(timeout, (int, float)):
+            raise ValueError("timeout must be a number")
+        session.wait(min(float(timeout), 300.0))
+        conn.send_json({"ok": True, **session.state()})
+
+    def proc_list(self, conn: Connection, request: dict[str, Any]) -> None:
+        conn.send_json(
+            {
+                "ok": True,
+                "processes": [
+                    {"id": s.id, "pid": s.proc.pid, "argv": s.argv, "pty": s.pty, **s.state()}
+                    for s in self.sessions.values()
+                ],
+            }
+        )
 
     @staticmethod
     def _refuse(conn: Connection, error: str) -> None:

@@ -148,6 +148,23 @@ class GuestClient:
             raise GuestError(answer["error"]["code"], answer["error"]["message"])
         return int(answer["pid"])
 
+    async def call(
+        self, request: dict[str, Any], *, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        """One request, one JSON answer (the process operations); GuestError if refused."""
+        channel = await self._open()
+        try:
+            async with asyncio.timeout(timeout_s or self.connect_timeout_s):
+                await channel.send_json(request)
+                answer: dict[str, Any] = await channel.recv_json()
+        except TimeoutError as exc:
+            raise GuestUnreachable("the guest agent did not answer") from exc
+        finally:
+            await channel.close()
+        if "error" in answer:
+            raise GuestError(answer["error"]["code"], answer["error"]["message"])
+        return answer
+
     async def exec(self, request: ExecRequest) -> AsyncIterator[ExecOutput | ExecExit]:
         """Run a command; yields its output as it comes, then exactly one :class:`ExecExit`.
 

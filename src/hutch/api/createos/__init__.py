@@ -2,7 +2,15 @@
 
 from fastapi import APIRouter
 
-from hutch.api.createos import catalog, disks, health, identity, networks, sandboxes
+from hutch.api.createos import (
+    catalog,
+    disks,
+    health,
+    identity,
+    networks,
+    processes,
+    sandboxes,
+)
 
 __all__ = ["router"]
 
@@ -11,6 +19,7 @@ router.include_router(health.router)
 router.include_router(catalog.router)
 router.include_router(identity.router)
 router.include_router(sandboxes.router)
+router.include_router(processes.router)
 router.include_router(networks.router)
 router.include_router(disks.router)
 router.include_router(disks.attachments)
