@@ -54,7 +54,7 @@ class ProcessStart(BaseModel):
     cols: int = Field(default=80, ge=1, le=1000)
 
 
-class ProcessOut(BaseModel):
+class SandboxProcess(BaseModel):
     id: str
     pid: int
     pty: bool
@@ -63,71 +63,73 @@ class ProcessOut(BaseModel):
     argv: list[str] | None = None
 
 
-class ChunkOut(BaseModel):
+class OutputChunk(BaseModel):
     seq: int
     stream: str
     data: str = Field(description="The bytes, base64.")
 
 
-class OutputOut(BaseModel):
-    chunks: list[ChunkOut]
+class ProcessOutput(BaseModel):
+    chunks: list[OutputChunk]
     next: int = Field(description="Ask with after=next-1 for what comes after these.")
     first: int = Field(description="The oldest chunk still kept (the last 1 MiB is).")
     running: bool
     exit_code: int | None
 
 
-class InputIn(BaseModel):
+class ProcessInput(BaseModel):
     text: str | None = Field(default=None, max_length=1 << 20)
     data: str | None = Field(default=None, max_length=1 << 22, description="Bytes, base64.")
     eof: bool = False
 
 
-class ResizeIn(BaseModel):
+class TerminalSize(BaseModel):
     rows: int = Field(ge=1, le=1000)
     cols: int = Field(ge=1, le=1000)
 
 
-class SignalIn(BaseModel):
+class ProcessSignal(BaseModel):
     signal: str | int = Field(description="A name (INT, TERM, KILL, HUP…) or a number.")
 
 
-class WaitIn(BaseModel):
+class ProcessWait(BaseModel):
     timeout: float = Field(default=30, ge=0, le=30)
 
 
-class WaitOut(BaseModel):
+class ProcessState(BaseModel):
     running: bool
     exit_code: int | None
 
 
-class Done(BaseModel):
+class ProcessDone(BaseModel):
     ok: bool = True
 
 
 @router.post("", status_code=201, summary="Start a process (optionally on a terminal)")
 async def start(
     sandbox_id: str, body: ProcessStart, user: CurrentUser, services: ServicesDep
-) -> JSend[ProcessOut]:
+) -> JSend[SandboxProcess]:
     command = ExecCommand(cmd=body.cmd, args=body.args, env=body.env, cwd=body.cwd)
     made = await services.processes.start(
         user, sandbox_id, command, pty=body.pty, rows=body.rows, cols=body.cols
     )
-    return JSend(data=ProcessOut(**made))
+    return JSend(data=SandboxProcess(**made))
 
 
 @router.get("", summary="List the sandbox's processes")
 async def list_processes(
     sandbox_id: str, user: CurrentUser, services: ServicesDep
-) -> JSend[list[ProcessOut]]:
-    return JSend(data=[ProcessOut(**p) for p in await services.processes.list(user, sandbox_id)])
+) -> JSend[list[SandboxProcess]]:
+    return JSend(
+        data=[SandboxProcess(**p) for p in await services.processes.list(user, sandbox_id)]
+    )
 
 
 @router.get("/{process_id}", summary="A process and whether it still runs")
 async def get_process(
     sandbox_id: str, process_id: str, user: CurrentUser, services: ServicesDep
-) -> JSend[ProcessOut]:
-    return JSend(data=ProcessOut(**await services.processes.get(user, sandbox_id, process_id)))
+) -> JSend[SandboxProcess]:
+    return JSend(data=SandboxProcess(**await services.processes.get(user, sandbox_id, process_id)))
 
 
 @router.get("/{process_id}/output", summary="Output after a sequence number (long poll)")
@@ -138,12 +140,12 @@ async def output(
     services: ServicesDep,
     after: Annotated[int, Query(ge=0, le=2**62, description="Chunks after this one.")] = 0,
     wait: Annotated[float, Query(ge=0, le=30, description="Seconds to wait for some.")] = 0,
-) -> JSend[OutputOut]:
+) -> JSend[ProcessOutput]:
     got = await services.processes.output(user, sandbox_id, process_id, after=after, wait_s=wait)
     return JSend(
-        data=OutputOut(
+        data=ProcessOutput(
             chunks=[
-                ChunkOut(seq=c.seq, stream=c.stream, data=base64.b64encode(c.data).decode())
+                OutputChunk(seq=c.seq, stream=c.stream, data=base64.b64encode(c.data).decode())
                 for c in got.chunks
             ],
             next=got.next,
@@ -154,7 +156,7 @@ async def output(
     )
 
 
-def _input_bytes(body: InputIn) -> bytes:
+def _input_bytes(body: ProcessInput) -> bytes:
     if body.data is not None:
         try:
             return base64.b64decode(body.data, validate=True)
@@ -165,34 +167,36 @@ def _input_bytes(body: InputIn) -> bytes:
 
 @router.post("/{process_id}/input", summary="Write to the process's input")
 async def write_input(
-    sandbox_id: str, process_id: str, body: InputIn, user: CurrentUser, services: ServicesDep
-) -> JSend[Done]:
+    sandbox_id: str, process_id: str, body: ProcessInput, user: CurrentUser, services: ServicesDep
+) -> JSend[ProcessDone]:
     await services.processes.write(user, sandbox_id, process_id, _input_bytes(body), eof=body.eof)
-    return JSend(data=Done())
+    return JSend(data=ProcessDone())
 
 
 @router.post("/{process_id}/resize", summary="Resize the process's terminal")
 async def resize(
-    sandbox_id: str, process_id: str, body: ResizeIn, user: CurrentUser, services: ServicesDep
-) -> JSend[Done]:
+    sandbox_id: str, process_id: str, body: TerminalSize, user: CurrentUser, services: ServicesDep
+) -> JSend[ProcessDone]:
     await services.processes.resize(user, sandbox_id, process_id, body.rows, body.cols)
-    return JSend(data=Done())
+    return JSend(data=ProcessDone())
 
 
 @router.post("/{process_id}/signal", summary="Send a signal to the process's group")
 async def send_signal(
-    sandbox_id: str, process_id: str, body: SignalIn, user: CurrentUser, services: ServicesDep
-) -> JSend[Done]:
+    sandbox_id: str, process_id: str, body: ProcessSignal, user: CurrentUser, services: ServicesDep
+) -> JSend[ProcessDone]:
     await services.processes.signal(user, sandbox_id, process_id, body.signal)
-    return JSend(data=Done())
+    return JSend(data=ProcessDone())
 
 
 @router.post("/{process_id}/wait", summary="Wait (up to 30 s) for the process to end")
 async def wait_for(
-    sandbox_id: str, process_id: str, body: WaitIn, user: CurrentUser, services: ServicesDep
-) -> JSend[WaitOut]:
+    sandbox_id: str, process_id: str, body: ProcessWait, user: CurrentUser, services: ServicesDep
+) -> JSend[ProcessState]:
     return JSend(
-        data=WaitOut(**await services.processes.wait(user, sandbox_id, process_id, body.timeout))
+        data=ProcessState(
+            **await services.processes.wait(user, sandbox_id, process_id, body.timeout)
+        )
     )
 
 
