@@ -1,0 +1,85 @@
+"""The Python SDK for hutch (and any server speaking the CreateOS sandbox API).
+
+    from hutch import Sandbox
+
+    with Sandbox.create() as sandbox:
+        print(sandbox.commands.run("uname -a").stdout)
+        sandbox.files.write("/tmp/hello.txt", "hi")
+
+The async API (``AsyncSandbox``, ``AsyncNetwork``, ``AsyncDisk``, ``AsyncClient``) is the
+implementation; the blocking one (``Sandbox``, ``Network``, ``Disk``, ``Client``) runs it
+on a private event loop. The URL and key come from arguments, else ``HUTCH_API_URL`` and
+``HUTCH_API_KEY``; every error is a :class:`~hutch.sdk.errors.HutchError`.
+"""
+
+from hutch.sdk._config import DEFAULT_API_URL, ClientConfig, RetryPolicy
+from hutch.sdk.client import AsyncClient
+from hutch.sdk.commands import (
+    AsyncCommands,
+    CommandEvent,
+    CommandResult,
+    ErrorEvent,
+    ExecOptions,
+    ExitEvent,
+    OutputEvent,
+)
+from hutch.sdk.disks import AsyncDisk, DiskAttachment, DiskInfo, DiskMount
+from hutch.sdk.errors import (
+    AuthenticationError,
+    CommandError,
+    ConfigurationError,
+    ConflictError,
+    HutchError,
+    InvalidRequestError,
+    NotFoundError,
+    RateLimitError,
+    RequestTimeoutError,
+    ServerUnavailableError,
+    StreamError,
+)
+from hutch.sdk.files import AsyncFiles
+from hutch.sdk.networks import AsyncNetwork, NetworkInfo, NetworkMember
+from hutch.sdk.sandbox import AsyncSandbox, SandboxInfo, SandboxOptions
+from hutch.sdk.sync import Client, Commands, Disk, Files, Network, Sandbox
+
+__all__ = [
+    "DEFAULT_API_URL",
+    "AsyncClient",
+    "AsyncCommands",
+    "AsyncDisk",
+    "AsyncFiles",
+    "AsyncNetwork",
+    "AsyncSandbox",
+    "AuthenticationError",
+    "Client",
+    "ClientConfig",
+    "CommandError",
+    "CommandEvent",
+    "CommandResult",
+    "Commands",
+    "ConfigurationError",
+    "ConflictError",
+    "Disk",
+    "DiskAttachment",
+    "DiskInfo",
+    "DiskMount",
+    "ErrorEvent",
+    "ExecOptions",
+    "ExitEvent",
+    "Files",
+    "HutchError",
+    "InvalidRequestError",
+    "Network",
+    "NetworkInfo",
+    "NetworkMember",
+    "NotFoundError",
+    "OutputEvent",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "RetryPolicy",
+    "Sandbox",
+    "SandboxInfo",
+    "SandboxOptions",
+    "ServerUnavailableError",
+    "StreamError",
+]

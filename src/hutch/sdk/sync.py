@@ -1,0 +1,472 @@
+"""The blocking API: thin wrappers that run the async implementation on a private loop.
+
+Each :class:`Client` owns an event loop on a daemon thread; every blocking call submits
+the async call there and waits. Output callbacks given to ``commands.run`` therefore run
+on that thread: keep them quick, and do not call the SDK from inside them (that raises
+rather than deadlocks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from types import TracebackType
+from typing import IO, Any, Self, TypeVar, Unpack
+
+from hutch.sdk._config import ClientConfig, RetryPolicy
+from hutch.sdk._http import Identified
+from hutch.sdk.client import AsyncClient
+from hutch.sdk.commands import (
+    AsyncCommands,
+    CommandEvent,
+    CommandResult,
+    ExecOptions,
+    OutputCallback,
+)
+from hutch.sdk.disks import AsyncDisk, DiskAttachment, DiskInfo
+from hutch.sdk.errors import HutchError
+from hutch.sdk.files import AsyncFiles, FileSource
+from hutch.sdk.networks import AsyncNetwork, NetworkInfo, NetworkMember
+from hutch.sdk.sandbox import AsyncSandbox, SandboxInfo, SandboxOptions
+
+__all__ = ["Client", "Commands", "Disk", "Files", "Network", "Sandbox"]
+
+T = TypeVar("T")
+
+
+class _Loop:
+    """An event loop running forever on a daemon thread."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="hutch-sdk-loop", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def closed(self) -> bool:
+        return self._loop.is_closed()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coroutine.close()
+            raise HutchError(
+                "the blocking SDK was called from its own I/O thread (from an output "
+                "callback?); collect what you need there and act after run() returns"
+            )
+        if self.closed:
+            coroutine.close()
+            raise HutchError("this Client is closed; make a new one")
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # interrupted while waiting (Ctrl-C): stop the call as well
+            raise
+
+    def iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
+        """``iterator`` as a blocking iterator; closing it early closes ``iterator``."""
+        try:
+            while next_one := self.run(_next(iterator)):
+                yield next_one[0]
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None and not self.closed:
+                self.run(aclose())
+
+    def close(self) -> None:
+        if not self.closed:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+
+
+async def _next(iterator: AsyncIterator[T]) -> tuple[T] | tuple[()]:
+    """The next item in a 1-tuple, or ``()`` at the end (StopAsyncIteration cannot cross
+    into a future)."""
+    try:
+        return (await anext(iterator),)
+    except StopAsyncIteration:
+        return ()
+
+
+_shared: dict[ClientConfig, Client] = {}
+_shared_lock = threading.Lock()
+
+
+class Client:
+    """A blocking connection to one hutch server; see :class:`~hutch.sdk.AsyncClient` for
+    where the URL and key come from. ``aio`` is the async client it drives.
+
+    Calls made without ``client=`` share one client per URL and key (:meth:`shared`),
+    which lives as long as the process.
+    """
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy | None = None,
+        config: ClientConfig | None = None,
+    ) -> None:
+        self.aio = AsyncClient(api_url, api_key, timeout_s=timeout_s, retry=retry, config=config)
+        self._loop = _Loop()
+
+    @property
+    def config(self) -> ClientConfig:
+        return self.aio.config
+
+    @classmethod
+    def shared(cls, api_url: str | None = None, api_key: str | None = None) -> Client:
+        config = ClientConfig.resolve(api_url=api_url, api_key=api_key)
+        with _shared_lock:
+            client = _shared.get(config)
+            if client is None or client._loop.closed:
+                client = _shared[config] = cls(config=config)
+            return client
+
+    def close(self) -> None:
+        """Release the connection and stop the loop thread; the client cannot be used after."""
+        if not self._loop.closed:
+            self._loop.run(self.aio.aclose())
+            self._loop.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.config.api_url!r})"
+
+
+def _client(client: Client | None, api_url: str | None, api_key: str | None) -> Client:
+    if client is not None:
+        if api_url is not None or api_key is not None:
+            raise TypeError("pass either client= or api_url=/api_key=, not both")
+        return client
+    return Client.shared(api_url, api_key)
+
+
+class Commands:
+    """Blocking ``sandbox.commands``; see :class:`~hutch.sdk.commands.AsyncCommands`."""
+
+    def __init__(self, aio: AsyncCommands, client: Client) -> None:
+        self.aio = aio
+        self._loop = client._loop
+
+    def run(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+        check: bool = False,
+        **options: Unpack[ExecOptions],
+    ) -> CommandResult:
+        return self._loop.run(
+            self.aio.run(cmd, on_stdout=on_stdout, on_stderr=on_stderr, check=check, **options)
+        )
+
+    def stream(
+        self, cmd: str | Sequence[str], **options: Unpack[ExecOptions]
+    ) -> Iterator[CommandEvent]:
+        return self._loop.iterate(self.aio.stream(cmd, **options))
+
+
+class Files:
+    """Blocking ``sandbox.files``; see :class:`~hutch.sdk.files.AsyncFiles`."""
+
+    def __init__(self, aio: AsyncFiles, client: Client) -> None:
+        self.aio = aio
+        self._loop = client._loop
+
+    def write(self, path: str, data: FileSource) -> int:
+        return self._loop.run(self.aio.write(path, data))
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._loop.run(self.aio.read_bytes(path))
+
+    def read_text(self, path: str, *, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self._loop.run(self.aio.read_text(path, encoding=encoding, errors=errors))
+
+    def iter_bytes(self, path: str, *, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+        return self._loop.iterate(self.aio.iter_bytes(path, chunk_size=chunk_size))
+
+    def download(self, path: str, dest: str | os.PathLike[str] | IO[bytes]) -> int:
+        return self._loop.run(self.aio.download(path, dest))
+
+
+class Sandbox:
+    """A sandbox, blocking; see :class:`~hutch.sdk.sandbox.AsyncSandbox`.
+
+    ``with Sandbox.create() as sandbox:`` kills it on the way out.
+    """
+
+    def __init__(self, aio: AsyncSandbox, client: Client) -> None:
+        self.aio = aio
+        self.client = client
+        self._loop = client._loop
+        self.commands = Commands(aio.commands, client)
+        self.files = Files(aio.files, client)
+
+    @property
+    def info(self) -> SandboxInfo:
+        return self.aio.info
+
+    @property
+    def id(self) -> str:
+        return self.aio.id
+
+    @property
+    def name(self) -> str:
+        return self.aio.name
+
+    @property
+    def status(self) -> str:
+        return self.aio.status
+
+    @property
+    def ip(self) -> str | None:
+        return self.aio.ip
+
+    def __repr__(self) -> str:
+        return f"Sandbox(id={self.id!r}, name={self.name!r}, status={self.status!r})"
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        client: Client | None = None,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        **options: Unpack[SandboxOptions],
+    ) -> Sandbox:
+        client = _client(client, api_url, api_key)
+        return cls(client._loop.run(AsyncSandbox.create(client=client.aio, **options)), client)
+
+    @classmethod
+    def connect(
+        cls,
+        sandbox_id: str,
+        *,
+        client: Client | None = None,
+        api_url: str | None = None,
+        api_key: str | None = None,
+    ) -> Sandbox:
+        client = _client(client, api_url, api_key)
+        return cls(client._loop.run(AsyncSandbox.connect(sandbox_id, client=client.aio)), client)
+
+    @classmethod
+    def list(
+        cls,
+        *,
+        status: str | Sequence[str] | None = None,
+        client: Client | None = None,
+        api_url: str | None = None,
+        api_key: str | None = None,
+    ) -> builtins.list[Sandbox]:
+        client = _client(client, api_url, api_key)
+        found = client._loop.run(AsyncSandbox.list(status=status, client=client.aio))
+        return [cls(aio, client) for aio in found]
+
+    def refresh(self) -> SandboxInfo:
+        return self._loop.run(self.aio.refresh())
+
+    def kill(self) -> None:
+        self._loop.run(self.aio.kill())
+
+    def pause(self) -> None:
+        self._loop.run(self.aio.pause())
+
+    def resume(self) -> None:
+        self._loop.run(self.aio.resume())
+
+    def set_timeout(self, seconds: float) -> None:
+        self._loop.run(self.aio.set_timeout(seconds))
+
+    def preview_url(self, port: int) -> str:
+        return self._loop.run(self.aio.preview_url(port))
+
+    def list_disks(self) -> builtins.list[DiskAttachment]:
+        return self._loop.run(self.aio.list_disks())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.kill()
+
+
+class Network:
+    """A private network, blocking; see :class:`~hutch.sdk.networks.AsyncNetwork`."""
+
+    def __init__(self, aio: AsyncNetwork, client: Client) -> None:
+        self.aio = aio
+        self._loop = client._loop
+
+    @property
+    def info(self) -> NetworkInfo:
+        return self.aio.info
+
+    @property
+    def id(self) -> str:
+        return self.aio.id
+
+    @property
+    def name(self) -> str:
+        return self.aio.name
+
+    @property
+    def members(self) -> tuple[NetworkMember, ...] | None:
+        return self.aio.members
+
+    def __repr__(self) -> str:
+        return f"Network(id={self.id!r}, name={self.name!r})"
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        *,
+        client: Client | None = None,
+        api_url: str | None = None,
+        api_key: str | None = None,
+    ) -> Network:
+        client = _client(client, api_url, api_key)
+        return cls(client._loop.run(AsyncNetwork.create(name, client=client.aio)), client)
+
+    @classmethod
+    def get(
+        cls,
+        network: str,
+        *,
+        client: Client | None = None,
+        api_url: str | None = None,
+        api_key: str | None = None,
+    ) -> Network:
+        client = _client(client, api_url, api_key)
+        return cls(client._loop.run(AsyncNetwork.get(network, client=client.aio)), client)
+
+    @classmethod
+    def list(
+        cls,
+        *,
+        client: Client | None = None,
+        api_url: str | None = None,
+        api_key: str | None = None,
+    ) -> builtins.list[Network]:
+        client = _client(client, api_url, api_key)
+        return [cls(aio, client) for aio in client._loop.run(AsyncNetwork.list(client=client.aio))]
+
+    def refresh(self) -> NetworkInfo:
+        return self._loop.run(self.aio.refresh())
+
+    def delete(self) -> None:
+        self._loop.run(self.aio.delete())
+
+    def attach(self, sandbox: str | Identified) -> None:
+        self._loop.run(self.aio.attach(sandbox))
+
+    def detach(self, sandbox: str | Identified) -> None:
+        self._loop.run(self.aio.detach(sandbox))
+
+
+class Disk:
+    """A registered S3 bucket, blocking; see :class:`~hutch.sdk.disks.AsyncDisk`."""
+
+    def __init__(self, aio: AsyncDisk, client: Client) -> None:
+        self.aio = aio
+        self._loop = client._loop
+
+    @property
+    def info(self) -> DiskInfo:
+        return self.aio.info
+
+    @property
+    def id(self) -> str:
+        return self.aio.id
+
+    @property
+    def name(self) -> str:
+        return self.aio.name
+
+    def __repr__(self) -> str:
+        return f"Disk(id={self.id!r}, name={self.name!r}, bucket={self.info.bucket!r})"
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        *,
+        bucket: str,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        region: str | None = None,
+        use_path_style: bool = False,
+        client: Client | None = None,
+        api_url: str | None = None,
+        api_key: str | None = None,
+    ) -> Disk:
+        client = _client(client, api_url, api_key)
+        made = AsyncDisk.create(
+            name, bucket=bucket, endpoint=endpoint, access_key=access_key,
+            secret_key=secret_key, region=region, use_path_style=use_path_style,
+            client=client.aio,
+        )  # fmt: skip
+        return cls(client._loop.run(made), client)
+
+    @classmethod
+    def get(
+        cls,
+        disk: str,
+        *,
+        client: Client | None = None,
+        api_url: str | None = None,
+        api_key: str | None = None,
+    ) -> Disk:
+        client = _client(client, api_url, api_key)
+        return cls(client._loop.run(AsyncDisk.get(disk, client=client.aio)), client)
+
+    @classmethod
+    def list(
+        cls,
+        *,
+        client: Client | None = None,
+        api_url: str | None = None,
+        api_key: str | None = None,
+    ) -> builtins.list[Disk]:
+        client = _client(client, api_url, api_key)
+        return [cls(aio, client) for aio in client._loop.run(AsyncDisk.list(client=client.aio))]
+
+    def refresh(self) -> DiskInfo:
+        return self._loop.run(self.aio.refresh())
+
+    def delete(self) -> None:
+        self._loop.run(self.aio.delete())
+
+    def attach(
+        self, sandbox: str | Identified, mount_path: str, *, sub_path: str | None = None
+    ) -> None:
+        self._loop.run(self.aio.attach(sandbox, mount_path, sub_path=sub_path))
+
+    def detach(self, sandbox: str | Identified, mount_path: str) -> None:
+        self._loop.run(self.aio.detach(sandbox, mount_path))
