@@ -1,12 +1,13 @@
 """Capacity: how many idle sandboxes one machine holds, and what fails first.
 
-    .venv/bin/python bench/capacity.py [--max 1000] [--floor-mib 2048] [--peer 100]
+    .venv/bin/python bench/capacity.py [--max 1000] [--floor-mib 4096] [--peer 100]
 
 It starts its own ``hutch serve`` (runc driver) and creates sandboxes of the smallest shape,
 two at a time, each answering an exec before it counts, until a create fails (the answer
 is recorded: that is "what failed"), ``--max`` are running, or the host's MemAvailable
-falls under ``--floor-mib`` (then the machine, not hutch, is the limit, and the run stops
-before the kernel's OOM killer would pick a victim). Every 50 sandboxes it samples the
+falls under ``--floor-mib``, or a batch of 50 takes ten times as long as the first (then
+the machine, not hutch, is the limit: page reclaim takes the CPUs, and the run stops before
+the kernel's OOM killer would pick a victim). Every 50 sandboxes it samples the
 host's MemAvailable and the create rate, next to the same figures for bare ``runc run``
 containers (the peer: ``--peer`` of them, kept running, of the same image). Everything is
 destroyed at the end.
@@ -38,6 +39,7 @@ from hutch.host.machine import read_memory  # noqa: E402
 
 IMAGES = Path(os.environ.get("HUTCH_IMAGES_DIR", "/var/cache/hutch-test-images"))
 SHAPE = "s-1vcpu-256mb"
+COLLAPSE = 10  # a batch this many times slower than the first ends the run
 
 
 def available_mib() -> int:
@@ -88,15 +90,22 @@ def hutch_run(count: int, floor_mib: int) -> dict[str, Any]:
                     failure, stopped = str(exc), "failure"
                     break
                 free = available_mib()
+                now = round(time.monotonic() - started, 2)
+                took = round(now - (samples[-1]["seconds"] if samples else 0.0), 2)
                 samples.append(
                     {
                         "sandboxes": len(made),
                         "mem_available_mib": free,
-                        "seconds": round(time.monotonic() - started, 2),
+                        "seconds": now,
+                        "batch_s": took,
                     }
                 )
                 if free < floor_mib:
                     stopped = "memory floor"
+                    break
+                if len(samples) > 2 and took > COLLAPSE * samples[0]["batch_s"]:
+                    # The host, not hutch, gave out: page reclaim takes the CPUs.
+                    stopped = f"creates slowed {COLLAPSE}x (host under memory pressure)"
                     break
         elapsed = time.monotonic() - started
         held = len(made)
@@ -161,7 +170,7 @@ def runc_peer(count: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max", type=int, default=1000)
-    parser.add_argument("--floor-mib", type=int, default=2048)
+    parser.add_argument("--floor-mib", type=int, default=4096)
     parser.add_argument("--peer", type=int, default=100)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "capacity.json")
     options = parser.parse_args()
