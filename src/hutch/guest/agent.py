@@ -408,10 +408,7 @@ class Agent:
                     start_new_session=True,
                     close_fds=True,
                 )
-                waiter = self.waiters[proc.pid] = _Waiter()
-                early = self.unclaimed.pop(proc.pid, None)
-                if early is not None:
-                    waiter.deliver(early[0])
+                waiter = self._waiter_for(proc.pid)
             self.child_exited.set()  # wake the reaper: it has a child to wait for
         except FileNotFoundError as exc:
             if exc.filename == cwd:
@@ -472,6 +469,14 @@ class Agent:
             error = f"killed by signal {-code}"
             code = 128 - code
         conn.send_json({"type": "exit", "exit_code": code, "error": error})
+
+    def _waiter_for(self, pid: int) -> _Waiter:
+        """Where the reaper leaves ``pid``'s exit status (call with ``spawn_lock`` held)."""
+        waiter = self.waiters[pid] = _Waiter()
+        early = self.unclaimed.pop(pid, None)
+        if early is not None:
+            waiter.deliver(early[0])
+        return waiter
 
     def spawn(self, conn: Connection, request: dict[str, Any]) -> None:
         """Start a command in the background and answer at once with its pid. Its output
@@ -548,10 +553,7 @@ class Agent:
                         start_new_session=True,
                         close_fds=True,
                     )
-                waiter = self.waiters[proc.pid] = _Waiter()
-                early = self.unclaimed.pop(proc.pid, None)
-                if early is not None:
-                    waiter.deliver(early[0])
+                waiter = self._waiter_for(proc.pid)
                 self.session_count += 1
                 session = _Session(f"p{self.session_count}", proc, argv, master, use_pty)
                 self._keep(session)
