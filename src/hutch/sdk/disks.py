@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import builtins
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from hutch.sdk._http import Identified, ident, parse_time
-from hutch.sdk.client import AsyncClient, resolve_client
+from hutch.sdk._resource import AsyncAttachable
+from hutch.sdk.client import AsyncClient
 
 __all__ = ["AsyncDisk", "DiskAttachment", "DiskInfo", "DiskMount"]
 
@@ -76,21 +76,13 @@ class DiskAttachment:
         )  # fmt: skip
 
 
-class AsyncDisk:
+class AsyncDisk(AsyncAttachable[DiskInfo]):
     """A registered S3 bucket. Its credentials are sent once, at ``create``, and never
     come back. Deleting it forgets the registration, never the bucket's contents."""
 
-    def __init__(self, info: DiskInfo, client: AsyncClient) -> None:
-        self.info = info
-        self.client = client
-
-    @property
-    def id(self) -> str:
-        return self.info.id
-
-    @property
-    def name(self) -> str:
-        return self.info.name
+    _route = "disks"
+    _subject = "disk"
+    _parse = staticmethod(DiskInfo.from_json)
 
     def __repr__(self) -> str:
         return f"AsyncDisk(id={self.id!r}, name={self.name!r}, bucket={self.info.bucket!r})"
@@ -113,15 +105,13 @@ class AsyncDisk:
         """Register a bucket. The server probes it first: an unreachable ``endpoint``, a
         missing ``bucket`` or refused keys is an InvalidRequestError naming the field; a
         name you already use is a ConflictError."""
-        client = resolve_client(client, api_url, api_key)
         config: dict[str, Any] = {"bucket": bucket, "endpoint": endpoint,
                                   "use_path_style": use_path_style}  # fmt: skip
         if region is not None:
             config["region"] = region
         body = {"name": name, "kind": "s3", "config": config,
                 "credentials": {"access_key": access_key, "secret_key": secret_key}}  # fmt: skip
-        data = await client.transport.data("POST", "/v1/disks", idempotent=False, json=body)
-        return cls(DiskInfo.from_json(data), client)
+        return await cls._create(body, client, api_url, api_key)
 
     @classmethod
     async def get(
@@ -133,53 +123,21 @@ class AsyncDisk:
         api_key: str | None = None,
     ) -> AsyncDisk:
         """One disk by id or name."""
-        client = resolve_client(client, api_url, api_key)
-        return cls(await _fetch(client, disk), client)
-
-    @classmethod
-    async def list(
-        cls,
-        *,
-        client: AsyncClient | None = None,
-        api_url: str | None = None,
-        api_key: str | None = None,
-    ) -> builtins.list[AsyncDisk]:
-        """All your disks (every page)."""
-        client = resolve_client(client, api_url, api_key)
-        items = await client.transport.pages("/v1/disks")
-        return [cls(DiskInfo.from_json(item), client) for item in items]
-
-    async def refresh(self) -> DiskInfo:
-        self.info = await _fetch(self.client, self.id)
-        return self.info
+        return await cls._get(disk, client, api_url, api_key)
 
     async def delete(self) -> None:
         """Forget the disk; a ConflictError while it is attached anywhere."""
-        await self.client.transport.data("DELETE", f"/v1/disks/{self.id}", idempotent=True,
-                                         subjects={"disk": self.id})  # fmt: skip
+        await super().delete()
 
     async def attach(
         self, sandbox: str | Identified, mount_path: str, *, sub_path: str | None = None
     ) -> None:
         """Mount this disk in a running sandbox at ``mount_path``; done when it returns (see
         ``sandbox.list_disks()`` for ``mount_status``). The same path again does nothing."""
-        sandbox_id = ident(sandbox)
-        body = DiskMount(disk=self.id, mount_path=mount_path, sub_path=sub_path).to_json()
-        await self.client.transport.data(
-            "POST", f"/v1/sandboxes/{sandbox_id}/disks", idempotent=True, json=body,
-            subjects={"sandbox": sandbox_id, "disk": self.id},
-        )  # fmt: skip
+        await self._attach(
+            sandbox, DiskMount(disk=self.id, mount_path=mount_path, sub_path=sub_path).to_json()
+        )
 
     async def detach(self, sandbox: str | Identified, mount_path: str) -> None:
         """Unmount it from ``mount_path``; the bucket's contents stay."""
-        sandbox_id = ident(sandbox)
-        await self.client.transport.data(
-            "DELETE", f"/v1/sandboxes/{sandbox_id}/disks/{self.id}", idempotent=True,
-            params={"mount_path": mount_path}, subjects={"sandbox": sandbox_id, "disk": self.id},
-        )  # fmt: skip
-
-
-async def _fetch(client: AsyncClient, disk: str) -> DiskInfo:
-    data = await client.transport.data("GET", f"/v1/disks/{disk}", idempotent=True,
-                                       subjects={"disk": disk})  # fmt: skip
-    return DiskInfo.from_json(data)
+        await self._detach(sandbox, {"mount_path": mount_path})

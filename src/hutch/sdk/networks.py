@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import builtins
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from hutch.sdk._http import Identified, ident, parse_time
-from hutch.sdk.client import AsyncClient, resolve_client
+from hutch.sdk._http import Identified, parse_time
+from hutch.sdk._resource import AsyncAttachable
+from hutch.sdk.client import AsyncClient
 
 __all__ = ["AsyncNetwork", "NetworkInfo", "NetworkMember"]
 
@@ -51,20 +51,12 @@ class NetworkInfo:
         )  # fmt: skip
 
 
-class AsyncNetwork:
+class AsyncNetwork(AsyncAttachable[NetworkInfo]):
     """A private network. Names are 1-63 of ``a-z0-9-`` and unique per user."""
 
-    def __init__(self, info: NetworkInfo, client: AsyncClient) -> None:
-        self.info = info
-        self.client = client
-
-    @property
-    def id(self) -> str:
-        return self.info.id
-
-    @property
-    def name(self) -> str:
-        return self.info.name
+    _route = "networks"
+    _subject = "network"
+    _parse = staticmethod(NetworkInfo.from_json)
 
     @property
     def members(self) -> tuple[NetworkMember, ...] | None:
@@ -83,10 +75,7 @@ class AsyncNetwork:
         api_key: str | None = None,
     ) -> AsyncNetwork:
         """Create a network. A name you already use is an InvalidRequestError."""
-        client = resolve_client(client, api_url, api_key)
-        data = await client.transport.data("POST", "/v1/networks", idempotent=False,
-                                           json={"name": name})  # fmt: skip
-        return cls(NetworkInfo.from_json(data), client)
+        return await cls._create({"name": name}, client, api_url, api_key)
 
     @classmethod
     async def get(
@@ -98,50 +87,17 @@ class AsyncNetwork:
         api_key: str | None = None,
     ) -> AsyncNetwork:
         """One network by id or name, with its members."""
-        client = resolve_client(client, api_url, api_key)
-        return cls(await _fetch(client, network), client)
-
-    @classmethod
-    async def list(
-        cls,
-        *,
-        client: AsyncClient | None = None,
-        api_url: str | None = None,
-        api_key: str | None = None,
-    ) -> builtins.list[AsyncNetwork]:
-        """All your networks (every page), newest first."""
-        client = resolve_client(client, api_url, api_key)
-        items = await client.transport.pages("/v1/networks")
-        return [cls(NetworkInfo.from_json(item), client) for item in items]
-
-    async def refresh(self) -> NetworkInfo:
-        self.info = await _fetch(self.client, self.id)
-        return self.info
+        return await cls._get(network, client, api_url, api_key)
 
     async def delete(self) -> None:
         """Delete the network; a ConflictError while it has members (detach them first)."""
-        await self.client.transport.data("DELETE", f"/v1/networks/{self.id}", idempotent=True,
-                                         subjects={"network": self.id})  # fmt: skip
+        await super().delete()
 
     async def attach(self, sandbox: str | Identified) -> None:
         """Put a sandbox (running or paused) in this network; its interface is up when this
         returns, and the members resolve its name. Attaching a member again does nothing."""
-        sandbox_id = ident(sandbox)
-        await self.client.transport.data(
-            "POST", f"/v1/sandboxes/{sandbox_id}/networks", idempotent=True,
-            json={"id": self.id}, subjects={"sandbox": sandbox_id, "network": self.id},
-        )  # fmt: skip
+        await self._attach(sandbox, {"id": self.id})
 
     async def detach(self, sandbox: str | Identified) -> None:
         """Take a sandbox out; a NotFoundError if it is not a member."""
-        sandbox_id = ident(sandbox)
-        await self.client.transport.data(
-            "DELETE", f"/v1/sandboxes/{sandbox_id}/networks/{self.id}", idempotent=True,
-            subjects={"sandbox": sandbox_id, "network": self.id},
-        )  # fmt: skip
-
-
-async def _fetch(client: AsyncClient, network: str) -> NetworkInfo:
-    data = await client.transport.data("GET", f"/v1/networks/{network}", idempotent=True,
-                                       subjects={"network": network})  # fmt: skip
-    return NetworkInfo.from_json(data)
+        await self._detach(sandbox)

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any, Self, TypedDict, Unpack
 
 from hutch.sdk._http import Identified, ident, parse_time
+from hutch.sdk._resource import AsyncResource
 from hutch.sdk.client import AsyncClient, resolve_client
 from hutch.sdk.commands import AsyncCommands
 from hutch.sdk.disks import DiskAttachment, DiskMount
@@ -83,7 +84,7 @@ class SandboxInfo:
         )  # fmt: skip
 
 
-class AsyncSandbox:
+class AsyncSandbox(AsyncResource[SandboxInfo]):
     """One sandbox. ``commands`` runs programs in it, ``files`` reads and writes its files.
 
     ``async with await AsyncSandbox.create() as sandbox:`` kills it on the way out. A
@@ -91,22 +92,17 @@ class AsyncSandbox:
     :meth:`close` (and on leaving the ``async with``).
     """
 
+    _route = "sandboxes"
+    _subject = "sandbox"
+    _parse = staticmethod(SandboxInfo.from_json)
+
     def __init__(
         self, info: SandboxInfo, client: AsyncClient, *, owns_client: bool = False
     ) -> None:
-        self.info = info
-        self.client = client
+        super().__init__(info, client)
         self._owns_client = owns_client
         self.commands = AsyncCommands(client.transport, info.id)
         self.files = AsyncFiles(client.transport, info.id)
-
-    @property
-    def id(self) -> str:
-        return self.info.id
-
-    @property
-    def name(self) -> str:
-        return self.info.name
 
     @property
     def status(self) -> str:
@@ -168,7 +164,7 @@ class AsyncSandbox:
         """An existing sandbox, by id or name, in whatever state it is."""
         owned = client is None
         client = resolve_client(client, api_url, api_key)
-        return cls(await _fetch(client, sandbox_id), client, owns_client=owned)
+        return cls(await cls._fetch(client, sandbox_id), client, owns_client=owned)
 
     @classmethod
     async def list(
@@ -188,10 +184,6 @@ class AsyncSandbox:
             params["status"] = status if isinstance(status, str) else ",".join(status)
         items = await client.transport.pages("/v1/sandboxes", params=params)
         return [cls(SandboxInfo.from_json(i), client, owns_client=owned) for i in items]
-
-    async def refresh(self) -> SandboxInfo:
-        self.info = await _fetch(self.client, self.id)
-        return self.info
 
     async def kill(self) -> None:
         """Destroy the sandbox and everything of it on its host. Killing twice is fine."""
@@ -256,9 +248,6 @@ class AsyncSandbox:
         finally:
             await self.close()
 
-    def _subjects(self) -> dict[str, str]:
-        return {"sandbox": self.id}
-
     def _bearer(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.client.config.api_key}"}
 
@@ -274,12 +263,6 @@ class AsyncSandbox:
         while self.status in _SETTLING and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
             await self.refresh()
-
-
-async def _fetch(client: AsyncClient, sandbox: str) -> SandboxInfo:
-    data = await client.transport.data("GET", f"/v1/sandboxes/{sandbox}", idempotent=True,
-                                       subjects={"sandbox": sandbox})  # fmt: skip
-    return SandboxInfo.from_json(data)
 
 
 async def _create_body(client: AsyncClient, options: SandboxOptions) -> dict[str, Any]:

@@ -12,12 +12,13 @@ import asyncio
 import builtins
 import os
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from types import TracebackType
-from typing import IO, Any, Self, TypeVar, Unpack
+from typing import IO, Any, Generic, Self, TypeVar, Unpack
 
 from hutch.sdk._config import ClientConfig, RetryPolicy
 from hutch.sdk._http import Identified
+from hutch.sdk._resource import AsyncResource
 from hutch.sdk.client import AsyncClient
 from hutch.sdk.commands import (
     AsyncCommands,
@@ -35,6 +36,8 @@ from hutch.sdk.sandbox import AsyncSandbox, SandboxInfo, SandboxOptions
 __all__ = ["Client", "Commands", "Disk", "Files", "Network", "Sandbox"]
 
 T = TypeVar("T")
+AioT = TypeVar("AioT")
+ResourceT = TypeVar("ResourceT", bound=AsyncResource[Any])
 
 
 class _Loop:
@@ -160,12 +163,55 @@ def _client(client: Client | None, api_url: str | None, api_key: str | None) -> 
     return Client.shared(api_url, api_key)
 
 
-class Commands:
-    """Blocking ``sandbox.commands``; see :class:`~hutch.sdk.commands.AsyncCommands`."""
+class _Blocking(Generic[AioT]):
+    """A blocking face on the async object ``aio``: each call runs on the client's loop."""
 
-    def __init__(self, aio: AsyncCommands, client: Client) -> None:
+    def __init__(self, aio: AioT, client: Client) -> None:
         self.aio = aio
         self._loop = client._loop
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self._loop.run(coroutine)
+
+    @classmethod
+    def _open(
+        cls,
+        call: Callable[[AsyncClient], Coroutine[Any, Any, AioT]],
+        client: Client | None,
+        api_url: str | None,
+        api_key: str | None,
+    ) -> Self:
+        """Pick the client, run ``call`` with its async one and wrap what that returns."""
+        client = _client(client, api_url, api_key)
+        return cls(client._loop.run(call(client.aio)), client)
+
+    @classmethod
+    def _open_all(
+        cls,
+        call: Callable[[AsyncClient], Coroutine[Any, Any, builtins.list[AioT]]],
+        client: Client | None,
+        api_url: str | None,
+        api_key: str | None,
+    ) -> builtins.list[Self]:
+        """:meth:`_open` for a call that returns a list."""
+        client = _client(client, api_url, api_key)
+        return [cls(aio, client) for aio in client._loop.run(call(client.aio))]
+
+
+class _BlockingResource(_Blocking[ResourceT]):
+    """A blocking sandbox, network or disk."""
+
+    @property
+    def id(self) -> str:
+        return self.aio.id
+
+    @property
+    def name(self) -> str:
+        return self.aio.name
+
+
+class Commands(_Blocking[AsyncCommands]):
+    """Blocking ``sandbox.commands``; see :class:`~hutch.sdk.commands.AsyncCommands`."""
 
     def run(
         self,
@@ -176,7 +222,7 @@ class Commands:
         check: bool = False,
         **options: Unpack[ExecOptions],
     ) -> CommandResult:
-        return self._loop.run(
+        return self._run(
             self.aio.run(cmd, on_stdout=on_stdout, on_stderr=on_stderr, check=check, **options)
         )
 
@@ -186,53 +232,40 @@ class Commands:
         return self._loop.iterate(self.aio.stream(cmd, **options))
 
 
-class Files:
+class Files(_Blocking[AsyncFiles]):
     """Blocking ``sandbox.files``; see :class:`~hutch.sdk.files.AsyncFiles`."""
 
-    def __init__(self, aio: AsyncFiles, client: Client) -> None:
-        self.aio = aio
-        self._loop = client._loop
-
     def write(self, path: str, data: FileSource) -> int:
-        return self._loop.run(self.aio.write(path, data))
+        return self._run(self.aio.write(path, data))
 
     def read_bytes(self, path: str) -> bytes:
-        return self._loop.run(self.aio.read_bytes(path))
+        return self._run(self.aio.read_bytes(path))
 
     def read_text(self, path: str, *, encoding: str = "utf-8", errors: str = "strict") -> str:
-        return self._loop.run(self.aio.read_text(path, encoding=encoding, errors=errors))
+        return self._run(self.aio.read_text(path, encoding=encoding, errors=errors))
 
     def iter_bytes(self, path: str, *, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
         return self._loop.iterate(self.aio.iter_bytes(path, chunk_size=chunk_size))
 
     def download(self, path: str, dest: str | os.PathLike[str] | IO[bytes]) -> int:
-        return self._loop.run(self.aio.download(path, dest))
+        return self._run(self.aio.download(path, dest))
 
 
-class Sandbox:
+class Sandbox(_BlockingResource[AsyncSandbox]):
     """A sandbox, blocking; see :class:`~hutch.sdk.sandbox.AsyncSandbox`.
 
     ``with Sandbox.create() as sandbox:`` kills it on the way out.
     """
 
     def __init__(self, aio: AsyncSandbox, client: Client) -> None:
-        self.aio = aio
+        super().__init__(aio, client)
         self.client = client
-        self._loop = client._loop
         self.commands = Commands(aio.commands, client)
         self.files = Files(aio.files, client)
 
     @property
     def info(self) -> SandboxInfo:
         return self.aio.info
-
-    @property
-    def id(self) -> str:
-        return self.aio.id
-
-    @property
-    def name(self) -> str:
-        return self.aio.name
 
     @property
     def status(self) -> str:
@@ -254,8 +287,9 @@ class Sandbox:
         api_key: str | None = None,
         **options: Unpack[SandboxOptions],
     ) -> Sandbox:
-        client = _client(client, api_url, api_key)
-        return cls(client._loop.run(AsyncSandbox.create(client=client.aio, **options)), client)
+        return cls._open(
+            lambda aio: AsyncSandbox.create(client=aio, **options), client, api_url, api_key
+        )
 
     @classmethod
     def connect(
@@ -266,8 +300,9 @@ class Sandbox:
         api_url: str | None = None,
         api_key: str | None = None,
     ) -> Sandbox:
-        client = _client(client, api_url, api_key)
-        return cls(client._loop.run(AsyncSandbox.connect(sandbox_id, client=client.aio)), client)
+        return cls._open(
+            lambda aio: AsyncSandbox.connect(sandbox_id, client=aio), client, api_url, api_key
+        )
 
     @classmethod
     def list(
@@ -278,30 +313,30 @@ class Sandbox:
         api_url: str | None = None,
         api_key: str | None = None,
     ) -> builtins.list[Sandbox]:
-        client = _client(client, api_url, api_key)
-        found = client._loop.run(AsyncSandbox.list(status=status, client=client.aio))
-        return [cls(aio, client) for aio in found]
+        return cls._open_all(
+            lambda aio: AsyncSandbox.list(status=status, client=aio), client, api_url, api_key
+        )
 
     def refresh(self) -> SandboxInfo:
-        return self._loop.run(self.aio.refresh())
+        return self._run(self.aio.refresh())
 
     def kill(self) -> None:
-        self._loop.run(self.aio.kill())
+        self._run(self.aio.kill())
 
     def pause(self) -> None:
-        self._loop.run(self.aio.pause())
+        self._run(self.aio.pause())
 
     def resume(self) -> None:
-        self._loop.run(self.aio.resume())
+        self._run(self.aio.resume())
 
     def set_timeout(self, seconds: float) -> None:
-        self._loop.run(self.aio.set_timeout(seconds))
+        self._run(self.aio.set_timeout(seconds))
 
     def preview_url(self, port: int) -> str:
-        return self._loop.run(self.aio.preview_url(port))
+        return self._run(self.aio.preview_url(port))
 
     def list_disks(self) -> builtins.list[DiskAttachment]:
-        return self._loop.run(self.aio.list_disks())
+        return self._run(self.aio.list_disks())
 
     def __enter__(self) -> Self:
         return self
@@ -315,24 +350,12 @@ class Sandbox:
         self.kill()
 
 
-class Network:
+class Network(_BlockingResource[AsyncNetwork]):
     """A private network, blocking; see :class:`~hutch.sdk.networks.AsyncNetwork`."""
-
-    def __init__(self, aio: AsyncNetwork, client: Client) -> None:
-        self.aio = aio
-        self._loop = client._loop
 
     @property
     def info(self) -> NetworkInfo:
         return self.aio.info
-
-    @property
-    def id(self) -> str:
-        return self.aio.id
-
-    @property
-    def name(self) -> str:
-        return self.aio.name
 
     @property
     def members(self) -> tuple[NetworkMember, ...] | None:
@@ -350,8 +373,9 @@ class Network:
         api_url: str | None = None,
         api_key: str | None = None,
     ) -> Network:
-        client = _client(client, api_url, api_key)
-        return cls(client._loop.run(AsyncNetwork.create(name, client=client.aio)), client)
+        return cls._open(
+            lambda aio: AsyncNetwork.create(name, client=aio), client, api_url, api_key
+        )
 
     @classmethod
     def get(
@@ -362,8 +386,9 @@ class Network:
         api_url: str | None = None,
         api_key: str | None = None,
     ) -> Network:
-        client = _client(client, api_url, api_key)
-        return cls(client._loop.run(AsyncNetwork.get(network, client=client.aio)), client)
+        return cls._open(
+            lambda aio: AsyncNetwork.get(network, client=aio), client, api_url, api_key
+        )
 
     @classmethod
     def list(
@@ -373,40 +398,27 @@ class Network:
         api_url: str | None = None,
         api_key: str | None = None,
     ) -> builtins.list[Network]:
-        client = _client(client, api_url, api_key)
-        return [cls(aio, client) for aio in client._loop.run(AsyncNetwork.list(client=client.aio))]
+        return cls._open_all(lambda aio: AsyncNetwork.list(client=aio), client, api_url, api_key)
 
     def refresh(self) -> NetworkInfo:
-        return self._loop.run(self.aio.refresh())
+        return self._run(self.aio.refresh())
 
     def delete(self) -> None:
-        self._loop.run(self.aio.delete())
+        self._run(self.aio.delete())
 
     def attach(self, sandbox: str | Identified) -> None:
-        self._loop.run(self.aio.attach(sandbox))
+        self._run(self.aio.attach(sandbox))
 
     def detach(self, sandbox: str | Identified) -> None:
-        self._loop.run(self.aio.detach(sandbox))
+        self._run(self.aio.detach(sandbox))
 
 
-class Disk:
+class Disk(_BlockingResource[AsyncDisk]):
     """A registered S3 bucket, blocking; see :class:`~hutch.sdk.disks.AsyncDisk`."""
-
-    def __init__(self, aio: AsyncDisk, client: Client) -> None:
-        self.aio = aio
-        self._loop = client._loop
 
     @property
     def info(self) -> DiskInfo:
         return self.aio.info
-
-    @property
-    def id(self) -> str:
-        return self.aio.id
-
-    @property
-    def name(self) -> str:
-        return self.aio.name
 
     def __repr__(self) -> str:
         return f"Disk(id={self.id!r}, name={self.name!r}, bucket={self.info.bucket!r})"
@@ -426,13 +438,13 @@ class Disk:
         api_url: str | None = None,
         api_key: str | None = None,
     ) -> Disk:
-        client = _client(client, api_url, api_key)
-        made = AsyncDisk.create(
-            name, bucket=bucket, endpoint=endpoint, access_key=access_key,
-            secret_key=secret_key, region=region, use_path_style=use_path_style,
-            client=client.aio,
+        return cls._open(
+            lambda aio: AsyncDisk.create(
+                name, bucket=bucket, endpoint=endpoint, access_key=access_key,
+                secret_key=secret_key, region=region, use_path_style=use_path_style, client=aio,
+            ),
+            client, api_url, api_key,
         )  # fmt: skip
-        return cls(client._loop.run(made), client)
 
     @classmethod
     def get(
@@ -443,8 +455,7 @@ class Disk:
         api_url: str | None = None,
         api_key: str | None = None,
     ) -> Disk:
-        client = _client(client, api_url, api_key)
-        return cls(client._loop.run(AsyncDisk.get(disk, client=client.aio)), client)
+        return cls._open(lambda aio: AsyncDisk.get(disk, client=aio), client, api_url, api_key)
 
     @classmethod
     def list(
@@ -454,19 +465,18 @@ class Disk:
         api_url: str | None = None,
         api_key: str | None = None,
     ) -> builtins.list[Disk]:
-        client = _client(client, api_url, api_key)
-        return [cls(aio, client) for aio in client._loop.run(AsyncDisk.list(client=client.aio))]
+        return cls._open_all(lambda aio: AsyncDisk.list(client=aio), client, api_url, api_key)
 
     def refresh(self) -> DiskInfo:
-        return self._loop.run(self.aio.refresh())
+        return self._run(self.aio.refresh())
 
     def delete(self) -> None:
-        self._loop.run(self.aio.delete())
+        self._run(self.aio.delete())
 
     def attach(
         self, sandbox: str | Identified, mount_path: str, *, sub_path: str | None = None
     ) -> None:
-        self._loop.run(self.aio.attach(sandbox, mount_path, sub_path=sub_path))
+        self._run(self.aio.attach(sandbox, mount_path, sub_path=sub_path))
 
     def detach(self, sandbox: str | Identified, mount_path: str) -> None:
-        self._loop.run(self.aio.detach(sandbox, mount_path))
+        self._run(self.aio.detach(sandbox, mount_path))
