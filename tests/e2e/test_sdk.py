@@ -1,10 +1,10 @@
-"""The Python SDK against a real ``hutch serve`` (fake driver), as a user's program meets it:
+"""The Python SDK against a real ``hutch serve`` with real sandboxes (runc), as a user's
+program meets it:
 the blocking and the async API, errors that say what to do, and retries against a real
 local HTTP server that fails on purpose."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import itertools
@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from hutch import AsyncDisk, AsyncNetwork, AsyncSandbox, Disk, Network, Sandbox
-from hutch.host.drivers.fake import FakeDriver
 from hutch.sdk import (
     AsyncClient,
     AuthenticationError,
@@ -37,9 +36,9 @@ from hutch.sdk import (
     RetryPolicy,
     ServerUnavailableError,
 )
-from tests.support.images import fake_image
+from tests.e2e.test_sandboxes_runc import runc_server
 from tests.support.seaweed import SeaweedS3
-from tests.support.server import HutchProcess, run_cli
+from tests.support.server import HutchProcess, remove_instance, run_cli
 
 _names = itertools.count()
 
@@ -49,19 +48,16 @@ def unique(prefix: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HutchProcess]:
-    root = tmp_path_factory.mktemp("sdk")
-    fake_image(root / "images", "devbox:1")
+def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[HutchProcess]:
     env = {
-        "HUTCH_IMAGES_DIR": str(root / "images"),
         "HUTCH_PROXY_ENABLED": "true",  # for preview URLs
         "HUTCH_PROXY_PORT": "0",
         "HUTCH_MONITOR_INTERVAL_S": "0.2",  # sandbox timeouts are checked this often
     }
-    process = HutchProcess(root / "home", env=env).wait_ready()
+    process = runc_server(tmp_path_factory.mktemp("sdk") / "home", images, env=env)
     yield process
     process.stop()
-    asyncio.run(FakeDriver(root / "home" / "fake-sandboxes").cleanup(set()))
+    remove_instance(process.home)
 
 
 @pytest.fixture(scope="module")
