@@ -3,6 +3,7 @@ registration contract, its errors row by row, and credentials that never come ba
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -15,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hutch.api.app import create_app
+from hutch.host.drivers.fake import FakeDriver
 from hutch.settings import Settings
 from tests.integration.test_sandboxes_api import _key, app_settings
 from tests.support.seaweed import SeaweedS3
@@ -29,6 +31,8 @@ def client(app_settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(app_settings)) as client:
         client.headers["X-Api-Key"] = _key(client, "alice")
         yield client
+    # The app leaves sandboxes running when it stops (a restart adopts them); tests don't.
+    asyncio.run(FakeDriver(app_settings.home / "fake-sandboxes").cleanup(set()))
 
 
 @pytest.fixture
