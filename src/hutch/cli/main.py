@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from hutch.cli import images, keys
+from hutch.cli import deploy, images, keys, resources, sandboxes, shell
 from hutch.cli.common import DatabaseOpt, HomeOpt, fail, load_settings
 
 __all__ = ["app", "main"]
@@ -23,6 +23,14 @@ app = typer.Typer(
 )
 app.add_typer(keys.app, name="keys")
 app.add_typer(images.app, name="images")
+app.add_typer(sandboxes.app, name="sandbox")
+app.command("exec")(sandboxes.exec_command)
+app.command("cp")(sandboxes.copy)
+app.command("shell")(shell.shell)
+app.add_typer(resources.networks, name="network")
+app.add_typer(resources.disks, name="disk")
+app.command("preview")(resources.preview)
+app.command("deploy")(deploy.deploy)
 
 
 @app.command()
