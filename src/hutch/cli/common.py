@@ -15,14 +15,14 @@ __all__ = ["DatabaseOpt", "HomeOpt", "fail", "load_settings"]
 
 HomeOpt = Annotated[
     Path | None,
-    typer.Option("--home", help="State directory [env: HUTCH_HOME; default /var/lib/hutch]."),
+    typer.Option("--home", help="State directory (env: HUTCH_HOME; default /var/lib/hutch)."),
 ]
 DatabaseOpt = Annotated[
     str | None,
     typer.Option(
         "--database-url",
         help="postgresql://user:pass@host/db or sqlite:///path "
-        "[env: HUTCH_DATABASE_URL; default SQLite in the home].",
+        "(env: HUTCH_DATABASE_URL; default SQLite in the home).",
     ),
 ]
 

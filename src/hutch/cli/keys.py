@@ -8,16 +8,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from hutch.cli.common import DatabaseOpt, HomeOpt, fail, load_settings
 from hutch.core.errors import HutchError
-from hutch.core.identity import IdentityService, KeyInfo
-from hutch.settings import Settings
-from hutch.store.db import Database
-from hutch.store.migrate import upgrade
+
+if TYPE_CHECKING:  # the store is imported when a command runs, not for `hutch --help`
+    from hutch.core.identity import IdentityService, KeyInfo
+    from hutch.settings import Settings
 
 __all__ = ["app"]
 
@@ -27,6 +27,10 @@ T = TypeVar("T")
 
 
 def _run(settings: Settings, action: Callable[[IdentityService], Awaitable[T]]) -> T:
+    from hutch.core.identity import IdentityService
+    from hutch.store.db import Database
+    from hutch.store.migrate import upgrade
+
     async def main() -> T:
         db = Database(settings.resolved_database_url, timeout_s=settings.db_timeout_s)
         try:

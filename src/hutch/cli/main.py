@@ -37,10 +37,10 @@ app.command("deploy")(deploy.deploy)
 def serve(
     host: Annotated[
         str | None,
-        typer.Option("--host", help="Address to listen on [env: HUTCH_HOST; 127.0.0.1]."),
+        typer.Option("--host", help="Address to listen on (env: HUTCH_HOST; 127.0.0.1)."),
     ] = None,
     port: Annotated[
-        int | None, typer.Option("--port", help="Port to listen on [env: HUTCH_PORT; 8700].")
+        int | None, typer.Option("--port", help="Port to listen on (env: HUTCH_PORT; 8700).")
     ] = None,
     home: HomeOpt = None,
     database_url: DatabaseOpt = None,
