@@ -37,6 +37,7 @@ from hutch.cli.output import (
     print_json,
     stderr_is_tty,
 )
+from hutch.payments.eth import keeping_recursion_limit
 from hutch.sdk._config import DEFAULT_API_URL
 
 if TYPE_CHECKING:
@@ -178,7 +179,8 @@ def deploy(
 
 
 def _wallet(key_file: Path | None) -> LocalAccount:
-    from eth_account import Account
+    with keeping_recursion_limit():
+        from eth_account import Account
 
     if key_file is not None:
         try:
@@ -251,7 +253,8 @@ class _Agent:
         self.url = url
 
     def headers(self) -> dict[str, str]:
-        from eth_account.messages import encode_defunct
+        with keeping_recursion_limit():
+            from eth_account.messages import encode_defunct
 
         address = self.wallet.address
         timestamp = str(int(time.time() * 1000))
@@ -392,8 +395,9 @@ def _token_contract(agent: _Agent, chain: str, token: str) -> str:
 
 def _pay(agent: _Agent, quote: dict[str, Any], *, rpc_url: str, token_address: str | None) -> str:
     """Send the quoted transfer and wait for its receipt; its transaction hash."""
-    from web3 import Web3
-    from web3.exceptions import Web3Exception
+    with keeping_recursion_limit():
+        from web3 import Web3
+        from web3.exceptions import Web3Exception
 
     chain, token = str(quote["payment_chain"]), str(quote["token"])
     amount, pay_to = int(quote["amount_token"]), Web3.to_checksum_address(quote["pay_to"])

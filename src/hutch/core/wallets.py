@@ -18,6 +18,7 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from hutch.core.errors import Unauthenticated
+from hutch.payments.eth import keeping_recursion_limit
 from hutch.store.db import Database
 from hutch.store.models import AgentNonce, utcnow
 
@@ -41,9 +42,10 @@ class WalletAuth:
         self, wallet: str | None, signature: str | None, timestamp: str | None, nonce: str | None
     ) -> str:
         """The checksummed wallet, or :class:`Unauthenticated` saying what is wrong."""
-        from eth_account import Account
-        from eth_account.messages import encode_defunct
-        from eth_utils.address import to_checksum_address
+        with keeping_recursion_limit():
+            from eth_account import Account
+            from eth_account.messages import encode_defunct
+            from eth_utils.address import to_checksum_address
 
         if not (wallet and signature and timestamp and nonce):
             raise Unauthenticated(
