@@ -643,12 +643,16 @@ class SandboxService:
         for record in records:
             runtime = runtimes.get(record.id)
             alive = runtime is not None and runtime.state != RuntimeState.STOPPED
-            if record.status == S.CREATING:
+            if record.status in (S.CREATING, S.DESTROYING):
+                # Finished as the interrupted step would have: off the host, out of its
+                # networks and disks (a member left behind would pin its network forever).
+                await self._disks.unmount_all(record.id)
                 await driver.destroy(record.id)
-                await self._update(record.id, status=S.FAILED, reason=_RESTARTED_IN_CREATE)
-            elif record.status == S.DESTROYING:
-                await driver.destroy(record.id)
-                await self._update(record.id, status=S.DESTROYED, destroyed_at=utcnow())
+                await self._networks.leave_all(record.id)
+                if record.status == S.CREATING:
+                    await self._update(record.id, status=S.FAILED, reason=_RESTARTED_IN_CREATE)
+                else:
+                    await self._update(record.id, status=S.DESTROYED, destroyed_at=utcnow())
             elif alive and record.status != S.ERROR:
                 assert runtime is not None
                 if record.ip is None or self._host.links.reserve(record.id, record.ip) is None:
