@@ -25,7 +25,11 @@ def sdk_examples() -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[HutchProcess]:
-    process = runc_server(tmp_path_factory.mktemp("readme") / "home", images)
+    process = runc_server(
+        tmp_path_factory.mktemp("readme") / "home",
+        images,
+        env={"HUTCH_PROXY_ENABLED": "true", "HUTCH_PROXY_PORT": "0"},
+    )
     yield process
     process.stop()
     remove_instance(process.home)
@@ -50,3 +54,39 @@ def test_a_readme_example_runs_as_written(server: HutchProcess, index: int, tmp_
     assert done.returncode == 0, done.stderr[-2000:]
     expected = {0: "demo from ", 1: "failed with 3", 2: "alpha"}[index]
     assert expected in done.stdout, done.stdout
+
+
+def cli_example() -> list[str]:
+    text = README.read_text()
+    section = text.split("## The `hutch` command line", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```sh\n(.*?)```", section, flags=re.S)[0]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_cli_example_runs_as_written(server: HutchProcess, tmp_path: Path) -> None:
+    """Line by line, in order, as a user pastes them. Two lines are run elsewhere: `hutch
+    shell` needs a terminal (tests/e2e/test_cli_client.py drives it in tmux) and `hutch
+    deploy` a funded wallet and a chain (the same file pays on anvil)."""
+    key = run_cli(server.home, "keys", "create", "--user", "cli-reader").stdout.strip()
+    (tmp_path / "data.csv").write_text("a,b\n1,2\n")
+    hutch = str(Path(sys.executable).parent / "hutch")
+    env = {
+        "PATH": f"{Path(hutch).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HUTCH_API_URL": server.url,
+        "HUTCH_API_KEY": key,
+    }
+    ran = []
+    for line in cli_example():
+        if line.startswith("export "):
+            assert "HUTCH_API_URL=" in line and "HUTCH_API_KEY=" in line
+            continue
+        if line.startswith(("hutch shell", "hutch deploy")):
+            continue
+        done = subprocess.run(
+            ["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, (line, done.stdout[-500:], done.stderr[-500:])
+        ran.append((line, done.stdout))
+    assert len(ran) >= 5
+    assert (tmp_path / "copy.csv").read_text() == "a,b\n1,2\n"
+    assert "42" in dict(ran)["hutch exec dev -- python3 -c 'print(6*7)'"]

@@ -33,6 +33,11 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/nullspace/v1/sandboxes/{sandbox_id}/timeout"): {"timeout_ms": 60_000},
     ("POST", "/nullspace/v1/sandboxes/{sandbox_id}/exec"): {"command": "echo hi"},
     ("POST", "/nullspace/v1/sandboxes/{sandbox_id}/host"): {"port": 8080},
+    ("POST", "/v1/sandboxes/{sandbox_id}/processes"): {"cmd": "true"},
+    ("POST", "/v1/sandboxes/{sandbox_id}/processes/{process_id}/input"): {"text": "x"},
+    ("POST", "/v1/sandboxes/{sandbox_id}/processes/{process_id}/resize"): {"rows": 9, "cols": 9},
+    ("POST", "/v1/sandboxes/{sandbox_id}/processes/{process_id}/signal"): {"signal": "TERM"},
+    ("POST", "/v1/sandboxes/{sandbox_id}/processes/{process_id}/wait"): {"timeout": 0},
 }
 QUERIES: dict[tuple[str, str], dict[str, str]] = {
     ("PUT", "/v1/sandboxes/{sandbox_id}/files"): {"path": "/tmp/x"},
@@ -103,12 +108,17 @@ def test_another_users_objects_answer_as_missing_ones(client: TestClient, s3: Se
         ).status_code
         == 200
     )
+    started = client.post(
+        f"/v1/sandboxes/{box['id']}/processes", headers=alice, json={"cmd": "sleep", "args": ["60"]}
+    )
+    assert started.status_code == 201, started.text
     real = {
         "sandbox_id": box["id"],
         "network_id": net["id"],
         "disk": disk["id"],
         "disk_id": disk["id"],
         "ip": box["ip"],
+        "process_id": started.json()["data"]["id"],
     }
     fake = {name: made_up(value) for name, value in real.items()}
     fake["ip"] = "10.89.255.253"
