@@ -119,6 +119,32 @@ def run(
         )
 
 
+def remove_each(
+    api_url: str | None,
+    api_key: str | None,
+    idents: Sequence[str],
+    remove: Callable[[AsyncClient, str], Awaitable[str]],
+) -> None:
+    """Remove each object with ``remove`` (which returns its id), printing each id and going
+    on past failures; exit with the first failure's code."""
+
+    async def action(client: AsyncClient) -> int:
+        code = 0
+        for ident in idents:
+            try:
+                removed = await remove(client, ident)
+            except errors.HutchError as exc:
+                problem = describe(exc, api_url=client.config.api_url)
+                say(problem)
+                code = code or problem.code
+                continue
+            sys.stdout.write(f"{removed}\n")
+        return code
+
+    if code := run(api_url, api_key, action):
+        raise typer.Exit(code)
+
+
 def report(exc: errors.HutchError, *, api_url: str) -> NoReturn:
     problem = describe(exc, api_url=api_url)
     fail(problem.message, hint=problem.hint, code=problem.code)

@@ -15,12 +15,11 @@ from hutch.cli.output import (
     ApiKeyOpt,
     ApiUrlOpt,
     JsonOpt,
-    describe,
     details,
     print_json,
     print_table,
+    remove_each,
     run,
-    say,
     when,
 )
 from hutch.sdk import (
@@ -29,7 +28,6 @@ from hutch.sdk import (
     AsyncNetwork,
     AsyncSandbox,
     DiskInfo,
-    HutchError,
     NetworkInfo,
 )
 
@@ -59,22 +57,12 @@ def _remove_each(
 ) -> None:
     """Delete each object, going on past failures; exit with the first failure's code."""
 
-    async def action(client: AsyncClient) -> int:
-        code = 0
-        for ident in idents:
-            try:
-                found = await remove.get(ident, client=client)
-                await found.delete()
-            except HutchError as exc:
-                problem = describe(exc, api_url=client.config.api_url)
-                say(problem)
-                code = code or problem.code
-                continue
-            sys.stdout.write(f"{found.id}\n")
-        return code
+    async def delete(client: AsyncClient, ident: str) -> str:
+        found = await remove.get(ident, client=client)
+        await found.delete()
+        return found.id
 
-    if code := run(api_url, api_key, action):
-        raise typer.Exit(code)
+    remove_each(api_url, api_key, idents, delete)
 
 
 # --- networks -----------------------------------------------------------------------------

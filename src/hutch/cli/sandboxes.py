@@ -29,12 +29,11 @@ from hutch.cli.output import (
     ApiKeyOpt,
     ApiUrlOpt,
     JsonOpt,
-    describe,
     details,
     print_json,
     print_table,
+    remove_each,
     run,
-    say,
     stderr_is_tty,
     when,
 )
@@ -42,7 +41,6 @@ from hutch.sdk import (
     AsyncClient,
     AsyncSandbox,
     ExecOptions,
-    HutchError,
     SandboxInfo,
     SandboxOptions,
 )
@@ -215,22 +213,12 @@ def remove(
     Example:  hutch sandbox rm dev sb_01hx…
     """
 
-    async def action(client: AsyncClient) -> int:
-        code = 0
-        for ident in sandboxes:
-            try:
-                sandbox = await AsyncSandbox.connect(ident, client=client)
-                await sandbox.kill()
-            except HutchError as exc:
-                problem = describe(exc, api_url=client.config.api_url)
-                say(problem)
-                code = code or problem.code
-                continue
-            sys.stdout.write(f"{sandbox.id}\n")
-        return code
+    async def kill(client: AsyncClient, ident: str) -> str:
+        sandbox = await AsyncSandbox.connect(ident, client=client)
+        await sandbox.kill()
+        return sandbox.id
 
-    if code := run(api_url, api_key, action):
-        raise typer.Exit(code)
+    remove_each(api_url, api_key, sandboxes, kill)
 
 
 def _transition(
