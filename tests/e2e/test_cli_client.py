@@ -437,8 +437,7 @@ class Tmux:
 
 @pytest.fixture
 def tmux() -> Iterator[Tmux]:
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
+    assert shutil.which("tmux"), "tmux is missing: make test installs it (Debian's tmux)"
     root = Path(tempfile.mkdtemp(prefix="hutch-tmux-"))
     yield Tmux(root)
     subprocess.run(["tmux", "-S", str(root / "tmux.sock"), "kill-server"], check=False,
@@ -448,8 +447,7 @@ def tmux() -> Iterator[Tmux]:
 
 @pytest.fixture
 def runc(tmp_path: Path, images: Path) -> Iterator[HutchProcess]:
-    pool = f"10.97.{(os.getpid() % 64) * 4}.0/22"  # apart from the pools other modules use
-    process = runc_server(tmp_path / "home", images, pool=pool)
+    process = runc_server(tmp_path / "home", images)
     yield process
     process.stop()
     remove_instance(process.home)

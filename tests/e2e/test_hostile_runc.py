@@ -85,6 +85,7 @@ def test_nothing_inside_can_reach_the_guest_agent(api: httpx.Client) -> None:
     box = create(api)
     probed = py(api, box, AGENT_PROBE)
     assert probed["exit_code"] == 0, probed
+    assert "refused" in probed["stdout"], probed  # the agent's socket is there to try
     assert "opened" not in probed["stdout"] and "connected" not in probed["stdout"]
     assert sh(api, box, "echo still")["stdout"] == "still\n"  # and the agent serves on
     api.delete(f"/v1/sandboxes/{box['id']}")

@@ -44,9 +44,11 @@ async def test_every_bad_signature_is_refused(db: Database) -> None:
         "tampered timestamp": (wallet, signature, str(int(timestamp) + 1), nonce),
     }
     for name, request in cases.items():
-        with pytest.raises(Unauthenticated):
+        try:
             await auth.verify(*request)
-        assert name
+        except Unauthenticated:
+            continue
+        raise AssertionError(f"{name}: accepted")
 
 
 async def test_racing_requests_with_one_nonce_pass_once(db: Database) -> None:
