@@ -13,14 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from hutch.payments.eth import keeping_recursion_limit
-
 # py_ecc (under web3 and eth_account) raises the recursion limit to 100,000 on import, and
-# with it deep JSON crashes the process instead of raising; imported here first, it can't.
-with keeping_recursion_limit():
-    import eth_account  # noqa: F401
-    import web3  # noqa: F401
-
+# with it deep JSON crashes the process instead of raising; imported through hutch's one
+# importer first, the limit stays.
+import hutch.payments.eth  # noqa: F401
 from hutch.settings import Settings
 from hutch.store.db import Database
 from hutch.store.migrate import upgrade

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from hutch.core.wallets import signed_text
+from hutch.payments.signing import signed_text
 from tests.support.chain import ANVIL_KEYS, Anvil
 
 __all__ = ["Wallet", "signed"]

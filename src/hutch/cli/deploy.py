@@ -37,7 +37,7 @@ from hutch.cli.output import (
     print_json,
     stderr_is_tty,
 )
-from hutch.payments.eth import keeping_recursion_limit
+from hutch.payments.signing import signed_text
 from hutch.sdk._config import DEFAULT_API_URL
 
 if TYPE_CHECKING:
@@ -179,8 +179,7 @@ def deploy(
 
 
 def _wallet(key_file: Path | None) -> LocalAccount:
-    with keeping_recursion_limit():
-        from eth_account import Account
+    from hutch.payments.eth import Account
 
     if key_file is not None:
         try:
@@ -253,15 +252,13 @@ class _Agent:
         self.url = url
 
     def headers(self) -> dict[str, str]:
-        with keeping_recursion_limit():
-            from eth_account.messages import encode_defunct
+        from hutch.payments.eth import encode_defunct
 
         address = self.wallet.address
         timestamp = str(int(time.time() * 1000))
         nonce = str(uuid.uuid4())
         signed = self.wallet.sign_message(
-            # hutch.core.wallets.signed_text, not imported: it would load the whole store
-            encode_defunct(text=f"{address}:{timestamp}:{nonce}")
+            encode_defunct(text=signed_text(address, timestamp, nonce))
         )
         signature = "0x" + bytes(signed.signature).hex().removeprefix("0x")
         return {
@@ -395,9 +392,7 @@ def _token_contract(agent: _Agent, chain: str, token: str) -> str:
 
 def _pay(agent: _Agent, quote: dict[str, Any], *, rpc_url: str, token_address: str | None) -> str:
     """Send the quoted transfer and wait for its receipt; its transaction hash."""
-    with keeping_recursion_limit():
-        from web3 import Web3
-        from web3.exceptions import Web3Exception
+    from hutch.payments.eth import Web3, Web3Exception
 
     chain, token = str(quote["payment_chain"]), str(quote["token"])
     amount, pay_to = int(quote["amount_token"]), Web3.to_checksum_address(quote["pay_to"])

@@ -18,7 +18,7 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from hutch.core.errors import Unauthenticated
-from hutch.payments.eth import keeping_recursion_limit
+from hutch.payments.signing import signed_text
 from hutch.store.db import Database
 from hutch.store.models import AgentNonce, utcnow
 
@@ -27,10 +27,6 @@ __all__ = ["WalletAuth", "signed_text"]
 MAX_SKEW_MS = 60_000
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _KEEP_NONCES = timedelta(hours=1)
-
-
-def signed_text(wallet: str, timestamp: str, nonce: str) -> str:
-    return f"{wallet}:{timestamp}:{nonce}"
 
 
 class WalletAuth:
@@ -42,10 +38,7 @@ class WalletAuth:
         self, wallet: str | None, signature: str | None, timestamp: str | None, nonce: str | None
     ) -> str:
         """The checksummed wallet, or :class:`Unauthenticated` saying what is wrong."""
-        with keeping_recursion_limit():
-            from eth_account import Account
-            from eth_account.messages import encode_defunct
-            from eth_utils.address import to_checksum_address
+        from hutch.payments.eth import Account, encode_defunct, to_checksum_address
 
         if not (wallet and signature and timestamp and nonce):
             raise Unauthenticated(

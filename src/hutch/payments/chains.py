@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from hutch.payments.eth import keeping_recursion_limit
 from hutch.settings import Settings
 
 __all__ = ["CHAIN_NAMES", "Chain", "ChainError", "TokenBalance", "chains_from", "read_balances"]
@@ -75,9 +74,7 @@ async def read_balances(chain: Chain, owner: str) -> list[TokenBalance]:
 
 
 def _read_balances(chain: Chain, owner: str) -> list[TokenBalance]:
-    with keeping_recursion_limit():
-        from web3 import Web3
-        from web3.exceptions import Web3Exception
+    from hutch.payments.eth import Web3, Web3Exception
 
     w3 = Web3(Web3.HTTPProvider(chain.rpc_url, request_kwargs={"timeout": RPC_TIMEOUT_S}))
     try:

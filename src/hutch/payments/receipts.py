@@ -21,7 +21,6 @@ import re
 from dataclasses import dataclass
 
 from hutch.payments.chains import RPC_TIMEOUT_S, Chain, ChainError, format_units
-from hutch.payments.eth import keeping_recursion_limit
 
 __all__ = ["TX_HASH", "PaymentRejected", "VerifiedPayment", "verify_payment"]
 
@@ -157,10 +156,7 @@ def _why_no_match(
 
 def _read_receipt(chain: Chain, tx_hash: str) -> _Receipt | None:
     """The receipt of ``tx_hash`` and how deep it is, or None when it is not mined."""
-    with keeping_recursion_limit():
-        from eth_typing import HexStr
-        from web3 import Web3
-        from web3.exceptions import TransactionNotFound, Web3Exception
+    from hutch.payments.eth import HexStr, TransactionNotFound, Web3, Web3Exception
 
     w3 = Web3(Web3.HTTPProvider(chain.rpc_url, request_kwargs={"timeout": RPC_TIMEOUT_S}))
     try:
@@ -196,8 +192,7 @@ def _read_receipt(chain: Chain, tx_hash: str) -> _Receipt | None:
 def _decode_transfer(contract: str, topics: list[bytes], data: bytes) -> _Transfer | None:
     """An ERC-20 ``Transfer(from, to, value)``, or None for any other log (including the
     ERC-721 event of the same signature, whose third topic is the token id)."""
-    with keeping_recursion_limit():
-        from web3 import Web3
+    from hutch.payments.eth import Web3
 
     if len(topics) != 3 or "0x" + topics[0].hex() != _TRANSFER_TOPIC or len(data) != 32:
         return None
