@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 
 import hutch.guest.agent as agent_module
 from hutch.host.guest import ExecExit, ExecOutput, ExecRequest, GuestClient, GuestError
+from tests.support.guest import start_agent
 
 pytestmark = pytest.mark.anyio
 
@@ -28,22 +27,7 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def guest(tmp_path: Path, root: Path) -> Iterator[GuestClient]:
     sock = tmp_path / "agent.sock"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-S",
-            "-E",
-            "-s",
-            agent_module.__file__,
-            "--socket",
-            str(sock),
-            "--root",
-            str(root),
-        ]
-    )
-    deadline = time.monotonic() + 10
-    while not sock.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    proc = start_agent(sock, root)
     yield GuestClient(sock)
     proc.kill()
     proc.wait()

@@ -13,8 +13,6 @@ import json
 import socket
 import struct
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import hutch.guest.agent as agent_module
+from tests.support.guest import start_agent
 
 FRAME = struct.Struct(">cI")
 KINDS = [b"J", b"D", b"Z", b"O", b"E", b"X", b"\x00"]
@@ -34,23 +32,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path
     base = tmp_path_factory.mktemp("fuzz")
     root, sock = base / "root", base / "agent.sock"
     root.mkdir()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-S",
-            "-E",
-            "-s",
-            agent_module.__file__,
-            "--socket",
-            str(sock),
-            "--root",
-            str(root),
-        ],
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not sock.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    proc = start_agent(sock, root, stderr=subprocess.DEVNULL)
     yield base, sock, proc
     proc.kill()
     proc.wait()
