@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.sandboxes import percentiles  # noqa: E402
 from tests.support.server import HutchProcess, remove_instance, run_cli  # noqa: E402
 
 from hutch.host.drivers.runc import RuncDriver  # noqa: E402
@@ -75,25 +75,24 @@ class LoadReport:
     def summary(self) -> dict[str, Any]:
         operations = {}
         for name, samples in sorted(self.timings.items()):
-            ordered = sorted(samples)
+            stats = percentiles([s * 1000 for s in samples])
             operations[name] = {
                 "count": len(samples),
                 "per_s": round(len(samples) / self.seconds, 2),
-                "p50_ms": round(statistics.median(ordered) * 1000, 1),
-                "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 1),
+                "p50_ms": stats["p50"],
+                "p99_ms": stats["p99"],
             }
-        peer = sorted(self.peer) or [0.0]
+        peer = percentiles([s * 1000 for s in self.peer] or [0.0])
         exec_p99 = operations.get("exec", {}).get("p99_ms", 0.0)
-        peer_p99 = round(peer[min(len(peer) - 1, int(len(peer) * 0.99))] * 1000, 2)
         return {
             "clients": self.clients,
             "bare_fork_exec_under_load": {
                 "count": len(self.peer),
-                "p50_ms": round(statistics.median(peer) * 1000, 2),
-                "p99_ms": peer_p99,
+                "p50_ms": peer["p50"],
+                "p99_ms": peer["p99"],
             },
-            "ratio_exec_p99_to_bare_fork_exec_p99": round(exec_p99 / peer_p99, 1)
-            if peer_p99
+            "ratio_exec_p99_to_bare_fork_exec_p99": round(exec_p99 / peer["p99"], 1)
+            if peer["p99"]
             else None,
             "seconds": round(self.seconds, 1),
             "requests_per_s": round(sum(len(s) for s in self.timings.values()) / self.seconds, 1),
