@@ -295,13 +295,7 @@ class DeployService:
         self, session: AsyncSession, wallet: str, request: DeployRequest, price: int
     ) -> Started:
         now = utcnow()
-        project = await session.scalar(
-            select(Project).where(
-                Project.unique_name == request.unique_name, Project.deleted_at.is_(None)
-            )
-        )
-        if project is not None and project.wallet != wallet:
-            raise InvalidInput(f"uniqueName {request.unique_name!r} is taken", field="uniqueName")
+        project = await _live_project(session, request.unique_name, wallet)
         if project is None:
             project = Project(
                 id=str(uuid.uuid4()),
@@ -327,11 +321,7 @@ class DeployService:
                 .returning(Project.id)
             )
             if claimed is None:
-                raise Conflict(
-                    "a deployment of this project is in progress; wait for it "
-                    "(GET …/status) before deploying again",
-                    field="uniqueName",
-                )
+                raise _busy()
         deployment = Deployment(
             id=str(uuid.uuid4()),
             project_id=project.id,
@@ -350,19 +340,9 @@ class DeployService:
 
     async def _own_project(self, wallet: str, unique_name: str) -> Project | None:
         async with self._db.sessions() as session:
-            project = await session.scalar(
-                select(Project).where(
-                    Project.unique_name == unique_name, Project.deleted_at.is_(None)
-                )
-            )
-        if project is not None and project.wallet != wallet:
-            raise InvalidInput(f"uniqueName {unique_name!r} is taken", field="uniqueName")
+            project = await _live_project(session, unique_name, wallet)
         if project is not None and project.status in _BUSY:
-            raise Conflict(
-                "a deployment of this project is in progress; wait for it "
-                "(GET …/status) before deploying again",
-                field="uniqueName",
-            )
+            raise _busy()
         return project
 
     @staticmethod
@@ -800,6 +780,24 @@ class DeployService:
 
 class _BuildFailed(Exception):
     """A deployment failed for a reason its owner should read."""
+
+
+async def _live_project(session: AsyncSession, unique_name: str, wallet: str) -> Project | None:
+    """The live project of that name, if it is ``wallet``'s; another wallet's is a 400."""
+    project = await session.scalar(
+        select(Project).where(Project.unique_name == unique_name, Project.deleted_at.is_(None))
+    )
+    if project is not None and project.wallet != wallet:
+        raise InvalidInput(f"uniqueName {unique_name!r} is taken", field="uniqueName")
+    return project
+
+
+def _busy() -> Conflict:
+    return Conflict(
+        "a deployment of this project is in progress; wait for it (GET …/status) before "
+        "deploying again",
+        field="uniqueName",
+    )
 
 
 def _spare_warning(balance: int, active: int) -> str:
