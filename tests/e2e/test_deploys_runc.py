@@ -283,10 +283,17 @@ def test_after_kill_9_apps_are_served_again_and_cut_builds_are_refunded(
             break
         time.sleep(0.2)
     first.stop(signal.SIGKILL)
-    second = runc_server(home, images, pool=pool, env=env)
+    moved = free_port()  # and the proxy comes back on another port
+    second = runc_server(home, images, pool=pool, env=env | {"HUTCH_PROXY_PORT": str(moved)})
     agent = httpx.Client(base_url=f"{second.url}/agent", timeout=60)
     try:
-        assert visit(endpoint).text == "hello from node (built by npm run build) /"
+        [survivor] = [
+            p
+            for p in agent.get("/projects", headers=wallet.headers()).json()["projects"]
+            if p["name"] == "survivor"
+        ]
+        assert survivor["url"] == endpoint.replace(f":{port}", f":{moved}")
+        assert visit(survivor["url"]).text == "hello from node (built by npm run build) /"
         failed = finished(agent, wallet, cut)
         assert failed["status"] == "failed" and "restarted" in failed["reason"]
         # Its credits came back: another month needs no payment.

@@ -725,7 +725,9 @@ class DeployService:
                 await self._set_project(project.id, status=FAILED, sandbox_id=None, url=None)
                 continue
             with contextlib.suppress(HutchError):
-                await self._route(project, self._sandboxes.address_of(sandbox), project.port)
+                url = await self._route(project, self._sandboxes.address_of(sandbox), project.port)
+                if url != project.url:  # the proxy moved (another HUTCH_PROXY_PORT)
+                    await self._set_project(project.id, url=url)
 
     async def stop(self) -> None:
         builds = list(self._builds.values())
