@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -34,6 +35,7 @@ __all__ = [
     "NetworkRecord",
     "Payment",
     "Project",
+    "SandboxAccessToken",
     "SandboxRecord",
     "User",
     "UtcDateTime",
@@ -157,6 +159,33 @@ class SandboxRecord(Base):
     """When the sandbox destroys itself (the Nullspace dialect's ``timeout_ms``)."""
     ingress_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     """The secret part of the sandbox's ingress host names, made when ingress is enabled."""
+    ssh_pubkeys: Mapped[list[str]] = mapped_column(JSON, default=list)
+    """OpenSSH public keys, normalised and deduplicated; root's ``authorized_keys``."""
+    forked_from: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    region: Mapped[str] = mapped_column(String(64), default="")
+    bandwidth_quota_bytes: Mapped[int] = mapped_column(BigInteger, default=-1)
+    """Outbound internet bytes allowed in all (recharges add to it); -1 is unmetered."""
+    bandwidth_used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Outbound internet bytes sent, as last read from the kernel's counters."""
+    bandwidth_ingress_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Inbound internet bytes received (counted, never enforced)."""
+
+
+class SandboxAccessToken(Base):
+    """A sandbox's delegated credential (``skp_sb_…``): only its SHA-256 is kept. One row per
+    sandbox; disabling keeps the row (``enabled`` false) so a later create starts afresh."""
+
+    __tablename__ = "sandbox_access_tokens"
+
+    sandbox_id: Mapped[str] = mapped_column(
+        ForeignKey("sandboxes.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    hint: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    rotated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class NetworkRecord(Base):
