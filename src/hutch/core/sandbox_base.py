@@ -1,0 +1,156 @@
+"""The shared core of the sandbox service: its state, listeners and store helpers.
+
+The service is put together from this base and one part per concern
+(:mod:`hutch.core.sandbox_lifecycle`, :mod:`hutch.core.sandbox_exec`,
+:mod:`hutch.core.sandbox_recovery`); :class:`hutch.core.sandboxes.SandboxService` is the whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from hutch.core.disks import DiskService
+from hutch.core.errors import NotFound, RateLimited, Unavailable
+from hutch.core.identity import Principal
+from hutch.core.networks import NetworkService
+from hutch.core.sandbox_status import SandboxStatus as S
+from hutch.host.agent import HostAgent
+from hutch.host.drivers.base import DriverError, SandboxMissing
+from hutch.settings import Settings
+from hutch.store import sandboxes as store
+from hutch.store.cache import ReadCache
+from hutch.store.db import Database
+from hutch.store.models import SandboxRecord
+
+__all__ = ["SandboxBase"]
+
+log = logging.getLogger(__name__)
+
+# Statuses that count toward the per-user cap: the sandbox holds CPU and memory.
+_COUNTED = (S.CREATING, S.RUNNING, S.RESUMING, S.PAUSING)
+
+
+class SandboxBase:
+    """The state every part of :class:`~hutch.core.sandboxes.SandboxService` shares: the
+    store, the host agent, the locks, the listeners, and the store helpers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        host: HostAgent,
+        networks: NetworkService,
+        disks: DiskService,
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._host = host
+        self._networks = networks
+        self._disks = disks
+        self._shapes = {shape.id: shape for shape in settings.shapes}
+        self._user_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._sandbox_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._activity: dict[str, float] = {}
+        self._stop_listeners: list[Callable[[str], Awaitable[None]]] = []
+        self._running_listeners: list[Callable[[SandboxRecord], Awaitable[None]]] = []
+        # (user id, id or name) -> record, for the exec and file paths.
+        self._running_records: ReadCache[tuple[str, str], SandboxRecord] = ReadCache(db)
+
+    def on_running(self, listener: Callable[[SandboxRecord], Awaitable[None]]) -> None:
+        """Call ``listener(record)`` when a sandbox starts or resumes, when it is changed,
+        and for every running sandbox at a start."""
+        self._running_listeners.append(listener)
+
+    async def _changed(self, record: SandboxRecord) -> SandboxRecord:
+        for listener in self._running_listeners:
+            try:
+                await listener(record)
+            except Exception:
+                log.warning("a running listener failed for %s", record.id, exc_info=True)
+        return record
+
+    async def announce_running(self) -> None:
+        """Tell the running listeners about every sandbox running here (after a start)."""
+        async with self._db.sessions() as session:
+            records = await store.live_on_host(session, self._host.host_id)
+        for record in records:
+            if record.status == S.RUNNING:
+                await self._changed(record)
+
+    def on_stop(self, listener: Callable[[str], Awaitable[None]]) -> None:
+        """Call ``listener(sandbox_id)`` whenever a sandbox pauses, fails or is destroyed."""
+        self._stop_listeners.append(listener)
+
+    async def _stopped(self, sandbox_id: str) -> None:
+        for listener in self._stop_listeners:
+            try:
+                await listener(sandbox_id)
+            except Exception:
+                log.warning("a stop listener failed for %s", sandbox_id, exc_info=True)
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def get(self, user: Principal, ident: str) -> SandboxRecord:
+        """The user's sandbox by id or name; another user's is :class:`NotFound`, as is a
+        missing one."""
+        async with self._db.sessions() as session:
+            record = await store.find_for_user(session, user.user_id, ident)
+        if record is None:
+            raise NotFound(f"no sandbox {ident!r}", field="sandbox")
+        return record
+
+    async def _check_cap(self, user_id: str) -> None:
+        """Raise :class:`RateLimited` if the user runs as many sandboxes as allowed."""
+        async with self._db.sessions() as session:
+            counted = await store.count_user_in(session, user_id, _COUNTED)
+        if counted >= self._settings.max_running_per_user:
+            raise RateLimited(
+                f"you have {counted} running sandboxes, the most allowed; "
+                "pause or delete one first",
+                headers={"Retry-After": "5"},
+            )
+
+    async def _driver_step(
+        self, sandbox_id: str, done: str, step: Callable[[str], Awaitable[None]]
+    ) -> None:
+        """Run a driver step; if it fails, the sandbox is ``error`` with the reason (503)."""
+        try:
+            await step(sandbox_id)
+        except DriverError as exc:
+            await self._update(sandbox_id, status=S.ERROR, reason=str(exc))
+            raise Unavailable(f"the sandbox could not be {done}: {exc}") from exc
+
+    async def _fail_and_clean(self, sandbox_id: str, reason: str) -> None:
+        await self._update(sandbox_id, status=S.ERROR, reason=reason)
+        await self._stopped(sandbox_id)
+        with contextlib.suppress(DriverError, SandboxMissing):
+            await self._host.driver.destroy(sandbox_id)
+        self._forget(sandbox_id)
+
+    def _forget(self, sandbox_id: str) -> None:
+        self._host.links.release(sandbox_id)
+        self._activity.pop(sandbox_id, None)
+        self._sandbox_locks.pop(sandbox_id, None)
+
+    # -- store helpers ------------------------------------------------------------------
+
+    async def _load(self, sandbox_id: str) -> SandboxRecord:
+        async with self._db.sessions() as session:
+            record = await session.get(SandboxRecord, sandbox_id)
+        if record is None:
+            raise NotFound(f"no sandbox {sandbox_id!r}", field="sandbox")
+        return record
+
+    async def _update(self, sandbox_id: str, **changes: Any) -> SandboxRecord:
+        async with self._db.sessions.begin() as session:
+            record = await session.get(SandboxRecord, sandbox_id)
+            if record is None:
+                raise NotFound(f"no sandbox {sandbox_id!r}", field="sandbox")
+            for key, value in changes.items():
+                setattr(record, key, value)
+        return record

@@ -1,0 +1,307 @@
+"""Sandbox lifecycle: create, change, pause, resume and destroy.
+
+Every status change is written before the step that follows it, so a control plane killed
+at any point finds enough at its next start to finish or undo it (see
+:mod:`hutch.core.sandbox_recovery`). Operations on one sandbox are serialised by its lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from hutch.core.catalog import ROOTFS_CATALOG, Shape
+from hutch.core.disks import DiskRef
+from hutch.core.errors import Conflict, InvalidInput, Unavailable
+from hutch.core.identity import Principal
+from hutch.core.ids import new_id
+from hutch.core.names import generate_name, name_problem
+from hutch.core.previews import new_token
+from hutch.core.sandbox_base import SandboxBase
+from hutch.core.sandbox_requests import (
+    MAX_AUTO_PAUSE_S,
+    MAX_DISK_MIB,
+    MIN_DISK_MIB,
+    SandboxCreate,
+    SandboxPatch,
+    check_env,
+)
+from hutch.core.sandbox_status import SandboxStatus as S
+from hutch.host.addresses import PoolExhausted
+from hutch.host.disks import DiskMountError
+from hutch.host.drivers.base import DriverError, SandboxSpec
+from hutch.host.images import built_images
+from hutch.host.networks import NetworkError
+from hutch.store import sandboxes as store
+from hutch.store.models import NetworkRecord, SandboxRecord, utcnow
+
+__all__ = ["SandboxLifecycle"]
+
+log = logging.getLogger(__name__)
+
+
+class SandboxLifecycle(SandboxBase):
+    """Create, change, pause, resume and destroy sandboxes."""
+
+    # -- create ---------------------------------------------------------------------
+
+    async def create(self, user: Principal, request: SandboxCreate) -> SandboxRecord:
+        """Start a sandbox and return it running. A failed start leaves a ``failed`` record
+        with the reason, and nothing on the host."""
+        shape, rootfs, disk_mib = await self._check_create(request)
+        networks = await self._networks.find_all(user, request.networks)
+        disks = await self._disks.check_refs(user, request.disks)
+        async with self._user_locks[user.user_id]:
+            await self._check_cap(user.user_id)
+            async with self._db.sessions() as session:
+                name = request.name or await self._free_name(session, user.user_id)
+            sandbox_id = new_id("sb_")
+            try:
+                link = self._host.links.allocate(sandbox_id)
+            except PoolExhausted as exc:
+                raise Unavailable("this host has no free sandbox addresses left") from exc
+            record = SandboxRecord(
+                id=sandbox_id,
+                user_id=user.user_id,
+                name=name,
+                status=S.CREATING,
+                host_id=self._host.host_id,
+                shape=shape.id,
+                rootfs=rootfs,
+                vcpu=shape.vcpu,
+                mem_mib=shape.mem_mib,
+                disk_mib=disk_mib,
+                ip=str(link.sandbox),
+                envs=dict(request.envs),
+                egress=list(request.egress),
+                ingress_enabled=request.ingress_enabled,
+                ingress_token=new_token() if request.ingress_enabled else None,
+                auto_pause_after_seconds=request.auto_pause_after_seconds or None,
+                created_by=user.key_id,
+                expires_at=(
+                    utcnow() + timedelta(seconds=request.timeout_s)
+                    if request.timeout_s is not None
+                    else None
+                ),
+            )
+            try:
+                async with self._db.sessions.begin() as session:
+                    session.add(record)
+            except IntegrityError:
+                self._host.links.release(sandbox_id)
+                raise Conflict(f"you already have a sandbox named {name!r}", field="name") from None
+
+        spec = SandboxSpec(
+            id=sandbox_id,
+            hostname=name,
+            rootfs=rootfs,
+            vcpu=shape.vcpu,
+            mem_mib=shape.mem_mib,
+            disk_mib=disk_mib,
+            link=link,
+            env=dict(request.envs),
+            pids_limit=self._settings.pids_limit,
+        )
+        started = time.monotonic()
+        async with self._sandbox_locks[sandbox_id]:
+            try:
+                await self._host.driver.create(spec)
+                await self._join_all(record, networks, user, disks)
+            except Exception as exc:
+                known = isinstance(exc, DriverError | NetworkError | DiskMountError)
+                reason = str(exc) if known else "internal error"
+                if not known:
+                    log.exception("creating %s failed", sandbox_id)
+                self._host.links.release(sandbox_id)
+                await self._update(sandbox_id, status=S.FAILED, reason=reason)
+                raise Unavailable(
+                    f"the sandbox could not be started: {reason}", code="create_failed"
+                ) from exc
+            spawn_ms = round((time.monotonic() - started) * 1000)
+            now = utcnow()
+            self._activity[sandbox_id] = time.monotonic()
+            return await self._changed(
+                await self._update(sandbox_id, status=S.RUNNING, spawn_ms=spawn_ms, running_at=now)
+            )
+
+    async def _join_all(
+        self,
+        record: SandboxRecord,
+        networks: Sequence[NetworkRecord],
+        user: Principal,
+        disks: Sequence[DiskRef],
+    ) -> None:
+        """Attach a just-started sandbox to its networks and disks, or take it down again."""
+        try:
+            for network in networks:
+                await self._networks.join(record, network)
+            await self._disks.mount_all(record.id, user, disks)
+        except BaseException:
+            await asyncio.shield(self._disks.unmount_all(record.id))
+            await asyncio.shield(self._host.driver.destroy(record.id))
+            await asyncio.shield(self._networks.leave_all(record.id))
+            raise
+
+    async def _check_create(self, request: SandboxCreate) -> tuple[Shape, str, int]:
+        shape = self._shapes.get(request.shape)
+        if shape is None:
+            known = ", ".join(self._shapes)
+            raise InvalidInput(f"unknown shape {request.shape!r}; one of {known}", field="shape")
+        rootfs = request.rootfs or self._settings.default_rootfs
+        if rootfs not in {image.name for image in ROOTFS_CATALOG}:
+            known = ", ".join(image.name for image in ROOTFS_CATALOG)
+            raise InvalidInput(f"unknown rootfs {rootfs!r}; one of {known}", field="rootfs")
+        if rootfs not in await asyncio.to_thread(built_images, self._settings.images_path):
+            raise InvalidInput(
+                f"rootfs {rootfs!r} is not built on this host; the operator can build it with "
+                f"'hutch images build {rootfs}'",
+                field="rootfs",
+            )
+        disk_mib = request.disk_mib or shape.default_disk_mib
+        if not MIN_DISK_MIB <= disk_mib <= MAX_DISK_MIB:
+            raise InvalidInput(
+                f"disk_mib must be between {MIN_DISK_MIB} and {MAX_DISK_MIB}", field="disk_mib"
+            )
+        if request.name is not None and (problem := name_problem(request.name)):
+            raise InvalidInput(problem, field="name")
+        check_env(request.envs, field="envs")
+        check_auto_pause(request.auto_pause_after_seconds)
+        if request.timeout_s is not None:
+            check_timeout(request.timeout_s, self._settings.sandbox_max_timeout_s)
+        if request.host_id and request.host_id != self._host.host_id:
+            raise InvalidInput(f"no host {request.host_id!r}", field="host_id")
+        return shape, rootfs, disk_mib
+
+    async def _free_name(self, session: Any, user_id: str) -> str:
+        for attempt in range(50):
+            name = generate_name()
+            if attempt >= 20:
+                name = f"{name}-{new_id('')[-4:].lower()}"
+            if not await store.name_taken(session, user_id, name):
+                return name
+        raise Unavailable("could not find a free name; give one with 'name'")
+
+    # -- change -------------------------------------------------------------------------
+
+    async def patch(self, user: Principal, ident: str, patch: SandboxPatch) -> SandboxRecord:
+        record = await self.get(user, ident)
+        changes: dict[str, Any] = {}
+        if patch.name is not None and patch.name != record.name:
+            if problem := name_problem(patch.name):
+                raise InvalidInput(problem, field="name")
+            changes["name"] = patch.name
+        if patch.auto_pause_after_seconds is not None:
+            check_auto_pause(patch.auto_pause_after_seconds)
+            changes["auto_pause_after_seconds"] = patch.auto_pause_after_seconds or None
+        if patch.ingress_enabled is not None:
+            changes["ingress_enabled"] = patch.ingress_enabled
+            if patch.ingress_enabled and not record.ingress_token:
+                changes["ingress_token"] = new_token()
+        if not changes:
+            return record
+        if record.status in (S.DESTROYED, S.FAILED):
+            raise Conflict(f"sandbox is {record.status}; it can no longer change", field="status")
+        async with self._sandbox_locks[record.id]:
+            try:
+                updated = await self._update(record.id, **changes)
+            except IntegrityError:
+                raise Conflict(
+                    f"you already have a sandbox named {patch.name!r}", field="name"
+                ) from None
+            if "name" in changes and updated.status in (S.RUNNING, S.PAUSED):
+                # The name is also the hostname: the running sandbox takes it at once.
+                try:
+                    await self._host.driver.rename(record.id, updated.name)
+                except DriverError as exc:
+                    await self._update(record.id, name=record.name)
+                    raise Unavailable(f"the sandbox could not be renamed: {exc}") from exc
+        return await self._changed(updated)
+
+    async def destroy(self, user: Principal, ident: str) -> SandboxRecord:
+        """Destroy the sandbox and everything of it on the host. Idempotent."""
+        record = await self.get(user, ident)
+        async with self._sandbox_locks[record.id]:
+            return await self._destroy(record.id)
+
+    async def _destroy(self, sandbox_id: str) -> SandboxRecord:
+        record = await self._load(sandbox_id)
+        if record.status in (S.DESTROYED, S.FAILED):
+            return record
+        await self._update(record.id, status=S.DESTROYING)
+        await self._stopped(record.id)
+        await self._disks.unmount_all(record.id)
+        await self._driver_step(record.id, "destroyed", self._host.driver.destroy)
+        await self._networks.leave_all(record.id)
+        self._forget(record.id)
+        return await self._update(record.id, status=S.DESTROYED, destroyed_at=utcnow())
+
+    async def set_timeout(self, user: Principal, ident: str, timeout_s: float) -> SandboxRecord:
+        """Destroy the sandbox ``timeout_s`` from now (extending or shortening its life)."""
+        check_timeout(timeout_s, self._settings.sandbox_max_timeout_s)
+        record = await self.get(user, ident)
+        if record.status in (S.DESTROYED, S.FAILED, S.DESTROYING):
+            raise Conflict(f"sandbox is {record.status}", field="status")
+        return await self._update(record.id, expires_at=utcnow() + timedelta(seconds=timeout_s))
+
+    async def pause(self, user: Principal, ident: str) -> SandboxRecord:
+        """Freeze every process of the sandbox. Idempotent."""
+        record = await self.get(user, ident)
+        async with self._sandbox_locks[record.id]:
+            return await self._pause(record.id)
+
+    async def _pause(self, sandbox_id: str) -> SandboxRecord:
+        record = await self._load(sandbox_id)
+        if record.status == S.PAUSED:
+            return record
+        if record.status != S.RUNNING:
+            raise Conflict(f"sandbox is {record.status}; only a running sandbox can be paused",
+                           field="status")  # fmt: skip
+        await self._update(sandbox_id, status=S.PAUSING)
+        await self._stopped(sandbox_id)
+        await self._driver_step(sandbox_id, "paused", self._host.driver.pause)
+        return await self._update(sandbox_id, status=S.PAUSED, paused_at=utcnow())
+
+    async def resume(self, user: Principal, ident: str) -> SandboxRecord:
+        """Thaw a paused sandbox. Idempotent; counts toward the running cap."""
+        record = await self.get(user, ident)
+        async with self._sandbox_locks[record.id]:
+            record = await self._load(record.id)
+            if record.status == S.RUNNING:
+                return record
+            if record.status != S.PAUSED:
+                raise Conflict(f"sandbox is {record.status}; only a paused sandbox can be resumed",
+                               field="status")  # fmt: skip
+            async with self._user_locks[user.user_id]:
+                await self._check_cap(user.user_id)
+                await self._update(record.id, status=S.RESUMING)
+            await self._driver_step(record.id, "resumed", self._host.driver.resume)
+            self._activity[record.id] = time.monotonic()
+            return await self._changed(
+                await self._update(record.id, status=S.RUNNING, last_resumed_at=utcnow())
+            )
+
+    def address_of(self, record: SandboxRecord) -> str:
+        """Where the host reaches the sandbox's ports: its link address, or loopback when
+        the driver does not isolate (the fake driver's sandboxes share the host's network)."""
+        if not self._host.driver.capabilities.isolated:
+            return "127.0.0.1"
+        return record.ip or ""
+
+
+def check_timeout(timeout_s: float, maximum: float) -> None:
+    if not 1 <= timeout_s <= maximum:
+        raise InvalidInput(f"timeout must be between 1 s and {maximum:g} s", field="timeout_ms")
+
+
+def check_auto_pause(seconds: int | None) -> None:
+    if seconds is not None and not 0 <= seconds <= MAX_AUTO_PAUSE_S:
+        raise InvalidInput(
+            f"auto_pause_after_seconds must be between 0 and {MAX_AUTO_PAUSE_S}",
+            field="auto_pause_after_seconds",
+        )

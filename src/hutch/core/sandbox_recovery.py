@@ -1,0 +1,124 @@
+"""Sandbox recovery and monitoring: make the store and the host agree after a start, mark
+sandboxes whose init died, auto-pause idle ones and destroy those whose timeout ran out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from hutch.core.errors import HutchError
+from hutch.core.sandbox_lifecycle import SandboxLifecycle
+from hutch.core.sandbox_status import SandboxStatus as S
+from hutch.host.drivers.base import RuntimeState
+from hutch.store import sandboxes as store
+from hutch.store.models import utcnow
+
+__all__ = ["SandboxRecovery"]
+
+log = logging.getLogger(__name__)
+
+_RESTARTED_IN_CREATE = "the host agent restarted while the sandbox was being created"
+_DIED_WHILE_DOWN = "the sandbox stopped while the host agent was down"
+
+
+class SandboxRecovery(SandboxLifecycle):
+    """Recovery at a start, and the monitor that runs while the control plane does."""
+
+    async def recover(self) -> list[str]:
+        """Make the store and the host agree after a start; return what was cleaned up.
+
+        Sandboxes that still run are adopted; those whose processes died are ``error``;
+        creates and destroys that a crash interrupted are finished as ``failed`` and
+        ``destroyed``; anything on the host that the store does not know is removed.
+        """
+        driver = self._host.driver
+        async with self._db.sessions() as session:
+            records = list(await store.live_on_host(session, self._host.host_id))
+        runtimes = {info.id: info for info in await driver.list_sandboxes()}
+        keep: set[str] = set()
+        for record in records:
+            runtime = runtimes.get(record.id)
+            alive = runtime is not None and runtime.state != RuntimeState.STOPPED
+            if record.status in (S.CREATING, S.DESTROYING):
+                # Finished as the interrupted step would have: off the host, out of its
+                # networks and disks (a member left behind would pin its network forever).
+                await self._disks.unmount_all(record.id)
+                await driver.destroy(record.id)
+                await self._networks.leave_all(record.id)
+                if record.status == S.CREATING:
+                    await self._update(record.id, status=S.FAILED, reason=_RESTARTED_IN_CREATE)
+                else:
+                    await self._update(record.id, status=S.DESTROYED, destroyed_at=utcnow())
+            elif alive and record.status != S.ERROR:
+                assert runtime is not None
+                if record.ip is None or self._host.links.reserve(record.id, record.ip) is None:
+                    await self._fail_and_clean(record.id, "its network address was lost")
+                    continue
+                keep.add(record.id)
+                actual = S.PAUSED if runtime.state == RuntimeState.PAUSED else S.RUNNING
+                if actual != record.status:
+                    await self._update(record.id, status=actual)
+            else:
+                if record.status != S.ERROR:
+                    await self._update(record.id, status=S.ERROR, reason=_DIED_WHILE_DOWN)
+                await driver.destroy(record.id)
+        removed = await driver.cleanup(keep)
+        if removed:
+            log.info("recovery removed leftovers of %d sandboxes: %s", len(removed), removed)
+        return removed
+
+    async def monitor_forever(self) -> None:
+        """Mark sandboxes whose init died as ``error``, and auto-pause idle ones."""
+        while True:
+            await asyncio.sleep(self._settings.monitor_interval_s)
+            try:
+                await self.check_once()
+            except Exception:
+                log.warning("sandbox monitor pass failed; will retry", exc_info=True)
+
+    async def check_once(self) -> None:
+        async with self._db.sessions() as session:
+            records = list(await store.live_on_host(session, self._host.host_id))
+        watched = [r for r in records if r.status in (S.RUNNING, S.PAUSED)]
+        if not watched:
+            return
+        runtimes = {info.id: info for info in await self._host.driver.list_sandboxes()}
+        now = time.monotonic()
+        for record in watched:
+            if record.expires_at is not None and record.expires_at <= utcnow():
+                lock = self._sandbox_locks[record.id]
+                if not lock.locked():
+                    async with lock:
+                        with contextlib.suppress(HutchError):
+                            await self._destroy(record.id)
+                            log.info("destroyed %s: its timeout ran out", record.id)
+                continue
+            runtime = runtimes.get(record.id)
+            if runtime is None or runtime.state == RuntimeState.STOPPED:
+                lock = self._sandbox_locks[record.id]
+                if lock.locked():
+                    continue
+                async with lock:
+                    current = await self._load(record.id)
+                    if current.status in (S.RUNNING, S.PAUSED):
+                        await self._fail_and_clean(
+                            record.id,
+                            "the sandbox's init process exited (killed, or out of memory)",
+                        )
+                continue
+            limit = record.auto_pause_after_seconds
+            if record.status == S.RUNNING and limit:
+                last = self._activity.get(record.id)
+                if last is None:
+                    since = record.last_resumed_at or record.running_at or record.created_at
+                    last = now - (utcnow() - since).total_seconds()
+                    self._activity[record.id] = last
+                if now - last >= limit:
+                    lock = self._sandbox_locks[record.id]
+                    if not lock.locked():
+                        async with lock:
+                            with contextlib.suppress(HutchError):
+                                await self._pause(record.id)
+                                log.info("auto-paused %s after %ss idle", record.id, limit)
