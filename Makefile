@@ -12,17 +12,19 @@ DEBS_TEST := $(DEBS_RUN) postgresql-15 curl jq chromium tmux
 
 CHAIN := tests/chain
 CHAIN_STAMP := $(CHAIN)/node_modules/.hutch-installed
+REGISTRY := tests/registry
+REGISTRY_STAMP := $(REGISTRY)/node_modules/.hutch-installed
 
-.PHONY: run test check lint types openapi bench debs-run debs-test venv chain clean
+.PHONY: run test check lint types openapi bench debs-run debs-test venv chain registry clean
 
 run: debs-run venv
 	$(BIN)/hutch images build
 	$(BIN)/hutch serve
 
-test: debs-test venv chain
+test: debs-test venv chain registry
 	$(BIN)/pytest
 
-check: debs-test venv chain lint types
+check: debs-test venv chain registry lint types
 	$(BIN)/pytest
 
 lint: venv
@@ -61,5 +63,12 @@ $(CHAIN_STAMP): $(CHAIN)/package.json $(CHAIN)/package-lock.json
 	npm install --prefix $(CHAIN) --no-audit --no-fund --no-save --loglevel=error
 	@touch $(CHAIN_STAMP)
 
+# The npm registry of the egress tests' small internet (verdaccio, offline), pinned.
+registry: $(REGISTRY_STAMP)
+
+$(REGISTRY_STAMP): $(REGISTRY)/package.json $(REGISTRY)/package-lock.json
+	npm install --prefix $(REGISTRY) --no-audit --no-fund --no-save --loglevel=error
+	@touch $(REGISTRY_STAMP)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(CHAIN)/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(CHAIN)/node_modules $(REGISTRY)/node_modules

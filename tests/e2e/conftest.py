@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.internet import Internet
 from tests.support.server import HutchProcess
 
 
@@ -19,3 +20,16 @@ def server(home: Path) -> Iterator[HutchProcess]:
     process = HutchProcess(home).wait_ready()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def internet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Internet]:
+    """The tests' small internet (tests.support.internet): HTTP servers, an authoritative
+    DNS server for the test zone (give ``internet.resolver`` to hutch as
+    ``HUTCH_DNS_UPSTREAM``), pypiserver and verdaccio, in a namespace routed from the host.
+    Everything it made is removed at the end of the session, also after a failure."""
+    net = Internet(tmp_path_factory.mktemp("internet"))
+    try:
+        yield net.start()
+    finally:
+        net.stop()
