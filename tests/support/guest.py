@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hutch.guest.agent as agent_module
+from hutch.guest import bootstrap
+from hutch.host.drivers.fake import GUEST_PARENT
 
 __all__ = ["start_agent"]
 
@@ -21,7 +22,8 @@ def start_agent(sock: Path, root: Path, **popen: Any) -> subprocess.Popen[bytes]
             "-S",
             "-E",
             "-s",
-            agent_module.__file__,
+            "-c",
+            bootstrap(GUEST_PARENT),
             "--socket",
             str(sock),
             "--root",

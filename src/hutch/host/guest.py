@@ -1,4 +1,5 @@
-"""The host's side of the guest agent protocol (see :mod:`hutch.guest.agent`)."""
+"""The host's side of the guest agent protocol (see :mod:`hutch.guest.agent`; framing in
+:mod:`hutch.guest.wire`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hutch.guest.agent import DATA, END, FRAME, JSON, MAX_FRAME, PING_REQUEST, STDERR, STDOUT
+from hutch.guest.wire import DATA, END, FRAME, JSON, MAX_FRAME, PING_REQUEST, STDERR, STDOUT
 
 __all__ = [
     "ExecExit",

@@ -17,7 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
-import hutch.guest.agent as guest_agent
+from hutch.guest import bootstrap
 from hutch.host.drivers.base import (
     Driver,
     DriverCapabilities,
@@ -31,6 +31,9 @@ from hutch.host.drivers.base import (
 from hutch.host.guest import GuestUnreachable
 
 __all__ = ["FakeDriver"]
+
+# The directory holding the package hutch.guest: the agent runs from the source tree.
+GUEST_PARENT = str(Path(__file__).resolve().parents[2])
 
 
 class FakeDriver(Driver):
@@ -59,7 +62,7 @@ class FakeDriver(Driver):
         self.sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-S", "-E", "-s", guest_agent.__file__,
+                sys.executable, "-S", "-E", "-s", "-c", bootstrap(GUEST_PARENT),
                 "--socket", str(self.agent_socket(spec.id)), "--root", str(directory / "root"),
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,

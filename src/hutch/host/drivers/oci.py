@@ -12,11 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hutch.guest import bootstrap
 from hutch.host.drivers.base import SandboxSpec
 
 __all__ = ["AGENT_FD", "CAPABILITIES", "GUEST_MOUNT", "oci_config", "seccomp_profile"]
 
-GUEST_MOUNT = "/.hutch/guest"
+GUEST_PARENT = "/.hutch"
+GUEST_MOUNT = f"{GUEST_PARENT}/guest"  # the package hutch.guest, as ``guest``
 AGENT_FD = 3
 
 # Docker's default set.
@@ -143,15 +145,13 @@ def oci_config(
         "process": {
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
-            # Imported, not run as a script, so its precompiled .pyc is used (the mount is
-            # read-only: a script would be compiled again at every start).
             "args": [
                 "/usr/bin/python3",
                 "-S",
                 "-E",
                 "-s",
                 "-c",
-                f"import sys; sys.path.insert(0, '{GUEST_MOUNT}'); import agent; agent.main()",
+                bootstrap(GUEST_PARENT),
                 "--listen-fd",
                 str(AGENT_FD),
             ],

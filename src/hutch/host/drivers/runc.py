@@ -14,12 +14,12 @@ hutch instances on one machine never touch each other's sandboxes.
 from __future__ import annotations
 
 import asyncio
+import compileall
 import contextlib
 import hashlib
 import json
 import logging
 import os
-import py_compile
 import re
 import resource
 import socket
@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-import hutch.guest.agent as guest_agent
+import hutch.guest
 from hutch.host.drivers.base import (
     Driver,
     DriverCapabilities,
@@ -74,7 +74,7 @@ class RuncDriver(Driver):
         self.sockets = socket_dir(self.tag)
         self.runc = runc
         self.firewall = Firewall(tag=self.tag)
-        self.guest_dir = Path(guest_agent.__file__).parent
+        self.guest_dir = Path(hutch.guest.__file__).parent
         self._memsw = (CGROUP_ROOT / "memory" / "memory.memsw.limit_in_bytes").exists()
         self._nofile = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 1 << 20)
 
@@ -89,9 +89,7 @@ class RuncDriver(Driver):
         await run(self.runc, "--version")
         # Sandboxes run Debian 12's Python 3.11; a .pyc made by any 3.11 serves them.
         if sys.version_info[:2] == (3, 11):
-            await asyncio.to_thread(
-                py_compile.compile, str(self.guest_dir / "agent.py"), doraise=False
-            )
+            await asyncio.to_thread(compileall.compile_dir, self.guest_dir, quiet=1)
 
     def _dir(self, sandbox_id: str) -> Path:
         return self.sandboxes / sandbox_id

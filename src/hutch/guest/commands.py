@@ -1,0 +1,219 @@
+"""The guest agent's ``exec`` (a command whose output streams back on the connection) and
+``spawn`` (a command in the background, its output to a file).
+
+Loaded on the first exec (or in the background after the first ping), never before.
+"""
+
+from __future__ import annotations
+
+import _signal  # type: ignore[import-not-found]  # (no stub; it is signal without enum)
+import os
+import threading
+import time
+
+from .wire import CHUNK, DATA, END, STDERR, STDOUT, Connection, ProtocolError, suppress
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+    from typing import Any
+
+    from .agent import Agent, Waiter
+
+# After the main process exits, how long to keep reading output that its children may
+# still hold open (`sleep 100 &` keeps the pipe open; the command is still done).
+DRAIN_AFTER_EXIT_S = 0.5
+# Children of the agent are killed first when a sandbox runs out of memory.
+CHILD_OOM_SCORE_ADJ = "500"
+
+
+def command(agent: Agent, request: dict[str, Any]) -> tuple[list[str], dict[str, str], str]:
+    """An exec or spawn request's argv, environment and working directory, checked.
+    The environment is the sandbox's own (its envs), then the request's."""
+    argv = request.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise ValueError("argv must be a non-empty list of strings")
+    env = request.get("env") or {}
+    if not isinstance(env, dict):
+        raise ValueError("env must be an object")
+    cwd = agent.resolve(request.get("cwd") or "/")
+    return argv, {**os.environ, **{str(k): str(v) for k, v in env.items()}}, cwd
+
+
+def run(agent: Agent, conn: Connection, request: dict[str, Any]) -> None:
+    """The ``exec`` op: run a command, stream its output, then report how it ended."""
+    argv, env, cwd = command(agent, request)
+    timeout = request.get("timeout")
+    wants_stdin = bool(request.get("stdin"))
+    import subprocess
+
+    try:
+        with agent.spawn_lock:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if wants_stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+            waiter = agent.waiter_for(proc.pid)
+        agent.child_exited.set()  # wake the reaper: it has a child to wait for
+    except FileNotFoundError as exc:
+        if exc.filename == cwd:
+            _refuse(conn, f"working directory not found: {request.get('cwd') or '/'}")
+        else:
+            _refuse(conn, f"command not found: {argv[0]}")
+        return
+    except OSError as exc:
+        _refuse(conn, f"cannot start {argv[0]}: {exc.strerror or exc}")
+        return
+    try:
+        with open(f"/proc/{proc.pid}/oom_score_adj", "w") as handle:
+            handle.write(CHILD_OOM_SCORE_ADJ)
+    except OSError:
+        pass
+
+    gone = threading.Event()
+    pumps = [
+        threading.Thread(target=_pump, args=(proc.stdout, conn, STDOUT, gone), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, conn, STDERR, gone), daemon=True),
+    ]
+    feeder = threading.Thread(target=_feed, args=(conn, proc, wants_stdin, gone), daemon=True)
+    try:
+        for thread in (*pumps, feeder):
+            thread.start()
+    except RuntimeError:
+        _kill_group(proc)
+        _wait(agent, proc, waiter, None)
+        _refuse(conn, "the sandbox has no free process slots")
+        return
+
+    error = None
+    deadline = None if timeout in (None, 0) else time.monotonic() + float(timeout)
+    while not _wait(agent, proc, waiter, 0.2):
+        if gone.is_set():
+            _kill_group(proc)
+            _wait(agent, proc, waiter, None)
+            return
+        if deadline is not None and time.monotonic() >= deadline:
+            _kill_group(proc)
+            _wait(agent, proc, waiter, None)
+            error = f"timeout: killed after {timeout} s"
+            break
+    drain_until = time.monotonic() + DRAIN_AFTER_EXIT_S
+    for pump in pumps:
+        pump.join(max(0.0, drain_until - time.monotonic()))
+    for stream in (proc.stdout, proc.stderr):
+        with suppress(OSError):
+            stream.close()  # type: ignore[union-attr]
+    code = proc.returncode
+    if error is None and code is not None and code < 0:
+        error = f"killed by signal {-code}"
+        code = 128 - code
+    conn.send_json({"type": "exit", "exit_code": code, "error": error})
+
+
+def spawn(agent: Agent, conn: Connection, request: dict[str, Any]) -> None:
+    """Start a command in the background and answer at once with its pid. Its output
+    goes to ``log`` (a path); it runs in a session of its own until it ends."""
+    argv, env, cwd = command(agent, request)
+    log = agent.resolve(request.get("log") or "/dev/null")
+    import subprocess
+
+    try:
+        os.makedirs(os.path.dirname(log), exist_ok=True)
+        output = open(log, "ab")  # noqa: SIM115 (closed below, once the child has it)
+    except OSError as exc:
+        conn.send_error("io", f"cannot open {request.get('log')}: {exc.strerror or exc}")
+        return
+    try:
+        with output, agent.spawn_lock:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+    except FileNotFoundError as exc:
+        missing = "working directory" if exc.filename == cwd else "command"
+        conn.send_error("not_found", f"{missing} not found: {exc.filename}")
+        return
+    except OSError as exc:
+        conn.send_error("io", f"cannot start {argv[0]}: {exc.strerror or exc}")
+        return
+    # The reaper collects it; Popen must never wait() for it (or list it to be waited).
+    proc.returncode = 0
+    conn.send_json({"ok": True, "pid": proc.pid})
+
+
+def _refuse(conn: Connection, error: str) -> None:
+    """End an exec that never ran: an exit with no code, and why."""
+    conn.send_json({"type": "exit", "exit_code": None, "error": error})
+
+
+def _wait(
+    agent: Agent, proc: subprocess.Popen[bytes], waiter: Waiter, timeout: float | None
+) -> bool:
+    """Wait for the reaper to report ``proc``'s exit; True once it has."""
+    if not waiter.done.wait(timeout):
+        return False
+    with agent.spawn_lock:
+        agent.waiters.pop(proc.pid, None)
+    # Popen must not wait() itself: the status is already taken.
+    proc.returncode = os.waitstatus_to_exitcode(waiter.status)
+    return True
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with suppress(OSError):
+        os.killpg(proc.pid, _signal.SIGKILL)
+
+
+def _pump(stream: Any, conn: Connection, kind: bytes, gone: threading.Event) -> None:
+    try:
+        while True:
+            chunk = stream.read1(CHUNK)
+            if not chunk:
+                return
+            conn.send(kind, chunk)
+    except (OSError, ValueError):
+        gone.set()
+
+
+def _feed(
+    conn: Connection, proc: subprocess.Popen[bytes], wants_stdin: bool, gone: threading.Event
+) -> None:
+    """Copy stdin frames to the process; then watch for the host hanging up."""
+    stdin = proc.stdin
+    try:
+        while True:
+            frame = conn.recv()
+            if frame is None:
+                gone.set()
+                return
+            kind, payload = frame
+            if stdin is None:
+                continue
+            if kind == DATA:
+                try:
+                    stdin.write(payload)
+                    stdin.flush()
+                except (BrokenPipeError, OSError):
+                    stdin = None
+            elif kind == END:
+                with suppress(OSError):
+                    stdin.close()
+                stdin = None
+    except (OSError, ProtocolError, ValueError):
+        gone.set()
+    finally:
+        if stdin is not None and wants_stdin:
+            with suppress(OSError):
+                stdin.close()
