@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hutch.core.catalog import DEFAULT_SHAPES, ROOTFS_CATALOG, Shape
+from hutch.core.egress import DenySet, parse_cidr_list
 
 __all__ = ["Settings", "default_home"]
 
@@ -53,6 +54,18 @@ class Settings(BaseSettings):
     """Subnets for private networks, one of ``network_prefix`` per network, reused after a
     network is deleted. Must not clash with the host's networks or ``link_pool``."""
     network_prefix: int = Field(default=24, ge=16, le=29)
+    egress_default: Literal["open", "closed"] = "open"
+    """What a sandbox with no egress rules may reach: ``open`` (the internet, minus the
+    platform deny set) or ``closed`` (nothing). ``["*"]`` is always open."""
+    egress_deny: str = ""
+    """More IPv4 blocks no sandbox may reach, comma-separated (added to the deny set)."""
+    egress_allow_private: str = ""
+    """Blocks carved out of the deny set's private entries (RFC 1918, 100.64.0.0/10,
+    169.254.0.0/16), comma-separated: say an internal package mirror's 10.20.0.0/16."""
+    bandwidth_quota_bytes: int = Field(default=5 * 1024**3, ge=-1)
+    """Each new sandbox's outbound internet quota in bytes; -1 is unmetered."""
+    bandwidth_flush_interval_s: float = Field(default=5.0, gt=0)
+    """How often the kernel's traffic counters are written to the store."""
     proxy_enabled: bool = True
     """Whether preview URLs work (an nginx is started for them); off, they answer 503."""
     proxy_host: str = "127.0.0.1"
@@ -140,10 +153,23 @@ class Settings(BaseSettings):
             raise ValueError("network_pool and link_pool must not overlap")
         if self.deploy_shape and self.deploy_shape not in ids:
             raise ValueError(f"deploy_shape must be one of {ids}")
+        _ = self.deny_set  # the egress settings parse, or this raises
         names = {image.name for image in ROOTFS_CATALOG}
         if self.default_rootfs not in names:
             raise ValueError(f"default_rootfs must be one of {sorted(names)}")
         return self
+
+    @property
+    def deny_set(self) -> DenySet:
+        """The platform egress deny set from the pools and the egress settings."""
+        return DenySet(
+            link_pool=self.link_pool,
+            network_pool=self.network_pool,
+            extra=parse_cidr_list(self.egress_deny, setting="egress_deny"),
+            allow_private=parse_cidr_list(
+                self.egress_allow_private, setting="egress_allow_private"
+            ),
+        )
 
     @property
     def resolved_database_url(self) -> str:

@@ -274,9 +274,12 @@ def test_escapes_fail(api: httpx.Client, attempt: str) -> None:
 
 def test_the_sandbox_has_no_route_but_its_link(api: httpx.Client) -> None:
     box = create(api)
+    host_end = ".".join([*box["ip"].split(".")[:3], str(int(box["ip"].split(".")[3]) - 1)])
     routes = sh(api, box, "ip -4 route")["stdout"].strip().splitlines()
-    assert len(routes) == 1 and routes[0].startswith(box["ip"].rsplit(".", 1)[0])
-    assert "default" not in sh(api, box, "ip -4 route; ip -6 route")["stdout"]
+    # Its way out (egress, issue 14) is the host end of its own link, and nothing else.
+    assert routes[0] == f"default via {host_end} dev eth0"
+    assert len(routes) == 2 and routes[1].startswith(box["ip"].rsplit(".", 1)[0])
+    assert "default" not in sh(api, box, "ip -6 route")["stdout"]
 
 
 def test_host_services_are_unreachable(api: httpx.Client, server: HutchProcess) -> None:

@@ -19,6 +19,7 @@ from hutch.api.middleware import EnvelopeMiddleware
 from hutch.api.services import Services
 from hutch.core.deploys import DeployService
 from hutch.core.disks import DiskService
+from hutch.core.egress_service import EgressService
 from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
 from hutch.core.networks import NetworkService
@@ -89,11 +90,13 @@ def create_app(settings: Settings) -> FastAPI:
             disks = _disk_service(settings, db, agent)
             await agent.start(resolve=networks.resolve)
             sandboxes = SandboxService(settings, db, agent, networks, disks)
+            egress = EgressService(settings, db, sandboxes, agent.egress)
             await sandboxes.recover()
             await networks.recover()
             await disks.recover()
             monitor = asyncio.create_task(sandboxes.monitor_forever(), name="hutch-monitor")
             disk_checks = asyncio.create_task(disks.monitor_forever(), name="hutch-disk-checks")
+            counters = asyncio.create_task(egress.flush_forever(), name="hutch-bandwidth")
             proxy = await _start_proxy(settings)
             previews = PreviewService(settings, proxy, "" if proxy else _NO_PROXY)
             sandboxes.on_stop(previews.revoke_sandbox)
@@ -109,6 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
                 hosts=HostService(db, dead_after_s=settings.host_dead_after_s),
                 host_agent=agent,
                 sandboxes=sandboxes,
+                egress=egress,
                 processes=ProcessService(sandboxes),
                 networks=networks,
                 disks=disks,
@@ -126,10 +130,11 @@ def create_app(settings: Settings) -> FastAPI:
                 yield
             finally:
                 await deploys.stop()
-                for task in (monitor, disk_checks, expiry):
+                for task in (monitor, disk_checks, counters, expiry):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                await egress.stop()
                 if proxy is not None:
                     await proxy.stop()
                 await agent.stop()

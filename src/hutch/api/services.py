@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from hutch.core.deploys import DeployService
 from hutch.core.disks import DiskService
+from hutch.core.egress_service import EgressService
 from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
 from hutch.core.networks import NetworkService
@@ -29,6 +30,7 @@ class Services:
     hosts: HostService
     host_agent: HostAgent
     sandboxes: SandboxService
+    egress: EgressService
     processes: ProcessService
     networks: NetworkService
     disks: DiskService

@@ -18,6 +18,7 @@ from hutch.host.dns import DnsServer, Resolver
 from hutch.host.drivers.base import Driver
 from hutch.host.drivers.fake import FakeDriver
 from hutch.host.drivers.runc import RuncDriver
+from hutch.host.egress import EgressFirewall, EgressLayer, FakeEgress
 from hutch.host.images import built_images
 from hutch.host.machine import host_address, read_memory
 from hutch.host.networks import BridgeNetworks, FakeNetworks, NetworkLayer
@@ -52,6 +53,13 @@ class HostAgent:
             else FakeNetworks()
         )
         self.dns: DnsServer | None = None
+        # Sandboxes' internet: the firewall lets them out (NAT) past the deny set, through
+        # each one's policy (hutch.host.egress).
+        self.egress: EgressLayer = FakeEgress()
+        if isinstance(self.driver, RuncDriver):
+            self.driver.firewall.link_pool = settings.link_pool
+            self.driver.firewall.egress_deny = settings.deny_set.networks
+            self.egress = EgressFirewall(self.driver.firewall, tag=self.driver.tag)
         self.disks: DiskMounts = (
             S3fsMounts(sandboxes=self.driver.sandboxes, secrets=self.driver.sockets / "s3")
             if isinstance(self.driver, RuncDriver)

@@ -1,8 +1,9 @@
 """A sandbox's network namespace and its point-to-point link to the host.
 
-The link carries only what the host itself sends (preview traffic, later DNS): there is
-no default route inside, and the firewall drops everything a sandbox starts towards the
-host or anywhere beyond it.
+The link is the sandbox's only way out: its default route is the host end of the link.
+The firewall decides what passes (:mod:`hutch.host.firewall`): the host's previews in,
+DNS to hutch's server, and the internet under the sandbox's egress policy
+(:mod:`hutch.host.egress`); nothing to the host itself or to other sandboxes.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class SandboxLink:
         await run("ip", "-batch", "-", input=host_batch.encode())
         guest_batch = (
             f"link set lo up\naddr add {address.sandbox}/{prefix} dev eth0\nlink set eth0 up\n"
+            f"route add default via {address.host} dev eth0\n"
         )
         await run("ip", "-n", self.netns, "-batch", "-", input=guest_batch.encode())
 

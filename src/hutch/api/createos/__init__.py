@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from hutch.api.createos import (
     catalog,
     disks,
+    egress,
     health,
     identity,
     networks,
@@ -20,6 +21,7 @@ router.include_router(catalog.router)
 router.include_router(identity.router)
 router.include_router(sandboxes.router)
 router.include_router(processes.router)
+router.include_router(egress.router)
 router.include_router(networks.router)
 router.include_router(disks.router)
 router.include_router(disks.attachments)

@@ -1,0 +1,254 @@
+"""Sandboxes' egress policies and bandwidth: the store's record, the kernel's enforcement.
+
+A sandbox's rules (``egress``) and quota (``bandwidth_quota_bytes``) live in its record;
+whenever it runs here, :class:`EgressService` keeps the host's egress layer
+(:mod:`hutch.host.egress`) in step with them: installed when it starts, resumes or after a
+restart of hutch (the sandboxes' running listener, which ``announce_running`` calls for
+each at a start), replaced live by a PUT or a recharge, removed when it pauses, fails or
+is destroyed (the stop listener), its last counts written to the store first. The kernel
+counters are written to the store every ``bandwidth_flush_interval_s`` and at shutdown.
+
+:meth:`EgressService.policy_for_ip` is the DNS server's question "what may the sandbox at
+this link address reach?", answered from memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hutch.core.egress import DenySet, EgressPolicy, parse_rules
+from hutch.core.errors import Conflict, InvalidInput
+from hutch.core.identity import Principal
+from hutch.core.sandbox_status import SandboxStatus as S
+from hutch.core.sandboxes import SandboxService
+from hutch.host.egress import EgressLayer, EgressSpec, TrafficCounts
+from hutch.host.proc import CommandFailed
+from hutch.settings import Settings
+from hutch.store.db import Database
+from hutch.store.models import SandboxRecord
+
+__all__ = ["BandwidthView", "EgressService", "check_egress"]
+
+log = logging.getLogger(__name__)
+
+_TERMINAL = (S.DESTROYED, S.FAILED, S.DESTROYING)
+MAX_RECHARGE_BYTES = 1 << 50
+
+
+def check_egress(settings: Settings, rules: Sequence[str] | None) -> EgressPolicy:
+    """``rules`` as a policy under ``settings``; InvalidInput naming the bad rule."""
+    return parse_rules(
+        rules, deny=settings.deny_set, default_closed=settings.egress_default == "closed"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BandwidthView:
+    id: str
+    quota_bytes: int
+    used_bytes: int
+    ingress_bytes: int
+
+    @property
+    def remaining_bytes(self) -> int:
+        """Quota minus use (can go below zero by what was in flight); -1 if unmetered."""
+        return -1 if self.quota_bytes < 0 else self.quota_bytes - self.used_bytes
+
+    @property
+    def capped(self) -> bool:
+        return self.quota_bytes >= 0 and self.used_bytes >= self.quota_bytes
+
+
+class EgressService:
+    def __init__(
+        self, settings: Settings, db: Database, sandboxes: SandboxService, layer: EgressLayer
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._sandboxes = sandboxes
+        self._layer = layer
+        self._deny: DenySet = settings.deny_set
+        self._policies: dict[str, EgressPolicy] = {}  # link address -> policy
+        self._ips: dict[str, str] = {}  # sandbox id -> link address
+        self._locks: dict[str, asyncio.Lock] = {}
+        sandboxes.on_running(self._running)
+        sandboxes.on_stop(self._stopped)
+
+    @property
+    def layer(self) -> EgressLayer:
+        """The host's egress layer (its ``allow_resolved`` is for the DNS server)."""
+        return self._layer
+
+    def parse(self, rules: Sequence[str] | None) -> EgressPolicy:
+        return parse_rules(
+            rules, deny=self._deny, default_closed=self._settings.egress_default == "closed"
+        )
+
+    def policy_for_ip(self, ip: str) -> EgressPolicy | None:
+        """The policy of the sandbox whose link address is ``ip`` while it runs here; None
+        for any other address. From memory: cheap enough for every DNS query."""
+        return self._policies.get(ip)
+
+    # -- keeping the kernel in step -----------------------------------------------------
+
+    def _lock(self, sandbox_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(sandbox_id, asyncio.Lock())
+
+    def _spec(self, record: SandboxRecord, policy: EgressPolicy) -> EgressSpec:
+        return EgressSpec(
+            sandbox_id=record.id,
+            ip=record.ip or "",
+            restricted=policy.restricted,
+            networks=policy.networks,
+            domains=tuple(rule.text for rule in policy.domain_rules),
+            quota_bytes=record.bandwidth_quota_bytes,
+            used_bytes=record.bandwidth_used_bytes,
+            ingress_bytes=record.bandwidth_ingress_bytes,
+        )
+
+    async def _install(self, record: SandboxRecord, *, replace: bool = False) -> None:
+        try:
+            policy = self.parse(record.egress)
+        except InvalidInput:
+            # Stored before the rules were checked (or the deny set grew): nothing passes.
+            log.warning("sandbox %s has egress rules that are no longer valid", record.id)
+            policy = EgressPolicy(restricted=True)
+        keep = None
+        if replace:
+
+            def keep(name: str, port: int | None) -> bool:
+                ports = policy.ports_for(name) if name else None
+                return ports is not None and (None in ports or port in ports)
+
+        await self._layer.apply(self._spec(record, policy), keep_resolved=keep)
+        if record.ip:
+            self._policies[record.ip] = policy
+            self._ips[record.id] = record.ip
+
+    async def _running(self, record: SandboxRecord) -> None:
+        if record.status != S.RUNNING or not record.ip:
+            return
+        async with self._lock(record.id):
+            await self._install(record)
+
+    async def _stopped(self, sandbox_id: str) -> None:
+        async with self._lock(sandbox_id):
+            ip = self._ips.pop(sandbox_id, None)
+            if ip is not None:
+                self._policies.pop(ip, None)
+            counts = await self._layer.remove(sandbox_id)
+            if counts is not None:
+                await self._save({sandbox_id: counts})
+        self._locks.pop(sandbox_id, None)
+
+    async def _save(self, counts: dict[str, TrafficCounts]) -> None:
+        async with self._db.sessions.begin() as session:
+            for sandbox_id, count in counts.items():
+                record = await session.get(SandboxRecord, sandbox_id)
+                if record is None:
+                    continue
+                if record.bandwidth_used_bytes != count.sent_bytes:
+                    record.bandwidth_used_bytes = count.sent_bytes
+                if record.bandwidth_ingress_bytes != count.received_bytes:
+                    record.bandwidth_ingress_bytes = count.received_bytes
+
+    async def flush(self) -> None:
+        """Write every installed sandbox's counters to the store (those that moved)."""
+        counts = await self._layer.all_counts()
+        if not counts:
+            return
+        async with self._db.sessions() as session:
+            records = {sid: await session.get(SandboxRecord, sid) for sid in counts}
+        moved = {
+            sid: count
+            for sid, count in counts.items()
+            if (record := records[sid]) is not None
+            and (record.bandwidth_used_bytes, record.bandwidth_ingress_bytes)
+            != (count.sent_bytes, count.received_bytes)
+        }
+        if moved:
+            await self._save(moved)
+
+    async def flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.bandwidth_flush_interval_s)
+            try:
+                await self.flush()
+            except Exception:
+                log.warning("saving the bandwidth counters failed; will retry", exc_info=True)
+
+    async def stop(self) -> None:
+        """Save the counters one last time (the policies stay in the kernel until the next
+        start replaces the table: a stopped hutch does not open its sandboxes)."""
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+    # -- the API --------------------------------------------------------------------------
+
+    async def get(self, user: Principal, ident: str) -> SandboxRecord:
+        return await self._sandboxes.get(user, ident)
+
+    async def replace(
+        self, user: Principal, ident: str, rules: Sequence[str] | None
+    ) -> SandboxRecord:
+        """Check and store ``rules``; if the sandbox runs here, enforce them at once (new
+        connections follow them, open ones to places now refused are cut)."""
+        policy = self.parse(rules)
+        record = await self._sandboxes.get(user, ident)
+        async with self._lock(record.id):
+            async with self._db.sessions.begin() as session:
+                current = await session.get(SandboxRecord, record.id)
+                if current is None or current.status in _TERMINAL:
+                    raise Conflict(f"sandbox is {record.status}", field="status")
+                current.egress = [rule.text for rule in policy.rules]
+                record = current
+            if record.status == S.RUNNING and record.id in self._ips:
+                try:
+                    await self._install(record, replace=True)
+                except CommandFailed as exc:
+                    log.error("applying egress rules to %s failed: %s", record.id, exc.detail)
+                    raise Conflict("the new rules could not be applied; try again") from exc
+        return record
+
+    async def bandwidth(self, user: Principal, ident: str) -> BandwidthView:
+        record = await self._sandboxes.get(user, ident)
+        return await self._view(record)
+
+    async def _view(self, record: SandboxRecord) -> BandwidthView:
+        counts = None
+        if record.id in self._ips:
+            counts = await self._layer.counts(record.id)
+        used, received = record.bandwidth_used_bytes, record.bandwidth_ingress_bytes
+        if counts is not None:
+            used, received = max(used, counts.sent_bytes), max(received, counts.received_bytes)
+        return BandwidthView(
+            id=record.id,
+            quota_bytes=record.bandwidth_quota_bytes,
+            used_bytes=used,
+            ingress_bytes=received,
+        )
+
+    async def recharge(self, user: Principal, ident: str, add_bytes: int) -> BandwidthView:
+        """Add ``add_bytes`` to the quota (a no-op on an unmetered sandbox); a capped
+        sandbox's traffic flows again as soon as this returns."""
+        if not 0 < add_bytes <= MAX_RECHARGE_BYTES:
+            raise InvalidInput(
+                f"add_bytes must be a positive number of bytes up to {MAX_RECHARGE_BYTES}",
+                field="add_bytes",
+            )
+        record = await self._sandboxes.get(user, ident)
+        async with self._lock(record.id):
+            async with self._db.sessions.begin() as session:
+                current = await session.get(SandboxRecord, record.id)
+                if current is None or current.status in _TERMINAL:
+                    raise Conflict(f"sandbox is {record.status}", field="status")
+                if current.bandwidth_quota_bytes >= 0:
+                    current.bandwidth_quota_bytes += add_bytes
+                record = current
+            if record.status == S.RUNNING and record.id in self._ips:
+                await self._install(record)
+        return await self._view(record)

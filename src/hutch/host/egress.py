@@ -1,0 +1,450 @@
+"""Each sandbox's egress policy and bandwidth meter, in hutch's own nftables table.
+
+The firewall (:mod:`hutch.host.firewall`) sends everything a sandbox starts towards the
+outside through its ``egress`` chain: the platform deny set and TCP port 25 are refused
+there, then ``iifname vmap @egress_links`` jumps, in one hash lookup, to the sandbox's
+own chain; a sandbox with no entry is refused. Per sandbox (``<if>`` is the host end of
+its link, ``hv…``):
+
+- ``e_<if>``: open, or the policy: ``a_<if>`` (blocks, every port), ``ap_<if>`` (block .
+  port), and the addresses its DNS lookups allowed, ``d_<if>`` and ``dp_<if>`` (with
+  timeouts; see :meth:`EgressFirewall.allow_resolved`). Anything else is refused.
+- ``m_<if>``: the meter: a ``quota`` of what is left (refused when it runs out), then the
+  ``tx_<if>`` counter and accept. Replies coming back count in ``rx_<if>``.
+
+Everything is evaluated on every forwarded packet, not only the first of a connection,
+so a new policy cuts open connections to places it no longer allows (the next packet the
+sandbox sends gets a TCP reset). Refusals are fast: a TCP reset, else ICMP
+admin-prohibited. All of one sandbox's state changes in ONE ``nft -f`` transaction. The
+sandbox cannot see any of it: it has no CAP_NET_ADMIN, and this is the host's namespace.
+
+The counters start from the values the store had (``used_bytes``/``ingress_bytes``), so
+they survive a restart of hutch; the firewall keeps the old table's counters at a start
+(:attr:`Firewall.salvaged`) in case they are newer than the store's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from hutch.host.firewall import Firewall
+from hutch.host.link import host_interface
+from hutch.host.proc import CommandFailed, run
+
+__all__ = [
+    "EgressFirewall",
+    "EgressLayer",
+    "EgressSpec",
+    "FakeEgress",
+    "KeepResolved",
+    "TrafficCounts",
+    "apply_script",
+    "remove_script",
+]
+
+log = logging.getLogger(__name__)
+
+MIN_RESOLVED_TTL_S = 60
+
+KeepResolved = Callable[[str, int | None], bool]
+"""``(name, port or None) -> keep?`` for resolved addresses when a policy is replaced."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EgressSpec:
+    """A sandbox's policy and meter as the kernel holds them."""
+
+    sandbox_id: str
+    ip: str
+    """The sandbox's end of its link: the source of its packets and of its DNS queries."""
+    restricted: bool
+    networks: Sequence[tuple[IPv4Network, int | None]] = ()
+    """Blocks it may reach when restricted: ``(block, port)``, port None for every port."""
+    domains: Sequence[str] = ()
+    """Its domain rules (enforced through :meth:`EgressLayer.allow_resolved`); a change
+    here re-applies the policy, pruning what the old rules' lookups allowed."""
+    quota_bytes: int = -1
+    """Outbound bytes allowed in all; -1 is unmetered."""
+    used_bytes: int = 0
+    ingress_bytes: int = 0
+    """Where the counters start when they are first made (from the store)."""
+
+    def policy_key(self) -> tuple[object, ...]:
+        return (self.ip, self.restricted, tuple(self.networks), tuple(self.domains),
+                self.quota_bytes)  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrafficCounts:
+    sent_bytes: int
+    """Outbound internet bytes that passed (what the quota is charged against)."""
+    received_bytes: int
+    """Inbound bytes of the sandbox's internet connections."""
+
+
+class EgressLayer(ABC):
+    """Where policies are enforced: nftables for runc, bookkeeping for the fake driver."""
+
+    @abstractmethod
+    async def apply(self, spec: EgressSpec, *, keep_resolved: KeepResolved | None = None) -> None:
+        """Install or replace the sandbox's policy and quota, atomically and live.
+        Resolved addresses stay unless ``keep_resolved`` says no. Raises CommandFailed."""
+
+    @abstractmethod
+    async def remove(self, sandbox_id: str) -> TrafficCounts | None:
+        """Remove everything of the sandbox; return its last counts (None: nothing there)."""
+
+    @abstractmethod
+    async def counts(self, sandbox_id: str) -> TrafficCounts | None:
+        """The sandbox's counters now (None when it has no policy installed)."""
+
+    @abstractmethod
+    async def all_counts(self) -> dict[str, TrafficCounts]:
+        """Every installed sandbox's counters, by sandbox id, in one read."""
+
+    @abstractmethod
+    async def allow_resolved(
+        self,
+        sandbox_ip: str,
+        addresses: Iterable[str],
+        port: int | None,
+        ttl_s: float,
+        *,
+        name: str = "",
+    ) -> bool:
+        """Let the sandbox whose link address is ``sandbox_ip`` reach ``addresses`` (IPv4
+        strings; others are skipped) on ``port`` (TCP and UDP), or on every port and
+        protocol when ``port`` is None, for ``max(ttl_s, 60)`` seconds; re-adding one
+        refreshes its timeout. ``name`` is the resolved name: when the policy is replaced,
+        entries whose name no rule allows any more are removed. Returns False, adding
+        nothing, when ``sandbox_ip`` is no sandbox with a policy here. The elements are in
+        the kernel when this returns (call it before the DNS answer leaves)."""
+
+    @abstractmethod
+    def installed(self) -> set[str]:
+        """The sandbox ids with a policy installed."""
+
+
+def _names(ifname: str) -> dict[str, str]:
+    return {kind: f"{kind}_{ifname}" for kind in ("e", "m", "a", "ap", "d", "dp", "tx", "rx")}
+
+
+def apply_script(
+    table: str,
+    ifname: str,
+    spec: EgressSpec,
+    *,
+    used_now: int,
+    seed_sent: int,
+    seed_received: int,
+    prune: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The one transaction that installs or replaces a sandbox's policy and meter.
+
+    ``used_now`` is the sandbox's current outbound count (the quota rule starts there);
+    ``seed_*`` are the counters' starting values if they do not exist yet; ``prune`` lists
+    resolved elements to remove as ``(set name, element)``.
+    """
+    n = _names(ifname)
+    t = f"inet {table}"
+    any_port = [str(net) for net, port in spec.networks if port is None]
+    with_port = [f"{net} . {port}" for net, port in spec.networks if port is not None]
+    lines = [
+        f"add counter {t} {n['tx']} {{ packets 0 bytes {seed_sent} ; }}",
+        f"add counter {t} {n['rx']} {{ packets 0 bytes {seed_received} ; }}",
+        f"add set {t} {n['a']} {{ type ipv4_addr ; flags interval ; }}",
+        f"flush set {t} {n['a']}",
+        f"add set {t} {n['ap']} {{ type ipv4_addr . inet_service ; flags interval ; }}",
+        f"flush set {t} {n['ap']}",
+        f"add set {t} {n['d']} {{ type ipv4_addr ; flags timeout ; }}",
+        f"add set {t} {n['dp']} {{ type ipv4_addr . inet_service ; flags timeout ; }}",
+    ]
+    if any_port:
+        lines.append(f"add element {t} {n['a']} {{ {', '.join(any_port)} }}")
+    if with_port:
+        lines.append(f"add element {t} {n['ap']} {{ {', '.join(with_port)} }}")
+    lines += [f"delete element {t} {set_name} {{ {element} }}" for set_name, element in prune]
+    lines += [f"add chain {t} {n['m']}", f"flush chain {t} {n['m']}"]
+    if spec.quota_bytes >= 0:
+        lines.append(
+            f"add rule {t} {n['m']} quota over {spec.quota_bytes} bytes used {used_now} bytes "
+            "goto refuse"
+        )
+    lines.append(f'add rule {t} {n["m"]} counter name "{n["tx"]}" accept')
+    lines += [f"add chain {t} {n['e']}", f"flush chain {t} {n['e']}"]
+    if spec.restricted:
+        lines += [
+            f"add rule {t} {n['e']} ip daddr @{n['a']} goto {n['m']}",
+            f"add rule {t} {n['e']} ip daddr @{n['d']} goto {n['m']}",
+            f"add rule {t} {n['e']} meta l4proto {{ tcp, udp }} ip daddr . th dport "
+            f"@{n['ap']} goto {n['m']}",
+            f"add rule {t} {n['e']} meta l4proto {{ tcp, udp }} ip daddr . th dport "
+            f"@{n['dp']} goto {n['m']}",
+            f"add rule {t} {n['e']} goto refuse",
+        ]
+    else:
+        lines.append(f"add rule {t} {n['e']} goto {n['m']}")
+    lines += [
+        f'add element {t} egress_links {{ "{ifname}" : goto {n["e"]} }}',
+        f'add element {t} ingress_counters {{ "{ifname}" : "{n["rx"]}" }}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def remove_script(table: str, ifname: str) -> str:
+    n = _names(ifname)
+    t = f"inet {table}"
+    return "\n".join([
+        f'delete element {t} egress_links {{ "{ifname}" }}',
+        f'delete element {t} ingress_counters {{ "{ifname}" }}',
+        f"flush chain {t} {n['e']}",
+        f"flush chain {t} {n['m']}",
+        f"delete chain {t} {n['e']}",
+        f"delete chain {t} {n['m']}",
+        *(f"delete set {t} {n[kind]}" for kind in ("a", "ap", "d", "dp")),
+        f"delete counter {t} {n['tx']}",
+        f"delete counter {t} {n['rx']}",
+    ]) + "\n"  # fmt: skip
+
+
+def resolved_script(
+    table: str, ifname: str, addresses: Sequence[str], port: int | None, ttl_s: int, name: str
+) -> str:
+    """Add (or refresh: delete and add again, in one transaction) resolved addresses."""
+    n = _names(ifname)
+    set_name = n["d"] if port is None else n["dp"]
+    keys = [a if port is None else f"{a} . {port}" for a in addresses]
+    comment = json.dumps(name[:120].replace('"', ""))
+    with_timeout = ", ".join(f"{key} timeout {ttl_s}s comment {comment}" for key in keys)
+    bare = ", ".join(keys)
+    t = f"inet {table}"
+    return (
+        f"add element {t} {set_name} {{ {with_timeout} }}\n"
+        f"delete element {t} {set_name} {{ {bare} }}\n"
+        f"add element {t} {set_name} {{ {with_timeout} }}\n"
+    )
+
+
+@dataclass
+class _Installed:
+    sandbox_id: str
+    ifname: str
+    spec: EgressSpec
+
+
+class EgressFirewall(EgressLayer):
+    """The nftables side, in the firewall's ``inet`` table."""
+
+    def __init__(self, firewall: Firewall, *, tag: str) -> None:
+        self._firewall = firewall
+        self._tag = tag
+        self._by_id: dict[str, _Installed] = {}
+        self._by_ip: dict[str, _Installed] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def table(self) -> str:
+        return self._firewall.table
+
+    def ifname(self, sandbox_id: str) -> str:
+        return host_interface(self._tag, sandbox_id)
+
+    def installed(self) -> set[str]:
+        return set(self._by_id)
+
+    async def _nft(self, script: str) -> None:
+        await run("nft", "-f", "-", input=script.encode())
+
+    async def apply(self, spec: EgressSpec, *, keep_resolved: KeepResolved | None = None) -> None:
+        lock = self._locks.setdefault(spec.sandbox_id, asyncio.Lock())
+        async with lock:
+            ifname = self.ifname(spec.sandbox_id)
+            current = self._by_id.get(spec.sandbox_id)
+            if current is not None and current.spec.policy_key() == spec.policy_key():
+                return
+            salvaged = self._firewall.salvaged
+            seed_sent = max(spec.used_bytes, salvaged.get(f"tx_{ifname}", 0))
+            seed_received = max(spec.ingress_bytes, salvaged.get(f"rx_{ifname}", 0))
+            used_now = seed_sent
+            prune: list[tuple[str, str]] = []
+            if current is not None:
+                counts = await self.counts(spec.sandbox_id)
+                used_now = counts.sent_bytes if counts else seed_sent
+                if keep_resolved is not None:
+                    prune = await self._stale_resolved(ifname, keep_resolved)
+            script = apply_script(
+                self.table,
+                ifname,
+                spec,
+                used_now=used_now,
+                seed_sent=seed_sent,
+                seed_received=seed_received,
+                prune=prune,
+            )
+            await self._nft(script)
+            if current is not None and current.spec.ip != spec.ip:
+                self._by_ip.pop(current.spec.ip, None)
+            installed = _Installed(sandbox_id=spec.sandbox_id, ifname=ifname, spec=spec)
+            self._by_id[spec.sandbox_id] = installed
+            self._by_ip[spec.ip] = installed
+
+    async def _stale_resolved(self, ifname: str, keep: KeepResolved) -> list[tuple[str, str]]:
+        n = _names(ifname)
+        stale = []
+        for set_name in (n["d"], n["dp"]):
+            for element in await self._elements(set_name):
+                value, comment = element.get("val"), str(element.get("comment", ""))
+                if isinstance(value, dict) and "concat" in value:
+                    address, port = value["concat"]
+                    if not keep(comment, int(port)):
+                        stale.append((set_name, f"{address} . {port}"))
+                elif isinstance(value, str) and not keep(comment, None):
+                    stale.append((set_name, value))
+        return stale
+
+    async def _elements(self, set_name: str) -> list[dict[str, Any]]:
+        result = await run("nft", "-j", "list", "set", "inet", self.table, set_name, check=False)
+        if result.returncode != 0:
+            return []
+        elements: list[dict[str, Any]] = []
+        for item in json.loads(result.stdout).get("nftables", []):
+            for element in item.get("set", {}).get("elem", []):
+                if isinstance(element, dict) and "elem" in element:
+                    elements.append(element["elem"])
+                else:
+                    elements.append({"val": element})
+        return elements
+
+    async def remove(self, sandbox_id: str) -> TrafficCounts | None:
+        lock = self._locks.setdefault(sandbox_id, asyncio.Lock())
+        async with lock:
+            installed = self._by_id.get(sandbox_id)
+            if installed is None:
+                return None
+            counts = await self.counts(sandbox_id)
+            try:
+                await self._nft(remove_script(self.table, installed.ifname))
+            except CommandFailed:
+                log.warning("removing the egress policy of %s failed", sandbox_id, exc_info=True)
+            self._by_id.pop(sandbox_id, None)
+            if self._by_ip.get(installed.spec.ip) is installed:
+                self._by_ip.pop(installed.spec.ip, None)
+            self._locks.pop(sandbox_id, None)
+            return counts
+
+    async def counts(self, sandbox_id: str) -> TrafficCounts | None:
+        ifname = self.ifname(sandbox_id)
+        values = await asyncio.gather(self._counter(f"tx_{ifname}"), self._counter(f"rx_{ifname}"))
+        if values[0] is None or values[1] is None:
+            return None
+        return TrafficCounts(sent_bytes=values[0], received_bytes=values[1])
+
+    async def _counter(self, name: str) -> int | None:
+        result = await run("nft", "-j", "list", "counter", "inet", self.table, name, check=False)
+        if result.returncode != 0:
+            return None
+        for item in json.loads(result.stdout).get("nftables", []):
+            if "counter" in item:
+                return int(item["counter"]["bytes"])
+        return None
+
+    async def all_counts(self) -> dict[str, TrafficCounts]:
+        counters = await read_counters(self.table)
+        found = {}
+        for sandbox_id, installed in list(self._by_id.items()):
+            sent = counters.get(f"tx_{installed.ifname}")
+            received = counters.get(f"rx_{installed.ifname}")
+            if sent is not None and received is not None:
+                found[sandbox_id] = TrafficCounts(sent_bytes=sent, received_bytes=received)
+        return found
+
+    async def allow_resolved(
+        self,
+        sandbox_ip: str,
+        addresses: Iterable[str],
+        port: int | None,
+        ttl_s: float,
+        *,
+        name: str = "",
+    ) -> bool:
+        installed = self._by_ip.get(sandbox_ip)
+        if installed is None:
+            return False
+        good = sorted({str(a) for a in addresses if _is_ipv4(a)})
+        if not good:
+            return True
+        ttl = max(int(ttl_s), MIN_RESOLVED_TTL_S)
+        await self._nft(resolved_script(self.table, installed.ifname, good, port, ttl, name))
+        return True
+
+
+async def read_counters(table: str) -> dict[str, int]:
+    """Every named counter of ``inet table``, by name (bytes); empty when there is none."""
+    result = await run("nft", "-j", "list", "counters", "table", "inet", table, check=False)
+    if result.returncode != 0:
+        return {}
+    return {
+        str(item["counter"]["name"]): int(item["counter"]["bytes"])
+        for item in json.loads(result.stdout).get("nftables", [])
+        if "counter" in item
+    }
+
+
+def _is_ipv4(address: object) -> bool:
+    try:
+        IPv4Address(str(address))
+    except ValueError:
+        return False
+    return True
+
+
+class FakeEgress(EgressLayer):
+    """Bookkeeping only, for the fake driver (its sandboxes share the host's network)."""
+
+    def __init__(self) -> None:
+        self.specs: dict[str, EgressSpec] = {}
+        self.resolved: dict[str, set[tuple[str, int | None]]] = {}
+
+    def installed(self) -> set[str]:
+        return set(self.specs)
+
+    async def apply(self, spec: EgressSpec, *, keep_resolved: KeepResolved | None = None) -> None:
+        self.specs[spec.sandbox_id] = spec
+
+    async def remove(self, sandbox_id: str) -> TrafficCounts | None:
+        spec = self.specs.pop(sandbox_id, None)
+        if spec is None:
+            return None
+        return TrafficCounts(sent_bytes=spec.used_bytes, received_bytes=spec.ingress_bytes)
+
+    async def counts(self, sandbox_id: str) -> TrafficCounts | None:
+        spec = self.specs.get(sandbox_id)
+        if spec is None:
+            return None
+        return TrafficCounts(sent_bytes=spec.used_bytes, received_bytes=spec.ingress_bytes)
+
+    async def all_counts(self) -> dict[str, TrafficCounts]:
+        return {sid: c for sid in self.specs if (c := await self.counts(sid)) is not None}
+
+    async def allow_resolved(
+        self,
+        sandbox_ip: str,
+        addresses: Iterable[str],
+        port: int | None,
+        ttl_s: float,
+        *,
+        name: str = "",
+    ) -> bool:
+        spec = next((s for s in self.specs.values() if s.ip == sandbox_ip), None)
+        if spec is None:
+            return False
+        entries = self.resolved.setdefault(spec.sandbox_id, set())
+        entries.update((str(a), port) for a in addresses if _is_ipv4(a))
+        return True

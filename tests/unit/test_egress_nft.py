@@ -1,0 +1,133 @@
+"""The nftables side of egress, loaded into a throwaway network namespace's kernel: the
+firewall's table, a sandbox's policy and meter, DNS-resolved addresses, and removal that
+leaves nothing. (Packets through real sandboxes: tests/e2e/test_egress_kernel_runc.py.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from ipaddress import IPv4Network
+
+import pytest
+
+from hutch.host.egress import EgressSpec, apply_script, remove_script, resolved_script
+from hutch.host.firewall import Firewall
+from hutch.settings import Settings
+
+IF = "hvtest12345678"
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    name = f"hutch-egress-unit-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def nft(netns: str, script: str) -> None:
+    done = subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=script.encode(),
+                          capture_output=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode() + "\n" + script
+
+
+def listing(netns: str, *what: str) -> list[dict[str, object]]:
+    out = subprocess.run(["ip", "netns", "exec", netns, "nft", "-j", "list", *what],
+                         capture_output=True, check=True).stdout  # fmt: skip
+    items: list[dict[str, object]] = json.loads(out)["nftables"]
+    return items
+
+
+def shown(netns: str, *what: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", netns, "nft", "list", *what],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+
+
+def firewall() -> Firewall:
+    settings = Settings(link_pool=IPv4Network("10.93.0.0/22"), egress_deny="198.51.100.0/24")
+    wall = Firewall(tag="e9unit")
+    wall.dns_port = 5353
+    wall.link_pool = settings.link_pool
+    wall.egress_deny = settings.deny_set.networks
+    return wall
+
+
+SPEC = EgressSpec(
+    sandbox_id="sb_x",
+    ip="10.93.0.2",
+    restricted=True,
+    networks=[(IPv4Network("198.18.0.0/24"), None), (IPv4Network("198.18.1.5/32"), 8080)],
+    quota_bytes=10_000,
+    used_bytes=1_234,
+    ingress_bytes=5_678,
+)
+
+
+def test_the_firewall_denies_the_platform_set_and_dispatches_per_link(netns: str) -> None:
+    wall = firewall()
+    nft(netns, wall.ruleset())
+    (deny,) = [i["set"] for i in listing(netns, "set", "inet", wall.table, "egress_deny")
+               if "set" in i]  # fmt: skip
+    blocks = {f"{e['prefix']['addr']}/{e['prefix']['len']}" for e in deny["elem"]  # type: ignore[index]
+              if isinstance(e, dict) and "prefix" in e}  # fmt: skip
+    assert {"10.0.0.0/8", "169.254.0.0/16", "198.51.100.0/24", "127.0.0.0/8"} <= blocks
+    text = shown(netns, "table", "inet", wall.table)
+    assert "iifname vmap @egress_links" in text
+    assert "tcp dport 25 goto refuse" in text
+    assert "ip saddr 10.93.0.0/22 oifname != {" in text and "masquerade" in text
+    assert "reject with tcp reset" in text and "admin-prohibited" in text
+
+
+def test_a_policy_is_installed_replaced_and_removed_in_one_transaction_each(netns: str) -> None:
+    wall = firewall()
+    nft(netns, wall.ruleset())
+    nft(netns, apply_script(wall.table, IF, SPEC, used_now=1_234, seed_sent=1_234,
+                            seed_received=5_678))  # fmt: skip
+    text = shown(netns, "table", "inet", wall.table)
+    assert f'"{IF}" : goto e_{IF}' in text
+    assert "quota over 10000 bytes used 1234 bytes goto refuse" in text
+    assert "198.18.1.5 . 8080" in text and "198.18.0.0/24" in text
+    counters = {i["counter"]["name"]: i["counter"]["bytes"]  # type: ignore[index]
+                for i in listing(netns, "counters", "table", "inet", wall.table)
+                if "counter" in i}  # fmt: skip
+    assert counters == {f"tx_{IF}": 1_234, f"rx_{IF}": 5_678}, "seeded from the store"
+
+    # DNS-resolved addresses, with the rule's port or every port, refreshed when re-added.
+    for _ in range(2):
+        nft(netns, resolved_script(wall.table, IF, ["198.18.2.9"], 443, 60, "pypi.test"))
+        nft(netns, resolved_script(wall.table, IF, ["198.18.2.10", "198.18.2.11"], None, 300,
+                                   "files.test"))  # fmt: skip
+    text = shown(netns, "set", "inet", wall.table, f"dp_{IF}")
+    assert "198.18.2.9 . 443 timeout 1m" in text and 'comment "pypi.test"' in text
+
+    # Replaced: open now, another quota; the counters keep counting from where they were.
+    opened = EgressSpec(sandbox_id="sb_x", ip="10.93.0.2", restricted=False, quota_bytes=-1)
+    nft(netns, apply_script(wall.table, IF, opened, used_now=1_300, seed_sent=0, seed_received=0,
+                            prune=[(f"dp_{IF}", "198.18.2.9 . 443")]))  # fmt: skip
+    text = shown(netns, "table", "inet", wall.table)
+    assert "quota" not in text and "198.18.1.5 . 8080" not in text
+    assert "198.18.2.9 . 443" not in text and "198.18.2.10" in text
+    counters = {i["counter"]["name"]: i["counter"]["bytes"]  # type: ignore[index]
+                for i in listing(netns, "counters", "table", "inet", wall.table)
+                if "counter" in i}  # fmt: skip
+    assert counters[f"tx_{IF}"] == 1_234
+
+    nft(netns, remove_script(wall.table, IF))
+    text = shown(netns, "table", "inet", wall.table)
+    assert IF not in text, text
+
+
+def test_a_bad_script_changes_nothing(netns: str) -> None:
+    wall = firewall()
+    nft(netns, wall.ruleset())
+    broken = apply_script(wall.table, IF, SPEC, used_now=0, seed_sent=0, seed_received=0)
+    broken += "add rule inet nope nope accept\n"
+    done = subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=broken.encode(),
+                          capture_output=True)  # fmt: skip
+    assert done.returncode != 0
+    text = shown(netns, "table", "inet", wall.table)
+    assert IF not in text
