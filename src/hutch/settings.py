@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from hutch.core.catalog import DEFAULT_SHAPES, ROOTFS_CATALOG, Shape
 from hutch.core.egress import DenySet, parse_cidr_list
@@ -129,6 +129,13 @@ class Settings(BaseSettings):
     """This machine's id in ``/v1/hosts``; empty means its first global IPv4 address."""
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     host_dead_after_s: float = Field(default=30.0, gt=0)
+    region: str = Field(default="local", min_length=1, max_length=64)
+    """This deployment's region: a sandbox's ``region``, and the only one create accepts."""
+    host_labels: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    """This host's placement labels, ``k=v,k2=v2``; a create's ``node_selector`` must match
+    them all (shown in ``/v1/hosts``)."""
+    auto_pause_min_s: int = Field(default=60, ge=1)
+    """The shortest ``auto_pause_after_seconds`` accepted (CreateOS: 60; up to 86400)."""
 
     db_timeout_s: float = Field(default=3.0, gt=0)
     """How long a readiness probe or a connection attempt waits for the database."""
@@ -137,6 +144,21 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().absolute()
+
+    @field_validator("host_labels", mode="before")
+    @classmethod
+    def _parse_labels(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        labels: dict[str, str] = {}
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            key, sep, label = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"host_labels: {item.strip()!r} is not key=value")
+            labels[key.strip()] = label.strip()
+        return labels
 
     @model_validator(mode="after")
     def _check_catalog(self) -> Settings:

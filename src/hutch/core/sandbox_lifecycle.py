@@ -30,9 +30,11 @@ from hutch.core.sandbox_requests import (
     MIN_DISK_MIB,
     SandboxCreate,
     SandboxPatch,
-    check_env,
+    Transition,
+    check_envs,
 )
 from hutch.core.sandbox_status import SandboxStatus as S
+from hutch.core.sshkeys import normalise_keys
 from hutch.host.addresses import PoolExhausted
 from hutch.host.disks import DiskMountError
 from hutch.host.drivers.base import DriverError, SandboxSpec
@@ -55,6 +57,7 @@ class SandboxLifecycle(SandboxBase):
         """Start a sandbox and return it running. A failed start leaves a ``failed`` record
         with the reason, and nothing on the host."""
         shape, rootfs, disk_mib = await self._check_create(request)
+        ssh_pubkeys = normalise_keys(request.ssh_pubkeys)
         networks = await self._networks.find_all(user, request.networks)
         disks = await self._disks.check_refs(user, request.disks)
         async with self._user_locks[user.user_id]:
@@ -82,7 +85,9 @@ class SandboxLifecycle(SandboxBase):
                 egress=list(request.egress),
                 ingress_enabled=request.ingress_enabled,
                 ingress_token=new_token() if request.ingress_enabled else None,
-                auto_pause_after_seconds=request.auto_pause_after_seconds or None,
+                auto_pause_after_seconds=request.auto_pause_after_seconds,
+                ssh_pubkeys=ssh_pubkeys,
+                region=self._settings.region,
                 created_by=user.key_id,
                 expires_at=(
                     utcnow() + timedelta(seconds=request.timeout_s)
@@ -170,13 +175,54 @@ class SandboxLifecycle(SandboxBase):
             )
         if request.name is not None and (problem := name_problem(request.name)):
             raise InvalidInput(problem, field="name")
-        check_env(request.envs, field="envs")
-        check_auto_pause(request.auto_pause_after_seconds)
+        check_envs(request.envs)
+        self._check_auto_pause(request.auto_pause_after_seconds)
         if request.timeout_s is not None:
             check_timeout(request.timeout_s, self._settings.sandbox_max_timeout_s)
-        if request.host_id and request.host_id != self._host.host_id:
-            raise InvalidInput(f"no host {request.host_id!r}", field="host_id")
+        if request.bandwidth_quota_bytes:
+            raise InvalidInput(
+                "bandwidth_quota_bytes cannot be set at create; the deployment's default "
+                "applies (add to it with POST /v1/sandboxes/{id}/bandwidth/recharge)",
+                field="bandwidth_quota_bytes",
+            )
+        self._check_placement(request)
         return shape, rootfs, disk_mib
+
+    def _check_placement(self, request: SandboxCreate) -> None:
+        """``host_id``, ``region`` and ``node_selector`` against this deployment: one host,
+        one region, the host's labels from ``HUTCH_HOST_LABELS``."""
+        here = self._host.host_id
+        if request.host_id and request.host_id != here:
+            raise InvalidInput(
+                f"no host {request.host_id!r}; this deployment has one host, {here!r} "
+                "(see GET /v1/hosts)",
+                field="host_id",
+            )
+        region = self._settings.region
+        if request.region and request.region != region:
+            raise InvalidInput(
+                f"region {request.region!r} is not served here; this deployment is region "
+                f"{region!r} (there is no cross-region placement)",
+                field="region",
+            )
+        labels = self._settings.host_labels
+        unmet = {k: v for k, v in request.node_selector.items() if labels.get(k) != v}
+        if unmet:
+            wanted = ", ".join(f"{k}={v}" for k, v in sorted(unmet.items()))
+            have = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "no labels"
+            raise InvalidInput(
+                f"no host satisfies node_selector ({wanted}); the only host, {here!r}, has {have}",
+                field="node_selector",
+            )
+
+    def _check_auto_pause(self, seconds: int | None) -> None:
+        low = self._settings.auto_pause_min_s
+        if seconds is not None and not low <= seconds <= MAX_AUTO_PAUSE_S:
+            raise InvalidInput(
+                f"auto_pause_after_seconds must be between {low} and {MAX_AUTO_PAUSE_S} "
+                "(leave it out, or send null, for no auto-pause)",
+                field="auto_pause_after_seconds",
+            )
 
     async def _free_name(self, session: Any, user_id: str) -> str:
         for attempt in range(50):
@@ -196,9 +242,16 @@ class SandboxLifecycle(SandboxBase):
             if problem := name_problem(patch.name):
                 raise InvalidInput(problem, field="name")
             changes["name"] = patch.name
+        if patch.disable_auto_pause and patch.auto_pause_after_seconds is not None:
+            raise InvalidInput(
+                "give either auto_pause_after_seconds or disable_auto_pause, not both",
+                field="disable_auto_pause",
+            )
         if patch.auto_pause_after_seconds is not None:
-            check_auto_pause(patch.auto_pause_after_seconds)
-            changes["auto_pause_after_seconds"] = patch.auto_pause_after_seconds or None
+            self._check_auto_pause(patch.auto_pause_after_seconds)
+            changes["auto_pause_after_seconds"] = patch.auto_pause_after_seconds
+        if patch.disable_auto_pause and record.auto_pause_after_seconds is not None:
+            changes["auto_pause_after_seconds"] = None
         if patch.ingress_enabled is not None:
             changes["ingress_enabled"] = patch.ingress_enabled
             if patch.ingress_enabled and not record.ingress_token:
@@ -251,9 +304,15 @@ class SandboxLifecycle(SandboxBase):
 
     async def pause(self, user: Principal, ident: str) -> SandboxRecord:
         """Freeze every process of the sandbox. Idempotent."""
+        return (await self.pause_transition(user, ident)).record
+
+    async def pause_transition(self, user: Principal, ident: str) -> Transition:
+        """:meth:`pause`, saying whether it paused the sandbox or found it paused."""
         record = await self.get(user, ident)
         async with self._sandbox_locks[record.id]:
-            return await self._pause(record.id)
+            before = await self._load(record.id)
+            after = await self._pause(record.id)
+            return Transition(record=after, happened=before.status != after.status)
 
     async def _pause(self, sandbox_id: str) -> SandboxRecord:
         record = await self._load(sandbox_id)
@@ -269,11 +328,15 @@ class SandboxLifecycle(SandboxBase):
 
     async def resume(self, user: Principal, ident: str) -> SandboxRecord:
         """Thaw a paused sandbox. Idempotent; counts toward the running cap."""
+        return (await self.resume_transition(user, ident)).record
+
+    async def resume_transition(self, user: Principal, ident: str) -> Transition:
+        """:meth:`resume`, saying whether it resumed the sandbox or found it running."""
         record = await self.get(user, ident)
         async with self._sandbox_locks[record.id]:
             record = await self._load(record.id)
             if record.status == S.RUNNING:
-                return record
+                return Transition(record=record, happened=False)
             if record.status != S.PAUSED:
                 raise Conflict(f"sandbox is {record.status}; only a paused sandbox can be resumed",
                                field="status")  # fmt: skip
@@ -282,9 +345,10 @@ class SandboxLifecycle(SandboxBase):
                 await self._update(record.id, status=S.RESUMING)
             await self._driver_step(record.id, "resumed", self._host.driver.resume)
             self._activity[record.id] = time.monotonic()
-            return await self._changed(
+            resumed = await self._changed(
                 await self._update(record.id, status=S.RUNNING, last_resumed_at=utcnow())
             )
+            return Transition(record=resumed, happened=True)
 
     def address_of(self, record: SandboxRecord) -> str:
         """Where the host reaches the sandbox's ports: its link address, or loopback when
@@ -297,11 +361,3 @@ class SandboxLifecycle(SandboxBase):
 def check_timeout(timeout_s: float, maximum: float) -> None:
     if not 1 <= timeout_s <= maximum:
         raise InvalidInput(f"timeout must be between 1 s and {maximum:g} s", field="timeout_ms")
-
-
-def check_auto_pause(seconds: int | None) -> None:
-    if seconds is not None and not 0 <= seconds <= MAX_AUTO_PAUSE_S:
-        raise InvalidInput(
-            f"auto_pause_after_seconds must be between 0 and {MAX_AUTO_PAUSE_S}",
-            field="auto_pause_after_seconds",
-        )

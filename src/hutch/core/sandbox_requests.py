@@ -8,11 +8,15 @@ from dataclasses import dataclass, field
 
 from hutch.core.disks import DiskRef
 from hutch.core.errors import InvalidInput
+from hutch.store.models import SandboxRecord
 
 __all__ = [
     "ENV_KEY",
     "MAX_AUTO_PAUSE_S",
     "MAX_DISK_MIB",
+    "MAX_ENVS",
+    "MAX_ENVS_BYTES",
+    "MAX_ENV_VALUE_BYTES",
     "MAX_PATH",
     "MIN_DISK_MIB",
     "ExecCommand",
@@ -20,15 +24,21 @@ __all__ = [
     "SandboxCreate",
     "SandboxPatch",
     "Spawned",
+    "Transition",
     "check_env",
+    "check_envs",
 ]
 
 
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 MIN_DISK_MIB = 256
 MAX_DISK_MIB = 1024 * 1024
-MAX_AUTO_PAUSE_S = 30 * 24 * 3600
+MAX_AUTO_PAUSE_S = 24 * 3600
 MAX_PATH = 4096
+# CreateOS's limits on a sandbox's envs (values are UTF-8 bytes; the total counts names too).
+MAX_ENVS = 64
+MAX_ENV_VALUE_BYTES = 4096
+MAX_ENVS_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +52,16 @@ class SandboxCreate:
     ingress_enabled: bool = False
     auto_pause_after_seconds: int | None = None
     host_id: str | None = None
+    """Must name this host if given (hutch runs one host per control plane)."""
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    """Placement labels the host must carry (``HUTCH_HOST_LABELS``)."""
+    region: str | None = None
+    """Must be this deployment's region if given."""
+    ssh_pubkeys: Sequence[str] = ()
+    """OpenSSH public keys; normalised and deduplicated (:mod:`hutch.core.sshkeys`)."""
+    bandwidth_quota_bytes: int | None = None
+    """CreateOS refuses a quota at create (the deployment's default applies): non-zero is a
+    400; it is accepted only as 0 or absent."""
     networks: Sequence[str] = ()
     disks: Sequence[DiskRef] = ()
     timeout_s: float | None = None
@@ -63,7 +83,18 @@ class SandboxPatch:
 
     name: str | None = None
     auto_pause_after_seconds: int | None = None
+    disable_auto_pause: bool = False
+    """Turn auto-pause off (an absent ``auto_pause_after_seconds`` means "unchanged")."""
     ingress_enabled: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Transition:
+    """A lifecycle step's outcome: the sandbox, and whether the step changed its status
+    (False: it was already where the step leads, an idempotent no-op)."""
+
+    record: SandboxRecord
+    happened: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,3 +129,22 @@ def check_env(env: Mapping[str, str], *, field: str) -> None:
             raise InvalidInput(f"env name {key[:64]!r} is not a valid variable name", field=field)
         if "\0" in value:
             raise InvalidInput(f"env {key} contains a NUL byte", field=field)
+
+
+def check_envs(envs: Mapping[str, str], *, field: str = "envs") -> None:
+    """A sandbox's envs: valid names, and within CreateOS's count and size limits."""
+    check_env(envs, field=field)
+    if len(envs) > MAX_ENVS:
+        raise InvalidInput(f"at most {MAX_ENVS} envs (got {len(envs)})", field=field)
+    total = 0
+    for key, value in envs.items():
+        size = len(value.encode())
+        if size > MAX_ENV_VALUE_BYTES:
+            raise InvalidInput(
+                f"env {key} is {size} bytes; a value is at most {MAX_ENV_VALUE_BYTES}", field=field
+            )
+        total += len(key.encode()) + size
+    if total > MAX_ENVS_BYTES:
+        raise InvalidInput(
+            f"envs are {total} bytes together; at most {MAX_ENVS_BYTES}", field=field
+        )

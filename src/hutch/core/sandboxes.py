@@ -18,6 +18,7 @@ from hutch.core.sandbox_requests import (
     SandboxCreate,
     SandboxPatch,
     Spawned,
+    Transition,
 )
 from hutch.core.sandbox_status import SandboxStatus as S
 from hutch.store import sandboxes as store
@@ -30,6 +31,7 @@ __all__ = [
     "SandboxPatch",
     "SandboxService",
     "Spawned",
+    "Transition",
 ]
 
 

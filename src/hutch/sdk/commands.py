@@ -192,13 +192,11 @@ class AsyncCommands:
             subjects={"sandbox": self._sandbox_id},
         ) as response:
             async for line in response.aiter_lines():
-                event = _event(line)
-                if event is None:
-                    continue
-                yield event
-                if isinstance(event, ExitEvent):
-                    return
-                errored = errored or isinstance(event, ErrorEvent)
+                for event in _events_of(line):
+                    yield event
+                    if isinstance(event, ExitEvent):
+                        return
+                    errored = errored or isinstance(event, ErrorEvent)
         if not errored:
             raise StreamError(
                 "the command's output stream ended before the command exited; the command "
@@ -226,23 +224,36 @@ def _body(cmd: str | Sequence[str], options: ExecOptions) -> dict[str, Any]:
     return body
 
 
-def _event(line: str) -> CommandEvent | None:
-    """One NDJSON line as an event; heartbeats, blank lines and unknown types are None."""
-    if not line.strip():
-        return None
+def _events_of(line: str) -> list[CommandEvent]:
+    """The events of one NDJSON frame, in the order output, error, exit.
+
+    A frame is an object with any of ``stdout``, ``stderr`` (text), ``error`` (text),
+    ``exit_code`` (the last frame; null when the command never exited by itself) and ``hb``
+    (a heartbeat, no event). Blank lines and SSE control lines are skipped, a ``data:``
+    prefix is removed."""
+    text = line.strip()
+    if not text or text.startswith((":", "event:", "id:", "retry:")):
+        return []
+    if text.startswith("data:"):
+        text = text[5:].strip()
+        if not text:
+            return []
     try:
-        raw = json.loads(line)
+        frame = json.loads(text)
     except ValueError as exc:
         raise StreamError(f"the exec stream sent a line that is not JSON: {line[:200]!r}") from exc
-    kind = raw.get("type") if isinstance(raw, dict) else None
-    if kind in ("stdout", "stderr"):
-        return OutputEvent(stream=kind, data=str(raw.get("data", "")))
-    if kind == "error":
-        return ErrorEvent(message=str(raw.get("message", "the command failed")))
-    if kind == "exit":
-        code = raw.get("exitCode", raw.get("exit_code"))
-        return ExitEvent(exit_code=code if isinstance(code, int) else None)
-    return None
+    if not isinstance(frame, dict):
+        raise StreamError(f"the exec stream sent a line that is not an object: {line[:200]!r}")
+    events: list[CommandEvent] = []
+    for stream in ("stdout", "stderr"):
+        if isinstance(data := frame.get(stream), str) and data:
+            events.append(OutputEvent(stream=stream, data=data))
+    if frame.get("error"):
+        events.append(ErrorEvent(message=str(frame["error"])))
+    if "exit_code" in frame:
+        code = frame["exit_code"]
+        events.append(ExitEvent(exit_code=code if isinstance(code, int) else None))
+    return events
 
 
 def _failed(cmd: str | Sequence[str], result: CommandResult) -> CommandError:

@@ -18,7 +18,7 @@ from hutch.api.deps import CurrentUser, PageParams, ServicesDep
 from hutch.api.envelopes import JSend, JSendFail, Page
 from hutch.core.disks import DiskRef as DiskToMount
 from hutch.core.previews import PreviewService
-from hutch.core.sandboxes import ExecCommand, SandboxCreate, SandboxPatch
+from hutch.core.sandboxes import ExecCommand, SandboxCreate, SandboxPatch, Transition
 from hutch.host.guest import ExecExit, ExecOutput
 from hutch.store.models import SandboxRecord
 
@@ -59,20 +59,38 @@ class SandboxCreateBody(_Body):
     disk_mib: int | None = Field(default=None, description="Default: the shape's.")
     networks: list[NetworkRef] = Field(default_factory=list, max_length=16)
     disks: list[DiskRef] = Field(default_factory=list, max_length=16)
-    envs: dict[str, Annotated[str, Field(max_length=32768)]] = Field(
-        default_factory=dict, max_length=256, description="Values are never returned."
+    envs: dict[str, Annotated[str, Field(max_length=65536)]] = Field(
+        default_factory=dict,
+        max_length=1024,
+        description="At most 64, a value at most 4 KiB, 64 KiB together. Values are never "
+        "returned.",
     )
     egress: list[Annotated[str, Field(max_length=253)]] = Field(default_factory=list, max_length=64)
     ingress_enabled: bool = False
     auto_pause_after_seconds: int | None = Field(
-        default=None, description="Pause after this long with no exec or file activity."
+        default=None,
+        description="60 to 86400: pause after this long with no exec or file activity; "
+        "null: never.",
     )
-    host_id: str | None = Field(default=None, max_length=64)
+    ssh_pubkeys: list[Annotated[str, Field(max_length=8192)]] = Field(
+        default_factory=list,
+        max_length=256,
+        description="OpenSSH public keys (normalised, duplicates dropped; at most 32).",
+    )
+    host_id: str | None = Field(default=None, max_length=64, description="Must be this host.")
+    node_selector: dict[Annotated[str, Field(max_length=256)], Annotated[str, Field(
+        max_length=256)]] = Field(default_factory=dict, max_length=64,
+        description="Labels the host must carry (HUTCH_HOST_LABELS).")  # fmt: skip
+    region: str | None = Field(default=None, max_length=64, description="Must be this region.")
+    bandwidth_quota_bytes: int | None = Field(
+        default=None, description="Only 0 or absent: a quota cannot be set at create."
+    )
 
 
 class SandboxPatchBody(_Body):
     name: str | None = Field(default=None, max_length=63)
-    auto_pause_after_seconds: int | None = None
+    auto_pause_after_seconds: int | None = Field(default=None, description="60 to 86400.")
+    disable_auto_pause: bool = Field(default=False, description="true: no auto-pause.")
     ingress_enabled: bool | None = None
 
 
@@ -99,6 +117,10 @@ class SandboxOut(BaseModel):
         description="Preview URL with a literal <port>; null until the preview proxy is set up."
     )
     auto_pause_after_seconds: int | None
+    ssh_pubkeys: list[str]
+    region: str
+    forked_from: str | None
+    bandwidth_ingress_bytes: int = Field(description="Bytes received; 0 until counted.")
     created_by: str | None
     reason: str | None = Field(description="Why the sandbox failed or is in error.")
 
@@ -125,9 +147,22 @@ class SandboxOut(BaseModel):
             ingress_enabled=record.ingress_enabled,
             ingress_url_template=previews.ingress_template(record),
             auto_pause_after_seconds=record.auto_pause_after_seconds,
+            ssh_pubkeys=list(record.ssh_pubkeys or []),
+            region=record.region,
+            forked_from=record.forked_from,
+            bandwidth_ingress_bytes=record.bandwidth_ingress_bytes or 0,
             created_by=record.created_by,
             reason=record.reason,
         )
+
+
+class SandboxCreated(SandboxOut):
+    bandwidth_quota_bytes: int = Field(description="-1: unmetered.")
+
+    @classmethod
+    def of_new(cls, record: SandboxRecord, previews: PreviewService) -> SandboxCreated:
+        view = SandboxOut.of(record, previews)
+        return cls(**view.model_dump(), bandwidth_quota_bytes=record.bandwidth_quota_bytes)
 
 
 class SandboxDeleted(BaseModel):
@@ -147,6 +182,7 @@ class ExecBody(_Body):
     )
     cwd: str | None = Field(default=None, max_length=4096)
     timeout_secs: float | None = Field(default=None, gt=0)
+    stream: bool = Field(default=False, description="The same as ?stream=true.")
 
 
 class ExecResultOut(BaseModel):
@@ -180,7 +216,7 @@ def _command(body: ExecBody) -> ExecCommand:
 @router.post("", status_code=201, summary="Create a sandbox", responses=RATE_LIMITED)
 async def create_sandbox(
     body: SandboxCreateBody, user: CurrentUser, services: ServicesDep
-) -> JSend[SandboxOut]:
+) -> JSend[SandboxCreated]:
     """Start a sandbox and return it running, with ``spawn_ms``. Over the per-user cap: 429."""
     record = await services.sandboxes.create(
         user,
@@ -194,6 +230,10 @@ async def create_sandbox(
             ingress_enabled=body.ingress_enabled,
             auto_pause_after_seconds=body.auto_pause_after_seconds,
             host_id=body.host_id,
+            node_selector=body.node_selector,
+            region=body.region,
+            ssh_pubkeys=body.ssh_pubkeys,
+            bandwidth_quota_bytes=body.bandwidth_quota_bytes,
             networks=[n.id for n in body.networks],
             disks=[
                 DiskToMount(disk_id=d.disk_id, mount_path=d.mount_path, sub_path=d.sub_path or "")
@@ -201,7 +241,7 @@ async def create_sandbox(
             ],
         ),
     )
-    return JSend(data=SandboxOut.of(record, services.previews))
+    return JSend(data=SandboxCreated.of_new(record, services.previews))
 
 
 @router.get("", summary="List sandboxes")
@@ -247,13 +287,15 @@ async def get_sandbox(
 async def patch_sandbox(
     sandbox_id: str, body: SandboxPatchBody, user: CurrentUser, services: ServicesDep
 ) -> JSend[SandboxOut]:
-    """Rename it, or change ``auto_pause_after_seconds`` or ``ingress_enabled``."""
+    """Rename it, change ``auto_pause_after_seconds`` (``disable_auto_pause: true`` turns it
+    off) or ``ingress_enabled``. Fields left out stay as they are."""
     record = await services.sandboxes.patch(
         user,
         sandbox_id,
         SandboxPatch(
             name=body.name,
             auto_pause_after_seconds=body.auto_pause_after_seconds,
+            disable_auto_pause=body.disable_auto_pause,
             ingress_enabled=body.ingress_enabled,
         ),
     )
@@ -269,26 +311,45 @@ async def delete_sandbox(
     return JSend(data=SandboxDeleted(id=record.id, status="destroyed"))
 
 
-@router.post("/{sandbox_id}/pause", status_code=202, summary="Pause a sandbox")
-async def pause_sandbox(
-    sandbox_id: str, user: CurrentUser, services: ServicesDep, response: Response
+_TRANSITIONS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Nothing to do: it already was in that state (the same view)."},
+    202: {"description": "Done; poll GET /v1/sandboxes/{id} after X-Poll-After seconds."},
+}
+
+
+def _transition(
+    transition: Transition, response: Response, services: ServicesDep
 ) -> JSend[SandboxOut]:
-    """Freeze every process of the sandbox (its memory stays). Idempotent."""
-    record = await services.sandboxes.pause(user, sandbox_id)
+    response.status_code = 202 if transition.happened else 200
     response.headers["X-Poll-After"] = POLL_AFTER_S
-    return JSend(data=SandboxOut.of(record, services.previews))
+    return JSend(data=SandboxOut.of(transition.record, services.previews))
 
 
 @router.post(
-    "/{sandbox_id}/resume", status_code=202, summary="Resume a sandbox", responses=RATE_LIMITED
+    "/{sandbox_id}/pause", status_code=202, summary="Pause a sandbox", responses=_TRANSITIONS
+)
+async def pause_sandbox(
+    sandbox_id: str, user: CurrentUser, services: ServicesDep, response: Response
+) -> JSend[SandboxOut]:
+    """Freeze every process of the sandbox (its memory stays). 202 when it paused it, 200
+    when it was already paused; 409 from any other status."""
+    transition = await services.sandboxes.pause_transition(user, sandbox_id)
+    return _transition(transition, response, services)
+
+
+@router.post(
+    "/{sandbox_id}/resume",
+    status_code=202,
+    summary="Resume a sandbox",
+    responses={**RATE_LIMITED, **_TRANSITIONS},
 )
 async def resume_sandbox(
     sandbox_id: str, user: CurrentUser, services: ServicesDep, response: Response
 ) -> JSend[SandboxOut]:
-    """Thaw a paused sandbox. Idempotent; counts toward the running cap (429 past it)."""
-    record = await services.sandboxes.resume(user, sandbox_id)
-    response.headers["X-Poll-After"] = POLL_AFTER_S
-    return JSend(data=SandboxOut.of(record, services.previews))
+    """Thaw a paused sandbox. 202 when it resumed it, 200 when it was already running.
+    Counts toward the running cap (429 past it)."""
+    transition = await services.sandboxes.resume_transition(user, sandbox_id)
+    return _transition(transition, response, services)
 
 
 @router.post(
@@ -299,7 +360,7 @@ async def resume_sandbox(
             "content": {
                 "application/x-ndjson": {
                     "schema": {"type": "string",
-                               "description": "With stream=true: one JSON event per line."}
+                               "description": "With stream=true: one JSON frame per line."}
                 }
             }
         }
@@ -311,16 +372,18 @@ async def exec_in_sandbox(
     user: CurrentUser,
     services: ServicesDep,
     stream: Annotated[
-        bool, Query(description="NDJSON events as output happens, with heartbeats.")
+        bool, Query(description="NDJSON frames as output happens, with heartbeats.")
     ] = False,
 ) -> Any:
     """Run ``cmd`` and return its output, exit code and any ``error`` (a timeout, say).
 
-    Each buffered stream keeps at most 10 MiB (a marker says what was cut); ``stream=true``
-    delivers everything as ``{"type": "stdout"|"stderr"|"exit"|"error"|"heartbeat", …}``.
+    Each buffered stream keeps at most 10 MiB (a marker says what was cut). ``stream=true``
+    (in the query or the body) delivers everything as NDJSON frames ``{"stdout": …}``,
+    ``{"stderr": …}``, ``{"error": …}``, a final ``{"exit_code": N}``, and ``{"hb": true}``
+    every 5 s of silence.
     """
     command = _command(body)
-    if not stream:
+    if not (stream or body.stream):
         result = await services.sandboxes.exec(user, sandbox_id, command)
         return JSend(
             data=ExecOut(
@@ -338,13 +401,17 @@ async def exec_in_sandbox(
 
 
 async def _ndjson(events: AsyncIterator[ExecOutput | ExecExit]) -> AsyncIterator[bytes]:
+    """The exec stream as CreateOS frames: ``{"stdout": …}``, ``{"stderr": …}``, ``{"error":
+    …}``, a final ``{"exit_code": N}`` (null when the command never exited by itself), and
+    ``{"hb": true}`` after every 5 s without a frame. Output is decoded as UTF-8 across chunk
+    boundaries; bytes that are not UTF-8 become U+FFFD."""
     decoders = {
         "stdout": codecs.getincrementaldecoder("utf-8")(errors="replace"),
         "stderr": codecs.getincrementaldecoder("utf-8")(errors="replace"),
     }
 
-    def line(event: dict[str, Any]) -> bytes:
-        return json.dumps(event).encode() + b"\n"
+    def line(frame: dict[str, Any]) -> bytes:
+        return json.dumps(frame).encode() + b"\n"
 
     iterator = aiter(events)
     pending: asyncio.Task[ExecOutput | ExecExit] | None = None
@@ -354,7 +421,7 @@ async def _ndjson(events: AsyncIterator[ExecOutput | ExecExit]) -> AsyncIterator
                 pending = asyncio.ensure_future(anext(iterator))
             done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT_S)
             if not done:
-                yield line({"type": "heartbeat"})
+                yield line({"hb": True})
                 continue
             task, pending = pending, None
             try:
@@ -363,19 +430,19 @@ async def _ndjson(events: AsyncIterator[ExecOutput | ExecExit]) -> AsyncIterator
                 return
             except Exception as exc:  # the stream has started: report in-band
                 message = getattr(exc, "message", None) or "the command's output was cut off"
-                yield line({"type": "error", "message": message})
+                yield line({"error": message})
                 return
             if isinstance(event, ExecOutput):
                 text = decoders[event.stream].decode(event.data)
                 if text:
-                    yield line({"type": event.stream, "data": text})
+                    yield line({event.stream: text})
             else:
                 for name, decoder in decoders.items():
                     if tail := decoder.decode(b"", final=True):
-                        yield line({"type": name, "data": tail})
+                        yield line({name: tail})
                 if event.error:
-                    yield line({"type": "error", "message": event.error})
-                yield line({"type": "exit", "exitCode": event.exit_code})
+                    yield line({"error": event.error})
+                yield line({"exit_code": event.exit_code})
                 return
     finally:
         if pending is not None:
