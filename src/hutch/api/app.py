@@ -28,6 +28,8 @@ from hutch.core.processes import ProcessService
 from hutch.core.ratelimit import RateLimiter
 from hutch.core.sandboxes import SandboxService
 from hutch.core.sealing import MasterKeyUnavailable, SealedBox, load_master_key
+from hutch.core.ssh import SshService
+from hutch.core.tunnels import TunnelService
 from hutch.core.wallets import WalletAuth
 from hutch.host.agent import HostAgent
 from hutch.proxy.nginx import NginxProxy, ProxyError
@@ -101,6 +103,10 @@ def create_app(settings: Settings) -> FastAPI:
             previews = PreviewService(settings, proxy, "" if proxy else _NO_PROXY)
             sandboxes.on_stop(previews.revoke_sandbox)
             sandboxes.on_running(previews.sync_ingress)
+            ssh = SshService(db, sandboxes, agent)
+            tunnels = TunnelService(sandboxes, agent, ssh)
+            sandboxes.on_running(ssh.install_keys)
+            sandboxes.on_stop(tunnels.close_sandbox)
             await sandboxes.announce_running()
             expiry = asyncio.create_task(previews.expire_forever(), name="hutch-preview-expiry")
             deploys = DeployService(settings, db, sandboxes, previews)
@@ -114,6 +120,8 @@ def create_app(settings: Settings) -> FastAPI:
                 sandboxes=sandboxes,
                 egress=egress,
                 processes=ProcessService(sandboxes),
+                ssh=ssh,
+                tunnels=tunnels,
                 networks=networks,
                 disks=disks,
                 previews=previews,

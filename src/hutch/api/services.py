@@ -14,6 +14,8 @@ from hutch.core.previews import PreviewService
 from hutch.core.processes import ProcessService
 from hutch.core.ratelimit import RateLimiter
 from hutch.core.sandboxes import SandboxService
+from hutch.core.ssh import SshService
+from hutch.core.tunnels import TunnelService
 from hutch.core.wallets import WalletAuth
 from hutch.host.agent import HostAgent
 from hutch.settings import Settings
@@ -32,6 +34,8 @@ class Services:
     sandboxes: SandboxService
     egress: EgressService
     processes: ProcessService
+    ssh: SshService
+    tunnels: TunnelService
     networks: NetworkService
     disks: DiskService
     previews: PreviewService

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from hutch.cli import deploy, images, keys, resources, sandboxes, shell
+from hutch.cli import deploy, images, keys, resources, sandboxes, shell, tunnel
 from hutch.cli.common import DatabaseOpt, HomeOpt, fail, load_settings
 
 __all__ = ["app", "main"]
@@ -27,6 +27,8 @@ app.add_typer(sandboxes.app, name="sandbox")
 app.command("exec")(sandboxes.exec_command)
 app.command("cp")(sandboxes.copy)
 app.command("shell")(shell.shell)
+app.command("ssh")(tunnel.ssh)
+app.command("tunnel")(tunnel.tunnel)
 app.add_typer(resources.networks, name="network")
 app.add_typer(resources.disks, name="disk")
 app.command("preview")(resources.preview)

@@ -9,6 +9,7 @@ import uvicorn
 
 from hutch.api.app import create_app
 from hutch.api.services import Services
+from hutch.api.upgrade import UpgradingH11Protocol
 from hutch.settings import Settings
 from hutch.store.db import Database
 
@@ -31,6 +32,8 @@ async def serve(settings: Settings, *, log_level: str) -> int:
         port=settings.port,
         log_level=log_level,
         lifespan="on",
+        # h11 plus the raw upgrades of the tunnel and shell routes (hutch.api.upgrade).
+        http=UpgradingH11Protocol,
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=10,

@@ -37,7 +37,15 @@ __all__ = [
 COMPLETE_MARKER = ".hutch-complete"
 RECIPES = Path(__file__).with_name("recipes")
 # Bump when the way images are built changes, so every cached image is rebuilt.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
+# sshd's settings in every image that has it: keys only, root by key only. (hutch starts
+# sshd on demand with the same settings on its command line, see hutch.core.ssh.)
+SSHD_DROP_IN = """\
+# Written by hutch: keys only (hutch ssh and ssh-pubkeys put them in authorized_keys).
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+"""
 _DROP_DOCS = [
     "--dpkgopt=path-exclude=/usr/share/man/*",
     "--dpkgopt=path-exclude=/usr/share/info/*",
@@ -163,12 +171,23 @@ async def build_image(
         raise ImageBuildError(f"mmdebstrap failed for {name}:\n" + "\n".join(tail[-15:]))
     rootfs = partial / "rootfs"
     (rootfs / ".hutch" / "guest").mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(_no_shared_host_keys, rootfs)
     (partial / COMPLETE_MARKER).write_text(json.dumps({"name": name, "digest": recipe.digest}))
     await asyncio.to_thread(shutil.rmtree, target, True)
     partial.rename(target)
     _point_current(base, recipe.digest)
     progress(f"built {name} in {time.monotonic() - started:.0f}s: {target / 'rootfs'}")
     return target / "rootfs"
+
+
+def _no_shared_host_keys(rootfs: Path) -> None:
+    """Take out the SSH host keys the package made at install: every sandbox of the image
+    would share them. Each sandbox makes its own at its first sshd start."""
+    ssh = rootfs / "etc" / "ssh"
+    for key in ssh.glob("ssh_host_*"):
+        key.unlink()
+    if (ssh / "sshd_config.d").is_dir():
+        (ssh / "sshd_config.d" / "hutch.conf").write_text(SSHD_DROP_IN)
 
 
 def _point_current(base: Path, digest: str) -> None:

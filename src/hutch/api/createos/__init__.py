@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from hutch.api.createos import (
     catalog,
+    connections,
     disks,
     egress,
     health,
@@ -22,6 +23,7 @@ router.include_router(identity.router)
 router.include_router(sandboxes.router)
 router.include_router(processes.router)
 router.include_router(egress.router)
+router.include_router(connections.router)
 router.include_router(networks.router)
 router.include_router(disks.router)
 router.include_router(disks.attachments)

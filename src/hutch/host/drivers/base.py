@@ -13,6 +13,8 @@ conformance suite (``tests/integration/test_driver_conformance.py``):
   reports and the one in its ``/etc/hostname`` and ``/etc/hosts``.
 - ``get`` and ``list_sandboxes`` report what really runs on the host, not what was asked for, so
   the host agent can reconcile the store with them after a restart.
+- ``open_port`` connects to a TCP port inside the sandbox (tunnels, SSH), never to one
+  of the host's own.
 - ``cleanup`` removes leftovers of sandboxes not in ``keep``: processes, mounts, netns,
   cgroups, state. It is how a host recovers from being killed mid-operation.
 """
@@ -20,6 +22,7 @@ conformance suite (``tests/integration/test_driver_conformance.py``):
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -129,6 +132,12 @@ class Driver(ABC):
     @abstractmethod
     async def cleanup(self, keep: set[str]) -> list[str]:
         """Remove the leftovers of every sandbox not in ``keep``; return what was removed."""
+
+    @abstractmethod
+    async def open_port(self, sandbox_id: str, port: int) -> socket.socket:
+        """A TCP connection to ``port`` inside the sandbox, as a program in it would make:
+        its loopback first, then its own address. Raises :class:`~hutch.host.ports.PortClosed`
+        when nothing accepts there, :class:`SandboxMissing` when the sandbox is gone."""
 
     @abstractmethod
     def agent_socket(self, sandbox_id: str) -> Path:

@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from hutch.host.drivers.base import (
     socket_dir,
 )
 from hutch.host.guest import GuestUnreachable
+from hutch.host.ports import connect_port
 
 __all__ = ["FakeDriver"]
 
@@ -142,6 +144,12 @@ class FakeDriver(Driver):
 
     async def resume(self, sandbox_id: str) -> None:
         await self._signal(sandbox_id, signal.SIGCONT)
+
+    async def open_port(self, sandbox_id: str, port: int) -> socket.socket:
+        # Fake sandboxes share the host's network: their ports are the host's.
+        if self._pid(sandbox_id) is None:
+            raise SandboxMissing(f"no sandbox {sandbox_id} on this host")
+        return await connect_port(None, ["127.0.0.1"], port)
 
     async def cleanup(self, keep: set[str]) -> list[str]:
         removed = []

@@ -44,6 +44,7 @@ from hutch.host.guest import GuestUnreachable
 from hutch.host.images import image_rootfs
 from hutch.host.link import SandboxLink, list_netns
 from hutch.host.networks import BridgeNetworks
+from hutch.host.ports import connect_port
 from hutch.host.proc import CommandFailed, run
 from hutch.host.storage import SandboxRootfs, mounts_under, remove_tree
 
@@ -256,6 +257,17 @@ class RuncDriver(Driver):
                       sys.executable, "-S", "-c", setter, hostname)  # fmt: skip
         except CommandFailed as exc:
             raise DriverError(f"cannot set the hostname of {sandbox_id}: {exc.detail}") from exc
+
+    async def open_port(self, sandbox_id: str, port: int) -> socket.socket:
+        link = SandboxLink(tag=self.tag, sandbox_id=sandbox_id)
+        addresses = ["127.0.0.1"]
+        with contextlib.suppress(OSError, IndexError):
+            # The sandbox end of its link: for servers bound to that address only.
+            addresses.append((self._dir(sandbox_id) / "etc" / "hosts").read_text().split()[-2])
+        try:
+            return await connect_port(link.netns_path, addresses, port)
+        except FileNotFoundError:
+            raise SandboxMissing(f"no running sandbox {sandbox_id} on this host") from None
 
     # -- recovery ---------------------------------------------------------------------
 
