@@ -122,7 +122,8 @@ COMMANDS = [
     "sandbox", "sandbox create", "sandbox ls", "sandbox get", "sandbox rm", "sandbox pause",
     "sandbox resume", "exec", "cp", "shell", "network", "network create", "network ls",
     "network get", "network rm", "network attach", "network detach", "disk", "disk register",
-    "disk ls", "disk get", "disk rm", "disk attach", "disk detach", "preview", "deploy",
+    "disk ls", "disk get", "disk rm", "disk attach", "disk detach", "preview", "deploy", "ssh",
+    "tunnel",
 ]  # fmt: skip
 
 
