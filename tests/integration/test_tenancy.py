@@ -11,8 +11,10 @@ seed answers another wallet's project with 403 (tests/integration/test_deploy_ap
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ QUERIES: dict[tuple[str, str], dict[str, str]] = {
     ("GET", "/v1/sandboxes/{sandbox_id}/files"): {"path": "/etc/hostname"},
     ("DELETE", "/v1/sandboxes/{sandbox_id}/disks/{disk_id}"): {"mount_path": "/data"},
 }
+_buckets = itertools.count()
 # Destroying routes go last, so every other route meets A's objects as they were.
 DESTRUCTIVE = ("DELETE",)
 
@@ -72,23 +75,32 @@ def made_up(ident: str) -> str:
 
 
 def normalised(text: str, *idents: str) -> str:
+    text = re.sub(r"req_[0-9A-Z]+", "<REQ>", text)
     for ident in idents:
-        text = text.replace(ident, "<ID>")
-    return re.sub(r"req_[0-9A-Z]+", "<REQ>", text)
+        if len(ident) >= 6:  # ids, names, addresses; not a port number
+            text = text.replace(ident, "<ID>")
+    return text
 
 
-def test_another_users_objects_answer_as_missing_ones(client: TestClient, s3: SeaweedS3) -> None:
-    alice, bob = key_for(client, "alice"), key_for(client, "bob")
+@dataclass(frozen=True)
+class World:
+    """One user's sandbox, network and disk, wired together, with a process running."""
+
+    real: dict[str, str]
+    secrets: list[str]
+
+
+def build_world(client: TestClient, s3: SeaweedS3, owner: dict[str, str], tag: str) -> World:
     box = client.post(
-        "/v1/sandboxes", headers=alice, json={"shape": "s-1vcpu-256mb", "name": "alpha-box"}
+        "/v1/sandboxes", headers=owner, json={"shape": "s-1vcpu-256mb", "name": f"{tag}-box"}
     ).json()["data"]
-    net = client.post("/v1/networks", headers=alice, json={"name": "alpha-net"}).json()["data"]
-    bucket = s3.make_bucket("tenancy-bucket")
+    net = client.post("/v1/networks", headers=owner, json={"name": f"{tag}-net"}).json()["data"]
+    bucket = s3.make_bucket(f"tenancy-{tag}-{next(_buckets)}")
     disk = client.post(
         "/v1/disks",
-        headers=alice,
+        headers=owner,
         json={
-            "name": "alpha-disk",
+            "name": f"{tag}-disk",
             "kind": "s3",
             "config": {"bucket": bucket, "endpoint": s3.endpoint, "use_path_style": True},
             "credentials": {"access_key": s3.access_key, "secret_key": s3.secret_key},
@@ -96,43 +108,45 @@ def test_another_users_objects_answer_as_missing_ones(client: TestClient, s3: Se
     ).json()["data"]
     assert (
         client.post(
-            f"/v1/sandboxes/{box['id']}/networks", headers=alice, json={"id": net["id"]}
+            f"/v1/sandboxes/{box['id']}/networks", headers=owner, json={"id": net["id"]}
         ).status_code
         == 200
     )
     assert (
         client.post(
             f"/v1/sandboxes/{box['id']}/disks",
-            headers=alice,
+            headers=owner,
             json={"disk_id": disk["id"], "mount_path": "/data"},
         ).status_code
         == 200
     )
-    started = client.post(
-        f"/v1/sandboxes/{box['id']}/processes", headers=alice, json={"cmd": "sleep", "args": ["60"]}
-    )
-    assert started.status_code == 201, started.text
     real = {
         "sandbox_id": box["id"],
         "network_id": net["id"],
         "disk": disk["id"],
         "disk_id": disk["id"],
         "ip": box["ip"],
-        "process_id": started.json()["data"]["id"],
+        "process_id": start_process(client, owner, box["id"]),
+        "port": "22",
     }
-    fake = {name: made_up(value) for name, value in real.items()}
-    fake["ip"] = "10.89.255.253"
-    secrets = [
-        box["id"],
-        net["id"],
-        disk["id"],
-        box["ip"],
-        "alpha-box",
-        "alpha-net",
-        "alpha-disk",
-        bucket,
-    ]
+    secrets = [box["id"], net["id"], disk["id"], box["ip"], f"{tag}-box", f"{tag}-net",
+               f"{tag}-disk", bucket]  # fmt: skip
+    return World(real=real, secrets=secrets)
 
+
+def start_process(client: TestClient, owner: dict[str, str], sandbox_id: str) -> str:
+    started = client.post(
+        f"/v1/sandboxes/{sandbox_id}/processes",
+        headers=owner,
+        json={"cmd": "sleep", "args": ["60"]},
+    )
+    assert started.status_code == 201, started.text
+    data = started.json()["data"]
+    return str(data.get("process_id") or data["id"])
+
+
+def object_routes(client: TestClient) -> list[tuple[str, str]]:
+    """Every route of both dialects that names an object, destroying ones last."""
     document = client.get("/openapi.json").json()
     routes = [
         (method.upper(), path)
@@ -142,6 +156,37 @@ def test_another_users_objects_answer_as_missing_ones(client: TestClient, s3: Se
     ]
     routes.sort(key=lambda route: route[0] in DESTRUCTIVE)
     assert len(routes) >= 23
+    return routes
+
+
+def request(
+    client: TestClient, headers: dict[str, str], method: str, path: str, values: dict[str, str]
+) -> tuple[int, str]:
+    """``method path`` with the ``{names}`` filled from ``values``, status and normalised text."""
+    url = path.format(**{k: v for k, v in values.items() if "{" + k + "}" in path})
+    body = BODIES.get((method, path))
+    if isinstance(body, dict):
+        body = {
+            k: (values[v[1:-1]] if isinstance(v, str) and v.startswith("{") else v)
+            for k, v in body.items()
+        }
+    answer = client.request(
+        method, url, headers=headers, json=body, params=QUERIES.get((method, path))
+    )
+    return answer.status_code, normalised(answer.text, *values.values())
+
+
+def test_another_users_objects_answer_as_missing_ones(client: TestClient, s3: SeaweedS3) -> None:
+    alice, bob = key_for(client, "alice"), key_for(client, "bob")
+    world = build_world(client, s3, alice, "alpha")
+    real, secrets = world.real, world.secrets
+    box = {"id": real["sandbox_id"]}
+    net = {"id": real["network_id"]}
+    disk = {"id": real["disk"]}
+    fake = {name: made_up(value) for name, value in real.items()}
+    fake |= {"ip": "10.89.255.253", "port": "22"}
+
+    routes = object_routes(client)
     by_name = [
         ("GET", "/v1/sandboxes/{sandbox_id}", "alpha-box"),
         ("GET", "/v1/networks/{network_id}", "alpha-net"),
@@ -149,17 +194,8 @@ def test_another_users_objects_answer_as_missing_ones(client: TestClient, s3: Se
     ]
 
     def ask(method: str, path: str, values: dict[str, str]) -> tuple[int, str]:
-        url = path.format(**{k: v for k, v in values.items() if "{" + k + "}" in path})
-        body = BODIES.get((method, path))
-        if isinstance(body, dict):
-            body = {
-                k: (values[v[1:-1]] if isinstance(v, str) and v.startswith("{") else v)
-                for k, v in body.items()
-            }
-        answer = client.request(
-            method, url, headers=bob, json=body, params=QUERIES.get((method, path))
-        )
-        return answer.status_code, normalised(answer.text, *real.values(), *fake.values())
+        status, text = request(client, bob, method, path, values)
+        return status, normalised(text, *real.values(), *fake.values())
 
     for method, path in routes:
         theirs, missing = ask(method, path, real), ask(method, path, fake)
@@ -204,3 +240,100 @@ def test_another_users_objects_answer_as_missing_ones(client: TestClient, s3: Se
     assert [m["sandbox_id"] for m in members] == [box["id"]]
     attached = client.get(f"/v1/sandboxes/{box['id']}/disks", headers=alice).json()["data"]["data"]
     assert [a["mount_path"] for a in attached] == ["/data"]
+
+
+# What CREATEOS-API.md §12 lets a sandbox access token do on its own sandbox, by the part of
+# the route after ``/sandboxes/{sandbox_id}``; and what stays with the owner's key.
+TOKEN_MAY = re.compile(
+    r"^(GET |DELETE |POST /pause|POST /resume|POST /exec|(PUT|GET) /files|"
+    r"(GET|POST|DELETE) /processes(/.*)?|GET /(egress|bandwidth)|POST /exec$)"
+)
+TOKEN_MAY_NOT = re.compile(
+    r"^(\w+ /access-token(/rotate)?|PATCH |\w+ /(networks|disks)(/.*)?|POST /(host|timeout)|"
+    r"POST /(fork|resize|ssh-pubkeys)|PUT /egress|POST /bandwidth/recharge)$"
+)
+SANDBOX_ROUTE = re.compile(r"^(?:/nullspace)?/v1/sandboxes/\{sandbox_id\}(.*)$")
+
+
+def test_a_sandbox_access_token_reaches_its_own_sandbox_only(
+    client: TestClient, s3: SeaweedS3
+) -> None:
+    """The third actor: a delegated token of one of A's sandboxes. On that sandbox it works;
+    A's other sandbox and B's objects are exactly as missing as made-up ids; every route
+    that is not about its sandbox (networks, disks, lists, keys, token management) is a 403."""
+    alice, bob = key_for(client, "alice"), key_for(client, "bob")
+    world_a, world_b = build_world(client, s3, alice, "alpha"), build_world(client, s3, bob, "beta")
+    own = client.post(
+        "/v1/sandboxes", headers=alice, json={"shape": "s-1vcpu-256mb", "name": "own-box"}
+    ).json()["data"]
+    made = client.post(f"/v1/sandboxes/{own['id']}/access-token", headers=alice)
+    assert made.status_code == 200, made.text
+    token = {"X-Api-Key": made.json()["data"]["token"]}
+    bearer = {"Authorization": f"Bearer {made.json()['data']['token']}"}
+    mine = {
+        **world_a.real,
+        "sandbox_id": own["id"],
+        "process_id": start_process(client, alice, own["id"]),
+    }
+    fake = {name: made_up(value) for name, value in world_a.real.items()}
+    fake |= {"ip": "10.89.255.253", "port": "22"}
+    secrets = world_a.secrets + world_b.secrets
+    every_value = [*world_a.real.values(), *world_b.real.values(), *fake.values()]
+
+    def ask(headers: dict[str, str], method: str, path: str, values: dict[str, str]) -> Any:
+        status, text = request(client, headers, method, path, values)
+        return status, normalised(text, *every_value)
+
+    for method, path in object_routes(client):
+        scoped = SANDBOX_ROUTE.match(path)
+        made_up_answer = ask(token, method, path, fake)
+        for world in (world_a, world_b):
+            theirs = ask(token, method, path, world.real)
+            assert theirs == made_up_answer, (method, path, theirs, made_up_answer)
+            assert not any(secret in theirs[1] for secret in secrets), (method, path, theirs)
+        assert ask(bearer, method, path, world_a.real) == made_up_answer, (method, path)
+        if scoped is None:
+            assert made_up_answer[0] == 403, (method, path, made_up_answer)
+            continue
+        route = f"{method} {scoped[1]}"
+        assert made_up_answer[0] in (400, 403, 404), (method, path, made_up_answer)
+        if method == "DELETE" and scoped[1] == "":
+            continue  # destroying its own sandbox comes last, below
+        own_answer = ask(token, method, path, mine)
+        if TOKEN_MAY_NOT.match(route):
+            assert own_answer[0] == 403, (method, path, own_answer)
+            assert made_up_answer[0] == 403, (method, path, made_up_answer)
+        elif TOKEN_MAY.match(route):
+            assert own_answer[0] not in (401, 403, 404), (method, path, own_answer)
+        else:  # a route this test does not know yet: confined either way
+            assert own_answer[0] != 401, (method, path, own_answer)
+
+    # Account routes without an object: a 403 in each dialect's envelope.
+    for method, url, body in (
+        ("GET", "/v1/sandboxes", None),
+        ("POST", "/v1/sandboxes", {"shape": "s-1vcpu-256mb"}),
+        ("GET", "/v1/networks", None),
+        ("POST", "/v1/networks", {"name": "from-token"}),
+        ("GET", "/v1/disks", None),
+        ("GET", "/v1/whoami", None),
+        ("GET", "/nullspace/v1/sandboxes", None),
+        ("POST", "/nullspace/v1/sandboxes", {"template": "devbox:1"}),
+    ):
+        answer = client.request(method, url, headers=token, json=body)
+        assert answer.status_code == 403, (url, answer.text)
+        assert not any(secret in answer.text for secret in secrets), (url, answer.text)
+        envelope = answer.json()
+        assert (envelope["error"]["code"] if url.startswith("/nullspace") else
+                envelope["status"]) in ("forbidden", "fail")  # fmt: skip
+
+    # Nothing of A's or B's changed; the own sandbox is still there and works by name too.
+    for owner, world in ((alice, world_a), (bob, world_b)):
+        box = client.get(f"/v1/sandboxes/{world.real['sandbox_id']}", headers=owner).json()
+        assert box["data"]["status"] == "running"
+    ran = client.post("/v1/sandboxes/own-box/exec", headers=token, json={"cmd": "echo hi"})
+    assert ran.json()["data"]["result"]["stdout"] == "hi\n"
+    assert client.get("/v1/networks", headers=alice).json()["data"]["pagination"]["total"] == 1
+
+    # It may destroy its own sandbox, and it dies with it.
+    assert client.delete(f"/v1/sandboxes/{own['id']}", headers=token).status_code == 200
+    assert client.get(f"/v1/sandboxes/{own['id']}", headers=token).status_code == 401

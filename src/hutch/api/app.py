@@ -17,6 +17,7 @@ from hutch.api import createos, deploy, nullspace
 from hutch.api.errors import install_error_handlers
 from hutch.api.middleware import EnvelopeMiddleware
 from hutch.api.services import Services
+from hutch.core.access_tokens import AccessTokenService
 from hutch.core.deploys import DeployService
 from hutch.core.disks import DiskService
 from hutch.core.egress_service import EgressService
@@ -115,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
                 settings=settings,
                 db=db,
                 identity=IdentityService(db),
+                access_tokens=AccessTokenService(db),
                 hosts=HostService(db, dead_after_s=settings.host_dead_after_s),
                 host_agent=agent,
                 sandboxes=sandboxes,

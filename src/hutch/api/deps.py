@@ -7,12 +7,21 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from hutch.api.services import Services
+from hutch.core.access_tokens import RouteCall
 from hutch.core.identity import Principal
 from hutch.settings import Settings
 
-__all__ = ["CurrentUser", "PageParams", "ServicesDep", "SettingsDep"]
+__all__ = [
+    "CurrentUser",
+    "PageParams",
+    "ServicesDep",
+    "SettingsDep",
+    "authenticate_connection",
+    "route_call",
+]
 
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
@@ -39,13 +48,37 @@ _api_key_header = APIKeyHeader(
 _bearer = HTTPBearer(auto_error=False, description="The same API key, as a Bearer token.")
 
 
+def route_call(connection: HTTPConnection) -> RouteCall | None:
+    """The route a request or WebSocket matched, as the access-token rules read it."""
+    route = connection.scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if not isinstance(template, str):
+        return None
+    method = "WEBSOCKET" if connection.scope["type"] == "websocket" else connection.scope["method"]
+    return RouteCall(method=method, template=template, params=dict(connection.path_params))
+
+
 async def _current_user(
+    request: Request,
     services: ServicesDep,
     api_key: Annotated[str | None, Depends(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    # Every route authenticates here, and a sandbox access token is confined here by the
+    # route's path template, so a route added later needs nothing of its own.
     key = api_key or (bearer.credentials if bearer is not None else None)
-    return await services.identity.authenticate(key)
+    return await services.identity.authenticate(key, route_call(request))
+
+
+async def authenticate_connection(connection: HTTPConnection) -> Principal:
+    """Who a WebSocket (or any connection that cannot use :data:`CurrentUser`) acts as:
+    the same headers, the same rules for sandbox access tokens."""
+    services: Services = connection.app.state.services
+    authorization = connection.headers.get("authorization", "")
+    key = connection.headers.get("x-api-key") or (
+        authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
+    )
+    return await services.identity.authenticate(key or None, route_call(connection))
 
 
 CurrentUser = Annotated[Principal, Depends(_current_user)]

@@ -42,7 +42,13 @@ class JSendDialect(Dialect):
 
     def render(self, error: HutchError, request_id: str) -> JSONResponse:
         if error.status < 500:
-            data = dict(error.fields) if error.fields else {error.field or "message": error.message}
+            data: dict[str, str] | str = (
+                error.message
+                if error.bare
+                else dict(error.fields)
+                if error.fields
+                else {error.field or "message": error.message}
+            )
             body = JSendFail(data=data).model_dump()
         else:
             body = JSendError(message=error.message, code=error.status).model_dump()

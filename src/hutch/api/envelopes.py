@@ -19,10 +19,11 @@ class JSend(BaseModel, Generic[T]):
 
 
 class JSendFail(BaseModel):
-    """CreateOS client error (4xx): ``data`` maps the field at fault (or ``message``) to why."""
+    """CreateOS client error (4xx): ``data`` maps the field at fault (or ``message``) to why;
+    a few answers carry the reason alone as a string (``"sandbox access token not found"``)."""
 
     status: Literal["fail"] = "fail"
-    data: dict[str, str]
+    data: dict[str, str] | str
 
 
 class JSendError(BaseModel):

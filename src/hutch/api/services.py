@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hutch.core.access_tokens import AccessTokenService
 from hutch.core.deploys import DeployService
 from hutch.core.disks import DiskService
 from hutch.core.egress_service import EgressService
@@ -29,6 +30,7 @@ class Services:
     settings: Settings
     db: Database
     identity: IdentityService
+    access_tokens: AccessTokenService
     hosts: HostService
     host_agent: HostAgent
     sandboxes: SandboxService

@@ -43,7 +43,9 @@ class HutchError(Exception):
     ``code`` is a stable snake_case identifier for machines, ``message`` a sentence for
     people that says what to do next, ``field`` the request field at fault, if any, and
     ``fields`` every field at fault with its own reason when there are several.
-    ``headers`` are added to the response (``Retry-After`` on a 429, say).
+    ``headers`` are added to the response (``Retry-After`` on a 429, say). ``bare`` asks
+    for the message alone where a dialect would otherwise key it by field (some CreateOS
+    answers are ``{"status": "fail", "data": "<message>"}``).
     """
 
     status: ClassVar[int] = 500
@@ -57,6 +59,7 @@ class HutchError(Exception):
         fields: Mapping[str, str] | None = None,
         code: str | None = None,
         headers: Mapping[str, str] | None = None,
+        bare: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -64,6 +67,7 @@ class HutchError(Exception):
         self.fields = dict(fields) if fields else None
         self.code = code or self.default_code
         self.headers = dict(headers) if headers else None
+        self.bare = bare
 
 
 class InvalidInput(HutchError):

@@ -15,9 +15,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 
+from hutch.core.access_tokens import RouteCall, confine, is_access_token
 from hutch.core.errors import InvalidInput, NotFound, Unauthenticated
 from hutch.core.ids import new_id
 from hutch.core.sandbox_status import TERMINAL_STATUSES, SandboxStatus
+from hutch.store import access_tokens as token_store
 from hutch.store import sandboxes as sandbox_store
 from hutch.store import users as user_store
 from hutch.store.cache import ReadCache
@@ -47,12 +49,19 @@ def hash_key(key: str) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class Principal:
-    """The user a request acts for, and the key it came with."""
+    """The user a request acts for, and the key it came with.
+
+    ``sandbox_id`` is set when the credential is a sandbox's access token (``skp_sb_…``):
+    it acts for the sandbox's owner, but only on that sandbox
+    (:func:`hutch.core.access_tokens.confine` decides, per route).
+    """
 
     user_id: str
     user_name: str
     is_admin: bool
     key_id: str
+    sandbox_id: str | None = None
+    sandbox_name: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,17 +152,37 @@ class IdentityService:
                 return None
         return await self.issue_key(ADMIN_USER, admin=True)
 
-    async def authenticate(self, key: str | None) -> Principal:
-        """Return who ``key`` belongs to. Raises :class:`Unauthenticated` otherwise."""
+    async def authenticate(self, key: str | None, route: RouteCall | None = None) -> Principal:
+        """Return who ``key`` acts as on ``route``. Raises :class:`Unauthenticated` for a
+        missing, unknown or revoked key.
+
+        A sandbox access token is accepted only with the route it is used on, and only where
+        :func:`~hutch.core.access_tokens.confine` allows it (:class:`PermissionDenied`
+        otherwise); without ``route`` it is always refused, so a caller that does not say
+        where a key is used can never hand a token the owner's account.
+        """
         if not key:
             raise Unauthenticated(
                 "missing API key: send it as 'X-Api-Key: <key>' or 'Authorization: Bearer <key>'"
             )
+        return confine(await self._principal(key), route)
+
+    async def _principal(self, key: str) -> Principal:
         key_hash = hash_key(key)
         token = self._known.token()
         known = self._known.get(key_hash, token)
         if known is not None and utcnow() - known[1] <= _TOUCH_EVERY:
             return known[0]
+        if is_access_token(key):
+            principal = await self._delegated(key_hash)
+            touched = utcnow()
+        else:
+            principal, touched = await self._owner(key_hash)
+        # Kept until anyone writes to the store: a revocation is seen on the next request.
+        self._known.put(key_hash, token, (principal, touched))
+        return principal
+
+    async def _owner(self, key_hash: str) -> tuple[Principal, datetime]:
         async with self._db.sessions.begin() as session:
             found = await user_store.key_by_hash(session, key_hash)
             if found is None or found[0].revoked_at is not None:
@@ -165,9 +194,22 @@ class IdentityService:
             principal = Principal(
                 user_id=user.id, user_name=user.name, is_admin=user.is_admin, key_id=record.id
             )
-        # Kept until anyone writes to the store: a revocation is seen on the next request.
-        self._known.put(key_hash, token, (principal, touched))
-        return principal
+        return principal, touched
+
+    async def _delegated(self, key_hash: str) -> Principal:
+        async with self._db.sessions() as session:
+            found = await token_store.by_hash(session, key_hash)
+        if found is None or found[1].status in TERMINAL_STATUSES:
+            raise Unauthenticated("invalid, rotated or disabled sandbox access token")
+        _, sandbox, user = found
+        return Principal(
+            user_id=user.id,
+            user_name=user.name,
+            is_admin=False,
+            key_id=f"skp:{sandbox.id}",
+            sandbox_id=sandbox.id,
+            sandbox_name=sandbox.name,
+        )
 
     async def list_keys(self) -> list[KeyInfo]:
         async with self._db.sessions() as session:

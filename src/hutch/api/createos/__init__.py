@@ -3,6 +3,7 @@
 from fastapi import APIRouter
 
 from hutch.api.createos import (
+    access_tokens,
     catalog,
     connections,
     disks,
@@ -27,3 +28,4 @@ router.include_router(connections.router)
 router.include_router(networks.router)
 router.include_router(disks.router)
 router.include_router(disks.attachments)
+router.include_router(access_tokens.router)

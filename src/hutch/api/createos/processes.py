@@ -20,7 +20,7 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field
 
 from hutch.api.createos.responses import AUTH_ERRORS
-from hutch.api.deps import CurrentUser, ServicesDep
+from hutch.api.deps import CurrentUser, ServicesDep, authenticate_connection
 from hutch.api.envelopes import JSend, JSendFail
 from hutch.core.errors import HutchError, InvalidInput
 from hutch.core.identity import Principal
@@ -204,13 +204,8 @@ async def wait_for(
 async def attach(websocket: WebSocket, sandbox_id: str, process_id: str, after: int = 0) -> None:
     """Output pushed, input taken, until the process ends or the client goes."""
     services = websocket.app.state.services
-    key = (
-        websocket.headers.get("x-api-key")
-        or websocket.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        or None
-    )
     try:
-        user = await services.identity.authenticate(key)
+        user = await authenticate_connection(websocket)
         await services.processes.get(user, sandbox_id, process_id)
     except HutchError as exc:
         await websocket.close(code=4000 + exc.status, reason=exc.message[:120])
