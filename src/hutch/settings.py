@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from hutch.build.env import parse_build_env
 from hutch.core.catalog import DEFAULT_SHAPES, ROOTFS_CATALOG, Shape
 from hutch.core.egress import DenySet, parse_cidr_list
 
@@ -88,6 +89,10 @@ class Settings(BaseSettings):
     """How long a project's install and build commands may take together."""
     deploy_health_timeout_s: float = Field(default=60, gt=0)
     """How long a started app has to answer HTTP on its port before the deploy fails."""
+    build_env: str = ""
+    """Variables every deploy's install and build steps get (say a package mirror):
+    ``NAME=value,NAME=value`` (a comma starts a pair only before ``NAME=``) or a JSON
+    object of strings; see :mod:`hutch.build.env`."""
     deploy_max_body_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     """The largest ``POST /agent/deploy`` request (files or zip, base64, and the rest)."""
     deploy_max_unpacked_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
@@ -176,6 +181,7 @@ class Settings(BaseSettings):
         if self.deploy_shape and self.deploy_shape not in ids:
             raise ValueError(f"deploy_shape must be one of {ids}")
         _ = self.deny_set  # the egress settings parse, or this raises
+        _ = self.build_env_vars
         names = {image.name for image in ROOTFS_CATALOG}
         if self.default_rootfs not in names:
             raise ValueError(f"default_rootfs must be one of {sorted(names)}")
@@ -192,6 +198,11 @@ class Settings(BaseSettings):
                 self.egress_allow_private, setting="egress_allow_private"
             ),
         )
+
+    @property
+    def build_env_vars(self) -> dict[str, str]:
+        """``build_env`` parsed (ValueError if it does not parse)."""
+        return parse_build_env(self.build_env)
 
     @property
     def resolved_database_url(self) -> str:

@@ -200,6 +200,21 @@ def test_keys_come_back_when_the_sandbox_resumes(api: httpx.Client, keys: dict[s
         api.delete(f"/v1/sandboxes/{other['id']}")
 
 
+def test_keys_given_at_create_let_ssh_in_at_once(
+    server: HutchProcess, key: str, api: httpx.Client, keys: dict[str, Path]
+) -> None:
+    public = keys["good"].with_suffix(".pub").read_text().strip()
+    made = create(api, ssh_pubkeys=[public, public])
+    try:
+        assert api.get(f"/v1/sandboxes/{made['id']}").json()["data"]["ssh_pubkeys"] == [public]
+        env = client_env(server, key)
+        login = run(["ssh", *ssh_options(made, keys["good"]), "root@box", "cat /root/.ssh/*"], env)
+        assert login.returncode == 0, login.stderr
+        assert login.stdout.strip() == public
+    finally:
+        api.delete(f"/v1/sandboxes/{made['id']}")
+
+
 # -- ssh ----------------------------------------------------------------------------------
 
 
@@ -397,3 +412,22 @@ def test_refusals_are_jsend_before_any_upgrade(
     head, _ = read_head(sock)
     sock.close()
     assert head.startswith(b"HTTP/1.1 101")
+
+
+def test_a_tunnel_closes_when_its_sandbox_pauses(
+    server: HutchProcess, key: str, api: httpx.Client
+) -> None:
+    other = create(api)
+    try:
+        start_in(api, other, "python3", "-c", ECHO_SERVER)
+        wait_listening(api, other, 7007)
+        sock = upgrade(server, f"/v1/sandboxes/{other['id']}/tunnel/7007", {"X-Api-Key": key})
+        head, _ = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 101")
+        sock.sendall(b"ping")
+        assert sock.recv(4) == b"ping"
+        assert api.post(f"/v1/sandboxes/{other['id']}/pause").status_code in (200, 202)
+        assert sock.recv(65536) == b""  # closed by the server, not left hanging
+        sock.close()
+    finally:
+        api.delete(f"/v1/sandboxes/{other['id']}")

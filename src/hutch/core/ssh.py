@@ -10,6 +10,9 @@ the sandbox's host keys if it has none yet (each sandbox its own, made inside it
 images carry none) and starts ``sshd`` with password and keyboard-interactive logins off
 and root allowed by key only. It keeps running from then on, as any daemon the user
 started would.
+
+With a driver that does not isolate (the fake driver of the tests, whose commands run on
+the host itself) keys are kept but written nowhere and sshd is never started.
 """
 
 from __future__ import annotations
@@ -75,6 +78,10 @@ class SshService:
         self._host = host
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
+    @property
+    def _isolated(self) -> bool:
+        return self._host.driver.capabilities.isolated
+
     async def add_keys(self, user: Principal, ident: str, keys: Sequence[str]) -> int:
         """Add ``keys`` to the sandbox (and to a running one's authorized_keys at once);
         the number of keys it has now. A bad key is a 400 naming its index."""
@@ -101,6 +108,8 @@ class SshService:
                 await self._write_keys(record.id, record.ssh_pubkeys)
 
     async def _write_keys(self, sandbox_id: str, keys: Sequence[str]) -> None:
+        if not self._isolated:
+            return  # the fake driver's commands run on the host itself: never touch its root
         stdin = "".join(key + "\n" for key in keys).encode()
         code, said = await self._run(sandbox_id, _INSTALL_KEYS, stdin=stdin)
         if code != 0:
@@ -111,6 +120,12 @@ class SshService:
 
         :class:`Conflict` when its image has no sshd; :class:`Unavailable` if it fails.
         """
+        if not self._isolated:
+            raise Conflict(
+                f"nothing listens on port {SSH_PORT}, and hutch starts sshd only in isolated "
+                f"sandboxes (this host's driver is {self._host.driver.capabilities.name})",
+                field="port",
+            )
         async with self._locks[sandbox_id]:
             code, said = await self._run(sandbox_id, _START_SSHD)
         if code == NO_SSHD:

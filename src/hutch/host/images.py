@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -133,8 +134,29 @@ async def build_image(
     force: bool = False,
     progress: Callable[[str], None] = lambda line: None,
 ) -> Path:
-    """Build image ``name`` unless the current build matches its recipe; return its rootfs."""
+    """Build image ``name`` unless the current build matches its recipe; return its rootfs.
+
+    Builds of one image are serialised across processes (a lock file beside it), so two
+    ``hutch images build`` at once never tear down each other's half-built tree."""
     recipe = load_recipe(name)
+    base = image_dir(images, name)
+    base.mkdir(parents=True, exist_ok=True)
+    lock = await asyncio.to_thread(os.open, base / ".build.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+        return await _build_locked(images, name, recipe, force=force, progress=progress)
+    finally:
+        os.close(lock)  # closing the descriptor releases the lock
+
+
+async def _build_locked(
+    images: Path,
+    name: str,
+    recipe: Recipe,
+    *,
+    force: bool,
+    progress: Callable[[str], None],
+) -> Path:
     base = image_dir(images, name)
     target = base / recipe.digest
     if not force and (target / COMPLETE_MARKER).is_file():

@@ -1,7 +1,9 @@
 """The build pipeline of one deployment: a fresh sandbox, the upload unpacked into /app,
-the install and build steps, the run command in the background, a health check on its
-port, then the route moves to it (promote) or the deployment fails with the build's or the
-app's last lines and its credits are given back.
+the install and build steps (with the operator's ``HUTCH_BUILD_ENV``; the sandbox reaches
+the internet, minus the platform deny set), the run command in the background (with
+``PORT`` and ``HOST``, not the build environment), a health check on its port, then the
+route moves to it (promote) or the deployment fails with the build's or the app's last
+lines and its credits are given back.
 
 A redeploy builds beside the running version; the route moves only once the new one
 answers, and a failed redeploy leaves the old one serving.
@@ -49,6 +51,9 @@ UPLOAD_TAR = "/app/.hutch-upload.tar"
 _STOPPED = "the build was stopped (the project was deleted or the server stopped)"
 _INTERNAL = "internal error (the server log has the details)"
 _CHUNK = 1 << 20
+# A build sandbox reaches the internet (minus the platform deny set) whatever
+# HUTCH_EGRESS_DEFAULT says: installs fetch packages. The app then runs in it, open too.
+OPEN = ("*",)
 
 
 class BuildPipeline:
@@ -89,13 +94,16 @@ class BuildPipeline:
             sandbox = await self._sandboxes.create(
                 principal,
                 SandboxCreate(
-                    shape=self._settings.resolved_deploy_shape, rootfs=request.plan.image
+                    shape=self._settings.resolved_deploy_shape,
+                    rootfs=request.plan.image,
+                    egress=OPEN,
                 ),
             )
             sandbox_id = sandbox.id
             await self._records.set_deployment(deployment_id, sandbox_id=sandbox_id)
             await self._upload(principal, sandbox_id, request.files)
             env = {"PORT": str(request.port), "HOST": "0.0.0.0"}
+            build_env = self._settings.build_env_vars | env
             budget = self._settings.deploy_build_timeout_s
             loop = asyncio.get_running_loop()
             deadline = loop.time() + budget
@@ -104,7 +112,7 @@ class BuildPipeline:
                     left = deadline - loop.time()
                     if left <= 0:
                         raise BuildFailed(f"the build did not finish within {budget:g} s")
-                    await self._step(principal, sandbox_id, step, command, env, left)
+                    await self._step(principal, sandbox_id, step, command, build_env, left)
             await self._records.stage(project.id, deployment_id, DEPLOYING)
             spawned = await self._sandboxes.spawn(
                 principal, sandbox_id, ExecCommand(cmd=request.plan.run, cwd=APP_DIR, env=env)
