@@ -431,3 +431,25 @@ def test_a_tunnel_closes_when_its_sandbox_pauses(
         sock.close()
     finally:
         api.delete(f"/v1/sandboxes/{other['id']}")
+
+
+def test_the_tunnel_also_reaches_a_server_bound_to_the_sandbox_address_only(
+    server: HutchProcess, key: str, api: httpx.Client, box: dict[str, Any]
+) -> None:
+    script = ECHO_SERVER.replace('("127.0.0.1", 7007)', f'("{box["ip"]}", 7070)')
+    start_in(api, box, "python3", "-c", script)
+    wait_listening(api, box, 7070)
+    sock = upgrade(server, f"/v1/sandboxes/{box['id']}/tunnel/7070", {"X-Api-Key": key})
+    head, early = read_head(sock)
+    assert head.startswith(b"HTTP/1.1 101")
+    sock.sendall(b"on the link")
+    sock.shutdown(socket.SHUT_WR)
+    assert read_all_from(sock, early) == b"on the link"
+    sock.close()
+
+
+def read_all_from(sock: socket.socket, already: bytes) -> bytes:
+    seen = already
+    while data := sock.recv(65536):
+        seen += data
+    return seen

@@ -62,14 +62,16 @@ class TunnelService:
         record = await self._sandboxes.get(user, ident)
         await self._sandboxes.guest(user, record.id)  # 409 unless running
         driver = self._host.driver
+        # Servers bound only to the sandbox's link address are found there too.
+        own = record.ip if driver.capabilities.isolated else None
         try:
             try:
-                sock = await driver.open_port(record.id, port)
+                sock = await driver.open_port(record.id, port, own_address=own)
             except PortClosed:
                 if port != SSH_PORT:
                     raise
                 await self._ssh.start_sshd(record.id)
-                sock = await driver.open_port(record.id, port)
+                sock = await driver.open_port(record.id, port, own_address=own)
         except PortClosed as exc:
             raise Conflict(
                 f"nothing listens on port {port} inside the sandbox ({exc})", field="port"

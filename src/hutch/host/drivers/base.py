@@ -134,9 +134,12 @@ class Driver(ABC):
         """Remove the leftovers of every sandbox not in ``keep``; return what was removed."""
 
     @abstractmethod
-    async def open_port(self, sandbox_id: str, port: int) -> socket.socket:
+    async def open_port(
+        self, sandbox_id: str, port: int, *, own_address: str | None = None
+    ) -> socket.socket:
         """A TCP connection to ``port`` inside the sandbox, as a program in it would make:
-        its loopback first, then its own address. Raises :class:`~hutch.host.ports.PortClosed`
+        its loopback first, then ``own_address`` (its address as the store knows it, never
+        one read from the sandbox's files) if given. Raises :class:`~hutch.host.ports.PortClosed`
         when nothing accepts there, :class:`SandboxMissing` when the sandbox is gone."""
 
     @abstractmethod

@@ -145,7 +145,9 @@ class FakeDriver(Driver):
     async def resume(self, sandbox_id: str) -> None:
         await self._signal(sandbox_id, signal.SIGCONT)
 
-    async def open_port(self, sandbox_id: str, port: int) -> socket.socket:
+    async def open_port(
+        self, sandbox_id: str, port: int, *, own_address: str | None = None
+    ) -> socket.socket:
         # Fake sandboxes share the host's network: their ports are the host's.
         if self._pid(sandbox_id) is None:
             raise SandboxMissing(f"no sandbox {sandbox_id} on this host")

@@ -258,12 +258,11 @@ class RuncDriver(Driver):
         except CommandFailed as exc:
             raise DriverError(f"cannot set the hostname of {sandbox_id}: {exc.detail}") from exc
 
-    async def open_port(self, sandbox_id: str, port: int) -> socket.socket:
+    async def open_port(
+        self, sandbox_id: str, port: int, *, own_address: str | None = None
+    ) -> socket.socket:
         link = SandboxLink(tag=self.tag, sandbox_id=sandbox_id)
-        addresses = ["127.0.0.1"]
-        with contextlib.suppress(OSError, IndexError):
-            # The sandbox end of its link: for servers bound to that address only.
-            addresses.append((self._dir(sandbox_id) / "etc" / "hosts").read_text().split()[-2])
+        addresses = ["127.0.0.1", *([own_address] if own_address else [])]
         try:
             return await connect_port(link.netns_path, addresses, port)
         except FileNotFoundError:
