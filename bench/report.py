@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/report.py [--charts-only] [--load-seconds 180] [--capacity-max 1000]
 
-Runs bench/sandboxes.py, bench/proxy.py, bench/load.py and bench/capacity.py one after the
-other (each starts its own server and its peers: bare runc, bare fork/exec, nginx), each
-writing ``bench/results/<name>.json``; then gathers them into ``latest.json`` with the
-machine and the ratios to each peer, and draws ``bench/results/<name>.png``. With
+Runs bench/sandboxes.py, bench/proxy.py, bench/load.py, bench/capacity.py and bench/tunnel.py
+one after the other (each starts its own server and its peers: bare runc, bare fork/exec,
+nginx, a direct socket), each writing ``bench/results/<name>.json``; then gathers them into
+``latest.json`` with the machine and the ratios to each peer, and draws
+``bench/results/<name>.png``. With
 ``--charts-only`` it only gathers and draws from the results already there.
 """
 
@@ -37,6 +38,7 @@ def run_all(load_seconds: float, capacity_max: int) -> None:
         [python, str(BENCH / "proxy.py")],
         [python, str(BENCH / "load.py"), "--duration", str(load_seconds)],
         [python, str(BENCH / "capacity.py"), "--max", str(capacity_max)],
+        [python, str(BENCH / "tunnel.py")],
     ]
     for command in runs:
         print("running", " ".join(command[1:]), flush=True)
@@ -66,6 +68,10 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     if capacity := results.get("capacity"):
         out["create_rate_vs_bare_runc"] = capacity["ratio_create_rate_to_bare_runc"]
         out["idle_memory_vs_bare_runc_container"] = capacity["ratio_memory_to_bare_runc"]
+    if tunnel := results.get("tunnel"):
+        out["tunnel_echo_throughput_vs_direct_in_netns"] = tunnel["echo_mib_per_s"][
+            "ratio_best_tunnel_to_direct"
+        ]
     return out
 
 
@@ -144,11 +150,22 @@ def _save(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
+def chart_tunnel(data: dict[str, Any], path: Path) -> None:
+    echo = data["echo_mib_per_s"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(["through the tunnel", "direct, in the netns"],
+           [max(echo["tunnel"]), max(echo["direct_in_netns"])])  # fmt: skip
+    ax.set_ylabel("MiB/s each way (best of rounds)")
+    ax.set_title("TCP echo in a sandbox")
+    _save(fig, path)
+
+
 CHARTS = {
     "sandboxes": chart_sandboxes,
     "proxy": chart_proxy,
     "load": chart_load,
     "capacity": chart_capacity,
+    "tunnel": chart_tunnel,
 }
 
 
