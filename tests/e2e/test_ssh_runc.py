@@ -185,12 +185,18 @@ def test_keys_are_checked_normalised_deduplicated_and_written_for_root(
     assert [line for line in lines if good.split()[1] in line] == [good]
 
 
-def test_keys_come_back_when_the_sandbox_resumes(api: httpx.Client, keys: dict[str, Path]) -> None:
+def test_keys_come_back_when_the_sandbox_resumes(
+    server: HutchProcess, key: str, api: httpx.Client, keys: dict[str, Path]
+) -> None:
     other = create(api)
     try:
         public = keys["good"].with_suffix(".pub").read_text().strip()
         url = f"/v1/sandboxes/{other['id']}"
         assert api.post(f"{url}/pause").status_code in (200, 202)
+        paused = run([*HUTCH, "ssh", other["id"], "-i", str(keys["good"]), "--", "true"],
+                     client_env(server, key))  # fmt: skip
+        assert paused.returncode == 1
+        assert "is paused" in paused.stderr and "hutch sandbox resume" in paused.stderr
         # Added while paused: kept, and written when it runs again.
         assert api.post(f"{url}/ssh-pubkeys", json={"keys": [public]}).json()["data"]["count"] == 1
         assert api.post(f"{url}/resume").status_code in (200, 202)

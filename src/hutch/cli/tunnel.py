@@ -187,6 +187,11 @@ def ssh(
         view: Any = await client.transport.data(
             "GET", f"/v1/sandboxes/{found.id}", idempotent=True, subjects={"sandbox": found.id}
         )
+        status = view.get("status") if isinstance(view, dict) else None
+        if status not in (None, "running"):
+            fail(f"sandbox {sandbox} is {status}, not running",
+                 hint=f"resume it first: hutch sandbox resume {sandbox}" if status == "paused"
+                 else "see its state with `hutch sandbox get`")  # fmt: skip
         held = view.get("ssh_pubkeys") if isinstance(view, dict) else None
         blob = public_key.split()[1] if len(public_key.split()) > 1 else public_key
         if not isinstance(held, list) or not any(blob in str(key) for key in held):
