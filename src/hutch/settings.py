@@ -123,6 +123,8 @@ class Settings(BaseSettings):
     exec_default_timeout_s: float = Field(default=300, gt=0)
     exec_max_timeout_s: float = Field(default=3600, gt=0)
     exec_output_cap_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    files_max_bytes: int = Field(default=500 * 1024 * 1024, ge=1)
+    """The largest file one upload (``PUT …/files``) may write (CreateOS: 500 MB)."""
     monitor_interval_s: float = Field(default=2.0, gt=0)
 
     max_running_per_user: int = Field(default=50, ge=1)

@@ -93,7 +93,12 @@ def test_hosts_and_rootfs_report_built_images(home: Path) -> None:
 def test_health_probes_match_the_seed(server: HutchProcess) -> None:
     with server.client() as client:
         assert client.get("/healthz").json() == {"status": "success", "data": {"up": True}}
-        assert client.get("/readyz").json() == {"status": "success", "data": {"ready": True}}
+        ready = client.get("/readyz")
+        # Seed 001 shows {"ready": true}; CreateOS also reports its scheduler's last pass.
+        assert ready.status_code == 200 and ready.json()["status"] == "success"
+        assert ready.json()["data"]["ready"] is True
+        assert set(ready.json()["data"]) == {"ready", "scheduler_last_ok_ms_ago"}
+        assert isinstance(ready.json()["data"]["scheduler_last_ok_ms_ago"], int)
 
 
 def test_every_response_has_a_request_id(server: HutchProcess) -> None:

@@ -171,10 +171,16 @@ def test_postgres_backend_and_readiness_when_it_goes_away(tmp_path: Path) -> Non
                 whoami = client.get("/v1/whoami")
                 alive = client.get("/healthz")
             assert ready.status_code == 503
+            reason = "the control plane cannot reach its database"
             assert ready.json() == {
                 "status": "error",
-                "message": "the control plane cannot reach its database",
+                "message": reason,
                 "code": 503,
+                "data": {
+                    "ready": False,
+                    "reason": reason,
+                    "scheduler_last_ok_ms_ago": ready.json()["data"]["scheduler_last_ok_ms_ago"],
+                },
             }
             assert whoami.status_code == 503 and whoami.json()["status"] == "error"
             assert alive.status_code == 200

@@ -136,7 +136,7 @@ def test_a_100_mb_file_round_trips_exactly(api: httpx.Client) -> None:
 
     put = api.put(f"/v1/sandboxes/{box['id']}/files", params={"path": "/data/big.bin"},
                   content=body(), timeout=300)  # fmt: skip
-    assert put.json()["data"]["size"] == 100 * 1024 * 1024
+    assert put.json()["data"]["bytes"] == 100 * 1024 * 1024
     assert sh(api, box, "sha256sum /data/big.bin | cut -d' ' -f1")["stdout"].strip() == (
         digest.hexdigest()
     )

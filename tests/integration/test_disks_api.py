@@ -18,8 +18,9 @@ from fastapi.testclient import TestClient
 from hutch.api.app import create_app
 from hutch.host.drivers.fake import FakeDriver
 from hutch.settings import Settings
+from hutch.store.models import DiskRecord
 from tests.integration.test_sandboxes_api import _key, app_settings
-from tests.support.seaweed import SeaweedS3
+from tests.support.seaweed import ROTATED_ACCESS_KEY, ROTATED_SECRET_KEY, SeaweedS3
 
 __all__ = ["app_settings"]  # fixture
 
@@ -190,3 +191,47 @@ def test_attachments_through_the_api(client: TestClient, s3: SeaweedS3, bucket: 
     assert client.delete(url, params={"mount_path": "/data"}).json()["data"] == {"detached": True}
     assert client.delete(url, params={"mount_path": "/data"}).status_code == 404
     assert client.get(f"/v1/sandboxes/{box['id']}/disks").json()["data"]["data"] == []
+
+
+def test_credentials_rotate_only_after_the_bucket_accepts_them(
+    client: TestClient, s3: SeaweedS3, bucket: str
+) -> None:
+    disk = client.post("/v1/disks", json=body(s3, bucket)).json()["data"]
+    box = client.post(
+        "/v1/sandboxes",
+        json={"shape": "s-1vcpu-256mb", "disks": [{"disk_id": "my-data", "mount_path": "/d"}]},
+    ).json()["data"]
+    services = client.app.state.services  # type: ignore[attr-defined]
+
+    async def load() -> DiskRecord:
+        async with services.db.sessions() as session:
+            record: DiskRecord | None = await session.get(DiskRecord, disk["id"])
+        assert record is not None
+        return record
+
+    def stored() -> str:
+        record = client.portal.call(load)  # type: ignore[union-attr]
+        return str(services.disks.credentials(record).access_key)
+
+    refused = client.patch(
+        f"/v1/disks/{disk['id']}",
+        json={"credentials": {"access_key": ROTATED_ACCESS_KEY, "secret_key": "wrong"}},
+    )
+    assert refused.status_code == 400 and "credentials" in refused.json()["data"]
+    assert stored() == s3.access_key, "a refused rotation changes nothing"
+    rotated = client.patch(
+        "/v1/disks/my-data",
+        json={"credentials": {"access_key": ROTATED_ACCESS_KEY, "secret_key": ROTATED_SECRET_KEY}},
+    )
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.json()["data"] == disk, "the same disk, and no credentials in it"
+    assert ROTATED_SECRET_KEY not in rotated.text
+    assert stored() == ROTATED_ACCESS_KEY
+    [row] = client.get(f"/v1/sandboxes/{box['id']}/disks").json()["data"]["data"]
+    assert row["mount_status"] == "mounted"
+    for bad in ({}, {"credentials": {"access_key": "a"}}, {"credentials": {"access_key": "",
+                "secret_key": ""}}, {"credentials": {"access_key": "a", "secret_key": "b"},
+                "name": "x"}):  # fmt: skip
+        assert client.patch("/v1/disks/my-data", json=bad).status_code == 400, bad
+    assert client.patch("/v1/disks/nope", json={"credentials": {"access_key": "a",
+                        "secret_key": "b"}}).status_code == 404  # fmt: skip

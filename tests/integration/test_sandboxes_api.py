@@ -232,7 +232,7 @@ def test_files_round_trip_and_refuse_bad_paths(client: TestClient) -> None:
     box = create(client)
     data = os.urandom(1024 * 1024 + 3)
     put = client.put(f"/v1/sandboxes/{box['id']}/files", params={"path": "/a/b.bin"}, content=data)
-    assert put.status_code == 200 and put.json()["data"] == {"path": "/a/b.bin", "size": len(data)}
+    assert put.status_code == 200 and put.json()["data"] == {"path": "/a/b.bin", "bytes": len(data)}
     got = client.get(f"/v1/sandboxes/{box['id']}/files", params={"path": "/a/b.bin"})
     assert got.status_code == 200 and got.content == data
     cases = [("rel/x", 400), ("/a/../etc/passwd", 400), ("/missing", 404), ("/a", 400)]

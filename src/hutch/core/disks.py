@@ -32,6 +32,10 @@ from hutch.store.db import Database
 from hutch.store.models import DiskAttachment, DiskRecord, SandboxRecord, utcnow
 
 __all__ = [
+    "MOUNTED",
+    "MOUNT_ERROR",
+    "PENDING",
+    "UNMOUNTING",
     "AttachmentView",
     "DiskCredentials",
     "DiskRef",
@@ -136,6 +140,13 @@ class AttachmentView:
     disk: DiskRecord
 
 
+# mount_status values, as CreateOS's clients know them (their enum has exactly these).
+PENDING = "pending"
+MOUNTED = "mounted"
+MOUNT_ERROR = "error"
+UNMOUNTING = "unmounting"
+
+
 class DiskService:
     def __init__(
         self,
@@ -215,6 +226,44 @@ class DiskService:
                                field="disk")  # fmt: skip
             record.deleted_at = utcnow()
 
+    async def rotate_credentials(
+        self, user: Principal, ident: str, credentials: DiskCredentials
+    ) -> DiskRecord:
+        """Replace the disk's credentials: the bucket is probed with the new ones first (a
+        refusal is a 400 and nothing changes), then they are sealed in place of the old,
+        and every live mount of the disk on this host is mounted again with them."""
+        box = self._sealer()
+        if not credentials.access_key or not credentials.secret_key:
+            raise InvalidInput("access_key and secret_key are required", field="credentials")
+        disk = await self.get(user, ident)
+        probe = DiskRegistration(
+            name=disk.name, kind=disk.kind, bucket=disk.bucket, endpoint=disk.endpoint,
+            region=disk.region, use_path_style=disk.use_path_style, credentials=credentials,
+        )  # fmt: skip
+        try:
+            await asyncio.to_thread(probe_bucket, probe)
+        except ProbeFailed as exc:
+            raise InvalidInput(exc.message, field=exc.field) from None
+        sealed = box.seal(json.dumps({"access_key": credentials.access_key,
+                                      "secret_key": credentials.secret_key}).encode(),
+                          context=disk.id)  # fmt: skip
+        async with self._db.sessions.begin() as session:
+            record = await session.get(DiskRecord, disk.id)
+            if record is None or record.deleted_at is not None:
+                raise NotFound(f"no disk {ident!r}", field="disk")
+            record.credentials = sealed
+        async with self._db.sessions() as session:
+            rows = await store.live_attachments_on_host(session, self._host.host_id)
+        for attachment, attached in rows:
+            if attached.id != record.id or attachment.mount_status in (PENDING, UNMOUNTING):
+                continue
+            async with self._sandbox_locks[attachment.sandbox_id]:
+                await self._unmount(attachment)
+                error = await self._mount_on_host(attachment, record)
+                with contextlib.suppress(NotFound):
+                    await self._set_status(attachment.id, error)
+        return record
+
     # -- attachments ----------------------------------------------------------------------
 
     async def check_refs(self, user: Principal, refs: Sequence[DiskRef]) -> list[DiskRef]:
@@ -235,8 +284,9 @@ class DiskService:
                                        sub_path=sub_path))  # fmt: skip
         return checked
 
-    async def attach(self, user: Principal, sandbox_ident: str, ref: DiskRef) -> None:
-        """Mount the disk in a running sandbox. Same disk, same path: nothing changes."""
+    async def attach(self, user: Principal, sandbox_ident: str, ref: DiskRef) -> str:
+        """Mount the disk in a running sandbox and return the sandbox's id. Same disk, same
+        path: nothing changes."""
         self._sealer()
         mount_path, sub_path = _mount_path(ref.mount_path), _sub_path(ref.sub_path)
         sandbox, disk = await self._sandbox_and_disk(user, sandbox_ident, ref.disk_id)
@@ -248,10 +298,11 @@ class DiskService:
                 taken = await store.attachment_at(session, sandbox.id, mount_path)
             if taken is not None:
                 if taken.disk_id == disk.id:
-                    return
+                    return sandbox.id
                 raise Conflict(f"{mount_path} is already in use by a different disk",
                                field="mount_path")  # fmt: skip
             await self._mount(sandbox.id, disk, mount_path, sub_path)
+        return sandbox.id
 
     async def mount_all(self, sandbox_id: str, user: Principal, refs: Sequence[DiskRef]) -> None:
         """A new sandbox's disks, all mounted, or :class:`DiskMountError`."""
@@ -261,7 +312,7 @@ class DiskService:
             if disk is None:
                 raise DiskMountError(f"disk {ref.disk_id!r} is gone")
             attachment = await self._mount(sandbox_id, disk, ref.mount_path, ref.sub_path)
-            if attachment.mount_status != "mounted":
+            if attachment.mount_status != MOUNTED:
                 raise DiskMountError(attachment.mount_error or "the disk did not mount")
 
     async def _mount(
@@ -269,7 +320,7 @@ class DiskService:
     ) -> DiskAttachment:
         attachment = DiskAttachment(
             id=new_id("dat_"), sandbox_id=sandbox_id, disk_id=disk.id, mount_path=mount_path,
-            sub_path=sub_path, mount_status="pending", mount_error=None, created_at=utcnow(),
+            sub_path=sub_path, mount_status=PENDING, mount_error=None, created_at=utcnow(),
         )  # fmt: skip
         try:
             async with self._db.sessions.begin() as session:
@@ -302,7 +353,7 @@ class DiskService:
             attachment = await session.get(DiskAttachment, attachment_id)
             if attachment is None:
                 raise NotFound("the attachment is gone", field="disk")
-            attachment.mount_status = "failed" if error else "mounted"
+            attachment.mount_status = MOUNT_ERROR if error else MOUNTED
             attachment.mount_error = error[:ERROR_BYTES] if error else None
         return attachment
 
@@ -319,12 +370,19 @@ class DiskService:
                 or disk_ident not in (disk.id, disk.name)):  # fmt: skip
             raise NotFound(f"no disk {disk_ident!r} attached at {path}", field="disk")
         async with self._sandbox_locks[sandbox.id]:
+            # First DELETE wins: the row says "unmounting" while the mount goes, then goes.
             async with self._db.sessions.begin() as session:
                 row = await session.get(DiskAttachment, attachment.id)
-                if row is None:
+                if row is None or row.mount_status == UNMOUNTING:
                     raise NotFound(f"no disk {disk_ident!r} attached at {path}", field="disk")
-                await session.delete(row)
-            await self._unmount(attachment)
+                row.mount_status = UNMOUNTING
+            try:
+                await self._unmount(attachment)
+            finally:
+                async with self._db.sessions.begin() as session:
+                    row = await session.get(DiskAttachment, attachment.id)
+                    if row is not None:
+                        await session.delete(row)
 
     async def _unmount(self, attachment: DiskAttachment) -> None:
         info = await self._host.driver.get(attachment.sandbox_id)
@@ -373,6 +431,12 @@ class DiskService:
         async with self._db.sessions() as session:
             rows = await store.live_attachments_on_host(session, self._host.host_id)
         for attachment, disk in rows:
+            if attachment.mount_status == UNMOUNTING:  # a detach the stop interrupted
+                await self._unmount(attachment)
+                async with self._db.sessions.begin() as session:
+                    if (row := await session.get(DiskAttachment, attachment.id)) is not None:
+                        await session.delete(row)
+                continue
             if await self._host.disks.check(attachment.sandbox_id, attachment.id) is None:
                 continue
             await self._unmount(attachment)
@@ -382,14 +446,14 @@ class DiskService:
         async with self._db.sessions() as session:
             rows = await store.live_attachments_on_host(session, self._host.host_id)
         for attachment, disk in rows:
-            if attachment.mount_status == "pending":
+            if attachment.mount_status in (PENDING, UNMOUNTING):
                 continue
             error = await self._host.disks.check(attachment.sandbox_id, attachment.id)
             if error is None:
                 # s3fs keeps answering from its caches after a bucket is gone: ask the bucket.
                 error = await self._probe(disk)
             error = error[:ERROR_BYTES] if error else None
-            now = ("failed" if error else "mounted", error)
+            now = (MOUNT_ERROR if error else MOUNTED, error)
             if now != (attachment.mount_status, attachment.mount_error):
                 with contextlib.suppress(NotFound):
                     await self._set_status(attachment.id, error)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -56,10 +57,19 @@ class SandboxBase:
         self._user_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._sandbox_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._activity: dict[str, float] = {}
+        # When the monitor (the scheduler of auto-pause, expiry and error detection) last
+        # finished a pass, or recovery did; None before either.
+        self._scheduler_ok_at: float | None = None
         self._stop_listeners: list[Callable[[str], Awaitable[None]]] = []
         self._running_listeners: list[Callable[[SandboxRecord], Awaitable[None]]] = []
         # (user id, id or name) -> record, for the exec and file paths.
         self._running_records: ReadCache[tuple[str, str], SandboxRecord] = ReadCache(db)
+
+    def scheduler_last_ok_s_ago(self) -> float | None:
+        """Seconds since the monitor (or, at start, recovery) last finished a pass."""
+        if self._scheduler_ok_at is None:
+            return None
+        return time.monotonic() - self._scheduler_ok_at
 
     def on_running(self, listener: Callable[[SandboxRecord], Awaitable[None]]) -> None:
         """Call ``listener(record)`` when a sandbox starts or resumes, when it is changed,

@@ -5,7 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-from hutch.core.errors import Conflict, HutchError, InvalidInput, NotFound, Unavailable
+from hutch.core.errors import (
+    Conflict,
+    HutchError,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+)
 from hutch.core.identity import Principal
 from hutch.core.ids import new_id
 from hutch.core.sandbox_base import SandboxBase
@@ -149,12 +156,26 @@ class SandboxExec(SandboxBase):
         )
 
     async def write_file(
-        self, user: Principal, ident: str, path: str, chunks: AsyncIterator[bytes]
+        self,
+        user: Principal,
+        ident: str,
+        path: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        size: int | None = None,
     ) -> int:
+        """Write ``chunks`` to ``path`` (parents are made) and return the bytes written.
+
+        A file over ``files_max_bytes`` is :class:`PayloadTooLarge`: refused before any
+        byte moves when ``size`` (the declared length) says so, else when the count passes
+        the cap, and then the upload is cut off and the old file (or none) stays."""
         _check_path(path, field="path")
+        cap = self._settings.files_max_bytes
+        if size is not None and size > cap:
+            raise _too_large(cap)
         record = await self._running(user, ident)
         try:
-            return await self._host.driver.guest(record.id).write_file(path, chunks)
+            return await self._host.driver.guest(record.id).write_file(path, _capped(chunks, cap))
         except GuestError as exc:
             raise _file_error(exc) from exc
         except GuestUnreachable as exc:
@@ -176,6 +197,23 @@ def _unreachable() -> HutchError:
         "the sandbox is not answering; it may have stopped. Check its status, and delete "
         "it if it is in error",
         field="status",
+    )
+
+
+async def _capped(chunks: AsyncIterator[bytes], cap: int) -> AsyncIterator[bytes]:
+    seen = 0
+    async for chunk in chunks:
+        seen += len(chunk)
+        if seen > cap:
+            raise _too_large(cap)
+        yield chunk
+
+
+def _too_large(cap: int) -> HutchError:
+    return PayloadTooLarge(
+        f"a file is at most {cap} bytes ({cap / 2**20:g} MiB); send a larger one in parts "
+        "(split, upload, then cat them together with exec)",
+        field="body",
     )
 
 

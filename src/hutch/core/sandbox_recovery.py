@@ -67,6 +67,7 @@ class SandboxRecovery(SandboxLifecycle):
         removed = await driver.cleanup(keep)
         if removed:
             log.info("recovery removed leftovers of %d sandboxes: %s", len(removed), removed)
+        self._scheduler_ok_at = time.monotonic()
         return removed
 
     async def monitor_forever(self) -> None:
@@ -75,6 +76,7 @@ class SandboxRecovery(SandboxLifecycle):
             await asyncio.sleep(self._settings.monitor_interval_s)
             try:
                 await self.check_once()
+                self._scheduler_ok_at = time.monotonic()
             except Exception:
                 log.warning("sandbox monitor pass failed; will retry", exc_info=True)
 

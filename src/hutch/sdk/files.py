@@ -60,7 +60,7 @@ class AsyncFiles:
             content=content,
             subjects=self._subjects(path),
         )
-        size = written.get("size") if isinstance(written, dict) else None
+        size = written.get("bytes") if isinstance(written, dict) else None
         return size if isinstance(size, int) else -1
 
     async def iter_bytes(self, path: str, *, chunk_size: int = CHUNK_BYTES) -> AsyncIterator[bytes]:

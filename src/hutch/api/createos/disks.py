@@ -11,7 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from hutch.api.createos.responses import AUTH_ERRORS
 from hutch.api.deps import CurrentUser, PageParams, ServicesDep
 from hutch.api.envelopes import JSend, JSendError, JSendFail, Page
-from hutch.core.disks import AttachmentView, DiskCredentials, DiskRef, DiskRegistration
+from hutch.core.disks import (
+    MOUNT_ERROR,
+    AttachmentView,
+    DiskCredentials,
+    DiskRef,
+    DiskRegistration,
+)
 from hutch.store.models import DiskRecord
 
 __all__ = ["attachments", "router"]
@@ -128,6 +134,27 @@ async def get_disk(disk: str, user: CurrentUser, services: ServicesDep) -> JSend
     return JSend(data=DiskOut.of(await services.disks.get(user, disk)))
 
 
+class DiskPatchBody(_Body):
+    credentials: DiskCredentialsIn
+
+
+@router.patch("/{disk}", summary="Rotate a disk's credentials")
+async def patch_disk(
+    disk: str, body: DiskPatchBody, user: CurrentUser, services: ServicesDep
+) -> JSend[DiskOut]:
+    """The bucket is probed with the new credentials first (refused: a 400 naming the
+    field, and the old ones stay); then they replace the old, and every sandbox that has
+    the disk mounted has it mounted again with them."""
+    record = await services.disks.rotate_credentials(
+        user,
+        disk,
+        DiskCredentials(
+            access_key=body.credentials.access_key, secret_key=body.credentials.secret_key
+        ),
+    )
+    return JSend(data=DiskOut.of(record))
+
+
 @router.delete("/{disk}", summary="Delete a disk",
                responses={409: {"model": JSendFail, "description": "Still attached."}})  # fmt: skip
 async def delete_disk(disk: str, user: CurrentUser, services: ServicesDep) -> JSend[Deleted]:
@@ -158,7 +185,7 @@ class AttachmentOut(BaseModel):
     config: AttachedConfigOut
     mount_path: str
     sub_path: str
-    mount_status: str = Field(description="pending, mounted or failed.")
+    mount_status: str = Field(description="pending, mounted, error or unmounting.")
     mount_error: str | None = Field(description="Why it failed (about 1 KiB at most).")
 
     @classmethod
@@ -168,11 +195,17 @@ class AttachmentOut(BaseModel):
             disk_id=disk.id, name=disk.name, kind=disk.kind,
             config=AttachedConfigOut(bucket=disk.bucket, endpoint=disk.endpoint),
             mount_path=attachment.mount_path, sub_path=attachment.sub_path,
-            mount_status=attachment.mount_status, mount_error=attachment.mount_error,
+            mount_status=_LEGACY.get(attachment.mount_status, attachment.mount_status),
+            mount_error=attachment.mount_error,
         )  # fmt: skip
 
 
-class Ok(BaseModel):
+# Rows written before the CreateOS names: "failed" is now "error".
+_LEGACY = {"failed": MOUNT_ERROR}
+
+
+class Attached(BaseModel):
+    id: str = Field(description="The sandbox's id.")
     ok: bool = True
 
 
@@ -196,15 +229,16 @@ async def list_attachments(
 )
 async def attach_disk(
     sandbox_id: str, body: DiskAttachBody, user: CurrentUser, services: ServicesDep
-) -> JSend[Ok]:
-    """Mounts the bucket at ``mount_path`` before it answers; ``GET …/disks`` shows whether
-    it mounted. The same disk at the same path again changes nothing."""
-    await services.disks.attach(
+) -> JSend[Attached]:
+    """Mounts the bucket at ``mount_path`` before it answers ``{id: <sandbox id>, ok:
+    true}``; ``GET …/disks`` shows whether it mounted. The same disk at the same path again
+    changes nothing."""
+    attached_to = await services.disks.attach(
         user,
         sandbox_id,
         DiskRef(disk_id=body.disk_id, mount_path=body.mount_path, sub_path=body.sub_path or ""),
     )
-    return JSend(data=Ok())
+    return JSend(data=Attached(id=attached_to))
 
 
 @attachments.delete("/{sandbox_id}/disks/{disk_id}", summary="Detach a disk")

@@ -198,8 +198,8 @@ class ExecOut(BaseModel):
 
 
 class FileWritten(BaseModel):
+    bytes: int = Field(description="How many bytes the file now has.")
     path: str
-    size: int
 
 
 def _command(body: ExecBody) -> ExecCommand:
@@ -450,7 +450,11 @@ async def _ndjson(events: AsyncIterator[ExecOutput | ExecExit]) -> AsyncIterator
         await events.aclose()  # type: ignore[attr-defined]
 
 
-@router.put("/{sandbox_id}/files", summary="Write a file")
+@router.put(
+    "/{sandbox_id}/files",
+    summary="Write a file",
+    responses={413: {"model": JSendFail, "description": "Over the per-file cap (500 MiB)."}},
+)
 async def write_file(
     sandbox_id: str,
     request: Request,
@@ -458,9 +462,18 @@ async def write_file(
     services: ServicesDep,
     path: Annotated[str, Query(max_length=4096, description="Absolute path in the sandbox.")],
 ) -> JSend[FileWritten]:
-    """The raw request body becomes the file (parents are created), streamed, any size."""
-    size = await services.sandboxes.write_file(user, sandbox_id, path, request.stream())
-    return JSend(data=FileWritten(path=path, size=size))
+    """The raw request body becomes the file, streamed; missing parent directories are
+    made. Over 500 MiB (``HUTCH_FILES_MAX_BYTES``) is a 413 and the old file (or none)
+    stays."""
+    length = request.headers.get("content-length")
+    size = await services.sandboxes.write_file(
+        user,
+        sandbox_id,
+        path,
+        request.stream(),
+        size=int(length) if length and length.isdigit() else None,
+    )
+    return JSend(data=FileWritten(bytes=size, path=path))
 
 
 @router.get(
