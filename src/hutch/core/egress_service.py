@@ -52,15 +52,14 @@ class BandwidthView:
     quota_bytes: int
     used_bytes: int
     ingress_bytes: int
+    capped: bool
+    """Outbound internet traffic is being refused: the quota ran out (the packet that
+    would have crossed it was refused, so ``used_bytes`` may stay just below it)."""
 
     @property
     def remaining_bytes(self) -> int:
         """Quota minus use (can go below zero by what was in flight); -1 if unmetered."""
         return -1 if self.quota_bytes < 0 else self.quota_bytes - self.used_bytes
-
-    @property
-    def capped(self) -> bool:
-        return self.quota_bytes >= 0 and self.used_bytes >= self.quota_bytes
 
 
 class EgressService:
@@ -222,14 +221,14 @@ class EgressService:
         counts = None
         if record.id in self._ips:
             counts = await self._layer.counts(record.id)
+        quota = record.bandwidth_quota_bytes
         used, received = record.bandwidth_used_bytes, record.bandwidth_ingress_bytes
+        capped = quota >= 0 and used >= quota
         if counts is not None:
             used, received = max(used, counts.sent_bytes), max(received, counts.received_bytes)
+            capped = quota >= 0 and (counts.capped or used >= quota)
         return BandwidthView(
-            id=record.id,
-            quota_bytes=record.bandwidth_quota_bytes,
-            used_bytes=used,
-            ingress_bytes=received,
+            id=record.id, quota_bytes=quota, used_bytes=used, ingress_bytes=received, capped=capped
         )
 
     async def recharge(self, user: Principal, ident: str, add_bytes: int) -> BandwidthView:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from hutch.core.catalog import ROOTFS_CATALOG, Shape
 from hutch.core.disks import DiskRef
+from hutch.core.egress import parse_rules
 from hutch.core.errors import Conflict, InvalidInput, Unavailable
 from hutch.core.identity import Principal
 from hutch.core.ids import new_id
@@ -83,6 +84,7 @@ class SandboxLifecycle(SandboxBase):
                 ip=str(link.sandbox),
                 envs=dict(request.envs),
                 egress=list(request.egress),
+                bandwidth_quota_bytes=self._settings.bandwidth_quota_bytes,
                 ingress_enabled=request.ingress_enabled,
                 ingress_token=new_token() if request.ingress_enabled else None,
                 auto_pause_after_seconds=request.auto_pause_after_seconds,
@@ -176,6 +178,9 @@ class SandboxLifecycle(SandboxBase):
         if request.name is not None and (problem := name_problem(request.name)):
             raise InvalidInput(problem, field="name")
         check_envs(request.envs)
+        # Egress rules (hutch.core.egress): enforced from the first packet by the egress
+        # service's running listener (hutch.core.egress_service).
+        parse_rules(request.egress, deny=self._settings.deny_set)
         self._check_auto_pause(request.auto_pause_after_seconds)
         if request.timeout_s is not None:
             check_timeout(request.timeout_s, self._settings.sandbox_max_timeout_s)

@@ -52,6 +52,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MIN_RESOLVED_TTL_S = 60
+_UNITS = {"bytes": 1, "kbytes": 1024, "mbytes": 1024**2, "gbytes": 1024**3}
 
 KeepResolved = Callable[[str, int | None], bool]
 """``(name, port or None) -> keep?`` for resolved addresses when a policy is replaced."""
@@ -87,6 +88,8 @@ class TrafficCounts:
     """Outbound internet bytes that passed (what the quota is charged against)."""
     received_bytes: int
     """Inbound bytes of the sandbox's internet connections."""
+    capped: bool = False
+    """Whether the quota has run out: outbound internet packets are refused."""
 
 
 class EgressLayer(ABC):
@@ -341,10 +344,28 @@ class EgressFirewall(EgressLayer):
 
     async def counts(self, sandbox_id: str) -> TrafficCounts | None:
         ifname = self.ifname(sandbox_id)
-        values = await asyncio.gather(self._counter(f"tx_{ifname}"), self._counter(f"rx_{ifname}"))
-        if values[0] is None or values[1] is None:
+        sent, received, capped = await asyncio.gather(
+            self._counter(f"tx_{ifname}"), self._counter(f"rx_{ifname}"), self._capped(ifname)
+        )
+        if sent is None or received is None:
             return None
-        return TrafficCounts(sent_bytes=values[0], received_bytes=values[1])
+        return TrafficCounts(sent_bytes=sent, received_bytes=received, capped=capped)
+
+    async def _capped(self, ifname: str) -> bool:
+        """Whether the meter's quota has run out (the packet that would cross it was refused,
+        so the counter alone stays just below the quota)."""
+        result = await run("nft", "-j", "list", "chain", "inet", self.table, f"m_{ifname}",
+                           check=False)  # fmt: skip
+        if result.returncode != 0:
+            return False
+        for item in json.loads(result.stdout).get("nftables", []):
+            for expr in item.get("rule", {}).get("expr", []):
+                if isinstance(expr, dict) and "quota" in expr:
+                    quota = expr["quota"]
+                    limit = int(quota["val"]) * _UNITS[quota.get("val_unit", "bytes")]
+                    used = int(quota.get("used", 0)) * _UNITS[quota.get("used_unit", "bytes")]
+                    return used >= limit
+        return False
 
     async def _counter(self, name: str) -> int | None:
         result = await run("nft", "-j", "list", "counter", "inet", self.table, name, check=False)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from hutch.api.createos.egress import EgressRules
 from hutch.api.createos.responses import AUTH_ERRORS, RATE_LIMITED
 from hutch.api.deps import CurrentUser, PageParams, ServicesDep
 from hutch.api.envelopes import JSend, JSendFail, Page
@@ -65,7 +66,7 @@ class SandboxCreateBody(_Body):
         description="At most 64, a value at most 4 KiB, 64 KiB together. Values are never "
         "returned.",
     )
-    egress: list[Annotated[str, Field(max_length=253)]] = Field(default_factory=list, max_length=64)
+    egress: EgressRules | None = Field(default=None, description="Egress rules (see PUT egress).")
     ingress_enabled: bool = False
     auto_pause_after_seconds: int | None = Field(
         default=None,
@@ -226,7 +227,7 @@ async def create_sandbox(
             name=body.name,
             disk_mib=body.disk_mib,
             envs=body.envs,
-            egress=body.egress,
+            egress=body.egress or [],
             ingress_enabled=body.ingress_enabled,
             auto_pause_after_seconds=body.auto_pause_after_seconds,
             host_id=body.host_id,

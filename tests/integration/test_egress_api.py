@@ -1,0 +1,176 @@
+"""Egress rules and bandwidth routes in-process on the fake driver: the contract, every
+validation error, and tenancy. The kernel's enforcement, with real packets through real
+sandboxes, is in tests/e2e/test_egress_kernel_runc.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from hutch.host.egress import FakeEgress
+from tests.integration.test_sandboxes_api import _key, app_settings, client, create
+
+__all__ = ["app_settings", "client"]  # fixtures
+
+
+def installed(client: TestClient) -> FakeEgress:
+    layer = client.app.state.services.host_agent.egress  # type: ignore[attr-defined]
+    assert isinstance(layer, FakeEgress)
+    return layer
+
+
+def fail(response: Any) -> dict[str, str]:
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["status"] == "fail"
+    data: dict[str, str] = body["data"]
+    return data
+
+
+def test_rules_round_trip_and_are_enforced_from_create(client: TestClient) -> None:
+    rules = ["pypi.org", "github.com:443", "*.pythonhosted.org", "198.51.100.7",
+             "198.51.100.8:53", "203.0.113.0/24", "198.18.0.0/15:8080"]  # fmt: skip
+    box = create(client, egress=rules)
+    assert box["egress"] == rules
+    got = client.get(f"/v1/sandboxes/{box['id']}/egress").json()
+    assert got == {"status": "success", "data": {"id": box["id"], "egress": rules}}
+    spec = installed(client).specs[box["id"]]
+    assert spec.restricted and spec.ip == box["ip"]
+    assert [(str(n), p) for n, p in spec.networks] == [
+        ("198.51.100.7/32", None), ("198.51.100.8/32", 53), ("203.0.113.0/24", None),
+        ("198.18.0.0/15", 8080),
+    ]  # fmt: skip
+    assert spec.quota_bytes == 5 * 1024**3
+
+    put = client.put(f"/v1/sandboxes/{box['id']}/egress", json={"egress": ["1.1.1.1:53"]})
+    assert put.json()["data"] == {"id": box["id"], "egress": ["1.1.1.1:53"]}
+    assert [(str(n), p) for n, p in installed(client).specs[box["id"]].networks] == [
+        ("1.1.1.1/32", 53)
+    ]
+    for opened in (None, [], ["*"]):
+        put = client.put(f"/v1/sandboxes/{box['id']}/egress", json={"egress": opened})
+        assert put.status_code == 200 and put.json()["data"]["egress"] == (opened or [])
+        assert not installed(client).specs[box["id"]].restricted
+    by_name = client.get(f"/v1/sandboxes/{box['name']}/egress").json()["data"]
+    assert by_name["id"] == box["id"]
+
+
+def test_the_policy_is_what_the_dns_server_asks_for(client: TestClient) -> None:
+    box = create(client, egress=["pypi.org:443", "*.example.test"])
+    services = client.app.state.services  # type: ignore[attr-defined]
+    policy = services.egress.policy_for_ip(box["ip"])
+    assert policy is not None and policy.restricted
+    assert policy.ports_for("pypi.org") == {443}
+    assert policy.ports_for("www.example.test") == {None}
+    assert policy.ports_for("example.test") is None
+    assert services.egress.policy_for_ip("203.0.113.1") is None
+    allowed = client.portal.call(  # type: ignore[union-attr]
+        lambda: services.egress.layer.allow_resolved(
+            box["ip"], ["198.18.0.10"], 443, 5, name="pypi.org"
+        )
+    )
+    assert allowed and installed(client).resolved[box["id"]] == {("198.18.0.10", 443)}
+    client.delete(f"/v1/sandboxes/{box['id']}")
+    assert services.egress.policy_for_ip(box["ip"]) is None
+    assert box["id"] not in installed(client).specs
+
+
+def test_a_bad_rule_is_a_400_naming_its_index(client: TestClient) -> None:
+    box = create(client)
+    url = f"/v1/sandboxes/{box['id']}/egress"
+    cases = {
+        "pypi.org:99999": ("egress[2]", "port"),
+        "2001:db8::1": ("egress[2]", "no IPv6"),
+        "10.0.0.5": ("egress[2]", "deny set"),
+        "169.254.170.1": ("egress[2]", "deny set"),
+        "198.51.100.1:25": ("egress[2]", "port 25"),
+        "not a host": ("egress[2]", "not an egress rule"),
+        7: ("egress[2]", "string"),
+    }
+    for bad, (field, words) in cases.items():
+        data = fail(client.put(url, json={"egress": ["pypi.org", "1.1.1.1", bad]}))
+        assert words in data[field], (bad, data)
+        made = {"shape": "s-1vcpu-256mb", "egress": ["pypi.org", "1.1.1.1", bad]}
+        data = fail(client.post("/v1/sandboxes", json=made))
+        assert words in data[field], (bad, data)
+    too_many = [f"198.51.100.{i % 200}" for i in range(257)]
+    assert "256" in fail(client.put(url, json={"egress": too_many}))["egress"]
+    made = {"shape": "s-1vcpu-256mb", "egress": too_many}
+    assert "256" in fail(client.post("/v1/sandboxes", json=made))["egress"]
+    assert client.put(url, json={"egress": too_many[:256]}).status_code == 200
+    assert "egress" in fail(client.put(url, json={}))
+    assert "rules" in fail(client.put(url, json={"egress": [], "rules": []}))
+    assert "egress" in fail(client.put(url, json={"egress": "pypi.org"}))
+    # Nothing was changed by the failures, and no sandbox was made by a bad create.
+    assert len(client.get(url).json()["data"]["egress"]) == 256
+    listed = client.get("/v1/sandboxes").json()["data"]["pagination"]["total"]
+    assert listed == 1
+
+
+def test_bandwidth_view_and_recharge(client: TestClient) -> None:
+    box = create(client)
+    url = f"/v1/sandboxes/{box['id']}/bandwidth"
+    view = client.get(url).json()["data"]
+    assert view == {"id": box["id"], "quota_bytes": 5368709120, "used_bytes": 0,
+                    "ingress_bytes": 0, "remaining_bytes": 5368709120, "capped": False}  # fmt: skip
+    recharged = client.post(f"{url}/recharge", json={"add_bytes": 1000}).json()["data"]
+    assert recharged["quota_bytes"] == 5368710120 and recharged["remaining_bytes"] == 5368710120
+    assert installed(client).specs[box["id"]].quota_bytes == 5368710120
+    for bad in ({"add_bytes": 0}, {"add_bytes": -5}, {"add_bytes": "x"}, {}, {"add_bytes": 1.5},
+                {"add_bytes": 1, "more": 2}, {"add_bytes": 1 << 60}):  # fmt: skip
+        assert "add_bytes" in fail(client.post(f"{url}/recharge", json=bad)) or "more" in fail(
+            client.post(f"{url}/recharge", json=bad)
+        ), bad
+    assert client.get(url).json()["data"]["quota_bytes"] == 5368710120
+
+
+def test_unmetered_sandboxes_ignore_a_recharge(app_settings: Any) -> None:
+    from hutch.api.app import create_app
+
+    settings = app_settings.model_copy(update={"bandwidth_quota_bytes": -1})
+    with TestClient(create_app(settings)) as unmetered:
+        unmetered.headers["X-Api-Key"] = _key(unmetered, "carol")
+        box = create(unmetered)
+        url = f"/v1/sandboxes/{box['id']}/bandwidth"
+        assert unmetered.get(url).json()["data"]["quota_bytes"] == -1
+        view = unmetered.post(f"{url}/recharge", json={"add_bytes": 10}).json()["data"]
+        assert (view["quota_bytes"], view["remaining_bytes"], view["capped"]) == (-1, -1, False)
+        unmetered.delete(f"/v1/sandboxes/{box['id']}")
+
+
+def test_another_users_sandbox_is_a_404_like_a_missing_one(client: TestClient) -> None:
+    box = create(client, egress=["pypi.org"])
+    other = {"X-Api-Key": _key(client, "mallory")}
+    for method, path, body in [
+        ("GET", "egress", None), ("PUT", "egress", {"egress": []}), ("GET", "bandwidth", None),
+        ("POST", "bandwidth/recharge", {"add_bytes": 10}),
+    ]:  # fmt: skip
+        theirs = client.request(method, f"/v1/sandboxes/{box['id']}/{path}", json=body,
+                                headers=other)  # fmt: skip
+        missing = client.request(method, f"/v1/sandboxes/sb_nope/{path}", json=body)
+        assert theirs.status_code == missing.status_code == 404, (method, path)
+        assert theirs.json()["status"] == "fail"
+    assert client.get(f"/v1/sandboxes/{box['id']}/egress").json()["data"]["egress"] == ["pypi.org"]
+    assert client.get(f"/v1/sandboxes/{box['id']}/bandwidth").json()["data"]["quota_bytes"] == (
+        5 * 1024**3
+    )
+
+
+def test_a_destroyed_sandbox_keeps_its_record_but_takes_no_new_rules(client: TestClient) -> None:
+    box = create(client)
+    client.delete(f"/v1/sandboxes/{box['id']}")
+    put = client.put(f"/v1/sandboxes/{box['id']}/egress", json={"egress": ["1.1.1.1"]})
+    assert put.status_code == 409
+    assert client.get(f"/v1/sandboxes/{box['id']}/egress").json()["data"]["egress"] == []
+    assert box["id"] not in installed(client).specs
+
+
+def test_a_paused_sandbox_gets_its_new_rules_when_it_resumes(client: TestClient) -> None:
+    box = create(client)
+    assert client.post(f"/v1/sandboxes/{box['id']}/pause").status_code in (200, 202)
+    assert box["id"] not in installed(client).specs
+    put = client.put(f"/v1/sandboxes/{box['id']}/egress", json={"egress": ["1.1.1.1"]})
+    assert put.status_code == 200
+    assert client.post(f"/v1/sandboxes/{box['id']}/resume").status_code in (200, 202)
+    assert installed(client).specs[box["id"]].restricted
