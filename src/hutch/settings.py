@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from hutch.build.env import parse_build_env
 from hutch.core.catalog import DEFAULT_SHAPES, ROOTFS_CATALOG, Shape
 from hutch.core.egress import DenySet, parse_cidr_list
+from hutch.host.dns_upstream import parse_upstreams
 
 __all__ = ["Settings", "default_home"]
 
@@ -67,6 +68,13 @@ class Settings(BaseSettings):
     """Each new sandbox's outbound internet quota in bytes; -1 is unmetered."""
     bandwidth_flush_interval_s: float = Field(default=5.0, gt=0)
     """How often the kernel's traffic counters are written to the store."""
+    dns_upstream: str = ""
+    """The resolvers hutch's DNS server forwards sandboxes' queries to, comma-separated
+    ``ip[:port]`` (``[ipv6]:port``); empty: the host's /etc/resolv.conf nameservers;
+    ``none``: no forwarding (sandboxes resolve only their private networks' names)."""
+    dns_upstream_timeout_s: float = Field(default=2.0, gt=0, le=30)
+    """How long one forwarded query may wait for the upstreams, all tries included, before
+    the sandbox gets SERVFAIL."""
     proxy_enabled: bool = True
     """Whether preview URLs work (an nginx is started for them); off, they answer 503."""
     proxy_host: str = "127.0.0.1"
@@ -184,6 +192,8 @@ class Settings(BaseSettings):
             raise ValueError(f"deploy_shape must be one of {ids}")
         _ = self.deny_set  # the egress settings parse, or this raises
         _ = self.build_env_vars
+        if self.dns_upstream.strip() != "none":
+            parse_upstreams(self.dns_upstream)  # ValueError names the bad entry
         names = {image.name for image in ROOTFS_CATALOG}
         if self.default_rootfs not in names:
             raise ValueError(f"default_rootfs must be one of {sorted(names)}")

@@ -28,6 +28,9 @@ def _env(home: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
     # ask for runc explicitly.
     env["HUTCH_DRIVER"] = "fake"
     env["HUTCH_PROXY_ENABLED"] = "false"  # tests of previews turn it on
+    # No lookup leaves this machine: by default hutch would forward sandboxes' queries to
+    # the host's resolvers. Egress tests point it at their own (tests.support.internet).
+    env["HUTCH_DNS_UPSTREAM"] = "none"
     env.update(extra or {})
     return env
 

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dnslib import CNAME, QTYPE, RCODE, RR, TXT, A, DNSError, DNSRecord
+from dnslib import CNAME, QTYPE, RCODE, RR, TXT, A, DNSError, DNSHeader, DNSRecord
 
 HEAD_LIMIT = 16 * 1024
 CHUNK = b"x" * 65536
@@ -184,7 +184,9 @@ class Dns(asyncio.DatagramProtocol):
             return
         packed = reply.pack()
         if len(packed) > 512:
-            packed = reply.truncate().pack()
+            # What real servers send: the header with TC and the question, no records.
+            truncated = DNSRecord(DNSHeader(id=reply.header.id, qr=1, aa=1, ra=1, tc=1), q=reply.q)
+            packed = truncated.pack()
         self.transport.sendto(packed, addr)
 
     async def serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

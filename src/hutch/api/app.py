@@ -33,6 +33,7 @@ from hutch.core.ssh import SshService
 from hutch.core.tunnels import TunnelService
 from hutch.core.wallets import WalletAuth
 from hutch.host.agent import HostAgent
+from hutch.host.dns import DnsEgress
 from hutch.proxy.nginx import NginxProxy, ProxyError
 from hutch.settings import Settings
 from hutch.store.db import Database
@@ -94,6 +95,10 @@ def create_app(settings: Settings) -> FastAPI:
             await agent.start(resolve=networks.resolve)
             sandboxes = SandboxService(settings, db, agent, networks, disks)
             egress = EgressService(settings, db, sandboxes, agent.egress)
+            if agent.dns is not None:  # domain rules work through sandboxes' lookups
+                agent.dns.egress = DnsEgress(
+                    policy_for_ip=egress.policy_for_ip, allow_resolved=egress.layer.allow_resolved
+                )
             await sandboxes.recover()
             await networks.recover()
             await disks.recover()

@@ -15,6 +15,7 @@ import logging
 from hutch.host.addresses import LinkPool
 from hutch.host.disks import DiskMounts, FakeDiskMounts, S3fsMounts
 from hutch.host.dns import DnsServer, Resolver
+from hutch.host.dns_upstream import configured_forwarder
 from hutch.host.drivers.base import Driver
 from hutch.host.drivers.fake import FakeDriver
 from hutch.host.drivers.runc import RuncDriver
@@ -70,13 +71,17 @@ class HostAgent:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, resolve: Resolver | None = None) -> None:
-        """Start the DNS server of private networks (answering with ``resolve``), prepare
-        the driver, register this host (status ``active``) and start heartbeating."""
+        """Start the DNS server (private networks' names from ``resolve``, the rest
+        forwarded upstream: hutch.host.dns), prepare the driver, register this host
+        (status ``active``) and start heartbeating."""
         if isinstance(self.driver, RuncDriver):
             try:
                 dns_port = None
                 if resolve is not None:
-                    self.dns = DnsServer(resolve)
+                    forwarder = await configured_forwarder(
+                        self._settings.dns_upstream, timeout_s=self._settings.dns_upstream_timeout_s
+                    )
+                    self.dns = DnsServer(resolve, forwarder=forwarder)
                     dns_port = await self.dns.start()
                 await self.driver.prepare(dns_port=dns_port)
             except (CommandFailed, OSError) as exc:
