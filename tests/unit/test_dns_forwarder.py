@@ -392,3 +392,31 @@ def test_the_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_no_upstream_configured_is_an_error() -> None:
     with pytest.raises(UpstreamError):
         await Forwarder([], timeout_s=1).query(DNSRecord.question("example.test"), whole=False)
+
+
+async def test_a_repeated_lookup_updates_the_kernel_once_per_allowance(
+    server: DnsServer, kernel: Kernel, upstream: Upstreams
+) -> None:
+    kernel.rules(SANDBOX, ["short.example.test", "example.test"])
+    for _ in range(3):  # TTL 2 s: the 60 s the kernel keeps it covers every repeat
+        assert _a(await _ask(server, "short.example.test")) == ["198.18.0.23"]
+    assert upstream.asked() == ["short.example.test"] * 3  # nothing is cached
+    assert [name for *_, name in kernel.added] == ["short.example.test"]
+    # TTL 300 s: longer than what the kernel was told, so each answer renews it.
+    for _ in range(2):
+        await _ask(server, "example.test")
+    assert [name for *_, name in kernel.added].count("example.test") == 2
+    # New rules may have emptied the sets: the next lookup writes again.
+    kernel.rules(SANDBOX, ["short.example.test"])
+    await _ask(server, "short.example.test")
+    assert [name for *_, name in kernel.added].count("short.example.test") == 2
+
+
+async def test_the_same_query_at_once_is_asked_upstream_once(
+    server: DnsServer, kernel: Kernel, upstream: Upstreams
+) -> None:
+    kernel.rules(SANDBOX, ["www.example.test"])
+    replies = await asyncio.gather(*(_ask(server, "www.example.test") for _ in range(5)))
+    assert all(_a(reply) == ["198.18.0.21"] for reply in replies)  # each with its own ID
+    assert upstream.asked() == ["www.example.test"]
+    assert len(kernel.added) == 1

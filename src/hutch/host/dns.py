@@ -38,8 +38,12 @@ A reply is never answered, queries with no question, several questions or anothe
 get NOTIMP, and datagrams that are not DNS get no answer at all. At most
 :data:`MAX_IN_FLIGHT` queries are worked on at once (more are dropped: the asker retries)
 and :data:`MAX_TCP_CONNECTIONS` TCP connections are open, each idle for at most
-:data:`TCP_IDLE_S` seconds. Nothing is cached: the upstream resolvers do that, and an
-answer's TTL then never outlives the addresses it allowed.
+:data:`TCP_IDLE_S` seconds. Answers are not cached (the upstream resolvers do that, and
+an answer's TTL then never outlives the addresses it allowed), but the same question from
+the same sandbox while one is on its way (a resolver's retry) joins it, and a kernel
+update is skipped when the addresses are already allowed for longer than the new
+answer's TTL under the same policy: a name looked up again and again costs one kernel
+update per allowance.
 """
 
 from __future__ import annotations
@@ -71,6 +75,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 4096
+MIN_ALLOWED_S = 60
+"""The egress layer keeps a resolved address at least this long (hutch.host.egress)."""
+MAX_RECENT = 65536
 MAX_TCP_CONNECTIONS = 512
 TCP_IDLE_S = 10.0
 
@@ -113,6 +120,8 @@ class DnsServer:
         self._udp: _Udp | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._forwarding: dict[tuple[str, str, int, int, bool], asyncio.Future[bytes]] = {}
+        self._recent = _RecentAllows()
         self._tcp_open = 0
         self.port = 0
 
@@ -145,6 +154,8 @@ class DnsServer:
             self._tcp = None
         for task in self._tasks:
             task.cancel()
+        for shared in self._forwarding.values():
+            shared.cancel()
         if self.forwarder is not None:
             self.forwarder.close()
 
@@ -235,20 +246,55 @@ class DnsServer:
         if policy.restricted and ports is None:
             reply.header.rcode = RCODE.NXDOMAIN  # no rule names it: nothing goes upstream
             return None
+        # A resolver that retries (or asks A and AAAA at once, or many sandboxes' worth of
+        # the same query) joins the lookup already on its way instead of starting another.
+        key = (asker, name, int(question.qtype), int(question.qclass), tcp)
+        shared = self._forwarding.get(key)
+        if shared is None:
+            shared = asyncio.ensure_future(
+                self._forward(request, asker, name, policy, ports, egress, tcp=tcp)
+            )
+            self._forwarding[key] = shared
+            shared.add_done_callback(lambda _: self._forwarding.pop(key, None))
         try:
-            answer = await self.forwarder.query(request, whole=tcp)
+            wire = await asyncio.shield(shared)
         except UpstreamError:
             reply.header.rcode = RCODE.SERVFAIL
             return None
-        if ports is not None:
-            addresses, ttl = chain_addresses(answer.record, question.qname)
-            if addresses:
-                for port in sorted(ports, key=lambda p: -1 if p is None else p):
-                    if not await egress.allow_resolved(asker, addresses, port, ttl, name=name):
-                        log.debug("%s asked for %s but has no egress policy here", asker, name)
-                        break
         query_id: int = request.header.id
-        return query_id.to_bytes(2, "big") + answer.wire[2:]
+        return query_id.to_bytes(2, "big") + wire[2:]
+
+    async def _forward(
+        self,
+        request: DNSRecord,
+        asker: str,
+        name: str,
+        policy: DomainPolicy,
+        ports: frozenset[int | None] | None,
+        egress: DnsEgress,
+        *,
+        tcp: bool,
+    ) -> bytes:
+        """Ask upstream; for a restricted sandbox, put the answer's addresses in its allowed
+        set first. The answer as the upstream sent it (any ID); raises UpstreamError."""
+        assert self.forwarder is not None
+        answer = await self.forwarder.query(request, whole=tcp)
+        if ports is None:
+            return answer.wire
+        addresses, ttl = chain_addresses(answer.record, request.q.qname)
+        if not addresses:
+            return answer.wire
+        loop = asyncio.get_running_loop()
+        for port in sorted(ports, key=lambda p: -1 if p is None else p):
+            key = (asker, port, tuple(addresses))
+            now = loop.time()
+            if self._recent.covers(key, policy, now + ttl):
+                continue  # in the kernel for longer than the asker will keep this answer
+            if not await egress.allow_resolved(asker, addresses, port, ttl, name=name):
+                log.debug("%s asked for %s but has no egress policy here", asker, name)
+                break
+            self._recent.remember(key, policy, now + max(ttl, MIN_ALLOWED_S))
+        return answer.wire
 
     async def _peer(self, question: Any, reply: DNSRecord, asker: str, name: str) -> int:
         addresses = await self._resolve(asker, name)
@@ -298,6 +344,30 @@ def _is_ipv4(address: str) -> bool:
         IPv4Address(address)
         return True
     return False
+
+
+class _RecentAllows:
+    """What this server put into sandboxes' allowed sets lately, and until when (counted
+    from before the kernel was asked, so never later than the kernel's own timeout), so a
+    name looked up again and again costs one kernel update per allowance, not one per
+    lookup. An entry counts only for the very policy object it was made under: a new
+    policy (a PUT, a restart of the sandbox) may have emptied the sets."""
+
+    def __init__(self) -> None:
+        self._until: dict[tuple[str, int | None, tuple[str, ...]], tuple[object, float]] = {}
+
+    def covers(
+        self, key: tuple[str, int | None, tuple[str, ...]], policy: object, until: float
+    ) -> bool:
+        entry = self._until.get(key)
+        return entry is not None and entry[0] is policy and until <= entry[1]
+
+    def remember(
+        self, key: tuple[str, int | None, tuple[str, ...]], policy: object, until: float
+    ) -> None:
+        if len(self._until) >= MAX_RECENT:
+            self._until.clear()  # rare, and only costs kernel updates that were skippable
+        self._until[key] = (policy, until)
 
 
 class _Udp(asyncio.DatagramProtocol):
