@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -459,3 +460,23 @@ def read_all_from(sock: socket.socket, already: bytes) -> bytes:
     while data := sock.recv(65536):
         seen += data
     return seen
+
+
+def test_many_tunnels_at_once_each_carry_their_own_bytes(
+    server: HutchProcess, key: str, echo: dict[str, Any]
+) -> None:
+    def one(number: int) -> bool:
+        payload = os.urandom(512 * 1024) + str(number).encode()
+        sock = upgrade(server, f"/v1/sandboxes/{echo['id']}/tunnel/7007", {"X-Api-Key": key})
+        head, early = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        sender = threading.Thread(target=lambda: (sock.sendall(payload),
+                                                  sock.shutdown(socket.SHUT_WR)))  # fmt: skip
+        sender.start()
+        got = read_all_from(sock, early)
+        sender.join()
+        sock.close()
+        return got == payload
+
+    with ThreadPoolExecutor(24) as pool:
+        assert all(pool.map(one, range(24)))
