@@ -148,17 +148,28 @@ def test_a_killed_agent_puts_its_sandbox_in_error_and_it_deletes_cleanly(
     try:
         with server.client(key) as api:
             box = create(api)
+            url = f"/v1/sandboxes/{box['id']}"
+            started = api.post(f"{url}/exec", json={"cmd": "echo kept > /root/note; "
+                               "nohup sleep 1000 >/dev/null 2>&1 &"})  # fmt: skip
+            assert started.status_code == 200
             init_pid = int((home / "sandboxes" / box["id"] / "init.pid").read_text())
             os.kill(init_pid, signal.SIGKILL)
             for _ in range(100):
-                seen = api.get(f"/v1/sandboxes/{box['id']}").json()["data"]
+                seen = api.get(url).json()["data"]
                 if seen["status"] != "running":
                     break
                 time.sleep(0.1)
             assert seen["status"] == "error" and "exited" in seen["reason"]
-            refused = api.post(f"/v1/sandboxes/{box['id']}/exec", json={"cmd": "true"})
+            refused = api.post(f"{url}/exec", json={"cmd": "true"})
             assert refused.status_code == 409 and refused.json()["status"] == "fail"
-            assert api.delete(f"/v1/sandboxes/{box['id']}").status_code == 200
+            # Resume starts it again from its disk: files stay, processes are gone.
+            resumed = api.post(f"{url}/resume")
+            assert resumed.status_code == 202 and resumed.json()["data"]["status"] == "running"
+            again = api.post(f"{url}/exec", json={"cmd": "cat /root/note; pgrep -x sleep "
+                             "|| echo no-sleep"}).json()["data"]["result"]  # fmt: skip
+            assert again["stdout"] == "kept\nno-sleep\n"
+            assert api.get(url).json()["data"]["ip"] == box["ip"]
+            assert api.delete(url).status_code == 200
         assert not any(leftovers(home).values())
     finally:
         server.stop()

@@ -354,11 +354,14 @@ def test_kill_9_and_restart_keeps_sandboxes_and_marks_dead_ones(
             assert sh(api, survivor, "cat /root/note")["stdout"] == "kept\n"
             dead = api.get(f"/v1/sandboxes/{victim['id']}").json()["data"]
             assert dead["status"] == "error" and dead["reason"]
+            # Kept through the restart with its disk: resume starts it again from there.
+            assert api.post(f"/v1/sandboxes/{victim['id']}/resume").status_code == 202
+            assert sh(api, victim, "hostname")["stdout"] == "victim\n"
             assert api.get(f"/v1/sandboxes/{paused['id']}").json()["data"]["status"] == "paused"
             assert api.post(f"/v1/sandboxes/{paused['id']}/resume").status_code == 202
             assert sh(api, paused, "echo awake")["stdout"] == "awake\n"
             fresh = create(api)
-            assert fresh["ip"] not in (survivor["ip"], paused["ip"])
+            assert fresh["ip"] not in (survivor["ip"], paused["ip"], victim["ip"])
             for box in (survivor, victim, paused, fresh):
                 assert api.delete(f"/v1/sandboxes/{box['id']}").status_code == 200
         assert all(not found for found in leftovers(home).values())

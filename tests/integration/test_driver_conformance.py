@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
 import socket
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Network
@@ -182,3 +184,34 @@ async def test_a_new_instance_sees_the_same_sandboxes_and_cleanup_keeps_only_kno
     assert dropped.id in removed
     assert [i.id for i in await again.list_sandboxes()] == [kept.id]
     assert await output_of(again, kept.id, "echo alive") == "alive\n"
+
+
+async def test_restart_starts_a_dead_sandbox_again_from_its_disk(
+    driver: Driver, pool: LinkPool
+) -> None:
+    spec = spec_for(pool)
+    first = await driver.create(spec)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"written before the crash\n"
+
+    await driver.guest(spec.id).write_file("/kept.txt", chunks())
+    assert first.pid is not None
+    os.kill(first.pid, signal.SIGKILL)
+    for _ in range(500):
+        info = await driver.get(spec.id)
+        if info is not None and info.state == RuntimeState.STOPPED:
+            break
+        await asyncio.sleep(0.01)
+    assert info is not None and info.state == RuntimeState.STOPPED
+    again = await driver.restart(spec)
+    assert again.state == RuntimeState.RUNNING and again.pid != first.pid
+    download = await driver.guest(spec.id).read_file("/kept.txt")
+    assert b"".join([c async for c in download.chunks]) == b"written before the crash\n"
+    assert await output_of(driver, spec.id, 'echo "$GREETING"') == "hi\n"
+    await driver.restart(spec)  # a running one is started again too: one init, agent up
+    assert (await driver.guest(spec.id).ping())["ok"]
+    assert [i.id for i in await driver.list_sandboxes()] == [spec.id]
+    await driver.destroy(spec.id)
+    with pytest.raises(SandboxMissing):
+        await driver.restart(spec)

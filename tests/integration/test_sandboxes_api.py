@@ -281,6 +281,27 @@ def test_a_sandbox_whose_init_dies_goes_to_error_and_deletes_cleanly(client: Tes
     assert client.delete(f"/v1/sandboxes/{box['id']}").json()["data"]["status"] == "destroyed"
 
 
+def test_a_sandbox_in_error_resumes_from_its_disk(client: TestClient) -> None:
+    box = create(client)
+    url = f"/v1/sandboxes/{box['id']}"
+    assert (
+        client.put(f"{url}/files", params={"path": "/kept.txt"}, content=b"kept").status_code == 200
+    )
+    driver = client.app.state.services.host_agent.driver  # type: ignore[attr-defined]
+    os.killpg(driver._pid(box["id"]), 9)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and client.get(url).json()["data"]["status"] != "error":
+        time.sleep(0.2)
+    assert client.get(url).json()["data"]["status"] == "error"
+    resumed = client.post(f"{url}/resume")
+    assert resumed.status_code == 202 and resumed.headers["X-Poll-After"]
+    assert resumed.json()["data"]["status"] == "running"
+    assert resumed.json()["data"]["reason"] is None
+    assert client.get(f"{url}/files", params={"path": "/kept.txt"}).content == b"kept"
+    assert run(client, box["id"], cmd="echo back")["result"]["stdout"] == "back\n"
+    assert client.post(f"{url}/resume").status_code == 200, "running: a no-op"
+
+
 def test_a_failed_create_is_recorded_with_its_reason(client: TestClient) -> None:
     driver = client.app.state.services.host_agent.driver  # type: ignore[attr-defined]
     driver.fail_next_create = "the disk is on fire"

@@ -391,6 +391,18 @@ class DiskService:
             pid=info.pid if info is not None else None,
         )  # fmt: skip
 
+    async def remount_all(self, sandbox_id: str) -> None:
+        """A sandbox started again from its disk: mount its disks into it again."""
+        async with self._db.sessions() as session:
+            rows = await store.attachments_of(session, sandbox_id)
+        for attachment, disk in rows:
+            if attachment.mount_status == UNMOUNTING:
+                continue
+            await self._unmount(attachment)
+            error = await self._mount_on_host(attachment, disk)
+            with contextlib.suppress(NotFound):
+                await self._set_status(attachment.id, error)
+
     async def unmount_all(self, sandbox_id: str) -> None:
         """A sandbox is going: take its disks off the host and forget them."""
         async with self._db.sessions.begin() as session:

@@ -136,11 +136,19 @@ class SandboxBase:
             raise Unavailable(f"the sandbox could not be {done}: {exc}") from exc
 
     async def _fail_and_clean(self, sandbox_id: str, reason: str) -> None:
+        """``error``, and nothing of it left on the host (it cannot come back)."""
         await self._update(sandbox_id, status=S.ERROR, reason=reason)
         await self._stopped(sandbox_id)
         with contextlib.suppress(DriverError, SandboxMissing):
             await self._host.driver.destroy(sandbox_id)
         self._forget(sandbox_id)
+
+    async def _fail_and_keep(self, sandbox_id: str, reason: str) -> None:
+        """``error``, its disk, address and networks kept, so that a resume can start it
+        again from its disk (its processes are gone)."""
+        await self._update(sandbox_id, status=S.ERROR, reason=reason)
+        await self._stopped(sandbox_id)
+        self._activity.pop(sandbox_id, None)
 
     def _forget(self, sandbox_id: str) -> None:
         self._host.links.release(sandbox_id)

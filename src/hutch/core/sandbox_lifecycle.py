@@ -38,7 +38,7 @@ from hutch.core.sandbox_status import SandboxStatus as S
 from hutch.core.sshkeys import normalise_keys
 from hutch.host.addresses import PoolExhausted
 from hutch.host.disks import DiskMountError
-from hutch.host.drivers.base import DriverError, SandboxSpec
+from hutch.host.drivers.base import DriverError, SandboxMissing, SandboxSpec
 from hutch.host.images import built_images
 from hutch.host.networks import NetworkError
 from hutch.store import sandboxes as store
@@ -342,18 +342,47 @@ class SandboxLifecycle(SandboxBase):
             record = await self._load(record.id)
             if record.status == S.RUNNING:
                 return Transition(record=record, happened=False)
-            if record.status != S.PAUSED:
-                raise Conflict(f"sandbox is {record.status}; only a paused sandbox can be resumed",
-                               field="status")  # fmt: skip
+            if record.status not in (S.PAUSED, S.ERROR):
+                raise Conflict(f"sandbox is {record.status}; only a paused sandbox (or one in "
+                               "error) can be resumed", field="status")  # fmt: skip
+            was = record.status
             async with self._user_locks[user.user_id]:
                 await self._check_cap(user.user_id)
                 await self._update(record.id, status=S.RESUMING)
-            await self._driver_step(record.id, "resumed", self._host.driver.resume)
+            if was == S.ERROR:
+                await self._restart(record)
+            else:
+                await self._driver_step(record.id, "resumed", self._host.driver.resume)
             self._activity[record.id] = time.monotonic()
             resumed = await self._changed(
                 await self._update(record.id, status=S.RUNNING, last_resumed_at=utcnow())
             )
             return Transition(record=resumed, happened=True)
+
+    async def _restart(self, record: SandboxRecord) -> None:
+        """Start a sandbox in error again from its disk: its files, address, networks and
+        disks come back; its processes do not. Not started: ``error`` again, with why."""
+        link = self._host.links.reserve(record.id, record.ip) if record.ip else None
+        if link is None:
+            await self._update(record.id, status=S.ERROR)
+            raise Conflict("the sandbox's network address is gone; it cannot be started "
+                           "again (delete it)", field="status")  # fmt: skip
+        spec = SandboxSpec(
+            id=record.id, hostname=record.name, rootfs=record.rootfs, vcpu=record.vcpu,
+            mem_mib=record.mem_mib, disk_mib=record.disk_mib, link=link, env=dict(record.envs),
+            pids_limit=self._settings.pids_limit,
+        )  # fmt: skip
+        try:
+            await self._host.driver.restart(spec)
+        except SandboxMissing as exc:
+            await self._update(record.id, status=S.ERROR)
+            raise Conflict(f"the sandbox cannot be started again: {exc} (delete it)",
+                           field="status") from exc  # fmt: skip
+        except DriverError as exc:
+            await self._update(record.id, status=S.ERROR, reason=str(exc))
+            raise Unavailable(f"the sandbox could not be started again: {exc}") from exc
+        await self._disks.remount_all(record.id)
+        await self._update(record.id, reason=None)
 
     def address_of(self, record: SandboxRecord) -> str:
         """Where the host reaches the sandbox's ports: its link address, or loopback when

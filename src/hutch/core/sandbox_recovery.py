@@ -61,9 +61,14 @@ class SandboxRecovery(SandboxLifecycle):
                 if actual != record.status:
                     await self._update(record.id, status=actual)
             else:
+                # Died (or was in error) while we were down: kept, to be resumed from its
+                # disk, if its address is still its own; else nothing of it can come back.
+                if record.ip is None or self._host.links.reserve(record.id, record.ip) is None:
+                    await self._fail_and_clean(record.id, "its network address was lost")
+                    continue
+                keep.add(record.id)
                 if record.status != S.ERROR:
                     await self._update(record.id, status=S.ERROR, reason=_DIED_WHILE_DOWN)
-                await driver.destroy(record.id)
         removed = await driver.cleanup(keep)
         if removed:
             log.info("recovery removed leftovers of %d sandboxes: %s", len(removed), removed)
@@ -83,7 +88,8 @@ class SandboxRecovery(SandboxLifecycle):
     async def check_once(self) -> None:
         async with self._db.sessions() as session:
             records = list(await store.live_on_host(session, self._host.host_id))
-        watched = [r for r in records if r.status in (S.RUNNING, S.PAUSED)]
+        # A sandbox in error keeps its disk (to be resumed), so its timeout still counts.
+        watched = [r for r in records if r.status in (S.RUNNING, S.PAUSED, S.ERROR)]
         if not watched:
             return
         runtimes = {info.id: info for info in await self._host.driver.list_sandboxes()}
@@ -97,6 +103,8 @@ class SandboxRecovery(SandboxLifecycle):
                             await self._destroy(record.id)
                             log.info("destroyed %s: its timeout ran out", record.id)
                 continue
+            if record.status == S.ERROR:
+                continue
             runtime = runtimes.get(record.id)
             if runtime is None or runtime.state == RuntimeState.STOPPED:
                 lock = self._sandbox_locks[record.id]
@@ -105,9 +113,10 @@ class SandboxRecovery(SandboxLifecycle):
                 async with lock:
                     current = await self._load(record.id)
                     if current.status in (S.RUNNING, S.PAUSED):
-                        await self._fail_and_clean(
+                        await self._fail_and_keep(
                             record.id,
-                            "the sandbox's init process exited (killed, or out of memory)",
+                            "the sandbox's init process exited (killed, or out of memory); "
+                            "resume it to start it again from its disk",
                         )
                 continue
             limit = record.auto_pause_after_seconds

@@ -53,6 +53,18 @@ class SandboxRootfs:
         options = f"lowerdir={image},upperdir={self.layer / 'upper'},workdir={self.layer / 'work'}"
         await run("mount", "-t", "overlay", "overlay", "-o", options, str(self.rootfs))
 
+    def mounted(self) -> bool:
+        """Whether the overlay is mounted (it is not after the host restarted)."""
+        return self.rootfs in mounts_under(self.directory)
+
+    async def mount(self, *, image: Path) -> None:
+        """Mount an existing disk and its overlay again (after the host restarted): the
+        files written before are all there."""
+        await self.remove()
+        await run("mount", "-o", "loop,noatime", str(self.disk), str(self.layer))
+        options = f"lowerdir={image},upperdir={self.layer / 'upper'},workdir={self.layer / 'work'}"
+        await run("mount", "-t", "overlay", "overlay", "-o", options, str(self.rootfs))
+
     async def remove(self) -> None:
         """Unmount everything under the directory (the loop device goes with it)."""
         for point in await asyncio.to_thread(mounts_under, self.directory):

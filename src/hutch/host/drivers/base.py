@@ -110,6 +110,13 @@ class Driver(ABC):
         """Remove everything of the sandbox. A missing sandbox is success."""
 
     @abstractmethod
+    async def restart(self, spec: SandboxSpec) -> RuntimeInfo:
+        """Start a sandbox whose init died (or that is stuck) again from its disk: files
+        stay, processes are gone; return once its guest agent answers. Raises
+        :class:`SandboxMissing` if nothing of it is left, :class:`DriverError` if it does
+        not start (and then leaves its disk as it was, for another try)."""
+
+    @abstractmethod
     async def get(self, sandbox_id: str) -> RuntimeInfo | None:
         """What runs on the host under this id, or None."""
 

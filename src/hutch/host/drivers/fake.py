@@ -60,26 +60,44 @@ class FakeDriver(Driver):
         if directory.exists():
             raise DriverError(f"sandbox {spec.id} already exists")
         (directory / "root" / "etc").mkdir(parents=True)
-        (directory / "root" / "etc" / "hostname").write_text(spec.hostname + "\n")
-        self.sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-S", "-E", "-s", "-c", bootstrap(GUEST_PARENT),
-                "--socket", str(self.agent_socket(spec.id)), "--root", str(directory / "root"),
-                stdin=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                     "HOME": str(directory / "root"), "HOSTNAME": spec.hostname, **spec.env},
-            )  # fmt: skip
-            (directory / "pid").write_text(str(proc.pid))
-            await self._wait_for_agent(spec.id)
+            info = await self._start(spec)
             if self.fail_next_create is not None:
                 reason, self.fail_next_create = self.fail_next_create, None
                 raise DriverError(reason)
-            return RuntimeInfo(id=spec.id, state=RuntimeState.RUNNING, pid=proc.pid)
+            return info
         except BaseException:
             await self.destroy(spec.id)
             raise
+
+    async def _start(self, spec: SandboxSpec) -> RuntimeInfo:
+        directory = self._dir(spec.id)
+        (directory / "root" / "etc" / "hostname").write_text(spec.hostname + "\n")
+        self.sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileNotFoundError):
+            self.agent_socket(spec.id).unlink()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-S", "-E", "-s", "-c", bootstrap(GUEST_PARENT),
+            "--socket", str(self.agent_socket(spec.id)), "--root", str(directory / "root"),
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                 "HOME": str(directory / "root"), "HOSTNAME": spec.hostname, **spec.env},
+        )  # fmt: skip
+        (directory / "pid").write_text(str(proc.pid))
+        await self._wait_for_agent(spec.id)
+        return RuntimeInfo(id=spec.id, state=RuntimeState.RUNNING, pid=proc.pid)
+
+    async def restart(self, spec: SandboxSpec) -> RuntimeInfo:
+        if not (self._dir(spec.id) / "root").is_dir():
+            raise SandboxMissing(f"nothing of sandbox {spec.id} is left")
+        pid = self._pid(spec.id)
+        if pid is not None and _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                await asyncio.to_thread(os.waitpid, pid, 0)
+        return await self._start(spec)
 
     async def _wait_for_agent(self, sandbox_id: str) -> None:
         guest = self.guest(sandbox_id)

@@ -127,8 +127,14 @@ class RuncDriver(Driver):
                              link.create(spec.link))  # fmt: skip
         # Where work goes by convention (the Nullspace examples `cd /workspace`).
         (disk.rootfs / "workspace").mkdir(exist_ok=True)
+        (directory / "etc").mkdir()
+        return await self._start(spec, directory, disk, link)
+
+    async def _start(
+        self, spec: SandboxSpec, directory: Path, disk: SandboxRootfs, link: SandboxLink
+    ) -> RuntimeInfo:
+        """Write the sandbox's names and OCI config, run its init, wait for its agent."""
         etc = directory / "etc"
-        etc.mkdir()
         _write_names(etc, spec.hostname, str(spec.link.sandbox))
         # hutch's DNS server answers here with the sandbox's peers in private networks.
         (etc / "resolv.conf").write_text(
@@ -146,6 +152,8 @@ class RuncDriver(Driver):
         )
         (directory / "config.json").write_text(json.dumps(config))
 
+        with contextlib.suppress(FileNotFoundError):
+            self.agent_socket(spec.id).unlink()  # a dead init's socket, on a restart
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             listener.bind(str(self.agent_socket(spec.id)))
@@ -156,6 +164,27 @@ class RuncDriver(Driver):
         await self._wait_for_agent(spec.id)
         pid = int((directory / "init.pid").read_text())
         return RuntimeInfo(id=spec.id, state=RuntimeState.RUNNING, pid=pid)
+
+    async def restart(self, spec: SandboxSpec) -> RuntimeInfo:
+        directory = self._dir(spec.id)
+        disk = SandboxRootfs(directory, templates=self.templates)
+        if not disk.disk.exists() or not (directory / "etc").is_dir():
+            raise SandboxMissing(f"nothing of sandbox {spec.id} is left on this host")
+        # Whatever is left of the old init (stopped, or frozen by a failed pause) goes.
+        await run(*self._runc("delete", "--force", spec.id), check=False)
+        await asyncio.to_thread(self._remove_cgroups, {spec.id})
+        link = SandboxLink(tag=self.tag, sandbox_id=spec.id)
+        try:
+            if not await asyncio.to_thread(disk.mounted):
+                image = image_rootfs(self.images, spec.rootfs)
+                if image is None:
+                    raise DriverError(f"rootfs {spec.rootfs!r} is not built on this host")
+                await disk.mount(image=image)
+            if not link.netns_path.exists():
+                await link.create(spec.link)
+            return await self._start(spec, directory, disk, link)
+        except CommandFailed as exc:
+            raise DriverError(f"{exc.argv[0]} failed: {exc.detail}") from exc
 
     async def _run_container(self, sandbox_id: str, bundle: Path, listener: socket.socket) -> None:
         # runc passes descriptors 3..3+N-1 on; the shell puts the listener (its stdin) at 3.
