@@ -36,15 +36,15 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/nullspace/v1/sandboxes/{sandbox_id}/exec"): {"command": "echo hi"},
     ("POST", "/nullspace/v1/sandboxes/{sandbox_id}/host"): {"port": 8080},
     ("POST", "/v1/sandboxes/{sandbox_id}/processes"): {"cmd": "true"},
-    ("POST", "/v1/sandboxes/{sandbox_id}/processes/{process_id}/input"): {"text": "x"},
+    ("POST", "/v1/sandboxes/{sandbox_id}/processes/{process_id}/input"): {"data_base64": "eA=="},
     ("POST", "/v1/sandboxes/{sandbox_id}/processes/{process_id}/resize"): {"rows": 9, "cols": 9},
-    ("POST", "/v1/sandboxes/{sandbox_id}/processes/{process_id}/signal"): {"signal": "TERM"},
-    ("POST", "/v1/sandboxes/{sandbox_id}/processes/{process_id}/wait"): {"timeout": 0},
+    ("POST", "/v1/sandboxes/{sandbox_id}/processes/{process_id}/signal"): {"signal": "SIGTERM"},
 }
 QUERIES: dict[tuple[str, str], dict[str, str]] = {
     ("PUT", "/v1/sandboxes/{sandbox_id}/files"): {"path": "/tmp/x"},
     ("GET", "/v1/sandboxes/{sandbox_id}/files"): {"path": "/etc/hostname"},
     ("DELETE", "/v1/sandboxes/{sandbox_id}/disks/{disk_id}"): {"mount_path": "/data"},
+    ("GET", "/v1/sandboxes/{sandbox_id}/processes/{process_id}/wait"): {"timeout_ms": "0"},
 }
 _buckets = itertools.count()
 # Destroying routes go last, so every other route meets A's objects as they were.

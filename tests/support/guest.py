@@ -14,24 +14,35 @@ from hutch.host.drivers.fake import GUEST_PARENT
 __all__ = ["start_agent"]
 
 
-def start_agent(sock: Path, root: Path, **popen: Any) -> subprocess.Popen[bytes]:
-    """Start the agent serving ``sock`` with ``root`` as its ``/``; return once it listens."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-S",
-            "-E",
-            "-s",
-            "-c",
-            bootstrap(GUEST_PARENT),
-            "--socket",
-            str(sock),
-            "--root",
-            str(root),
-        ],
-        **popen,
-    )
+def start_agent(
+    sock: Path,
+    root: Path,
+    *,
+    self_http: str | None = None,
+    self_fifo: Path | None = None,
+    **popen: Any,
+) -> subprocess.Popen[bytes]:
+    """Start the agent serving ``sock`` with ``root`` as its ``/`` (and, if given, the
+    self-signal endpoint and FIFO); return once it listens."""
+    argv = [sys.executable, "-S", "-E", "-s", "-c", bootstrap(GUEST_PARENT),
+            "--socket", str(sock), "--root", str(root)]  # fmt: skip
+    if self_http is not None:
+        argv += ["--self-http", self_http]
+    if self_fifo is not None:
+        argv += ["--self-fifo", str(self_fifo)]
+    proc = subprocess.Popen(argv, **popen)
     deadline = time.monotonic() + 10
-    while not sock.exists() and time.monotonic() < deadline:
+    waiting_for = [sock, *([self_fifo] if self_fifo is not None else [])]
+    while not all(path.exists() for path in waiting_for) and time.monotonic() < deadline:
         time.sleep(0.01)
+    if self_http is not None:
+        host, _, port = self_http.rpartition(":")
+        while time.monotonic() < deadline:
+            try:
+                import socket
+
+                socket.create_connection((host, int(port)), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.01)
     return proc

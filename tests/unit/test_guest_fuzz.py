@@ -1,5 +1,7 @@
 """A fuzz of the guest agent's protocol: whatever bytes arrive on its socket, it answers
-or hangs up, goes on serving, and touches nothing outside its root.
+or hangs up, goes on serving, and touches nothing outside its root. The same for its
+self-signal endpoint (HTTP on loopback): any request gets an HTTP answer, a 202 only for
+``POST /self/pause`` or ``/self/delete``, and the signal reaches the host's watch.
 
 The agent runs as a plain process with ``--root`` (the fake driver's mode). Exec and spawn
 requests are generated only with programs that do not exist, since in this mode they
@@ -27,12 +29,24 @@ FRAME = struct.Struct(">cI")
 KINDS = [b"J", b"D", b"Z", b"O", b"E", b"X", b"\x00"]
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+SELF_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, Any]]:
     base = tmp_path_factory.mktemp("fuzz")
     root, sock = base / "root", base / "agent.sock"
     root.mkdir()
-    proc = start_agent(sock, root, stderr=subprocess.DEVNULL)
+    fifo = tmp_path_factory.mktemp("fuzz-fifo") / "self"
+    proc = start_agent(sock, root, self_http=f"127.0.0.1:{SELF_PORT}", self_fifo=fifo,
+                       stderr=subprocess.DEVNULL)  # fmt: skip
     yield base, sock, proc
     proc.kill()
     proc.wait()
@@ -73,7 +87,9 @@ json_values = st.recursive(
     ),
     max_leaves=12,
 )
-ops = st.sampled_from(["ping", "exec", "spawn", "put", "get", "nope", "", None, 7])
+ops = st.sampled_from(["ping", "exec", "spawn", "put", "get", "nope", "", None, 7,
+                       "proc_get", "proc_list", "proc_read", "proc_kill", "proc_nope",
+                       "self_watch"])  # fmt: skip
 requests = st.fixed_dictionaries(
     {"op": ops},
     optional={
@@ -94,6 +110,10 @@ requests = st.fixed_dictionaries(
         "stdin": json_values,
         "mode": json_values,
         "log": json_values,
+        "id": json_values,
+        "after": json_values,
+        "wait": json_values,
+        "grace": json_values,
     },
 )
 
@@ -134,4 +154,88 @@ def test_frames_that_lie_about_their_length_are_refused(agent: tuple[Path, Path,
     assert b"invalid" in exchange(sock, huge + b"{}")
     deep = frame(b"J", b"[" * 100_000 + b"]" * 100_000)
     exchange(sock, deep)
+    assert proc.poll() is None and pings(sock)
+
+
+def http_exchange(data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", SELF_PORT), timeout=10) as sock:
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except OSError:
+            pass
+        return b"".join(chunks)
+
+
+def take_signals(sock_path: Path) -> list[dict[str, Any]]:
+    """Every signal the agent holds for the host, in order (a watch answers at once when
+    one is waiting; with none, it waits, and the half-close ends it)."""
+    taken = []
+    while True:
+        reply = exchange(sock_path, frame(b"J", json.dumps({"op": "self_watch"}).encode()))
+        if not reply:
+            return taken
+        taken.append(json.loads(reply[FRAME.size :]))
+
+
+targets = st.one_of(
+    st.sampled_from(["/self/pause", "/self/delete", "/self/pause/", "/", "/self", "/self/x"]),
+    st.text(max_size=30).map(lambda t: "/" + t),
+)
+queries = st.one_of(
+    st.just(""),
+    st.text(max_size=300).map(lambda t: "?reason=" + t),
+    st.text(max_size=40).map(lambda t: "?" + t),
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    method=st.one_of(st.sampled_from(["POST", "GET", "PUT", "DELETE"]), st.text(max_size=8)),
+    target=targets,
+    query=queries,
+    headers=st.lists(st.tuples(st.text(max_size=20), st.text(max_size=40)), max_size=4),
+    body=st.binary(max_size=64),
+    garbage=st.one_of(st.just(b""), st.binary(max_size=200)),
+)
+def test_any_self_signal_request_gets_an_answer_and_only_real_ones_a_202(
+    agent: tuple[Path, Path, Any],
+    method: str,
+    target: str,
+    query: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    garbage: bytes,
+) -> None:
+    _, sock, proc = agent
+    lines = [f"{method} {target}{query} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
+    take_signals(sock)
+    reply = http_exchange(request)
+    assert reply.startswith(b"HTTP/1.1 ")
+    status = int(reply.split(b" ", 2)[1])
+    real = method == "POST" and " " not in target + query and "\r" not in target + query
+    real = real and (target.rstrip("/") in ("/self/pause", "/self/delete"))
+    taken = take_signals(sock)
+    if status == 202:
+        assert real
+        assert len(taken) == 1 and taken[0]["action"] in ("pause", "delete")
+        reason = taken[0]["reason"]
+        assert reason is None or (0 < len(reason) <= 128 and reason.isprintable())
+    else:
+        assert status in (400, 404, 405) and taken == []
+    garbage_reply = http_exchange(garbage or b"\xff")
+    assert garbage_reply.startswith(b"HTTP/1.1 4")
     assert proc.poll() is None and pings(sock)

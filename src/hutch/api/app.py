@@ -29,6 +29,7 @@ from hutch.core.processes import ProcessService
 from hutch.core.ratelimit import RateLimiter
 from hutch.core.sandboxes import SandboxService
 from hutch.core.sealing import MasterKeyUnavailable, SealedBox, load_master_key
+from hutch.core.self_signal import SelfSignals
 from hutch.core.ssh import SshService
 from hutch.core.tunnels import TunnelService
 from hutch.core.wallets import WalletAuth
@@ -113,6 +114,9 @@ def create_app(settings: Settings) -> FastAPI:
             tunnels = TunnelService(sandboxes, agent, ssh)
             sandboxes.on_running(ssh.install_keys)
             sandboxes.on_stop(tunnels.close_sandbox)
+            self_signals = SelfSignals(sandboxes)
+            sandboxes.on_running(self_signals.watch)
+            sandboxes.on_stop(self_signals.forget)
             await sandboxes.announce_running()
             expiry = asyncio.create_task(previews.expire_forever(), name="hutch-preview-expiry")
             deploys = DeployService(settings, db, sandboxes, previews)
@@ -150,6 +154,7 @@ def create_app(settings: Settings) -> FastAPI:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 await egress.stop()
+                await self_signals.stop()
                 if proxy is not None:
                     await proxy.stop()
                 await agent.stop()

@@ -1,7 +1,8 @@
 """``hutch shell``: an interactive shell in a sandbox, on this terminal.
 
-The shell is a process on a terminal of its own in the sandbox (``POST …/processes`` with
-``pty: true``); this program joins it over the process's WebSocket. The local terminal is
+The shell is a managed process on a terminal of its own in the sandbox (``POST
+…/processes`` with ``pty: {rows, cols}``; without ``--cmd``, the sandbox's login shell);
+this program joins it over the process's WebSocket. The local terminal is
 put in raw mode, so every key (Ctrl-C and Ctrl-D included) goes to the remote terminal as
 bytes, and its output comes back untouched (colours, cursor movement). Window size changes
 (SIGWINCH) are sent as resize messages. The local terminal is restored however the
@@ -39,8 +40,13 @@ _STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 def shell(
     sandbox: Annotated[str, typer.Argument(help="A sandbox id or name.")],
     cmd: Annotated[
-        str, typer.Option("--cmd", help="The program (and arguments) to run on the terminal.")
-    ] = "bash",
+        str | None,
+        typer.Option(
+            "--cmd",
+            help="The program (and arguments) to run on the terminal; "
+            "by default the sandbox's login shell.",
+        ),
+    ] = None,
     api_url: ApiUrlOpt = None,
     api_key: ApiKeyOpt = None,
 ) -> None:
@@ -56,22 +62,18 @@ def shell(
             "hutch shell needs a terminal, and its standard input is not one",
             hint="run it from a terminal; in scripts use `hutch exec SANDBOX -- CMD ARGS…`",
         )
-    argv = shlex.split(cmd)
-    if not argv:
-        fail("--cmd is empty", hint="e.g. --cmd bash", code=2)
+    argv = shlex.split(cmd) if cmd is not None else []
+    if cmd is not None and not argv:
+        fail("--cmd is empty", hint="e.g. --cmd bash, or leave it out for the login shell", code=2)
     terminal = sys.stdin.fileno()
 
     async def action(client: AsyncClient) -> int:
         found = await AsyncSandbox.connect(sandbox, client=client)
         rows, cols = _size(terminal)
-        started = await client.transport.data(
-            "POST",
-            f"/v1/sandboxes/{found.id}/processes",
-            idempotent=False,
-            json={"cmd": argv[0], "args": argv[1:], "pty": True, "rows": rows, "cols": cols},
-            subjects={"sandbox": found.id},
+        started = await found.processes.start(
+            argv[0] if argv else None, argv[1:] if argv else None, pty=(rows, cols)
         )
-        url = _websocket_url(client.config.api_url, found.id, str(started["id"]))
+        url = _websocket_url(client.config.api_url, found.id, started.process_id)
         return await _attach(url, client.config.api_key, terminal)
 
     raise typer.Exit(run(api_url, api_key, action))

@@ -119,6 +119,18 @@ class SandboxExec(SandboxBase):
         record = await self._running(user, ident)
         return self._host.driver.guest(record.id)
 
+    def guest_of(self, sandbox_id: str) -> GuestClient:
+        """The guest agent of a sandbox on this host by id, unchecked: for the control
+        plane's own watchers (:mod:`hutch.core.self_signal`), never for a request."""
+        return self._host.driver.guest(sandbox_id)
+
+    async def status_of(self, sandbox_id: str) -> str | None:
+        """A sandbox's status by id, unchecked (None if there is no such sandbox)."""
+        try:
+            return str((await self._load(sandbox_id)).status)
+        except NotFound:
+            return None
+
     def check_command(self, command: ExecCommand) -> ExecRequest:
         """``command`` checked as exec checks it (argv, env, cwd), as the agent's request."""
         return self._exec_request(command)

@@ -299,6 +299,13 @@ class SandboxLifecycle(SandboxBase):
         self._forget(record.id)
         return await self._update(record.id, status=S.DESTROYED, destroyed_at=utcnow())
 
+    async def destroy_from_inside(self, sandbox_id: str, *, reason: str) -> SandboxRecord:
+        """Destroy, as the owner's destroy does, because the sandbox asked (self-signal);
+        ``reason`` is kept on the record."""
+        async with self._sandbox_locks[sandbox_id]:
+            await self._destroy(sandbox_id)
+            return await self._update(sandbox_id, reason=reason)
+
     async def set_timeout(self, user: Principal, ident: str, timeout_s: float) -> SandboxRecord:
         """Destroy the sandbox ``timeout_s`` from now (extending or shortening its life)."""
         check_timeout(timeout_s, self._settings.sandbox_max_timeout_s)
@@ -318,6 +325,13 @@ class SandboxLifecycle(SandboxBase):
             before = await self._load(record.id)
             after = await self._pause(record.id)
             return Transition(record=after, happened=before.status != after.status)
+
+    async def pause_from_inside(self, sandbox_id: str, *, reason: str) -> SandboxRecord:
+        """Pause, as the owner's pause does, because the sandbox asked (self-signal);
+        ``reason`` is kept on the record until it runs again."""
+        async with self._sandbox_locks[sandbox_id]:
+            await self._pause(sandbox_id)
+            return await self._update(sandbox_id, reason=reason)
 
     async def _pause(self, sandbox_id: str) -> SandboxRecord:
         record = await self._load(sandbox_id)
@@ -355,7 +369,9 @@ class SandboxLifecycle(SandboxBase):
                 await self._driver_step(record.id, "resumed", self._host.driver.resume)
             self._activity[record.id] = time.monotonic()
             resumed = await self._changed(
-                await self._update(record.id, status=S.RUNNING, last_resumed_at=utcnow())
+                await self._update(
+                    record.id, status=S.RUNNING, last_resumed_at=utcnow(), reason=None
+                )
             )
             return Transition(record=resumed, happened=True)
 

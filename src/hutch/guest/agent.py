@@ -18,20 +18,18 @@ big-endian length, then the payload. The client opens with a JSON frame naming `
     get    {"path"} → J {"ok": true, "size": n}, D frames, Z
     spawn  {"argv", "env", "cwd", "log"} → J {"ok": true, "pid": n}: a background process
            in a session of its own, its output appended to the file ``log``.
-    proc_start  {"argv", "env", "cwd", "pty": bool, "rows", "cols"} → J {"ok", "id", "pid"}:
-           a process that outlives the connection, on a terminal of its own when ``pty``;
-           its output is kept (the last 1 MiB) and numbered, to be read again from any point.
-    proc_read   {"id", "after": seq, "wait": s} → J {"ok", "chunks": [[seq, stream, b64]],
-           "next", "first", "running", "exit_code"}: output after ``after``, waiting up to
-           ``wait`` seconds for some.
-    proc_write  {"id", "data": b64, "eof": bool} · proc_resize {"id", "rows", "cols"} ·
-    proc_signal {"id", "signal": n} · proc_wait {"id", "timeout"} · proc_list {}
-    Errors: J {"error": {"code": "not_found"|"is_directory"|"invalid"|"io", "message"}}
+    proc_*  managed processes: started, read from any point, written to, resized,
+           signalled, waited for and killed; see ``processes`` for each op.
+    self_watch  {} → J {"ok", "action": "pause"|"delete", "reason"} once the sandbox asks
+           (a long poll; see ``selfsignal``: 127.0.0.1:1029 and /run/self inside).
+    Errors: J {"error": {"code": "not_found"|"is_directory"|"invalid"|"conflict"|"io",
+           "message"}}
 
 The agent is the package :mod:`hutch.guest` (``guest`` inside a sandbox, where it is started
 with ``/.hutch`` on its path; see :func:`hutch.guest.bootstrap`): this module serves and
 reaps; ``wire`` frames; ``commands`` runs exec and spawn; ``files`` puts and gets;
-``processes`` keeps the long-lived processes. Only this module and ``wire`` load before the
+``processes`` keeps the long-lived processes; ``selfsignal`` hears a sandbox ask to be
+paused or deleted. Only this module and ``wire`` load before the
 first ping; the others load in the background after it.
 
 With ``--root DIR`` (the fake driver's mode, never inside a sandbox) paths are taken
@@ -66,9 +64,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from .processes import Session
+    from .processes import Process
 
 __all__ = ["VERSION", "Agent", "Waiter", "main"]
+
+IDLE_REAP_CHECK_S = 30.0
 
 
 class Waiter:
@@ -95,8 +95,10 @@ class Agent:
         self.waiters: dict[int, Waiter] = {}
         self.unclaimed: dict[int, tuple[int, float]] = {}
         self.child_exited = threading.Event()
+        # Notified at every child reaped: a wait for a process's whole tree listens.
+        self.reaped = threading.Condition()
         self.preloaded = False
-        self.sessions: dict[str, Session] = {}
+        self.sessions: dict[str, Process] = {}
         self.session_count = 0
 
     # -- paths ---------------------------------------------------------------------------
@@ -169,6 +171,10 @@ class Agent:
             from . import files
 
             (files.put if op == "put" else files.get)(self, conn, request)
+        elif op == "self_watch":
+            from . import selfsignal
+
+            selfsignal.watch(self, conn, request)
         elif isinstance(op, str) and op.startswith("proc_"):
             from . import processes
 
@@ -202,8 +208,10 @@ class Agent:
         while True:
             try:
                 pid, status = os.waitpid(-1, 0)
-            except ChildProcessError:  # no children at all: wait for the next exec
-                self.child_exited.wait(1.0)
+            except ChildProcessError:
+                # No children at all: every start sets the event. (The timeout is a safety
+                # net, long enough that an idle sandbox costs its host nothing.)
+                self.child_exited.wait(IDLE_REAP_CHECK_S)
                 self.child_exited.clear()
                 continue
             except InterruptedError:
@@ -213,12 +221,14 @@ class Agent:
                 waiter = self.waiters.get(pid)
                 if waiter is not None:
                     waiter.deliver(status)
-                    continue
-                self.unclaimed[pid] = (status, now)
-                if len(self.unclaimed) > 256:
-                    self.unclaimed = {
-                        p: entry for p, entry in self.unclaimed.items() if now - entry[1] < 10
-                    }
+                else:
+                    self.unclaimed[pid] = (status, now)
+                    if len(self.unclaimed) > 256:
+                        self.unclaimed = {
+                            p: entry for p, entry in self.unclaimed.items() if now - entry[1] < 10
+                        }
+            with self.reaped:
+                self.reaped.notify_all()
 
 
 def _import_exec_modules() -> None:
@@ -232,8 +242,11 @@ def _import_exec_modules() -> None:
 
 def _options(argv: list[str]) -> dict[str, str]:
     # Not argparse: importing it costs a sandbox ~10 ms of start time.
-    usage = "usage: agent (--listen-fd N | --socket PATH) [--root DIR]"
-    known = {"--listen-fd", "--socket", "--root"}
+    usage = (
+        "usage: agent (--listen-fd N | --socket PATH) [--root DIR]"
+        " [--self-http HOST:PORT] [--self-fifo PATH]"
+    )
+    known = {"--listen-fd", "--socket", "--root", "--self-http", "--self-fifo"}
     if len(argv) % 2 or any(flag not in known for flag in argv[::2]):
         raise SystemExit(usage)
     options = dict(zip(argv[::2], argv[1::2], strict=True))
@@ -261,6 +274,10 @@ def main(argv: list[str] | None = None) -> None:
         _signal.signal(_signal.SIGTERM, lambda *_: sys.exit(0))
         _signal.signal(_signal.SIGINT, lambda *_: sys.exit(0))
     threading.Thread(target=agent.reap, daemon=True).start()
+    if "--self-http" in options or "--self-fifo" in options:
+        from . import selfsignal
+
+        selfsignal.start(options)
     with suppress(KeyboardInterrupt):
         agent.serve(listener)
 

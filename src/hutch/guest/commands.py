@@ -148,6 +148,7 @@ def spawn(agent: Agent, conn: Connection, request: dict[str, Any]) -> None:
     except OSError as exc:
         conn.send_error("io", f"cannot start {argv[0]}: {exc.strerror or exc}")
         return
+    agent.child_exited.set()  # wake the reaper: it has a child to collect
     # The reaper collects it; Popen must never wait() for it (or list it to be waited).
     proc.returncode = 0
     conn.send_json({"ok": True, "pid": proc.pid})

@@ -21,6 +21,7 @@ __all__ = [
     "GuestClient",
     "GuestError",
     "GuestUnreachable",
+    "SelfSignal",
 ]
 
 
@@ -56,6 +57,14 @@ class ExecOutput:
 class ExecExit:
     exit_code: int | None
     error: str | None
+
+
+@dataclass(frozen=True)
+class SelfSignal:
+    """A sandbox asked, from inside, to be paused or deleted."""
+
+    action: str  # "pause" or "delete"
+    reason: str | None
 
 
 @dataclass
@@ -165,6 +174,22 @@ class GuestClient:
         if "error" in answer:
             raise GuestError(answer["error"]["code"], answer["error"]["message"])
         return answer
+
+    async def watch_self(self) -> SelfSignal:
+        """Wait, however long it takes, for the sandbox to ask to be paused or deleted
+        (:mod:`hutch.guest.selfsignal`). One connection that stays quiet until then;
+        cancelling hangs up, and a signal not yet handed over stays with the agent."""
+        channel = await self._open()
+        try:
+            await channel.send_json({"op": "self_watch"})
+            answer = await channel.recv_json()
+        finally:
+            await channel.close()
+        action = answer.get("action")
+        if action not in ("pause", "delete"):
+            raise GuestUnreachable(f"the guest agent sent an unknown self-signal {action!r}")
+        reason = answer.get("reason")
+        return SelfSignal(action, reason if isinstance(reason, str) else None)
 
     async def exec(self, request: ExecRequest) -> AsyncIterator[ExecOutput | ExecExit]:
         """Run a command; yields its output as it comes, then exactly one :class:`ExecExit`.

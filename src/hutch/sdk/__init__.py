@@ -39,8 +39,16 @@ from hutch.sdk.errors import (
 )
 from hutch.sdk.files import AsyncFiles
 from hutch.sdk.networks import AsyncNetwork, NetworkInfo, NetworkMember
+from hutch.sdk.processes import (
+    AsyncProcesses,
+    ProcessEvent,
+    ProcessExited,
+    ProcessInfo,
+    ProcessOutput,
+    ProcessOutputLost,
+)
 from hutch.sdk.sandbox import AsyncSandbox, SandboxInfo, SandboxOptions
-from hutch.sdk.sync import Client, Commands, Disk, Files, Network, Sandbox
+from hutch.sdk.sync import Client, Commands, Disk, Files, Network, Processes, Sandbox
 
 __all__ = [
     "DEFAULT_API_URL",
@@ -49,6 +57,7 @@ __all__ = [
     "AsyncDisk",
     "AsyncFiles",
     "AsyncNetwork",
+    "AsyncProcesses",
     "AsyncSandbox",
     "AuthenticationError",
     "Client",
@@ -74,6 +83,12 @@ __all__ = [
     "NetworkMember",
     "NotFoundError",
     "OutputEvent",
+    "ProcessEvent",
+    "ProcessExited",
+    "ProcessInfo",
+    "ProcessOutput",
+    "ProcessOutputLost",
+    "Processes",
     "RateLimitError",
     "RequestTimeoutError",
     "RetryPolicy",

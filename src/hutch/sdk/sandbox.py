@@ -19,6 +19,7 @@ from hutch.sdk.commands import AsyncCommands
 from hutch.sdk.disks import DiskAttachment, DiskMount
 from hutch.sdk.errors import HutchError
 from hutch.sdk.files import AsyncFiles
+from hutch.sdk.processes import AsyncProcesses
 
 __all__ = ["AsyncSandbox", "SandboxInfo", "SandboxOptions"]
 
@@ -85,7 +86,8 @@ class SandboxInfo:
 
 
 class AsyncSandbox(AsyncResource[SandboxInfo]):
-    """One sandbox. ``commands`` runs programs in it, ``files`` reads and writes its files.
+    """One sandbox. ``commands`` runs programs in it, ``files`` reads and writes its files,
+    ``processes`` keeps long-lived ones (on a terminal or not).
 
     ``async with await AsyncSandbox.create() as sandbox:`` kills it on the way out. A
     sandbox made without ``client=`` has a connection of its own, released by
@@ -103,6 +105,7 @@ class AsyncSandbox(AsyncResource[SandboxInfo]):
         self._owns_client = owns_client
         self.commands = AsyncCommands(client.transport, info.id)
         self.files = AsyncFiles(client.transport, info.id)
+        self.processes = AsyncProcesses(client.transport, info.id)
 
     @property
     def status(self) -> str:

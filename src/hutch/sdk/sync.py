@@ -31,9 +31,10 @@ from hutch.sdk.disks import AsyncDisk, DiskAttachment, DiskInfo
 from hutch.sdk.errors import HutchError
 from hutch.sdk.files import AsyncFiles, FileSource
 from hutch.sdk.networks import AsyncNetwork, NetworkInfo, NetworkMember
+from hutch.sdk.processes import AsyncProcesses, ProcessEvent, ProcessInfo
 from hutch.sdk.sandbox import AsyncSandbox, SandboxInfo, SandboxOptions
 
-__all__ = ["Client", "Commands", "Disk", "Files", "Network", "Sandbox"]
+__all__ = ["Client", "Commands", "Disk", "Files", "Network", "Processes", "Sandbox"]
 
 T = TypeVar("T")
 AioT = TypeVar("AioT")
@@ -251,6 +252,50 @@ class Files(_Blocking[AsyncFiles]):
         return self._run(self.aio.download(path, dest))
 
 
+class Processes(_Blocking[AsyncProcesses]):
+    """Blocking ``sandbox.processes``; see :class:`~hutch.sdk.processes.AsyncProcesses`."""
+
+    def start(
+        self,
+        cmd: str | None = None,
+        args: Sequence[str] | None = None,
+        *,
+        pty: tuple[int, int] | bool = False,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> ProcessInfo:
+        return self._run(self.aio.start(cmd, args, pty=pty, cwd=cwd, env=env))
+
+    def list(self) -> builtins.list[ProcessInfo]:
+        return self._run(self.aio.list())
+
+    def get(self, process_id: str) -> ProcessInfo:
+        return self._run(self.aio.get(process_id))
+
+    def connect(self, process_id: str, *, after: int = 0) -> Iterator[ProcessEvent]:
+        return self._loop.iterate(self.aio.connect(process_id, after=after))
+
+    def send_input(self, process_id: str, data: bytes | str) -> int:
+        return self._run(self.aio.send_input(process_id, data))
+
+    def close_stdin(self, process_id: str) -> None:
+        self._run(self.aio.close_stdin(process_id))
+
+    def resize(self, process_id: str, rows: int, cols: int) -> None:
+        self._run(self.aio.resize(process_id, rows, cols))
+
+    def signal(self, process_id: str, signal: str) -> None:
+        self._run(self.aio.signal(process_id, signal))
+
+    def wait(
+        self, process_id: str, *, scope: str = "leader", timeout_ms: int = 30_000
+    ) -> ProcessInfo:
+        return self._run(self.aio.wait(process_id, scope=scope, timeout_ms=timeout_ms))  # type: ignore[arg-type]
+
+    def kill(self, process_id: str, *, grace_ms: int = 1000) -> ProcessInfo:
+        return self._run(self.aio.kill(process_id, grace_ms=grace_ms))
+
+
 class Sandbox(_BlockingResource[AsyncSandbox]):
     """A sandbox, blocking; see :class:`~hutch.sdk.sandbox.AsyncSandbox`.
 
@@ -262,6 +307,7 @@ class Sandbox(_BlockingResource[AsyncSandbox]):
         self.client = client
         self.commands = Commands(aio.commands, client)
         self.files = Files(aio.files, client)
+        self.processes = Processes(aio.processes, client)
 
     @property
     def info(self) -> SandboxInfo:

@@ -20,6 +20,9 @@ __all__ = ["AGENT_FD", "CAPABILITIES", "GUEST_MOUNT", "oci_config", "seccomp_pro
 GUEST_PARENT = "/.hutch"
 GUEST_MOUNT = f"{GUEST_PARENT}/guest"  # the package hutch.guest, as ``guest``
 AGENT_FD = 3
+# Where a sandbox asks to be paused or deleted from inside (CreateOS's self-signal agent).
+SELF_SIGNAL_HTTP = "127.0.0.1:1029"
+SELF_SIGNAL_FIFO = "/run/self"
 
 # Docker's default set.
 CAPABILITIES = [
@@ -154,6 +157,10 @@ def oci_config(
                 bootstrap(GUEST_PARENT),
                 "--listen-fd",
                 str(AGENT_FD),
+                "--self-http",
+                SELF_SIGNAL_HTTP,
+                "--self-fifo",
+                SELF_SIGNAL_FIFO,
             ],
             "env": [f"{key}={value}" for key, value in env.items()],
             "cwd": "/",
