@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +34,30 @@ def start_agent(
         argv += ["--self-fifo", str(self_fifo)]
     proc = subprocess.Popen(argv, **popen)
     deadline = time.monotonic() + 10
-    waiting_for = [sock, *([self_fifo] if self_fifo is not None else [])]
-    while not all(path.exists() for path in waiting_for) and time.monotonic() < deadline:
+    while self_fifo is not None and not self_fifo.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
+    _until_it_answers(lambda: _unix(sock), deadline)
     if self_http is not None:
         host, _, port = self_http.rpartition(":")
-        while time.monotonic() < deadline:
-            try:
-                import socket
-
-                socket.create_connection((host, int(port)), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.01)
+        _until_it_answers(lambda: socket.create_connection((host, int(port)), timeout=1), deadline)
     return proc
+
+
+def _unix(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.connect(str(path))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _until_it_answers(connect: Callable[[], socket.socket], deadline: float) -> None:
+    """Until a connection is taken (it listens, not only exists), or the deadline."""
+    while time.monotonic() < deadline:
+        try:
+            connect().close()
+            return
+        except OSError:
+            time.sleep(0.01)
