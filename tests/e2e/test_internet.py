@@ -33,6 +33,9 @@ def test_every_name_resolves_and_every_server_says_who_it_is(internet: Internet)
                     continue
                 who = httpx.get(f"http://{address}:{port}/", timeout=10).json()
                 assert (who["address"], who["port"]) == (address, port)
+    wild = _ask(internet.resolver, "any-name.wild.test")
+    assert [str(rr.rdata) for rr in wild.rr] == internet.addresses("any-name.wild.test")
+    assert _ask(internet.resolver, "a.b.wild.test").header.rcode == 3  # one label deep
     cname = _ask(internet.resolver, "cdn.example.test")
     assert [str(rr.rdata) for rr in cname.rr] == [
         "edge.evil.test.",

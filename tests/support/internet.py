@@ -71,6 +71,7 @@ ZONE: dict[str, list[int] | str] = {
     "twin.evil.test": [20],  # shares example.test's address
     "cdn.example.test": "edge.evil.test",  # a CNAME out of example.test into evil.test
     "alias.evil.test": "www.example.test",  # a CNAME out of evil.test into example.test
+    "*.wild.test": [40],  # any name one label under wild.test (benchmarks: fresh names)
 }
 REGISTRY_OCTETS = {10: "pypiserver", 11: "verdaccio"}
 RESOLVER_OCTET, LIAR_OCTET, LIE_OCTET = 53, 54, 99
@@ -163,10 +164,14 @@ class Internet:
         return self._at(LIE_OCTET)
 
     def addresses(self, name: str) -> list[str]:
-        """The A addresses ``name`` finally resolves to (CNAMEs followed)."""
-        target = ZONE[name]
+        """The A addresses ``name`` finally resolves to (CNAMEs and wildcards followed)."""
+
+        def record(name: str) -> list[int] | str:
+            return ZONE[name] if name in ZONE else ZONE["*." + name.partition(".")[2]]
+
+        target = record(name)
         while isinstance(target, str):
-            target = ZONE[target]
+            target = record(target)
         return [self._at(octet) for octet in target]
 
     def address(self, name: str) -> str:

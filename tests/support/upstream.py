@@ -10,7 +10,8 @@ HTTP on every (address, port) of the config, each answering who it is:
 - anything else: ``{"address", "port", "host", "path"}`` as JSON.
 
 DNS (UDP and TCP, dnslib for the wire format) on each resolver of the config: an
-authoritative server for the test zone (A, CNAME, TXT; NOERROR with no answer for other
+authoritative server for the test zone (A, CNAME, TXT, ``*.name`` wildcards one label
+deep; NOERROR with no answer for other
 types of a known name; NXDOMAIN for the rest; never an answer for the zone's ``blackhole``
 names, so a forwarder times out), or a *liar* that answers every A query with one address.
 UDP answers over 512 bytes are truncated (TC), as a real server does, so clients retry over
@@ -116,6 +117,13 @@ class Zone:
         self.records = {name.lower().rstrip("."): record for name, record in records.items()}
         self.blackhole = {name.lower().rstrip(".") for name in blackhole}
 
+    def _record(self, name: str) -> dict[str, Any] | None:
+        """The record of ``name``, or of the wildcard ``*.parent`` that covers it."""
+        if name in self.records:
+            return self.records[name]
+        parent = name.partition(".")[2]
+        return self.records.get(f"*.{parent}") if parent else None
+
     def answer(self, request: DNSRecord) -> DNSRecord | None:
         reply = request.reply()  # aa=1: this server is the zone's authority
         name = str(request.q.qname).lower().rstrip(".")
@@ -123,9 +131,8 @@ class Zone:
             return None
         qtype = request.q.qtype
         seen = set()
-        while name in self.records and name not in seen:
+        while (record := self._record(name)) is not None and name not in seen:
             seen.add(name)
-            record = self.records[name]
             ttl = int(record.get("ttl", 300))
             if "cname" in record:
                 reply.add_answer(RR(name, QTYPE.CNAME, rdata=CNAME(record["cname"]), ttl=ttl))

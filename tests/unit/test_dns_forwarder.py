@@ -420,3 +420,12 @@ async def test_the_same_query_at_once_is_asked_upstream_once(
     assert all(_a(reply) == ["198.18.0.21"] for reply in replies)  # each with its own ID
     assert upstream.asked() == ["www.example.test"]
     assert len(kernel.added) == 1
+
+
+async def test_a_closed_default_sandbox_resolves_nothing_but_its_peers(
+    server: DnsServer, kernel: Kernel, upstream: Upstreams
+) -> None:
+    kernel.policies[SANDBOX] = parse_rules(None, deny=DENY, default_closed=True)
+    assert (await _ask(server, "example.test")).header.rcode == RCODE.NXDOMAIN
+    assert _a(await _ask(server, "peer-one")) == [PEER]
+    assert upstream.asked() == []
