@@ -429,3 +429,27 @@ async def test_a_closed_default_sandbox_resolves_nothing_but_its_peers(
     assert (await _ask(server, "example.test")).header.rcode == RCODE.NXDOMAIN
     assert _a(await _ask(server, "peer-one")) == [PEER]
     assert upstream.asked() == []
+
+
+async def test_a_kernel_that_does_not_answer_gives_servfail_not_a_hung_query(
+    upstream: Upstreams, kernel: Kernel
+) -> None:
+    kernel.rules(SANDBOX, ["example.test", "www.example.test"])
+    stuck = asyncio.Event()
+
+    async def never(sandbox_ip: str, addresses: Iterable[str], port: int | None, ttl_s: float,
+                    *, name: str = "") -> bool:  # fmt: skip
+        if name == "example.test":
+            await stuck.wait()
+        return await kernel.allow_resolved(sandbox_ip, addresses, port, ttl_s, name=name)
+
+    forwarder = Forwarder([Upstream("127.0.0.1", upstream.port)], timeout_s=0.5)
+    dns = DnsServer(_peers, forwarder=forwarder, kernel_wait_s=0.5)
+    dns.egress = DnsEgress(policy_for_ip=kernel.policy_for_ip, allow_resolved=never)
+    try:
+        assert (await _ask(dns, "example.test")).header.rcode == RCODE.SERVFAIL
+        assert _a(await _ask(dns, "www.example.test")) == ["198.18.0.21"]  # others go on
+        stuck.set()  # the kernel catches up: the next lookup is answered
+        assert _a(await _ask(dns, "example.test")) == ["198.18.0.20"]
+    finally:
+        dns.stop()

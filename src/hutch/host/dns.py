@@ -77,6 +77,9 @@ log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 4096
 MIN_ALLOWED_S = 60
 """The egress layer keeps a resolved address at least this long (hutch.host.egress)."""
+KERNEL_WAIT_S = 3.0
+"""How long an answer waits for the kernel to take its addresses, past the upstream's
+budget, before the asker gets SERVFAIL."""
 MAX_RECENT = 65536
 MAX_TCP_CONNECTIONS = 512
 TCP_IDLE_S = 10.0
@@ -111,8 +114,15 @@ class DnsEgress:
 
 
 class DnsServer:
-    def __init__(self, resolve: Resolver, *, forwarder: Forwarder | None = None) -> None:
+    def __init__(
+        self,
+        resolve: Resolver,
+        *,
+        forwarder: Forwarder | None = None,
+        kernel_wait_s: float = KERNEL_WAIT_S,
+    ) -> None:
         self._resolve = resolve
+        self._kernel_wait_s = kernel_wait_s
         self.forwarder = forwarder
         """None: nothing is forwarded (every name but a peer's is NXDOMAIN)."""
         self.egress: DnsEgress | None = None
@@ -255,14 +265,24 @@ class DnsServer:
                 self._forward(request, asker, name, policy, ports, egress, tcp=tcp)
             )
             self._forwarding[key] = shared
-            shared.add_done_callback(lambda _: self._forwarding.pop(key, None))
+            shared.add_done_callback(lambda done: self._forwarded(key, done))
         try:
-            wire = await asyncio.shield(shared)
-        except UpstreamError:
+            # Bounded even when the kernel is slow to take the addresses: the asker gets
+            # SERVFAIL (and retries) rather than a hung query; the update goes on, and the
+            # retry's lookup finds it done.
+            async with asyncio.timeout(self.forwarder.timeout_s + self._kernel_wait_s):
+                wire = await asyncio.shield(shared)
+        except (UpstreamError, TimeoutError):
             reply.header.rcode = RCODE.SERVFAIL
             return None
         query_id: int = request.header.id
         return query_id.to_bytes(2, "big") + wire[2:]
+
+    def _forwarded(self, key: tuple[str, str, int, int, bool], done: asyncio.Future[bytes]) -> None:
+        if self._forwarding.get(key) is done:
+            del self._forwarding[key]
+        if not done.cancelled():
+            done.exception()  # seen by its waiters, if any are left; never "unretrieved"
 
     async def _forward(
         self,
