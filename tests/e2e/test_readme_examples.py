@@ -36,10 +36,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[H
 
 
 def test_the_readme_has_sdk_examples() -> None:
-    assert len(sdk_examples()) >= 3
+    assert len(sdk_examples()) >= 4
 
 
-@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("index", range(4))
 def test_a_readme_example_runs_as_written(server: HutchProcess, index: int, tmp_path: Path) -> None:
     key = run_cli(server.home, "keys", "create", "--user", f"reader{index}").stdout.strip()
     example = tmp_path / "example.py"
@@ -52,7 +52,7 @@ def test_a_readme_example_runs_as_written(server: HutchProcess, index: int, tmp_
         env={"HUTCH_API_URL": server.url, "HUTCH_API_KEY": key, "PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    expected = {0: "demo from ", 1: "failed with 3", 2: "alpha"}[index]
+    expected = {0: "demo from ", 1: "failed with 3", 2: "30 100", 3: "alpha"}[index]
     assert expected in done.stdout, done.stdout
 
 
