@@ -23,7 +23,7 @@ import pytest
 from hutch.host.drivers.runc import instance_tag
 from hutch.host.link import host_interface
 from tests.e2e.test_networks_runc import serve_http
-from tests.e2e.test_sandboxes_runc import create, leftovers, new_pool, runc_server, sh
+from tests.e2e.test_sandboxes_runc import create, leftovers, runc_server, sh
 from tests.support.internet import Internet
 from tests.support.server import HutchProcess, remove_instance, run_cli
 
@@ -32,11 +32,19 @@ from tests.support.server import HutchProcess, remove_instance, run_cli
 ENV = {"HUTCH_HOST": "0.0.0.0", "HUTCH_MAX_RUNNING_PER_USER": "100"}
 
 
+def own_pool(internet: Internet, second_octet: int) -> str:
+    """A link pool no other test session on this machine uses at the same time (the
+    internet's slot is held by this session alone): two instances with one pool would
+    route each other's replies and resets into the wrong sandbox."""
+    return f"10.{second_octet}.{internet.slot * 4}.0/22"
+
+
 @pytest.fixture(scope="module")
 def served(
-    tmp_path_factory: pytest.TempPathFactory, images: Path
+    tmp_path_factory: pytest.TempPathFactory, images: Path, internet: Internet
 ) -> Iterator[tuple[HutchProcess, httpx.Client]]:
-    server = runc_server(tmp_path_factory.mktemp("egress") / "home", images, env=ENV)
+    home = tmp_path_factory.mktemp("egress") / "home"
+    server = runc_server(home, images, pool=own_pool(internet, 95), env=ENV)
     key = run_cli(server.home, "keys", "create", "--user", "egress").stdout.strip()
     try:
         with server.client(key) as api:
@@ -311,7 +319,7 @@ def within_1pct(counted: int, reference: int) -> bool:
 def test_quota_caps_recharge_lifts_and_counters_survive_kill_9(
     tmp_path: Path, images: Path, internet: Internet
 ) -> None:
-    home, pool = tmp_path / "home", new_pool()
+    home, pool = tmp_path / "home", own_pool(internet, 96)
     env = {**ENV, "HUTCH_BANDWIDTH_QUOTA_BYTES": str(QUOTA)}
     first = runc_server(home, images, pool=pool, env=env)
     second: HutchProcess | None = None
@@ -407,7 +415,7 @@ def from_netns(home: Path, box: dict[str, Any], address: str, port: int) -> int:
 def test_a_restart_applies_the_stored_rules_again(
     tmp_path: Path, images: Path, internet: Internet
 ) -> None:
-    home, pool = tmp_path / "home", new_pool()
+    home, pool = tmp_path / "home", own_pool(internet, 97)
     first = runc_server(home, images, pool=pool, env=ENV)
     second: HutchProcess | None = None
     a, evil = internet.address("example.test"), internet.address("evil.test")

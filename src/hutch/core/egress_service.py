@@ -74,6 +74,7 @@ class EgressService:
         self._policies: dict[str, EgressPolicy] = {}  # link address -> policy
         self._ips: dict[str, str] = {}  # sandbox id -> link address
         self._locks: dict[str, asyncio.Lock] = {}
+        sandboxes.on_creating(self._created)
         sandboxes.on_running(self._running)
         sandboxes.on_stop(self._stopped)
 
@@ -127,6 +128,13 @@ class EgressService:
         if record.ip:
             self._policies[record.ip] = policy
             self._ips[record.id] = record.ip
+
+    async def _created(self, record: SandboxRecord) -> None:
+        # Before the sandbox's first packet, beside the driver's start; the running
+        # listener then finds it installed (and does nothing).
+        if record.ip:
+            async with self._lock(record.id):
+                await self._install(record)
 
     async def _running(self, record: SandboxRecord) -> None:
         if record.status != S.RUNNING or not record.ip:

@@ -62,6 +62,7 @@ class SandboxBase:
         self._scheduler_ok_at: float | None = None
         self._stop_listeners: list[Callable[[str], Awaitable[None]]] = []
         self._running_listeners: list[Callable[[SandboxRecord], Awaitable[None]]] = []
+        self._creating_listeners: list[Callable[[SandboxRecord], Awaitable[None]]] = []
         # (user id, id or name) -> record, for the exec and file paths.
         self._running_records: ReadCache[tuple[str, str], SandboxRecord] = ReadCache(db)
 
@@ -91,6 +92,19 @@ class SandboxBase:
         for record in records:
             if record.status == S.RUNNING:
                 await self._changed(record)
+
+    def on_creating(self, listener: Callable[[SandboxRecord], Awaitable[None]]) -> None:
+        """Call ``listener(record)`` while a new sandbox is being started, beside the
+        driver (so it adds no time to a create); if the start fails, the stop listeners
+        are called. (The egress policy is installed this way, before the first packet.)"""
+        self._creating_listeners.append(listener)
+
+    async def _creating(self, record: SandboxRecord) -> None:
+        for listener in self._creating_listeners:
+            try:
+                await listener(record)
+            except Exception:
+                log.warning("a creating listener failed for %s", record.id, exc_info=True)
 
     def on_stop(self, listener: Callable[[str], Awaitable[None]]) -> None:
         """Call ``listener(sandbox_id)`` whenever a sandbox pauses, fails or is destroyed."""

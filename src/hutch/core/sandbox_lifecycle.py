@@ -118,13 +118,18 @@ class SandboxLifecycle(SandboxBase):
         started = time.monotonic()
         async with self._sandbox_locks[sandbox_id]:
             try:
-                await self._host.driver.create(spec)
+                created, _ = await asyncio.gather(
+                    self._host.driver.create(spec), self._creating(record), return_exceptions=True
+                )
+                if isinstance(created, BaseException):
+                    raise created
                 await self._join_all(record, networks, user, disks)
             except Exception as exc:
                 known = isinstance(exc, DriverError | NetworkError | DiskMountError)
                 reason = str(exc) if known else "internal error"
                 if not known:
                     log.exception("creating %s failed", sandbox_id)
+                await self._stopped(sandbox_id)
                 self._host.links.release(sandbox_id)
                 await self._update(sandbox_id, status=S.FAILED, reason=reason)
                 raise Unavailable(
