@@ -4,6 +4,7 @@ sandboxes, is in tests/e2e/test_egress_kernel_runc.py."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -174,3 +175,19 @@ def test_a_paused_sandbox_gets_its_new_rules_when_it_resumes(client: TestClient)
     assert put.status_code == 200
     assert client.post(f"/v1/sandboxes/{box['id']}/resume").status_code in (200, 202)
     assert installed(client).specs[box["id"]].restricted
+
+
+def test_counters_are_written_to_the_store(client: TestClient) -> None:
+    box = create(client)
+    services = client.app.state.services  # type: ignore[attr-defined]
+    layer = installed(client)
+    layer.specs[box["id"]] = replace(layer.specs[box["id"]], used_bytes=1234, ingress_bytes=5678)
+    assert client.get(f"/v1/sandboxes/{box['id']}").json()["data"]["bandwidth_ingress_bytes"] == 0
+    client.portal.call(services.egress.flush)  # type: ignore[union-attr]
+    got = client.get(f"/v1/sandboxes/{box['id']}").json()["data"]
+    assert got["bandwidth_ingress_bytes"] == 5678
+    # And at a stop (pause), the last counts are kept; the view reads them from the store.
+    layer.specs[box["id"]] = replace(layer.specs[box["id"]], used_bytes=2000, ingress_bytes=6000)
+    client.post(f"/v1/sandboxes/{box['id']}/pause")
+    view = client.get(f"/v1/sandboxes/{box['id']}/bandwidth").json()["data"]
+    assert (view["used_bytes"], view["ingress_bytes"]) == (2000, 6000)

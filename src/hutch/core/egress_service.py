@@ -20,6 +20,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
 from hutch.core.egress import DenySet, EgressPolicy, parse_rules
 from hutch.core.errors import Conflict, InvalidInput
 from hutch.core.identity import Principal
@@ -169,13 +171,18 @@ class EgressService:
         if not counts:
             return
         async with self._db.sessions() as session:
-            records = {sid: await session.get(SandboxRecord, sid) for sid in counts}
+            rows = await session.execute(
+                select(
+                    SandboxRecord.id,
+                    SandboxRecord.bandwidth_used_bytes,
+                    SandboxRecord.bandwidth_ingress_bytes,
+                ).where(SandboxRecord.id.in_(list(counts)))
+            )
+            stored = {sid: (used, received) for sid, used, received in rows}
         moved = {
             sid: count
             for sid, count in counts.items()
-            if (record := records[sid]) is not None
-            and (record.bandwidth_used_bytes, record.bandwidth_ingress_bytes)
-            != (count.sent_bytes, count.received_bytes)
+            if sid in stored and stored[sid] != (count.sent_bytes, count.received_bytes)
         }
         if moved:
             await self._save(moved)

@@ -331,7 +331,12 @@ class EgressFirewall(EgressLayer):
             installed = self._by_id.get(sandbox_id)
             if installed is None:
                 return None
-            counts = await self.counts(sandbox_id)
+            sent, received = await asyncio.gather(
+                self._counter(f"tx_{installed.ifname}"), self._counter(f"rx_{installed.ifname}")
+            )
+            counts = None
+            if sent is not None and received is not None:
+                counts = TrafficCounts(sent_bytes=sent, received_bytes=received)
             try:
                 await self._nft(remove_script(self.table, installed.ifname))
             except CommandFailed:
