@@ -62,7 +62,8 @@ def test_hosts_report_this_machine(server: HutchProcess) -> None:
     hosts = body["data"]["data"]
     assert len(hosts) == 1
     host = hosts[0]
-    assert set(host) == {"id", "status", "free_mib", "vm_count", "rootfses"}
+    # Seed 001's five fields, and the host's placement labels (for node_selector, issue 15).
+    assert set(host) == {"id", "status", "free_mib", "vm_count", "rootfses", "labels"}
     assert host["status"] == "active"
     assert host["vm_count"] == 0
     assert host["rootfses"] == []

@@ -65,16 +65,23 @@ class HostOut(BaseModel):
     free_mib: int = Field(description="Available memory in MiB.")
     vm_count: int = Field(description="Sandboxes on this host.")
     rootfses: list[str] = Field(description="Rootfs images built on this host.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Placement labels (HUTCH_HOST_LABELS) a create's node_selector matches.",
+    )
 
 
 @router.get("/hosts", summary="List hosts")
 async def list_hosts(services: ServicesDep, page: PageParams) -> JSend[Page[HostOut]]:
     """The hosts of the cluster, with their capacity and the images they have."""
     hosts, total = await services.hosts.list(limit=page.limit, offset=page.offset)
+    here = services.host_agent.host_id
     items = [
         HostOut(
-            id=h.id, status=h.status, free_mib=h.free_mib, vm_count=h.vm_count, rootfses=h.rootfses
+            id=h.id, status=h.status, free_mib=h.free_mib, vm_count=h.vm_count,
+            rootfses=h.rootfses,
+            labels=dict(services.settings.host_labels) if h.id == here else {},
         )
         for h in hosts
-    ]
+    ]  # fmt: skip
     return JSend(data=Page.of(items, total=total, limit=page.limit, offset=page.offset))

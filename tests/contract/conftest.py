@@ -1,0 +1,71 @@
+"""Contract tests: each module checks one resource of the CreateOS dialect against a real
+``hutch serve``, written from shared/reference/CREATEOS-API.md (field names, status codes,
+frames) and its §20 decisions, not from hutch's code. Control-plane shapes run on the fake
+driver; exec and files on runc."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hutch.host.drivers.fake import FakeDriver
+from tests.e2e.test_sandboxes_runc import runc_server
+from tests.support.images import fake_image
+from tests.support.server import HutchProcess, remove_instance, run_cli
+
+REGION = "contract-1"
+LABELS = "tier=gold,zone=a"
+FILES_MAX_BYTES = 1024 * 1024
+
+_users = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def fake_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HutchProcess]:
+    root = tmp_path_factory.mktemp("contract-fake")
+    fake_image(root / "images", "devbox:1")
+    server = HutchProcess(
+        root / "home",
+        env={"HUTCH_IMAGES_DIR": str(root / "images"), "HUTCH_REGION": REGION,
+             "HUTCH_HOST_LABELS": LABELS, "HUTCH_MONITOR_INTERVAL_S": "0.2"},
+    ).wait_ready()  # fmt: skip
+    yield server
+    server.stop()
+    # A stopped server leaves its sandboxes (here: plain processes) for a restart to adopt.
+    asyncio.run(FakeDriver(server.home / "fake-sandboxes").cleanup(set()))
+
+
+@pytest.fixture(scope="module")
+def runc(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[HutchProcess]:
+    server = runc_server(
+        tmp_path_factory.mktemp("contract-runc") / "home",
+        images,
+        env={"HUTCH_FILES_MAX_BYTES": str(FILES_MAX_BYTES), "HUTCH_MONITOR_INTERVAL_S": "0.2"},
+    )
+    yield server
+    server.stop()
+    remove_instance(server.home)
+
+
+def client_of(server: HutchProcess) -> httpx.Client:
+    """A client with a key of a user of its own (so counts start at zero)."""
+    key = run_cli(server.home, "keys", "create", "--user", f"c{next(_users)}").stdout.strip()
+    return server.client(key)
+
+
+@pytest.fixture
+def api(fake_server: HutchProcess) -> Iterator[httpx.Client]:
+    with client_of(fake_server) as client:
+        yield client
+
+
+@pytest.fixture
+def runc_api(runc: HutchProcess) -> Iterator[httpx.Client]:
+    with client_of(runc) as client:
+        client.timeout = httpx.Timeout(120)
+        yield client
