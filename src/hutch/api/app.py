@@ -30,6 +30,7 @@ from hutch.core.ratelimit import RateLimiter
 from hutch.core.sandboxes import SandboxService
 from hutch.core.sealing import MasterKeyUnavailable, SealedBox, load_master_key
 from hutch.core.self_signal import SelfSignals
+from hutch.core.shells import ShellService
 from hutch.core.ssh import SshService
 from hutch.core.tunnels import TunnelService
 from hutch.core.wallets import WalletAuth
@@ -114,6 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
             tunnels = TunnelService(sandboxes, agent, ssh)
             sandboxes.on_running(ssh.install_keys)
             sandboxes.on_stop(tunnels.close_sandbox)
+            processes = ProcessService(sandboxes)
             self_signals = SelfSignals(sandboxes)
             sandboxes.on_running(self_signals.watch)
             sandboxes.on_stop(self_signals.forget)
@@ -130,7 +132,8 @@ def create_app(settings: Settings) -> FastAPI:
                 host_agent=agent,
                 sandboxes=sandboxes,
                 egress=egress,
-                processes=ProcessService(sandboxes),
+                processes=processes,
+                shells=ShellService(processes),
                 ssh=ssh,
                 tunnels=tunnels,
                 networks=networks,

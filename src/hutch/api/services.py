@@ -15,6 +15,7 @@ from hutch.core.previews import PreviewService
 from hutch.core.processes import ProcessService
 from hutch.core.ratelimit import RateLimiter
 from hutch.core.sandboxes import SandboxService
+from hutch.core.shells import ShellService
 from hutch.core.ssh import SshService
 from hutch.core.tunnels import TunnelService
 from hutch.core.wallets import WalletAuth
@@ -36,6 +37,7 @@ class Services:
     sandboxes: SandboxService
     egress: EgressService
     processes: ProcessService
+    shells: ShellService
     ssh: SshService
     tunnels: TunnelService
     networks: NetworkService

@@ -13,6 +13,7 @@ from hutch.api.createos import (
     networks,
     processes,
     sandboxes,
+    shells,
 )
 
 __all__ = ["router"]
@@ -25,6 +26,7 @@ router.include_router(sandboxes.router)
 router.include_router(processes.router)
 router.include_router(egress.router)
 router.include_router(connections.router)
+router.include_router(shells.router)
 router.include_router(networks.router)
 router.include_router(disks.router)
 router.include_router(disks.attachments)
