@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -300,6 +301,21 @@ def test_a_sandbox_in_error_resumes_from_its_disk(client: TestClient) -> None:
     assert client.get(f"{url}/files", params={"path": "/kept.txt"}).content == b"kept"
     assert run(client, box["id"], cmd="echo back")["result"]["stdout"] == "back\n"
     assert client.post(f"{url}/resume").status_code == 200, "running: a no-op"
+
+
+def test_a_sandbox_in_error_with_nothing_left_cannot_resume(client: TestClient) -> None:
+    box = create(client)
+    url = f"/v1/sandboxes/{box['id']}"
+    driver = client.app.state.services.host_agent.driver  # type: ignore[attr-defined]
+    os.killpg(driver._pid(box["id"]), 9)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and client.get(url).json()["data"]["status"] != "error":
+        time.sleep(0.2)
+    shutil.rmtree(driver._dir(box["id"]) / "root")  # its disk is gone
+    refused = client.post(f"{url}/resume")
+    assert refused.status_code == 409 and "delete it" in refused.json()["data"]["status"]
+    assert client.get(url).json()["data"]["status"] == "error"
+    assert client.delete(url).json()["data"]["status"] == "destroyed"
 
 
 def test_a_failed_create_is_recorded_with_its_reason(client: TestClient) -> None:

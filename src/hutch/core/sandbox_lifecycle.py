@@ -393,13 +393,17 @@ class SandboxLifecycle(SandboxBase):
             mem_mib=record.mem_mib, disk_mib=record.disk_mib, link=link, env=dict(record.envs),
             pids_limit=self._settings.pids_limit,
         )  # fmt: skip
+        # As at create: the egress policy (and the like) is in place before its first packet.
+        await self._creating(record)
         try:
             await self._host.driver.restart(spec)
         except SandboxMissing as exc:
+            await self._stopped(record.id)
             await self._update(record.id, status=S.ERROR)
             raise Conflict(f"the sandbox cannot be started again: {exc} (delete it)",
                            field="status") from exc  # fmt: skip
         except DriverError as exc:
+            await self._stopped(record.id)
             await self._update(record.id, status=S.ERROR, reason=str(exc))
             raise Unavailable(f"the sandbox could not be started again: {exc}") from exc
         await self._disks.remount_all(record.id)
