@@ -480,3 +480,34 @@ def test_many_tunnels_at_once_each_carry_their_own_bytes(
 
     with ThreadPoolExecutor(24) as pool:
         assert all(pool.map(one, range(24)))
+
+
+def test_a_sandbox_access_token_tunnels_into_its_own_sandbox_only(
+    server: HutchProcess, key: str, api: httpx.Client, echo: dict[str, Any], keys: dict[str, Path]
+) -> None:
+    made = api.post(f"/v1/sandboxes/{echo['id']}/access-token")
+    assert made.status_code in (200, 201), made.text
+    token = made.json()["data"]["token"]
+    other = create(api)
+    try:
+        own = upgrade(server, f"/v1/sandboxes/{echo['id']}/tunnel/7007", {"X-Api-Key": token})
+        head, early = read_head(own)
+        assert head.startswith(b"HTTP/1.1 101")
+        own.sendall(b"delegated")
+        own.shutdown(socket.SHUT_WR)
+        assert read_all_from(own, early) == b"delegated"
+        own.close()
+        for path, status in ((f"/v1/sandboxes/{other['id']}/tunnel/22", b"404"),
+                             (f"/v1/sandboxes/{other['id']}/shell", b"404")):  # fmt: skip
+            sock = upgrade(server, path, {"X-Api-Key": token})
+            head, _ = read_head(sock)
+            sock.close()
+            assert head.split()[1] == status, head
+        # Keys would outlive the token: only the owner adds them.
+        public = keys["good"].with_suffix(".pub").read_text().strip()
+        added = httpx.post(f"{server.url}/v1/sandboxes/{echo['id']}/ssh-pubkeys",
+                           json={"keys": [public]}, headers={"X-Api-Key": token})  # fmt: skip
+        assert added.status_code == 403
+    finally:
+        api.delete(f"/v1/sandboxes/{echo['id']}/access-token")
+        api.delete(f"/v1/sandboxes/{other['id']}")
