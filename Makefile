@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.hutch-installed
 
 DEBS_RUN := python3 python3-venv ca-certificates iproute2 procps runc mmdebstrap nftables s3fs nginx \
-	e2fsprogs mount util-linux
+	e2fsprogs btrfs-progs mount util-linux
 DEBS_TEST := $(DEBS_RUN) postgresql-15 curl jq chromium tmux openssh-client
 
 CHAIN := tests/chain

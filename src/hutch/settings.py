@@ -136,6 +136,8 @@ class Settings(BaseSettings):
     monitor_interval_s: float = Field(default=2.0, gt=0)
 
     max_running_per_user: int = Field(default=50, ge=1)
+    max_disk_mib: int = Field(default=1024 * 1024, ge=256)
+    """The largest writable disk a sandbox may have, at create or by resize (MiB)."""
     sandbox_max_timeout_s: float = Field(default=7 * 24 * 3600, gt=0)
     """The longest a sandbox may be given to live (Nullspace's ``timeout_ms``)."""
     max_json_body_bytes: int = Field(default=1024 * 1024, ge=1024)

@@ -215,3 +215,36 @@ async def test_restart_starts_a_dead_sandbox_again_from_its_disk(
     await driver.destroy(spec.id)
     with pytest.raises(SandboxMissing):
         await driver.restart(spec)
+
+
+async def test_resize_disk_grows_it_online_running_or_paused_and_only_grows(
+    driver: Driver, pool: LinkPool
+) -> None:
+    spec = spec_for(pool, disk_mib=300)
+    started = await driver.create(spec)
+    await output_of(driver, spec.id, "echo kept > /tmp/before-resize")
+    assert await driver.disk_mib(spec.id) == 300
+
+    await driver.resize_disk(spec.id, 400)
+    assert await driver.disk_mib(spec.id) == 400
+    for smaller_or_same in (400, 399, 1):
+        with pytest.raises(DriverError):
+            await driver.resize_disk(spec.id, smaller_or_same)
+        assert await driver.disk_mib(spec.id) == 400
+
+    await driver.pause(spec.id)
+    await driver.resize_disk(spec.id, 512)
+    await driver.resume(spec.id)
+    assert await driver.disk_mib(spec.id) == 512
+    assert await output_of(driver, spec.id, "cat /tmp/before-resize") == "kept\n"
+    now = await driver.get(spec.id)
+    assert now is not None and now.pid == started.pid  # not restarted
+    if driver.capabilities.disk_limit:
+        # The sandbox itself sees the new size at once.
+        size = await output_of(driver, spec.id, "df -m --output=size / | tail -1")
+        assert 480 <= int(size) <= 512, size
+
+    with pytest.raises(SandboxMissing):
+        await driver.resize_disk("sb_missing", 1024)
+    with pytest.raises(SandboxMissing):
+        await driver.disk_mib("sb_missing")

@@ -27,7 +27,6 @@ from hutch.core.previews import new_token
 from hutch.core.sandbox_base import SandboxBase
 from hutch.core.sandbox_requests import (
     MAX_AUTO_PAUSE_S,
-    MAX_DISK_MIB,
     MIN_DISK_MIB,
     SandboxCreate,
     SandboxPatch,
@@ -176,9 +175,11 @@ class SandboxLifecycle(SandboxBase):
                 field="rootfs",
             )
         disk_mib = request.disk_mib or shape.default_disk_mib
-        if not MIN_DISK_MIB <= disk_mib <= MAX_DISK_MIB:
+        if not MIN_DISK_MIB <= disk_mib <= self._settings.max_disk_mib:
             raise InvalidInput(
-                f"disk_mib must be between {MIN_DISK_MIB} and {MAX_DISK_MIB}", field="disk_mib"
+                f"disk_mib must be between {MIN_DISK_MIB} and {self._settings.max_disk_mib} "
+                "(HUTCH_MAX_DISK_MIB)",
+                field="disk_mib",
             )
         if request.name is not None and (problem := name_problem(request.name)):
             raise InvalidInput(problem, field="name")

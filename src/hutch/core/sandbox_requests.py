@@ -13,7 +13,6 @@ from hutch.store.models import SandboxRecord
 __all__ = [
     "ENV_KEY",
     "MAX_AUTO_PAUSE_S",
-    "MAX_DISK_MIB",
     "MAX_ENVS",
     "MAX_ENVS_BYTES",
     "MAX_ENV_VALUE_BYTES",
@@ -32,7 +31,6 @@ __all__ = [
 
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 MIN_DISK_MIB = 256
-MAX_DISK_MIB = 1024 * 1024
 MAX_AUTO_PAUSE_S = 24 * 3600
 MAX_PATH = 4096
 # CreateOS's limits on a sandbox's envs (values are UTF-8 bytes; the total counts names too).

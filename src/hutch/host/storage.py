@@ -1,9 +1,15 @@
 """A sandbox's root filesystem: the image, read-only, under a writable layer of its own.
 
-The writable layer is an ext4 filesystem in a sparse file, loop-mounted, so ``disk_mib``
-is a real limit: writing past it fails with ENOSPC inside the sandbox, never on the host.
-A formatted, empty layer of each size is kept as a template; a new layer is a sparse copy
-of it (a few MiB of metadata), which is much faster than formatting.
+The writable layer is a filesystem in a sparse file, loop-mounted, so ``disk_mib`` is a
+real limit: writing past it fails with ENOSPC inside the sandbox, never on the host. A
+formatted, empty layer of each size is kept as a template; a new layer is a sparse copy of
+it (a few MiB of metadata), which is much faster than formatting.
+
+The layer is btrfs because it grows while mounted with CAP_SYS_ADMIN alone (``resize``):
+ext4's online resize also needs CAP_SYS_RESOURCE, which a host agent in a container often
+lacks. Each copy gets a fresh filesystem id (``btrfstune -m``, instant), so kernels before
+6.7 can mount many copies of one template at once.
+Layers made as ext4 by an earlier hutch keep working and grow with ``resize2fs``.
 """
 
 from __future__ import annotations
@@ -16,7 +22,13 @@ from pathlib import Path
 
 from hutch.host.proc import CommandFailed, run
 
-__all__ = ["SandboxRootfs", "mounts_under"]
+__all__ = ["LayerCannotGrow", "SandboxRootfs", "mounts_under"]
+
+MIB = 1024 * 1024
+
+
+class LayerCannotGrow(Exception):
+    """The writable layer was not grown; it keeps its size and every file. Says why."""
 
 
 def mounts_under(directory: Path) -> list[Path]:
@@ -45,6 +57,7 @@ class SandboxRootfs:
         """Make the disk and mount the overlay. On failure, call :meth:`remove`."""
         template = await self._template(disk_mib)
         await run("cp", "--sparse=always", str(template), str(self.disk))
+        await run("btrfstune", "-f", "-m", str(self.disk))
         self.layer.mkdir()
         await run("mount", "-o", "loop,noatime", str(self.disk), str(self.layer))
         (self.layer / "upper").mkdir()
@@ -65,6 +78,40 @@ class SandboxRootfs:
         options = f"lowerdir={image},upperdir={self.layer / 'upper'},workdir={self.layer / 'work'}"
         await run("mount", "-t", "overlay", "overlay", "-o", options, str(self.rootfs))
 
+    def size_mib(self) -> int:
+        """The size of the writable layer's disk, in MiB."""
+        return self.disk.stat().st_size // MIB
+
+    async def grow(self, disk_mib: int) -> None:
+        """Grow the mounted writable layer to ``disk_mib`` MiB: the file, the loop device over
+        it, then the filesystem, online. Whoever uses the layer sees the space at once.
+
+        Raises :class:`LayerCannotGrow` (with nothing changed) if ``disk_mib`` is not larger
+        than the layer, if the layer is not mounted, or if a step fails; a failed step is
+        undone while the filesystem still has its old size, so no file is ever at risk.
+        """
+        mounted = await asyncio.to_thread(_mount_of, self.layer)
+        if mounted is None:
+            raise LayerCannotGrow("the sandbox's disk is not mounted on this host")
+        device, fstype = mounted
+        old_size = self.disk.stat().st_size
+        if disk_mib * MIB <= old_size:
+            raise LayerCannotGrow(f"the disk has {old_size // MIB} MiB already; it only grows")
+        before = os.statvfs(self.layer)
+        await asyncio.to_thread(os.truncate, self.disk, disk_mib * MIB)
+        try:
+            await run("losetup", "-c", device)
+            if fstype == "btrfs":
+                await run("btrfs", "filesystem", "resize", "max", str(self.layer))
+            else:
+                await run("resize2fs", device)
+        except CommandFailed as exc:
+            after = os.statvfs(self.layer)
+            if after.f_blocks * after.f_frsize <= before.f_blocks * before.f_frsize:
+                await asyncio.to_thread(os.truncate, self.disk, old_size)
+                await run("losetup", "-c", device, check=False)
+            raise LayerCannotGrow(f"{exc.argv[0]} failed: {exc.detail}") from exc
+
     async def remove(self) -> None:
         """Unmount everything under the directory (the loop device goes with it)."""
         for point in await asyncio.to_thread(mounts_under, self.directory):
@@ -74,22 +121,33 @@ class SandboxRootfs:
                 await run("umount", "-l", str(point), check=False)
 
     async def _template(self, disk_mib: int) -> Path:
-        path = self.templates / f"ext4-{disk_mib}m.img"
+        path = self.templates / f"btrfs-{disk_mib}m.img"
         if path.exists():
             return path
         self.templates.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.{id(self)}.tmp")
         try:
             await run("truncate", "-s", f"{disk_mib}M", str(partial))
-            await run(
-                "mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
-                "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", str(partial),
-            )  # fmt: skip
+            # Mixed block groups waste nothing on a small disk; on a large one btrfs is
+            # faster with data and metadata apart (single copies: the host keeps the file).
+            layout = ("--mixed",) if disk_mib < 1024 else ("-m", "single", "-d", "single")
+            await run("mkfs.btrfs", "-q", "-f", *layout, str(partial))
             partial.rename(path)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
         return path
+
+
+def _mount_of(point: Path) -> tuple[str, str] | None:
+    """The device and filesystem type mounted at ``point``, if anything is."""
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            fields = line.split()
+            if fields[4].replace("\\040", " ") == str(point):
+                after = fields[fields.index("-") + 1 :]
+                return after[1], after[0]
+    return None
 
 
 def remove_tree(directory: Path) -> None:

@@ -12,6 +12,7 @@ from hutch.api.createos import (
     identity,
     networks,
     processes,
+    resize,
     sandboxes,
     shells,
 )
@@ -31,3 +32,4 @@ router.include_router(networks.router)
 router.include_router(disks.router)
 router.include_router(disks.attachments)
 router.include_router(access_tokens.router)
+router.include_router(resize.router)

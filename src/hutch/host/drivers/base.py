@@ -13,6 +13,10 @@ conformance suite (``tests/integration/test_driver_conformance.py``):
   reports and the one in its ``/etc/hostname`` and ``/etc/hosts``.
 - ``get`` and ``list_sandboxes`` report what really runs on the host, not what was asked for, so
   the host agent can reconcile the store with them after a restart.
+- ``resize_disk`` grows the writable disk of a running or paused sandbox in place: no
+  restart, programs inside see the new size at once, every file stays. It only grows; a
+  size at or below the current one is a :class:`DriverError`. If it raises, the disk keeps
+  its old size and its files. ``disk_mib`` reports the size the disk has now.
 - ``open_port`` connects to a TCP port inside the sandbox (tunnels, SSH), never to one
   of the host's own.
 - ``cleanup`` removes leftovers of sandboxes not in ``keep``: processes, mounts, netns,
@@ -139,6 +143,16 @@ class Driver(ABC):
     @abstractmethod
     async def cleanup(self, keep: set[str]) -> list[str]:
         """Remove the leftovers of every sandbox not in ``keep``; return what was removed."""
+
+    @abstractmethod
+    async def resize_disk(self, sandbox_id: str, disk_mib: int) -> None:
+        """Grow the sandbox's writable disk to ``disk_mib`` MiB, online. Raises
+        :class:`DriverError` (nothing changed) when that is not larger or the growth fails,
+        :class:`SandboxMissing` when the sandbox is not on this host."""
+
+    @abstractmethod
+    async def disk_mib(self, sandbox_id: str) -> int:
+        """The size of the sandbox's writable disk now, in MiB. Raises :class:`SandboxMissing`."""
 
     @abstractmethod
     async def open_port(

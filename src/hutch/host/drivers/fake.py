@@ -60,6 +60,7 @@ class FakeDriver(Driver):
         if directory.exists():
             raise DriverError(f"sandbox {spec.id} already exists")
         (directory / "root" / "etc").mkdir(parents=True)
+        (directory / "disk_mib").write_text(str(spec.disk_mib))
         try:
             info = await self._start(spec)
             if self.fail_next_create is not None:
@@ -162,6 +163,20 @@ class FakeDriver(Driver):
 
     async def resume(self, sandbox_id: str) -> None:
         await self._signal(sandbox_id, signal.SIGCONT)
+
+    async def resize_disk(self, sandbox_id: str, disk_mib: int) -> None:
+        current = await self.disk_mib(sandbox_id)
+        if disk_mib <= current:
+            raise DriverError(f"the disk of {sandbox_id} has {current} MiB already; it only grows")
+        (self._dir(sandbox_id) / "disk_mib").write_text(str(disk_mib))
+
+    async def disk_mib(self, sandbox_id: str) -> int:
+        """The fake keeps no disk of its own (its sandboxes write to the host); it keeps the
+        size it was given and grown to, so the service around it behaves as with runc."""
+        pid = self._pid(sandbox_id)
+        if pid is None or not _alive(pid):
+            raise SandboxMissing(f"no sandbox {sandbox_id}")
+        return int((self._dir(sandbox_id) / "disk_mib").read_text())
 
     async def open_port(
         self, sandbox_id: str, port: int, *, own_address: str | None = None

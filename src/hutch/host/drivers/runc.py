@@ -46,7 +46,7 @@ from hutch.host.link import SandboxLink, list_netns
 from hutch.host.networks import BridgeNetworks
 from hutch.host.ports import connect_port
 from hutch.host.proc import CommandFailed, run
-from hutch.host.storage import SandboxRootfs, mounts_under, remove_tree
+from hutch.host.storage import LayerCannotGrow, SandboxRootfs, mounts_under, remove_tree
 
 __all__ = ["RuncDriver", "instance_tag"]
 
@@ -286,6 +286,23 @@ class RuncDriver(Driver):
                       sys.executable, "-S", "-c", setter, hostname)  # fmt: skip
         except CommandFailed as exc:
             raise DriverError(f"cannot set the hostname of {sandbox_id}: {exc.detail}") from exc
+
+    async def resize_disk(self, sandbox_id: str, disk_mib: int) -> None:
+        disk = await self._disk_of(sandbox_id)
+        try:
+            await disk.grow(disk_mib)
+        except LayerCannotGrow as exc:
+            raise DriverError(f"the disk of {sandbox_id} was not grown: {exc}") from exc
+
+    async def disk_mib(self, sandbox_id: str) -> int:
+        return (await self._disk_of(sandbox_id)).size_mib()
+
+    async def _disk_of(self, sandbox_id: str) -> SandboxRootfs:
+        info = await self.get(sandbox_id)
+        disk = SandboxRootfs(self._dir(sandbox_id), templates=self.templates)
+        if info is None or info.state == RuntimeState.STOPPED or not disk.disk.exists():
+            raise SandboxMissing(f"no running sandbox {sandbox_id} on this host")
+        return disk
 
     async def open_port(
         self, sandbox_id: str, port: int, *, own_address: str | None = None
