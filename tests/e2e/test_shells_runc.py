@@ -146,3 +146,22 @@ def test_another_users_sandbox_is_a_jsend_404_before_any_upgrade(
     with pytest.raises(InvalidStatus) as anonymous:
         connect(url)
     assert anonymous.value.response.status_code == 401
+
+
+def test_a_client_gone_before_the_switch_leaves_no_shell_behind(
+    server: HutchProcess, key: str, api: httpx.Client, box: dict[str, Any]
+) -> None:
+    before = {p["process_id"] for p in shells_of(api, box)}
+    for _ in range(3):
+        sock = upgrade(server, f"/v1/sandboxes/{box['id']}/shell", {"X-Api-Key": key})
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # a reset, right behind the request
+    # The shells are made, then ended once the server sees the client gone: the list must
+    # come back to what it was and stay so (a leaked shell would stay in it for good).
+    clean = 0
+    for _ in range(300):
+        clean = 0 if {p["process_id"] for p in shells_of(api, box)} - before else clean + 1
+        if clean == 30:
+            return
+        time.sleep(0.1)
+    raise AssertionError("a shell was left running for a client that went away")

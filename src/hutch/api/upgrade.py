@@ -92,6 +92,8 @@ class UpgradingH11Protocol(H11Protocol):
         cycle = self.cycle
         if cycle is None or cycle.response_started:
             raise RuntimeError("the response has already started; too late to upgrade")
+        if cycle.disconnected or self.transport.is_closing():
+            raise ConnectionResetError("the client went away before the switch")
         switch = h11.InformationalResponse(
             status_code=101,
             headers=[(b"connection", b"Upgrade"), (b"upgrade", protocol)],
@@ -142,9 +144,18 @@ class UpgradeResponse(Response):
     Errors in the handler are logged, not answered: the HTTP exchange is over by then.
     """
 
-    def __init__(self, handler: RawHandler, *, protocol: str = "tcp-tunnel") -> None:
+    def __init__(
+        self,
+        handler: RawHandler,
+        *,
+        abandon: Callable[[], Awaitable[None]] | None = None,
+        protocol: str = "tcp-tunnel",
+    ) -> None:
         super().__init__(status_code=101)
         self.handler = handler
+        self.abandon = abandon
+        """Called instead of ``handler`` when the client went away before the switch, to
+        release what the route opened for it."""
         self.protocol = protocol.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -152,7 +163,12 @@ class UpgradeResponse(Response):
         # h11 can switch only once the request is complete: read the (empty) body first.
         while (await receive()).get("more_body"):
             pass
-        reader, writer = takeover(self.protocol)
+        try:
+            reader, writer = takeover(self.protocol)
+        except ConnectionError:
+            if self.abandon is not None:
+                await self.abandon()
+            return
         try:
             await self.handler(reader, writer)
         except Exception:

@@ -91,4 +91,7 @@ async def tunnel(
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await services.tunnels.run(opened, reader, writer)
 
-    return UpgradeResponse(handler)
+    async def abandon() -> None:
+        opened.sock.close()
+
+    return UpgradeResponse(handler, abandon=abandon)

@@ -76,7 +76,10 @@ async def shell(
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await shells.run_framed(opened, reader, writer)
 
-    return UpgradeResponse(handler)
+    async def abandon() -> None:
+        await shells.hang_up(opened)
+
+    return UpgradeResponse(handler, abandon=abandon)
 
 
 @router.websocket("/shell-ws")
