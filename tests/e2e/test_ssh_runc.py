@@ -358,16 +358,15 @@ def test_the_tunnel_splices_tcp_byte_for_byte_both_ways_with_half_close(
 def test_hutch_tunnel_listens_locally_and_forwards_each_connection(
     server: HutchProcess, key: str, echo: dict[str, Any]
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        local = probe.getsockname()[1]
     listener = subprocess.Popen(
-        [*HUTCH, "tunnel", echo["name"], "--local", str(local), "--remote", "7007"],
+        [*HUTCH, "tunnel", echo["name"], "--local", "0", "--remote", "7007"],
         env=client_env(server, key), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert listener.stderr is not None
-        assert "forwarding" in listener.stderr.readline()
+        said = listener.stderr.readline()
+        assert said.startswith("forwarding 127.0.0.1:"), said
+        local = int(said.split()[1].split(":")[1])
         for round_trip in range(3):
             with socket.create_connection(("127.0.0.1", local), timeout=60) as conn:
                 message = f"hello {round_trip}".encode() * 1000

@@ -41,7 +41,8 @@ def tunnel(
         int | None, typer.Argument(help="The port inside, joined to stdin/stdout.")
     ] = None,
     local: Annotated[
-        int | None, typer.Option("--local", help="Listen on this local port (with --remote).")
+        int | None,
+        typer.Option("--local", help="Listen on this local port (with --remote; 0: any free one)."),
     ] = None,
     remote: Annotated[
         int | None, typer.Option("--remote", help="The port inside the sandbox (with --local).")
@@ -127,7 +128,8 @@ def _listen(resolved: ClientConfig, sandbox: str, bind: str, local: int, remote:
             fail(f"cannot listen on {bind}:{local}: {exc.strerror or exc}",
                  hint="pick another --local port, or --bind address")  # fmt: skip
         async with server:
-            print(f"forwarding {bind}:{local} to port {remote} of {sandbox} (Ctrl-C to stop)",
+            port = server.sockets[0].getsockname()[1]  # --local 0: the port the system chose
+            print(f"forwarding {bind}:{port} to port {remote} of {sandbox} (Ctrl-C to stop)",
                   file=sys.stderr, flush=True)  # fmt: skip
             await server.serve_forever()
         return 0
