@@ -441,3 +441,25 @@ def test_a_restart_applies_the_stored_rules_again(
             if server is not None:
                 server.stop()
         remove_instance(home)
+
+
+def test_the_closed_default_gives_no_rules_nothing_and_star_everything(
+    tmp_path: Path, images: Path, internet: Internet
+) -> None:
+    home = tmp_path / "home"
+    server = runc_server(home, images, pool=own_pool(internet, 98),
+                         env={**ENV, "HUTCH_EGRESS_DEFAULT": "closed"})  # fmt: skip
+    try:
+        key = run_cli(home, "keys", "create", "--user", "closed").stdout.strip()
+        a = internet.address("example.test")
+        with server.client(key) as api:
+            shut, star = create(api), create(api, egress=["*"])
+            assert refused(api, shut, a, 80)
+            assert reaches(api, star, a, 80)
+            api.put(f"/v1/sandboxes/{shut['id']}/egress", json={"egress": [a]})
+            assert reaches(api, shut, a, 80)
+            for sandbox in (shut, star):
+                api.delete(f"/v1/sandboxes/{sandbox['id']}")
+    finally:
+        server.stop()
+        remove_instance(home)

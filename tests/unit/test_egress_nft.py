@@ -90,6 +90,7 @@ def test_a_policy_is_installed_replaced_and_removed_in_one_transaction_each(netn
     text = shown(netns, "table", "inet", wall.table)
     assert f'"{IF}" : goto e_{IF}' in text
     assert "quota over 10000 bytes used 1234 bytes goto refuse" in text
+    assert "ip saddr != 10.93.0.2 drop" in text, "no forged sources"
     assert "198.18.1.5 . 8080" in text and "198.18.0.0/24" in text
     counters = {i["counter"]["name"]: i["counter"]["bytes"]  # type: ignore[index]
                 for i in listing(netns, "counters", "table", "inet", wall.table)

@@ -6,9 +6,10 @@ there, then ``iifname vmap @egress_links`` jumps, in one hash lookup, to the san
 own chain; a sandbox with no entry is refused. Per sandbox (``<if>`` is the host end of
 its link, ``hv…``):
 
-- ``e_<if>``: open, or the policy: ``a_<if>`` (blocks, every port), ``ap_<if>`` (block .
-  port), and the addresses its DNS lookups allowed, ``d_<if>`` and ``dp_<if>`` (with
-  timeouts; see :meth:`EgressFirewall.allow_resolved`). Anything else is refused.
+- ``e_<if>``: its own source address only (a forged one is dropped), then open, or the
+  policy: ``a_<if>`` (blocks, every port), ``ap_<if>`` (block . port), and the addresses
+  its DNS lookups allowed, ``d_<if>`` and ``dp_<if>`` (with timeouts; see
+  :meth:`EgressFirewall.allow_resolved`). Anything else is refused.
 - ``m_<if>``: the meter: a ``quota`` of what is left (refused when it runs out), then the
   ``tx_<if>`` counter and accept. Replies coming back count in ``rx_<if>``.
 
@@ -182,6 +183,9 @@ def apply_script(
         )
     lines.append(f'add rule {t} {n["m"]} counter name "{n["tx"]}" accept')
     lines += [f"add chain {t} {n['e']}", f"flush chain {t} {n['e']}"]
+    # Root inside has CAP_NET_RAW: a packet with any source but its own would leave
+    # unmasqueraded (or as another sandbox's).
+    lines.append(f"add rule {t} {n['e']} ip saddr != {IPv4Address(spec.ip)} drop")
     if spec.restricted:
         lines += [
             f"add rule {t} {n['e']} ip daddr @{n['a']} goto {n['m']}",
