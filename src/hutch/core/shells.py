@@ -23,7 +23,7 @@ import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from hutch.core.errors import HutchError
+from hutch.core.errors import Conflict, HutchError
 from hutch.core.identity import Principal
 from hutch.core.processes import (
     OutputData,
@@ -148,7 +148,10 @@ class ShellService:
     async def _take_frames(self, shell: Shell, reader: asyncio.StreamReader) -> None:
         async for kind, payload in read_frames(reader):
             if kind == FRAME_INPUT:
-                await self.write(shell, payload)
+                # Typed after the shell exited: dropped; the output side ends the session
+                # once the last output is out.
+                with contextlib.suppress(Conflict):
+                    await self.write(shell, payload)
             elif kind == FRAME_RESIZE and len(payload) == _SIZE.size:
                 rows, cols = _SIZE.unpack(payload)
                 with contextlib.suppress(HutchError):  # an impossible size is skipped
