@@ -165,4 +165,3 @@ def test_a_client_gone_before_the_switch_leaves_no_shell_behind(
             return
         time.sleep(0.1)
     raise AssertionError("a shell was left running for a client that went away")
-
