@@ -118,7 +118,7 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="hutch-bench-tunnel-")) / "home"
     server = HutchProcess(home, env={"HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(IMAGES),
-                                     "HUTCH_LINK_POOL": "10.96.0.0/16"}).wait_ready()  # fmt: skip
+                                     "HUTCH_LINK_POOL": "10.99.0.0/16"}).wait_ready()  # fmt: skip
     assert server.admin_key
     key = server.admin_key
     report: dict[str, Any] = {"benchmark": "tunnel", "echo_bytes": size}

@@ -26,7 +26,7 @@ from tests.support.server import HutchProcess, remove_instance, run_cli
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[HutchProcess]:
-    pool = f"10.95.{(os.getpid() % 60) * 4}.0/22"
+    pool = f"10.98.{(os.getpid() % 60) * 4}.0/22"
     process = runc_server(tmp_path_factory.mktemp("shells") / "home", images, pool=pool)
     yield process
     process.stop()
