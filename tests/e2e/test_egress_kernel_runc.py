@@ -282,6 +282,7 @@ def test_a_deleted_sandbox_leaves_nothing_in_the_ruleset(
     after = table(server)
     for box in boxes:
         assert host_interface(tag, box["id"]) not in after, after
+    assert leftovers(server.home)["egress"] == []
 
 
 # -- bandwidth ------------------------------------------------------------------------------

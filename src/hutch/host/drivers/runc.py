@@ -358,10 +358,15 @@ class RuncDriver(Driver):
         loops = (await run("losetup", "--list", "--noheadings", "-O", "BACK-FILE")).stdout.decode()
         networks = BridgeNetworks(tag=self.tag)
         admitted = await run("nft", "list", "table", "bridge", f"hutch-{self.tag}", check=False)
+        inet = await run("nft", "list", "table", "inet", f"hutch-{self.tag}", check=False)
         return {
             "bridges": networks.bridges(),
             "ports": networks.ports(),
             "admitted": sorted(set(re.findall(r'"(hp\w+)"', admitted.stdout.decode()))),
+            # Egress sets, chains, counters and map elements are all named after the link.
+            "egress": sorted(
+                set(re.findall(r"\b(?:e|m|a|ap|d|dp|tx|rx)_(hv\w+)", inet.stdout.decode()))
+            ),
             "runc": runc,
             "mounts": mounts,
             "directories": directories,
