@@ -123,7 +123,7 @@ COMMANDS = [
     "sandbox resume", "exec", "cp", "shell", "network", "network create", "network ls",
     "network get", "network rm", "network attach", "network detach", "disk", "disk register",
     "disk ls", "disk get", "disk rm", "disk attach", "disk detach", "preview", "deploy", "ssh",
-    "tunnel",
+    "tunnel", "egress", "bandwidth",
 ]  # fmt: skip
 
 

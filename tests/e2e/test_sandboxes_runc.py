@@ -25,11 +25,14 @@ import pytest
 from hutch.host.drivers.runc import RuncDriver, instance_tag
 from tests.support.server import HutchProcess, remove_instance, run_cli
 
-_pools = itertools.count()
+# Test sessions run side by side on one machine (several checkouts at once): each starts
+# at its own place in the 64 pools, so two sessions' servers rarely share a link pool (two
+# sandboxes on one /30 in two instances would steal each other's routes).
+_pools = itertools.count(os.getpid() % 64)
 
 
 def new_pool() -> str:
-    return f"10.91.{(next(_pools) % 60) * 4}.0/22"
+    return f"10.91.{(next(_pools) % 64) * 4}.0/22"
 
 
 def runc_server(

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from hutch.cli import deploy, images, keys, resources, sandboxes, shell, tunnel
+from hutch.cli import deploy, egress, images, keys, resources, sandboxes, shell, tunnel
 from hutch.cli.common import DatabaseOpt, HomeOpt, fail, load_settings
 
 __all__ = ["app", "main"]
@@ -32,6 +32,8 @@ app.command("tunnel")(tunnel.tunnel)
 app.add_typer(resources.networks, name="network")
 app.add_typer(resources.disks, name="disk")
 app.command("preview")(resources.preview)
+app.command("egress")(egress.egress)
+app.command("bandwidth")(egress.bandwidth)
 app.command("deploy")(deploy.deploy)
 
 

@@ -108,6 +108,14 @@ def create(
         float | None,
         typer.Option("--timeout", min=1, help="Seconds until the server destroys it."),
     ] = None,
+    egress: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--egress",
+            help="Allow only this destination out (host, host:port, *.host, ip, cidr…), "
+            "repeatable; none: open (see `hutch egress`).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     api_url: ApiUrlOpt = None,
@@ -116,6 +124,7 @@ def create(
     """Start a sandbox and print it once it runs.
 
     Example:  hutch sandbox create --name dev --rootfs devbox:1 -e DEBUG=1 --timeout 3600
+              hutch sandbox create --egress pypi.org --egress '*.pythonhosted.org:443'
     """
     options: SandboxOptions = {}
     if shape is not None:
@@ -130,6 +139,8 @@ def create(
         options["networks"] = list(network)
     if timeout is not None:
         options["timeout"] = timeout
+    if egress:
+        options["egress"] = list(egress)
 
     async def action(client: AsyncClient) -> SandboxInfo:
         return (await AsyncSandbox.create(client=client, **options)).info

@@ -24,6 +24,7 @@ from hutch.sdk.commands import (
     OutputEvent,
 )
 from hutch.sdk.disks import AsyncDisk, DiskAttachment, DiskInfo, DiskMount
+from hutch.sdk.egress import AsyncEgress, Bandwidth
 from hutch.sdk.errors import (
     AuthenticationError,
     CommandError,
@@ -48,18 +49,20 @@ from hutch.sdk.processes import (
     ProcessOutputLost,
 )
 from hutch.sdk.sandbox import AsyncSandbox, SandboxInfo, SandboxOptions
-from hutch.sdk.sync import Client, Commands, Disk, Files, Network, Processes, Sandbox
+from hutch.sdk.sync import Client, Commands, Disk, Egress, Files, Network, Processes, Sandbox
 
 __all__ = [
     "DEFAULT_API_URL",
     "AsyncClient",
     "AsyncCommands",
     "AsyncDisk",
+    "AsyncEgress",
     "AsyncFiles",
     "AsyncNetwork",
     "AsyncProcesses",
     "AsyncSandbox",
     "AuthenticationError",
+    "Bandwidth",
     "Client",
     "ClientConfig",
     "CommandError",
@@ -72,6 +75,7 @@ __all__ = [
     "DiskAttachment",
     "DiskInfo",
     "DiskMount",
+    "Egress",
     "ErrorEvent",
     "ExecOptions",
     "ExitEvent",

@@ -17,6 +17,7 @@ from hutch.sdk._resource import AsyncResource
 from hutch.sdk.client import AsyncClient, resolve_client
 from hutch.sdk.commands import AsyncCommands
 from hutch.sdk.disks import DiskAttachment, DiskMount
+from hutch.sdk.egress import AsyncEgress, Bandwidth, fetch_bandwidth, recharge_bandwidth
 from hutch.sdk.errors import HutchError
 from hutch.sdk.files import AsyncFiles
 from hutch.sdk.processes import AsyncProcesses
@@ -43,6 +44,7 @@ class SandboxOptions(TypedDict, total=False):
     """Seconds until the server destroys the sandbox; default: it lives until killed."""
     disk_mib: int
     egress: Sequence[str]
+    """Egress rules (see :mod:`hutch.sdk.egress`); default: none, open."""
     ingress_enabled: bool
     auto_pause_after_seconds: int
     host_id: str
@@ -66,6 +68,8 @@ class SandboxInfo:
     spawn_ms: int | None
     envs: tuple[str, ...]
     """The names of its environment variables (values are never returned)."""
+    egress: tuple[str, ...]
+    """Its egress rules; ``()`` is open (see :mod:`hutch.sdk.egress`)."""
     ingress_url_template: str | None
     reason: str | None
     """Why it failed, when it did."""
@@ -79,7 +83,7 @@ class SandboxInfo:
             ip=data.get("ip"), shape=data.get("shape", ""), rootfs=data.get("rootfs", ""),
             vcpu=data.get("vcpu"), mem_mib=data.get("mem_mib"), disk_mib=data.get("disk_mib"),
             created_at=parse_time(data.get("created_at")), spawn_ms=data.get("spawn_ms"),
-            envs=tuple(data.get("envs") or ()),
+            envs=tuple(data.get("envs") or ()), egress=tuple(data.get("egress") or ()),
             ingress_url_template=data.get("ingress_url_template"), reason=data.get("reason"),
             raw=dict(data),
         )  # fmt: skip
@@ -106,6 +110,7 @@ class AsyncSandbox(AsyncResource[SandboxInfo]):
         self.commands = AsyncCommands(client.transport, info.id)
         self.files = AsyncFiles(client.transport, info.id)
         self.processes = AsyncProcesses(client.transport, info.id)
+        self.egress = AsyncEgress(client.transport, info.id)
 
     @property
     def status(self) -> str:
@@ -225,6 +230,16 @@ class AsyncSandbox(AsyncResource[SandboxInfo]):
         )  # fmt: skip
         return str(data["url"])
 
+    async def bandwidth(self) -> Bandwidth:
+        """Its outbound internet quota, what it used and whether it is capped."""
+        return await fetch_bandwidth(self.client.transport, self.id)
+
+    async def recharge(self, add_bytes: int) -> Bandwidth:
+        """Add ``add_bytes`` to its bandwidth quota (a no-op when unmetered); a capped
+        sandbox's traffic flows again once the quota is above what it used. Not retried:
+        a recharge whose answer was lost may have been applied."""
+        return await recharge_bandwidth(self.client.transport, self.id, add_bytes)
+
     async def list_disks(self) -> builtins.list[DiskAttachment]:
         """The disks mounted in this sandbox, each with its ``mount_status``."""
         items = await self.client.transport.pages(
@@ -284,6 +299,8 @@ async def _create_body(client: AsyncClient, options: SandboxOptions) -> dict[str
     if "envs" in options:
         body["envs"] = dict(options["envs"])
     if "egress" in options:
+        if isinstance(options["egress"], str):
+            raise TypeError("egress is a list of rules, not one string")
         body["egress"] = list(options["egress"])
     if "networks" in options:
         body["networks"] = [{"id": ident(n)} for n in options["networks"]]

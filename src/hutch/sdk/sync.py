@@ -28,13 +28,14 @@ from hutch.sdk.commands import (
     OutputCallback,
 )
 from hutch.sdk.disks import AsyncDisk, DiskAttachment, DiskInfo
+from hutch.sdk.egress import AsyncEgress, Bandwidth
 from hutch.sdk.errors import HutchError
 from hutch.sdk.files import AsyncFiles, FileSource
 from hutch.sdk.networks import AsyncNetwork, NetworkInfo, NetworkMember
 from hutch.sdk.processes import AsyncProcesses, ProcessEvent, ProcessInfo
 from hutch.sdk.sandbox import AsyncSandbox, SandboxInfo, SandboxOptions
 
-__all__ = ["Client", "Commands", "Disk", "Files", "Network", "Processes", "Sandbox"]
+__all__ = ["Client", "Commands", "Disk", "Egress", "Files", "Network", "Processes", "Sandbox"]
 
 T = TypeVar("T")
 AioT = TypeVar("AioT")
@@ -296,6 +297,16 @@ class Processes(_Blocking[AsyncProcesses]):
         return self._run(self.aio.kill(process_id, grace_ms=grace_ms))
 
 
+class Egress(_Blocking[AsyncEgress]):
+    """Blocking ``sandbox.egress``; see :class:`~hutch.sdk.egress.AsyncEgress`."""
+
+    def get(self) -> builtins.list[str]:
+        return self._run(self.aio.get())
+
+    def set(self, rules: Sequence[str]) -> builtins.list[str]:
+        return self._run(self.aio.set(rules))
+
+
 class Sandbox(_BlockingResource[AsyncSandbox]):
     """A sandbox, blocking; see :class:`~hutch.sdk.sandbox.AsyncSandbox`.
 
@@ -308,6 +319,7 @@ class Sandbox(_BlockingResource[AsyncSandbox]):
         self.commands = Commands(aio.commands, client)
         self.files = Files(aio.files, client)
         self.processes = Processes(aio.processes, client)
+        self.egress = Egress(aio.egress, client)
 
     @property
     def info(self) -> SandboxInfo:
@@ -380,6 +392,12 @@ class Sandbox(_BlockingResource[AsyncSandbox]):
 
     def preview_url(self, port: int) -> str:
         return self._run(self.aio.preview_url(port))
+
+    def bandwidth(self) -> Bandwidth:
+        return self._run(self.aio.bandwidth())
+
+    def recharge(self, add_bytes: int) -> Bandwidth:
+        return self._run(self.aio.recharge(add_bytes))
 
     def list_disks(self) -> builtins.list[DiskAttachment]:
         return self._run(self.aio.list_disks())
