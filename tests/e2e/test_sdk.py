@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from hutch import AsyncDisk, AsyncNetwork, AsyncSandbox, Disk, Network, Sandbox
 from hutch.sdk import (
@@ -37,7 +39,7 @@ from hutch.sdk import (
     ServerUnavailableError,
 )
 from tests.e2e.test_sandboxes_runc import runc_server
-from tests.support.seaweed import SeaweedS3
+from tests.support.seaweed import ROTATED_ACCESS_KEY, ROTATED_SECRET_KEY, SeaweedS3
 from tests.support.server import HutchProcess, remove_instance, run_cli
 
 _names = itertools.count()
@@ -102,6 +104,21 @@ def test_create_connect_list_and_the_context_manager_kills() -> None:
     assert sandbox.id not in [s.id for s in Sandbox.list()]
     assert sandbox.id in [s.id for s in Sandbox.list(status=["destroyed", "failed"])]
     sandbox.kill()  # again: harmless
+
+
+def test_create_with_ssh_keys_placement_and_auto_pause(client: Client) -> None:
+    key = (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    with Sandbox.create(client=client, ssh_pubkeys=[key, f" {key} "], region="local",
+                        node_selector={}, auto_pause_after_seconds=300) as sandbox:  # fmt: skip
+        assert sandbox.info.ssh_pubkeys == (key,)
+        assert sandbox.info.region == "local" and sandbox.info.auto_pause_after_seconds == 300
+    with pytest.raises(InvalidRequestError, match="region"):
+        Sandbox.create(client=client, region="elsewhere")
 
 
 def test_a_default_create_needs_no_arguments_and_kill_destroys(client: Client) -> None:
@@ -301,6 +318,11 @@ def test_disks(client: Client, s3: SeaweedS3) -> None:
         [attached] = box.list_disks()
         assert (attached.disk_id, attached.mount_path) == (disk.id, "/data")
         assert attached.mount_status == "mounted"
+        with pytest.raises(InvalidRequestError, match="credentials"):
+            disk.rotate_credentials(access_key=ROTATED_ACCESS_KEY, secret_key="wrong")
+        rotated = disk.rotate_credentials(access_key=ROTATED_ACCESS_KEY,
+                                          secret_key=ROTATED_SECRET_KEY)  # fmt: skip
+        assert rotated.id == disk.id and box.list_disks()[0].mount_status == "mounted"
         with pytest.raises(ConflictError):
             disk.delete()
         disk.detach(box, "/data")

@@ -125,6 +125,17 @@ class AsyncDisk(AsyncAttachable[DiskInfo]):
         """One disk by id or name."""
         return await cls._get(disk, client, api_url, api_key)
 
+    async def rotate_credentials(self, *, access_key: str, secret_key: str) -> DiskInfo:
+        """Replace the disk's credentials. The server probes the bucket with them first (a
+        refusal is an InvalidRequestError and the old ones stay), then mounts the disk
+        again with them wherever it is attached."""
+        data = await self.client.transport.data(
+            "PATCH", f"/v1/disks/{self.id}", idempotent=True, subjects=self._subjects(),
+            json={"credentials": {"access_key": access_key, "secret_key": secret_key}},
+        )  # fmt: skip
+        self.info = DiskInfo.from_json(data)
+        return self.info
+
     async def delete(self) -> None:
         """Forget the disk; a ConflictError while it is attached anywhere."""
         await super().delete()

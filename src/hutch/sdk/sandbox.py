@@ -47,7 +47,13 @@ class SandboxOptions(TypedDict, total=False):
     """Egress rules (see :mod:`hutch.sdk.egress`); default: none, open."""
     ingress_enabled: bool
     auto_pause_after_seconds: int
+    """60 to 86400: pause after this long without exec or file activity."""
+    ssh_pubkeys: Sequence[str]
+    """OpenSSH public keys for root (normalised and deduplicated by the server)."""
     host_id: str
+    region: str
+    node_selector: Mapping[str, str]
+    """Labels the host must carry (the server's ``HUTCH_HOST_LABELS``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +79,9 @@ class SandboxInfo:
     ingress_url_template: str | None
     reason: str | None
     """Why it failed, when it did."""
+    ssh_pubkeys: tuple[str, ...] = ()
+    region: str = ""
+    auto_pause_after_seconds: int | None = None
     raw: dict[str, Any] = field(repr=False, compare=False)
     """Everything the server said, including fields this SDK does not know."""
 
@@ -85,7 +94,8 @@ class SandboxInfo:
             created_at=parse_time(data.get("created_at")), spawn_ms=data.get("spawn_ms"),
             envs=tuple(data.get("envs") or ()), egress=tuple(data.get("egress") or ()),
             ingress_url_template=data.get("ingress_url_template"), reason=data.get("reason"),
-            raw=dict(data),
+            ssh_pubkeys=tuple(data.get("ssh_pubkeys") or ()), region=data.get("region") or "",
+            auto_pause_after_seconds=data.get("auto_pause_after_seconds"), raw=dict(data),
         )  # fmt: skip
 
 
@@ -293,9 +303,13 @@ async def _create_body(client: AsyncClient, options: SandboxOptions) -> dict[str
         shape = str(shapes["data"][0]["id"])
     body: dict[str, Any] = {"shape": shape}
     for key in ("rootfs", "name", "disk_mib", "ingress_enabled", "auto_pause_after_seconds",
-                "host_id"):  # fmt: skip
+                "host_id", "region"):  # fmt: skip
         if key in options:
             body[key] = options[key]
+    if "ssh_pubkeys" in options:
+        body["ssh_pubkeys"] = list(options["ssh_pubkeys"])
+    if "node_selector" in options:
+        body["node_selector"] = dict(options["node_selector"])
     if "envs" in options:
         body["envs"] = dict(options["envs"])
     if "egress" in options:

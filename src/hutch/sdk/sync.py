@@ -534,6 +534,9 @@ class Disk(_BlockingResource[AsyncDisk]):
     def refresh(self) -> DiskInfo:
         return self._run(self.aio.refresh())
 
+    def rotate_credentials(self, *, access_key: str, secret_key: str) -> DiskInfo:
+        return self._run(self.aio.rotate_credentials(access_key=access_key, secret_key=secret_key))
+
     def delete(self) -> None:
         self._run(self.aio.delete())
 
