@@ -35,7 +35,8 @@ ENV = {"HUTCH_HOST": "0.0.0.0", "HUTCH_MAX_RUNNING_PER_USER": "100"}
 def own_pool(internet: Internet, second_octet: int) -> str:
     """A link pool no other test session on this machine uses at the same time (the
     internet's slot is held by this session alone): two instances with one pool would
-    route each other's replies and resets into the wrong sandbox."""
+    route each other's replies and resets into the wrong sandbox. 10.100-10.103/16 are
+    this module's (10.90-10.99 are other tests' and benchmarks')."""
     return f"10.{second_octet}.{internet.slot * 4}.0/22"
 
 
@@ -44,7 +45,7 @@ def served(
     tmp_path_factory: pytest.TempPathFactory, images: Path, internet: Internet
 ) -> Iterator[tuple[HutchProcess, httpx.Client]]:
     home = tmp_path_factory.mktemp("egress") / "home"
-    server = runc_server(home, images, pool=own_pool(internet, 95), env=ENV)
+    server = runc_server(home, images, pool=own_pool(internet, 100), env=ENV)
     key = run_cli(server.home, "keys", "create", "--user", "egress").stdout.strip()
     try:
         with server.client(key) as api:
@@ -320,7 +321,7 @@ def within_1pct(counted: int, reference: int) -> bool:
 def test_quota_caps_recharge_lifts_and_counters_survive_kill_9(
     tmp_path: Path, images: Path, internet: Internet
 ) -> None:
-    home, pool = tmp_path / "home", own_pool(internet, 96)
+    home, pool = tmp_path / "home", own_pool(internet, 101)
     env = {**ENV, "HUTCH_BANDWIDTH_QUOTA_BYTES": str(QUOTA)}
     first = runc_server(home, images, pool=pool, env=env)
     second: HutchProcess | None = None
@@ -416,7 +417,7 @@ def from_netns(home: Path, box: dict[str, Any], address: str, port: int) -> int:
 def test_a_restart_applies_the_stored_rules_again(
     tmp_path: Path, images: Path, internet: Internet
 ) -> None:
-    home, pool = tmp_path / "home", own_pool(internet, 97)
+    home, pool = tmp_path / "home", own_pool(internet, 102)
     first = runc_server(home, images, pool=pool, env=ENV)
     second: HutchProcess | None = None
     a, evil = internet.address("example.test"), internet.address("evil.test")
@@ -448,7 +449,7 @@ def test_the_closed_default_gives_no_rules_nothing_and_star_everything(
     tmp_path: Path, images: Path, internet: Internet
 ) -> None:
     home = tmp_path / "home"
-    server = runc_server(home, images, pool=own_pool(internet, 98),
+    server = runc_server(home, images, pool=own_pool(internet, 103),
                          env={**ENV, "HUTCH_EGRESS_DEFAULT": "closed"})  # fmt: skip
     try:
         key = run_cli(home, "keys", "create", "--user", "closed").stdout.strip()
