@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
+from starlette.websockets import WebSocketDisconnect
 
 from hutch.api.app import create_app
 from hutch.host.drivers.fake import FakeDriver
@@ -333,6 +335,30 @@ def test_a_sandbox_access_token_reaches_its_own_sandbox_only(
     ran = client.post("/v1/sandboxes/own-box/exec", headers=token, json={"cmd": "echo hi"})
     assert ran.json()["data"]["result"]["stdout"] == "hi\n"
     assert client.get("/v1/networks", headers=alice).json()["data"]["pagination"]["total"] == 1
+
+    # WebSockets (not in the OpenAPI document) follow the same rule.
+    def ws_refusal(url: str) -> tuple[int, str]:
+        """A refused WebSocket: a close code (4000 + status) or an HTTP denial, and its text."""
+        try:
+            with client.websocket_connect(url, headers=token) as socket:
+                socket.receive_bytes()
+        except WebSocketDenialResponse as denied:  # a WebSocketDisconnect too: first
+            return denied.status_code, normalised(denied.text, *every_value)
+        except WebSocketDisconnect as closed:
+            return closed.code - 4000, normalised(closed.reason, *every_value)
+        raise AssertionError(f"{url} was accepted")
+
+    for template in ("/v1/sandboxes/{sandbox_id}/processes/{process_id}/ws",
+                     "/v1/sandboxes/{sandbox_id}/shell-ws"):  # fmt: skip
+        urls = {name: template.format(**values) for name, values in
+                (("a", world_a.real), ("b", world_b.real), ("fake", fake))}  # fmt: skip
+        made_up_ws = ws_refusal(urls["fake"])
+        assert made_up_ws[0] == 404, made_up_ws
+        assert ws_refusal(urls["a"]) == ws_refusal(urls["b"]) == made_up_ws
+    # (the loop above ended its process with DELETE …/processes/{p}: a new one)
+    own_ws = f"/v1/sandboxes/{own['id']}/processes/{start_process(client, token, own['id'])}/ws"
+    with client.websocket_connect(own_ws, headers=token):
+        pass  # accepted: its own sandbox's process
 
     # It may destroy its own sandbox, and it dies with it.
     assert client.delete(f"/v1/sandboxes/{own['id']}", headers=token).status_code == 200
