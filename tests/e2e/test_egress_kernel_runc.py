@@ -445,21 +445,30 @@ def test_a_restart_applies_the_stored_rules_again(
         remove_instance(home)
 
 
-def test_the_closed_default_gives_no_rules_nothing_and_star_everything(
+def test_the_closed_default_and_a_private_block_carved_out(
     tmp_path: Path, images: Path, internet: Internet
 ) -> None:
     home = tmp_path / "home"
-    server = runc_server(home, images, pool=own_pool(internet, 103),
-                         env={**ENV, "HUTCH_EGRESS_DEFAULT": "closed"})  # fmt: skip
+    mirror = internet.spare_address("rfc1918")  # an "internal mirror" the operator allows
+    env = {**ENV, "HUTCH_EGRESS_DEFAULT": "closed", "HUTCH_EGRESS_ALLOW_PRIVATE": f"{mirror}/32"}
+    server = runc_server(home, images, pool=own_pool(internet, 103), env=env)
     try:
         key = run_cli(home, "keys", "create", "--user", "closed").stdout.strip()
         a = internet.address("example.test")
         with server.client(key) as api:
             shut, star = create(api), create(api, egress=["*"])
+            # No rules under the closed default: nothing; ["*"]: the internet.
             assert refused(api, shut, a, 80)
             assert reaches(api, star, a, 80)
             api.put(f"/v1/sandboxes/{shut['id']}/egress", json={"egress": [a]})
             assert reaches(api, shut, a, 80)
+            # The carved-out block is reachable; the rest of the private space is not.
+            with internet.host_address(mirror, ports=(80,)) as hosted:
+                assert reaches(api, star, hosted.address, 80)
+                assert refused(api, shut, hosted.address, 80), "not in its rules"
+            with internet.host_address(internet.spare_address("rfc1918-172")) as other:
+                assert internet.get(other.address, 80).status_code == 200
+                assert refused(api, star, other.address, 80)
             for sandbox in (shut, star):
                 api.delete(f"/v1/sandboxes/{sandbox['id']}")
     finally:
