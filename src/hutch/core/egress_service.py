@@ -2,9 +2,10 @@
 
 A sandbox's rules (``egress``) and quota (``bandwidth_quota_bytes``) live in its record;
 whenever it runs here, :class:`EgressService` keeps the host's egress layer
-(:mod:`hutch.host.egress`) in step with them: installed when it starts, resumes or after a
-restart of hutch (the sandboxes' running listener, which ``announce_running`` calls for
-each at a start), replaced live by a PUT or a recharge, removed when it pauses, fails or
+(:mod:`hutch.host.egress`) in step with them: installed while it is created (the creating
+listener, beside the driver's start, so before its first packet), when it resumes and
+after a restart of hutch (the running listener, which ``announce_running`` calls for each
+at a start), replaced live by a PUT or a recharge, removed when it pauses, fails or
 is destroyed (the stop listener), its last counts written to the store first. The kernel
 counters are written to the store every ``bandwidth_flush_interval_s`` and at shutdown.
 
@@ -33,19 +34,12 @@ from hutch.settings import Settings
 from hutch.store.db import Database
 from hutch.store.models import SandboxRecord
 
-__all__ = ["BandwidthView", "EgressService", "check_egress"]
+__all__ = ["BandwidthView", "EgressService"]
 
 log = logging.getLogger(__name__)
 
 _TERMINAL = (S.DESTROYED, S.FAILED, S.DESTROYING)
 MAX_RECHARGE_BYTES = 1 << 50
-
-
-def check_egress(settings: Settings, rules: Sequence[str] | None) -> EgressPolicy:
-    """``rules`` as a policy under ``settings``; InvalidInput naming the bad rule."""
-    return parse_rules(
-        rules, deny=settings.deny_set, default_closed=settings.egress_default == "closed"
-    )
 
 
 @dataclass(frozen=True, kw_only=True)
