@@ -31,6 +31,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import IntegrityError
+
 from hutch.core.errors import Conflict, NotFound, PermissionDenied
 from hutch.core.sandbox_status import TERMINAL_STATUSES
 from hutch.store import access_tokens as token_store
@@ -150,26 +152,26 @@ class AccessTokenService:
         self._db = db
 
     async def create(self, sandbox_record: SandboxRecord) -> IssuedAccessToken:
-        """Make the sandbox's token. :class:`Conflict` if one is enabled already, or if the
-        sandbox is gone."""
+        """Make the sandbox's token. :class:`Conflict` if one is enabled already (also when
+        another request made it a moment ago), or if the sandbox is gone."""
         _alive(sandbox_record)
-        async with self._db.sessions.begin() as session:
-            row = await token_store.for_sandbox(session, sandbox_record.id)
-            if row is not None and row.enabled:
-                raise Conflict(
-                    "this sandbox already has an enabled access token; rotate it "
-                    "(POST …/access-token/rotate) or disable it (DELETE …/access-token) first",
-                    field="access_token",
-                )
-            if row is None:
-                row = SandboxAccessToken(
-                    sandbox_id=sandbox_record.id, user_id=sandbox_record.user_id
-                )
-                session.add(row)
-            token = _fresh(row)
-            row.created_at = utcnow()
-            row.rotated_at = None
-            return IssuedAccessToken(token=token, created_at=row.created_at, rotated_at=None)
+        try:
+            async with self._db.sessions.begin() as session:
+                row = await token_store.for_sandbox(session, sandbox_record.id)
+                if row is not None and row.enabled:
+                    raise _already_enabled()
+                if row is None:
+                    row = SandboxAccessToken(
+                        sandbox_id=sandbox_record.id, user_id=sandbox_record.user_id
+                    )
+                    session.add(row)
+                token = _fresh(row)
+                row.created_at = utcnow()
+                row.rotated_at = None
+                return IssuedAccessToken(token=token, created_at=row.created_at, rotated_at=None)
+        except IntegrityError:
+            # Two creates at once: the other one's row won.
+            raise _already_enabled() from None
 
     async def state(self, sandbox_record: SandboxRecord) -> AccessTokenState:
         async with self._db.sessions() as session:
@@ -206,6 +208,14 @@ class AccessTokenService:
                 row.enabled = False
                 row.token_hash = None
                 row.hint = None
+
+
+def _already_enabled() -> Conflict:
+    return Conflict(
+        "this sandbox already has an enabled access token; rotate it "
+        "(POST …/access-token/rotate) or disable it (DELETE …/access-token) first",
+        field="access_token",
+    )
 
 
 def _fresh(row: SandboxAccessToken) -> str:
