@@ -4,6 +4,7 @@ leaves nothing. (Packets through real sandboxes: tests/e2e/test_egress_kernel_ru
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import uuid
@@ -14,6 +15,7 @@ import pytest
 
 from hutch.host.egress import EgressSpec, apply_script, remove_script, resolved_script
 from hutch.host.firewall import Firewall
+from hutch.host.proc import CommandFailed
 from hutch.settings import Settings
 
 IF = "hvtest12345678"
@@ -132,3 +134,22 @@ def test_a_bad_script_changes_nothing(netns: str) -> None:
     assert done.returncode != 0
     text = shown(netns, "table", "inet", wall.table)
     assert IF not in text
+
+
+def test_libnftables_in_process_runs_a_whole_transaction_or_nothing() -> None:
+    from hutch.host import nft as nftlib
+
+    assert nftlib._load() is not None, "libnftables1 comes with Debian's nftables"
+    table = f"hutch-unit-{uuid.uuid4().hex[:8]}"
+    try:
+        made = f"add table inet {table}\nadd counter inet {table} c {{ packets 0 bytes 7 ; }}\n"
+        asyncio.run(nftlib.nft(made))
+        listed = asyncio.run(nftlib.nft_json(f"list counter inet {table} c"))
+        assert listed is not None
+        assert [i["counter"]["bytes"] for i in listed["nftables"] if "counter" in i] == [7]
+        with pytest.raises(CommandFailed) as failed:
+            asyncio.run(nftlib.nft(f"add counter inet {table} d\nadd rule inet nope nope accept\n"))
+        assert failed.value.detail.startswith("Error:")
+        assert asyncio.run(nftlib.nft_json(f"list counter inet {table} d")) is None
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", table], check=False)

@@ -37,7 +37,8 @@ from typing import Any
 
 from hutch.host.firewall import Firewall
 from hutch.host.link import host_interface
-from hutch.host.proc import CommandFailed, run
+from hutch.host.nft import nft, nft_json
+from hutch.host.proc import CommandFailed
 
 __all__ = [
     "EgressFirewall",
@@ -267,7 +268,7 @@ class EgressFirewall(EgressLayer):
         return set(self._by_id)
 
     async def _nft(self, script: str) -> None:
-        await run("nft", "-f", "-", input=script.encode())
+        await nft(script)
 
     async def apply(self, spec: EgressSpec, *, keep_resolved: KeepResolved | None = None) -> None:
         lock = self._locks.setdefault(spec.sandbox_id, asyncio.Lock())
@@ -317,11 +318,11 @@ class EgressFirewall(EgressLayer):
         return stale
 
     async def _elements(self, set_name: str) -> list[dict[str, Any]]:
-        result = await run("nft", "-j", "list", "set", "inet", self.table, set_name, check=False)
-        if result.returncode != 0:
+        listed = await nft_json(f"list set inet {self.table} {set_name}")
+        if listed is None:
             return []
         elements: list[dict[str, Any]] = []
-        for item in json.loads(result.stdout).get("nftables", []):
+        for item in listed.get("nftables", []):
             for element in item.get("set", {}).get("elem", []):
                 if isinstance(element, dict) and "elem" in element:
                     elements.append(element["elem"])
@@ -363,11 +364,10 @@ class EgressFirewall(EgressLayer):
     async def _capped(self, ifname: str) -> bool:
         """Whether the meter's quota has run out (the packet that would cross it was refused,
         so the counter alone stays just below the quota)."""
-        result = await run("nft", "-j", "list", "chain", "inet", self.table, f"m_{ifname}",
-                           check=False)  # fmt: skip
-        if result.returncode != 0:
+        listed = await nft_json(f"list chain inet {self.table} m_{ifname}")
+        if listed is None:
             return False
-        for item in json.loads(result.stdout).get("nftables", []):
+        for item in listed.get("nftables", []):
             for expr in item.get("rule", {}).get("expr", []):
                 if isinstance(expr, dict) and "quota" in expr:
                     quota = expr["quota"]
@@ -377,10 +377,10 @@ class EgressFirewall(EgressLayer):
         return False
 
     async def _counter(self, name: str) -> int | None:
-        result = await run("nft", "-j", "list", "counter", "inet", self.table, name, check=False)
-        if result.returncode != 0:
+        listed = await nft_json(f"list counter inet {self.table} {name}")
+        if listed is None:
             return None
-        for item in json.loads(result.stdout).get("nftables", []):
+        for item in listed.get("nftables", []):
             if "counter" in item:
                 return int(item["counter"]["bytes"])
         return None
@@ -417,12 +417,12 @@ class EgressFirewall(EgressLayer):
 
 async def read_counters(table: str) -> dict[str, int]:
     """Every named counter of ``inet table``, by name (bytes); empty when there is none."""
-    result = await run("nft", "-j", "list", "counters", "table", "inet", table, check=False)
-    if result.returncode != 0:
+    listed = await nft_json(f"list counters table inet {table}")
+    if listed is None:
         return {}
     return {
         str(item["counter"]["name"]): int(item["counter"]["bytes"])
-        for item in json.loads(result.stdout).get("nftables", [])
+        for item in listed.get("nftables", [])
         if "counter" in item
     }
 
