@@ -23,7 +23,6 @@ router = APIRouter(
     tags=["access tokens"],
     responses={
         **AUTH_ERRORS,
-        403: {"model": JSendFail, "description": "Called with a sandbox access token."},
         404: {"model": JSendFail, "description": "No such sandbox (or not yours)."},
     },
 )

@@ -16,7 +16,6 @@ router = APIRouter(
     tags=["sandboxes"],
     responses={
         **AUTH_ERRORS,
-        403: {"model": JSendFail, "description": "Called with a sandbox access token."},
         404: {"model": JSendFail, "description": "No such sandbox (or not yours)."},
         409: {"model": JSendFail, "description": "The sandbox is neither running nor paused."},
         503: {"model": JSendError, "description": "The host could not grow the disk."},

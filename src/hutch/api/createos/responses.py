@@ -16,6 +16,10 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     **COMMON_ERRORS,
     401: {"model": JSendFail, "description": "Missing, invalid or revoked API key."},
+    403: {
+        "model": JSendFail,
+        "description": "A sandbox access token, used beyond its own sandbox's allowed routes.",
+    },
 }
 RATE_LIMITED: dict[int | str, dict[str, Any]] = {
     429: {"model": JSendFail, "description": "Over your cap of running sandboxes."},

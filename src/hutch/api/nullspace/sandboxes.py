@@ -22,6 +22,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, description in {
         400: "A field of the request is wrong.",
         401: "Missing, invalid or revoked bearer token.",
+        403: "A sandbox access token, used beyond its own sandbox's allowed routes.",
         404: "No such sandbox (or not yours).",
         409: "The sandbox's status forbids this now.",
         413: "The request body is over the size limit.",
