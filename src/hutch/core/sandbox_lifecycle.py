@@ -309,8 +309,9 @@ class SandboxLifecycle(SandboxBase):
         """Destroy, as the owner's destroy does, because the sandbox asked (self-signal);
         ``reason`` is kept on the record."""
         async with self._sandbox_locks[sandbox_id]:
-            await self._destroy(sandbox_id)
-            return await self._update(sandbox_id, reason=reason)
+            if (await self._load(sandbox_id)).status not in (S.DESTROYED, S.FAILED):
+                await self._update(sandbox_id, reason=reason)  # seen from the first step
+            return await self._destroy(sandbox_id)
 
     async def set_timeout(self, user: Principal, ident: str, timeout_s: float) -> SandboxRecord:
         """Destroy the sandbox ``timeout_s`` from now (extending or shortening its life)."""
@@ -336,8 +337,9 @@ class SandboxLifecycle(SandboxBase):
         """Pause, as the owner's pause does, because the sandbox asked (self-signal);
         ``reason`` is kept on the record until it runs again."""
         async with self._sandbox_locks[sandbox_id]:
-            await self._pause(sandbox_id)
-            return await self._update(sandbox_id, reason=reason)
+            if (await self._load(sandbox_id)).status == S.RUNNING:
+                await self._update(sandbox_id, reason=reason)  # seen from the first step
+            return await self._pause(sandbox_id)
 
     async def _pause(self, sandbox_id: str) -> SandboxRecord:
         record = await self._load(sandbox_id)

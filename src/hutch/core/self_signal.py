@@ -27,6 +27,9 @@ __all__ = ["SelfSignals"]
 
 log = logging.getLogger(__name__)
 
+# Between a signal and the pause or destroy: answers already on their way out of the
+# sandbox (the exec or process start that sent the signal, say) leave before it freezes.
+SETTLE_S = 1.0
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 60.0
 _DEFAULT_REASON = {
@@ -90,6 +93,7 @@ class SelfSignals:
     async def _act(self, sandbox_id: str, signal: SelfSignal) -> None:
         reason = signal.reason or _DEFAULT_REASON[signal.action]
         log.info("sandbox %s asks to be %sd: %s", sandbox_id, signal.action, reason)
+        await asyncio.sleep(SETTLE_S)
         try:
             if signal.action == "pause":
                 await self._sandboxes.pause_from_inside(sandbox_id, reason=reason)

@@ -80,6 +80,7 @@ class FakeDriver(Driver):
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-S", "-E", "-s", "-c", bootstrap(GUEST_PARENT),
             "--socket", str(self.agent_socket(spec.id)), "--root", str(directory / "root"),
+                "--self-fifo", str(directory / "root" / "run" / "self"),
             stdin=asyncio.subprocess.DEVNULL,
             start_new_session=True,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
