@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import socket
 import statistics
 import sys
@@ -80,6 +81,10 @@ print(json.dumps({"lookups": lookups, "connects": connects, "passed": passed, "f
 """
 
 
+def say(what: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
+
+
 def summary(samples: list[float]) -> dict[str, float]:
     if not samples:
         return {}
@@ -128,6 +133,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "dns.json")
     args = parser.parse_args()
     count = 100 if args.quick else 500
+    # A `timeout` or Ctrl-C still tears down the server, its sandboxes and the internet.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     root = Path(tempfile.mkdtemp(prefix="hutch-bench-dns-"))
     internet = Internet(root / "internet")
@@ -135,9 +142,10 @@ def main() -> None:
     report: dict[str, Any] = {"benchmark": "dns", "lookups_each": count}
     try:
         internet.start()
+        say(f"the test internet is up (slot {internet.slot})")
         server = HutchProcess(root / "home", env={
             "HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(IMAGES),
-            "HUTCH_LINK_POOL": "10.97.0.0/16", "HUTCH_DNS_UPSTREAM": internet.resolver,
+            "HUTCH_LINK_POOL": "10.98.0.0/16", "HUTCH_DNS_UPSTREAM": internet.resolver,
         }).wait_ready()  # fmt: skip
         assert server.admin_key
         api = server.client(server.admin_key)
@@ -150,9 +158,13 @@ def main() -> None:
         answer = api.put(f"/v1/sandboxes/{restricted}/egress", json={"egress": ["*.wild.test"]})
         answer.raise_for_status()
 
+        say("two sandboxes, one restricted to *.wild.test")
         floor = from_host(internet.resolver, count)
+        say("lookups from the host done")
         opened = probe(api, open_box, count, connect=False)
+        say("lookups from the open sandbox done")
         closed = probe(api, restricted, count, connect=False)
+        say("lookups from the restricted sandbox done")
         report["lookup"] = {
             "host_to_upstream_directly": summary(floor),
             "open_sandbox_through_hutch": summary(opened["lookups"]),

@@ -2,12 +2,12 @@
 
     .venv/bin/python bench/report.py [--charts-only] [--load-seconds 180] [--capacity-max 1000]
 
-Runs bench/sandboxes.py, bench/proxy.py, bench/load.py, bench/capacity.py and bench/tunnel.py
-one after the other (each starts its own server and its peers: bare runc, bare fork/exec,
-nginx, a direct socket), each writing ``bench/results/<name>.json``; then gathers them into
-``latest.json`` with the machine and the ratios to each peer, and draws
-``bench/results/<name>.png``. With
-``--charts-only`` it only gathers and draws from the results already there.
+Runs bench/sandboxes.py, bench/proxy.py, bench/load.py, bench/capacity.py, bench/tunnel.py
+and bench/dns.py one after the other (each starts its own server and its peers: bare runc,
+bare fork/exec, nginx, a direct socket, the upstream resolver), each writing
+``bench/results/<name>.json``; then gathers them into ``latest.json`` with the machine and
+the ratios to each peer, and draws ``bench/results/<name>.png``. With ``--charts-only`` it
+only gathers and draws from the results already there.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def run_all(load_seconds: float, capacity_max: int) -> None:
         [python, str(BENCH / "load.py"), "--duration", str(load_seconds)],
         [python, str(BENCH / "capacity.py"), "--max", str(capacity_max)],
         [python, str(BENCH / "tunnel.py")],
+        [python, str(BENCH / "dns.py")],
     ]
     for command in runs:
         print("running", " ".join(command[1:]), flush=True)
@@ -71,6 +72,11 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     if tunnel := results.get("tunnel"):
         out["tunnel_echo_throughput_vs_direct_in_netns"] = tunnel["echo_mib_per_s"][
             "ratio_best_tunnel_to_direct"
+        ]
+    if dns := results.get("dns"):
+        out["dns_lookup_p50_open_sandbox_vs_host_to_upstream"] = dns["ratios_p50_to_direct"]["open"]
+        out["dns_lookup_p50_restricted_sandbox_vs_host_to_upstream"] = dns["ratios_p50_to_direct"][
+            "restricted"
         ]
     return out
 
@@ -160,12 +166,25 @@ def chart_tunnel(data: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
+def chart_dns(data: dict[str, Any], path: Path) -> None:
+    look = data["lookup"]
+    labels = ["host → upstream", "open sandbox", "restricted sandbox\n(kernel update)"]
+    keys = ["host_to_upstream_directly", "open_sandbox_through_hutch",
+            "restricted_sandbox_through_hutch_with_kernel_update"]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(labels, [look[key]["p50_ms"] for key in keys])
+    ax.set_ylabel("A lookup, p50 (ms)")
+    ax.set_title("DNS lookups through hutch's server")
+    _save(fig, path)
+
+
 CHARTS = {
     "sandboxes": chart_sandboxes,
     "proxy": chart_proxy,
     "load": chart_load,
     "capacity": chart_capacity,
     "tunnel": chart_tunnel,
+    "dns": chart_dns,
 }
 
 
