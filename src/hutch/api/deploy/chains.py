@@ -17,6 +17,7 @@ __all__ = ["router"]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": AgentError, "description": "A bad address or an unknown chain."},
+    429: {"model": AgentError, "description": "Rate limited (30 requests/minute)."},
     503: {"model": AgentError, "description": "The chain cannot be read."},
 }
 router = APIRouter(tags=["deploy"], responses=_ERRORS)
