@@ -250,6 +250,38 @@ class AsyncSandbox(AsyncResource[SandboxInfo]):
         a recharge whose answer was lost may have been applied."""
         return await recharge_bandwidth(self.client.transport, self.id, add_bytes)
 
+    async def resize(self, disk_mib: int) -> None:
+        """Grow its writable disk to ``disk_mib`` MiB while it runs (or is paused): no
+        restart, the space is there at once. Only larger sizes; not retried."""
+        data = await self.client.transport.data(
+            "POST", f"/v1/sandboxes/{self.id}/resize", idempotent=False,
+            json={"disk_mib": disk_mib}, subjects=self._subjects(),
+        )  # fmt: skip
+        self.info = replace(self.info, disk_mib=int(data["disk_mib"]))
+
+    async def create_access_token(self) -> str:
+        """A token (``skp_sb_…``) that drives this sandbox alone: pass it as ``api_key`` to
+        :meth:`connect`. Shown once; a :class:`ConflictError` while one is enabled."""
+        return await self._token("POST", "")
+
+    async def rotate_access_token(self) -> str:
+        """A new token; the old one is refused from the next request on."""
+        return await self._token("POST", "/rotate")
+
+    async def disable_access_token(self) -> None:
+        """Refuse the token from the next request on. Disabling twice is fine."""
+        await self.client.transport.data(
+            "DELETE", f"/v1/sandboxes/{self.id}/access-token", idempotent=True,
+            subjects=self._subjects(),
+        )  # fmt: skip
+
+    async def _token(self, method: str, suffix: str) -> str:
+        data = await self.client.transport.data(
+            method, f"/v1/sandboxes/{self.id}/access-token{suffix}", idempotent=False,
+            subjects=self._subjects(),
+        )  # fmt: skip
+        return str(data["token"])
+
     async def list_disks(self) -> builtins.list[DiskAttachment]:
         """The disks mounted in this sandbox, each with its ``mount_status``."""
         items = await self.client.transport.pages(

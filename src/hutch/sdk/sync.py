@@ -402,6 +402,18 @@ class Sandbox(_BlockingResource[AsyncSandbox]):
     def list_disks(self) -> builtins.list[DiskAttachment]:
         return self._run(self.aio.list_disks())
 
+    def resize(self, disk_mib: int) -> None:
+        self._run(self.aio.resize(disk_mib))
+
+    def create_access_token(self) -> str:
+        return self._run(self.aio.create_access_token())
+
+    def rotate_access_token(self) -> str:
+        return self._run(self.aio.rotate_access_token())
+
+    def disable_access_token(self) -> None:
+        self._run(self.aio.disable_access_token())
+
     def __enter__(self) -> Self:
         return self
 
