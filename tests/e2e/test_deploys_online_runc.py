@@ -81,6 +81,7 @@ def server(
             "HUTCH_PROXY_PORT": "0",
             "HUTCH_PAY_TO": PAY_TO,
             "HUTCH_AGENT_REQUESTS_PER_MINUTE": "1000",
+            "HUTCH_AGENT_REQUESTS_PER_MINUTE_PER_ADDRESS": "10000",
             "HUTCH_EGRESS_DEFAULT": "closed",
             "HUTCH_BUILD_ENV": ",".join(f"{name}={value}" for name, value in build_env.items()),
         },

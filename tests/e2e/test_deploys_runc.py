@@ -97,6 +97,7 @@ def server(
             "HUTCH_PROXY_PORT": "0",
             "HUTCH_PAY_TO": PAY_TO,
             "HUTCH_AGENT_REQUESTS_PER_MINUTE": "1000",
+            "HUTCH_AGENT_REQUESTS_PER_MINUTE_PER_ADDRESS": "10000",
             "HUTCH_DEPLOY_HEALTH_TIMEOUT_S": "20",
         },
     )
@@ -271,6 +272,7 @@ def test_after_kill_9_apps_are_served_again_and_cut_builds_are_refunded(
         "HUTCH_PROXY_PORT": str(port),
         "HUTCH_PAY_TO": PAY_TO,
         "HUTCH_AGENT_REQUESTS_PER_MINUTE": "1000",
+        "HUTCH_AGENT_REQUESTS_PER_MINUTE_PER_ADDRESS": "10000",
     }
     first = runc_server(home, images, pool=pool, env=env)
     agent = httpx.Client(base_url=f"{first.url}/agent", timeout=60)
