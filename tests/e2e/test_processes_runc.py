@@ -319,6 +319,9 @@ def test_a_websocket_session_is_interactive(
     url = server.url.replace("http://", "ws://") + f"{base(box)}/{shell['process_id']}/ws"
     seen = b""
     with ws_connect(url, additional_headers={"X-Api-Key": key}) as ws:
+        # JSON that is no object is passed over; the session goes on.
+        ws.send("[1]")
+        ws.send("7")
         ws.send(json.dumps({"type": "resize", "rows": 40, "cols": 90}))
         ws.send(b"stty size; echo ws-$((6*7))\n")
         while b"ws-42" not in seen:

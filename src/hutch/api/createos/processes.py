@@ -120,30 +120,7 @@ class ManagedProcessOut(BaseModel):
 
     @classmethod
     def of(cls, process: ManagedProcess) -> ManagedProcessOut:
-        foreground = process.foreground
-        return cls(
-            process_id=process.process_id,
-            kind=process.kind,
-            pid=process.pid,
-            state=process.state,
-            leader_exited=process.leader_exited,
-            tree_exited=process.tree_exited,
-            created_at=process.created_at,
-            finished_at=process.finished_at,
-            exit_code=process.exit_code,
-            signal=process.signal,
-            cmd=process.cmd,
-            args=process.args,
-            cwd=process.cwd,
-            output=OutputWindowOut(
-                oldest_seq=process.output.oldest_seq,
-                newest_seq=process.output.newest_seq,
-                bytes=process.output.bytes,
-            ),
-            foreground=ForegroundOut(pid=foreground.pid, cmd=foreground.cmd, args=foreground.args)
-            if foreground
-            else None,
-        )
+        return cls.model_validate(process, from_attributes=True)
 
 
 class ProcessList(BaseModel):
@@ -389,8 +366,10 @@ async def _take_input(
                 await processes.write(user, sandbox_id, process_id, message["bytes"])
             continue
         try:
-            event: dict[str, Any] = json.loads(message.get("text") or "{}")
+            event: Any = json.loads(message.get("text") or "{}")
         except ValueError:
+            continue
+        if not isinstance(event, dict):
             continue
         kind = event.get("type")
         with contextlib.suppress(HutchError, KeyError, TypeError, ValueError):
