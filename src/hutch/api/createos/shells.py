@@ -30,7 +30,7 @@ from hutch.api.deps import CurrentUser, ServicesDep, authenticate_connection
 from hutch.api.dialects import error_response
 from hutch.api.envelopes import JSendFail
 from hutch.api.upgrade import UpgradeResponse, require_upgrade
-from hutch.core.errors import HutchError
+from hutch.core.errors import Conflict, HutchError
 from hutch.core.ids import new_ulid
 from hutch.core.processes import ProcessExit
 from hutch.core.shells import Shell, ShellService
@@ -99,7 +99,12 @@ async def shell_ws(websocket: WebSocket, sandbox_id: str, rows: int = 24, cols: 
     exited = False
     try:
         await asyncio.wait({keys, screen}, return_when=asyncio.FIRST_COMPLETED)
-        exited = screen.done() and not screen.cancelled() and screen.exception() is None
+        exited = (
+            screen.done()
+            and not screen.cancelled()
+            and screen.exception() is None
+            and screen.result()
+        )
     finally:
         for task in (keys, screen):
             task.cancel()
@@ -120,14 +125,19 @@ async def _refuse(websocket: WebSocket, error: HutchError) -> None:
     await websocket.close(code=4000 + error.status, reason=error.message[:120])
 
 
-async def _send_output(websocket: WebSocket, shells: ShellService, opened: Shell) -> None:
+async def _send_output(websocket: WebSocket, shells: ShellService, opened: Shell) -> bool:
+    """The output to the client, then the exit; whether the shell was seen to exit (a lost
+    output stream ends this without, and the shell is then hung up)."""
+    exited = False
     async for chunk in shells.output(opened):
         if isinstance(chunk, ProcessExit):
             await websocket.send_text(
                 json.dumps({"type": "exit", "exit_code": chunk.exit_code, "signal": chunk.signal})
             )
+            exited = True
         else:
             await websocket.send_bytes(chunk)
+    return exited
 
 
 async def _take_messages(websocket: WebSocket, shells: ShellService, opened: Shell) -> None:
@@ -139,7 +149,10 @@ async def _take_messages(websocket: WebSocket, shells: ShellService, opened: She
         if message["type"] == "websocket.disconnect":
             return
         if message.get("bytes") is not None:
-            await shells.write(opened, message["bytes"])
+            # Typed after the shell exited: dropped, as on the raw upgrade; the output side
+            # ends the session once the last output and the exit are out.
+            with contextlib.suppress(Conflict):
+                await shells.write(opened, message["bytes"])
             continue
         try:
             event: Any = json.loads(message.get("text") or "{}")
