@@ -140,6 +140,24 @@ def test_unmetered_sandboxes_ignore_a_recharge(app_settings: Any) -> None:
         unmetered.delete(f"/v1/sandboxes/{box['id']}")
 
 
+def test_a_recharge_past_the_largest_quota_is_a_400_and_changes_nothing(
+    app_settings: Any,
+) -> None:
+    from hutch.api.app import create_app
+
+    largest = (1 << 63) - 1  # what the store's BIGINT holds
+    settings = app_settings.model_copy(update={"bandwidth_quota_bytes": largest - 10})
+    with TestClient(create_app(settings)) as near_full:
+        near_full.headers["X-Api-Key"] = _key(near_full, "dave")
+        box = create(near_full)
+        url = f"/v1/sandboxes/{box['id']}/bandwidth"
+        assert "add_bytes" in fail(near_full.post(f"{url}/recharge", json={"add_bytes": 11}))
+        assert near_full.get(url).json()["data"]["quota_bytes"] == largest - 10
+        topped = near_full.post(f"{url}/recharge", json={"add_bytes": 10}).json()["data"]
+        assert topped["quota_bytes"] == largest
+        near_full.delete(f"/v1/sandboxes/{box['id']}")
+
+
 def test_another_users_sandbox_is_a_404_like_a_missing_one(client: TestClient) -> None:
     box = create(client, egress=["pypi.org"])
     other = {"X-Api-Key": _key(client, "mallory")}

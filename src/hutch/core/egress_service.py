@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 _TERMINAL = (S.DESTROYED, S.FAILED, S.DESTROYING)
 MAX_RECHARGE_BYTES = 1 << 50
+MAX_QUOTA_BYTES = (1 << 63) - 1
+"""The largest quota the store holds (a signed 64-bit column)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -255,6 +257,11 @@ class EgressService:
                 if current is None or current.status in _TERMINAL:
                     raise Conflict(f"sandbox is {record.status}", field="status")
                 if current.bandwidth_quota_bytes >= 0:
+                    if current.bandwidth_quota_bytes + add_bytes > MAX_QUOTA_BYTES:
+                        raise InvalidInput(
+                            f"add_bytes would take the quota over {MAX_QUOTA_BYTES} bytes",
+                            field="add_bytes",
+                        )
                     current.bandwidth_quota_bytes += add_bytes
                 record = current
             if record.status == S.RUNNING and record.id in self._ips:
