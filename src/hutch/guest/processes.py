@@ -34,6 +34,7 @@ from .wire import CHUNK, Connection, NotFound, suppress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
     from .agent import Agent, Waiter
@@ -206,9 +207,8 @@ class Process:
                 self.cond.wait(left)
 
 
-def sessions() -> set[int]:
-    """The session ids of every live (not zombie) process this agent can see."""
-    live = set()
+def _live_sessions() -> Iterator[tuple[int, int]]:
+    """``(pid, session id)`` of every live (not zombie) process this agent can see."""
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -219,24 +219,16 @@ def sessions() -> set[int]:
             continue
         fields = stat[stat.rfind(b")") + 2 :].split()
         if len(fields) > 3 and fields[0] != b"Z":
-            live.add(int(fields[3]))
-    return live
+            yield int(name), int(fields[3])
+
+
+def sessions() -> set[int]:
+    """The session ids of every live (not zombie) process this agent can see."""
+    return {sid for _, sid in _live_sessions()}
 
 
 def _session_members(sid: int) -> list[int]:
-    members = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 3 and fields[0] != b"Z" and int(fields[3]) == sid:
-            members.append(int(name))
-    return members
+    return [pid for pid, session in _live_sessions() if session == sid]
 
 
 def _signal_name(number: int | None) -> str | None:
