@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -95,6 +95,17 @@ class EgressService:
 
     def _lock(self, sandbox_id: str) -> asyncio.Lock:
         return self._locks.setdefault(sandbox_id, asyncio.Lock())
+
+    @contextlib.asynccontextmanager
+    async def _live_record(self, record: SandboxRecord) -> AsyncIterator[SandboxRecord]:
+        """The sandbox's stored record, in a transaction that commits what the block
+        changes (nothing if it raises); :class:`Conflict` once the sandbox is gone."""
+        async with self._db.sessions.begin() as session:
+            current = await session.get(SandboxRecord, record.id)
+            if current is None or current.status in _TERMINAL:
+                status = record.status if current is None else current.status
+                raise Conflict(f"sandbox is {status}", field="status")
+            yield current
 
     def _spec(self, record: SandboxRecord, policy: EgressPolicy) -> EgressSpec:
         return EgressSpec(
@@ -210,12 +221,8 @@ class EgressService:
         policy = self.parse(rules)
         record = await self._sandboxes.get(user, ident)
         async with self._lock(record.id):
-            async with self._db.sessions.begin() as session:
-                current = await session.get(SandboxRecord, record.id)
-                if current is None or current.status in _TERMINAL:
-                    raise Conflict(f"sandbox is {record.status}", field="status")
-                current.egress = [rule.text for rule in policy.rules]
-                record = current
+            async with self._live_record(record) as record:
+                record.egress = [rule.text for rule in policy.rules]
             if record.status == S.RUNNING and record.id in self._ips:
                 try:
                     await self._install(record, replace=True)
@@ -252,18 +259,14 @@ class EgressService:
             )
         record = await self._sandboxes.get(user, ident)
         async with self._lock(record.id):
-            async with self._db.sessions.begin() as session:
-                current = await session.get(SandboxRecord, record.id)
-                if current is None or current.status in _TERMINAL:
-                    raise Conflict(f"sandbox is {record.status}", field="status")
-                if current.bandwidth_quota_bytes >= 0:
-                    if current.bandwidth_quota_bytes + add_bytes > MAX_QUOTA_BYTES:
+            async with self._live_record(record) as record:
+                if record.bandwidth_quota_bytes >= 0:
+                    if record.bandwidth_quota_bytes + add_bytes > MAX_QUOTA_BYTES:
                         raise InvalidInput(
                             f"add_bytes would take the quota over {MAX_QUOTA_BYTES} bytes",
                             field="add_bytes",
                         )
-                    current.bandwidth_quota_bytes += add_bytes
-                record = current
+                    record.bandwidth_quota_bytes += add_bytes
             if record.status == S.RUNNING and record.id in self._ips:
                 await self._install(record)
         return await self._view(record)
