@@ -49,17 +49,16 @@ update per allowance.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import struct
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from typing import Any, Protocol
 
 from dnslib import QTYPE, RCODE, RR, A, DNSError, DNSLabel, DNSRecord
 
 from hutch.host.dns_upstream import Forwarder, UpstreamError
+from hutch.host.egress import is_ipv4
 
 __all__ = [
     "MAX_IN_FLIGHT",
@@ -337,7 +336,7 @@ def chain_addresses(record: DNSRecord, qname: DNSLabel) -> tuple[list[str], int]
         owner = _key(rr.rname)
         if rr.rtype == QTYPE.CNAME:
             cnames.setdefault(owner, (_key(rr.rdata.label), rr.ttl))
-        elif rr.rtype == QTYPE.A and _is_ipv4(str(rr.rdata)):
+        elif rr.rtype == QTYPE.A and is_ipv4(str(rr.rdata)):
             owned.setdefault(owner, []).append((str(rr.rdata), rr.ttl))
     name, ttls, seen = _key(qname), [], set()
     addresses: set[str] = set()
@@ -357,13 +356,6 @@ def chain_addresses(record: DNSRecord, qname: DNSLabel) -> tuple[list[str], int]
 
 def _key(label: object) -> str:
     return str(label).lower().rstrip(".")
-
-
-def _is_ipv4(address: str) -> bool:
-    with contextlib.suppress(ValueError):
-        IPv4Address(address)
-        return True
-    return False
 
 
 class _RecentAllows:

@@ -48,6 +48,7 @@ __all__ = [
     "KeepResolved",
     "TrafficCounts",
     "apply_script",
+    "is_ipv4",
     "remove_script",
 ]
 
@@ -407,7 +408,7 @@ class EgressFirewall(EgressLayer):
         installed = self._by_ip.get(sandbox_ip)
         if installed is None:
             return False
-        good = sorted({str(a) for a in addresses if _is_ipv4(a)})
+        good = sorted({str(a) for a in addresses if is_ipv4(a)})
         if not good:
             return True
         ttl = max(int(ttl_s), MIN_RESOLVED_TTL_S)
@@ -427,7 +428,8 @@ async def read_counters(table: str) -> dict[str, int]:
     }
 
 
-def _is_ipv4(address: object) -> bool:
+def is_ipv4(address: object) -> bool:
+    """Whether ``address`` (or its string) is an IPv4 address."""
     try:
         IPv4Address(str(address))
     except ValueError:
@@ -476,5 +478,5 @@ class FakeEgress(EgressLayer):
         if spec is None:
             return False
         entries = self.resolved.setdefault(spec.sandbox_id, set())
-        entries.update((str(a), port) for a in addresses if _is_ipv4(a))
+        entries.update((str(a), port) for a in addresses if is_ipv4(a))
         return True
