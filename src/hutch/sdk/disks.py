@@ -56,7 +56,8 @@ class DiskInfo:
 
 @dataclass(frozen=True, kw_only=True)
 class DiskAttachment:
-    """A disk mounted in a sandbox; ``mount_status`` is pending, mounted or failed."""
+    """A disk mounted in a sandbox; ``mount_status`` is pending, mounted, error or
+    unmounting."""
 
     disk_id: str
     name: str
