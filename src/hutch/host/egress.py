@@ -451,10 +451,9 @@ class FakeEgress(EgressLayer):
         self.specs[spec.sandbox_id] = spec
 
     async def remove(self, sandbox_id: str) -> TrafficCounts | None:
-        spec = self.specs.pop(sandbox_id, None)
-        if spec is None:
-            return None
-        return TrafficCounts(sent_bytes=spec.used_bytes, received_bytes=spec.ingress_bytes)
+        counts = await self.counts(sandbox_id)
+        self.specs.pop(sandbox_id, None)
+        return counts
 
     async def counts(self, sandbox_id: str) -> TrafficCounts | None:
         spec = self.specs.get(sandbox_id)
