@@ -35,8 +35,8 @@ types: venv
 	$(BIN)/mypy
 
 # Benchmarks print JSON and write bench/results/; they start their own server.
-bench: debs-test venv
-	@scripts/ensure-debs.sh wrk
+bench: debs-test venv registry
+	@scripts/ensure-debs.sh wrk iperf3
 	$(BIN)/python bench/report.py
 
 # Regenerates the committed OpenAPI document; a test fails when it drifts from the app.

@@ -2,12 +2,13 @@
 
     .venv/bin/python bench/report.py [--charts-only] [--load-seconds 180] [--capacity-max 1000]
 
-Runs bench/sandboxes.py, bench/proxy.py, bench/load.py, bench/capacity.py, bench/tunnel.py
-and bench/dns.py one after the other (each starts its own server and its peers: bare runc,
-bare fork/exec, nginx, a direct socket, the upstream resolver), each writing
-``bench/results/<name>.json``; then gathers them into ``latest.json`` with the machine and
-the ratios to each peer, and draws ``bench/results/<name>.png``. With ``--charts-only`` it
-only gathers and draws from the results already there.
+Runs bench/sandboxes.py, bench/proxy.py, bench/load.py, bench/capacity.py, bench/tunnel.py,
+bench/dns.py and bench/egress.py one after the other (each starts its own server and its
+peers: bare runc, bare fork/exec, nginx, a direct socket, the upstream resolver, the host
+itself), each writing ``bench/results/<name>.json``; then gathers them into
+``latest.json`` with the machine and the ratios to each peer, and draws
+``bench/results/<name>.png``. With ``--charts-only`` it only gathers and draws from the
+results already there.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def run_all(load_seconds: float, capacity_max: int) -> None:
         [python, str(BENCH / "capacity.py"), "--max", str(capacity_max)],
         [python, str(BENCH / "tunnel.py")],
         [python, str(BENCH / "dns.py")],
+        [python, str(BENCH / "egress.py")],
     ]
     for command in runs:
         print("running", " ".join(command[1:]), flush=True)
@@ -78,7 +80,40 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         out["dns_lookup_p50_restricted_sandbox_vs_host_to_upstream"] = dns["ratios_p50_to_direct"][
             "restricted"
         ]
+    if egress := results.get("egress"):
+        out["egress_throughput_sandbox_vs_host"] = egress["open"]["throughput"][
+            "ratio_sandbox_to_host"
+        ]
+        out["egress_throughput_50_rules_vs_host"] = egress["rules_50"]["throughput"][
+            "ratio_sandbox_to_host"
+        ]
+        out["egress_added_round_trip_p50_us"] = egress["open"]["latency"]["round_trip_us"][
+            "added_p50_us"
+        ]
+        out["egress_first_connect_after_dns_vs_second"] = egress["dns_answer_to_first_syn"][
+            "ratio_first_to_second_p50"
+        ]
+        out["egress_create_to_first_exec_added_p50_ms"] = egress["create_to_first_exec"][
+            "added_p50_ms"
+        ]
     return out
+
+
+def chart_egress(data: dict[str, Any], path: Path) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    runs = {"open": data["open"]["throughput"], "50 rules": data["rules_50"]["throughput"]}
+    labels = [f"{who}, {name}" for name in runs for who in ("host", "sandbox")]
+    values = [max(run[f"{who}_gbit_s"]) for run in runs.values() for who in ("host", "sandbox")]
+    left.bar(labels, values)
+    left.set_ylabel("Gbit/s (best of rounds)")
+    left.set_title("iperf3 to the upstream namespace")
+    left.tick_params(axis="x", labelrotation=20)
+    create = data["create_to_first_exec"]
+    right.bar(["egress on", "egress off"],
+              [create["egress_on_ms"]["p50"], create["egress_off_ms"]["p50"]])  # fmt: skip
+    right.set_ylabel("ms (p50)")
+    right.set_title("Create to first exec")
+    _save(fig, path)
 
 
 def chart_sandboxes(data: dict[str, Any], path: Path) -> None:
@@ -185,6 +220,7 @@ CHARTS = {
     "capacity": chart_capacity,
     "tunnel": chart_tunnel,
     "dns": chart_dns,
+    "egress": chart_egress,
 }
 
 
