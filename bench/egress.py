@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -566,6 +567,7 @@ def main() -> None:
                 process.stop()
                 remove_instance(process.home)
         internet.stop()
+        shutil.rmtree(root, ignore_errors=True)
     document = json.dumps(report, indent=2)
     print(document)
     args.out.parent.mkdir(parents=True, exist_ok=True)
