@@ -61,15 +61,15 @@ PYTHON_APP = {
 def server(
     tmp_path_factory: pytest.TempPathFactory, images: Path, chains: LocalChains, internet: Internet
 ) -> Iterator[HutchProcess]:
-    npm = internet.address("registry.npm.test")
-    pypi = internet.address("pypi.test")
+    # By name: the build resolves them through hutch's DNS server, which forwards to the
+    # small internet's authoritative server (HUTCH_DNS_UPSTREAM).
     build_env = {
-        "NPM_CONFIG_REGISTRY": f"http://{npm}/",
+        "NPM_CONFIG_REGISTRY": internet.npm_registry,
         "NPM_CONFIG_AUDIT": "false",
         "NPM_CONFIG_FUND": "false",
         "NPM_CONFIG_UPDATE_NOTIFIER": "false",
-        "PIP_INDEX_URL": f"http://{pypi}/simple/",
-        "PIP_TRUSTED_HOST": pypi,
+        "PIP_INDEX_URL": internet.pypi_index,
+        "PIP_TRUSTED_HOST": "pypi.test",
     }
     env = {f"HUTCH_{key.upper()}": value for key, value in chains.env().items()}
     process = runc_server(
@@ -83,6 +83,7 @@ def server(
             "HUTCH_AGENT_REQUESTS_PER_MINUTE": "1000",
             "HUTCH_AGENT_REQUESTS_PER_MINUTE_PER_ADDRESS": "10000",
             "HUTCH_EGRESS_DEFAULT": "closed",
+            "HUTCH_DNS_UPSTREAM": internet.resolver,
             "HUTCH_BUILD_ENV": ",".join(f"{name}={value}" for name, value in build_env.items()),
         },
     )
