@@ -18,6 +18,7 @@ from hutch.build.env import parse_build_env
 from hutch.core.catalog import DEFAULT_SHAPES, ROOTFS_CATALOG, Shape
 from hutch.core.egress import DenySet, parse_cidr_list
 from hutch.host.dns_upstream import parse_upstreams
+from hutch.host.oci_ref import AllowedRegistry, parse_allowed_registries
 
 __all__ = ["Settings", "default_home"]
 
@@ -101,6 +102,11 @@ class Settings(BaseSettings):
     """Variables every deploy's install and build steps get (say a package mirror):
     ``NAME=value,NAME=value`` (a comma starts a pair only before ``NAME=``) or a JSON
     object of strings; see :mod:`hutch.build.env`."""
+    template_registries: str = ""
+    """The OCI registries images may be pulled from (``hutch images import``, a template's
+    ``FROM registry/repo:tag``), comma-separated ``host[:port][/path-prefix]``; an entry
+    starting ``http://`` is spoken to over plain HTTP (a loopback mirror). Empty: none, so
+    every registry is refused. See :mod:`hutch.host.oci_import`."""
     deploy_max_body_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     """The largest ``POST /agent/deploy`` request (files or zip, base64, and the rest)."""
     deploy_max_unpacked_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
@@ -194,6 +200,7 @@ class Settings(BaseSettings):
             raise ValueError(f"deploy_shape must be one of {ids}")
         _ = self.deny_set  # the egress settings parse, or this raises
         _ = self.build_env_vars
+        _ = self.template_registry_list
         if self.dns_upstream.strip() != "none":
             parse_upstreams(self.dns_upstream)  # ValueError names the bad entry
         names = {image.name for image in ROOTFS_CATALOG}
@@ -217,6 +224,11 @@ class Settings(BaseSettings):
     def build_env_vars(self) -> dict[str, str]:
         """``build_env`` parsed (ValueError if it does not parse)."""
         return parse_build_env(self.build_env)
+
+    @property
+    def template_registry_list(self) -> tuple[AllowedRegistry, ...]:
+        """``template_registries`` parsed (ValueError names a bad entry)."""
+        return parse_allowed_registries(self.template_registries)
 
     @property
     def resolved_database_url(self) -> str:

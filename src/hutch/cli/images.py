@@ -1,4 +1,4 @@
-"""``hutch images``: build and list root filesystem images."""
+"""``hutch images``: build, import and list root filesystem images."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import typer
 
 from hutch.cli.common import HomeOpt, fail, load_settings
 from hutch.core.catalog import ROOTFS_CATALOG
+from hutch.core.errors import HutchError
 from hutch.host.images import ImageBuildError, build_image, image_rootfs, print_progress
+from hutch.host.oci_import import import_image, imported_images
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Build and list root filesystem images.", no_args_is_help=True)
+app = typer.Typer(help="Build, import and list root filesystem images.", no_args_is_help=True)
 
 
 @app.command("build")
@@ -47,3 +49,27 @@ def list_images(home: HomeOpt = None) -> None:
     for image in ROOTFS_CATALOG:
         path = image_rootfs(settings.images_path, image.name)
         print(f"{image.name:10} {'built' if path else 'not built':10} {path or ''}".rstrip())
+    for name, rootfs in imported_images(settings.images_path):
+        print(f"{name} imported {rootfs}")
+
+
+@app.command("import")
+def import_command(
+    reference: Annotated[
+        str, typer.Argument(help="docker://registry[:port]/repo[:tag] (or @sha256:…).")
+    ],
+    home: HomeOpt = None,
+) -> None:
+    """Pull an OCI image from an allowed registry (HUTCH_TEMPLATE_REGISTRIES) into this
+    host's images; prints its name, which templates (FROM) and sandboxes can use.
+
+    Example:  HUTCH_TEMPLATE_REGISTRIES=registry.corp.example hutch images import \\
+              docker://registry.corp.example/base/python:3.11
+    """
+    settings = load_settings(home=home)
+    try:
+        image = asyncio.run(import_image(reference, settings, progress=print_progress))
+    except HutchError as exc:
+        fail(exc.message, hint="the allowed registries are HUTCH_TEMPLATE_REGISTRIES"
+             if exc.code == "registry_not_allowed" else None)  # fmt: skip
+    print(image.name)

@@ -97,7 +97,14 @@ def _safe(name: str) -> str:
 
 
 def image_dir(images: Path, name: str) -> Path:
-    """The directory of image ``name`` (``devbox:1`` lives in ``<images>/devbox_1``)."""
+    """The directory of image ``name`` (``devbox:1`` lives in ``<images>/devbox_1``).
+
+    Names with a ``/`` (imported registry images, ``oci:registry/repo:tag``) live under
+    ``<images>/oci/`` with a hash of the exact name, since ``a/b_c`` and ``a_b/c`` would
+    otherwise share a directory."""
+    if "/" in name:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        return images / "oci" / f"{_safe(name)[:80]}-{digest}"
     return images / _safe(name)
 
 

@@ -9,6 +9,7 @@ and cgroup limits on memory, CPU and processes from its shape.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +127,11 @@ def oci_config(
     cgroup_parent: str,
     memsw: bool,
     nofile: int,
+    image_env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The config.json of one sandbox. ``etc_dir`` holds its hosts, hostname, resolv.conf.
+    ``image_env`` is the image's own ``Env`` (an imported image's, say ``PATH``): it
+    overrides hutch's defaults, and the sandbox's variables override it.
 
     ``nofile`` must not exceed the host's own hard limit: root here may not raise it.
     """
@@ -136,6 +140,7 @@ def oci_config(
         "HOME": "/root",
         "TERM": "xterm",
         "LANG": "C.UTF-8",
+        **(image_env or {}),
         "HOSTNAME": spec.hostname,
         **spec.env,
     }

@@ -41,6 +41,7 @@ from hutch.host.drivers.base import (
 from hutch.host.drivers.oci import AGENT_FD, oci_config
 from hutch.host.firewall import Firewall
 from hutch.host.guest import GuestUnreachable
+from hutch.host.image_config import image_config
 from hutch.host.images import image_rootfs
 from hutch.host.link import SandboxLink, list_netns
 from hutch.host.networks import BridgeNetworks
@@ -140,7 +141,7 @@ class RuncDriver(Driver):
         (etc / "resolv.conf").write_text(
             f"nameserver {spec.link.host}\noptions timeout:1 attempts:2\n"
         )
-        config = oci_config(
+        bundle = oci_config(
             spec,
             rootfs=disk.rootfs,
             netns=link.netns_path,
@@ -149,8 +150,9 @@ class RuncDriver(Driver):
             cgroup_parent=self.cgroup_parent,
             memsw=self._memsw,
             nofile=self._nofile,
+            image_env=config.env if (config := image_config(self.images, spec.rootfs)) else None,
         )
-        (directory / "config.json").write_text(json.dumps(config))
+        (directory / "config.json").write_text(json.dumps(bundle))
 
         with contextlib.suppress(FileNotFoundError):
             self.agent_socket(spec.id).unlink()  # a dead init's socket, on a restart
