@@ -34,8 +34,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hutch.host.guest import GuestClient
+
+if TYPE_CHECKING:
+    from hutch.host.snapshot import SnapshotStats
 
 __all__ = [
     "Driver",
@@ -162,6 +166,14 @@ class Driver(ABC):
         its loopback first, then ``own_address`` (its address as the store knows it, never
         one read from the sandbox's files) if given. Raises :class:`~hutch.host.ports.PortClosed`
         when nothing accepts there, :class:`SandboxMissing` when the sandbox is gone."""
+
+    async def snapshot(self, sandbox_id: str, build: Path) -> SnapshotStats:
+        """Make ``build/rootfs``, an image of the sandbox's filesystem now (its image and
+        its writes merged), while it keeps running: frozen at most while its writable
+        layer is copied, and never left frozen; a paused sandbox stays paused. ``build``
+        must not exist; on failure it is gone again. Raises :class:`SandboxMissing`, or
+        :class:`DriverError` (also when this driver cannot snapshot)."""
+        raise DriverError(f"the {self.capabilities.name} driver cannot snapshot a sandbox")
 
     @abstractmethod
     def agent_socket(self, sandbox_id: str) -> Path:

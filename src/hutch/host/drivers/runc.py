@@ -47,6 +47,7 @@ from hutch.host.link import SandboxLink, list_netns
 from hutch.host.networks import BridgeNetworks
 from hutch.host.ports import connect_port
 from hutch.host.proc import CommandFailed, run
+from hutch.host.snapshot import SnapshotError, SnapshotStats, snapshot_rootfs
 from hutch.host.storage import LayerCannotGrow, SandboxRootfs, mounts_under, remove_tree
 
 __all__ = ["RuncDriver", "instance_tag"]
@@ -305,6 +306,34 @@ class RuncDriver(Driver):
         if info is None or info.state == RuntimeState.STOPPED or not disk.disk.exists():
             raise SandboxMissing(f"no running sandbox {sandbox_id} on this host")
         return disk
+
+    async def snapshot(self, sandbox_id: str, build: Path) -> SnapshotStats:
+        info = await self.get(sandbox_id)
+        disk = SandboxRootfs(self._dir(sandbox_id), templates=self.templates)
+        if info is None or info.state == RuntimeState.STOPPED or not disk.disk.exists():
+            raise SandboxMissing(f"no running sandbox {sandbox_id} on this host")
+        running = info.state == RuntimeState.RUNNING
+
+        async def freeze() -> None:
+            await run(*self._runc("pause", sandbox_id))
+
+        async def thaw() -> None:
+            # Never leave it frozen: a failed thaw is tried again before giving up.
+            for attempt in range(3):
+                try:
+                    await run(*self._runc("resume", sandbox_id))
+                    return
+                except CommandFailed:
+                    if attempt == 2:
+                        raise
+                    await asyncio.sleep(0.05)
+
+        try:
+            return await snapshot_rootfs(
+                disk, build, freeze=freeze if running else None, thaw=thaw if running else None
+            )
+        except (SnapshotError, CommandFailed) as exc:
+            raise DriverError(f"the snapshot of {sandbox_id} failed: {exc}") from exc
 
     async def open_port(
         self, sandbox_id: str, port: int, *, own_address: str | None = None
