@@ -91,9 +91,10 @@ def test_a_policy_is_installed_replaced_and_removed_in_one_transaction_each(netn
                             seed_received=5_678))  # fmt: skip
     text = shown(netns, "table", "inet", wall.table)
     assert f'"{IF}" : goto e_{IF}' in text
-    assert "quota over 10000 bytes used 1234 bytes goto refuse" in text
+    assert f"quota q_{IF} {{\n\t\tover 10000 bytes used 1234 bytes" in text
+    assert f'quota name "q_{IF}" goto refuse' in text
     assert "ip saddr != 10.93.0.2 drop" in text, "no forged sources"
-    assert "198.18.1.5 . 8080" in text and "198.18.0.0/24" in text
+    assert "198.18.1.5 . 8080" in text and "198.18.0.0/24 . 0-255" in text
     counters = {i["counter"]["name"]: i["counter"]["bytes"]  # type: ignore[index]
                 for i in listing(netns, "counters", "table", "inet", wall.table)
                 if "counter" in i}  # fmt: skip
@@ -153,3 +154,35 @@ def test_libnftables_in_process_runs_a_whole_transaction_or_nothing() -> None:
         assert asyncio.run(nftlib.nft_json(f"list counter inet {table} d")) is None
     finally:
         subprocess.run(["nft", "delete", "table", "inet", table], check=False)
+
+
+def test_counters_and_quotas_are_read_from_the_kernel_one_object_at_a_time() -> None:
+    from hutch.host import nfnetlink
+
+    table = f"hutch-unit-{uuid.uuid4().hex[:8]}"
+    try:
+        asyncio.run(nftlib_run(
+            f"add table inet {table}\n"
+            f"add counter inet {table} c1 {{ packets 3 bytes 700 ; }}\n"
+            f"add counter inet {table} c2 {{ packets 1 bytes 9 ; }}\n"
+            f"add quota inet {table} left {{ over 1000 bytes used 10 bytes ; }}\n"
+            f"add quota inet {table} gone {{ over 100 bytes used 100 bytes ; }}\n"
+        ))  # fmt: skip
+        assert asyncio.run(nfnetlink.read_counter(table, "c1")) == 700
+        assert asyncio.run(nfnetlink.read_counter(table, "nope")) is None
+        assert asyncio.run(nfnetlink.read_counter(f"{table}-nope", "c1")) is None
+        assert asyncio.run(nfnetlink.counters(table)) == {"c1": 700, "c2": 9}
+        left = asyncio.run(nfnetlink.read_quota(table, "left"))
+        assert left is not None and (left.limit_bytes, left.consumed_bytes) == (1000, 10)
+        assert not left.depleted
+        gone = asyncio.run(nfnetlink.read_quota(table, "gone"))
+        assert gone is not None and gone.depleted
+        assert asyncio.run(nfnetlink.read_quota(table, "c1")) is None, "a counter is no quota"
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", table], check=False)
+
+
+async def nftlib_run(script: str) -> None:
+    from hutch.host import nft as nftlib
+
+    await nftlib.nft(script)

@@ -7,11 +7,19 @@ own chain; a sandbox with no entry is refused. Per sandbox (``<if>`` is the host
 its link, ``hv…``):
 
 - ``e_<if>``: its own source address only (a forged one is dropped), then open, or the
-  policy: ``a_<if>`` (blocks, every port), ``ap_<if>`` (block . port), and the addresses
-  its DNS lookups allowed, ``d_<if>`` and ``dp_<if>`` (with timeouts; see
-  :meth:`EgressFirewall.allow_resolved`). Anything else is refused.
-- ``m_<if>``: the meter: a ``quota`` of what is left (refused when it runs out), then the
-  ``tx_<if>`` counter and accept. Replies coming back count in ``rx_<if>``.
+  policy: ``a_<if>`` (block . protocol 0-255: every port and protocol), ``ap_<if>``
+  (block . port), and the addresses its DNS lookups allowed, ``d_<if>`` and ``dp_<if>``
+  (with timeouts; see :meth:`EgressFirewall.allow_resolved`). Anything else is refused.
+- ``m_<if>``: the meter: the named quota ``q_<if>`` of what is left (refused when it runs
+  out), then the ``tx_<if>`` counter and accept. Replies coming back count in ``rx_<if>``.
+
+The control plane's cost must not grow with the number of sandboxes. Counters and quotas
+are read from the kernel one object at a time (:mod:`hutch.host.nfnetlink`), not through
+``nft list``, which fetches the whole ruleset first. Changes go through libnftables, whose
+cache fetch for a transaction covers the table's chains, sets and objects, and the
+elements of every set that is a plain (not concatenated) interval set: no per-sandbox
+set is one (``a_<if>`` is concatenated with the protocol for that reason), so those
+elements are never fetched.
 
 Everything is evaluated on every forwarded packet, not only the first of a connection,
 so a new policy cuts open connections to places it no longer allows (the next packet the
@@ -37,6 +45,7 @@ from typing import Any
 
 from hutch.host.firewall import Firewall
 from hutch.host.link import host_interface
+from hutch.host.nfnetlink import NetlinkError, counters, read_counter, read_quota
 from hutch.host.nft import nft, nft_json
 from hutch.host.proc import CommandFailed
 
@@ -55,7 +64,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MIN_RESOLVED_TTL_S = 60
-_UNITS = {"bytes": 1, "kbytes": 1024, "mbytes": 1024**2, "gbytes": 1024**3}
 
 KeepResolved = Callable[[str, int | None], bool]
 """``(name, port or None) -> keep?`` for resolved addresses when a policy is replaced."""
@@ -139,7 +147,8 @@ class EgressLayer(ABC):
 
 
 def _names(ifname: str) -> dict[str, str]:
-    return {kind: f"{kind}_{ifname}" for kind in ("e", "m", "a", "ap", "d", "dp", "tx", "rx")}
+    kinds = ("e", "m", "a", "ap", "d", "dp", "q", "tx", "rx")
+    return {kind: f"{kind}_{ifname}" for kind in kinds}
 
 
 def apply_script(
@@ -160,12 +169,12 @@ def apply_script(
     """
     n = _names(ifname)
     t = f"inet {table}"
-    any_port = [str(net) for net, port in spec.networks if port is None]
+    any_port = [f"{net} . 0-255" for net, port in spec.networks if port is None]
     with_port = [f"{net} . {port}" for net, port in spec.networks if port is not None]
     lines = [
         f"add counter {t} {n['tx']} {{ packets 0 bytes {seed_sent} ; }}",
         f"add counter {t} {n['rx']} {{ packets 0 bytes {seed_received} ; }}",
-        f"add set {t} {n['a']} {{ type ipv4_addr ; flags interval ; }}",
+        f"add set {t} {n['a']} {{ type ipv4_addr . inet_proto ; flags interval ; }}",
         f"flush set {t} {n['a']}",
         f"add set {t} {n['ap']} {{ type ipv4_addr . inet_service ; flags interval ; }}",
         f"flush set {t} {n['ap']}",
@@ -177,12 +186,21 @@ def apply_script(
     if with_port:
         lines.append(f"add element {t} {n['ap']} {{ {', '.join(with_port)} }}")
     lines += [f"delete element {t} {set_name} {{ {element} }}" for set_name, element in prune]
-    lines += [f"add chain {t} {n['m']}", f"flush chain {t} {n['m']}"]
+    # The quota is made anew each time (its use starting from the counter, not from what
+    # it refused): added first so that it exists to be deleted, once no rule uses it.
+    lines += [
+        f"add chain {t} {n['m']}",
+        f"add quota {t} {n['q']} {{ over 0 bytes ; }}",
+        f"flush chain {t} {n['m']}",
+        f"delete quota {t} {n['q']}",
+    ]
     if spec.quota_bytes >= 0:
-        lines.append(
-            f"add rule {t} {n['m']} quota over {spec.quota_bytes} bytes used {used_now} bytes "
-            "goto refuse"
-        )
+        # The kernel refuses a quota used beyond its size; at its size it is used up.
+        used = min(used_now, spec.quota_bytes)
+        lines += [
+            f"add quota {t} {n['q']} {{ over {spec.quota_bytes} bytes used {used} bytes ; }}",
+            f'add rule {t} {n["m"]} quota name "{n["q"]}" goto refuse',
+        ]
     lines.append(f'add rule {t} {n["m"]} counter name "{n["tx"]}" accept')
     lines += [f"add chain {t} {n['e']}", f"flush chain {t} {n['e']}"]
     # Root inside has CAP_NET_RAW: a packet with any source but its own would leave
@@ -190,7 +208,7 @@ def apply_script(
     lines.append(f"add rule {t} {n['e']} ip saddr != {IPv4Address(spec.ip)} drop")
     if spec.restricted:
         lines += [
-            f"add rule {t} {n['e']} ip daddr @{n['a']} goto {n['m']}",
+            f"add rule {t} {n['e']} ip daddr . meta l4proto @{n['a']} goto {n['m']}",
             f"add rule {t} {n['e']} ip daddr @{n['d']} goto {n['m']}",
             f"add rule {t} {n['e']} meta l4proto {{ tcp, udp }} ip daddr . th dport "
             f"@{n['ap']} goto {n['m']}",
@@ -217,6 +235,8 @@ def remove_script(table: str, ifname: str) -> str:
         f"flush chain {t} {n['m']}",
         f"delete chain {t} {n['e']}",
         f"delete chain {t} {n['m']}",
+        f"add quota {t} {n['q']} {{ over 0 bytes ; }}",  # so that it exists to be deleted
+        f"delete quota {t} {n['q']}",
         *(f"delete set {t} {n[kind]}" for kind in ("a", "ap", "d", "dp")),
         f"delete counter {t} {n['tx']}",
         f"delete counter {t} {n['rx']}",
@@ -365,33 +385,26 @@ class EgressFirewall(EgressLayer):
     async def _capped(self, ifname: str) -> bool:
         """Whether the meter's quota has run out (the packet that would cross it was refused,
         so the counter alone stays just below the quota)."""
-        listed = await nft_json(f"list chain inet {self.table} m_{ifname}")
-        if listed is None:
+        try:
+            quota = await read_quota(self.table, f"q_{ifname}")
+        except NetlinkError:
+            log.warning("reading the quota of %s failed", ifname, exc_info=True)
             return False
-        for item in listed.get("nftables", []):
-            for expr in item.get("rule", {}).get("expr", []):
-                if isinstance(expr, dict) and "quota" in expr:
-                    quota = expr["quota"]
-                    limit = int(quota["val"]) * _UNITS[quota.get("val_unit", "bytes")]
-                    used = int(quota.get("used", 0)) * _UNITS[quota.get("used_unit", "bytes")]
-                    return used >= limit
-        return False
+        return quota is not None and (quota.depleted or quota.consumed_bytes >= quota.limit_bytes)
 
     async def _counter(self, name: str) -> int | None:
-        listed = await nft_json(f"list counter inet {self.table} {name}")
-        if listed is None:
+        try:
+            return await read_counter(self.table, name)
+        except NetlinkError:
+            log.warning("reading the counter %s failed", name, exc_info=True)
             return None
-        for item in listed.get("nftables", []):
-            if "counter" in item:
-                return int(item["counter"]["bytes"])
-        return None
 
     async def all_counts(self) -> dict[str, TrafficCounts]:
-        counters = await read_counters(self.table)
+        found_counters = await read_counters(self.table)
         found = {}
         for sandbox_id, installed in list(self._by_id.items()):
-            sent = counters.get(f"tx_{installed.ifname}")
-            received = counters.get(f"rx_{installed.ifname}")
+            sent = found_counters.get(f"tx_{installed.ifname}")
+            received = found_counters.get(f"rx_{installed.ifname}")
             if sent is not None and received is not None:
                 found[sandbox_id] = TrafficCounts(sent_bytes=sent, received_bytes=received)
         return found
@@ -417,15 +430,13 @@ class EgressFirewall(EgressLayer):
 
 
 async def read_counters(table: str) -> dict[str, int]:
-    """Every named counter of ``inet table``, by name (bytes); empty when there is none."""
-    listed = await nft_json(f"list counters table inet {table}")
-    if listed is None:
+    """Every named counter of ``inet table``, by name (bytes); empty when there is none
+    (or when the kernel would not say)."""
+    try:
+        return await counters(table)
+    except NetlinkError:
+        log.warning("reading the counters of %s failed", table, exc_info=True)
         return {}
-    return {
-        str(item["counter"]["name"]): int(item["counter"]["bytes"])
-        for item in listed.get("nftables", [])
-        if "counter" in item
-    }
 
 
 def is_ipv4(address: object) -> bool:

@@ -28,10 +28,10 @@ and removes as members come and go (:mod:`hutch.host.networks`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from ipaddress import IPv4Network
 
+from hutch.host.nfnetlink import counters
 from hutch.host.proc import run
 
 __all__ = ["Firewall"]
@@ -132,15 +132,7 @@ table inet {self.table} {{{dns_nat}{nat}
     async def install(self) -> None:
         """Create or replace the table, atomically (keeping its counters' last values in
         :attr:`salvaged`), and switch IPv4 forwarding on if sandboxes may go out."""
-        listed = await run(
-            "nft", "-j", "list", "counters", "table", "inet", self.table, check=False
-        )
-        if listed.returncode == 0:
-            self.salvaged = {
-                str(item["counter"]["name"]): int(item["counter"]["bytes"])
-                for item in json.loads(listed.stdout).get("nftables", [])
-                if "counter" in item
-            }
+        self.salvaged = await counters(self.table)
         await run("nft", "-f", "-", input=self.ruleset().encode())
         if self.link_pool is not None:
             await run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")

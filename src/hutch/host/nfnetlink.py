@@ -1,0 +1,174 @@
+"""Reading nftables counters and quotas straight from the kernel, over netlink.
+
+``nft list counter …`` (and libnftables) first fetches a cache of the whole ruleset,
+every set's elements included: with a thousand sandboxes' policies in hutch's table that
+is seconds per read. The kernel answers a request for one named object (or every object
+of one type in one table) by itself, in well under a millisecond whatever else the table
+holds; this module asks it that, ``NFT_MSG_GETOBJ`` on a ``NETLINK_NETFILTER`` socket,
+and nothing else. Changes still go through :mod:`hutch.host.nft`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+__all__ = ["NetlinkError", "Quota", "counters", "read_counter", "read_quota"]
+
+_NETLINK_NETFILTER = 12
+_NFNL_SUBSYS_NFTABLES = 10
+_NFT_MSG_GETOBJ = 19
+_NFPROTO_INET = 1
+_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_DUMP = 0x1, 0x4, 0x300
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_NLA_F_NESTED = 1 << 15
+_NFTA_OBJ_TABLE, _NFTA_OBJ_NAME, _NFTA_OBJ_TYPE, _NFTA_OBJ_DATA = 1, 2, 3, 4
+_OBJECT_COUNTER, _OBJECT_QUOTA = 1, 2
+_NFTA_COUNTER_BYTES = 1
+_NFTA_QUOTA_BYTES, _NFTA_QUOTA_FLAGS, _NFTA_QUOTA_CONSUMED = 1, 2, 4
+_QUOTA_F_DEPLETED = 1 << 1
+
+
+class NetlinkError(OSError):
+    pass
+
+
+@dataclass(frozen=True)
+class Quota:
+    limit_bytes: int
+    consumed_bytes: int
+    depleted: bool
+    """The kernel's own flag: a packet found the quota used up."""
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    header = struct.pack("=HH", 4 + len(payload), kind)
+    return header + payload + b"\0" * (-len(payload) % 4)
+
+
+def _attrs(data: bytes) -> Iterator[tuple[int, bytes]]:
+    offset = 0
+    while offset + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, offset)
+        if length < 4:
+            return
+        yield kind & ~_NLA_F_NESTED, data[offset + 4 : offset + length]
+        offset += (length + 3) & ~3
+
+
+class _Socket:
+    """One netlink socket, one request at a time (a lock), in the caller's thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._seq = 0
+
+    def request(self, table: str, kind: int, name: str | None) -> list[tuple[str, bytes]]:
+        """``(name, NFTA_OBJ_DATA)`` of the ``kind`` objects of ``inet table`` (one, by
+        name, or all). A missing table or object is an empty list."""
+        with self._lock:
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
+                self._sock.bind((0, 0))
+            self._seq += 1
+            body = struct.pack("!BBH", _NFPROTO_INET, 0, 0)
+            body += _attr(_NFTA_OBJ_TABLE, table.encode() + b"\0")
+            if name is not None:
+                body += _attr(_NFTA_OBJ_NAME, name.encode() + b"\0")
+            body += _attr(_NFTA_OBJ_TYPE, struct.pack("!I", kind))
+            flags = _NLM_F_REQUEST | _NLM_F_ACK | (0 if name is not None else _NLM_F_DUMP)
+            kind_msg = (_NFNL_SUBSYS_NFTABLES << 8) | _NFT_MSG_GETOBJ
+            header = struct.pack("=IHHII", 16 + len(body), kind_msg, flags, self._seq, 0)
+            try:
+                self._sock.send(header + body)
+                return self._replies(self._sock, self._seq, dump=name is None)
+            except NetlinkError:
+                raise
+            except OSError:
+                self._sock.close()
+                self._sock = None
+                raise
+
+    @staticmethod
+    def _replies(sock: socket.socket, seq: int, *, dump: bool) -> list[tuple[str, bytes]]:
+        found: list[tuple[str, bytes]] = []
+        while True:
+            data = sock.recv(1 << 20)
+            offset = 0
+            while offset + 16 <= len(data):
+                length, kind, _, msg_seq, _ = struct.unpack_from("=IHHII", data, offset)
+                message = data[offset + 16 : offset + length]
+                offset += (length + 3) & ~3
+                if msg_seq != seq:
+                    continue
+                if kind == _NLMSG_DONE:
+                    return found
+                if kind == _NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", message)
+                    if code == 0:
+                        if not dump:
+                            return found
+                        continue
+                    if -code == errno.ENOENT:
+                        return found
+                    raise NetlinkError(-code, os.strerror(-code))
+                obj_name, obj_data = "", b""
+                for attr, payload in _attrs(message[4:]):
+                    if attr == _NFTA_OBJ_NAME:
+                        obj_name = payload.rstrip(b"\0").decode()
+                    elif attr == _NFTA_OBJ_DATA:
+                        obj_data = payload
+                found.append((obj_name, obj_data))
+
+
+_socket = _Socket()
+
+
+def _u64(data: bytes, kind: int) -> int:
+    for attr, payload in _attrs(data):
+        if attr == kind:
+            return int(struct.unpack("!Q", payload[:8])[0])
+    return 0
+
+
+def _counters(table: str, name: str | None) -> dict[str, int]:
+    return {
+        obj_name: _u64(data, _NFTA_COUNTER_BYTES)
+        for obj_name, data in _socket.request(table, _OBJECT_COUNTER, name)
+    }
+
+
+async def counters(table: str) -> dict[str, int]:
+    """Every named counter of ``inet table``, by name (bytes); empty when there is none."""
+    return await asyncio.to_thread(_counters, table, None)
+
+
+async def read_counter(table: str, name: str) -> int | None:
+    """The bytes of the named counter; None when it (or the table) does not exist."""
+    return (await asyncio.to_thread(_counters, table, name)).get(name)
+
+
+def _quota(table: str, name: str) -> Quota | None:
+    for _, data in _socket.request(table, _OBJECT_QUOTA, name):
+        flags = 0
+        for attr, payload in _attrs(data):
+            if attr == _NFTA_QUOTA_FLAGS:
+                (flags,) = struct.unpack("!I", payload[:4])
+        return Quota(
+            limit_bytes=_u64(data, _NFTA_QUOTA_BYTES),
+            consumed_bytes=_u64(data, _NFTA_QUOTA_CONSUMED),
+            depleted=bool(flags & _QUOTA_F_DEPLETED),
+        )
+    return None
+
+
+async def read_quota(table: str, name: str) -> Quota | None:
+    """The named quota of ``inet table``; None when it does not exist."""
+    return await asyncio.to_thread(_quota, table, name)
