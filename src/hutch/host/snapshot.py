@@ -6,10 +6,11 @@ view turned into an image like the catalog ones (``<build>/rootfs``), while the 
 keeps running:
 
 1. **Frozen** (the cgroup freezer, ``runc pause``) only while ``upper`` is copied, and
-   the copy is a reflink copy on the sandbox's own btrfs disk (``cp --reflink``), so its
-   cost is the number of files changed, not their size. The copy is kept beside
-   ``upper`` in the layer, where the sandbox cannot see it. Thawed at once (also on any
-   failure). A sandbox that was paused already stays paused.
+   the copy is a read-only btrfs snapshot of the sandbox's own disk (the layer's
+   filesystem), which takes the same few milliseconds whatever the layer holds (an ext4
+   layer of an earlier hutch is copied instead, frozen for as long as that takes). The
+   copy is kept in the layer beside ``upper``, where the sandbox cannot see it. Thawed at
+   once (also on any failure). A sandbox that was paused already stays paused.
 2. Unfrozen: a read-only overlay of that copy over the image gives the frozen moment's
    merged view, with the kernel applying its whiteouts, opaque and renamed directories.
 3. The new image starts as hard links to the image's files (no data copied), and only
@@ -88,7 +89,8 @@ async def snapshot_rootfs(
     started = time.monotonic()
     lowers = await asyncio.to_thread(overlay_lowers, disk.rootfs)
     upper = disk.layer / "upper"
-    staged = disk.layer / f".snapshot-{os.getpid()}-{time.monotonic_ns()}"
+    holder = disk.layer / f".snapshot-{os.getpid()}-{time.monotonic_ns()}"
+    staged = holder / "upper"
     merged = build / ".merged"
     try:
         await asyncio.to_thread(build.mkdir, parents=True)
@@ -100,7 +102,7 @@ async def snapshot_rootfs(
             await freeze()
         frozen_at = time.monotonic()
         try:
-            await _copy_layer(upper, staged)
+            await _copy_layer(disk.layer, upper, holder)
         finally:
             if thaw is not None:
                 await thaw()
@@ -126,7 +128,7 @@ async def snapshot_rootfs(
             raise SnapshotError(f"copying the sandbox's files failed: {exc}") from exc
         raise
     finally:
-        await asyncio.shield(asyncio.to_thread(shutil.rmtree, staged, True))
+        await asyncio.shield(_drop_copy(holder))
     return SnapshotStats(
         rootfs=rootfs,
         frozen_ms=frozen_ms,
@@ -135,14 +137,30 @@ async def snapshot_rootfs(
     )
 
 
-async def _copy_layer(upper: Path, staged: Path) -> None:
-    """Copy the writable layer beside itself, as reflinks where the disk can (btrfs)."""
+async def _copy_layer(layer: Path, upper: Path, holder: Path) -> None:
+    """Copy the writable layer into ``holder/upper`` on the sandbox's own disk: a
+    read-only btrfs snapshot of the whole layer filesystem (its top-level subvolume),
+    which costs the same whatever the layer holds; else a reflink copy (per file), else a
+    plain copy (an ext4 layer made by an earlier hutch)."""
     try:
-        await run("cp", "-a", "--reflink=always", str(upper), str(staged), timeout_s=600)
+        await run("btrfs", "subvolume", "snapshot", "-r", str(layer), str(holder))
+        return
+    except (CommandFailed, FileNotFoundError):
+        await _drop_copy(holder)
+    await asyncio.to_thread(holder.mkdir)
+    try:
+        await run("cp", "-a", "--reflink=always", str(upper), str(holder), timeout_s=600)
     except CommandFailed:
-        # An ext4 layer made by an earlier hutch, or a disk too full for the metadata.
-        await asyncio.to_thread(shutil.rmtree, staged, True)
-        await run("cp", "-a", str(upper), str(staged), timeout_s=600)
+        await asyncio.to_thread(shutil.rmtree, holder / "upper", True)
+        await run("cp", "-a", str(upper), str(holder), timeout_s=600)
+
+
+async def _drop_copy(holder: Path) -> None:
+    if not await asyncio.to_thread(os.path.lexists, holder):
+        return
+    deleted = await run("btrfs", "subvolume", "delete", str(holder), check=False)
+    if deleted.returncode != 0:
+        await asyncio.to_thread(shutil.rmtree, holder, True)
 
 
 async def _discard(build: Path) -> None:
