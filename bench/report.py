@@ -3,7 +3,7 @@
     .venv/bin/python bench/report.py [--charts-only] [--load-seconds 180] [--capacity-max 1000]
 
 Runs bench/sandboxes.py, bench/proxy.py, bench/load.py, bench/capacity.py, bench/tunnel.py,
-bench/dns.py and bench/egress.py one after the other (each starts its own server and its
+bench/dns.py, bench/egress.py and bench/images.py one after the other (each starts its own server and its
 peers: bare runc, bare fork/exec, nginx, a direct socket, the upstream resolver, the host
 itself), each writing ``bench/results/<name>.json``; then gathers them into
 ``latest.json`` with the machine and the ratios to each peer, and draws
@@ -42,6 +42,7 @@ def run_all(load_seconds: float, capacity_max: int) -> None:
         [python, str(BENCH / "tunnel.py")],
         [python, str(BENCH / "dns.py")],
         [python, str(BENCH / "egress.py")],
+        [python, str(BENCH / "images.py")],
     ]
     for command in runs:
         print("running", " ".join(command[1:]), flush=True)
@@ -95,6 +96,10 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         ]
         out["egress_create_to_first_exec_added_p50_ms"] = egress["create_to_first_exec"][
             "added_p50_ms"
+        ]
+    if images := results.get("images"):
+        out["disk_per_sandbox_from_an_imported_image_vs_a_copy_of_it"] = images["disk"][
+            "ratio_per_sandbox_to_image_copy"
         ]
     return out
 
@@ -213,6 +218,19 @@ def chart_dns(data: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
+def chart_images(data: dict[str, Any], path: Path) -> None:
+    snaps = data["snapshot"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels = [name.replace("_", " ") for name in snaps]
+    ax.bar([f"{label}\nfrozen" for label in labels], [s["frozen_ms"] for s in snaps.values()])
+    ax.bar([f"{label}\nplain cp" for label in labels],
+           [s["peer_plain_cp_of_the_layer_ms"] for s in snaps.values()])  # fmt: skip
+    ax.set_ylabel("ms")
+    ax.set_title("Snapshot: time a sandbox is frozen vs a plain copy of its layer")
+    ax.tick_params(axis="x", labelsize=7)
+    _save(fig, path)
+
+
 CHARTS = {
     "sandboxes": chart_sandboxes,
     "proxy": chart_proxy,
@@ -221,6 +239,7 @@ CHARTS = {
     "tunnel": chart_tunnel,
     "dns": chart_dns,
     "egress": chart_egress,
+    "images": chart_images,
 }
 
 
