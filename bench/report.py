@@ -3,10 +3,10 @@
     .venv/bin/python bench/report.py [--charts-only] [--load-seconds 180] [--capacity-max 1000]
 
 Runs bench/sandboxes.py, bench/proxy.py, bench/load.py, bench/capacity.py, bench/tunnel.py,
-bench/dns.py, bench/egress.py and bench/images.py one after the other (each starts its own server and its
-peers: bare runc, bare fork/exec, nginx, a direct socket, the upstream resolver, the host
-itself), each writing ``bench/results/<name>.json``; then gathers them into
-``latest.json`` with the machine and the ratios to each peer, and draws
+bench/dns.py, bench/egress.py and bench/images.py one after the other (each starts its own
+server and its peers: bare runc, bare fork/exec, nginx, a direct socket, the upstream
+resolver, the host itself, a plain copy), each writing ``bench/results/<name>.json``; then
+gathers them into ``latest.json`` with the machine and the ratios to each peer, and draws
 ``bench/results/<name>.png``. With ``--charts-only`` it only gathers and draws from the
 results already there.
 """
