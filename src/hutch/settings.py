@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     """Variables every deploy's install and build steps get (say a package mirror):
     ``NAME=value,NAME=value`` (a comma starts a pair only before ``NAME=``) or a JSON
     object of strings; see :mod:`hutch.build.env`."""
+    image_import_max_bytes: int = Field(default=10 * 1024**3, ge=1024 * 1024)
+    """The largest image an import pulls: its compressed layers (checked before pulling),
+    and what it unpacks to; over it the import fails with that reason."""
     template_registries: str = ""
     """The OCI registries images may be pulled from (``hutch images import``, a template's
     ``FROM registry/repo:tag``), comma-separated ``host[:port][/path-prefix]``; an entry

@@ -37,6 +37,7 @@ class PushedImages:
     registry: OciRegistry
     app: str  # registry/team/app:1 — devbox plus a layer, a whiteout and a config
     bare: str  # registry/team/bare:1 — one file, no Python
+    zeros: str  # registry/team/zeros:1 — 3 MiB of zeros, a few KiB compressed
 
 
 @pytest.fixture(scope="session")
@@ -68,9 +69,12 @@ def pushed(images: Path) -> Iterator[PushedImages]:
         )
         subprocess.run(["umoci", "new", "--image", f"{layout}:empty"], check=True)
         derive_image(layout, base="empty", tag="bare", work=work, files={"/hello": "hi\n"})
+        derive_image(layout, base="empty", tag="zeros", work=work,
+                     files={"/zeros": "\0" * (3 << 20)})  # fmt: skip
         app = registry.push(layout, "app", "team/app:1")
         bare = registry.push(layout, "bare", "team/bare:1")
-        yield PushedImages(registry=registry, app=app, bare=bare)
+        zeros = registry.push(layout, "zeros", "team/zeros:1")
+        yield PushedImages(registry=registry, app=app, bare=bare, zeros=zeros)
     finally:
         registry.stop()
         subprocess.run(["rm", "-rf", str(work)], check=False)
@@ -193,6 +197,21 @@ async def test_an_image_without_python_is_refused_with_the_reason(
     leftovers = list((settings_for.images_path / "oci").glob("*/*"))
     assert not [path for path in leftovers if path.name.endswith(".partial")]
     assert image_rootfs(settings_for.images_path, f"oci:{pushed.bare}") is None
+
+
+async def test_an_image_over_the_size_cap_is_refused_before_or_after_unpacking(
+    pushed: PushedImages, settings_for: Settings
+) -> None:
+    small = settings_for.model_copy(update={"image_import_max_bytes": 2 << 20})
+    # devbox's layers are ~100 MiB compressed: refused from the manifest, nothing pulled.
+    with pytest.raises(ImageImportError, match=r"MiB compressed, over this host's cap of 2 MiB"):
+        await import_image(pushed.app, small)
+    assert not list((small.images_path / "oci").glob("*/*.partial"))
+    # 3 MiB of zeros compress to a few KiB: refused once unpacked, and nothing kept.
+    with pytest.raises(ImageImportError, match=r"unpacks to 3 MiB, over this host's cap"):
+        await import_image(pushed.zeros, small)
+    assert image_rootfs(small.images_path, f"oci:{pushed.zeros}") is None
+    assert not list((small.images_path / "oci").glob("*/*.partial"))
 
 
 async def test_a_missing_tag_is_an_import_error_naming_the_registry_answer(

@@ -30,6 +30,7 @@ import asyncio
 import fcntl
 import json
 import os
+import platform
 import shutil
 import time
 from collections.abc import Callable
@@ -55,6 +56,7 @@ __all__ = [
 # The guest agent (the sandbox's init) runs on the image's own Python 3.
 GUEST_PYTHON = "usr/bin/python3"
 PULL_TIMEOUT_S = 1800.0
+MIB = 1024 * 1024
 # Signatures are not checked (no keys are configured); the allowlist is the gate.
 _POLICY = {"default": [{"type": "insecureAcceptAnything"}]}
 
@@ -123,7 +125,9 @@ async def import_image(
     lock = await asyncio.to_thread(os.open, base / ".import.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
-        return await _import_locked(reference, name, base, tls, progress)
+        return await _import_locked(
+            reference, name, base, tls, progress, max_bytes=settings.image_import_max_bytes
+        )
     finally:
         os.close(lock)
 
@@ -134,6 +138,8 @@ async def _import_locked(
     base: Path,
     tls: tuple[str, ...],
     progress: Callable[[str], None],
+    *,
+    max_bytes: int,
 ) -> ImageRef:
     started = time.monotonic()
     policy = base.parent / "policy.json"
@@ -147,6 +153,12 @@ async def _import_locked(
         _point_current(base, key)
         progress(f"{reference} is up to date ({digest[:19]})")
         return _image_ref(name, reference, digest, target)
+    declared = await _declared_size(reference, tls, policy)
+    if declared > max_bytes:
+        raise ImageImportError(
+            f"{reference}: its layers are {declared / MIB:.0f} MiB compressed, over this "
+            f"host's cap of {max_bytes / MIB:.0f} MiB (HUTCH_IMAGE_IMPORT_MAX_BYTES)"
+        )
     partial = base / f"{key}.partial"
     await asyncio.to_thread(shutil.rmtree, partial, True)
     partial.mkdir()
@@ -165,6 +177,12 @@ async def _import_locked(
             raise ImageImportError(f"{reference}: unpacking failed: {exc.detail}") from exc
         rootfs = partial / "rootfs"
         (partial / "bundle" / "rootfs").rename(rootfs)
+        unpacked = await asyncio.to_thread(_tree_bytes, rootfs)
+        if unpacked > max_bytes:
+            raise ImageImportError(
+                f"{reference}: it unpacks to {unpacked / MIB:.0f} MiB, over this host's cap of "
+                f"{max_bytes / MIB:.0f} MiB (HUTCH_IMAGE_IMPORT_MAX_BYTES)"
+            )
         await asyncio.to_thread(_check_usable, reference, rootfs)
         os.chmod(rootfs, 0o755)
         (rootfs / ".hutch" / "guest").mkdir(parents=True, exist_ok=True)
@@ -181,6 +199,41 @@ async def _import_locked(
     _point_current(base, key)
     progress(f"imported {reference} in {time.monotonic() - started:.1f}s as {name}")
     return _image_ref(name, reference, digest, target)
+
+
+async def _declared_size(reference: ImageReference, tls: tuple[str, ...], policy: Path) -> int:
+    """The compressed size of the image's layers as its manifest declares them (for this
+    machine's platform when the tag is a manifest list); 0 when the manifest says none."""
+    raw = json.loads(
+        await _skopeo("inspect", "--raw", *tls, reference.transport, timeout_s=120, policy=policy)
+    )
+    if "manifests" in raw:
+        arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+        chosen = [
+            m for m in raw["manifests"]
+            if (m.get("platform") or {}).get("os") == "linux"
+            and (m.get("platform") or {}).get("architecture") == arch
+        ]  # fmt: skip
+        if not chosen:
+            raise ImageImportError(f"{reference} has no image for linux/{arch}")
+        pinned = f"docker://{reference.registry}/{reference.repository}@{chosen[0]['digest']}"
+        raw = json.loads(
+            await _skopeo("inspect", "--raw", *tls, pinned, timeout_s=120, policy=policy)
+        )
+    return sum(int(layer.get("size") or 0) for layer in raw.get("layers") or [])
+
+
+def _tree_bytes(root: Path) -> int:
+    """Bytes allocated to the files under ``root`` (hard links counted once)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for directory, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            st = os.lstat(os.path.join(directory, name))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
 
 
 def _image_ref(name: str, reference: ImageReference, digest: str, build: Path) -> ImageRef:
