@@ -49,6 +49,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from ipaddress import IPv4Network
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import httpx
@@ -134,17 +135,22 @@ print(json.dumps(out))
 # Run in a namespace holding hutch's table: its own nft calls, timed (ms).
 NFT_TIMING = """\
 import asyncio, json, sys, time
-from hutch.host.nft import nft, nft_json
+from hutch.host.egress import resolved_script
+from hutch.host.nfnetlink import read_counter
+from hutch.host.nft import nft
 table, link, n, script = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.stdin.read()
 async def main():
-    reads, applies = [], []
+    reads, applies, resolved = [], [], []
     for _ in range(n):
         t = time.perf_counter()
-        assert await nft_json(f"list counter inet {table} tx_{link}") is not None
+        assert await read_counter(table, f"tx_{link}") is not None
         reads.append((time.perf_counter() - t) * 1000)
     for _ in range(n):
         t = time.perf_counter(); await nft(script); applies.append((time.perf_counter() - t) * 1000)
-    print(json.dumps({"reads": reads, "applies": applies}))
+    for i in range(n):
+        allow = resolved_script(table, link, [f"198.18.253.{i}"], None, 60, "bench.test")
+        t = time.perf_counter(); await nft(allow); resolved.append((time.perf_counter() - t) * 1000)
+    print(json.dumps({"reads": reads, "applies": applies, "resolved": resolved}))
 asyncio.run(main())
 """
 
@@ -180,13 +186,18 @@ def iperf(target: str, seconds: float, netns: str | None) -> float:
 
 def throughput(target: str, netns: str, seconds: float, rounds: int) -> dict[str, Any]:
     host, sandbox = [], []
-    for _ in range(rounds):  # interleaved, so drift on a shared machine hits both
-        host.append(iperf(target, seconds, None))
-        sandbox.append(iperf(target, seconds, netns))
+    for i in range(rounds):  # interleaved, so drift on a shared machine hits both
+        # Which goes first alternates: the second of a pair tends to find the CPUs warmer.
+        pair = [(host, None), (sandbox, netns)]
+        for samples, where in pair if i % 2 == 0 else pair[::-1]:
+            samples.append(iperf(target, seconds, where))
+    paired = [s / h for s, h in zip(sandbox, host, strict=True)]
     return {
         "host_gbit_s": [round(v, 3) for v in host],
         "sandbox_gbit_s": [round(v, 3) for v in sandbox],
         "ratio_sandbox_to_host": round(statistics.median(sandbox) / statistics.median(host), 3),
+        "ratio_per_round": [round(r, 3) for r in paired],
+        "ratio_per_round_median": round(statistics.median(paired), 3),
     }
 
 
@@ -398,8 +409,9 @@ def per_packet(seconds: float, rounds: int, count: int) -> dict[str, Any]:
                 a sandbox's counter, and applying its policy again."""
                 timed = json.loads(sh(PYTHON, "-c", NFT_TIMING, firewall.table, link, "10",
                                       netns=r, stdin=script))  # fmt: skip
-                return {"nft_list_counter_ms": percentiles(timed["reads"]),
-                        "nft_apply_one_policy_ms": percentiles(timed["applies"])}  # fmt: skip
+                return {"nft_read_counter_ms": percentiles(timed["reads"]),
+                        "nft_apply_one_policy_ms": percentiles(timed["applies"]),
+                        "nft_allow_resolved_ms": percentiles(timed["resolved"])}  # fmt: skip
 
             out["no_table"] = measure()
             subprocess.run(["ip", "netns", "exec", r, "nft", "-f", "-"],
@@ -410,7 +422,7 @@ def per_packet(seconds: float, rounds: int, count: int) -> dict[str, Any]:
             out["load_999_more_in_one_transaction_s"] = round(batched, 2)
             out["thousand_sandboxes"] = measure() | control_ms()
     one, many = out["one_sandbox"], out["thousand_sandboxes"]
-    for key in ("nft_list_counter_ms", "nft_apply_one_policy_ms"):
+    for key in ("nft_read_counter_ms", "nft_apply_one_policy_ms", "nft_allow_resolved_ms"):
         out[f"ratio_p50_{key}_1000_to_1"] = round(many[key]["p50"] / one[key]["p50"], 1)
     out["throughput_ratio_1000_to_1"] = round(med(many["gbit_s"]) / med(one["gbit_s"]), 3)
     out["throughput_ratio_1_to_no_table"] = round(
@@ -500,12 +512,18 @@ def create_on_off(on: HutchProcess, off: HutchProcess, count: int) -> dict[str, 
             api.delete(f"/v1/sandboxes/{sandbox_id}")
     for api in clients.values():
         api.close()
+    batch = max(count // 3, 1)
     return {
         "egress_on_ms": percentiles(samples["on"]),
         "egress_off_ms": percentiles(samples["off"]),
         "added_p50_ms": round(
             statistics.median(samples["on"]) - statistics.median(samples["off"]), 2
         ),
+        # The same, in three batches of the run: how much the difference itself moves.
+        "added_p50_ms_per_batch": [
+            round(median(samples["on"][i : i + batch]) - median(samples["off"][i : i + batch]), 2)
+            for i in range(0, batch * 3, batch)
+        ],
     }
 
 
@@ -514,7 +532,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer and shorter runs")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "egress.json")
     args = parser.parse_args()
-    seconds, rounds, count, creates = (2, 2, 200, 10) if args.quick else (3, 5, 2000, 40)
+    seconds, rounds, count, creates = (2, 2, 200, 10) if args.quick else (3, 9, 2000, 60)
 
     run_cli(Path("/tmp"), "images", "build", env={"HUTCH_IMAGES_DIR": str(IMAGES)})
     root = Path(tempfile.mkdtemp(prefix="hutch-bench-egress-"))

@@ -396,7 +396,7 @@ class RuncDriver(Driver):
             "admitted": sorted(set(re.findall(r'"(hp\w+)"', admitted.stdout.decode()))),
             # Egress sets, chains, counters and map elements are all named after the link.
             "egress": sorted(
-                set(re.findall(r"\b(?:e|m|a|ap|d|dp|tx|rx)_(hv\w+)", inet.stdout.decode()))
+                set(re.findall(r"\b(?:e|m|a|ap|d|dp|q|tx|rx)_(hv\w+)", inet.stdout.decode()))
             ),
             "runc": runc,
             "mounts": mounts,
