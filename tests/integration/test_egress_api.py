@@ -7,9 +7,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from hutch.host.egress import FakeEgress
+from hutch.host.proc import CommandFailed, CommandResult
 from tests.integration.test_sandboxes_api import _key, app_settings, client, create
 
 __all__ = ["app_settings", "client"]  # fixtures
@@ -209,3 +211,25 @@ def test_counters_are_written_to_the_store(client: TestClient) -> None:
     client.post(f"/v1/sandboxes/{box['id']}/pause")
     view = client.get(f"/v1/sandboxes/{box['id']}/bandwidth").json()["data"]
     assert (view["used_bytes"], view["ingress_bytes"]) == (2000, 6000)
+
+
+def test_a_change_the_kernel_refuses_is_not_stored(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box = create(client, egress=["pypi.org"])
+    url = f"/v1/sandboxes/{box['id']}"
+    quota = client.get(f"{url}/bandwidth").json()["data"]["quota_bytes"]
+
+    async def refused(*args: Any, **kwargs: Any) -> None:
+        raise CommandFailed(("nft", "-f", "-"), CommandResult(1, b"", b"Error: out of memory"))
+
+    monkeypatch.setattr(installed(client), "apply", refused)
+    put = client.put(f"{url}/egress", json={"egress": ["1.1.1.1"]})
+    assert put.status_code == 409 and "old ones stay" in put.text
+    assert client.get(f"{url}/egress").json()["data"]["egress"] == ["pypi.org"]
+    recharge = client.post(f"{url}/bandwidth/recharge", json={"add_bytes": 1000})
+    assert recharge.status_code == 503 and recharge.json()["status"] == "error"
+    assert client.get(f"{url}/bandwidth").json()["data"]["quota_bytes"] == quota
+    monkeypatch.undo()
+    assert client.put(f"{url}/egress", json={"egress": ["1.1.1.1"]}).status_code == 200
+    assert installed(client).specs[box["id"]].networks[0][0].exploded == "1.1.1.1/32"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from hutch.core.egress import DenySet, EgressPolicy, parse_rules
-from hutch.core.errors import Conflict, InvalidInput
+from hutch.core.errors import Conflict, InvalidInput, Unavailable
 from hutch.core.identity import Principal
 from hutch.core.sandbox_status import SandboxStatus as S
 from hutch.core.sandboxes import SandboxService
@@ -222,13 +222,19 @@ class EgressService:
         record = await self._sandboxes.get(user, ident)
         async with self._lock(record.id):
             async with self._live_record(record) as record:
+                before = record.egress
                 record.egress = [rule.text for rule in policy.rules]
             if record.status == S.RUNNING and record.id in self._ips:
                 try:
                     await self._install(record, replace=True)
                 except CommandFailed as exc:
+                    # The kernel kept the old policy (one transaction): so does the store.
                     log.error("applying egress rules to %s failed: %s", record.id, exc.detail)
-                    raise Conflict("the new rules could not be applied; try again") from exc
+                    async with self._live_record(record) as record:
+                        record.egress = before
+                    raise Conflict(
+                        "the new rules could not be applied; the old ones stay; try again"
+                    ) from exc
         return record
 
     async def bandwidth(self, user: Principal, ident: str) -> BandwidthView:
@@ -268,5 +274,15 @@ class EgressService:
                         )
                     record.bandwidth_quota_bytes += add_bytes
             if record.status == S.RUNNING and record.id in self._ips:
-                await self._install(record)
+                try:
+                    await self._install(record)
+                except CommandFailed as exc:
+                    # The kernel kept the old quota (one transaction): so does the store.
+                    log.error("recharging %s failed: %s", record.id, exc.detail)
+                    async with self._live_record(record) as record:
+                        if record.bandwidth_quota_bytes >= 0:
+                            record.bandwidth_quota_bytes -= add_bytes
+                    raise Unavailable(
+                        "the recharge could not be applied and was not made; try again"
+                    ) from exc
         return await self._view(record)

@@ -45,7 +45,13 @@ from typing import Any
 
 from hutch.host.firewall import Firewall
 from hutch.host.link import host_interface
-from hutch.host.nfnetlink import NetlinkError, counters, read_counter, read_quota
+from hutch.host.nfnetlink import (
+    NetlinkError,
+    add_timed_elements,
+    counters,
+    read_counter,
+    read_quota,
+)
 from hutch.host.nft import nft, nft_json
 from hutch.host.proc import CommandFailed
 
@@ -59,6 +65,7 @@ __all__ = [
     "apply_script",
     "is_ipv4",
     "remove_script",
+    "resolved_elements",
 ]
 
 log = logging.getLogger(__name__)
@@ -243,6 +250,18 @@ def remove_script(table: str, ifname: str) -> str:
     ]) + "\n"  # fmt: skip
 
 
+def resolved_elements(
+    ifname: str, addresses: Sequence[str], port: int | None
+) -> tuple[str, list[bytes]]:
+    """The set that DNS-resolved ``addresses`` go in (with ``port``, or every port) and
+    their keys as the kernel holds them (:func:`hutch.host.nfnetlink.add_timed_elements`)."""
+    n = _names(ifname)
+    if port is None:
+        return n["d"], [IPv4Address(a).packed for a in addresses]
+    # A concatenation: each field takes 4 bytes, the port 2 (network order) and padding.
+    return n["dp"], [IPv4Address(a).packed + port.to_bytes(2, "big") + b"\0\0" for a in addresses]
+
+
 def resolved_script(
     table: str, ifname: str, addresses: Sequence[str], port: int | None, ttl_s: int, name: str
 ) -> str:
@@ -425,7 +444,9 @@ class EgressFirewall(EgressLayer):
         if not good:
             return True
         ttl = max(int(ttl_s), MIN_RESOLVED_TTL_S)
-        await self._nft(resolved_script(self.table, installed.ifname, good, port, ttl, name))
+        set_name, keys = resolved_elements(installed.ifname, good, port)
+        # Straight to the kernel (NetlinkError if refused): the answer is waiting for it.
+        await add_timed_elements(self.table, set_name, keys, ttl * 1000, name.replace('"', ""))
         return True
 
 

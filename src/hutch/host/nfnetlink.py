@@ -1,16 +1,21 @@
-"""Reading nftables counters and quotas straight from the kernel, over netlink.
+"""nftables counters, quotas and set elements straight from and to the kernel, over netlink.
 
 ``nft list counter …`` (and libnftables) first fetches a cache of the whole ruleset,
 every set's elements included: with a thousand sandboxes' policies in hutch's table that
 is seconds per read. The kernel answers a request for one named object (or every object
 of one type in one table) by itself, in well under a millisecond whatever else the table
-holds; this module asks it that, ``NFT_MSG_GETOBJ`` on a ``NETLINK_NETFILTER`` socket,
-and nothing else. Changes still go through :mod:`hutch.host.nft`.
+holds; this module asks it that (``NFT_MSG_GETOBJ`` on a ``NETLINK_NETFILTER`` socket).
+
+It also adds the addresses a restricted sandbox's DNS answers allow (the one change on a
+hot path: the answer waits for it) as one batch of ``NFT_MSG_NEWSETELEM`` and
+``NFT_MSG_DELSETELEM`` messages, which the kernel applies as one transaction, with no
+cache to fetch first. Every other change goes through :mod:`hutch.host.nft`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
@@ -19,11 +24,25 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["NetlinkError", "Quota", "counters", "read_counter", "read_quota"]
+__all__ = [
+    "NetlinkError",
+    "Quota",
+    "add_timed_elements",
+    "counters",
+    "read_counter",
+    "read_quota",
+]
 
 _NETLINK_NETFILTER = 12
 _NFNL_SUBSYS_NFTABLES = 10
-_NFT_MSG_GETOBJ = 19
+_NFT_MSG_NEWSETELEM, _NFT_MSG_DELSETELEM, _NFT_MSG_GETOBJ = 12, 14, 19
+_NFNL_MSG_BATCH_BEGIN, _NFNL_MSG_BATCH_END = 0x10, 0x11
+_NLM_F_CREATE = 0x400
+_NFTA_SET_ELEM_LIST_TABLE, _NFTA_SET_ELEM_LIST_SET, _NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
+_NFTA_LIST_ELEM = 1
+_NFTA_SET_ELEM_KEY, _NFTA_SET_ELEM_TIMEOUT, _NFTA_SET_ELEM_USERDATA = 1, 4, 6
+_NFTA_DATA_VALUE = 1
+_UDATA_SET_ELEM_COMMENT = 0
 _NFPROTO_INET = 1
 _NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_DUMP = 0x1, 0x4, 0x300
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
@@ -74,9 +93,7 @@ class _Socket:
         """``(name, NFTA_OBJ_DATA)`` of the ``kind`` objects of ``inet table`` (one, by
         name, or all). A missing table or object is an empty list."""
         with self._lock:
-            if self._sock is None:
-                self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
-                self._sock.bind((0, 0))
+            sock = self._open()
             self._seq += 1
             body = struct.pack("!BBH", _NFPROTO_INET, 0, 0)
             body += _attr(_NFTA_OBJ_TABLE, table.encode() + b"\0")
@@ -87,14 +104,65 @@ class _Socket:
             kind_msg = (_NFNL_SUBSYS_NFTABLES << 8) | _NFT_MSG_GETOBJ
             header = struct.pack("=IHHII", 16 + len(body), kind_msg, flags, self._seq, 0)
             try:
-                self._sock.send(header + body)
-                return self._replies(self._sock, self._seq, dump=name is None)
+                sock.send(header + body)
+                return self._replies(sock, self._seq, dump=name is None)
             except NetlinkError:
                 raise
             except OSError:
-                self._sock.close()
+                sock.close()
                 self._sock = None
                 raise
+
+    def batch(self, messages: list[tuple[int, int, bytes]]) -> None:
+        """Send ``(message type, flags, body)`` messages as one nftables transaction;
+        NetlinkError (nothing changed) if the kernel refuses one."""
+        with self._lock:
+            sock = self._open()
+            parts, waiting = [], set()
+            begin = struct.pack("!BBH", 0, 0, _NFNL_SUBSYS_NFTABLES)
+            for kind, flags, body in [(_NFNL_MSG_BATCH_BEGIN, 0, begin), *messages,
+                                      (_NFNL_MSG_BATCH_END, 0, begin)]:  # fmt: skip
+                self._seq += 1
+                if flags & _NLM_F_ACK:
+                    waiting.add(self._seq)
+                header = struct.pack(
+                    "=IHHII", 16 + len(body), kind, _NLM_F_REQUEST | flags, self._seq, 0
+                )
+                parts.append(header + body)
+            try:
+                sock.send(b"".join(parts))
+                # The kernel runs the whole batch before send returns: every answer waits.
+                while waiting:
+                    data = sock.recv(1 << 16)
+                    offset = 0
+                    while offset + 16 <= len(data):
+                        length, kind, _, seq, _ = struct.unpack_from("=IHHII", data, offset)
+                        if kind == _NLMSG_ERROR:
+                            (code,) = struct.unpack_from("=i", data, offset + 16)
+                            if code != 0:
+                                self._drain(sock)
+                                raise NetlinkError(-code, os.strerror(-code))
+                            waiting.discard(seq)
+                        offset += (length + 3) & ~3
+            except NetlinkError:
+                raise
+            except OSError:
+                sock.close()
+                self._sock = None
+                raise
+
+    @staticmethod
+    def _drain(sock: socket.socket) -> None:
+        """Drop what else the kernel said about a refused batch."""
+        with contextlib.suppress(BlockingIOError):
+            while sock.recv(1 << 16, socket.MSG_DONTWAIT):
+                pass
+
+    def _open(self) -> socket.socket:
+        if self._sock is None:
+            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
+            self._sock.bind((0, 0))
+        return self._sock
 
     @staticmethod
     def _replies(sock: socket.socket, seq: int, *, dump: bool) -> list[tuple[str, bytes]]:
@@ -172,3 +240,44 @@ def _quota(table: str, name: str) -> Quota | None:
 async def read_quota(table: str, name: str) -> Quota | None:
     """The named quota of ``inet table``; None when it does not exist."""
     return await asyncio.to_thread(_quota, table, name)
+
+
+def _nested(kind: int, payload: bytes) -> bytes:
+    return _attr(kind | _NLA_F_NESTED, payload)
+
+
+def _elements_message(
+    kind: int, table: str, set_name: str, elements: list[bytes]
+) -> tuple[int, int, bytes]:
+    body = struct.pack("!BBH", _NFPROTO_INET, 0, 0)
+    body += _attr(_NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0")
+    body += _attr(_NFTA_SET_ELEM_LIST_SET, set_name.encode() + b"\0")
+    body += _nested(_NFTA_SET_ELEM_LIST_ELEMENTS, b"".join(elements))
+    flags = _NLM_F_ACK | (_NLM_F_CREATE if kind == _NFT_MSG_NEWSETELEM else 0)
+    return (_NFNL_SUBSYS_NFTABLES << 8) | kind, flags, body
+
+
+def _add_timed(table: str, set_name: str, keys: list[bytes], timeout_ms: int, comment: str) -> None:
+    note = comment.encode()[:120] + b"\0"
+    userdata = struct.pack("=BB", _UDATA_SET_ELEM_COMMENT, len(note)) + note
+    with_timeout, bare = [], []
+    for key in keys:
+        keyed = _nested(_NFTA_SET_ELEM_KEY, _attr(_NFTA_DATA_VALUE, key))
+        bare.append(_nested(_NFTA_LIST_ELEM, keyed))
+        with_timeout.append(_nested(_NFTA_LIST_ELEM, keyed
+                                    + _attr(_NFTA_SET_ELEM_TIMEOUT, struct.pack("!Q", timeout_ms))
+                                    + _attr(_NFTA_SET_ELEM_USERDATA, userdata)))  # fmt: skip
+    add = _elements_message(_NFT_MSG_NEWSETELEM, table, set_name, with_timeout)
+    delete = _elements_message(_NFT_MSG_DELSETELEM, table, set_name, bare)
+    _socket.batch([add, delete, add])
+
+
+async def add_timed_elements(
+    table: str, set_name: str, keys: list[bytes], timeout_ms: int, comment: str
+) -> None:
+    """Add ``keys`` (each the element's key as the kernel holds it: an IPv4 address's 4
+    bytes, or with a port, the address then the port in 2 bytes and 2 of padding) to the
+    timeout set ``set_name`` of ``inet table``, to expire after ``timeout_ms``, with
+    ``comment``; an element already there has its timeout and comment renewed (added,
+    deleted and added again, in one transaction). NetlinkError if the kernel refuses."""
+    await asyncio.to_thread(_add_timed, table, set_name, keys, timeout_ms, comment)
