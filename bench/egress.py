@@ -135,8 +135,8 @@ print(json.dumps(out))
 # Run in a namespace holding hutch's table: its own nft calls, timed (ms).
 NFT_TIMING = """\
 import asyncio, json, sys, time
-from hutch.host.egress import resolved_script
-from hutch.host.nfnetlink import read_counter
+from hutch.host.egress import resolved_elements
+from hutch.host.nfnetlink import add_timed_elements, read_counter
 from hutch.host.nft import nft
 table, link, n, script = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.stdin.read()
 async def main():
@@ -148,8 +148,10 @@ async def main():
     for _ in range(n):
         t = time.perf_counter(); await nft(script); applies.append((time.perf_counter() - t) * 1000)
     for i in range(n):
-        allow = resolved_script(table, link, [f"198.18.253.{i}"], None, 60, "bench.test")
-        t = time.perf_counter(); await nft(allow); resolved.append((time.perf_counter() - t) * 1000)
+        set_name, keys = resolved_elements(link, [f"198.18.253.{i}"], None)
+        t = time.perf_counter()
+        await add_timed_elements(table, set_name, keys, 60_000, "bench.test")
+        resolved.append((time.perf_counter() - t) * 1000)
     print(json.dumps({"reads": reads, "applies": applies, "resolved": resolved}))
 asyncio.run(main())
 """

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from ipaddress import IPv4Network
 
 import pytest
 
-from hutch.host.egress import EgressSpec, apply_script, remove_script, resolved_script
+from hutch.host.egress import EgressSpec, apply_script, remove_script
 from hutch.host.firewall import Firewall
 from hutch.host.proc import CommandFailed
 from hutch.settings import Settings
@@ -47,6 +48,26 @@ def listing(netns: str, *what: str) -> list[dict[str, object]]:
 def shown(netns: str, *what: str) -> str:
     return subprocess.run(["ip", "netns", "exec", netns, "nft", "list", *what],
                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+
+
+ALLOW_RESOLVED = """
+import asyncio, json, sys
+from hutch.host.egress import resolved_elements
+from hutch.host.nfnetlink import add_timed_elements
+table, ifname, addresses, port, ttl, name = json.loads(sys.argv[1])
+set_name, keys = resolved_elements(ifname, addresses, port)
+asyncio.run(add_timed_elements(table, set_name, keys, ttl * 1000, name))
+"""
+
+
+def allow_resolved(
+    netns: str, table: str, addresses: list[str], port: int | None, ttl: int, name: str
+) -> None:
+    """What the egress layer does for a DNS answer, over netlink, in ``netns``."""
+    argument = json.dumps([table, IF, addresses, port, ttl, name])
+    done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", ALLOW_RESOLVED,
+                           argument], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
 
 
 def firewall() -> Firewall:
@@ -102,11 +123,14 @@ def test_a_policy_is_installed_replaced_and_removed_in_one_transaction_each(netn
 
     # DNS-resolved addresses, with the rule's port or every port, refreshed when re-added.
     for _ in range(2):
-        nft(netns, resolved_script(wall.table, IF, ["198.18.2.9"], 443, 60, "pypi.test"))
-        nft(netns, resolved_script(wall.table, IF, ["198.18.2.10", "198.18.2.11"], None, 300,
-                                   "files.test"))  # fmt: skip
+        allow_resolved(netns, wall.table, ["198.18.2.9"], 443, 60, "pypi.test")
+        allow_resolved(netns, wall.table, ["198.18.2.10", "198.18.2.11"], None, 300, "files.test")
     text = shown(netns, "set", "inet", wall.table, f"dp_{IF}")
     assert "198.18.2.9 . 443 timeout 1m" in text and 'comment "pypi.test"' in text
+    text = shown(netns, "set", "inet", wall.table, f"d_{IF}")
+    assert "198.18.2.11 timeout 5m" in text and 'comment "files.test"' in text
+    with pytest.raises(AssertionError, match="No such file"):
+        allow_resolved(netns, f"{wall.table}-gone", ["198.18.2.12"], None, 60, "gone.test")
 
     # Replaced: open now, another quota; the counters keep counting from where they were.
     opened = EgressSpec(sandbox_id="sb_x", ip="10.93.0.2", restricted=False, quota_bytes=-1)

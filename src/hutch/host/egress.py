@@ -35,7 +35,6 @@ they survive a restart of hutch; the firewall keeps the old table's counters at 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -260,24 +259,6 @@ def resolved_elements(
         return n["d"], [IPv4Address(a).packed for a in addresses]
     # A concatenation: each field takes 4 bytes, the port 2 (network order) and padding.
     return n["dp"], [IPv4Address(a).packed + port.to_bytes(2, "big") + b"\0\0" for a in addresses]
-
-
-def resolved_script(
-    table: str, ifname: str, addresses: Sequence[str], port: int | None, ttl_s: int, name: str
-) -> str:
-    """Add (or refresh: delete and add again, in one transaction) resolved addresses."""
-    n = _names(ifname)
-    set_name = n["d"] if port is None else n["dp"]
-    keys = [a if port is None else f"{a} . {port}" for a in addresses]
-    comment = json.dumps(name[:120].replace('"', ""))
-    with_timeout = ", ".join(f"{key} timeout {ttl_s}s comment {comment}" for key in keys)
-    bare = ", ".join(keys)
-    t = f"inet {table}"
-    return (
-        f"add element {t} {set_name} {{ {with_timeout} }}\n"
-        f"delete element {t} {set_name} {{ {bare} }}\n"
-        f"add element {t} {set_name} {{ {with_timeout} }}\n"
-    )
 
 
 @dataclass
