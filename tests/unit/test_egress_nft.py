@@ -210,3 +210,24 @@ async def nftlib_run(script: str) -> None:
     from hutch.host import nft as nftlib
 
     await nftlib.nft(script)
+
+
+def test_overlapping_blocks_are_merged_so_the_kernel_takes_them(netns: str) -> None:
+    wall = firewall()
+    nft(netns, wall.ruleset())
+    blocks = [
+        ("198.51.0.0/16", None),
+        ("198.51.100.0/24", None),
+        ("198.52.0.0/16", 443),
+        ("198.52.1.0/24", 443),
+        ("198.52.1.0/24", 80),
+        ("198.52.2.0/23", 443),
+    ]
+    overlapping = [(IPv4Network(block), port) for block, port in blocks]
+    spec = EgressSpec(sandbox_id="sb_x", ip="10.93.0.2", restricted=True, networks=overlapping)
+    nft(netns, apply_script(wall.table, IF, spec, used_now=0, seed_sent=0, seed_received=0))
+    every_port = shown(netns, "set", "inet", wall.table, f"a_{IF}")
+    assert "198.51.0.0/16 . 0-255" in every_port and "198.51.100.0/24" not in every_port
+    with_port = shown(netns, "set", "inet", wall.table, f"ap_{IF}")
+    assert "198.52.0.0/16 . 443" in with_port and "198.52.1.0/24 . 80" in with_port
+    assert "198.52.1.0/24 . 443" not in with_port

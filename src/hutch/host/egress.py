@@ -39,7 +39,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, collapse_addresses
 from typing import Any
 
 from hutch.host.firewall import Firewall
@@ -175,8 +175,9 @@ def apply_script(
     """
     n = _names(ifname)
     t = f"inet {table}"
-    any_port = [f"{net} . 0-255" for net, port in spec.networks if port is None]
-    with_port = [f"{net} . {port}" for net, port in spec.networks if port is not None]
+    any_port = [f"{net} . 0-255" for net in _merged(spec.networks, None)]
+    ports = sorted({port for _, port in spec.networks if port is not None})
+    with_port = [f"{net} . {port}" for port in ports for net in _merged(spec.networks, port)]
     lines = [
         f"add counter {t} {n['tx']} {{ packets 0 bytes {seed_sent} ; }}",
         f"add counter {t} {n['rx']} {{ packets 0 bytes {seed_received} ; }}",
@@ -229,6 +230,14 @@ def apply_script(
         f'add element {t} ingress_counters {{ "{ifname}" : "{n["rx"]}" }}',
     ]
     return "\n".join(lines) + "\n"
+
+
+def _merged(
+    networks: Sequence[tuple[IPv4Network, int | None]], port: int | None
+) -> list[IPv4Network]:
+    """The blocks with ``port``, overlaps merged: an interval set refuses overlapping
+    elements (rules such as ``198.51.0.0/16`` and ``198.51.100.0/24`` together)."""
+    return list(collapse_addresses(net for net, p in networks if p == port))
 
 
 def remove_script(table: str, ifname: str) -> str:
