@@ -114,6 +114,18 @@ class Settings(BaseSettings):
     """The largest ``POST /agent/deploy`` request (files or zip, base64, and the rest)."""
     deploy_max_unpacked_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
     """The most an upload may unpack to (a zip bomb is refused before it is unpacked)."""
+    template_max_context_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    """The largest build context a template takes (the archive, and what it unpacks to)."""
+    template_builds_per_user: int = Field(default=2, ge=1)
+    """Template builds one user runs at once; more wait in ``pending``."""
+    template_max_per_user: int = Field(default=100, ge=1)
+    """Templates (every version not deleted) one user may have; more are a 403."""
+    template_max_bytes: int = Field(default=10 * 1024**3, ge=1024 * 1024)
+    """The most a template's own layers may hold; a build past it fails."""
+    template_build_timeout_s: float = Field(default=1800, gt=0)
+    """How long one template build (every step) may take."""
+    template_build_shape: str = ""
+    """The shape of a template build's sandboxes; empty: as ``deploy_shape``."""
     agent_requests_per_minute: int = Field(default=30, ge=1)
     """Requests per minute per (client IP, wallet) on /agent; more get a 429."""
     agent_requests_per_minute_per_address: int = Field(default=120, ge=1)
@@ -201,6 +213,8 @@ class Settings(BaseSettings):
             raise ValueError("network_pool and link_pool must not overlap")
         if self.deploy_shape and self.deploy_shape not in ids:
             raise ValueError(f"deploy_shape must be one of {ids}")
+        if self.template_build_shape and self.template_build_shape not in ids:
+            raise ValueError(f"template_build_shape must be one of {ids}")
         _ = self.deny_set  # the egress settings parse, or this raises
         _ = self.build_env_vars
         _ = self.template_registry_list
@@ -243,6 +257,10 @@ class Settings(BaseSettings):
             return self.deploy_shape
         roomy = [shape for shape in self.shapes if shape.mem_mib >= 1024]
         return (roomy[0] if roomy else max(self.shapes, key=lambda s: s.mem_mib)).id
+
+    @property
+    def resolved_template_build_shape(self) -> str:
+        return self.template_build_shape or self.resolved_deploy_shape
 
     @property
     def images_path(self) -> Path:

@@ -122,7 +122,13 @@ def build_world(client: TestClient, s3: SeaweedS3, owner: dict[str, str], tag: s
         ).status_code
         == 200
     )
+    template = client.post(
+        "/v1/templates",
+        headers=owner,
+        json={"name": f"{tag}-tpl", "dockerfile": 'FROM devbox:1\nCMD ["true"]\n'},
+    ).json()["data"]
     real = {
+        "template_id": template["id"],
         "sandbox_id": box["id"],
         "network_id": net["id"],
         "disk": disk["id"],
@@ -132,7 +138,7 @@ def build_world(client: TestClient, s3: SeaweedS3, owner: dict[str, str], tag: s
         "port": "22",
     }
     secrets = [box["id"], net["id"], disk["id"], box["ip"], f"{tag}-box", f"{tag}-net",
-               f"{tag}-disk", bucket]  # fmt: skip
+               f"{tag}-disk", bucket, template["id"], f"{tag}-tpl"]  # fmt: skip
     return World(real=real, secrets=secrets)
 
 
@@ -193,6 +199,7 @@ def test_another_users_objects_answer_as_missing_ones(client: TestClient, s3: Se
         ("GET", "/v1/sandboxes/{sandbox_id}", "alpha-box"),
         ("GET", "/v1/networks/{network_id}", "alpha-net"),
         ("GET", "/v1/disks/{disk}", "alpha-disk"),
+        ("GET", "/v1/templates/{template_id}", "alpha-tpl"),
     ]
 
     def ask(method: str, path: str, values: dict[str, str]) -> tuple[int, str]:
@@ -228,6 +235,7 @@ def test_another_users_objects_answer_as_missing_ones(client: TestClient, s3: Se
         "/v1/sandboxes",
         "/v1/networks",
         "/v1/disks",
+        "/v1/templates",
         "/v1/whoami",
         "/nullspace/v1/sandboxes",
     ):

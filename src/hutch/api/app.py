@@ -32,6 +32,7 @@ from hutch.core.sealing import MasterKeyUnavailable, SealedBox, load_master_key
 from hutch.core.self_signal import SelfSignals
 from hutch.core.shells import ShellService
 from hutch.core.ssh import SshService
+from hutch.core.templates.service import TemplateService
 from hutch.core.tunnels import TunnelService
 from hutch.core.wallets import WalletAuth
 from hutch.host.agent import HostAgent
@@ -123,6 +124,9 @@ def create_app(settings: Settings) -> FastAPI:
             expiry = asyncio.create_task(previews.expire_forever(), name="hutch-preview-expiry")
             deploys = DeployService(settings, db, sandboxes, previews)
             await deploys.recover()
+            templates = TemplateService(settings, db, sandboxes, agent)
+            sandboxes.template_images = templates.image_for
+            await templates.recover()
             app.state.services = Services(
                 settings=settings,
                 db=db,
@@ -140,6 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
                 disks=disks,
                 previews=previews,
                 deploys=deploys,
+                templates=templates,
                 wallets=WalletAuth(db),
                 agent_rate=RateLimiter(
                     settings.agent_requests_per_minute, per="this address and wallet"
@@ -151,6 +156,7 @@ def create_app(settings: Settings) -> FastAPI:
             try:
                 yield
             finally:
+                await templates.stop()
                 await deploys.stop()
                 for task in (monitor, disk_checks, counters, expiry):
                     task.cancel()
@@ -178,6 +184,9 @@ def create_app(settings: Settings) -> FastAPI:
             return None
         if path == "/agent/deploy":
             return settings.deploy_max_body_bytes
+        if path == "/v1/templates" and method == "POST":
+            # The context in base64, plus the Dockerfile and the rest.
+            return settings.template_max_context_bytes * 4 // 3 + 4 + 256 * 1024
         return settings.max_json_body_bytes
 
     app.add_middleware(EnvelopeMiddleware, body_limit=body_limit)

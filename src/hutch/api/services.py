@@ -17,6 +17,7 @@ from hutch.core.ratelimit import RateLimiter
 from hutch.core.sandboxes import SandboxService
 from hutch.core.shells import ShellService
 from hutch.core.ssh import SshService
+from hutch.core.templates.service import TemplateService
 from hutch.core.tunnels import TunnelService
 from hutch.core.wallets import WalletAuth
 from hutch.host.agent import HostAgent
@@ -44,6 +45,7 @@ class Services:
     disks: DiskService
     previews: PreviewService
     deploys: DeployService
+    templates: TemplateService
     wallets: WalletAuth
     agent_rate: RateLimiter
     agent_address_rate: RateLimiter

@@ -65,6 +65,9 @@ class SandboxBase:
         self._creating_listeners: list[Callable[[SandboxRecord], Awaitable[None]]] = []
         # (user id, id or name) -> record, for the exec and file paths.
         self._running_records: ReadCache[tuple[str, str], SandboxRecord] = ReadCache(db)
+        # (user id, template id or name) -> the image id a create uses, or NotFound; set
+        # by the template service (hutch.core.templates).
+        self.template_images: Callable[[str, str], Awaitable[str]] | None = None
 
     def scheduler_last_ok_s_ago(self) -> float | None:
         """Seconds since the monitor (or, at start, recovery) last finished a pass."""

@@ -56,7 +56,7 @@ class SandboxLifecycle(SandboxBase):
     async def create(self, user: Principal, request: SandboxCreate) -> SandboxRecord:
         """Start a sandbox and return it running. A failed start leaves a ``failed`` record
         with the reason, and nothing on the host."""
-        shape, rootfs, disk_mib = await self._check_create(request)
+        shape, rootfs, disk_mib = await self._check_create(request, user)
         ssh_pubkeys = normalise_keys(request.ssh_pubkeys)
         networks = await self._networks.find_all(user, request.networks)
         disks = await self._disks.check_refs(user, request.disks)
@@ -159,16 +159,21 @@ class SandboxLifecycle(SandboxBase):
             await asyncio.shield(self._networks.leave_all(record.id))
             raise
 
-    async def _check_create(self, request: SandboxCreate) -> tuple[Shape, str, int]:
+    async def _check_create(
+        self, request: SandboxCreate, user: Principal
+    ) -> tuple[Shape, str, int]:
         shape = self._shapes.get(request.shape)
         if shape is None:
             known = ", ".join(self._shapes)
             raise InvalidInput(f"unknown shape {request.shape!r}; one of {known}", field="shape")
         rootfs = request.rootfs or self._settings.default_rootfs
         if rootfs not in {image.name for image in ROOTFS_CATALOG}:
-            known = ", ".join(image.name for image in ROOTFS_CATALOG)
-            raise InvalidInput(f"unknown rootfs {rootfs!r}; one of {known}", field="rootfs")
-        if rootfs not in await asyncio.to_thread(built_images, self._settings.images_path):
+            if self.template_images is None:
+                known = ", ".join(image.name for image in ROOTFS_CATALOG)
+                raise InvalidInput(f"unknown rootfs {rootfs!r}; one of {known}", field="rootfs")
+            # The user's own template (hutch.core.templates): its newest ready version.
+            rootfs = await self.template_images(user.user_id, rootfs)
+        elif rootfs not in await asyncio.to_thread(built_images, self._settings.images_path):
             raise InvalidInput(
                 f"rootfs {rootfs!r} is not built on this host; the operator can build it with "
                 f"'hutch images build {rootfs}'",

@@ -69,6 +69,8 @@ if TYPE_CHECKING:
 __all__ = ["VERSION", "Agent", "Waiter", "main"]
 
 IDLE_REAP_CHECK_S = 30.0
+# Where a template's start command (CMD/ENTRYPOINT) writes its output.
+START_LOG = "/var/log/hutch-start.log"
 
 
 class Waiter:
@@ -100,6 +102,9 @@ class Agent:
         self.preloaded = False
         self.sessions: dict[str, Process] = {}
         self.session_count = 0
+        # The image's WORKDIR and USER (a template's): every command's defaults.
+        self.workdir = "/"
+        self.user = ""
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -240,6 +245,18 @@ def _import_exec_modules() -> None:
     del json, subprocess, commands, files, processes
 
 
+def _start_command(agent: Agent, start: str) -> None:
+    """Run the image's start command (its output in ``START_LOG``), after the first ping
+    so that it adds nothing to a sandbox's start."""
+    import json
+
+    from . import commands
+
+    argv = json.loads(start)
+    if isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv):
+        commands.start(agent, argv, START_LOG)
+
+
 def _options(argv: list[str]) -> dict[str, str]:
     # Not argparse: importing it costs a sandbox ~10 ms of start time.
     usage = (
@@ -267,6 +284,11 @@ def main(argv: list[str] | None = None) -> None:
         listener.listen(64)
 
     agent = Agent(options.get("--root"))
+    # A template's settings come in the environment; they are the agent's, not the
+    # commands' (hutch.host.layers names them).
+    agent.workdir = os.environ.pop("HUTCH_GUEST_WORKDIR", "") or "/"
+    agent.user = os.environ.pop("HUTCH_GUEST_USER", "")
+    start = os.environ.pop("HUTCH_GUEST_START", "")
     # No SIGCHLD handler: the reaper blocks in waitpid() itself. (A handler that touches a
     # lock deadlocks PID 1 when a burst of children die at once.)
     if os.getpid() == 1:
@@ -278,6 +300,8 @@ def main(argv: list[str] | None = None) -> None:
         from . import selfsignal
 
         selfsignal.start(options)
+    if start:
+        threading.Thread(target=_start_command, args=(agent, start), daemon=True).start()
     with suppress(KeyboardInterrupt):
         agent.serve(listener)
 

@@ -36,13 +36,80 @@ def command(agent: Agent, request: dict[str, Any]) -> tuple[list[str], dict[str,
     env = request.get("env") or {}
     if not isinstance(env, dict):
         raise ValueError("env must be an object")
-    cwd = agent.resolve(request.get("cwd") or "/")
+    cwd = agent.resolve(request.get("cwd") or agent.workdir)
     return argv, {**os.environ, **{str(k): str(v) for k, v in env.items()}}, cwd
+
+
+def identity(agent: Agent, request: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """Popen's ``user``, ``group`` and ``extra_groups`` for the request's ``user`` (or the
+    image's USER; root when neither), as ``name|uid[:group|gid]`` looked up in the
+    sandbox's own /etc/passwd. HOME, USER and LOGNAME follow, unless the request sets them."""
+    spec = request.get("user")
+    if spec is None:
+        spec = agent.user
+    if not isinstance(spec, str):
+        raise ValueError("user must be a string")
+    name, _, group = spec.partition(":")
+    if name in ("", "root", "0") and group in ("", "root", "0"):
+        return {}
+    import grp
+    import pwd
+
+    try:
+        entry: Any = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except (KeyError, ValueError):
+        if not name.isdigit():
+            raise ValueError(f"unknown user {name!r} in this sandbox") from None
+        entry = None
+    uid = int(name) if entry is None else entry.pw_uid
+    gid = entry.pw_gid if entry is not None else 0
+    if group:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ValueError(f"unknown group {group!r} in this sandbox") from None
+    groups = os.getgrouplist(entry.pw_name, gid) if entry is not None else [gid]
+    given = request.get("env") or {}
+    if entry is not None:
+        for key, value in (("HOME", entry.pw_dir), ("USER", entry.pw_name),
+                           ("LOGNAME", entry.pw_name)):  # fmt: skip
+            if key not in given:
+                env[key] = value
+    return {"user": uid, "group": gid, "extra_groups": groups}
+
+
+def start(agent: Agent, argv: list[str], log: str) -> None:
+    """Start the image's start command (CMD/ENTRYPOINT) in the background, as the image's
+    user in its working directory (made if missing, as a container runtime does); its
+    output and any failure to start go to ``log``."""
+    import subprocess
+
+    env = dict(os.environ)
+    try:
+        os.makedirs(agent.resolve(agent.workdir), exist_ok=True)
+        os.makedirs(os.path.dirname(agent.resolve(log)), exist_ok=True)
+        output = open(agent.resolve(log), "ab")  # noqa: SIM115 (closed below)
+    except OSError:
+        return
+    with output:
+        try:
+            ids = identity(agent, {}, env)
+            with agent.spawn_lock:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output,
+                                        stderr=output, cwd=agent.resolve(agent.workdir),
+                                        env=env, start_new_session=True, close_fds=True,
+                                        **ids)  # fmt: skip
+        except (OSError, ValueError) as exc:
+            output.write(f"hutch: cannot start {argv[0]}: {exc}\n".encode())
+            return
+    agent.child_exited.set()
+    proc.returncode = 0  # the reaper collects it
 
 
 def run(agent: Agent, conn: Connection, request: dict[str, Any]) -> None:
     """The ``exec`` op: run a command, stream its output, then report how it ended."""
     argv, env, cwd = command(agent, request)
+    ids = identity(agent, request, env)
     timeout = request.get("timeout")
     wants_stdin = bool(request.get("stdin"))
     import subprocess
@@ -58,6 +125,7 @@ def run(agent: Agent, conn: Connection, request: dict[str, Any]) -> None:
                 env=env,
                 start_new_session=True,
                 close_fds=True,
+                **ids,
             )
             waiter = agent.waiter_for(proc.pid)
         agent.child_exited.set()  # wake the reaper: it has a child to wait for
@@ -120,6 +188,7 @@ def spawn(agent: Agent, conn: Connection, request: dict[str, Any]) -> None:
     """Start a command in the background and answer at once with its pid. Its output
     goes to ``log`` (a path); it runs in a session of its own until it ends."""
     argv, env, cwd = command(agent, request)
+    ids = identity(agent, request, env)
     log = agent.resolve(request.get("log") or "/dev/null")
     import subprocess
 
@@ -140,6 +209,7 @@ def spawn(agent: Agent, conn: Connection, request: dict[str, Any]) -> None:
                 env=env,
                 start_new_session=True,
                 close_fds=True,
+                **ids,
             )
     except FileNotFoundError as exc:
         missing = "working directory" if exc.filename == cwd else "command"

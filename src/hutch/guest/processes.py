@@ -29,7 +29,7 @@ import struct
 import threading
 import time
 
-from .commands import DRAIN_AFTER_EXIT_S, command
+from .commands import DRAIN_AFTER_EXIT_S, command, identity
 from .wire import CHUNK, Connection, NotFound, suppress
 
 TYPE_CHECKING = False
@@ -311,11 +311,12 @@ def proc_start(agent: Agent, conn: Connection, request: dict[str, Any]) -> None:
     if request.get("argv") is None and pty is not None:
         request = {**request, "argv": _login_shell()}
     argv, env, cwd = command(agent, request)
+    ids = identity(agent, request, env)
     cmd, args, given_cwd = request.get("cmd"), request.get("args"), request.get("cwd")
     meta = {
         "cmd": cmd if isinstance(cmd, str) else argv[0],
         "args": args if isinstance(cmd, str) and isinstance(args, list) else argv[1:],
-        "cwd": given_cwd if isinstance(given_cwd, str) else "/",
+        "cwd": given_cwd if isinstance(given_cwd, str) else agent.workdir,
     }
     import subprocess
 
@@ -335,11 +336,12 @@ def proc_start(agent: Agent, conn: Connection, request: dict[str, Any]) -> None:
         with agent.spawn_lock:
             if pty is not None:
                 proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
-                                        cwd=cwd, env=env, close_fds=True)  # fmt: skip
+                                        cwd=cwd, env=env, close_fds=True, **ids)  # fmt: skip
             else:
                 proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, cwd=cwd, env=env,
-                                        start_new_session=True, close_fds=True)  # fmt: skip
+                                        start_new_session=True, close_fds=True,
+                                        **ids)  # fmt: skip
             waiter = agent.waiter_for(proc.pid)
             agent.session_count += 1
             process = Process(f"proc_{agent.session_count}", proc, master, meta)

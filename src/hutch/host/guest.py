@@ -45,6 +45,8 @@ class ExecRequest:
     cwd: str | None = None
     timeout_s: float | None = None
     stdin: bytes | None = None
+    user: str | None = None
+    """``name|uid[:group|gid]`` inside the sandbox; None: the image's USER (root if none)."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,7 @@ class GuestClient:
                     "cwd": request.cwd,
                     "timeout": request.timeout_s,
                     "stdin": request.stdin is not None,
+                    **({"user": request.user} if request.user is not None else {}),
                 }
             )
             if request.stdin is not None:

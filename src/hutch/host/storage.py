@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from hutch.host.proc import CommandFailed, run
@@ -53,8 +54,9 @@ class SandboxRootfs:
         self.layer = directory / "layer"
         self.rootfs = directory / "rootfs"
 
-    async def create(self, *, image: Path, disk_mib: int) -> None:
-        """Make the disk and mount the overlay. On failure, call :meth:`remove`."""
+    async def create(self, *, image: Path | Sequence[Path], disk_mib: int) -> None:
+        """Make the disk and mount the overlay over ``image`` (one directory, or several
+        lower directories, top first). On failure, call :meth:`remove`."""
         template = await self._template(disk_mib)
         await run("cp", "--sparse=always", str(template), str(self.disk))
         await run("btrfstune", "-f", "-m", str(self.disk))
@@ -63,20 +65,31 @@ class SandboxRootfs:
         (self.layer / "upper").mkdir()
         (self.layer / "work").mkdir()
         self.rootfs.mkdir()
-        options = f"lowerdir={image},upperdir={self.layer / 'upper'},workdir={self.layer / 'work'}"
-        await run("mount", "-t", "overlay", "overlay", "-o", options, str(self.rootfs))
+        await run("mount", "-t", "overlay", "overlay", "-o", self._options(image), str(self.rootfs))
 
     def mounted(self) -> bool:
         """Whether the overlay is mounted (it is not after the host restarted)."""
         return self.rootfs in mounts_under(self.directory)
 
-    async def mount(self, *, image: Path) -> None:
+    def _options(self, image: Path | Sequence[Path]) -> str:
+        lowers = ":".join(map(str, [image] if isinstance(image, Path) else image))
+        # No redirects or metacopy files in the upper: it may become a template's layer
+        # (hutch.host.layers), read as a plain lower directory by later mounts.
+        return (
+            f"lowerdir={lowers},upperdir={self.layer / 'upper'},workdir={self.layer / 'work'},"
+            "redirect_dir=off,metacopy=off"
+        )
+
+    def upper(self) -> Path:
+        """The writable layer's files (overlayfs's upper directory)."""
+        return self.layer / "upper"
+
+    async def mount(self, *, image: Path | Sequence[Path]) -> None:
         """Mount an existing disk and its overlay again (after the host restarted): the
         files written before are all there."""
         await self.remove()
         await run("mount", "-o", "loop,noatime", str(self.disk), str(self.layer))
-        options = f"lowerdir={image},upperdir={self.layer / 'upper'},workdir={self.layer / 'work'}"
-        await run("mount", "-t", "overlay", "overlay", "-o", options, str(self.rootfs))
+        await run("mount", "-t", "overlay", "overlay", "-o", self._options(image), str(self.rootfs))
 
     def size_mib(self) -> int:
         """The size of the writable layer's disk, in MiB."""

@@ -15,6 +15,7 @@ from hutch.api.createos import (
     resize,
     sandboxes,
     shells,
+    templates,
 )
 
 __all__ = ["router"]
@@ -33,3 +34,4 @@ router.include_router(disks.router)
 router.include_router(disks.attachments)
 router.include_router(access_tokens.router)
 router.include_router(resize.router)
+router.include_router(templates.router)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import compileall
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -42,7 +43,7 @@ from hutch.host.drivers.oci import AGENT_FD, oci_config
 from hutch.host.firewall import Firewall
 from hutch.host.guest import GuestUnreachable
 from hutch.host.image_config import image_config
-from hutch.host.images import image_rootfs
+from hutch.host.layers import ResolvedImage, resolve_image
 from hutch.host.link import SandboxLink, list_netns
 from hutch.host.networks import BridgeNetworks
 from hutch.host.ports import connect_port
@@ -105,10 +106,22 @@ class RuncDriver(Driver):
 
     # -- create / destroy ---------------------------------------------------------------
 
-    async def create(self, spec: SandboxSpec) -> RuntimeInfo:
-        image = image_rootfs(self.images, spec.rootfs)
+    def _image(self, spec: SandboxSpec) -> tuple[ResolvedImage, SandboxSpec]:
+        """The image of ``spec`` (a catalog image or a template's), and ``spec`` with the
+        image's environment under its own."""
+        image = resolve_image(self.home, self.images, spec.rootfs)
         if image is None:
             raise DriverError(f"rootfs {spec.rootfs!r} is not built on this host")
+        return image, dataclasses.replace(spec, env={**image.env, **spec.env})
+
+    def writable_layer(self, sandbox_id: str) -> Path:
+        """The host directory of a sandbox's own changes (overlayfs's upper): what a
+        template build step or a snapshot copies into a layer. Freeze or stop the
+        sandbox first for a consistent copy."""
+        return SandboxRootfs(self._dir(sandbox_id), templates=self.templates).upper()
+
+    async def create(self, spec: SandboxSpec) -> RuntimeInfo:
+        image, spec = self._image(spec)
         directory = self._dir(spec.id)
         try:
             directory.mkdir(parents=True)
@@ -122,10 +135,12 @@ class RuncDriver(Driver):
                 raise DriverError(f"{exc.argv[0]} failed: {exc.detail}") from exc
             raise
 
-    async def _create(self, spec: SandboxSpec, directory: Path, image: Path) -> RuntimeInfo:
+    async def _create(
+        self, spec: SandboxSpec, directory: Path, image: ResolvedImage
+    ) -> RuntimeInfo:
         disk = SandboxRootfs(directory, templates=self.templates)
         link = SandboxLink(tag=self.tag, sandbox_id=spec.id)
-        await asyncio.gather(disk.create(image=image, disk_mib=spec.disk_mib),
+        await asyncio.gather(disk.create(image=image.lowers, disk_mib=spec.disk_mib),
                              link.create(spec.link))  # fmt: skip
         # Where work goes by convention (the Nullspace examples `cd /workspace`).
         (disk.rootfs / "workspace").mkdir(exist_ok=True)
@@ -177,12 +192,10 @@ class RuncDriver(Driver):
         await run(*self._runc("delete", "--force", spec.id), check=False)
         await asyncio.to_thread(self._remove_cgroups, {spec.id})
         link = SandboxLink(tag=self.tag, sandbox_id=spec.id)
+        image, spec = self._image(spec)
         try:
             if not await asyncio.to_thread(disk.mounted):
-                image = image_rootfs(self.images, spec.rootfs)
-                if image is None:
-                    raise DriverError(f"rootfs {spec.rootfs!r} is not built on this host")
-                await disk.mount(image=image)
+                await disk.mount(image=image.lowers)
             if not link.netns_path.exists():
                 await link.create(spec.link)
             return await self._start(spec, directory, disk, link)

@@ -1,0 +1,353 @@
+"""The builder: a template's steps, each in a fresh hutch sandbox, each a cached layer.
+
+Entry point: :meth:`TemplateBuilder.build` (one attempt of one template; the service
+schedules them). For every RUN, COPY or ADD it computes the step's cache key from its
+parent's key, the step as resolved (command, environment, user, working directory,
+destination) and the copied files' hashes. A key whose layer exists is a cache hit and
+runs nothing. Otherwise the step runs inside a new sandbox of the image so far (runc,
+the build shape, open egress minus the platform deny set, ``HUTCH_BUILD_ENV``), never on
+the host; the sandbox's writable layer then becomes the step's layer and the sandbox is
+destroyed. Metadata instructions (ENV, WORKDIR, USER, CMD, …) change only the settings.
+
+Nothing half-built is ever used: a layer appears only complete
+(:class:`~hutch.host.layers.LayerStore`), and the template's image is written only once
+every step is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+
+from hutch.core.errors import HutchError
+from hutch.core.identity import Principal
+from hutch.core.sandboxes import SandboxCreate, SandboxService
+from hutch.core.templates.context import BuildContext
+from hutch.core.templates.dockerfile import BuildPlan, BuildStep, ImageSettings
+from hutch.core.templates.logs import BuildLog
+from hutch.host.agent import HostAgent
+from hutch.host.drivers.base import DriverError
+from hutch.host.guest import ExecExit, ExecRequest, GuestError, GuestUnreachable
+from hutch.host.layers import StartSettings, LayerStore, remove_image, write_image
+from hutch.host.proc import CommandFailed
+from hutch.settings import Settings
+from hutch.store.db import Database
+from hutch.store.models import SandboxRecord, TemplateRecord
+
+__all__ = ["BaseImage", "BuildFailed", "BuildResult", "TemplateBuilder", "build_image_name"]
+
+log = logging.getLogger(__name__)
+
+# A build sandbox reaches the internet minus the platform deny set, as deploy builds do.
+OPEN = ("*",)
+# Made by the guest agent in every sandbox; not part of what a step built.
+_NOT_BUILT = ("run/self",)
+
+
+class BuildFailed(Exception):
+    """The build failed; the message is the template's ``reason``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaseImage:
+    """What FROM resolved to: layers over a catalog image, with their settings."""
+
+    root: str
+    """The catalog image at the bottom ('' when the bottom layer is a whole rootfs)."""
+    layers: tuple[str, ...]
+    """Layer keys, bottom first."""
+    settings: ImageSettings
+    key: str
+    """The cache key the first step builds on."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildResult:
+    layers: tuple[str, ...]
+    size_bytes: int
+    steps: int
+    cached: int
+
+
+def build_image_name(template_id: str) -> str:
+    """The image a build step's sandbox starts from (removed after the step)."""
+    return f"{template_id}.build"
+
+
+def step_key(parent: str, step: BuildStep, files_digest: str) -> str:
+    canonical = json.dumps(
+        {"parent": parent, "step": step.identity(), "files": files_digest}, sort_keys=True
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+class TemplateBuilder:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        sandboxes: SandboxService,
+        host: HostAgent,
+        layers: LayerStore,
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._sandboxes = sandboxes
+        self._host = host
+        self.layers = layers
+
+    async def build(
+        self,
+        record: TemplateRecord,
+        principal: Principal,
+        *,
+        base: BaseImage,
+        plan: BuildPlan,
+        context: BuildContext,
+        log_to: BuildLog,
+    ) -> BuildResult:
+        """Run every step of ``plan`` over ``base``; return the layers. Raises
+        :class:`BuildFailed` with the reason (the failing step's last lines logged)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.template_build_timeout_s
+        by_number = {step.number: step for step in plan.steps}
+        key, layers = base.key, list(base.layers)
+        cached = ran = 0
+        size = 0
+        await log_to.write(f"Step 1/{plan.total} : FROM {record.base}")
+        for number in range(2, plan.total + 1):
+            instruction = plan.lines[number]
+            log_to.add(f"Step {number}/{plan.total} : {instruction.text}")
+            step = by_number.get(number)
+            if step is None:
+                continue
+            payload = None
+            try:
+                if step.keyword != "RUN":
+                    payload = context.payload(step)
+            except (ValueError, HutchError) as exc:
+                raise BuildFailed(f"step {number} (line {step.line}) failed: {exc}") from None
+            key = step_key(key, step, payload.digest if payload else "")
+            if self.layers.has(key):
+                cached += 1
+                layers.append(key)
+                size += self.layers.size(key)
+                await log_to.write(f" ---> cached ({key[:12]})")
+                continue
+            left = deadline - loop.time()
+            if left <= 0:
+                raise BuildFailed(self._timeout_reason())
+            await log_to.flush()
+            size += await self._run_step(
+                record,
+                principal,
+                base,
+                layers,
+                step,
+                key,
+                archive=payload.archive if payload else None,
+                chown_paths=payload.paths if payload else (),
+                timeout_s=left,
+                log_to=log_to,
+            )
+            layers.append(key)
+            ran += 1
+            await log_to.write(f" ---> built ({key[:12]})")
+            if size > self._settings.template_max_bytes:
+                raise BuildFailed(
+                    f"the template's layers hold {size} bytes after step {number}, over "
+                    f"{self._settings.template_max_bytes} (HUTCH_TEMPLATE_MAX_BYTES)"
+                )
+        await log_to.write(
+            f"{len(plan.steps)} filesystem steps: {cached} cached, {ran} run; "
+            f"{size} bytes in the template's own layers"
+        )
+        return BuildResult(
+            layers=tuple(layers), size_bytes=size, steps=len(plan.steps), cached=cached
+        )
+
+    def _timeout_reason(self) -> str:
+        return (
+            f"the build did not finish within {self._settings.template_build_timeout_s:g} s "
+            "(HUTCH_TEMPLATE_BUILD_TIMEOUT_S)"
+        )
+
+    async def _run_step(
+        self,
+        record: TemplateRecord,
+        principal: Principal,
+        base: BaseImage,
+        layers: list[str],
+        step: BuildStep,
+        key: str,
+        *,
+        archive: bytes | None,
+        chown_paths: tuple[str, ...],
+        timeout_s: float,
+        log_to: BuildLog,
+    ) -> int:
+        """Run one step in a new sandbox and keep its changes as layer ``key``."""
+        image = build_image_name(record.id)
+        try:
+            await asyncio.to_thread(
+                write_image,
+                self._settings.home,
+                image,
+                images=self._settings.images_path,
+                root=base.root,
+                layers=[self.layers.path(k) for k in layers],
+                config=StartSettings(),
+            )
+        except (OSError, ValueError) as exc:
+            raise BuildFailed(f"the base image is not available on this host: {exc}") from None
+        sandbox_id: str | None = None
+        try:
+            request = SandboxCreate(
+                shape=self._settings.resolved_template_build_shape,
+                rootfs=image,
+                egress=OPEN,
+                name=f"build-{record.id[-12:].lower()}-{step.number}",
+            )
+            sandbox = await self._create_sandbox(principal, request, step)
+            sandbox_id = sandbox.id
+            await self._set_sandbox(record.id, sandbox_id)
+            if step.keyword == "RUN":
+                await self._exec(
+                    sandbox_id,
+                    ["mkdir", "-p", "--", step.workdir],
+                    log_to,
+                    step=step,
+                    timeout_s=timeout_s,
+                )
+                await self._exec(
+                    sandbox_id,
+                    list(step.argv),
+                    log_to,
+                    step=step,
+                    timeout_s=timeout_s,
+                    env={**self._settings.build_env_vars, **step.env},
+                    cwd=step.workdir,
+                    user=step.user or None,
+                )
+            else:
+                await self._exec(
+                    sandbox_id,
+                    ["tar", "-xpf", "-", "-C", "/", "--no-overwrite-dir", "--numeric-owner"],
+                    log_to,
+                    step=step,
+                    timeout_s=timeout_s,
+                    stdin=archive or b"",
+                )
+                if step.chown and chown_paths:
+                    listing = "\0".join(chown_paths).encode() + b"\0"
+                    await self._exec(
+                        sandbox_id,
+                        ["xargs", "-0", "-r", "chown", "-h", "--", step.chown],
+                        log_to,
+                        step=step,
+                        timeout_s=timeout_s,
+                        stdin=listing,
+                    )
+            driver = self._host.driver
+            try:
+                await driver.pause(sandbox_id)  # nothing changes while it is copied
+                upper = driver.writable_layer(sandbox_id)  # type: ignore[attr-defined]
+                size = await self.layers.commit(key, upper, exclude=_NOT_BUILT)
+            except (DriverError, AttributeError, CommandFailed) as exc:
+                raise BuildFailed(f"step {step.number}'s changes could not be kept: {exc}") from exc
+            finally:
+                with contextlib.suppress(DriverError):
+                    await driver.resume(sandbox_id)
+            return size
+        finally:
+            if sandbox_id is not None:
+                await asyncio.shield(self._discard(principal, record.id, sandbox_id))
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(remove_image, self._settings.home, image)
+
+    async def _create_sandbox(
+        self, principal: Principal, request: SandboxCreate, step: BuildStep
+    ) -> SandboxRecord:
+        """A step's sandbox. A build cancelled meanwhile waits for the create to end and
+        destroys what it made, so no sandbox is left behind."""
+        creating = asyncio.ensure_future(self._sandboxes.create(principal, request))
+        try:
+            return await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                made = await creating
+                await self._sandboxes.destroy(principal, made.id)
+            raise
+        except HutchError as exc:
+            raise BuildFailed(f"no sandbox for step {step.number}: {exc.message}") from None
+
+    async def _exec(
+        self,
+        sandbox_id: str,
+        argv: list[str],
+        log_to: BuildLog,
+        *,
+        step: BuildStep,
+        timeout_s: float,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
+        stdin: bytes | None = None,
+    ) -> None:
+        request = ExecRequest(
+            argv=argv,
+            env=env or {},
+            cwd=cwd,
+            user=user,
+            stdin=stdin,
+            timeout_s=min(timeout_s, self._settings.exec_max_timeout_s),
+        )
+        log_to.tail = []
+        exit_event: ExecExit | None = None
+        try:
+            async for event in self._host.driver.guest(sandbox_id).exec(request):
+                if isinstance(event, ExecExit):
+                    exit_event = event
+                else:
+                    log_to.output(event.data)
+                    await log_to.flush()
+        except (GuestError, GuestUnreachable) as exc:
+            raise BuildFailed(
+                f"step {step.number} (line {step.line}) could not run: {exc}"
+            ) from exc
+        log_to.end_output()
+        await log_to.flush()
+        if exit_event is not None and exit_event.exit_code == 0:
+            return
+        why = "no exit"
+        if exit_event is not None:
+            why = exit_event.error or f"exit code {exit_event.exit_code}"
+            if exit_event.error and exit_event.error.startswith("timeout"):
+                raise BuildFailed(self._timeout_reason())
+        last = "\n".join(log_to.tail[-10:]) or "(no output)"
+        await log_to.write(f"step {step.number} failed: {why}", level="error")
+        raise BuildFailed(
+            f"step {step.number} (line {step.line}: {step.text[:200]}) failed with {why}; "
+            f"last lines:\n{last}"
+        )
+
+    async def _set_sandbox(self, template_id: str, sandbox_id: str | None) -> None:
+        async with self._db.sessions.begin() as session:
+            record = await session.get(TemplateRecord, template_id)
+            if record is not None:
+                record.build_sandbox = sandbox_id
+
+    async def _discard(self, principal: Principal, template_id: str, sandbox_id: str) -> None:
+        try:
+            await self._sandboxes.destroy(principal, sandbox_id)
+        except HutchError:
+            log.warning(
+                "build sandbox %s of %s was not destroyed", sandbox_id, template_id, exc_info=True
+            )
+            return
+        await self._set_sandbox(template_id, None)

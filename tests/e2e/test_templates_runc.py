@@ -1,0 +1,331 @@
+"""Templates (issue 16) on real runc sandboxes through a real ``hutch serve``: a Dockerfile
+built step by step in sandboxes (pip from the small internet's pypiserver, through
+``HUTCH_BUILD_ENV``), its layers cached, its image used by new sandboxes; logs, cancel,
+failures, delete, tenancy, and a server killed mid-build."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import signal
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.test_faults_runc import leftovers
+from tests.e2e.test_sandboxes_runc import create, new_pool, runc_server, sh
+from tests.support.internet import Internet
+from tests.support.server import HutchProcess, remove_instance, run_cli
+
+APP = """FROM devbox:1
+ARG GREETING=hello
+ENV APP_GREETING=$GREETING APP_MODE=test
+RUN useradd --create-home --uid 1500 app
+RUN pip install --break-system-packages hutch-hello==1.0.0
+WORKDIR /srv/app
+COPY --chown=app:app src/ ./
+COPY notes.txt /opt/notes/
+USER app
+CMD ["/bin/sh", "-c", "echo started as $(id -un) in $(pwd) > /tmp/started; exec sleep 100000"]
+"""
+
+
+def context(files: dict[str, bytes]) -> str:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755 if name.endswith(".sh") else 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+APP_CONTEXT = {
+    "src/main.py": b"from hutch_hello import hello\nprint(hello())\n",
+    "src/run.sh": b"#!/bin/sh\npython3 main.py\n",
+    "notes.txt": b"kept\n",
+    "unused.txt": b"not copied\n",
+}
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, images: Path, internet: Internet
+) -> Iterator[HutchProcess]:
+    build_env = {"PIP_INDEX_URL": internet.pypi_index, "PIP_TRUSTED_HOST": "pypi.test",
+                 "PIP_DISABLE_PIP_VERSION_CHECK": "1"}  # fmt: skip
+    process = runc_server(
+        tmp_path_factory.mktemp("templates") / "home",
+        images,
+        env={
+            "HUTCH_EGRESS_DEFAULT": "closed",  # the builds pass only because they run open
+            "HUTCH_DNS_UPSTREAM": internet.resolver,
+            "HUTCH_BUILD_ENV": ",".join(f"{k}={v}" for k, v in build_env.items()),
+            "HUTCH_TEMPLATE_MAX_CONTEXT_BYTES": str(64 * 1024),
+            "HUTCH_TEMPLATE_BUILD_SHAPE": "s-1vcpu-512mb",
+        },
+    )
+    yield process
+    process.stop()
+    remove_instance(process.home)
+
+
+def user_key(server: HutchProcess, name: str) -> str:
+    return run_cli(server.home, "keys", "create", "--user", name).stdout.strip()
+
+
+@pytest.fixture
+def api(server: HutchProcess) -> Iterator[httpx.Client]:
+    with server.client(user_key(server, f"t{time.monotonic_ns()}")) as client:
+        yield client
+
+
+def submit(api: httpx.Client, name: str, dockerfile: str, **extra: Any) -> dict[str, Any]:
+    answer = api.post("/v1/templates", json={"name": name, "dockerfile": dockerfile, **extra})
+    assert answer.status_code == 201, answer.text
+    data: dict[str, Any] = answer.json()["data"]
+    assert data["status"] == "pending"
+    return data
+
+
+def follow(api: httpx.Client, template_id: str) -> list[dict[str, Any]]:
+    """Every frame of the follow stream, to its end."""
+    with api.stream("GET", f"/v1/templates/{template_id}/logs", params={"follow": "true"},
+                    timeout=600) as stream:  # fmt: skip
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("application/x-ndjson")
+        return [json.loads(line) for line in stream.iter_lines() if line]
+
+
+def built(api: httpx.Client, name: str, dockerfile: str, **extra: Any) -> dict[str, Any]:
+    template = submit(api, name, dockerfile, **extra)
+    frames = follow(api, template["id"])
+    assert frames[-1] == {"final": True, "status": "ready"}, frames[-12:]
+    data: dict[str, Any] = api.get(f"/v1/templates/{template['id']}").json()["data"]
+    return data
+
+
+def wait_for(api: httpx.Client, template_id: str, *statuses: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        data: dict[str, Any] = api.get(f"/v1/templates/{template_id}").json()["data"]
+        if data["status"] in statuses:
+            return data
+        time.sleep(0.2)
+    raise AssertionError(f"{template_id} never became {statuses}")
+
+
+def test_a_sandbox_from_a_template_has_its_files_env_user_workdir_and_start_command(
+    api: httpx.Client,
+) -> None:
+    template = built(api, "app", APP, context=context(APP_CONTEXT))
+    assert template["steps_total"] == 4 and template["steps_cached"] == 0
+    assert template["env"] == {"APP_GREETING": "hello", "APP_MODE": "test"}
+    assert (template["workdir"], template["user"]) == ("/srv/app", "app")
+    assert template["start_cmd"][:2] == ["/bin/sh", "-c"]
+    assert template["ext4_size_bytes"] > 0 and template["built_at"]
+    text = api.get(f"/v1/templates/{template['id']}/logs")
+    assert text.headers["content-type"].startswith("text/plain")
+    installed = [line for line in text.text.splitlines() if "Successfully installed" in line]
+    assert "hutch-hello-1.0.0" in installed[0], text.text  # pip's own output
+    assert "4 filesystem steps: 0 cached, 4 run" in text.text
+
+    box = create(api, rootfs="app")
+    assert box["rootfs"] == template["id"]
+    out = sh(api, box, 'id -un; pwd; echo "$APP_GREETING $APP_MODE $HOME"; sh run.sh; '
+                      "stat -c '%U %a %n' main.py run.sh; cat /opt/notes/notes.txt; "
+                      "ls /srv/app; ls /opt/notes")  # fmt: skip
+    assert out["exit_code"] == 0, out
+    assert out["stdout"].splitlines() == [
+        "app", "/srv/app", "hello test /home/app",
+        "hutch-hello and hutch-dep says hi",  # the package pip installed at build time
+        "app 644 main.py", "app 755 run.sh", "kept", "main.py", "run.sh", "notes.txt",
+    ]  # fmt: skip
+    deadline = time.monotonic() + 30
+    started = sh(api, box, "cat /tmp/started")
+    while started["exit_code"] != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        started = sh(api, box, "cat /tmp/started")
+    assert started["stdout"] == "started as app in /srv/app\n"
+    # The build's own sandboxes are gone.
+    listed = api.get("/v1/sandboxes").json()["data"]["data"]
+    assert [b["id"] for b in listed if b["status"] != "destroyed"] == [box["id"]]
+    api.delete(f"/v1/sandboxes/{box['id']}")
+
+
+def test_a_rebuild_reruns_nothing_and_a_changed_last_line_reruns_one_step(
+    api: httpx.Client,
+) -> None:
+    dockerfile = (
+        "FROM devbox:1\nRUN echo one > /one\nRUN echo two > /two\nRUN echo three > /three\n"
+    )
+    first = built(api, "cached", dockerfile)
+    assert (first["steps_total"], first["steps_cached"]) == (3, 0)
+    again = built(api, "cached", dockerfile)
+    assert (again["version"], again["steps_cached"]) == (2, 3)
+    log = api.get(f"/v1/templates/{again['id']}/logs").text
+    assert log.count(" ---> cached") == 3 and "3 cached, 0 run" in log
+    changed = built(api, "cached", dockerfile.replace("echo three", "echo THREE"))
+    assert (changed["version"], changed["steps_cached"]) == (3, 2)
+    assert "2 cached, 1 run" in api.get(f"/v1/templates/{changed['id']}/logs").text
+    # Creates use the newest ready version.
+    box = create(api, rootfs="cached")
+    assert box["rootfs"] == changed["id"]
+    assert sh(api, box, "cat /one /two /three")["stdout"] == "one\ntwo\nTHREE\n"
+    api.delete(f"/v1/sandboxes/{box['id']}")
+
+
+def test_a_failing_run_fails_the_build_with_its_last_lines(api: httpx.Client) -> None:
+    template = submit(api, "broken", "FROM devbox:1\nRUN echo first line; echo the end; exit 3\n")
+    frames = follow(api, template["id"])
+    assert frames[-1] == {"final": True, "status": "failed"}
+    lines = [frame["line"] for frame in frames[:-1]]
+    assert "the end" in lines and all(frame["attempt"] == 1 for frame in frames[:-1])
+    failed = api.get(f"/v1/templates/{template['id']}").json()["data"]
+    assert failed["status"] == "failed"
+    assert "exit code 3" in failed["reason"] and "the end" in failed["reason"]
+    assert "line 2" in failed["reason"]
+    refused = api.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb", "rootfs": "broken"})
+    assert refused.status_code == 404, refused.text
+
+
+def test_cancel_stops_a_build_and_leaves_no_sandbox(api: httpx.Client) -> None:
+    template = submit(api, "slow", "FROM devbox:1\nRUN echo sleeping; sleep 600\n")
+    deadline = time.monotonic() + 120
+    while "sleeping" not in api.get(f"/v1/templates/{template['id']}/logs").text.splitlines():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    answer = api.post(f"/v1/templates/{template['id']}/cancel")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"]["status"] == "cancelled"
+    assert follow(api, template["id"])[-1] == {"final": True, "status": "cancelled"}
+    assert api.post(f"/v1/templates/{template['id']}/cancel").status_code == 409
+    listed = api.get("/v1/sandboxes").json()["data"]["data"]
+    assert all(box["status"] == "destroyed" for box in listed), listed
+
+
+def test_deleting_a_template_keeps_its_sandboxes_and_refuses_new_creates(
+    api: httpx.Client,
+) -> None:
+    template = built(api, "doomed", "FROM devbox:1\nRUN echo kept > /marker\n")
+    running, paused = create(api, rootfs="doomed"), create(api, rootfs=template["id"])
+    assert api.post(f"/v1/sandboxes/{paused['id']}/pause").status_code in (200, 202)
+    assert api.delete("/v1/templates/doomed").json() == {"status": "success",
+                                                         "data": {"ok": True}}  # fmt: skip
+    assert api.get(f"/v1/templates/{template['id']}").status_code == 404
+    for rootfs in ("doomed", template["id"]):
+        answer = api.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb", "rootfs": rootfs})
+        assert answer.status_code == 404, answer.text
+    assert sh(api, running, "cat /marker")["stdout"] == "kept\n"
+    assert api.post(f"/v1/sandboxes/{paused['id']}/resume").status_code in (200, 202)
+    assert sh(api, paused, "cat /marker")["stdout"] == "kept\n"
+    for box in (running, paused):
+        api.delete(f"/v1/sandboxes/{box['id']}")
+
+
+def test_another_users_template_is_missing_to_them(server: HutchProcess) -> None:
+    with (
+        server.client(user_key(server, "tpl-alice")) as alice,
+        server.client(user_key(server, "tpl-bob")) as bob,
+    ):
+        mine = built(alice, "private", "FROM devbox:1\nRUN echo secret > /secret\n")
+        for ident in (mine["id"], "private"):
+            theirs = bob.get(f"/v1/templates/{ident}")
+            missing = bob.get("/v1/templates/no-such-template")
+            assert theirs.status_code == missing.status_code == 404
+            assert bob.get(f"/v1/templates/{ident}/logs").status_code == 404
+            assert bob.post(f"/v1/templates/{ident}/cancel").status_code == 404
+            assert bob.delete(f"/v1/templates/{ident}").status_code == 404
+            create_theirs = bob.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb",
+                                                            "rootfs": ident})  # fmt: skip
+            nothing = {"shape": "s-1vcpu-256mb", "rootfs": "nothing-here"}
+            create_missing = bob.post("/v1/sandboxes", json=nothing)
+            assert create_theirs.status_code == create_missing.status_code == 404
+            assert create_theirs.json()["data"]["rootfs"].replace(ident, "X") == (
+                create_missing.json()["data"]["rootfs"].replace("nothing-here", "X")
+            )
+            body = {"name": "copy", "dockerfile": f"FROM {ident}\n"}
+            from_theirs = bob.post("/v1/templates", json=body)
+            assert from_theirs.status_code == 400
+            assert "line 1" in from_theirs.json()["data"]["dockerfile"]
+        assert bob.get("/v1/templates").json()["data"]["pagination"]["total"] == 0
+        assert alice.get("/v1/templates/private").json()["data"]["status"] == "ready"
+        # The owner builds on it.
+        child = built(alice, "child", "FROM private\nRUN cat /secret > /copied\n")
+        box = create(alice, rootfs="child")
+        assert sh(alice, box, "cat /copied")["stdout"] == "secret\n"
+        alice.delete(f"/v1/sandboxes/{box['id']}")
+        assert child["base"] == "private"
+
+
+def test_bad_input_is_a_400_naming_the_line(api: httpx.Client) -> None:
+    cases = {
+        "FROM devbox:1\nRUN true\nFROM node\n": "line 3",
+        "FROM devbox:1\nCOPY --from=builder /a /b\n": "line 2",
+        "FROM devbox:1\n\nHEALTHCHECK CMD true\n": "line 3",
+        "RUN true\n": "line 1",
+        "FROM devbox:1\nCOPY missing.txt /x\n": "line 2",
+        "FROM no-such-image\n": "line 1",
+        "FROM devbox:1\nSHELL bash\n": "line 2",
+        "FROM devbox:1\nADD https://example.com/x /x\n": "line 2",
+    }
+    for dockerfile, where in cases.items():
+        answer = api.post("/v1/templates", json={"name": "bad", "dockerfile": dockerfile})
+        assert answer.status_code == 400, (dockerfile, answer.text)
+        assert answer.json()["status"] == "fail"
+        assert where in answer.json()["data"]["dockerfile"], (dockerfile, answer.text)
+    big = "FROM devbox:1\n" + "RUN true\n" * 8000
+    assert api.post("/v1/templates", json={"name": "big", "dockerfile": big}).status_code == 400
+    too_much = context({"blob": bytes(100 * 1024)})
+    answer = api.post("/v1/templates", json={"name": "ctx", "dockerfile": "FROM devbox:1\n",
+                                             "context": too_much})  # fmt: skip
+    assert answer.status_code == 413 and "context" in answer.json()["data"]
+    not_archive = base64.b64encode(b"just some bytes").decode()
+    answer = api.post("/v1/templates", json={"name": "ctx", "dockerfile": "FROM devbox:1\n",
+                                             "context": not_archive})  # fmt: skip
+    assert answer.status_code == 400 and "context" in answer.json()["data"]
+    answer = api.post("/v1/templates", json={"name": "x", "dockerfile": "FROM devbox:1\n",
+                                             "colour": "red"})  # fmt: skip
+    assert answer.status_code == 400 and "colour" in answer.json()["data"]
+    assert api.get("/v1/templates").json()["data"]["pagination"]["total"] == 0
+
+
+def test_a_server_killed_mid_build_fails_the_build_and_leaves_no_sandbox(
+    tmp_path: Path, images: Path
+) -> None:
+    home, pool = tmp_path / "home", new_pool()
+    first = runc_server(home, images, pool=pool)
+    key = run_cli(home, "keys", "create", "--user", "kim").stdout.strip()
+    try:
+        with first.client(key) as api:
+            template = submit(api, "killed", "FROM devbox:1\nRUN echo working; sleep 600\n")
+            deadline = time.monotonic() + 120
+            log = f"/v1/templates/{template['id']}/logs"
+            while "working" not in api.get(log).text.splitlines():
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert leftovers(home)["runc"]  # the build's sandbox runs
+        first.stop(signal.SIGKILL)
+        second = runc_server(home, images, pool=pool)
+        try:
+            with second.client(key) as api:
+                after = api.get(f"/v1/templates/{template['id']}").json()["data"]
+                assert after["status"] == "failed"
+                assert "server stopped during the build" in after["reason"]
+                assert follow(api, template["id"])[-1] == {"final": True, "status": "failed"}
+                body = {"shape": "s-1vcpu-256mb", "rootfs": "killed"}
+                assert api.post("/v1/sandboxes", json=body).status_code == 404
+            assert leftovers(home)["runc"] == []
+            assert not list((home / "layers").glob("*.partial"))
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+        remove_instance(home)
