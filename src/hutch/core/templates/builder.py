@@ -32,7 +32,7 @@ from hutch.core.templates.logs import BuildLog
 from hutch.host.agent import HostAgent
 from hutch.host.drivers.base import DriverError
 from hutch.host.guest import ExecExit, ExecRequest, GuestError, GuestUnreachable
-from hutch.host.layers import StartSettings, LayerStore, remove_image, write_image
+from hutch.host.layers import LayerStore, StartSettings, remove_image, write_image
 from hutch.host.proc import CommandFailed
 from hutch.settings import Settings
 from hutch.store.db import Database

@@ -44,7 +44,7 @@ from hutch.core.templates.dockerfile import ImageSettings, parse, plan
 from hutch.core.templates.logs import BuildLog
 from hutch.host.agent import HostAgent
 from hutch.host.images import image_rootfs
-from hutch.host.layers import StartSettings, LayerStore, remove_image, write_image
+from hutch.host.layers import LayerStore, StartSettings, remove_image, write_image
 from hutch.settings import Settings
 from hutch.store import templates as store
 from hutch.store.db import Database
