@@ -36,7 +36,8 @@ _pools = itertools.count()
 class PushedImages:
     registry: OciRegistry
     app: str  # registry/team/app:1 — devbox plus a layer, a whiteout and a config
-    bare: str  # registry/team/bare:1 — one file, no Python
+    bare: str  # registry/team/bare:1 — one file: no Python, no shell, nothing else
+    nopython: str  # registry/team/nopython:1 — devbox without /usr/bin/python3*
     zeros: str  # registry/team/zeros:1 — 3 MiB of zeros, a few KiB compressed
 
 
@@ -74,7 +75,11 @@ def pushed(images: Path) -> Iterator[PushedImages]:
         app = registry.push(layout, "app", "team/app:1")
         bare = registry.push(layout, "bare", "team/bare:1")
         zeros = registry.push(layout, "zeros", "team/zeros:1")
-        yield PushedImages(registry=registry, app=app, bare=bare, zeros=zeros)
+        derive_image(layout, base="devbox", tag="nopython", work=work,
+                     whiteouts=["/usr/bin/python3", "/usr/bin/python3.11"])  # fmt: skip
+        nopython = registry.push(layout, "nopython", "team/nopython:1")
+        yield PushedImages(registry=registry, app=app, bare=bare, zeros=zeros,
+                           nopython=nopython)  # fmt: skip
     finally:
         registry.stop()
         subprocess.run(["rm", "-rf", str(work)], check=False)
@@ -189,14 +194,29 @@ async def test_an_unlisted_registry_is_refused_before_anything_is_fetched(
         await import_image("oci:/some/layout:tag", none_allowed)
 
 
-async def test_an_image_without_python_is_refused_with_the_reason(
-    pushed: PushedImages, settings_for: Settings
+async def test_an_image_without_python_runs_on_the_hosts_guest_runtime(
+    pushed: PushedImages, settings_for: Settings, runc: RuncDriver
 ) -> None:
-    with pytest.raises(ImageImportError, match=r"no /usr/bin/python3"):
-        await import_image(pushed.bare, settings_for)
-    leftovers = list((settings_for.images_path / "oci").glob("*/*"))
-    assert not [path for path in leftovers if path.name.endswith(".partial")]
-    assert image_rootfs(settings_for.images_path, f"oci:{pushed.bare}") is None
+    image = await import_image(pushed.nopython, settings_for)
+    assert not os.path.lexists(image.rootfs / "usr/bin/python3")
+    spec = spec_for(image.name)
+    await runc.create(spec)
+    seen = await output_of(
+        runc, spec.id,
+        "command -v python3 || echo no-python-here; echo $FROM_SANDBOX; cat /etc/debian_version;"
+        " ls /.hutch/runtime/bin; env | grep -c -e LD_LIBRARY_PATH -e PYTHONHOME || true",
+    )  # fmt: skip
+    lines = seen.splitlines()
+    assert lines[0] == "no-python-here" and lines[1] == "yes", lines
+    assert lines[3] == "python3" and lines[4] == "0", lines
+    # An image with nothing but one file (no shell, no libc): the agent still answers
+    # and serves its files.
+    bare = await import_image(pushed.bare, settings_for)
+    empty = spec_for(bare.name)
+    await runc.create(empty)
+    assert (await runc.guest(empty.id).ping())["ok"]
+    download = await runc.guest(empty.id).read_file("/hello")
+    assert b"".join([chunk async for chunk in download.chunks]) == b"hi\n"
 
 
 async def test_an_image_over_the_size_cap_is_refused_before_or_after_unpacking(

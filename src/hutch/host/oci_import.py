@@ -53,8 +53,6 @@ __all__ = [
     "imported_images",
 ]
 
-# The guest agent (the sandbox's init) runs on the image's own Python 3.
-GUEST_PYTHON = "usr/bin/python3"
 PULL_TIMEOUT_S = 1800.0
 MIB = 1024 * 1024
 # Signatures are not checked (no keys are configured); the allowlist is the gate.
@@ -111,8 +109,8 @@ async def import_image(
 
     Raises :class:`~hutch.host.oci_ref.RegistryNotAllowed` (a 400, nothing fetched) when
     the registry is not in ``HUTCH_TEMPLATE_REGISTRIES``, ``InvalidInput`` for a malformed
-    reference, and :class:`ImageImportError` when the registry refuses or the image cannot
-    be used (it has no ``/usr/bin/python3``, which hutch's guest agent runs on). Returns
+    reference, and :class:`ImageImportError` when the registry refuses, or the image is
+    not for Linux or is over ``HUTCH_IMAGE_IMPORT_MAX_BYTES``. Returns
     once the image is complete; repeating it for an unchanged tag costs one manifest
     lookup. ``progress`` gets a line per step (for build logs).
     """
@@ -183,7 +181,6 @@ async def _import_locked(
                 f"{reference}: it unpacks to {unpacked / MIB:.0f} MiB, over this host's cap of "
                 f"{max_bytes / MIB:.0f} MiB (HUTCH_IMAGE_IMPORT_MAX_BYTES)"
             )
-        await asyncio.to_thread(_check_usable, reference, rootfs)
         os.chmod(rootfs, 0o755)
         (rootfs / ".hutch" / "guest").mkdir(parents=True, exist_ok=True)
         write_image_config(partial, config)
@@ -284,30 +281,3 @@ def _layout_config(layout: Path) -> ImageConfig:
 def _blob(layout: Path, digest: str) -> bytes:
     algorithm, _, value = digest.partition(":")
     return (layout / "blobs" / algorithm / value).read_bytes()
-
-
-def _check_usable(reference: ImageReference, rootfs: Path) -> None:
-    if not _exists_in(rootfs, GUEST_PYTHON):
-        raise ImageImportError(
-            f"{reference} has no /usr/bin/python3: a hutch sandbox's init (its guest agent) "
-            "runs on the image's Python 3, so the image must have it (say a Debian or Ubuntu "
-            "image with python3 installed)"
-        )
-
-
-def _exists_in(rootfs: Path, relative: str, hops: int = 16) -> bool:
-    """Whether ``/relative`` exists inside ``rootfs``, following symbolic links as they
-    would resolve inside it (an absolute link target is under ``rootfs``, not the host)."""
-    path = rootfs / relative
-    for _ in range(hops):
-        if not os.path.lexists(path):
-            return False
-        if not path.is_symlink():
-            return True
-        target = os.readlink(path)
-        path = rootfs / target.lstrip("/") if target.startswith("/") else path.parent / target
-        resolved = Path(os.path.normpath(path))
-        if not resolved.is_relative_to(rootfs):
-            return False
-        path = resolved
-    return False

@@ -9,12 +9,13 @@ and cgroup limits on memory, CPU and processes from its shape.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from hutch.guest import bootstrap
 from hutch.host.drivers.base import SandboxSpec
+from hutch.host.guest_runtime import RUNTIME_MOUNT
 
 __all__ = ["AGENT_FD", "CAPABILITIES", "GUEST_MOUNT", "oci_config", "seccomp_profile"]
 
@@ -128,10 +129,14 @@ def oci_config(
     memsw: bool,
     nofile: int,
     image_env: Mapping[str, str] | None = None,
+    guest_python: Sequence[str] = ("/usr/bin/python3",),
+    runtime_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The config.json of one sandbox. ``etc_dir`` holds its hosts, hostname, resolv.conf.
     ``image_env`` is the image's own ``Env`` (an imported image's, say ``PATH``): it
-    overrides hutch's defaults, and the sandbox's variables override it.
+    overrides hutch's defaults, and the sandbox's variables override it. ``guest_python``
+    starts the guest agent's Python: the image's own, or (for an image without one) the
+    runtime in ``runtime_dir``, mounted at :data:`~hutch.host.guest_runtime.RUNTIME_MOUNT`.
 
     ``nofile`` must not exceed the host's own hard limit: root here may not raise it.
     """
@@ -154,7 +159,7 @@ def oci_config(
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
             "args": [
-                "/usr/bin/python3",
+                *guest_python,
                 "-S",
                 "-E",
                 "-s",
@@ -242,6 +247,18 @@ def oci_config(
                     "options": ["bind", "rw", "nosuid", "nodev", "noexec"],
                 }
                 for name in ("hosts", "hostname", "resolv.conf")
+            ),
+            *(
+                [
+                    {
+                        "destination": RUNTIME_MOUNT,
+                        "type": "bind",
+                        "source": str(runtime_dir),
+                        "options": ["rbind", "ro", "nosuid", "nodev"],
+                    }
+                ]
+                if runtime_dir is not None
+                else []
             ),
         ],
         "linux": {

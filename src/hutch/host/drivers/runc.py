@@ -42,6 +42,7 @@ from hutch.host.drivers.base import (
 from hutch.host.drivers.oci import AGENT_FD, oci_config
 from hutch.host.firewall import Firewall
 from hutch.host.guest import GuestUnreachable
+from hutch.host.guest_runtime import build_runtime, has_python, runtime_argv
 from hutch.host.image_config import image_config
 from hutch.host.layers import ResolvedImage, resolve_image
 from hutch.host.link import SandboxLink, list_netns
@@ -157,6 +158,11 @@ class RuncDriver(Driver):
         (etc / "resolv.conf").write_text(
             f"nameserver {spec.link.host}\noptions timeout:1 attempts:2\n"
         )
+        guest_python: tuple[str, ...] = ("/usr/bin/python3",)
+        runtime_dir: Path | None = None
+        if not await asyncio.to_thread(has_python, disk.rootfs):
+            runtime_dir, loader = await asyncio.to_thread(build_runtime, self.home)
+            guest_python = tuple(runtime_argv(loader))
         bundle = oci_config(
             spec,
             rootfs=disk.rootfs,
@@ -167,6 +173,8 @@ class RuncDriver(Driver):
             memsw=self._memsw,
             nofile=self._nofile,
             image_env=config.env if (config := image_config(self.images, spec.rootfs)) else None,
+            guest_python=guest_python,
+            runtime_dir=runtime_dir,
         )
         (directory / "config.json").write_text(json.dumps(bundle))
 
