@@ -404,7 +404,7 @@ class TemplateRecord(Base):
     base: Mapped[str] = mapped_column(String(256), default="")
     """What the Dockerfile's FROM names (a catalog image, a template, an OCI reference)."""
     dockerfile: Mapped[str] = mapped_column(Text, default="")
-    root: Mapped[str] = mapped_column(String(64), default="")
+    root: Mapped[str] = mapped_column(String(512), default="")
     """The catalog image under the layers ('' when the bottom layer is a whole rootfs)."""
     layers: Mapped[list[str]] = mapped_column(JSON, default=list)
     start_cmd: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)

@@ -45,6 +45,8 @@ from hutch.core.templates.logs import BuildLog
 from hutch.host.agent import HostAgent
 from hutch.host.images import image_rootfs
 from hutch.host.layers import LayerStore, StartSettings, remove_image, write_image
+from hutch.host.oci_import import import_image
+from hutch.host.oci_ref import check_allowed, parse_reference
 from hutch.settings import Settings
 from hutch.store import templates as store
 from hutch.store.db import Database
@@ -60,6 +62,14 @@ OciResolver = Callable[[str, str], Awaitable[BaseImage]]
 _STOPPED = "the server stopped during the build; create the template again"
 _INTERNAL = "internal error (the server log has the details)"
 _FOLLOW_POLL_S = 0.25
+
+
+def is_registry_reference(ref: str) -> bool:
+    """``docker://…``, or ``host[:port]/repo…`` whose first part names a registry host."""
+    if ref.startswith("docker://"):
+        return True
+    first, slash, _ = ref.partition("/")
+    return bool(slash) and ("." in first or ":" in first or first == "localhost")
 
 
 class TemplateSubmit:
@@ -106,6 +116,9 @@ class TemplateService:
                 f"(line {parsed.base_line}); leave base out or make them the same",
                 field="base",
             )
+        if len(parsed.base) > 256:
+            raise InvalidInput(f"line {parsed.base_line}: FROM names more than 256 characters",
+                               field="dockerfile")  # fmt: skip
         base = await self.resolve_from(user.user_id, parsed.base, line=parsed.base_line)
         build_plan = plan(parsed, base.settings)
         raw = b""
@@ -174,17 +187,17 @@ class TemplateService:
                 continue
         raise Conflict("too many templates of this name are being created at once", field="name")
 
-    async def resolve_from(self, user_id: str, ref: str, *, line: int = 1) -> BaseImage:
+    async def resolve_from(
+        self, user_id: str, ref: str, *, line: int = 1, pull: bool = False
+    ) -> BaseImage:
         """What FROM ``ref`` builds on: a catalog image, the user's own ready template (by
-        id or name, the newest version), or an OCI reference through :attr:`oci_resolver`.
-        Raises InvalidInput (``dockerfile``, naming the line)."""
-        if ref.startswith("docker://"):
-            if self.oci_resolver is None:
-                raise InvalidInput(
-                    f"line {line}: FROM {ref}: OCI images are not available on this server",
-                    field="dockerfile",
-                )
-            return await self.oci_resolver(user_id, ref)
+        id or name, the newest version), or an image of a registry the operator allows
+        (``[docker://]registry/repo:tag``, pulled when ``pull``; before that only the
+        allowlist is checked). Raises InvalidInput (``dockerfile``, naming the line)."""
+        if is_registry_reference(ref):
+            if self.oci_resolver is not None:
+                return await self.oci_resolver(user_id, ref)
+            return await self._registry_base(ref, line=line, pull=pull)
         if ref in {image.name for image in ROOTFS_CATALOG}:
             rootfs = await asyncio.to_thread(image_rootfs, self._settings.images_path, ref)
             if rootfs is None:
@@ -215,6 +228,37 @@ class TemplateService:
                 cmd=tuple(parent.start_cmd) if parent.start_cmd else None,
             ),
             key=hashlib.sha256(f"template\0{parent.id}".encode()).hexdigest()[:32],
+        )
+
+    async def _registry_base(self, ref: str, *, line: int, pull: bool) -> BaseImage:
+        """An OCI image as a base: the allowlist checked at submit, the image pulled (or
+        found unchanged) when the build starts (:func:`hutch.host.oci_import.import_image`)."""
+        try:
+            reference = parse_reference(ref)
+            check_allowed(reference, self._settings.template_registry_list, field="dockerfile")
+        except InvalidInput as exc:
+            raise InvalidInput(
+                f"line {line}: FROM {ref}: {exc.message}", field="dockerfile"
+            ) from None
+        if not pull:
+            return BaseImage(root="", layers=(), settings=ImageSettings(), key="")
+        imported = await import_image(ref, self._settings)
+        config = imported.config
+        return BaseImage(
+            root=imported.name,
+            layers=(),
+            settings=ImageSettings(
+                env=dict(config.env),
+                workdir=config.working_dir or "/",
+                user=config.user,
+                labels=dict(config.labels),
+                exposed=tuple(config.exposed_ports),
+                cmd=tuple(config.cmd) or None,
+                entrypoint=tuple(config.entrypoint) or None,
+            ),
+            key=hashlib.sha256(f"oci\0{imported.name}\0{imported.digest}".encode()).hexdigest()[
+                :32
+            ],
         )
 
     # -- reading -------------------------------------------------------------------------
@@ -408,7 +452,11 @@ class TemplateService:
         try:
             principal = await self._principal(record.user_id)
             parsed = parse(record.dockerfile)
-            base = await self.resolve_from(record.user_id, parsed.base, line=parsed.base_line)
+            if is_registry_reference(parsed.base):
+                await log_to.write(f"pulling {parsed.base} (or finding it unchanged)")
+            base = await self.resolve_from(
+                record.user_id, parsed.base, line=parsed.base_line, pull=True
+            )
             build_plan = plan(parsed, base.settings)
             context = await asyncio.to_thread(self._context, template_id)
             result = await self.builder.build(

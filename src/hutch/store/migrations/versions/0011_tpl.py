@@ -28,7 +28,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text, nullable=True),
         sa.Column("base", sa.String(256), nullable=False),
         sa.Column("dockerfile", sa.Text, nullable=False),
-        sa.Column("root", sa.String(64), nullable=False),
+        sa.Column("root", sa.String(512), nullable=False),
         sa.Column("layers", sa.JSON, nullable=False),
         sa.Column("start_cmd", sa.JSON, nullable=True),
         sa.Column("env", sa.JSON, nullable=False),
