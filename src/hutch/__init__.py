@@ -8,11 +8,20 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["AsyncDisk", "AsyncNetwork", "AsyncSandbox", "Disk", "Network", "Sandbox",
-           "__version__"]  # fmt: skip
+__all__ = ["AsyncDisk", "AsyncNetwork", "AsyncSandbox", "AsyncTemplate", "Disk", "Network",
+           "Sandbox", "Template", "__version__"]  # fmt: skip
 
 if TYPE_CHECKING:
-    from hutch.sdk import AsyncDisk, AsyncNetwork, AsyncSandbox, Disk, Network, Sandbox
+    from hutch.sdk import (
+        AsyncDisk,
+        AsyncNetwork,
+        AsyncSandbox,
+        AsyncTemplate,
+        Disk,
+        Network,
+        Sandbox,
+        Template,
+    )
 
 _SDK_NAMES = frozenset(__all__) - {"__version__"}
 

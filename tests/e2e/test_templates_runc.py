@@ -256,6 +256,9 @@ def test_another_users_template_is_missing_to_them(server: HutchProcess) -> None
             assert from_theirs.status_code == 400
             assert "line 1" in from_theirs.json()["data"]["dockerfile"]
         assert bob.get("/v1/templates").json()["data"]["pagination"]["total"] == 0
+        # The layer cache is per user: the same Dockerfile builds afresh for another.
+        same = built(bob, "private", "FROM devbox:1\nRUN echo secret > /secret\n")
+        assert (same["steps_total"], same["steps_cached"]) == (1, 0)
         assert alice.get("/v1/templates/private").json()["data"]["status"] == "ready"
         # The owner builds on it.
         child = built(alice, "child", "FROM private\nRUN cat /secret > /copied\n")

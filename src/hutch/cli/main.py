@@ -10,7 +10,17 @@ from typing import Annotated
 import typer
 import yaml
 
-from hutch.cli import deploy, egress, images, keys, resources, sandboxes, shell, tunnel
+from hutch.cli import (
+    deploy,
+    egress,
+    images,
+    keys,
+    resources,
+    sandboxes,
+    shell,
+    templates,
+    tunnel,
+)
 from hutch.cli.common import DatabaseOpt, HomeOpt, fail, load_settings
 
 __all__ = ["app", "main"]
@@ -31,6 +41,7 @@ app.command("ssh")(tunnel.ssh)
 app.command("tunnel")(tunnel.tunnel)
 app.add_typer(resources.networks, name="network")
 app.add_typer(resources.disks, name="disk")
+app.add_typer(templates.app, name="template")
 app.command("preview")(resources.preview)
 app.command("egress")(egress.egress)
 app.command("bandwidth")(egress.bandwidth)

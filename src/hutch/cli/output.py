@@ -72,6 +72,7 @@ _LIST_COMMANDS = {
     "sandbox": "list yours with `hutch sandbox ls`",
     "network": "list yours with `hutch network ls`",
     "disk": "list yours with `hutch disk ls`",
+    "template": "list yours with `hutch template ls`",
     "path": "check the path: it must be absolute and name an existing file",
 }
 _KEY_HINT = (

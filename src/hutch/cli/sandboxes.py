@@ -93,7 +93,11 @@ def create(
         str | None, typer.Option("--shape", help="A shape id; default the server's smallest.")
     ] = None,
     rootfs: Annotated[
-        str | None, typer.Option("--rootfs", help="An image such as devbox:1 or node.")
+        str | None,
+        typer.Option(
+            "--rootfs",
+            help="An image such as devbox:1 or node, or one of your templates (id or name).",
+        ),
     ] = None,
     name: Annotated[
         str | None, typer.Option("--name", help="Also its hostname; default a generated one.")

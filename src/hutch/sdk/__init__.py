@@ -6,8 +6,9 @@
         print(sandbox.commands.run("uname -a").stdout)
         sandbox.files.write("/tmp/hello.txt", "hi")
 
-The async API (``AsyncSandbox``, ``AsyncNetwork``, ``AsyncDisk``, ``AsyncClient``) is the
-implementation; the blocking one (``Sandbox``, ``Network``, ``Disk``, ``Client``) runs it
+The async API (``AsyncSandbox``, ``AsyncNetwork``, ``AsyncDisk``, ``AsyncTemplate``,
+``AsyncClient``) is the implementation; the blocking one (``Sandbox``, ``Network``,
+``Disk``, ``Template``, ``Client``) runs it
 on a private event loop. The URL and key come from arguments, else ``HUTCH_API_URL`` and
 ``HUTCH_API_KEY``; every error is a :class:`~hutch.sdk.errors.HutchError`.
 """
@@ -50,6 +51,13 @@ from hutch.sdk.processes import (
 )
 from hutch.sdk.sandbox import AsyncSandbox, SandboxInfo, SandboxOptions
 from hutch.sdk.sync import Client, Commands, Disk, Egress, Files, Network, Processes, Sandbox
+from hutch.sdk.templates import (
+    AsyncTemplate,
+    Template,
+    TemplateBuildError,
+    TemplateInfo,
+    TemplateLogEvent,
+)
 
 __all__ = [
     "DEFAULT_API_URL",
@@ -61,6 +69,7 @@ __all__ = [
     "AsyncNetwork",
     "AsyncProcesses",
     "AsyncSandbox",
+    "AsyncTemplate",
     "AuthenticationError",
     "Bandwidth",
     "Client",
@@ -101,4 +110,8 @@ __all__ = [
     "SandboxOptions",
     "ServerUnavailableError",
     "StreamError",
+    "Template",
+    "TemplateBuildError",
+    "TemplateInfo",
+    "TemplateLogEvent",
 ]

@@ -64,6 +64,12 @@ _INTERNAL = "internal error (the server log has the details)"
 _FOLLOW_POLL_S = 0.25
 
 
+def _key(*parts: str) -> str:
+    """A base's cache key. The user is part of it: the layer cache is per user, so no user
+    gets (or, by a cache hit, learns of) another's layers."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
 def is_registry_reference(ref: str) -> bool:
     """``docker://…``, or ``host[:port]/repo…`` whose first part names a registry host."""
     if ref.startswith("docker://"):
@@ -197,7 +203,7 @@ class TemplateService:
         if is_registry_reference(ref):
             if self.oci_resolver is not None:
                 return await self.oci_resolver(user_id, ref)
-            return await self._registry_base(ref, line=line, pull=pull)
+            return await self._registry_base(user_id, ref, line=line, pull=pull)
         if ref in {image.name for image in ROOTFS_CATALOG}:
             rootfs = await asyncio.to_thread(image_rootfs, self._settings.images_path, ref)
             if rootfs is None:
@@ -206,7 +212,7 @@ class TemplateService:
                     "host (hutch images build)",
                     field="dockerfile",
                 )
-            digest = hashlib.sha256(f"catalog\0{ref}\0{rootfs}".encode()).hexdigest()[:32]
+            digest = _key("catalog", user_id, ref, str(rootfs))
             return BaseImage(root=ref, layers=(), settings=ImageSettings(), key=digest)
         async with self._db.sessions() as session:
             parent = await store.newest_ready(session, user_id, ref)
@@ -227,10 +233,10 @@ class TemplateService:
                 exposed=tuple(parent.exposed),
                 cmd=tuple(parent.start_cmd) if parent.start_cmd else None,
             ),
-            key=hashlib.sha256(f"template\0{parent.id}".encode()).hexdigest()[:32],
+            key=_key("template", user_id, parent.id),
         )
 
-    async def _registry_base(self, ref: str, *, line: int, pull: bool) -> BaseImage:
+    async def _registry_base(self, user_id: str, ref: str, *, line: int, pull: bool) -> BaseImage:
         """An OCI image as a base: the allowlist checked at submit, the image pulled (or
         found unchanged) when the build starts (:func:`hutch.host.oci_import.import_image`)."""
         try:
@@ -256,9 +262,7 @@ class TemplateService:
                 cmd=tuple(config.cmd) or None,
                 entrypoint=tuple(config.entrypoint) or None,
             ),
-            key=hashlib.sha256(f"oci\0{imported.name}\0{imported.digest}".encode()).hexdigest()[
-                :32
-            ],
+            key=_key("oci", user_id, imported.name, imported.digest),
         )
 
     # -- reading -------------------------------------------------------------------------
