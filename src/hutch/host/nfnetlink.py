@@ -89,67 +89,66 @@ class _Socket:
         self._sock: socket.socket | None = None
         self._seq = 0
 
-    def request(self, table: str, kind: int, name: str | None) -> list[tuple[str, bytes]]:
-        """``(name, NFTA_OBJ_DATA)`` of the ``kind`` objects of ``inet table`` (one, by
-        name, or all). A missing table or object is an empty list."""
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[socket.socket]:
+        """The socket, for one exchange at a time; made again after one that failed."""
         with self._lock:
-            sock = self._open()
-            self._seq += 1
-            body = struct.pack("!BBH", _NFPROTO_INET, 0, 0)
-            body += _attr(_NFTA_OBJ_TABLE, table.encode() + b"\0")
-            if name is not None:
-                body += _attr(_NFTA_OBJ_NAME, name.encode() + b"\0")
-            body += _attr(_NFTA_OBJ_TYPE, struct.pack("!I", kind))
-            flags = _NLM_F_REQUEST | _NLM_F_ACK | (0 if name is not None else _NLM_F_DUMP)
-            kind_msg = (_NFNL_SUBSYS_NFTABLES << 8) | _NFT_MSG_GETOBJ
-            header = struct.pack("=IHHII", 16 + len(body), kind_msg, flags, self._seq, 0)
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
+                self._sock.bind((0, 0))
             try:
-                sock.send(header + body)
-                return self._replies(sock, self._seq, dump=name is None)
+                yield self._sock
             except NetlinkError:
                 raise
             except OSError:
-                sock.close()
+                self._sock.close()
                 self._sock = None
                 raise
+
+    def _message(self, kind: int, flags: int, body: bytes) -> tuple[int, bytes]:
+        """``(sequence number, message)``; call with the lock held."""
+        self._seq += 1
+        header = struct.pack("=IHHII", 16 + len(body), kind, _NLM_F_REQUEST | flags, self._seq, 0)
+        return self._seq, header + body
+
+    def request(self, table: str, kind: int, name: str | None) -> list[tuple[str, bytes]]:
+        """``(name, NFTA_OBJ_DATA)`` of the ``kind`` objects of ``inet table`` (one, by
+        name, or all). A missing table or object is an empty list."""
+        body = struct.pack("!BBH", _NFPROTO_INET, 0, 0)
+        body += _attr(_NFTA_OBJ_TABLE, table.encode() + b"\0")
+        if name is not None:
+            body += _attr(_NFTA_OBJ_NAME, name.encode() + b"\0")
+        body += _attr(_NFTA_OBJ_TYPE, struct.pack("!I", kind))
+        flags = _NLM_F_ACK | (0 if name is not None else _NLM_F_DUMP)
+        kind_msg = (_NFNL_SUBSYS_NFTABLES << 8) | _NFT_MSG_GETOBJ
+        with self._using() as sock:
+            seq, message = self._message(kind_msg, flags, body)
+            sock.send(message)
+            return self._replies(sock, seq, dump=name is None)
 
     def batch(self, messages: list[tuple[int, int, bytes]]) -> None:
         """Send ``(message type, flags, body)`` messages as one nftables transaction;
         NetlinkError (nothing changed) if the kernel refuses one."""
-        with self._lock:
-            sock = self._open()
-            parts, waiting = [], set()
-            begin = struct.pack("!BBH", 0, 0, _NFNL_SUBSYS_NFTABLES)
-            for kind, flags, body in [(_NFNL_MSG_BATCH_BEGIN, 0, begin), *messages,
-                                      (_NFNL_MSG_BATCH_END, 0, begin)]:  # fmt: skip
-                self._seq += 1
-                if flags & _NLM_F_ACK:
-                    waiting.add(self._seq)
-                header = struct.pack(
-                    "=IHHII", 16 + len(body), kind, _NLM_F_REQUEST | flags, self._seq, 0
-                )
-                parts.append(header + body)
-            try:
-                sock.send(b"".join(parts))
-                # The kernel runs the whole batch before send returns: every answer waits.
-                while waiting:
-                    data = sock.recv(1 << 16)
-                    offset = 0
-                    while offset + 16 <= len(data):
-                        length, kind, _, seq, _ = struct.unpack_from("=IHHII", data, offset)
-                        if kind == _NLMSG_ERROR:
-                            (code,) = struct.unpack_from("=i", data, offset + 16)
-                            if code != 0:
-                                self._drain(sock)
-                                raise NetlinkError(-code, os.strerror(-code))
-                            waiting.discard(seq)
-                        offset += (length + 3) & ~3
-            except NetlinkError:
-                raise
-            except OSError:
-                sock.close()
-                self._sock = None
-                raise
+        begin = struct.pack("!BBH", 0, 0, _NFNL_SUBSYS_NFTABLES)
+        framed = [(_NFNL_MSG_BATCH_BEGIN, 0, begin), *messages, (_NFNL_MSG_BATCH_END, 0, begin)]
+        with self._using() as sock:
+            sent = [self._message(kind, flags, body) for kind, flags, body in framed]
+            waiting = {seq for (seq, _), (_, flags, _) in zip(sent, framed, strict=True)
+                       if flags & _NLM_F_ACK}  # fmt: skip
+            sock.send(b"".join(message for _, message in sent))
+            # The kernel runs the whole batch before send returns: every answer waits.
+            while waiting:
+                data = sock.recv(1 << 16)
+                offset = 0
+                while offset + 16 <= len(data):
+                    length, kind, _, seq, _ = struct.unpack_from("=IHHII", data, offset)
+                    if kind == _NLMSG_ERROR:
+                        (code,) = struct.unpack_from("=i", data, offset + 16)
+                        if code != 0:
+                            self._drain(sock)
+                            raise NetlinkError(-code, os.strerror(-code))
+                        waiting.discard(seq)
+                    offset += (length + 3) & ~3
 
     @staticmethod
     def _drain(sock: socket.socket) -> None:
@@ -157,12 +156,6 @@ class _Socket:
         with contextlib.suppress(BlockingIOError):
             while sock.recv(1 << 16, socket.MSG_DONTWAIT):
                 pass
-
-    def _open(self) -> socket.socket:
-        if self._sock is None:
-            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
-            self._sock.bind((0, 0))
-        return self._sock
 
     @staticmethod
     def _replies(sock: socket.socket, seq: int, *, dump: bool) -> list[tuple[str, bytes]]:
