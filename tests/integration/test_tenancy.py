@@ -260,7 +260,7 @@ TOKEN_MAY = re.compile(
 )
 TOKEN_MAY_NOT = re.compile(
     r"^(\w+ /access-token(/rotate)?|PATCH |\w+ /(networks|disks)(/.*)?|POST /(host|timeout)|"
-    r"POST /(fork|resize|ssh-pubkeys)|PUT /egress|POST /bandwidth/recharge)$"
+    r"POST /(fork|resize|ssh-pubkeys|snapshot)|PUT /egress|POST /bandwidth/recharge)$"
 )
 SANDBOX_ROUTE = re.compile(r"^(?:/nullspace)?/v1/sandboxes/\{sandbox_id\}(.*)$")
 

@@ -31,6 +31,7 @@ from hutch.core.sandboxes import SandboxService
 from hutch.core.sealing import MasterKeyUnavailable, SealedBox, load_master_key
 from hutch.core.self_signal import SelfSignals
 from hutch.core.shells import ShellService
+from hutch.core.snapshots import SnapshotService
 from hutch.core.ssh import SshService
 from hutch.core.templates.service import TemplateService
 from hutch.core.tunnels import TunnelService
@@ -145,6 +146,7 @@ def create_app(settings: Settings) -> FastAPI:
                 previews=previews,
                 deploys=deploys,
                 templates=templates,
+                snapshots=SnapshotService(settings, db, sandboxes, templates.layers),
                 wallets=WalletAuth(db),
                 agent_rate=RateLimiter(
                     settings.agent_requests_per_minute, per="this address and wallet"

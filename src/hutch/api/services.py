@@ -16,6 +16,7 @@ from hutch.core.processes import ProcessService
 from hutch.core.ratelimit import RateLimiter
 from hutch.core.sandboxes import SandboxService
 from hutch.core.shells import ShellService
+from hutch.core.snapshots import SnapshotService
 from hutch.core.ssh import SshService
 from hutch.core.templates.service import TemplateService
 from hutch.core.tunnels import TunnelService
@@ -46,6 +47,7 @@ class Services:
     previews: PreviewService
     deploys: DeployService
     templates: TemplateService
+    snapshots: SnapshotService
     wallets: WalletAuth
     agent_rate: RateLimiter
     agent_address_rate: RateLimiter

@@ -67,7 +67,7 @@ OWNER_ONLY: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("*", r"/access-token(/.*)?"),  # only the owner manages the token
         ("PATCH", r""),  # ingress (public exposure) and auto-pause
         ("*", r"/(networks|disks)(/.*)?"),  # the account's networks and disks
-        ("*", r"/(fork|resize|ssh-pubkeys)"),  # new sandboxes, quota, lasting access
+        ("*", r"/(fork|resize|ssh-pubkeys|snapshot)"),  # new sandboxes/templates, quota, access
         ("PUT", r"/egress"),  # the owner's firewall policy
         ("*", r"/bandwidth/recharge"),  # spends the owner's credit
         ("*", r"/(host|timeout)"),  # Nullspace: public preview URLs, lifetime

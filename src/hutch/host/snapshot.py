@@ -1,4 +1,6 @@
-"""A snapshot of a running sandbox's filesystem, as a new image.
+"""A snapshot of a running sandbox's filesystem: its writable layer as a copy
+(:func:`capture_layer`, what the snapshot route makes a template layer of), or the whole
+merged filesystem as a new image (:func:`snapshot_rootfs`).
 
 A runc sandbox's root is an overlay: its image (read-only, the lower layer) under its
 writable layer (``upper``, on the sandbox's own btrfs disk). A snapshot is that merged
@@ -34,7 +36,8 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +45,14 @@ from hutch.host.image_config import IMAGE_CONFIG_FILE
 from hutch.host.proc import CommandFailed, run
 from hutch.host.storage import SandboxRootfs, mounts_under
 
-__all__ = ["SnapshotError", "SnapshotStats", "overlay_lowers", "snapshot_rootfs"]
+__all__ = [
+    "CapturedLayer",
+    "SnapshotError",
+    "SnapshotStats",
+    "capture_layer",
+    "overlay_lowers",
+    "snapshot_rootfs",
+]
 
 
 class SnapshotError(Exception):
@@ -75,6 +85,52 @@ def overlay_lowers(point: Path) -> list[Path]:
     raise SnapshotError(f"no overlay is mounted at {point}")
 
 
+@dataclass(frozen=True, kw_only=True)
+class CapturedLayer:
+    """A sandbox's writable layer as it was at one frozen moment."""
+
+    upper: Path
+    """A read-only copy of the layer, in overlayfs's format (whiteouts, opaque
+    directories): usable as a lower directory above :attr:`lowers`."""
+    lowers: list[Path]
+    """The sandbox's image: its lower directories, topmost first."""
+    frozen_ms: float
+    """How long the sandbox's processes were frozen (0 when it was paused already)."""
+
+
+@asynccontextmanager
+async def capture_layer(
+    disk: SandboxRootfs,
+    *,
+    freeze: Callable[[], Awaitable[None]] | None,
+    thaw: Callable[[], Awaitable[None]] | None,
+) -> AsyncIterator[CapturedLayer]:
+    """Copy the writable layer of the sandbox whose disk is ``disk`` while it is frozen
+    (``freeze``/``thaw``; None when it is paused already), thaw it, and yield the copy; the
+    copy is removed when the block ends. Thawed in every case. Raises
+    :class:`SnapshotError`. One capture of a sandbox at a time (the caller's lock); a copy
+    left by a capture cut off by a crash is removed by the next one."""
+    lowers = await asyncio.to_thread(overlay_lowers, disk.rootfs)
+    for stale in await asyncio.to_thread(lambda: list(disk.layer.glob(".snapshot-*"))):
+        await _drop_copy(stale)
+    holder = disk.layer / f".snapshot-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        if freeze is not None:
+            await freeze()
+        frozen_at = time.monotonic()
+        try:
+            await _copy_layer(disk.layer, disk.layer / "upper", holder)
+        finally:
+            if thaw is not None:
+                await thaw()
+            frozen_ms = (time.monotonic() - frozen_at) * 1000 if freeze is not None else 0.0
+        yield CapturedLayer(upper=holder / "upper", lowers=lowers, frozen_ms=frozen_ms)
+    except CommandFailed as exc:
+        raise SnapshotError(f"{exc.argv[0]} failed: {exc.detail}") from exc
+    finally:
+        await asyncio.shield(_drop_copy(holder))
+
+
 async def snapshot_rootfs(
     disk: SandboxRootfs,
     build: Path,
@@ -82,44 +138,32 @@ async def snapshot_rootfs(
     freeze: Callable[[], Awaitable[None]] | None,
     thaw: Callable[[], Awaitable[None]] | None,
 ) -> SnapshotStats:
-    """Make ``build/rootfs`` from the sandbox whose disk is ``disk``. ``freeze`` and
-    ``thaw`` stop and restart its processes (None: it is paused already). ``build`` must
-    not exist yet and should be on the filesystem of the images (for hard links); on
-    failure it is removed. Raises :class:`SnapshotError`."""
+    """Make ``build/rootfs``, one directory, from the sandbox whose disk is ``disk`` (its
+    image and its layer merged; see the module's docstring). ``freeze`` and ``thaw`` as for
+    :func:`capture_layer`. ``build`` must not exist yet and should be on the filesystem of
+    the images (for hard links); on failure it is removed. Raises :class:`SnapshotError`."""
     started = time.monotonic()
-    lowers = await asyncio.to_thread(overlay_lowers, disk.rootfs)
-    upper = disk.layer / "upper"
-    holder = disk.layer / f".snapshot-{os.getpid()}-{time.monotonic_ns()}"
-    staged = holder / "upper"
     merged = build / ".merged"
     try:
         await asyncio.to_thread(build.mkdir, parents=True)
     except FileExistsError:
         raise SnapshotError(f"{build} exists already") from None
-    frozen_ms = 0.0
     try:
-        if freeze is not None:
-            await freeze()
-        frozen_at = time.monotonic()
-        try:
-            await _copy_layer(disk.layer, upper, holder)
-        finally:
-            if thaw is not None:
-                await thaw()
-            frozen_ms = (time.monotonic() - frozen_at) * 1000 if freeze is not None else 0.0
-        merged.mkdir()
-        lowerdir = ":".join(str(p) for p in [staged, *lowers])
-        await run("mount", "-t", "overlay", "overlay", "-o", f"ro,lowerdir={lowerdir}",
-                  str(merged))  # fmt: skip
-        try:
-            rootfs = build / "rootfs"
-            changed = await asyncio.to_thread(_build_image, lowers, staged, merged, rootfs)
-        finally:
-            await run("umount", str(merged), check=False)
-        merged.rmdir()
+        async with capture_layer(disk, freeze=freeze, thaw=thaw) as captured:
+            lowers, staged = captured.lowers, captured.upper
+            await asyncio.to_thread(merged.mkdir)
+            lowerdir = ":".join(str(p) for p in [staged, *lowers])
+            await run("mount", "-t", "overlay", "overlay", "-o", f"ro,lowerdir={lowerdir}",
+                      str(merged))  # fmt: skip
+            try:
+                rootfs = build / "rootfs"
+                changed = await asyncio.to_thread(_build_image, lowers, staged, merged, rootfs)
+            finally:
+                await run("umount", str(merged), check=False)
+        await asyncio.to_thread(merged.rmdir)
         source_config = lowers[-1].parent / IMAGE_CONFIG_FILE if len(lowers) == 1 else None
         if source_config is not None and source_config.is_file():
-            shutil.copyfile(source_config, build / IMAGE_CONFIG_FILE)
+            await asyncio.to_thread(shutil.copyfile, source_config, build / IMAGE_CONFIG_FILE)
     except BaseException as exc:
         await asyncio.shield(_discard(build))
         if isinstance(exc, CommandFailed):
@@ -127,11 +171,9 @@ async def snapshot_rootfs(
         if isinstance(exc, OSError):
             raise SnapshotError(f"copying the sandbox's files failed: {exc}") from exc
         raise
-    finally:
-        await asyncio.shield(_drop_copy(holder))
     return SnapshotStats(
         rootfs=rootfs,
-        frozen_ms=frozen_ms,
+        frozen_ms=captured.frozen_ms,
         total_ms=(time.monotonic() - started) * 1000,
         changed_paths=changed,
     )

@@ -15,6 +15,7 @@ from hutch.api.createos import (
     resize,
     sandboxes,
     shells,
+    snapshots,
     templates,
 )
 
@@ -35,3 +36,4 @@ router.include_router(disks.attachments)
 router.include_router(access_tokens.router)
 router.include_router(resize.router)
 router.include_router(templates.router)
+router.include_router(snapshots.router)

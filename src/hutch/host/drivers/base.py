@@ -29,7 +29,8 @@ import os
 import socket
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING
 from hutch.host.guest import GuestClient
 
 if TYPE_CHECKING:
-    from hutch.host.snapshot import SnapshotStats
+    from hutch.host.snapshot import CapturedLayer, SnapshotStats
 
 __all__ = [
     "Driver",
@@ -174,6 +175,16 @@ class Driver(ABC):
         must not exist; on failure it is gone again. Raises :class:`SandboxMissing`, or
         :class:`DriverError` (also when this driver cannot snapshot)."""
         raise DriverError(f"the {self.capabilities.name} driver cannot snapshot a sandbox")
+
+    @asynccontextmanager
+    async def capture_layer(self, sandbox_id: str) -> AsyncIterator[CapturedLayer]:
+        """A copy of the sandbox's writable layer as it is now, for the block (removed
+        after it), taken while it keeps running: frozen at most while the copy is made, and
+        never left frozen; a paused sandbox stays paused. The copy is a lower directory in
+        overlayfs's format above the sandbox's image. One at a time per sandbox. Raises
+        :class:`SandboxMissing`, or :class:`DriverError` (also when this driver cannot)."""
+        raise DriverError(f"the {self.capabilities.name} driver cannot snapshot a sandbox")
+        yield  # an async generator, for the context manager
 
     @abstractmethod
     def agent_socket(self, sandbox_id: str) -> Path:

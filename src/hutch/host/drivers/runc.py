@@ -26,6 +26,8 @@ import resource
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import hutch.guest
@@ -49,7 +51,13 @@ from hutch.host.link import SandboxLink, list_netns
 from hutch.host.networks import BridgeNetworks
 from hutch.host.ports import connect_port
 from hutch.host.proc import CommandFailed, run
-from hutch.host.snapshot import SnapshotError, SnapshotStats, snapshot_rootfs
+from hutch.host.snapshot import (
+    CapturedLayer,
+    SnapshotError,
+    SnapshotStats,
+    capture_layer,
+    snapshot_rootfs,
+)
 from hutch.host.storage import LayerCannotGrow, SandboxRootfs, mounts_under, remove_tree
 
 __all__ = ["RuncDriver", "instance_tag"]
@@ -57,6 +65,7 @@ __all__ = ["RuncDriver", "instance_tag"]
 log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+Freeze = Callable[[], Awaitable[None]]
 AGENT_START_TIMEOUT_S = 15.0
 
 
@@ -329,11 +338,30 @@ class RuncDriver(Driver):
         return disk
 
     async def snapshot(self, sandbox_id: str, build: Path) -> SnapshotStats:
+        disk, freeze, thaw = await self._freezer(sandbox_id)
+        try:
+            return await snapshot_rootfs(disk, build, freeze=freeze, thaw=thaw)
+        except (SnapshotError, CommandFailed) as exc:
+            raise DriverError(f"the snapshot of {sandbox_id} failed: {exc}") from exc
+
+    @asynccontextmanager
+    async def capture_layer(self, sandbox_id: str) -> AsyncIterator[CapturedLayer]:
+        disk, freeze, thaw = await self._freezer(sandbox_id)
+        try:
+            async with capture_layer(disk, freeze=freeze, thaw=thaw) as captured:
+                yield captured
+        except SnapshotError as exc:
+            raise DriverError(f"the snapshot of {sandbox_id} failed: {exc}") from exc
+
+    async def _freezer(self, sandbox_id: str) -> tuple[SandboxRootfs, Freeze | None, Freeze | None]:
+        """The disk of a running or paused sandbox, and how to freeze and thaw it (None
+        for both when it is paused: it stays as it is)."""
         info = await self.get(sandbox_id)
         disk = SandboxRootfs(self._dir(sandbox_id), templates=self.templates)
         if info is None or info.state == RuntimeState.STOPPED or not disk.disk.exists():
             raise SandboxMissing(f"no running sandbox {sandbox_id} on this host")
-        running = info.state == RuntimeState.RUNNING
+        if info.state != RuntimeState.RUNNING:
+            return disk, None, None
 
         async def freeze() -> None:
             await run(*self._runc("pause", sandbox_id))
@@ -349,12 +377,7 @@ class RuncDriver(Driver):
                         raise
                     await asyncio.sleep(0.05)
 
-        try:
-            return await snapshot_rootfs(
-                disk, build, freeze=freeze if running else None, thaw=thaw if running else None
-            )
-        except (SnapshotError, CommandFailed) as exc:
-            raise DriverError(f"the snapshot of {sandbox_id} failed: {exc}") from exc
+        return disk, freeze, thaw
 
     async def open_port(
         self, sandbox_id: str, port: int, *, own_address: str | None = None
