@@ -171,7 +171,6 @@ async def cancel_template(
 @router.get(
     "/{template_id}/logs",
     summary="A template's build log",
-    response_class=PlainTextResponse,
     response_model=None,
     responses={
         **_NOT_FOUND,

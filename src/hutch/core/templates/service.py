@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,6 +32,7 @@ from hutch.core.identity import Principal
 from hutch.core.ids import new_id
 from hutch.core.names import name_problem
 from hutch.core.sandboxes import SandboxService
+from hutch.core.templates.bases import Bases, is_registry_reference
 from hutch.core.templates.builder import (
     BaseImage,
     BuildFailed,
@@ -43,10 +43,7 @@ from hutch.core.templates.context import BuildContext, decode_context
 from hutch.core.templates.dockerfile import ImageSettings, parse, plan
 from hutch.core.templates.logs import BuildLog
 from hutch.host.agent import HostAgent
-from hutch.host.images import image_rootfs
 from hutch.host.layers import LayerStore, StartSettings, remove_image, write_image
-from hutch.host.oci_import import import_image
-from hutch.host.oci_ref import check_allowed, parse_reference
 from hutch.settings import Settings
 from hutch.store import templates as store
 from hutch.store.db import Database
@@ -62,20 +59,6 @@ OciResolver = Callable[[str, str], Awaitable[BaseImage]]
 _STOPPED = "the server stopped during the build; create the template again"
 _INTERNAL = "internal error (the server log has the details)"
 _FOLLOW_POLL_S = 0.25
-
-
-def _key(*parts: str) -> str:
-    """A base's cache key. The user is part of it: the layer cache is per user, so no user
-    gets (or, by a cache hit, learns of) another's layers."""
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
-
-
-def is_registry_reference(ref: str) -> bool:
-    """``docker://…``, or ``host[:port]/repo…`` whose first part names a registry host."""
-    if ref.startswith("docker://"):
-        return True
-    first, slash, _ = ref.partition("/")
-    return bool(slash) and ("." in first or ":" in first or first == "localhost")
 
 
 class TemplateSubmit:
@@ -106,6 +89,7 @@ class TemplateService:
         self._users: dict[str, str] = {}  # template id -> user id, for running builds
         self._cancelled: set[str] = set()
         self._dispatching = asyncio.Lock()
+        self.bases = Bases(settings, db)
         self.oci_resolver: OciResolver | None = None
 
     # -- submit ---------------------------------------------------------------------------
@@ -123,8 +107,9 @@ class TemplateService:
                 field="base",
             )
         if len(parsed.base) > 256:
-            raise InvalidInput(f"line {parsed.base_line}: FROM names more than 256 characters",
-                               field="dockerfile")  # fmt: skip
+            raise InvalidInput(
+                f"line {parsed.base_line}: FROM names more than 256 characters", field="dockerfile"
+            )
         base = await self.resolve_from(user.user_id, parsed.base, line=parsed.base_line)
         build_plan = plan(parsed, base.settings)
         raw = b""
@@ -155,7 +140,12 @@ class TemplateService:
         return record
 
     async def _insert(
-        self, user_id: str, request: TemplateSubmit, base: str, raw: bytes
+        self,
+        user_id: str,
+        request: TemplateSubmit,
+        base: str,
+        raw: bytes,
+        status: str = store.PENDING,
     ) -> TemplateRecord:
         template_id = new_id("tpl_")
         directory = self._dir / template_id
@@ -171,7 +161,7 @@ class TemplateService:
                         user_id=user_id,
                         name=request.name,
                         version=version,
-                        status=store.PENDING,
+                        status=status,
                         base=base,
                         dockerfile=request.dockerfile,
                         root="",
@@ -196,74 +186,69 @@ class TemplateService:
     async def resolve_from(
         self, user_id: str, ref: str, *, line: int = 1, pull: bool = False
     ) -> BaseImage:
-        """What FROM ``ref`` builds on: a catalog image, the user's own ready template (by
-        id or name, the newest version), or an image of a registry the operator allows
-        (``[docker://]registry/repo:tag``, pulled when ``pull``; before that only the
-        allowlist is checked). Raises InvalidInput (``dockerfile``, naming the line)."""
-        if is_registry_reference(ref):
-            if self.oci_resolver is not None:
-                return await self.oci_resolver(user_id, ref)
-            return await self._registry_base(user_id, ref, line=line, pull=pull)
-        if ref in {image.name for image in ROOTFS_CATALOG}:
-            rootfs = await asyncio.to_thread(image_rootfs, self._settings.images_path, ref)
-            if rootfs is None:
-                raise InvalidInput(
-                    f"line {line}: FROM {ref}: the image is not built on this "
-                    "host (hutch images build)",
-                    field="dockerfile",
-                )
-            digest = _key("catalog", user_id, ref, str(rootfs))
-            return BaseImage(root=ref, layers=(), settings=ImageSettings(), key=digest)
-        async with self._db.sessions() as session:
-            parent = await store.newest_ready(session, user_id, ref)
-        if parent is None:
-            known = ", ".join(image.name for image in ROOTFS_CATALOG)
-            raise InvalidInput(
-                f"line {line}: FROM {ref}: no such image ({known}, or a ready template of yours)",
-                field="dockerfile",
-            )
-        return BaseImage(
-            root=parent.root,
-            layers=tuple(parent.layers),
-            settings=ImageSettings(
-                env=dict(parent.env),
-                workdir=parent.workdir,
-                user=parent.run_as,
-                labels=dict(parent.labels),
-                exposed=tuple(parent.exposed),
-                cmd=tuple(parent.start_cmd) if parent.start_cmd else None,
-            ),
-            key=_key("template", user_id, parent.id),
-        )
+        """What FROM ``ref`` builds on (:class:`~hutch.core.templates.bases.Bases`), or
+        :attr:`oci_resolver`'s answer for a registry image when that is set."""
+        if self.oci_resolver is not None and is_registry_reference(ref):
+            return await self.oci_resolver(user_id, ref)
+        return await self.bases.resolve(user_id, ref, line=line, pull=pull)
 
-    async def _registry_base(self, user_id: str, ref: str, *, line: int, pull: bool) -> BaseImage:
-        """An OCI image as a base: the allowlist checked at submit, the image pulled (or
-        found unchanged) when the build starts (:func:`hutch.host.oci_import.import_image`)."""
-        try:
-            reference = parse_reference(ref)
-            check_allowed(reference, self._settings.template_registry_list, field="dockerfile")
-        except InvalidInput as exc:
-            raise InvalidInput(
-                f"line {line}: FROM {ref}: {exc.message}", field="dockerfile"
-            ) from None
-        if not pull:
-            return BaseImage(root="", layers=(), settings=ImageSettings(), key="")
-        imported = await import_image(ref, self._settings)
-        config = imported.config
-        return BaseImage(
-            root=imported.name,
-            layers=(),
-            settings=ImageSettings(
-                env=dict(config.env),
-                workdir=config.working_dir or "/",
-                user=config.user,
-                labels=dict(config.labels),
-                exposed=tuple(config.exposed_ports),
-                cmd=tuple(config.cmd) or None,
-                entrypoint=tuple(config.entrypoint) or None,
-            ),
-            key=_key("oci", user_id, imported.name, imported.digest),
+    async def add_ready(
+        self, user_id: str, name: str, *, rootfs: Path, base: str, settings: ImageSettings
+    ) -> TemplateRecord:
+        """A template made without a build (a snapshot of a sandbox, say): ``rootfs``, a
+        whole root filesystem on the same filesystem as ``$HUTCH_HOME``, becomes its one
+        layer (moved, not copied) and it is stored ``ready`` as the next version of
+        ``name``, with ``settings`` as its start. Raises InvalidInput for a bad name,
+        PermissionDenied over the per-user cap."""
+        if problem := name_problem(name):
+            raise InvalidInput(problem.replace("names are", "template names are"), field="name")
+        async with self._db.sessions() as session:
+            count = await store.count_for_user(session, user_id)
+        if count >= self._settings.template_max_per_user:
+            raise PermissionDenied(
+                f"you have {count} templates, the most allowed (HUTCH_TEMPLATE_MAX_PER_USER)",
+                field="quota",
+            )
+        key = new_id("", lower=True).rjust(32, "0")
+        size = await self.layers.adopt(key, rootfs)
+        # Stored as building, which no build queue takes, until its image is written.
+        record = await self._insert(
+            user_id, TemplateSubmit(name=name, dockerfile=""), base, b"", status=store.BUILDING
         )
+        start = StartSettings(
+            env=settings.env, workdir=settings.workdir, user=settings.user, start=settings.start
+        )
+        await asyncio.to_thread(
+            write_image,
+            self._settings.home,
+            record.id,
+            images=self._settings.images_path,
+            root="",
+            layers=[self.layers.path(key)],
+            config=start,
+        )
+        await self._finish(
+            record.id,
+            store.READY,
+            None,
+            only_from=(store.BUILDING,),
+            layers=[key],
+            env=dict(settings.env),
+            workdir=settings.workdir,
+            run_as=settings.user,
+            labels=dict(settings.labels),
+            exposed=list(settings.exposed),
+            start_cmd=settings.start,
+            size_bytes=size,
+            built_at=utcnow(),
+        )
+        return await self._reload(record.id)
+
+    async def _reload(self, template_id: str) -> TemplateRecord:
+        async with self._db.sessions() as session:
+            record = await session.get(TemplateRecord, template_id)
+        assert record is not None
+        return record
 
     # -- reading -------------------------------------------------------------------------
 
