@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hutch-installed
 
-DEBS_RUN := python3 python3-venv ca-certificates iproute2 procps runc mmdebstrap nftables s3fs nginx \
+DEBS_RUN := python3 python3-venv ca-certificates iproute2 procps runc runsc gcc libc6-dev mmdebstrap nftables s3fs nginx \
 	e2fsprogs btrfs-progs mount util-linux skopeo umoci
 DEBS_TEST := $(DEBS_RUN) postgresql-15 curl jq chromium tmux openssh-client docker-registry
 

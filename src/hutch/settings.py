@@ -50,6 +50,13 @@ class Settings(BaseSettings):
 
     driver: Literal["runc", "fake"] = "runc"
     """How sandboxes run: ``runc`` (isolated), or ``fake`` (plain processes, for tests)."""
+    default_runtime: Literal["runc", "gvisor"] = "runc"
+    """The runtime of a sandbox created without ``runtime`` (with ``driver=runc``)."""
+    runsc: str = "runsc"
+    """The gVisor runtime's binary (``HUTCH_RUNSC``): Debian's by default, or a current
+    release's path. Its version, platforms and flags are read at start."""
+    gvisor_platform: Literal["ptrace", "systrap", "kvm"] = "ptrace"
+    """gVisor's platform; the runsc found must have it (Debian's 2022 build: ptrace, kvm)."""
     link_pool: IPv4Network = IPv4Network("10.89.0.0/16")
     """Addresses for the host-sandbox links, a /30 per sandbox. Must not clash with the
     host's own networks; two hutch instances on one machine need different pools."""

@@ -17,6 +17,7 @@ from hutch.core.ids import new_id
 from hutch.host.addresses import LinkPool
 from hutch.host.drivers.base import Driver, DriverError, RuntimeState, SandboxMissing, SandboxSpec
 from hutch.host.drivers.fake import FakeDriver
+from hutch.host.drivers.gvisor import GvisorDriver
 from hutch.host.drivers.runc import RuncDriver
 from hutch.host.guest import ExecExit, ExecOutput, ExecRequest
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.anyio
 _pools = itertools.count()
 
 
-@pytest.fixture(params=["fake", "runc"])
+@pytest.fixture(params=["fake", "runc", "gvisor"])
 async def driver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Driver]:
     if request.param == "fake":
         fake = FakeDriver(tmp_path / "fake")
@@ -33,11 +34,25 @@ async def driver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         await fake.cleanup(set())
         return
     images: Path = request.getfixturevalue("images")
-    runc = RuncDriver(tmp_path / "home", images=images)
+    runc = (
+        GvisorDriver(tmp_path / "home", images=images)
+        if request.param == "gvisor"
+        else RuncDriver(tmp_path / "home", images=images)
+    )
     await runc.prepare()
     yield runc
     await runc.cleanup(set())
     await runc.uninstall()
+
+
+def same_driver(driver: Driver) -> Driver:
+    """A new instance of the driver on the same home (as after a restart)."""
+    if isinstance(driver, GvisorDriver):
+        return GvisorDriver(driver.home, images=driver.images)
+    if isinstance(driver, RuncDriver):
+        return RuncDriver(driver.home, images=driver.images)
+    assert isinstance(driver, FakeDriver)
+    return FakeDriver(driver.state_dir)
 
 
 @pytest.fixture
@@ -173,12 +188,9 @@ async def test_a_new_instance_sees_the_same_sandboxes_and_cleanup_keeps_only_kno
 ) -> None:
     kept, dropped = spec_for(pool), spec_for(pool, hostname="calm-heron")
     await asyncio.gather(driver.create(kept), driver.create(dropped))
-    again: Driver
-    if isinstance(driver, RuncDriver):
-        again = RuncDriver(driver.home, images=driver.images)
-    else:
-        assert isinstance(driver, FakeDriver)
-        again = FakeDriver(driver.state_dir)
+    again = same_driver(driver)
+    if isinstance(again, GvisorDriver):
+        await again.prepare()
     assert sorted(i.id for i in await again.list_sandboxes()) == sorted([kept.id, dropped.id])
     removed = await again.cleanup({kept.id})
     assert dropped.id in removed

@@ -127,9 +127,16 @@ def remove_instance(home: Path) -> None:
 
     A stopped server leaves its sandboxes running, since a restart adopts them; tests clean up.
     """
+    from hutch.host.drivers.gvisor import GvisorDriver
     from hutch.host.drivers.runc import RuncDriver
     from hutch.host.networks import BridgeNetworks
 
+    async def gvisor_cleanup() -> None:
+        gvisor = GvisorDriver(home, images=home)
+        await gvisor.prepare()
+        await gvisor.cleanup(set())
+
+    asyncio.run(gvisor_cleanup())  # its own sandboxes first (runsc's state, sockets)
     driver = RuncDriver(home, images=home)
     asyncio.run(driver.cleanup(set()))
     asyncio.run(BridgeNetworks(tag=driver.tag).cleanup(set()))

@@ -21,6 +21,7 @@ class HostView:
     free_mib: int
     vm_count: int
     rootfses: list[str]
+    runtimes: list[str]
 
 
 class HostService:
@@ -58,6 +59,7 @@ class HostService:
                 free_mib=host.free_mib,
                 vm_count=counts.get(host.id, 0),
                 rootfses=list(host.rootfses),
+                runtimes=list(host.runtimes or []),
             )
             for host in hosts
         ]

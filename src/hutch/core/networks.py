@@ -149,6 +149,9 @@ class NetworkService:
                                "join a network", field="status")  # fmt: skip
             if any(member.network_id == network.id for member, _ in memberships):
                 return
+            if current.runtime == "gvisor":
+                raise Conflict("a gvisor sandbox joins networks only at create (gVisor reads "
+                               "its interfaces when it starts)", field="runtime")  # fmt: skip
             try:
                 await self.join(current, network)
             except NetworkError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 
@@ -85,6 +86,7 @@ class SandboxExec(SandboxBase):
         """Check everything, then return the command's events (output, then one exit)."""
         request = self._exec_request(command)
         record = await self._running(user, ident)
+        request = _forked_env(record, request)
         return self._guarded(record.id, self._host.driver.guest(record.id).exec(request))
 
     async def _guarded(
@@ -104,6 +106,7 @@ class SandboxExec(SandboxBase):
         """Start a command in the background; it keeps running after this returns."""
         request = self._exec_request(command)
         record = await self._running(user, ident)
+        request = _forked_env(record, request)
         handle = new_id("proc_", lower=True)
         log_path = f"/tmp/{handle}.log"
         try:
@@ -242,3 +245,11 @@ def _file_error(exc: GuestError) -> HutchError:
     if exc.code == "not_found":
         return NotFound(exc.message, field="path")
     return InvalidInput(exc.message, field="path")
+
+
+def _forked_env(record: SandboxRecord, request: ExecRequest) -> ExecRequest:
+    """A child forked with its processes (gvisor) has its source's agent, started with the
+    source's environment: its own ``envs`` are given with each command instead."""
+    if record.fork_mode != "processes":
+        return request
+    return dataclasses.replace(request, env={**record.envs, **request.env})

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -37,7 +39,8 @@ from hutch.core.sandbox_status import SandboxStatus as S
 from hutch.core.sshkeys import normalise_keys
 from hutch.host.addresses import PoolExhausted
 from hutch.host.disks import DiskMountError
-from hutch.host.drivers.base import DriverError, SandboxMissing, SandboxSpec
+from hutch.host.drivers.base import DriverError, LinkAddress, SandboxMissing, SandboxSpec
+from hutch.host.drivers.gvisor import CannotHibernate
 from hutch.host.images import built_images
 from hutch.host.networks import NetworkError
 from hutch.store import sandboxes as store
@@ -57,6 +60,7 @@ class SandboxLifecycle(SandboxBase):
         """Start a sandbox and return it running. A failed start leaves a ``failed`` record
         with the reason, and nothing on the host."""
         shape, rootfs, disk_mib = await self._check_create(request, user)
+        runtime = self._check_runtime(request.runtime)
         ssh_pubkeys = normalise_keys(request.ssh_pubkeys)
         networks = await self._networks.find_all(user, request.networks)
         disks = await self._disks.check_refs(user, request.disks)
@@ -88,6 +92,7 @@ class SandboxLifecycle(SandboxBase):
                 ingress_token=new_token() if request.ingress_enabled else None,
                 auto_pause_after_seconds=request.auto_pause_after_seconds,
                 ssh_pubkeys=ssh_pubkeys,
+                runtime=runtime,
                 region=self._settings.region,
                 created_by=user.key_id,
                 expires_at=(
@@ -113,7 +118,13 @@ class SandboxLifecycle(SandboxBase):
             link=link,
             env=dict(request.envs),
             pids_limit=self._settings.pids_limit,
+            runtime=runtime,
+            # A runtime whose kernel reads its interfaces only at start (gvisor) joins its
+            # networks before its first process.
+            on_link=None if self._live_networks(runtime) else self._joiner(record, networks),
         )
+        if not self._live_networks(runtime):
+            networks = []
         started = time.monotonic()
         async with self._sandbox_locks[sandbox_id]:
             try:
@@ -128,6 +139,7 @@ class SandboxLifecycle(SandboxBase):
                 reason = str(exc) if known else "internal error"
                 if not known:
                     log.exception("creating %s failed", sandbox_id)
+                await asyncio.shield(self._networks.leave_all(sandbox_id))
                 await self._stopped(sandbox_id)
                 self._host.links.release(sandbox_id)
                 await self._update(sandbox_id, status=S.FAILED, reason=reason)
@@ -158,6 +170,33 @@ class SandboxLifecycle(SandboxBase):
             await asyncio.shield(self._host.driver.destroy(record.id))
             await asyncio.shield(self._networks.leave_all(record.id))
             raise
+
+    def _check_runtime(self, runtime: str | None) -> str:
+        """The runtime a new sandbox gets; 400 when this host cannot run it."""
+        chosen = runtime or self._settings.default_runtime
+        runtimes = self._host.runtimes
+        available = runtimes.available() if runtimes is not None else {"runc": None}
+        if chosen not in available:
+            raise InvalidInput(f"unknown runtime {chosen!r}; one of runc, gvisor", field="runtime")
+        if (why := available[chosen]) is not None:
+            raise InvalidInput(f"the {chosen} runtime is not available on this host: {why}",
+                               field="runtime")  # fmt: skip
+        return chosen
+
+    def _live_networks(self, runtime: str) -> bool:
+        runtimes = self._host.runtimes
+        if runtimes is None:
+            return True
+        return runtimes.for_runtime(runtime).capabilities.live_networks
+
+    def _joiner(
+        self, record: SandboxRecord, networks: Sequence[NetworkRecord]
+    ) -> Callable[[], Awaitable[None]]:
+        async def join() -> None:
+            for network in networks:
+                await self._networks.join(record, network)
+
+        return join
 
     async def _check_create(
         self, request: SandboxCreate, user: Principal
@@ -302,11 +341,13 @@ class SandboxLifecycle(SandboxBase):
         record = await self._load(sandbox_id)
         if record.status in (S.DESTROYED, S.FAILED):
             return record
+        self._no_fork_of(sandbox_id)
         await self._update(record.id, status=S.DESTROYING)
         await self._stopped(record.id)
         await self._disks.unmount_all(record.id)
         await self._driver_step(record.id, "destroyed", self._host.driver.destroy)
         await self._networks.leave_all(record.id)
+        await asyncio.to_thread(shutil.rmtree, self._snapshot(record.id), True)
         self._forget(record.id)
         return await self._update(record.id, status=S.DESTROYED, destroyed_at=utcnow())
 
@@ -327,7 +368,9 @@ class SandboxLifecycle(SandboxBase):
         return await self._update(record.id, expires_at=utcnow() + timedelta(seconds=timeout_s))
 
     async def pause(self, user: Principal, ident: str) -> SandboxRecord:
-        """Freeze every process of the sandbox. Idempotent."""
+        """Pause the sandbox: gvisor writes it to a snapshot and stops it (hibernate; with
+        open TCP connections it cannot, and freezes it instead, saying why in ``reason``),
+        runc freezes every process. Idempotent."""
         return (await self.pause_transition(user, ident)).record
 
     async def pause_transition(self, user: Principal, ident: str) -> Transition:
@@ -355,8 +398,42 @@ class SandboxLifecycle(SandboxBase):
                            field="status")  # fmt: skip
         await self._update(sandbox_id, status=S.PAUSING)
         await self._stopped(sandbox_id)
+        if self._host.driver.capabilities_of(sandbox_id).hibernate:
+            try:
+                await self._host.driver.hibernate(sandbox_id, self._snapshot(sandbox_id))
+            except CannotHibernate as exc:
+                # Still running as it was: paused in memory instead, and said why.
+                log.info("%s is paused in memory: %s", sandbox_id, exc)
+                await self._driver_step(sandbox_id, "paused", self._host.driver.pause)
+                why = f"paused in memory, not hibernated: {exc}"
+                return await self._update(
+                    sandbox_id, status=S.PAUSED, paused_at=utcnow(), hibernated=False, reason=why
+                )
+            except DriverError as exc:
+                await self._update(sandbox_id, status=S.ERROR, reason=str(exc))
+                raise Unavailable(f"the sandbox could not be hibernated: {exc}") from exc
+            return await self._update(sandbox_id, status=S.PAUSED, paused_at=utcnow(),
+                                      hibernated=True)  # fmt: skip
         await self._driver_step(sandbox_id, "paused", self._host.driver.pause)
         return await self._update(sandbox_id, status=S.PAUSED, paused_at=utcnow())
+
+    def _no_fork_of(self, sandbox_id: str) -> None:
+        """409 while a fork of the sandbox is being made (its disk is being copied)."""
+        forking = getattr(self, "_forking", None)
+        if forking and forking.get(sandbox_id):
+            raise Conflict("a fork of this sandbox is being made; try again in a moment",
+                           field="status")  # fmt: skip
+
+    def _snapshot(self, sandbox_id: str) -> Path:
+        """Where a hibernated sandbox's snapshot is (complete once it exists)."""
+        return self._settings.home / "snapshots" / sandbox_id
+
+    def spec_of(self, record: SandboxRecord, link: LinkAddress) -> SandboxSpec:
+        return SandboxSpec(
+            id=record.id, hostname=record.name, rootfs=record.rootfs, vcpu=record.vcpu,
+            mem_mib=record.mem_mib, disk_mib=record.disk_mib, link=link, env=dict(record.envs),
+            pids_limit=self._settings.pids_limit, runtime=record.runtime,
+        )  # fmt: skip
 
     async def resume(self, user: Principal, ident: str) -> SandboxRecord:
         """Thaw a paused sandbox. Idempotent; counts toward the running cap."""
@@ -372,11 +449,14 @@ class SandboxLifecycle(SandboxBase):
             if record.status not in (S.PAUSED, S.ERROR):
                 raise Conflict(f"sandbox is {record.status}; only a paused sandbox (or one in "
                                "error) can be resumed", field="status")  # fmt: skip
+            self._no_fork_of(record.id)
             was = record.status
             async with self._user_locks[user.user_id]:
                 await self._check_cap(user.user_id)
                 await self._update(record.id, status=S.RESUMING)
-            if was == S.ERROR:
+            if record.hibernated:
+                await self._wake(record)
+            elif was == S.ERROR:
                 await self._restart(record)
             else:
                 await self._driver_step(record.id, "resumed", self._host.driver.resume)
@@ -388,6 +468,26 @@ class SandboxLifecycle(SandboxBase):
             )
             return Transition(record=resumed, happened=True)
 
+    async def _wake(self, record: SandboxRecord) -> None:
+        """Start a hibernated sandbox from its snapshot: the same processes carry on. Not
+        started: ``error`` with why, the snapshot kept (resume tries again)."""
+        link = self._host.links.reserve(record.id, record.ip) if record.ip else None
+        if link is None:
+            await self._update(record.id, status=S.ERROR)
+            raise Conflict("the sandbox's network address is gone; it cannot be started "
+                           "again (delete it)", field="status")  # fmt: skip
+        await self._creating(record)
+        snapshot = self._snapshot(record.id)
+        try:
+            await self._host.driver.wake(self.spec_of(record, link), snapshot)
+        except DriverError as exc:
+            await self._stopped(record.id)
+            await self._update(record.id, status=S.ERROR, reason=f"resume failed: {exc}")
+            raise Unavailable(f"the sandbox could not be resumed: {exc}") from exc
+        await self._update(record.id, hibernated=False)
+        await asyncio.to_thread(shutil.rmtree, snapshot, True)
+        await self._disks.remount_all(record.id)
+
     async def _restart(self, record: SandboxRecord) -> None:
         """Start a sandbox in error again from its disk: its files, address, networks and
         disks come back; its processes do not. Not started: ``error`` again, with why."""
@@ -396,11 +496,7 @@ class SandboxLifecycle(SandboxBase):
             await self._update(record.id, status=S.ERROR)
             raise Conflict("the sandbox's network address is gone; it cannot be started "
                            "again (delete it)", field="status")  # fmt: skip
-        spec = SandboxSpec(
-            id=record.id, hostname=record.name, rootfs=record.rootfs, vcpu=record.vcpu,
-            mem_mib=record.mem_mib, disk_mib=record.disk_mib, link=link, env=dict(record.envs),
-            pids_limit=self._settings.pids_limit,
-        )  # fmt: skip
+        spec = self.spec_of(record, link)
         # As at create: the egress policy (and the like) is in place before its first packet.
         await self._creating(record)
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 
 from hutch.core.errors import HutchError
@@ -13,7 +14,7 @@ from hutch.core.sandbox_lifecycle import SandboxLifecycle
 from hutch.core.sandbox_status import SandboxStatus as S
 from hutch.host.drivers.base import RuntimeState
 from hutch.store import sandboxes as store
-from hutch.store.models import utcnow
+from hutch.store.models import SandboxRecord, utcnow
 
 __all__ = ["SandboxRecovery"]
 
@@ -41,6 +42,12 @@ class SandboxRecovery(SandboxLifecycle):
         for record in records:
             runtime = runtimes.get(record.id)
             alive = runtime is not None and runtime.state != RuntimeState.STOPPED
+            if record.status in (S.PAUSING, S.RESUMING, S.PAUSED) or record.hibernated:
+                if await self._recover_hibernation(record, alive):
+                    keep.add(record.id)
+                    continue
+                runtime = (await driver.get(record.id)) or runtime
+                alive = runtime is not None and runtime.state != RuntimeState.STOPPED
             if record.status in (S.CREATING, S.DESTROYING):
                 # Finished as the interrupted step would have: off the host, out of its
                 # networks and disks (a member left behind would pin its network forever).
@@ -75,6 +82,28 @@ class SandboxRecovery(SandboxLifecycle):
         self._scheduler_ok_at = time.monotonic()
         return removed
 
+    async def _recover_hibernation(self, record: SandboxRecord, alive: bool) -> bool:
+        """A sandbox caught pausing, resuming or hibernated by a restart. With a complete
+        snapshot and nothing running it is ``paused`` (hibernated): True. Otherwise a cut
+        hibernate or wake is undone (a partial snapshot is never used) and the usual
+        recovery takes it from there: False."""
+        snapshot = self._snapshot(record.id)
+        alive = await self._host.driver.recover_snapshot(record.id, snapshot)
+        complete = await asyncio.to_thread((snapshot / "checkpoint.img").exists)
+        if alive or not complete:
+            if record.hibernated:
+                await self._update(record.id, hibernated=False)
+            if alive and complete:
+                await asyncio.to_thread(shutil.rmtree, snapshot, True)
+            return False
+        if record.ip is None or self._host.links.reserve(record.id, record.ip) is None:
+            await self._fail_and_clean(record.id, "its network address was lost")
+            return False
+        if record.status != S.PAUSED or not record.hibernated:
+            await self._update(record.id, status=S.PAUSED, hibernated=True,
+                               paused_at=record.paused_at or utcnow())  # fmt: skip
+        return True
+
     async def monitor_forever(self) -> None:
         """Mark sandboxes whose init died as ``error``, and auto-pause idle ones."""
         while True:
@@ -103,8 +132,8 @@ class SandboxRecovery(SandboxLifecycle):
                             await self._destroy(record.id)
                             log.info("destroyed %s: its timeout ran out", record.id)
                 continue
-            if record.status == S.ERROR:
-                continue
+            if record.status == S.ERROR or record.hibernated:
+                continue  # (a hibernated sandbox runs nothing, as it should)
             runtime = runtimes.get(record.id)
             if runtime is None or runtime.state == RuntimeState.STOPPED:
                 lock = self._sandbox_locks[record.id]

@@ -20,6 +20,7 @@ __all__ = [
     "MIN_DISK_MIB",
     "ExecCommand",
     "ExecResult",
+    "ForkOptions",
     "SandboxCreate",
     "SandboxPatch",
     "Spawned",
@@ -64,6 +65,20 @@ class SandboxCreate:
     disks: Sequence[DiskRef] = ()
     timeout_s: float | None = None
     """Destroy the sandbox this long after it starts (None: it lives until deleted)."""
+    runtime: str | None = None
+    """``runc`` or ``gvisor``; None: ``HUTCH_DEFAULT_RUNTIME``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForkOptions:
+    """A fork's overrides; a field left None is inherited from the source."""
+
+    start_paused: bool = False
+    ssh_pubkeys: Sequence[str] | None = None
+    egress: Sequence[str] | None = None
+    ingress_enabled: bool | None = None
+    envs: Mapping[str, str] | None = None
+    bandwidth_quota_bytes: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,10 +11,12 @@ from __future__ import annotations
 from hutch.core.errors import InvalidInput, NotFound
 from hutch.core.identity import Principal
 from hutch.core.sandbox_exec import SandboxExec
+from hutch.core.sandbox_fork import SandboxForks
 from hutch.core.sandbox_recovery import SandboxRecovery
 from hutch.core.sandbox_requests import (
     ExecCommand,
     ExecResult,
+    ForkOptions,
     SandboxCreate,
     SandboxPatch,
     Spawned,
@@ -29,6 +31,7 @@ from hutch.store.models import SandboxRecord
 __all__ = [
     "ExecCommand",
     "ExecResult",
+    "ForkOptions",
     "SandboxCreate",
     "SandboxPatch",
     "SandboxService",
@@ -37,7 +40,7 @@ __all__ = [
 ]
 
 
-class SandboxService(SandboxRecovery, SandboxExec, SandboxResize, SandboxSnapshot):
+class SandboxService(SandboxRecovery, SandboxForks, SandboxExec, SandboxResize, SandboxSnapshot):
     """Every operation on sandboxes. Its parts live in their own modules: the shared state
     (:mod:`~hutch.core.sandbox_base`), lifecycle (:mod:`~hutch.core.sandbox_lifecycle`), exec
     and files (:mod:`~hutch.core.sandbox_exec`), recovery and monitoring

@@ -22,6 +22,11 @@ big-endian length, then the payload. The client opens with a JSON frame naming `
            signalled, waited for and killed; see ``processes`` for each op.
     self_watch  {} → J {"ok", "action": "pause"|"delete", "reason"} once the sandbox asks
            (a long poll; see ``selfsignal``: 127.0.0.1:1029 and /run/self inside).
+    hibernate  {"wake": name} → J {"ok": true, "connections": [...]}: with no open TCP
+           connection in the sandbox, the agent then closes every connection and its
+           socket (removing the socket file last) so that the sandbox can be checkpointed,
+           and binds the socket again once a file ``name`` appears beside it (after the
+           restore). With connections open, it lists them and carries on serving.
     Errors: J {"error": {"code": "not_found"|"is_directory"|"invalid"|"conflict"|"io",
            "message"}}
 
@@ -42,6 +47,7 @@ import _signal  # type: ignore[import-not-found]  # (no stub; it is signal witho
 import _socket
 import errno
 import os
+import select
 import sys
 import threading
 import time
@@ -105,6 +111,12 @@ class Agent:
         # The image's WORKDIR and USER (a template's): every command's defaults.
         self.workdir = "/"
         self.user = ""
+        # Open connections, so that a hibernate can close them all (only with --socket).
+        self.connections: set[_socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        self.socket_path: str | None = None
+        self.hibernating: str | None = None
+        self.wakeup = os.pipe()
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -121,6 +133,14 @@ class Agent:
 
     def serve(self, listener: _socket.socket) -> None:
         while True:
+            if self.socket_path is not None:
+                # A hibernate request wakes this loop through the pipe (see _hibernate).
+                ready, _, _ = select.select([listener.fileno(), self.wakeup[0]], [], [])
+                if self.wakeup[0] in ready:
+                    os.read(self.wakeup[0], 64)
+                    if self.hibernating is not None:
+                        listener = self._hibernate(listener)
+                    continue
             try:
                 fd, _ = listener._accept()  # type: ignore[attr-defined]
                 sock = _socket.socket(fileno=fd)
@@ -128,6 +148,8 @@ class Agent:
                 if exc.errno in (errno.EINTR, errno.ECONNABORTED):
                     continue
                 raise
+            with self.connections_lock:
+                self.connections.add(sock)
             try:
                 threading.Thread(target=self.handle, args=(sock,), daemon=True).start()
             except RuntimeError:  # no thread to be had: the sandbox's pids limit is reached
@@ -162,6 +184,8 @@ class Agent:
             pass  # the host went away
         finally:
             conn.close()
+            with self.connections_lock:
+                self.connections.discard(sock)
 
     def dispatch(self, conn: Connection, request: dict[str, Any]) -> None:
         """Run ``request`` (a JSON object naming ``op``) on ``conn``."""
@@ -176,6 +200,8 @@ class Agent:
             from . import files
 
             (files.put if op == "put" else files.get)(self, conn, request)
+        elif op == "hibernate":
+            self.prepare_hibernate(conn, request)
         elif op == "self_watch":
             from . import selfsignal
 
@@ -188,6 +214,42 @@ class Agent:
             processes.dispatch(self, conn, op, request)
         else:
             conn.send_error("invalid", f"unknown op {op!r}")
+
+    # -- hibernate -----------------------------------------------------------------------
+
+    def prepare_hibernate(self, conn: Connection, request: dict[str, Any]) -> None:
+        wake = request.get("wake")
+        if self.socket_path is None or not isinstance(wake, str) or "/" in wake or not wake:
+            raise ValueError("hibernate needs the agent's own socket (--socket) and a wake name")
+        busy = open_tcp_connections()
+        if not busy:
+            self.hibernating = wake
+        conn.send_json({"ok": True, "connections": busy})
+        if not busy:
+            os.write(self.wakeup[1], b"h")  # the accept loop closes everything
+
+    def _hibernate(self, listener: _socket.socket) -> _socket.socket:
+        """Close the socket and every connection; once a file named by the hibernate
+        request appears beside the socket, bind the socket again and return it."""
+        assert self.socket_path is not None and self.hibernating is not None
+        wake = os.path.join(os.path.dirname(self.socket_path), self.hibernating)
+        listener.close()
+        with self.connections_lock:
+            open_now = list(self.connections)
+        for sock in open_now:
+            with suppress(OSError):
+                sock.shutdown(_socket.SHUT_RDWR)
+        deadline = time.monotonic() + 5
+        while self.connections and time.monotonic() < deadline:
+            time.sleep(0.002)
+        # The host waits for this file; it removes the socket itself (gVisor's gofer
+        # refuses to unlink a socket bound on the host).
+        with open(wake + ".closed", "w"):
+            pass
+        while not os.path.exists(wake):
+            time.sleep(0.005)
+        self.hibernating = None
+        return listen_unix(self.socket_path)
 
     def _preload(self) -> None:
         """Import what exec needs in the background, once, while the host gets on."""
@@ -236,6 +298,36 @@ class Agent:
                 self.reaped.notify_all()
 
 
+def listen_unix(path: str) -> _socket.socket:
+    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    with suppress(OSError):
+        os.unlink(path)
+    listener.bind(path)
+    listener.listen(64)
+    return listener
+
+
+# /proc/net/tcp states that hold no connection: LISTEN and CLOSE.
+_NOT_CONNECTED = ("0A", "07")
+
+
+def open_tcp_connections() -> list[str]:
+    """The sandbox's TCP sockets that are neither listening nor closed, as
+    ``local->remote`` in hex (as ``/proc/net/tcp`` shows them)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                lines = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] not in _NOT_CONNECTED:
+                found.append(f"{fields[1]}->{fields[2]}")
+    return found
+
+
 def _import_exec_modules() -> None:
     import json
     import subprocess
@@ -277,13 +369,10 @@ def main(argv: list[str] | None = None) -> None:
     if "--listen-fd" in options:
         listener = _socket.socket(fileno=int(options["--listen-fd"]))
     else:
-        listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        with suppress(FileNotFoundError):
-            os.unlink(options["--socket"])
-        listener.bind(options["--socket"])
-        listener.listen(64)
+        listener = listen_unix(options["--socket"])
 
     agent = Agent(options.get("--root"))
+    agent.socket_path = options.get("--socket")
     # A template's settings come in the environment; they are the agent's, not the
     # commands' (hutch.host.layers names them).
     agent.workdir = os.environ.pop("HUTCH_GUEST_WORKDIR", "") or "/"

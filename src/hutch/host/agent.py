@@ -18,7 +18,9 @@ from hutch.host.dns import DnsServer, Resolver
 from hutch.host.dns_upstream import configured_forwarder
 from hutch.host.drivers.base import Driver
 from hutch.host.drivers.fake import FakeDriver
+from hutch.host.drivers.gvisor import GvisorDriver
 from hutch.host.drivers.runc import RuncDriver
+from hutch.host.drivers.runtimes import HostRuntimes
 from hutch.host.egress import EgressFirewall, EgressLayer, FakeEgress
 from hutch.host.images import built_images
 from hutch.host.machine import host_address, read_memory
@@ -43,27 +45,35 @@ class HostAgent:
         self._settings = settings
         self._db = db
         self.host_id = settings.host_id or host_address()
-        self.driver: Driver = (
-            RuncDriver(settings.home, images=settings.images_path)
-            if settings.driver == "runc"
-            else FakeDriver(settings.home / "fake-sandboxes")
-        )
+        self.runtimes: HostRuntimes | None = None
+        self.driver: Driver
+        if settings.driver == "runc":
+            runc = RuncDriver(settings.home, images=settings.images_path)
+            gvisor = GvisorDriver(
+                settings.home,
+                images=settings.images_path,
+                runsc=settings.runsc,
+                platform=settings.gvisor_platform,
+            )
+            self.driver = self.runtimes = HostRuntimes(runc, gvisor)
+        else:
+            self.driver = FakeDriver(settings.home / "fake-sandboxes")
         self.networks: NetworkLayer = (
             BridgeNetworks(tag=self.driver.tag)
-            if isinstance(self.driver, RuncDriver)
+            if isinstance(self.driver, HostRuntimes)
             else FakeNetworks()
         )
         self.dns: DnsServer | None = None
         # Sandboxes' internet: the firewall lets them out (NAT) past the deny set, through
         # each one's policy (hutch.host.egress).
         self.egress: EgressLayer = FakeEgress()
-        if isinstance(self.driver, RuncDriver):
+        if isinstance(self.driver, HostRuntimes):
             self.driver.firewall.link_pool = settings.link_pool
             self.driver.firewall.egress_deny = settings.deny_set.networks
             self.egress = EgressFirewall(self.driver.firewall, tag=self.driver.tag)
         self.disks: DiskMounts = (
             S3fsMounts(sandboxes=self.driver.sandboxes, secrets=self.driver.sockets / "s3")
-            if isinstance(self.driver, RuncDriver)
+            if isinstance(self.driver, HostRuntimes)
             else FakeDiskMounts()
         )
         self.links = LinkPool(settings.link_pool)
@@ -74,7 +84,7 @@ class HostAgent:
         """Start the DNS server (private networks' names from ``resolve``, the rest
         forwarded upstream: hutch.host.dns), prepare the driver, register this host
         (status ``active``) and start heartbeating."""
-        if isinstance(self.driver, RuncDriver):
+        if isinstance(self.driver, HostRuntimes):
             try:
                 dns_port = None
                 if resolve is not None:
@@ -112,6 +122,11 @@ class HostAgent:
     async def heartbeat(self, *, status: str = "active") -> None:
         memory = await asyncio.to_thread(read_memory)
         rootfses = await asyncio.to_thread(built_images, self._settings.images_path)
+        runtimes = (
+            sorted(name for name, why in self.runtimes.available().items() if why is None)
+            if self.runtimes is not None
+            else []
+        )
         async with self._db.sessions.begin() as session:
             await host_store.upsert_host(
                 session,
@@ -121,6 +136,7 @@ class HostAgent:
                     free_mib=memory.available_mib,
                     total_mib=memory.total_mib,
                     rootfses=rootfses,
+                    runtimes=runtimes,
                     started_at=self._started_at,
                     heartbeat_at=utcnow(),
                 ),

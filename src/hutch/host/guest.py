@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import stat
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,18 +121,31 @@ class _Channel:
 class GuestClient:
     """Talks to one sandbox's guest agent over its unix socket; a connection per operation."""
 
-    def __init__(self, socket_path: Path, *, connect_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, socket_path: Path, *, connect_timeout_s: float = 5.0, nofollow: bool = False
+    ) -> None:
         self.socket_path = socket_path
         self.connect_timeout_s = connect_timeout_s
+        self.nofollow = nofollow
+        """The socket's directory is writable from inside the sandbox (gvisor): connect
+        only to a socket that is there itself, never through a link the sandbox made."""
 
     async def _open(self) -> _Channel:
+        fd = -1
         try:
+            target = str(self.socket_path)
+            if self.nofollow:
+                fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+                if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    raise GuestUnreachable("the guest agent's socket was replaced")
+                target = f"/proc/self/fd/{fd}"
             async with asyncio.timeout(self.connect_timeout_s):
-                reader, writer = await asyncio.open_unix_connection(
-                    str(self.socket_path), limit=MAX_FRAME * 2
-                )
+                reader, writer = await asyncio.open_unix_connection(target, limit=MAX_FRAME * 2)
         except (OSError, TimeoutError) as exc:
             raise GuestUnreachable(f"the guest agent does not answer: {exc}") from exc
+        finally:
+            if fd >= 0:
+                os.close(fd)
         return _Channel(reader, writer)
 
     async def ping(self, *, timeout_s: float = 5.0) -> dict[str, Any]:
@@ -141,6 +156,8 @@ class GuestClient:
                 return await channel.recv_json()
         except TimeoutError as exc:
             raise GuestUnreachable("the guest agent did not answer a ping") from exc
+        except ConnectionError as exc:  # a socket whose agent is gone
+            raise GuestUnreachable(f"the guest agent does not answer: {exc}") from exc
         finally:
             await channel.close()
 

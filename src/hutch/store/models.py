@@ -109,6 +109,8 @@ class Host(Base):
     free_mib: Mapped[int] = mapped_column(Integer, default=0)
     total_mib: Mapped[int] = mapped_column(Integer, default=0)
     rootfses: Mapped[list[str]] = mapped_column(JSON, default=list)
+    runtimes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    """The runtimes that can start sandboxes on this host (``runc``, ``gvisor``)."""
     started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
@@ -171,6 +173,13 @@ class SandboxRecord(Base):
     """Outbound internet bytes sent, as last read from the kernel's counters."""
     bandwidth_ingress_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     """Inbound internet bytes received (counted, never enforced)."""
+    runtime: Mapped[str] = mapped_column(String(16), default="runc")
+    """What runs it: ``runc`` or ``gvisor``."""
+    hibernated: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Paused with its memory written to a snapshot (gvisor): nothing of it runs."""
+    fork_mode: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """For a fork: ``processes`` (it went on from the source's snapshot) or ``files`` (a
+    fresh start on a copy of the source's disk)."""
 
 
 class SandboxAccessToken(Base):

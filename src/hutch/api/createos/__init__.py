@@ -8,6 +8,7 @@ from hutch.api.createos import (
     connections,
     disks,
     egress,
+    forks,
     health,
     identity,
     networks,
@@ -26,6 +27,7 @@ router.include_router(health.router)
 router.include_router(catalog.router)
 router.include_router(identity.router)
 router.include_router(sandboxes.router)
+router.include_router(forks.router)
 router.include_router(processes.router)
 router.include_router(egress.router)
 router.include_router(connections.router)

@@ -65,6 +65,10 @@ class HostOut(BaseModel):
     free_mib: int = Field(description="Available memory in MiB.")
     vm_count: int = Field(description="Sandboxes on this host.")
     rootfses: list[str] = Field(description="Rootfs images built on this host.")
+    runtimes: list[str] = Field(
+        default_factory=list,
+        description="Runtimes that can start sandboxes here: runc, gvisor (when its runsc works).",
+    )
     labels: dict[str, str] = Field(
         default_factory=dict,
         description="Placement labels (HUTCH_HOST_LABELS) a create's node_selector matches.",
@@ -79,7 +83,7 @@ async def list_hosts(services: ServicesDep, page: PageParams) -> JSend[Page[Host
     items = [
         HostOut(
             id=h.id, status=h.status, free_mib=h.free_mib, vm_count=h.vm_count,
-            rootfses=h.rootfses,
+            rootfses=h.rootfses, runtimes=h.runtimes,
             labels=dict(services.settings.host_labels) if h.id == here else {},
         )
         for h in hosts

@@ -7,7 +7,7 @@ import codecs
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -86,6 +86,11 @@ class SandboxCreateBody(_Body):
     bandwidth_quota_bytes: int | None = Field(
         default=None, description="Only 0 or absent: a quota cannot be set at create."
     )
+    runtime: Literal["runc", "gvisor"] | None = Field(
+        default=None,
+        description="What runs it: runc (containers on the host's kernel) or gvisor (gVisor's "
+        "user-space kernel; pause hibernates it). Default: HUTCH_DEFAULT_RUNTIME.",
+    )
 
 
 class SandboxPatchBody(_Body):
@@ -124,6 +129,15 @@ class SandboxOut(BaseModel):
     bandwidth_ingress_bytes: int = Field(description="Bytes received; 0 until counted.")
     created_by: str | None
     reason: str | None = Field(description="Why the sandbox failed or is in error.")
+    runtime: str = Field(description="runc or gvisor.")
+    hibernated: bool = Field(
+        description="Paused with its memory written to a snapshot (gvisor): it holds no "
+        "memory on the host; resume carries on its processes."
+    )
+    fork_mode: str | None = Field(
+        description="For a fork: processes (went on from the source's snapshot) or files (a "
+        "fresh start on a copy of the source's disk)."
+    )
 
     @classmethod
     def of(cls, record: SandboxRecord, previews: PreviewService) -> SandboxOut:
@@ -154,6 +168,9 @@ class SandboxOut(BaseModel):
             bandwidth_ingress_bytes=record.bandwidth_ingress_bytes or 0,
             created_by=record.created_by,
             reason=record.reason,
+            runtime=record.runtime or "runc",
+            hibernated=bool(record.hibernated),
+            fork_mode=record.fork_mode,
         )
 
 
@@ -240,6 +257,7 @@ async def create_sandbox(
                 DiskToMount(disk_id=d.disk_id, mount_path=d.mount_path, sub_path=d.sub_path or "")
                 for d in body.disks
             ],
+            runtime=body.runtime,
         ),
     )
     return JSend(data=SandboxCreated.of_new(record, services.previews))
@@ -332,8 +350,10 @@ def _transition(
 async def pause_sandbox(
     sandbox_id: str, user: CurrentUser, services: ServicesDep, response: Response
 ) -> JSend[SandboxOut]:
-    """Freeze every process of the sandbox (its memory stays). 202 when it paused it, 200
-    when it was already paused; 409 from any other status."""
+    """Pause it. gvisor: hibernate (its memory and processes go to a snapshot, the host's
+    memory is freed; with open TCP connections it is frozen in memory instead, and
+    ``reason`` says why). runc: freeze every process (its memory stays). 202 when it paused
+    it, 200 when it was already paused; 409 from any other status."""
     transition = await services.sandboxes.pause_transition(user, sandbox_id)
     return _transition(transition, response, services)
 

@@ -21,6 +21,13 @@ conformance suite (``tests/integration/test_driver_conformance.py``):
   of the host's own.
 - ``cleanup`` removes leftovers of sandboxes not in ``keep``: processes, mounts, netns,
   cgroups, state. It is how a host recovers from being killed mid-operation.
+- ``hibernate`` (drivers whose capabilities say ``hibernate``) writes every process of a
+  running sandbox to a snapshot directory and stops it, so its memory returns to the host;
+  its disk stays. ``wake`` starts it again from that snapshot: the same processes carry on.
+  A snapshot directory is complete only once ``hibernate`` returned: a failed or cut one is
+  never used (the driver writes it elsewhere and renames it into place).
+- ``fork`` makes a new sandbox from a paused one: a copy of its disk, and, from a snapshot,
+  its processes (``hibernate`` drivers), or a fresh start on the copied files (the others).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import os
 import socket
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -83,6 +90,11 @@ class SandboxSpec:
     link: LinkAddress
     env: Mapping[str, str] = field(default_factory=dict)
     pids_limit: int = 1024
+    runtime: str = "runc"
+    """Which driver runs it (``runc`` or ``gvisor``), when the host has several."""
+    on_link: Callable[[], Awaitable[None]] | None = field(default=None, compare=False)
+    """Called once the sandbox's network namespace exists and before its first process
+    starts (drivers whose kernel reads its interfaces only at start join networks here)."""
 
 
 class RuntimeState(StrEnum):
@@ -105,6 +117,10 @@ class DriverCapabilities:
     """Whether a sandbox is isolated from the host (false only for the fake driver)."""
     disk_limit: bool
     memory_limit: bool
+    hibernate: bool = False
+    """Whether a pause writes the sandbox's memory to disk and stops it (``hibernate``)."""
+    live_networks: bool = True
+    """Whether a running sandbox can join or leave a private network (else only at create)."""
 
 
 class Driver(ABC):
@@ -186,12 +202,47 @@ class Driver(ABC):
         raise DriverError(f"the {self.capabilities.name} driver cannot snapshot a sandbox")
         yield  # an async generator, for the context manager
 
+    async def hibernate(self, sandbox_id: str, snapshot: Path) -> None:
+        """Write the running sandbox to ``snapshot`` (a directory that must not exist; it
+        exists, complete, only if this returns) and stop it; its disk and network stay.
+        Raises :class:`DriverError` if it cannot (the sandbox is then still running, or, if
+        the runtime failed midway, stopped with its disk kept)."""
+        raise DriverError(f"the {self.capabilities.name} runtime cannot hibernate a sandbox")
+
+    async def wake(self, spec: SandboxSpec, snapshot: Path) -> RuntimeInfo:
+        """Start a hibernated sandbox again from ``snapshot``: its processes carry on.
+        Raises :class:`DriverError` (it stays stopped, the snapshot kept)."""
+        raise DriverError(f"the {self.capabilities.name} runtime cannot hibernate a sandbox")
+
+    async def recover_snapshot(self, sandbox_id: str, snapshot: Path) -> bool:
+        """After a restart of the host agent that cut a hibernate or a wake short: bring
+        a sandbox that still runs back to answering, remove a partial snapshot (never
+        used), and say whether the sandbox runs."""
+        info = await self.get(sandbox_id)
+        return info is not None and info.state != RuntimeState.STOPPED
+
+    async def fork(
+        self, source_id: str, spec: SandboxSpec, snapshot: Path | None = None
+    ) -> RuntimeInfo:
+        """Make the sandbox ``spec`` from the paused sandbox ``source_id``: a copy of its
+        disk, and its processes from ``snapshot`` if given, else a fresh start. The source
+        is left as it was. All-or-nothing, like :meth:`create`."""
+        raise DriverError(f"the {self.capabilities.name} runtime cannot fork a sandbox")
+
     @abstractmethod
     def agent_socket(self, sandbox_id: str) -> Path:
         """Where the host reaches the sandbox's guest agent."""
 
     def guest(self, sandbox_id: str) -> GuestClient:
         return GuestClient(self.agent_socket(sandbox_id))
+
+    def runtime_of(self, sandbox_id: str) -> str:
+        """Which runtime runs the sandbox (drivers that hold several say which)."""
+        return self.capabilities.name
+
+    def capabilities_of(self, sandbox_id: str) -> DriverCapabilities:
+        """What the driver of this sandbox's runtime can do."""
+        return self.capabilities
 
 
 def socket_dir(tag: str) -> Path:

@@ -29,6 +29,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import hutch.guest
 from hutch.host.drivers.base import (
@@ -155,7 +156,49 @@ class RuncDriver(Driver):
         # Where work goes by convention (the Nullspace examples `cd /workspace`).
         (disk.rootfs / "workspace").mkdir(exist_ok=True)
         (directory / "etc").mkdir()
+        if spec.on_link is not None:
+            await spec.on_link()
         return await self._start(spec, directory, disk, link)
+
+    async def fork(
+        self, source_id: str, spec: SandboxSpec, snapshot: Path | None = None
+    ) -> RuntimeInfo:
+        """A copy of the source's disk, started fresh (runc keeps no memory image; a
+        ``snapshot`` is refused)."""
+        if snapshot is not None:
+            raise DriverError("the runc runtime cannot start a sandbox from a memory snapshot")
+        return await self._fork(source_id, spec, self._start)
+
+    async def _fork(
+        self,
+        source_id: str,
+        spec: SandboxSpec,
+        start: Callable[[SandboxSpec, Path, SandboxRootfs, SandboxLink], Awaitable[RuntimeInfo]],
+    ) -> RuntimeInfo:
+        """Copy the disk of ``source_id`` into a new sandbox ``spec`` and ``start`` it."""
+        image, spec = self._image(spec)
+        source = SandboxRootfs(self._dir(source_id), templates=self.templates)
+        if not source.disk.exists():
+            raise SandboxMissing(f"nothing of sandbox {source_id} is left on this host")
+        directory = self._dir(spec.id)
+        try:
+            directory.mkdir(parents=True)
+        except FileExistsError:
+            raise DriverError(f"sandbox {spec.id} already exists on this host") from None
+        try:
+            disk = SandboxRootfs(directory, templates=self.templates)
+            link = SandboxLink(tag=self.tag, sandbox_id=spec.id)
+            await asyncio.gather(disk.copy_from(source, image=image.lowers),
+                                 link.create(spec.link))  # fmt: skip
+            (directory / "etc").mkdir()
+            if spec.on_link is not None:
+                await spec.on_link()
+            return await start(spec, directory, disk, link)
+        except BaseException as exc:
+            await asyncio.shield(self.destroy(spec.id))
+            if isinstance(exc, CommandFailed):
+                raise DriverError(f"{exc.argv[0]} failed: {exc.detail}") from exc
+            raise
 
     async def _start(
         self, spec: SandboxSpec, directory: Path, disk: SandboxRootfs, link: SandboxLink
@@ -167,17 +210,25 @@ class RuncDriver(Driver):
         (etc / "resolv.conf").write_text(
             f"nameserver {spec.link.host}\noptions timeout:1 attempts:2\n"
         )
+        bundle = await self._bundle(spec, directory, disk, link)
+        (directory / "config.json").write_text(json.dumps(bundle))
+        return await self._launch(spec, directory)
+
+    async def _bundle(
+        self, spec: SandboxSpec, directory: Path, disk: SandboxRootfs, link: SandboxLink
+    ) -> dict[str, Any]:
+        """The sandbox's OCI config (``config.json``)."""
         guest_python: tuple[str, ...] = ("/usr/bin/python3",)
         runtime_dir: Path | None = None
         if not await asyncio.to_thread(has_python, disk.rootfs):
             runtime_dir, loader = await asyncio.to_thread(build_runtime, self.home)
             guest_python = tuple(runtime_argv(loader))
-        bundle = oci_config(
+        return oci_config(
             spec,
             rootfs=disk.rootfs,
             netns=link.netns_path,
             guest_dir=self.guest_dir,
-            etc_dir=etc,
+            etc_dir=directory / "etc",
             cgroup_parent=self.cgroup_parent,
             memsw=self._memsw,
             nofile=self._nofile,
@@ -185,8 +236,9 @@ class RuncDriver(Driver):
             guest_python=guest_python,
             runtime_dir=runtime_dir,
         )
-        (directory / "config.json").write_text(json.dumps(bundle))
 
+    async def _launch(self, spec: SandboxSpec, directory: Path) -> RuntimeInfo:
+        """Run the bundle's init and wait for its agent."""
         with contextlib.suppress(FileNotFoundError):
             self.agent_socket(spec.id).unlink()  # a dead init's socket, on a restart
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -1,0 +1,551 @@
+"""The gvisor driver: each sandbox a gVisor sandbox run by ``runsc`` (Debian's by default).
+
+A sandbox's programs run on gVisor's own kernel (the Sentry, in user space on the
+``ptrace`` platform here, or ``systrap``/``kvm`` where the operator's runsc has them), so a
+kernel bug on the host is no longer one system call away. Everything around the sandbox is
+the runc driver's, reused: the disk (:mod:`hutch.host.storage`), the network namespace and
+its veth link (:mod:`hutch.host.link`), the firewall and the egress rules on the host's end
+of the link, the cgroup limits of its shape.
+
+What differs, and why:
+
+- **Networking.** runsc ``--network=sandbox`` runs inside the sandbox's namespace and takes
+  its interfaces over: at start it reads their addresses and routes and removes them from
+  the host kernel (gVisor's netstack answers instead, through a packet socket on the veth).
+  So interfaces must be there before the start (private networks are joined at create,
+  not later), and before every later start the driver puts back the addresses it recorded
+  (``addresses.json``). The Debian runsc of 2022 refuses to start when
+  ``/proc/sys/net/core/rmem_default`` exists in the namespace, which kernels since 6.x show
+  in every namespace (gVisor issue 10704); the driver detects that and runs ``runsc run``
+  and ``restore`` in a mount namespace of their own where ``/proc/sys/net`` is hidden.
+- **The guest agent's socket.** runsc passes no extra descriptors, so the agent binds its
+  unix socket itself in a directory of the host bind-mounted at ``/.hutch/run``
+  (``--host-uds=create``): the host connects to ``/run/hutch/<tag>/<id>/agent.sock``.
+- **Hibernate.** ``runsc checkpoint`` cannot save a socket bound on the host or a TCP
+  connection that is not closed. Before a checkpoint the agent closes its socket and every
+  connection, and reports the sandbox's own TCP connections (read from its
+  ``/proc/net/tcp``); with any open, the sandbox is not hibernated (a failed checkpoint
+  would stop it) and :class:`CannotHibernate` says why. After ``runsc restore`` the host
+  leaves a file in the socket directory and the agent binds its socket again.
+- **Names.** ``rename`` rewrites ``/etc/hostname`` and ``/etc/hosts`` at once; the kernel's
+  hostname is set with ``runsc exec`` (at once when running, at the next start otherwise).
+- **Ports.** Servers inside listen on gVisor's own loopback, which the host cannot reach:
+  :meth:`open_port` connects to the sandbox's address on its link only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from hutch.host.drivers.base import (
+    DriverCapabilities,
+    DriverError,
+    RuntimeInfo,
+    RuntimeState,
+    SandboxMissing,
+    SandboxSpec,
+)
+from hutch.host.drivers.oci import GUEST_PARENT
+from hutch.host.drivers.runc import RuncDriver, _tail
+from hutch.host.guest import GuestClient, GuestError, GuestUnreachable
+from hutch.host.link import SandboxLink
+from hutch.host.ports import connect_port
+from hutch.host.proc import CommandFailed, run
+from hutch.host.storage import SandboxRootfs
+
+__all__ = ["CannotHibernate", "GvisorDriver", "GvisorFeatures", "detect_features"]
+
+log = logging.getLogger(__name__)
+
+GUEST_RUN = f"{GUEST_PARENT}/run"  # the host directory holding the agent's socket
+PLATFORMS = ("ptrace", "systrap", "kvm")
+_AT_NO_AUTOMOUNT = 0x800
+# Releases before this refuse AT_NO_AUTOMOUNT in stat calls (see shim/statx.c).
+_STATX_FIXED = 20240101
+_SHIM = Path(__file__).parent / "shim" / "statx.c"
+# gVisor fixed its root-namespace check (issue 10704) in release-20240807.
+_NETNS_CHECK_FIXED = 20240807
+# Hide /proc/sys/net from runsc (keeping the rest of /proc/sys) in a mount namespace of
+# its own; see the module's docstring. $1 is an empty directory to build the view in.
+_HIDE_SYS_NET = (
+    'set -e; view="$1"; shift; mount -t tmpfs -o size=64k,mode=0555 hutch-sysctl "$view"; '
+    'for d in /proc/sys/*; do n="${d##*/}"; [ "$n" = net ] && continue; '
+    'mkdir "$view/$n"; mount --bind "$d" "$view/$n"; done; '
+    'mount --move "$view" /proc/sys; exec "$@"'
+)
+
+
+class CannotHibernate(DriverError):
+    """The sandbox cannot be written to a snapshot now; it still runs as it was."""
+
+
+class GvisorFeatures:
+    """What the installed runsc can do, as found by asking it (never assumed)."""
+
+    def __init__(self, *, version: str, date: int | None, platforms: list[str], flags: set[str],
+                 hide_sys_net: bool) -> None:  # fmt: skip
+        self.version = version
+        self.date = date
+        self.platforms = platforms
+        self.flags = flags
+        self.hide_sys_net = hide_sys_net
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "platforms": self.platforms,
+                "hide_sys_net": self.hide_sys_net}  # fmt: skip
+
+
+async def detect_features(runsc: str) -> GvisorFeatures:
+    """Ask ``runsc`` its version, platforms and flags. Raises :class:`DriverError` when it
+    is missing or cannot run sandboxes the way hutch needs."""
+    try:
+        version = (await run(runsc, "--version")).stdout.decode().splitlines()[0].strip()
+        shown = await run(runsc, "help", "platforms")
+        helptext = (shown.stdout + shown.stderr).decode()
+        listed = await run(runsc, "flags")
+        flags_text = (listed.stdout + listed.stderr).decode()
+    except (CommandFailed, FileNotFoundError, IndexError) as exc:
+        raise DriverError(f"runsc ({runsc}) does not run here: {exc}") from exc
+    found = re.search(r"(20\d{6})", version)
+    date = int(found.group(1)) if found else None
+    platforms = [line.strip() for line in helptext.splitlines() if line.strip() in PLATFORMS]
+    flags = set(re.findall(r"^\s+-([a-z0-9-]+)", flags_text, re.MULTILINE))
+    if "host-uds" not in flags:
+        raise DriverError(f"{version} has no --host-uds; hutch needs a runsc from 2021 or later")
+    # A kernel that shows rmem_default in every namespace, and a runsc that reads it.
+    probe = await run("unshare", "--net", "test", "-e", "/proc/sys/net/core/rmem_default",
+                      check=False)  # fmt: skip
+    hide = probe.returncode == 0 and (date is None or date < _NETNS_CHECK_FIXED)
+    return GvisorFeatures(version=version, date=date, platforms=platforms, flags=flags,
+                          hide_sys_net=hide)  # fmt: skip
+
+
+class GvisorDriver(RuncDriver):
+    capabilities = DriverCapabilities(name="gvisor", isolated=True, disk_limit=True,
+                                      memory_limit=True, hibernate=True,
+                                      live_networks=False)  # fmt: skip
+
+    def __init__(
+        self, home: Path, *, images: Path, runsc: str = "runsc", platform: str = "ptrace"
+    ) -> None:
+        super().__init__(home, images=images, runc=runsc)
+        if platform not in PLATFORMS:
+            raise DriverError(
+                f"unknown gVisor platform {platform!r}; one of {', '.join(PLATFORMS)}"
+            )
+        self.platform = platform
+        self.runc_root = home / "runsc"
+        self.features: GvisorFeatures | None = None
+        self.statx_shim: Path | None = None
+
+    async def prepare(self, *, dns_port: int | None = None) -> None:
+        """Check runsc and what it can do; make the directories. The firewall is the runc
+        driver's (the two share the host's side of every link): it is not installed here."""
+        self.features = await detect_features(self.runc)
+        if self.platform not in self.features.platforms:
+            raise DriverError(
+                f"{self.features.version} has no {self.platform!r} platform "
+                f"(it has {', '.join(self.features.platforms)}); set HUTCH_GVISOR_PLATFORM"
+            )
+        self.sandboxes.mkdir(parents=True, exist_ok=True)
+        self.runc_root.mkdir(parents=True, exist_ok=True)
+        self.sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.features.date is not None and self.features.date < _STATX_FIXED:
+            self.statx_shim = await _build_statx_shim(self.home / "gvisor")
+
+    def _runc(self, *args: str) -> tuple[str, ...]:
+        flags = ["--root", str(self.runc_root), f"--platform={self.platform}",
+                 "--network=sandbox", "--host-uds=create"]  # fmt: skip
+        if self.features is not None and "oci-seccomp" in self.features.flags:
+            flags.append("--oci-seccomp")
+        if self.features is not None and "overlay2" in self.features.flags:
+            flags.append("--overlay2=none")  # writes go to the sandbox's own disk
+        return (self.runc, *flags, *args)
+
+    def _networked(self, *args: str) -> tuple[str, ...]:
+        """A runsc command that sets up a sandbox's network (run, restore)."""
+        command = self._runc(*args)
+        if self.features is None or not self.features.hide_sys_net:
+            return command
+        view = self.sockets / ".sysctl"
+        view.mkdir(exist_ok=True)
+        return ("unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                _HIDE_SYS_NET, "sh", str(view), *command)  # fmt: skip
+
+    def agent_socket(self, sandbox_id: str) -> Path:
+        return self.sockets / sandbox_id / "agent.sock"
+
+    def guest(self, sandbox_id: str) -> GuestClient:
+        return GuestClient(self.agent_socket(sandbox_id), nofollow=True)
+
+    # -- start --------------------------------------------------------------------------
+
+    async def _bundle(
+        self, spec: SandboxSpec, directory: Path, disk: SandboxRootfs, link: SandboxLink
+    ) -> dict[str, Any]:
+        config = await super()._bundle(spec, directory, disk, link)
+        run_dir = self.agent_socket(spec.id).parent
+        args = list(config["process"]["args"])
+        at = args.index("--listen-fd")  # no descriptor is passed: the agent binds a socket
+        args[at : at + 2] = ["--socket", f"{GUEST_RUN}/agent.sock"]
+        config["process"]["args"] = args
+        mounts = [m for m in config["mounts"] if m["destination"] not in ("/sys/fs/cgroup",)]
+        mounts.append({"destination": GUEST_RUN, "type": "bind", "source": str(run_dir),
+                       "options": ["rbind", "rw", "nosuid", "nodev", "noexec"]})  # fmt: skip
+        if self.statx_shim is not None:
+            mounts += [
+                {"destination": f"{GUEST_PARENT}/statx.so", "type": "bind",
+                 "source": str(self.statx_shim), "options": ["bind", "ro"]},
+                {"destination": "/etc/ld.so.preload", "type": "bind",
+                 "source": str(self.statx_shim.with_suffix(".preload")), "options": ["bind", "ro"]},
+            ]  # fmt: skip
+        config["mounts"] = mounts
+        # gVisor filters the Sentry's own system calls: runc's profile is not needed. One
+        # rule is, inside gVisor's kernel (--oci-seccomp): Debian's runsc refuses statx()
+        # with AT_NO_AUTOMOUNT (EINVAL), which is what coreutils' ls and stat send; as
+        # ENOSYS, glibc answers it from fstatat() instead.
+        config["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
+            "syscalls": [{
+                # TRACE with no tracer is ENOSYS (Debian's runsc makes every ERRNO EPERM).
+                "names": ["statx"], "action": "SCMP_ACT_TRACE",
+                "args": [{"index": 2, "value": _AT_NO_AUTOMOUNT, "valueTwo": _AT_NO_AUTOMOUNT,
+                          "op": "SCMP_CMP_MASKED_EQ"}],
+            }],
+        }  # fmt: skip
+        config["annotations"] = {"dev.hutch.runtime": "gvisor"}
+        return config
+
+    async def _launch(self, spec: SandboxSpec, directory: Path) -> RuntimeInfo:
+        await self._before_start(spec, directory)
+        log_path = directory / "console.log"
+        command = self._networked("run", "--detach", "--pid-file", str(directory / "init.pid"),
+                                  "--bundle", str(directory), spec.id)  # fmt: skip
+        await self._run_runsc(command, log_path, "start")
+        await self._wait_for_agent(spec.id)
+        return await self._started(spec.id, directory)
+
+    async def _before_start(self, spec: SandboxSpec, directory: Path) -> None:
+        run_dir = self.agent_socket(spec.id).parent
+        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for stale in run_dir.iterdir():
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        (directory / "runtime").write_text("gvisor\n")
+        link = SandboxLink(tag=self.tag, sandbox_id=spec.id)
+        await _restore_addresses(link.netns, directory / "addresses.json")
+        await run(*self._runc("delete", "--force", spec.id), check=False)
+
+    async def _run_runsc(self, command: tuple[str, ...], log_path: Path, what: str) -> None:
+        console = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command, stdin=asyncio.subprocess.DEVNULL, stdout=console, stderr=console
+            )
+            async with asyncio.timeout(60):
+                returncode = await proc.wait()
+        finally:
+            os.close(console)
+        if returncode != 0:
+            raise DriverError(f"runsc could not {what} the sandbox: {_tail(log_path, 600)}")
+
+    async def _started(self, sandbox_id: str, directory: Path) -> RuntimeInfo:
+        pid = int((directory / "init.pid").read_text())
+        pending = directory / "hostname.pending"
+        if pending.exists():
+            await self._set_hostname(sandbox_id, pending.read_text().strip())
+            pending.unlink()
+        return RuntimeInfo(id=sandbox_id, state=RuntimeState.RUNNING, pid=pid)
+
+    async def destroy(self, sandbox_id: str) -> None:
+        await super().destroy(sandbox_id)
+        run_dir = self.agent_socket(sandbox_id).parent
+        if run_dir.is_dir():
+            await asyncio.to_thread(shutil.rmtree, run_dir, True)
+
+    async def cleanup(self, keep: set[str]) -> list[str]:
+        """Remove this runtime's sandboxes not in ``keep`` (the runc driver's cleanup does
+        the shared rest: netns, disks and cgroups of any sandbox)."""
+        found = {info.id for info in await self.list_sandboxes()}
+        if self.sandboxes.is_dir():
+            found |= {d.name for d in self.sandboxes.iterdir() if (d / "runtime").exists()}
+        if self.sockets.is_dir():
+            found |= {d.name for d in self.sockets.iterdir()
+                      if d.is_dir() and d.name.startswith("sb_")}  # fmt: skip
+        for sandbox_id in sorted(found - keep):
+            await self.destroy(sandbox_id)
+        return sorted(found - keep)
+
+    # -- names, ports -------------------------------------------------------------------
+
+    async def rename(self, sandbox_id: str, hostname: str) -> None:
+        info = await self.get(sandbox_id)
+        if info is None or info.state == RuntimeState.STOPPED:
+            raise SandboxMissing(f"no running sandbox {sandbox_id} on this host")
+        directory = self._dir(sandbox_id)
+        etc = directory / "etc"
+        try:
+            address = (etc / "hosts").read_text().splitlines()[-1].split()[0]
+            _write_names_in_place(etc, hostname, address)
+        except (OSError, IndexError) as exc:
+            raise DriverError(f"cannot rewrite the names of {sandbox_id}: {exc}") from exc
+        if info.state == RuntimeState.PAUSED:
+            (directory / "hostname.pending").write_text(hostname + "\n")
+            return
+        await self._set_hostname(sandbox_id, hostname)
+
+    async def _set_hostname(self, sandbox_id: str, hostname: str) -> None:
+        try:
+            await run(*self._runc("exec", "--cap", "CAP_SYS_ADMIN", sandbox_id,
+                                  "/bin/hostname", hostname))  # fmt: skip
+        except CommandFailed as exc:
+            raise DriverError(f"cannot set the hostname of {sandbox_id}: {exc.detail}") from exc
+
+    async def resume(self, sandbox_id: str) -> None:
+        await super().resume(sandbox_id)
+        pending = self._dir(sandbox_id) / "hostname.pending"
+        if pending.exists():
+            await self._set_hostname(sandbox_id, pending.read_text().strip())
+            pending.unlink()
+
+    async def open_port(
+        self, sandbox_id: str, port: int, *, own_address: str | None = None
+    ) -> socket.socket:
+        # gVisor's loopback is inside its own kernel: only the sandbox's address is
+        # reachable, from the host's end of its link.
+        if await self.get(sandbox_id) is None:
+            raise SandboxMissing(f"no running sandbox {sandbox_id} on this host")
+        address = own_address or _link_address(self._dir(sandbox_id))
+        return await connect_port(None, [address], port)
+
+    # -- hibernate ----------------------------------------------------------------------
+
+    async def hibernate(self, sandbox_id: str, snapshot: Path) -> None:
+        info = await self.get(sandbox_id)
+        if info is None or info.state == RuntimeState.STOPPED:
+            raise SandboxMissing(f"no running sandbox {sandbox_id} on this host")
+        if info.state == RuntimeState.PAUSED:
+            await super().resume(sandbox_id)
+        wake = f"wake-{secrets.token_hex(4)}"
+        # The partial snapshot holds the wake name from the start, so that a host agent
+        # killed from here on finds it at its next start (recover_snapshot).
+        partial = snapshot.with_name(snapshot.name + ".partial")
+        await asyncio.to_thread(shutil.rmtree, partial, True)
+        await asyncio.to_thread(partial.mkdir, parents=True)
+        await asyncio.to_thread((partial / "wake").write_text, wake)
+        try:
+            answer = await self.guest(sandbox_id).call({"op": "hibernate", "wake": wake},
+                                                       timeout_s=10)  # fmt: skip
+        except (GuestError, GuestUnreachable) as exc:
+            await asyncio.to_thread(shutil.rmtree, partial, True)
+            raise CannotHibernate(f"the guest agent did not get ready to hibernate: {exc}") from exc
+        busy = answer.get("connections") or []
+        if busy:
+            await asyncio.to_thread(shutil.rmtree, partial, True)
+            shown = ", ".join(str(c) for c in busy[:5])
+            version = self.features.version if self.features else "runsc"
+            raise CannotHibernate(
+                f"the sandbox has {len(busy)} open TCP connection(s) ({shown}); gVisor "
+                f"({version}) cannot save them"
+            )
+        # The agent says it closed everything with a file; then the socket can go.
+        run_dir = self.agent_socket(sandbox_id).parent
+        deadline = time.monotonic() + 10
+        while not (run_dir / f"{wake}.closed").exists():
+            if time.monotonic() > deadline:
+                raise DriverError("the guest agent did not get ready to hibernate in time")
+            await asyncio.sleep(0.002)
+        for done in (run_dir / f"{wake}.closed", self.agent_socket(sandbox_id)):
+            with contextlib.suppress(FileNotFoundError):
+                done.unlink()
+        try:
+            await run(*self._runc("checkpoint", "--image-path", str(partial), sandbox_id))
+        except CommandFailed as exc:
+            await asyncio.to_thread(shutil.rmtree, partial, True)
+            still = await self.get(sandbox_id)
+            if still is not None and still.state == RuntimeState.RUNNING:
+                await self._wake_agent(sandbox_id, wake)
+            raise DriverError(f"runsc checkpoint failed: {_first_line(exc.detail)}") from exc
+        os.rename(partial, snapshot)
+        await run(*self._runc("delete", "--force", sandbox_id), check=False)
+        await asyncio.to_thread(self._remove_cgroups, {sandbox_id})
+
+    async def recover_snapshot(self, sandbox_id: str, snapshot: Path) -> bool:
+        """After the host agent was killed during a hibernate or a wake: if the sandbox
+        still runs, its agent may wait for the wake file named in the snapshot (or the
+        partial one): leave it. Return whether the sandbox runs with its agent answering.
+        A partial snapshot is never used: it is removed."""
+        partial = snapshot.with_name(snapshot.name + ".partial")
+        info = await self.get(sandbox_id)
+        alive = info is not None and info.state != RuntimeState.STOPPED
+        cut = await asyncio.to_thread(partial.exists) or await asyncio.to_thread(snapshot.exists)
+        if alive and cut:
+            if info is not None and info.state == RuntimeState.PAUSED:
+                await super().resume(sandbox_id)
+            with contextlib.suppress(GuestUnreachable, GuestError):
+                await self.guest(sandbox_id).ping(timeout_s=1)
+                await asyncio.to_thread(shutil.rmtree, partial, True)
+                return True
+            for directory in (partial, snapshot):
+                wake = directory / "wake"
+                if await asyncio.to_thread(wake.exists):
+                    marker = self.agent_socket(sandbox_id).parent / wake.read_text().strip()
+                    with contextlib.suppress(FileNotFoundError):
+                        self.agent_socket(sandbox_id).unlink()  # the agent binds it again
+                    await asyncio.to_thread(marker.write_text, "")
+            try:
+                await self._wait_for_agent(sandbox_id)
+            except DriverError:
+                alive = False
+        await asyncio.to_thread(shutil.rmtree, partial, True)
+        return alive
+
+    async def wake(self, spec: SandboxSpec, snapshot: Path) -> RuntimeInfo:
+        directory = self._dir(spec.id)
+        if not (snapshot / "checkpoint.img").exists():
+            raise SandboxMissing(f"sandbox {spec.id} has no complete snapshot")
+        disk = SandboxRootfs(directory, templates=self.templates)
+        if not disk.disk.exists():
+            raise SandboxMissing(f"nothing of sandbox {spec.id} is left on this host")
+        link = SandboxLink(tag=self.tag, sandbox_id=spec.id)
+        try:
+            if not await asyncio.to_thread(disk.mounted):
+                image, spec = self._image(spec)
+                await disk.mount(image=image.lowers)
+            if not link.netns_path.exists():
+                await link.create(spec.link)
+            return await self._restore(spec, directory, snapshot)
+        except CommandFailed as exc:
+            raise DriverError(f"{exc.argv[0]} failed: {exc.detail}") from exc
+
+    async def _restore(self, spec: SandboxSpec, directory: Path, snapshot: Path) -> RuntimeInfo:
+        await self._before_start(spec, directory)
+        wake = (snapshot / "wake").read_text().strip()
+        command = self._networked("restore", "--detach", "--image-path", str(snapshot),
+                                  "--pid-file", str(directory / "init.pid"),
+                                  "--bundle", str(directory), spec.id)  # fmt: skip
+        await self._run_runsc(command, directory / "console.log", "restore")
+        await self._wake_agent(spec.id, wake)
+        return await self._started(spec.id, directory)
+
+    async def _wake_agent(self, sandbox_id: str, wake: str) -> None:
+        """Tell an agent that closed its socket for a checkpoint to bind it again."""
+        marker = self.agent_socket(sandbox_id).parent / wake
+        marker.write_text("")
+        try:
+            await self._wait_for_agent(sandbox_id)
+        finally:
+            with contextlib.suppress(OSError):
+                marker.unlink()
+
+    async def fork(
+        self, source_id: str, spec: SandboxSpec, snapshot: Path | None = None
+    ) -> RuntimeInfo:
+        """A copy of the source's disk; from ``snapshot`` its processes carry on in the
+        copy (with the child's own address and name), else it starts fresh."""
+        if snapshot is None:
+            return await self._fork(source_id, spec, self._start)
+        if not (snapshot / "checkpoint.img").exists():
+            raise SandboxMissing(f"sandbox {source_id} has no complete snapshot")
+
+        async def start(
+            spec: SandboxSpec, directory: Path, disk: SandboxRootfs, link: SandboxLink
+        ) -> RuntimeInfo:
+            etc = directory / "etc"
+            _write_names_in_place(etc, spec.hostname, str(spec.link.sandbox))
+            (etc / "resolv.conf").write_text(
+                f"nameserver {spec.link.host}\noptions timeout:1 attempts:2\n"
+            )
+            config = await self._bundle(spec, directory, disk, link)
+            (directory / "config.json").write_text(json.dumps(config))
+            # The snapshot's kernel has the source's hostname: the child's is set after.
+            (directory / "hostname.pending").write_text(spec.hostname + "\n")
+            return await self._restore(spec, directory, snapshot)
+
+        return await self._fork(source_id, spec, start)
+
+
+async def _build_statx_shim(directory: Path) -> Path | None:
+    """Compile shim/statx.c (once per version of it) for /etc/ld.so.preload; None, with a
+    warning, when the host has no C compiler (then ls and stat fail inside gvisor)."""
+    source = await asyncio.to_thread(_SHIM.read_bytes)
+    name = f"statx-{hashlib.sha256(source).hexdigest()[:12]}"
+    built = directory / f"{name}.so"
+    if not await asyncio.to_thread(built.exists):
+        os.makedirs(directory, exist_ok=True)
+        partial = directory / f"{name}.{os.getpid()}.tmp"
+        try:
+            await run("cc", "-shared", "-fPIC", "-O2", "-o", str(partial), str(_SHIM))
+        except (CommandFailed, FileNotFoundError) as exc:
+            log.warning("cannot build the gvisor statx shim (ls and stat will fail inside "
+                        "gvisor sandboxes): %s", exc)  # fmt: skip
+            return None
+        os.rename(partial, built)
+    preload = f"{GUEST_PARENT}/statx.so\n"
+    await asyncio.to_thread(built.with_suffix(".preload").write_text, preload)
+    return built
+
+
+async def _restore_addresses(netns: str, saved: Path) -> None:
+    """Record the namespace's IPv4 addresses before runsc's first start (which removes them
+    from the host kernel) and put back any that are missing before a later one."""
+    shown = await run("ip", "-n", netns, "-j", "-4", "addr", "show", check=False)
+    if shown.returncode != 0:
+        return
+    present = {(a["ifname"], i["local"], i["prefixlen"])
+               for a in json.loads(shown.stdout or b"[]") for i in a.get("addr_info", [])
+               if a.get("ifname") != "lo"}  # fmt: skip
+    routes = await run("ip", "-n", netns, "-j", "-4", "route", "show", "default", check=False)
+    gateway = [r.get("gateway") for r in json.loads(routes.stdout or b"[]") if r.get("gateway")]
+    if not await asyncio.to_thread(saved.exists):
+        if present:
+            record = {"addresses": sorted(present), "gateway": gateway[0] if gateway else None}
+            await asyncio.to_thread(saved.write_text, json.dumps(record))
+        return
+    record = json.loads(await asyncio.to_thread(saved.read_text))
+    batch = "".join(f"addr add {ip}/{prefix} dev {ifname}\n"
+                    for ifname, ip, prefix in record["addresses"]
+                    if (ifname, ip, prefix) not in present)  # fmt: skip
+    if record.get("gateway") and not gateway:
+        batch += f"route add default via {record['gateway']}\n"
+    if batch:
+        await run("ip", "-force", "-n", netns, "-batch", "-", input=batch.encode(), check=False)
+
+
+def _write_names_in_place(etc: Path, hostname: str, address: str) -> None:
+    """Rewrite ``/etc/hostname`` and ``/etc/hosts`` in place (gVisor holds the files open
+    through its gofer: a new file under the same name would not be seen inside)."""
+    for name, text in (
+        ("hostname", hostname + "\n"),
+        ("hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                  f"{address}\t{hostname}\n"),
+    ):  # fmt: skip
+        path = etc / name
+        with open(path, "r+" if path.exists() else "w") as handle:
+            handle.write(text)
+            handle.truncate()
+
+
+def _link_address(directory: Path) -> str:
+    try:
+        return (directory / "etc" / "hosts").read_text().splitlines()[-1].split()[0]
+    except (OSError, IndexError):
+        raise SandboxMissing("the sandbox's address is not known on this host") from None
+
+
+def _first_line(detail: str) -> str:
+    line = detail.strip().splitlines()[0] if detail.strip() else "no output"
+    return line[:400]

@@ -1,0 +1,263 @@
+"""The gvisor runtime through a real ``hutch serve``: real runsc sandboxes beside runc ones,
+hibernate (pause writes the sandbox to a snapshot and stops it), resume, and fork."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.test_sandboxes_runc import create, new_pool, runc_server, sh
+from tests.support.server import HutchProcess, remove_instance, run_cli
+
+# Written to a temporary file and renamed: a reader never sees it half-written.
+COUNTER = (
+    "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /workspace/.n; "
+    "mv /workspace/.n /workspace/count; sleep 0.05; done' >/dev/null 2>&1 </dev/null & echo $!"
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[HutchProcess]:
+    process = runc_server(tmp_path_factory.mktemp("gvisor") / "home", images)
+    yield process
+    process.stop()
+    remove_instance(process.home)
+
+
+@pytest.fixture
+def api(server: HutchProcess) -> Iterator[httpx.Client]:
+    key = run_cli(server.home, "keys", "create", "--user", f"g{time.monotonic_ns()}").stdout.strip()
+    with server.client(key) as client:
+        yield client
+
+
+def gvisor_box(api: httpx.Client, **body: Any) -> dict[str, Any]:
+    box = create(api, runtime="gvisor", **body)
+    assert box["runtime"] == "gvisor"
+    return box
+
+
+def count(api: httpx.Client, box: dict[str, Any]) -> int:
+    return int(sh(api, box, "cat /workspace/count")["stdout"])
+
+
+def start_counter(api: httpx.Client, box: dict[str, Any]) -> int:
+    pid = int(sh(api, box, COUNTER)["stdout"])
+    for _ in range(100):
+        if sh(api, box, "test -e /workspace/count")["exit_code"] == 0:
+            break
+        time.sleep(0.05)
+    return pid
+
+
+def runsc_sandboxes(home: Path) -> list[str]:
+    """The sandboxes runsc runs for this instance (a hibernated one is not among them)."""
+    listed = subprocess.run(["runsc", "--root", str(home / "runsc"), "list", "-quiet"],
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    alive = []
+    for sandbox_id in listed.stdout.split():
+        state = subprocess.run(["runsc", "--root", str(home / "runsc"), "state", sandbox_id],
+                               capture_output=True, text=True, check=False)  # fmt: skip
+        if '"running"' in state.stdout or '"paused"' in state.stdout:
+            alive.append(sandbox_id)
+    return alive
+
+
+def test_gvisor_and_runc_sandboxes_side_by_side(api: httpx.Client, server: HutchProcess) -> None:
+    hosts = api.get("/v1/hosts").json()["data"]["data"]
+    assert hosts[0]["runtimes"] == ["gvisor", "runc"]
+    box = gvisor_box(api, name="g-otter", envs={"STAGE": "test"})
+    plain = create(api)
+    assert plain["runtime"] == "runc" and box["status"] == "running"
+    # gVisor's own kernel answers inside, not the host's.
+    assert "gVisor" in sh(api, box, "dmesg | head -3")["stdout"]
+    assert "gVisor" not in sh(api, plain, "cat /proc/version")["stdout"]
+    result = sh(api, box, "hostname; echo $STAGE; ls -d /workspace; df -m / | tail -1")
+    lines = result["stdout"].splitlines()
+    assert lines[:3] == ["g-otter", "test", "/workspace"] and result["exit_code"] == 0
+    streamed = api.post(f"/v1/sandboxes/{box['id']}/exec?stream=true",
+                        json={"cmd": "echo one; echo two >&2; exit 3"})  # fmt: skip
+    frames = [line for line in streamed.text.splitlines() if line]
+    assert frames[-1] == '{"exit_code": 3}' and '{"stdout": "one\\n"}' in frames
+    put = api.put(f"/v1/sandboxes/{box['id']}/files", params={"path": "/data/x.bin"},
+                  content=bytes(range(256)) * 1000)  # fmt: skip
+    assert put.status_code == 200
+    got = api.get(f"/v1/sandboxes/{box['id']}/files", params={"path": "/data/x.bin"})
+    assert got.content == bytes(range(256)) * 1000
+    assert api.get(f"/v1/sandboxes/{box['id']}").json()["data"]["runtime"] == "gvisor"
+    bad = api.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb", "runtime": "kata"})
+    assert bad.status_code == 400 and "runtime" in bad.json()["data"]
+    for sandbox in (box, plain):
+        assert api.delete(f"/v1/sandboxes/{sandbox['id']}").status_code == 200
+    assert box["id"] not in runsc_sandboxes(server.home)
+
+
+def test_pause_hibernates_and_resume_carries_on_the_same_processes(
+    api: httpx.Client, server: HutchProcess
+) -> None:
+    box = gvisor_box(api)
+    pid = start_counter(api, box)
+    sh(api, box, "echo kept > /workspace/file; echo in-memory > /tmp/t")
+    paused = api.post(f"/v1/sandboxes/{box['id']}/pause")
+    assert paused.status_code == 202 and paused.headers["X-Poll-After"]
+    view = paused.json()["data"]
+    assert view["status"] == "paused" and view["hibernated"] is True
+    # Nothing of it runs while paused: its memory went back to the host.
+    assert box["id"] not in runsc_sandboxes(server.home)
+    snapshot = server.home / "snapshots" / box["id"]
+    assert (snapshot / "checkpoint.img").stat().st_size > 0
+    assert api.post(f"/v1/sandboxes/{box['id']}/pause").status_code == 200  # already paused
+    resumed = api.post(f"/v1/sandboxes/{box['id']}/resume")
+    assert resumed.status_code == 202 and resumed.json()["data"]["status"] == "running"
+    assert resumed.json()["data"]["hibernated"] is False
+    assert sh(api, box, "cat /workspace/file /tmp/t")["stdout"] == "kept\nin-memory\n"
+    assert "while true" in sh(api, box, f"tr '\\0' ' ' < /proc/{pid}/cmdline")["stdout"]
+    first = count(api, box)
+    time.sleep(0.3)
+    assert count(api, box) > first
+    assert not snapshot.exists()  # used, then removed
+
+
+def test_an_open_connection_pauses_in_memory_and_says_why(api: httpx.Client) -> None:
+    box = gvisor_box(api)
+    holder = (
+        "import socket,time\ns=socket.socket();s.bind(('127.0.0.1',7001));s.listen()\n"
+        "c=socket.create_connection(('127.0.0.1',7001))\na,_=s.accept()\ntime.sleep(600)"
+    )
+    background = f'setsid python3 -c "{holder}" >/dev/null 2>&1 </dev/null &'
+    api.post(f"/v1/sandboxes/{box['id']}/exec", json={"cmd": background})
+    for _ in range(100):
+        if "0100007F:1B59" in sh(api, box, "cat /proc/net/tcp")["stdout"]:
+            break
+        time.sleep(0.05)
+    view = api.post(f"/v1/sandboxes/{box['id']}/pause").json()["data"]
+    assert view["status"] == "paused" and view["hibernated"] is False
+    assert "open TCP connection" in view["reason"]
+    assert api.post(f"/v1/sandboxes/{box['id']}/resume").status_code == 202
+    assert sh(api, box, "echo back")["stdout"] == "back\n"
+
+
+def test_fork_children_carry_on_from_the_fork_point_each_on_its_own(api: httpx.Client) -> None:
+    source = gvisor_box(api, envs={"WHO": "source"}, egress=["example.com"])
+    start_counter(api, source)
+    sh(api, source, "echo before > /workspace/shared")
+    refused = api.post(f"/v1/sandboxes/{source['id']}/fork", json={})
+    assert refused.status_code == 409 and "paused" in refused.json()["data"]["status"]
+    assert api.post(f"/v1/sandboxes/{source['id']}/pause").json()["data"]["hibernated"]
+
+    def fork(body: dict[str, Any]) -> dict[str, Any]:
+        response = api.post(f"/v1/sandboxes/{source['id']}/fork", json=body)
+        assert response.status_code == 201, response.text
+        data: dict[str, Any] = response.json()["data"]
+        return data
+
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(fork, [{"envs": {"WHO": "a"}}, {"egress": ["*"], "ingress_enabled": True}])
+    for child in (a, b):
+        assert child["status"] == "running" and child["forked_from"] == source["id"]
+        assert child["fork_mode"] == "processes" and child["runtime"] == "gvisor"
+        assert child["id"] != source["id"] and child["ip"] != source["ip"]
+        assert child["name"] != source["name"]
+        assert sh(api, child, "cat /workspace/shared")["stdout"] == "before\n"
+        assert sh(api, child, "hostname")["stdout"].strip() == child["name"]
+    assert sh(api, a, "echo $WHO")["stdout"] == "a\n"
+    assert sh(api, b, "echo $WHO")["stdout"] == "source\n"
+    assert a["egress"] == ["example.com"] and b["egress"] == ["*"]
+    assert b["ingress_enabled"] is True and a["ingress_enabled"] is False
+    sh(api, a, "echo a > /workspace/mine")
+    sh(api, b, "echo b > /workspace/mine")
+    assert sh(api, a, "cat /workspace/mine")["stdout"] == "a\n"
+    assert sh(api, b, "cat /workspace/mine")["stdout"] == "b\n"
+    before = [count(api, a), count(api, b)]
+    time.sleep(0.3)
+    assert count(api, a) > before[0] and count(api, b) > before[1]
+    # The source stayed paused and untouched; a child can start paused.
+    assert api.get(f"/v1/sandboxes/{source['id']}").json()["data"]["status"] == "paused"
+    still = fork({"start_paused": True})
+    assert still["status"] == "paused" and still["hibernated"] is True
+    assert api.post(f"/v1/sandboxes/{still['id']}/resume").status_code == 202
+    assert sh(api, still, "cat /workspace/shared")["stdout"] == "before\n"
+    assert api.post(f"/v1/sandboxes/{source['id']}/resume").status_code == 202
+    assert sh(api, source, "ls /workspace")["stdout"].split() == ["count", "shared"]
+
+
+def test_ten_children_at_once(api: httpx.Client) -> None:
+    source = gvisor_box(api)
+    sh(api, source, "echo seed > /workspace/seed")
+    assert api.post(f"/v1/sandboxes/{source['id']}/pause").status_code == 202
+
+    def fork(_: int) -> httpx.Response:
+        return api.post(f"/v1/sandboxes/{source['id']}/fork", json={}, timeout=120)
+
+    with ThreadPoolExecutor(10) as pool:
+        responses = list(pool.map(fork, range(10)))
+    children = [r.json()["data"] for r in responses]
+    assert [r.status_code for r in responses] == [201] * 10, [r.text for r in responses]
+    assert len({c["ip"] for c in children}) == 10
+    for child in children:
+        assert sh(api, child, "cat /workspace/seed")["stdout"] == "seed\n"
+        api.delete(f"/v1/sandboxes/{child['id']}")
+
+
+def test_a_runc_fork_is_a_fresh_start_on_a_copy_of_the_files(api: httpx.Client) -> None:
+    source = create(api)
+    sh(api, source, "echo copied > /workspace/f")
+    assert api.post(f"/v1/sandboxes/{source['id']}/pause").json()["data"]["hibernated"] is False
+    response = api.post(f"/v1/sandboxes/{source['id']}/fork", json={"ssh_pubkeys": []})
+    assert response.status_code == 201, response.text
+    child = response.json()["data"]
+    assert child["fork_mode"] == "files" and child["runtime"] == "runc"
+    assert sh(api, child, "cat /workspace/f")["stdout"] == "copied\n"
+    bad = api.post(f"/v1/sandboxes/{source['id']}/fork", json={"colour": "red"})
+    assert bad.status_code == 400 and "colour" in bad.text
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.05, 0.15])
+def test_kill_9_during_a_pause_converges_at_restart(
+    tmp_path: Path, images: Path, delay_s: float
+) -> None:
+    home, pool = tmp_path / "home", new_pool()
+    first = runc_server(home, images, pool=pool)
+    key = run_cli(home, "keys", "create", "--user", "kim").stdout.strip()
+    try:
+        with first.client(key) as api:
+            box = gvisor_box(api)
+            start_counter(api, box)
+            sh(api, box, "echo kept > /workspace/file")
+            with ThreadPoolExecutor(1) as pool_:
+                pool_.submit(lambda: _quietly(api.post, f"/v1/sandboxes/{box['id']}/pause"))
+                time.sleep(delay_s)
+                first.stop(signal.SIGKILL)
+        second = runc_server(home, images, pool=pool)
+        with second.client(key) as api:
+            view = api.get(f"/v1/sandboxes/{box['id']}").json()["data"]
+            assert view["status"] in ("running", "paused", "error"), view
+            assert not list((home / "snapshots").glob("*.partial"))  # never a half snapshot
+            if view["status"] == "paused":
+                assert view["hibernated"] is (box["id"] not in runsc_sandboxes(home))
+            if view["status"] != "running":
+                resumed = api.post(f"/v1/sandboxes/{box['id']}/resume")
+                assert resumed.status_code == 202, resumed.text
+            assert sh(api, box, "cat /workspace/file")["stdout"] == "kept\n"
+            if view["status"] != "error":  # the processes went on
+                first_count = count(api, box)
+                time.sleep(0.3)
+                assert count(api, box) > first_count
+        second.stop()
+    finally:
+        first.stop()
+        remove_instance(home)
+
+
+def _quietly(call: Any, *args: Any) -> None:
+    with contextlib.suppress(httpx.HTTPError):  # the server was killed under it
+        call(*args)
