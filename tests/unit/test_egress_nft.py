@@ -14,7 +14,7 @@ from ipaddress import IPv4Network
 
 import pytest
 
-from hutch.host.egress import EgressSpec, apply_script, remove_script
+from hutch.host.egress import EgressSpec, Resolved, apply_script, remove_script
 from hutch.host.firewall import Firewall
 from hutch.host.proc import CommandFailed
 from hutch.settings import Settings
@@ -135,7 +135,7 @@ def test_a_policy_is_installed_replaced_and_removed_in_one_transaction_each(netn
     # Replaced: open now, another quota; the counters keep counting from where they were.
     opened = EgressSpec(sandbox_id="sb_x", ip="10.93.0.2", restricted=False, quota_bytes=-1)
     nft(netns, apply_script(wall.table, IF, opened, used_now=1_300, seed_sent=0, seed_received=0,
-                            prune=[(f"dp_{IF}", "198.18.2.9 . 443")]))  # fmt: skip
+                            prune=[Resolved(f"dp_{IF}", "198.18.2.9", 443)]))  # fmt: skip
     text = shown(netns, "table", "inet", wall.table)
     assert "quota" not in text and "198.18.1.5 . 8080" not in text
     assert "198.18.2.9 . 443" not in text and "198.18.2.10" in text
@@ -231,3 +231,58 @@ def test_overlapping_blocks_are_merged_so_the_kernel_takes_them(netns: str) -> N
     with_port = shown(netns, "set", "inet", wall.table, f"ap_{IF}")
     assert "198.52.0.0/16 . 443" in with_port and "198.52.1.0/24 . 80" in with_port
     assert "198.52.1.0/24 . 443" not in with_port
+
+
+POLICY_BATCH = """
+import asyncio, json, sys
+from ipaddress import IPv4Network
+from hutch.host.egress import EgressSpec, Resolved, policy_batch
+from hutch.host.nfnetlink import batch
+table, ifname, networks, restricted, was_open, prune = json.loads(sys.argv[1])
+spec = EgressSpec(sandbox_id="sb_x", ip="10.93.0.2", restricted=restricted,
+                  networks=[(IPv4Network(n), p) for n, p in networks])
+stale = [Resolved(*r) for r in prune]
+asyncio.run(batch(policy_batch(table, ifname, spec, was_open=was_open, prune=stale)))
+"""
+
+
+def test_a_new_policy_is_set_elements_only_sent_over_netlink(netns: str) -> None:
+    wall = firewall()
+    nft(netns, wall.ruleset())
+    nft(netns, apply_script(wall.table, IF, SPEC, used_now=0, seed_sent=0, seed_received=0))
+    allow_resolved(netns, wall.table, ["198.18.2.9"], 443, 60, "pypi.test")
+    allow_resolved(netns, wall.table, ["198.18.2.10"], None, 60, "files.test")
+    chain_before = shown(netns, "chain", "inet", wall.table, f"e_{IF}")
+
+    def put(networks: list[tuple[str, int | None]], restricted: bool, was_open: bool,
+            prune: tuple[tuple[str, str, int | None], ...] = ()) -> None:  # fmt: skip
+        argument = json.dumps([wall.table, IF, networks, restricted, was_open, prune])
+        done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c",
+                               POLICY_BATCH, argument], capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+
+    put([("198.19.0.0/16", None), ("198.19.7.0/24", None), ("198.20.1.1/32", 8443)],
+        restricted=True, was_open=False, prune=((f"dp_{IF}", "198.18.2.9", 443),))  # fmt: skip
+    every_port = shown(netns, "set", "inet", wall.table, f"a_{IF}")
+    assert "198.19.0.0/16 . 0-255" in every_port and "198.18.0.0/24" not in every_port
+    with_port = shown(netns, "set", "inet", wall.table, f"ap_{IF}")
+    assert "198.20.1.1 . 8443" in with_port and "198.18.1.5" not in with_port
+    assert "198.18.2.9" not in shown(netns, "set", "inet", wall.table, f"dp_{IF}")
+    assert "198.18.2.10" in shown(netns, "set", "inet", wall.table, f"d_{IF}")
+    assert IF not in shown(netns, "set", "inet", wall.table, "egress_open")
+    assert shown(netns, "chain", "inet", wall.table, f"e_{IF}") == chain_before
+
+    put([], restricted=False, was_open=False)
+    assert IF in shown(netns, "set", "inet", wall.table, "egress_open")
+    assert "198.19.0.0" not in shown(netns, "set", "inet", wall.table, f"a_{IF}")
+    put([("198.21.0.0/16", 22)], restricted=True, was_open=True)
+    assert IF not in shown(netns, "set", "inet", wall.table, "egress_open")
+    assert "198.21.0.0/16 . 22" in shown(netns, "set", "inet", wall.table, f"ap_{IF}")
+
+    # One refused message (a stale element no longer there) and nothing changes.
+    argument_before = shown(netns, "set", "inet", wall.table, f"ap_{IF}")
+    with pytest.raises(AssertionError, match="No such file"):
+        put([("198.22.0.0/16", None)], restricted=True, was_open=False,
+            prune=((f"dp_{IF}", "198.18.2.99", 443),))  # fmt: skip
+    assert shown(netns, "set", "inet", wall.table, f"ap_{IF}") == argument_before
+    assert "198.22.0.0" not in shown(netns, "set", "inet", wall.table, f"a_{IF}")

@@ -38,7 +38,7 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network, collapse_addresses
 from typing import Any
 
@@ -47,7 +47,11 @@ from hutch.host.link import host_interface
 from hutch.host.nfnetlink import (
     NetlinkError,
     add_timed_elements,
+    batch,
     counters,
+    flush_message,
+    keys_message,
+    ranges_message,
     read_counter,
     read_quota,
 )
@@ -60,9 +64,11 @@ __all__ = [
     "EgressSpec",
     "FakeEgress",
     "KeepResolved",
+    "Resolved",
     "TrafficCounts",
     "apply_script",
     "is_ipv4",
+    "policy_batch",
     "remove_script",
     "resolved_elements",
 ]
@@ -165,13 +171,13 @@ def apply_script(
     used_now: int,
     seed_sent: int,
     seed_received: int,
-    prune: Sequence[tuple[str, str]] = (),
+    prune: Sequence[Resolved] = (),
 ) -> str:
     """The one transaction that installs or replaces a sandbox's policy and meter.
 
     ``used_now`` is the sandbox's current outbound count (the quota rule starts there);
     ``seed_*`` are the counters' starting values if they do not exist yet; ``prune`` lists
-    resolved elements to remove as ``(set name, element)``.
+    resolved elements to remove.
     """
     n = _names(ifname)
     t = f"inet {table}"
@@ -192,7 +198,7 @@ def apply_script(
         lines.append(f"add element {t} {n['a']} {{ {', '.join(any_port)} }}")
     if with_port:
         lines.append(f"add element {t} {n['ap']} {{ {', '.join(with_port)} }}")
-    lines += [f"delete element {t} {set_name} {{ {element} }}" for set_name, element in prune]
+    lines += [f"delete element {t} {r.set_name} {{ {r.element} }}" for r in prune]
     # The quota is made anew each time (its use starting from the counter, not from what
     # it refused): added first so that it exists to be deleted, once no rule uses it.
     lines += [
@@ -212,24 +218,79 @@ def apply_script(
     lines += [f"add chain {t} {n['e']}", f"flush chain {t} {n['e']}"]
     # Root inside has CAP_NET_RAW: a packet with any source but its own would leave
     # unmasqueraded (or as another sandbox's).
-    lines.append(f"add rule {t} {n['e']} ip saddr != {IPv4Address(spec.ip)} drop")
+    # The chain is the same for every policy, so that a PUT changes set elements only
+    # (EgressFirewall.apply does that over netlink): open is membership of egress_open.
+    lines += [
+        f"add rule {t} {n['e']} ip saddr != {IPv4Address(spec.ip)} drop",
+        f"add rule {t} {n['e']} iifname @egress_open goto {n['m']}",
+        f"add rule {t} {n['e']} ip daddr . meta l4proto @{n['a']} goto {n['m']}",
+        f"add rule {t} {n['e']} ip daddr @{n['d']} goto {n['m']}",
+        f"add rule {t} {n['e']} meta l4proto {{ tcp, udp }} ip daddr . th dport "
+        f"@{n['ap']} goto {n['m']}",
+        f"add rule {t} {n['e']} meta l4proto {{ tcp, udp }} ip daddr . th dport "
+        f"@{n['dp']} goto {n['m']}",
+        f"add rule {t} {n['e']} goto refuse",
+        f'add element {t} egress_open {{ "{ifname}" }}',
+    ]
     if spec.restricted:
-        lines += [
-            f"add rule {t} {n['e']} ip daddr . meta l4proto @{n['a']} goto {n['m']}",
-            f"add rule {t} {n['e']} ip daddr @{n['d']} goto {n['m']}",
-            f"add rule {t} {n['e']} meta l4proto {{ tcp, udp }} ip daddr . th dport "
-            f"@{n['ap']} goto {n['m']}",
-            f"add rule {t} {n['e']} meta l4proto {{ tcp, udp }} ip daddr . th dport "
-            f"@{n['dp']} goto {n['m']}",
-            f"add rule {t} {n['e']} goto refuse",
-        ]
-    else:
-        lines.append(f"add rule {t} {n['e']} goto {n['m']}")
+        lines.append(f'delete element {t} egress_open {{ "{ifname}" }}')
     lines += [
         f'add element {t} egress_links {{ "{ifname}" : goto {n["e"]} }}',
         f'add element {t} ingress_counters {{ "{ifname}" : "{n["rx"]}" }}',
     ]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """An element a DNS answer put in a sandbox's ``d_``/``dp_`` set."""
+
+    set_name: str
+    address: str
+    port: int | None
+
+    @property
+    def element(self) -> str:
+        return self.address if self.port is None else f"{self.address} . {self.port}"
+
+    @property
+    def key(self) -> bytes:
+        return _key(self.address, self.port)
+
+
+def _key(address: str | IPv4Address, port: int | None) -> bytes:
+    """An element's key as the kernel holds it: in a concatenation every field takes 4
+    bytes (a port 2, in network order, then padding)."""
+    packed = IPv4Address(address).packed
+    return packed if port is None else packed + port.to_bytes(2, "big") + b"\0\0"
+
+
+def policy_batch(
+    table: str, ifname: str, spec: EgressSpec, *, was_open: bool, prune: Sequence[Resolved]
+) -> list[tuple[int, int, bytes]]:
+    """A policy's blocks, its openness and stale resolved elements, as netlink messages
+    (:func:`hutch.host.nfnetlink.batch`) for a sandbox whose chains :func:`apply_script`
+    made: its sets emptied and filled again, in one transaction."""
+    n = _names(ifname)
+    any_port = [(_key(net[0], None) + b"\0\0\0\0", _key(net[-1], None) + b"\xff\0\0\0")
+                for net in _merged(spec.networks, None)]  # fmt: skip
+    with_port = [(_key(net[0], port), _key(net[-1], port))
+                 for port in sorted({p for _, p in spec.networks if p is not None})
+                 for net in _merged(spec.networks, port)]  # fmt: skip
+    messages = [flush_message(table, n["a"]), flush_message(table, n["ap"])]
+    if any_port:
+        messages.append(ranges_message(table, n["a"], any_port))
+    if with_port:
+        messages.append(ranges_message(table, n["ap"], with_port))
+    name = ifname.encode().ljust(16, b"\0")  # an ifname key is IFNAMSIZ bytes
+    if was_open and spec.restricted:
+        messages.append(keys_message(table, "egress_open", [name], add=False))
+    elif not was_open and not spec.restricted:
+        messages.append(keys_message(table, "egress_open", [name], add=True))
+    for set_name in sorted({r.set_name for r in prune}):
+        keys = [r.key for r in prune if r.set_name == set_name]
+        messages.append(keys_message(table, set_name, keys, add=False))
+    return messages
 
 
 def _merged(
@@ -246,6 +307,8 @@ def remove_script(table: str, ifname: str) -> str:
     return "\n".join([
         f'delete element {t} egress_links {{ "{ifname}" }}',
         f'delete element {t} ingress_counters {{ "{ifname}" }}',
+        f'add element {t} egress_open {{ "{ifname}" }}',  # so that it exists to be deleted
+        f'delete element {t} egress_open {{ "{ifname}" }}',
         f"flush chain {t} {n['e']}",
         f"flush chain {t} {n['m']}",
         f"delete chain {t} {n['e']}",
@@ -264,10 +327,7 @@ def resolved_elements(
     """The set that DNS-resolved ``addresses`` go in (with ``port``, or every port) and
     their keys as the kernel holds them (:func:`hutch.host.nfnetlink.add_timed_elements`)."""
     n = _names(ifname)
-    if port is None:
-        return n["d"], [IPv4Address(a).packed for a in addresses]
-    # A concatenation: each field takes 4 bytes, the port 2 (network order) and padding.
-    return n["dp"], [IPv4Address(a).packed + port.to_bytes(2, "big") + b"\0\0" for a in addresses]
+    return n["d"] if port is None else n["dp"], [_key(a, port) for a in addresses]
 
 
 @dataclass
@@ -311,12 +371,16 @@ class EgressFirewall(EgressLayer):
             seed_sent = max(spec.used_bytes, salvaged.get(f"tx_{ifname}", 0))
             seed_received = max(spec.ingress_bytes, salvaged.get(f"rx_{ifname}", 0))
             used_now = seed_sent
-            prune: list[tuple[str, str]] = []
+            prune: list[Resolved] = []
             if current is not None:
+                if keep_resolved is not None and current.spec.domains != spec.domains:
+                    prune = await self._stale_resolved(ifname, keep_resolved)
+                if await self._replace_sets(current, spec, prune):
+                    self._by_id[spec.sandbox_id] = replace(current, spec=spec)
+                    self._by_ip[spec.ip] = self._by_id[spec.sandbox_id]
+                    return
                 counts = await self.counts(spec.sandbox_id)
                 used_now = counts.sent_bytes if counts else seed_sent
-                if keep_resolved is not None:
-                    prune = await self._stale_resolved(ifname, keep_resolved)
             script = apply_script(
                 self.table,
                 ifname,
@@ -333,7 +397,25 @@ class EgressFirewall(EgressLayer):
             self._by_id[spec.sandbox_id] = installed
             self._by_ip[spec.ip] = installed
 
-    async def _stale_resolved(self, ifname: str, keep: KeepResolved) -> list[tuple[str, str]]:
+    async def _replace_sets(
+        self, current: _Installed, spec: EgressSpec, prune: Sequence[Resolved]
+    ) -> bool:
+        """A new policy for an installed sandbox whose address and quota stay: only set
+        elements change, sent straight to the kernel (no libnftables cache to fetch, which
+        grows with the table). False, changing nothing, when it cannot be done this way."""
+        if (current.spec.ip, current.spec.quota_bytes) != (spec.ip, spec.quota_bytes):
+            return False
+        messages = policy_batch(self.table, current.ifname, spec,
+                                was_open=not current.spec.restricted, prune=prune)  # fmt: skip
+        try:
+            await batch(messages)
+        except NetlinkError as exc:
+            # Say a resolved element expired since it was listed: the script path then.
+            log.info("replacing %s's sets over netlink failed (%s)", spec.sandbox_id, exc)
+            return False
+        return True
+
+    async def _stale_resolved(self, ifname: str, keep: KeepResolved) -> list[Resolved]:
         n = _names(ifname)
         stale = []
         for set_name in (n["d"], n["dp"]):
@@ -342,9 +424,9 @@ class EgressFirewall(EgressLayer):
                 if isinstance(value, dict) and "concat" in value:
                     address, port = value["concat"]
                     if not keep(comment, int(port)):
-                        stale.append((set_name, f"{address} . {port}"))
+                        stale.append(Resolved(set_name, str(address), int(port)))
                 elif isinstance(value, str) and not keep(comment, None):
-                    stale.append((set_name, value))
+                    stale.append(Resolved(set_name, value, None))
         return stale
 
     async def _elements(self, set_name: str) -> list[dict[str, Any]]:

@@ -13,7 +13,8 @@ to any interface that is not a hutch link or bridge goes to the ``egress`` chain
 refuses the platform deny set (``egress_deny``: hutch's pools, private, link-local and
 reserved blocks; see :class:`hutch.core.egress.DenySet`) and TCP port 25, then jumps
 through the ``egress_links`` verdict map to the sandbox's own policy and meter
-(:mod:`hutch.host.egress`); a sandbox with no entry there is refused. It leaves
+(:mod:`hutch.host.egress`; ``egress_open`` lists the links whose policy is open); a
+sandbox with no entry there is refused. It leaves
 masqueraded as the host (IPv4 forwarding is switched on when a link pool is given).
 Anything else a sandbox starts towards the host (DNS aside) or another sandbox is refused
 at once: a TCP reset, else ICMP admin-prohibited, so tools fail fast. The host's own
@@ -94,6 +95,7 @@ delete table inet {self.table}
 table inet {self.table} {{{dns_nat}{nat}
     set egress_deny {{ type ipv4_addr; flags interval; {deny_elements} }}
     map egress_links {{ type ifname : verdict; }}
+    set egress_open {{ type ifname; }}
     map ingress_counters {{ type ifname : counter; }}
     chain refuse {{
         meta l4proto tcp reject with tcp reset

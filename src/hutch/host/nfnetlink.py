@@ -25,10 +25,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 __all__ = [
+    "Message",
     "NetlinkError",
     "Quota",
     "add_timed_elements",
+    "batch",
     "counters",
+    "flush_message",
+    "keys_message",
+    "ranges_message",
     "read_counter",
     "read_quota",
 ]
@@ -41,6 +46,7 @@ _NLM_F_CREATE = 0x400
 _NFTA_SET_ELEM_LIST_TABLE, _NFTA_SET_ELEM_LIST_SET, _NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
 _NFTA_LIST_ELEM = 1
 _NFTA_SET_ELEM_KEY, _NFTA_SET_ELEM_TIMEOUT, _NFTA_SET_ELEM_USERDATA = 1, 4, 6
+_NFTA_SET_ELEM_KEY_END = 10
 _NFTA_DATA_VALUE = 1
 _UDATA_SET_ELEM_COMMENT = 0
 _NFPROTO_INET = 1
@@ -126,7 +132,7 @@ class _Socket:
             sock.send(message)
             return self._replies(sock, seq, dump=name is None)
 
-    def batch(self, messages: list[tuple[int, int, bytes]]) -> None:
+    def batch(self, messages: list[Message]) -> None:
         """Send ``(message type, flags, body)`` messages as one nftables transaction;
         NetlinkError (nothing changed) if the kernel refuses one."""
         begin = struct.pack("!BBH", 0, 0, _NFNL_SUBSYS_NFTABLES)
@@ -239,29 +245,56 @@ def _nested(kind: int, payload: bytes) -> bytes:
     return _attr(kind | _NLA_F_NESTED, payload)
 
 
-def _elements_message(
-    kind: int, table: str, set_name: str, elements: list[bytes]
-) -> tuple[int, int, bytes]:
+Message = tuple[int, int, bytes]
+"""A message of a batch: ``(message type, flags, body)``."""
+
+
+def _elements_message(kind: int, table: str, set_name: str, elements: list[bytes]) -> Message:
     body = struct.pack("!BBH", _NFPROTO_INET, 0, 0)
     body += _attr(_NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0")
     body += _attr(_NFTA_SET_ELEM_LIST_SET, set_name.encode() + b"\0")
-    body += _nested(_NFTA_SET_ELEM_LIST_ELEMENTS, b"".join(elements))
+    if elements:
+        body += _nested(_NFTA_SET_ELEM_LIST_ELEMENTS, b"".join(elements))
     flags = _NLM_F_ACK | (_NLM_F_CREATE if kind == _NFT_MSG_NEWSETELEM else 0)
     return (_NFNL_SUBSYS_NFTABLES << 8) | kind, flags, body
+
+
+def _element(key: bytes, *extra: bytes) -> bytes:
+    return _nested(_NFTA_LIST_ELEM, _nested(_NFTA_SET_ELEM_KEY, _attr(_NFTA_DATA_VALUE, key))
+                   + b"".join(extra))  # fmt: skip
+
+
+def flush_message(table: str, set_name: str) -> Message:
+    """Empty the set (a delete naming no element)."""
+    return _elements_message(_NFT_MSG_DELSETELEM, table, set_name, [])
+
+
+def keys_message(table: str, set_name: str, keys: list[bytes], *, add: bool) -> Message:
+    """Add (or delete) elements by their keys (as the kernel holds them)."""
+    kind = _NFT_MSG_NEWSETELEM if add else _NFT_MSG_DELSETELEM
+    return _elements_message(kind, table, set_name, [_element(key) for key in keys])
+
+
+def ranges_message(table: str, set_name: str, ranges: list[tuple[bytes, bytes]]) -> Message:
+    """Add ``(first key, last key)`` ranges to a set of concatenated intervals."""
+    elements = [_element(first, _nested(_NFTA_SET_ELEM_KEY_END, _attr(_NFTA_DATA_VALUE, last)))
+                for first, last in ranges]  # fmt: skip
+    return _elements_message(_NFT_MSG_NEWSETELEM, table, set_name, elements)
+
+
+async def batch(messages: list[Message]) -> None:
+    """Apply ``messages`` as one nftables transaction; NetlinkError (and nothing changed)
+    if the kernel refuses one of them."""
+    await asyncio.to_thread(_socket.batch, messages)
 
 
 def _add_timed(table: str, set_name: str, keys: list[bytes], timeout_ms: int, comment: str) -> None:
     note = comment.encode()[:120] + b"\0"
     userdata = struct.pack("=BB", _UDATA_SET_ELEM_COMMENT, len(note)) + note
-    with_timeout, bare = [], []
-    for key in keys:
-        keyed = _nested(_NFTA_SET_ELEM_KEY, _attr(_NFTA_DATA_VALUE, key))
-        bare.append(_nested(_NFTA_LIST_ELEM, keyed))
-        with_timeout.append(_nested(_NFTA_LIST_ELEM, keyed
-                                    + _attr(_NFTA_SET_ELEM_TIMEOUT, struct.pack("!Q", timeout_ms))
-                                    + _attr(_NFTA_SET_ELEM_USERDATA, userdata)))  # fmt: skip
-    add = _elements_message(_NFT_MSG_NEWSETELEM, table, set_name, with_timeout)
-    delete = _elements_message(_NFT_MSG_DELSETELEM, table, set_name, bare)
+    timed = [_element(key, _attr(_NFTA_SET_ELEM_TIMEOUT, struct.pack("!Q", timeout_ms)),
+                      _attr(_NFTA_SET_ELEM_USERDATA, userdata)) for key in keys]  # fmt: skip
+    add = _elements_message(_NFT_MSG_NEWSETELEM, table, set_name, timed)
+    delete = keys_message(table, set_name, keys, add=False)
     _socket.batch([add, delete, add])
 
 
