@@ -261,3 +261,94 @@ def test_kill_9_during_a_pause_converges_at_restart(
 def _quietly(call: Any, *args: Any) -> None:
     with contextlib.suppress(httpx.HTTPError):  # the server was killed under it
         call(*args)
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.1])
+def test_kill_9_during_a_resume_converges_at_restart(
+    tmp_path: Path, images: Path, delay_s: float
+) -> None:
+    home, pool = tmp_path / "home", new_pool()
+    first = runc_server(home, images, pool=pool)
+    key = run_cli(home, "keys", "create", "--user", "ray").stdout.strip()
+    try:
+        with first.client(key) as api:
+            box = gvisor_box(api)
+            start_counter(api, box)
+            assert api.post(f"/v1/sandboxes/{box['id']}/pause").json()["data"]["hibernated"]
+            with ThreadPoolExecutor(1) as pool_:
+                pool_.submit(lambda: _quietly(api.post, f"/v1/sandboxes/{box['id']}/resume"))
+                time.sleep(delay_s)
+                first.stop(signal.SIGKILL)
+        second = runc_server(home, images, pool=pool)
+        with second.client(key) as api:
+            view = api.get(f"/v1/sandboxes/{box['id']}").json()["data"]
+            assert view["status"] in ("running", "paused"), view
+            assert not list((home / "snapshots").glob("*.partial"))
+            if view["status"] == "paused":
+                assert view["hibernated"] and box["id"] not in runsc_sandboxes(home)
+                assert api.post(f"/v1/sandboxes/{box['id']}/resume").status_code == 202
+            first_count = count(api, box)  # the same processes, going on
+            time.sleep(0.3)
+            assert count(api, box) > first_count
+        second.stop()
+    finally:
+        first.stop()
+        remove_instance(home)
+
+
+def test_kill_9_during_a_fork_converges_at_restart(tmp_path: Path, images: Path) -> None:
+    home, pool = tmp_path / "home", new_pool()
+    first = runc_server(home, images, pool=pool)
+    key = run_cli(home, "keys", "create", "--user", "fay").stdout.strip()
+    try:
+        with first.client(key) as api:
+            source = gvisor_box(api)
+            sh(api, source, "echo seed > /workspace/seed")
+            assert api.post(f"/v1/sandboxes/{source['id']}/pause").status_code == 202
+            with ThreadPoolExecutor(3) as pool_:
+                for _ in range(3):
+                    pool_.submit(lambda: _quietly(api.post, f"/v1/sandboxes/{source['id']}/fork"))
+                time.sleep(0.4)
+                first.stop(signal.SIGKILL)
+        second = runc_server(home, images, pool=pool)
+        with second.client(key) as api:
+            boxes = api.get("/v1/sandboxes", params={"limit": 50}).json()["data"]["data"]
+            children = [b for b in boxes if b["forked_from"] == source["id"]]
+            assert {c["status"] for c in children} <= {"running", "failed"}, children
+            for child in children:
+                if child["status"] == "running":
+                    assert sh(api, child, "cat /workspace/seed")["stdout"] == "seed\n"
+            running = sorted(c["id"] for c in children if c["status"] == "running")
+            assert sorted(set(runsc_sandboxes(home)) - {source["id"]}) == running
+            view = api.get(f"/v1/sandboxes/{source['id']}").json()["data"]
+            assert view["status"] == "paused" and view["hibernated"]
+            assert api.post(f"/v1/sandboxes/{source['id']}/resume").status_code == 202
+            assert sh(api, source, "cat /workspace/seed")["stdout"] == "seed\n"
+        second.stop()
+    finally:
+        first.stop()
+        remove_instance(home)
+
+
+def test_auto_pause_hibernates(tmp_path: Path, images: Path) -> None:
+    env = {"HUTCH_AUTO_PAUSE_MIN_S": "1", "HUTCH_MONITOR_INTERVAL_S": "0.2"}
+    home = tmp_path / "home"
+    server = runc_server(home, images, env=env)
+    key = run_cli(home, "keys", "create", "--user", "ida").stdout.strip()
+    try:
+        with server.client(key) as api:
+            box = gvisor_box(api, auto_pause_after_seconds=1)
+            sh(api, box, "echo idle > /workspace/f")
+            view: dict[str, Any] = {}
+            for _ in range(150):
+                view = api.get(f"/v1/sandboxes/{box['id']}").json()["data"]
+                if view["status"] == "paused":
+                    break
+                time.sleep(0.1)
+            assert view["status"] == "paused" and view["hibernated"] is True
+            assert box["id"] not in runsc_sandboxes(home)
+            assert api.post(f"/v1/sandboxes/{box['id']}/resume").status_code == 202
+            assert sh(api, box, "cat /workspace/f")["stdout"] == "idle\n"
+    finally:
+        server.stop()
+        remove_instance(home)

@@ -21,6 +21,7 @@ __all__ = ["SandboxRecovery"]
 log = logging.getLogger(__name__)
 
 _RESTARTED_IN_CREATE = "the host agent restarted while the sandbox was being created"
+_RESTARTED_IN_FORK = "the host agent restarted while the fork was being made"
 _DIED_WHILE_DOWN = "the sandbox stopped while the host agent was down"
 
 
@@ -48,7 +49,7 @@ class SandboxRecovery(SandboxLifecycle):
                     continue
                 runtime = (await driver.get(record.id)) or runtime
                 alive = runtime is not None and runtime.state != RuntimeState.STOPPED
-            if record.status in (S.CREATING, S.DESTROYING):
+            if record.status in (S.CREATING, S.DESTROYING, S.FORKING):
                 # Finished as the interrupted step would have: off the host, out of its
                 # networks and disks (a member left behind would pin its network forever).
                 await self._disks.unmount_all(record.id)
@@ -56,6 +57,8 @@ class SandboxRecovery(SandboxLifecycle):
                 await self._networks.leave_all(record.id)
                 if record.status == S.CREATING:
                     await self._update(record.id, status=S.FAILED, reason=_RESTARTED_IN_CREATE)
+                elif record.status == S.FORKING:
+                    await self._update(record.id, status=S.FAILED, reason=_RESTARTED_IN_FORK)
                 else:
                     await self._update(record.id, status=S.DESTROYED, destroyed_at=utcnow())
             elif alive and record.status != S.ERROR:
