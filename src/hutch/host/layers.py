@@ -188,22 +188,6 @@ class LayerStore:
             raise
         return size
 
-    async def adopt(self, key: str, directory: Path) -> int:
-        """Make ``directory`` (on the same filesystem: it is renamed, not copied; say a
-        snapshot's or an import's whole root filesystem) layer ``key``; return its size.
-        ``directory`` is gone afterwards. Raises FileExistsError if ``key`` is taken."""
-        if self.has(key):
-            raise FileExistsError(f"layer {key} exists")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        size = await _tree_size(directory)
-        target = self.path(key)
-        await _remove(target)
-        await asyncio.to_thread(directory.rename, target)
-        meta = self.directory / f".{key}.json.tmp"
-        meta.write_text(json.dumps({"size": size, "made": time.time()}))
-        meta.replace(self.directory / f"{key}.json")
-        return size
-
     def sweep_partials(self) -> list[str]:
         """Remove half-written layers (a build killed mid-copy); return their keys."""
         if not self.directory.is_dir():

@@ -40,7 +40,7 @@ from hutch.core.templates.builder import (
     build_image_name,
 )
 from hutch.core.templates.context import BuildContext, decode_context
-from hutch.core.templates.dockerfile import ImageSettings, parse, plan
+from hutch.core.templates.dockerfile import parse, plan
 from hutch.core.templates.logs import BuildLog
 from hutch.host.agent import HostAgent
 from hutch.host.layers import LayerStore, StartSettings, remove_image, write_image
@@ -161,7 +161,7 @@ class TemplateService:
                         user_id=user_id,
                         name=request.name,
                         version=version,
-                        status=status,
+                        status=store.PENDING,
                         base=base,
                         dockerfile=request.dockerfile,
                         root="",
@@ -191,64 +191,6 @@ class TemplateService:
         if self.oci_resolver is not None and is_registry_reference(ref):
             return await self.oci_resolver(user_id, ref)
         return await self.bases.resolve(user_id, ref, line=line, pull=pull)
-
-    async def add_ready(
-        self, user_id: str, name: str, *, rootfs: Path, base: str, settings: ImageSettings
-    ) -> TemplateRecord:
-        """A template made without a build (a snapshot of a sandbox, say): ``rootfs``, a
-        whole root filesystem on the same filesystem as ``$HUTCH_HOME``, becomes its one
-        layer (moved, not copied) and it is stored ``ready`` as the next version of
-        ``name``, with ``settings`` as its start. Raises InvalidInput for a bad name,
-        PermissionDenied over the per-user cap."""
-        if problem := name_problem(name):
-            raise InvalidInput(problem.replace("names are", "template names are"), field="name")
-        async with self._db.sessions() as session:
-            count = await store.count_for_user(session, user_id)
-        if count >= self._settings.template_max_per_user:
-            raise PermissionDenied(
-                f"you have {count} templates, the most allowed (HUTCH_TEMPLATE_MAX_PER_USER)",
-                field="quota",
-            )
-        key = new_id("", lower=True).rjust(32, "0")
-        size = await self.layers.adopt(key, rootfs)
-        # Stored as building, which no build queue takes, until its image is written.
-        record = await self._insert(
-            user_id, TemplateSubmit(name=name, dockerfile=""), base, b"", status=store.BUILDING
-        )
-        start = StartSettings(
-            env=settings.env, workdir=settings.workdir, user=settings.user, start=settings.start
-        )
-        await asyncio.to_thread(
-            write_image,
-            self._settings.home,
-            record.id,
-            images=self._settings.images_path,
-            root="",
-            layers=[self.layers.path(key)],
-            config=start,
-        )
-        await self._finish(
-            record.id,
-            store.READY,
-            None,
-            only_from=(store.BUILDING,),
-            layers=[key],
-            env=dict(settings.env),
-            workdir=settings.workdir,
-            run_as=settings.user,
-            labels=dict(settings.labels),
-            exposed=list(settings.exposed),
-            start_cmd=settings.start,
-            size_bytes=size,
-            built_at=utcnow(),
-        )
-        return await self._reload(record.id)
-
-    async def _reload(self, template_id: str) -> TemplateRecord:
-        async with self._db.sessions() as session:
-            record = await session.get(TemplateRecord, template_id)
-        assert record is not None
-        return record
 
     # -- reading -------------------------------------------------------------------------
 
