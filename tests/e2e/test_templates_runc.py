@@ -59,8 +59,11 @@ APP_CONTEXT = {
 def server(
     tmp_path_factory: pytest.TempPathFactory, images: Path, internet: Internet
 ) -> Iterator[HutchProcess]:
-    build_env = {"PIP_INDEX_URL": internet.pypi_index, "PIP_TRUSTED_HOST": "pypi.test",
-                 "PIP_DISABLE_PIP_VERSION_CHECK": "1"}  # fmt: skip
+    build_env = {
+        "PIP_INDEX_URL": internet.pypi_index,
+        "PIP_TRUSTED_HOST": "pypi.test",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
     process = runc_server(
         tmp_path_factory.mktemp("templates") / "home",
         images,
@@ -97,8 +100,9 @@ def submit(api: httpx.Client, name: str, dockerfile: str, **extra: Any) -> dict[
 
 def follow(api: httpx.Client, template_id: str) -> list[dict[str, Any]]:
     """Every frame of the follow stream, to its end."""
-    with api.stream("GET", f"/v1/templates/{template_id}/logs", params={"follow": "true"},
-                    timeout=600) as stream:  # fmt: skip
+    with api.stream(
+        "GET", f"/v1/templates/{template_id}/logs", params={"follow": "true"}, timeout=600
+    ) as stream:
         assert stream.status_code == 200
         assert stream.headers["content-type"].startswith("application/x-ndjson")
         return [json.loads(line) for line in stream.iter_lines() if line]
@@ -139,15 +143,26 @@ def test_a_sandbox_from_a_template_has_its_files_env_user_workdir_and_start_comm
 
     box = create(api, rootfs="app")
     assert box["rootfs"] == template["id"]
-    out = sh(api, box, 'id -un; pwd; echo "$APP_GREETING $APP_MODE $HOME"; sh run.sh; '
-                      "stat -c '%U %a %n' main.py run.sh; cat /opt/notes/notes.txt; "
-                      "ls /srv/app; ls /opt/notes")  # fmt: skip
+    out = sh(
+        api,
+        box,
+        'id -un; pwd; echo "$APP_GREETING $APP_MODE $HOME"; sh run.sh; '
+        "stat -c '%U %a %n' main.py run.sh; cat /opt/notes/notes.txt; "
+        "ls /srv/app; ls /opt/notes",
+    )
     assert out["exit_code"] == 0, out
     assert out["stdout"].splitlines() == [
-        "app", "/srv/app", "hello test /home/app",
+        "app",
+        "/srv/app",
+        "hello test /home/app",
         "hutch-hello and hutch-dep says hi",  # the package pip installed at build time
-        "app 644 main.py", "app 755 run.sh", "kept", "main.py", "run.sh", "notes.txt",
-    ]  # fmt: skip
+        "app 644 main.py",
+        "app 755 run.sh",
+        "kept",
+        "main.py",
+        "run.sh",
+        "notes.txt",
+    ]
     deadline = time.monotonic() + 30
     started = sh(api, box, "cat /tmp/started")
     while started["exit_code"] != 0 and time.monotonic() < deadline:
@@ -217,8 +232,7 @@ def test_deleting_a_template_keeps_its_sandboxes_and_refuses_new_creates(
     template = built(api, "doomed", "FROM devbox:1\nRUN echo kept > /marker\n")
     running, paused = create(api, rootfs="doomed"), create(api, rootfs=template["id"])
     assert api.post(f"/v1/sandboxes/{paused['id']}/pause").status_code in (200, 202)
-    assert api.delete("/v1/templates/doomed").json() == {"status": "success",
-                                                         "data": {"ok": True}}  # fmt: skip
+    assert api.delete("/v1/templates/doomed").json() == {"status": "success", "data": {"ok": True}}
     assert api.get(f"/v1/templates/{template['id']}").status_code == 404
     for rootfs in ("doomed", template["id"]):
         answer = api.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb", "rootfs": rootfs})
@@ -243,8 +257,9 @@ def test_another_users_template_is_missing_to_them(server: HutchProcess) -> None
             assert bob.get(f"/v1/templates/{ident}/logs").status_code == 404
             assert bob.post(f"/v1/templates/{ident}/cancel").status_code == 404
             assert bob.delete(f"/v1/templates/{ident}").status_code == 404
-            create_theirs = bob.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb",
-                                                            "rootfs": ident})  # fmt: skip
+            create_theirs = bob.post(
+                "/v1/sandboxes", json={"shape": "s-1vcpu-256mb", "rootfs": ident}
+            )
             nothing = {"shape": "s-1vcpu-256mb", "rootfs": "nothing-here"}
             create_missing = bob.post("/v1/sandboxes", json=nothing)
             assert create_theirs.status_code == create_missing.status_code == 404
@@ -287,15 +302,19 @@ def test_bad_input_is_a_400_naming_the_line(api: httpx.Client) -> None:
     big = "FROM devbox:1\n" + "RUN true\n" * 8000
     assert api.post("/v1/templates", json={"name": "big", "dockerfile": big}).status_code == 400
     too_much = context({"blob": bytes(100 * 1024)})
-    answer = api.post("/v1/templates", json={"name": "ctx", "dockerfile": "FROM devbox:1\n",
-                                             "context": too_much})  # fmt: skip
+    answer = api.post(
+        "/v1/templates", json={"name": "ctx", "dockerfile": "FROM devbox:1\n", "context": too_much}
+    )
     assert answer.status_code == 413 and "context" in answer.json()["data"]
     not_archive = base64.b64encode(b"just some bytes").decode()
-    answer = api.post("/v1/templates", json={"name": "ctx", "dockerfile": "FROM devbox:1\n",
-                                             "context": not_archive})  # fmt: skip
+    answer = api.post(
+        "/v1/templates",
+        json={"name": "ctx", "dockerfile": "FROM devbox:1\n", "context": not_archive},
+    )
     assert answer.status_code == 400 and "context" in answer.json()["data"]
-    answer = api.post("/v1/templates", json={"name": "x", "dockerfile": "FROM devbox:1\n",
-                                             "colour": "red"})  # fmt: skip
+    answer = api.post(
+        "/v1/templates", json={"name": "x", "dockerfile": "FROM devbox:1\n", "colour": "red"}
+    )
     assert answer.status_code == 400 and "colour" in answer.json()["data"]
     assert api.get("/v1/templates").json()["data"]["pagination"]["total"] == 0
 
@@ -332,3 +351,70 @@ def test_a_server_killed_mid_build_fails_the_build_and_leaves_no_sandbox(
     finally:
         first.stop()
         remove_instance(home)
+
+
+def test_at_most_two_builds_per_user_run_at_once_the_rest_wait_pending(
+    api: httpx.Client,
+) -> None:
+    nonce = time.monotonic_ns()
+    made = [
+        submit(api, f"queued-{i}", f"FROM devbox:1\nRUN sleep 2; echo {nonce}-{i}\n")
+        for i in range(3)
+    ]
+    seen_building = 0
+    done: list[dict[str, Any]] = []
+    while len(done) < 3:
+        listed = api.get("/v1/templates").json()["data"]["data"]
+        mine = [t for t in listed if t["name"].startswith("queued-")]
+        building = [t for t in mine if t["status"] == "building"]
+        assert len(building) <= 2, mine
+        seen_building = max(seen_building, len(building))
+        done = [t for t in mine if t["status"] == "ready"]
+        time.sleep(0.1)
+    assert seen_building >= 1
+    first, second, third = (api.get(f"/v1/templates/{t['id']}").json()["data"] for t in made)
+    # The third started only once one of the first two had finished.
+    assert third["started_at"] >= min(first["built_at"], second["built_at"])
+
+
+def test_logs_by_attempt(api: httpx.Client) -> None:
+    template = built(api, "attempts", "FROM devbox:1\nRUN echo only once\n")
+    url = f"/v1/templates/{template['id']}/logs"
+    every = api.get(url).text
+    assert api.get(url, params={"attempt": 1}).text == every and "only once" in every
+    assert api.get(url, params={"attempt": 2}).text == ""
+    with api.stream("GET", url, params={"follow": "true", "attempt": 2}) as stream:
+        frames = [json.loads(line) for line in stream.iter_lines() if line]
+    assert frames == [{"final": True, "status": "ready"}]
+    assert api.get(url, params={"attempt": 0}).status_code == 400
+
+
+def test_the_size_cap_the_build_timeout_and_the_templates_cap(tmp_path: Path, images: Path) -> None:
+    env = {
+        "HUTCH_TEMPLATE_MAX_BYTES": str(1 << 20),
+        "HUTCH_TEMPLATE_BUILD_TIMEOUT_S": "5",
+        "HUTCH_TEMPLATE_MAX_PER_USER": "3",
+    }
+    limited = runc_server(tmp_path / "home", images, env=env)
+    try:
+        with limited.client(user_key(limited, "capped")) as api:
+            big = submit(api, "big", "FROM devbox:1\nRUN head -c 3000000 /dev/urandom > /blob\n")
+            slow = submit(api, "slow", "FROM devbox:1\nRUN sleep 600\n")
+            for template, why in (
+                (big, "HUTCH_TEMPLATE_MAX_BYTES"),
+                (slow, "HUTCH_TEMPLATE_BUILD_TIMEOUT_S"),
+            ):
+                assert follow(api, template["id"])[-1] == {"final": True, "status": "failed"}
+                reason = api.get(f"/v1/templates/{template['id']}").json()["data"]["reason"]
+                assert why in reason, reason
+            submit(api, "third", "FROM devbox:1\n")
+            over = api.post(
+                "/v1/templates", json={"name": "fourth", "dockerfile": "FROM devbox:1\n"}
+            )
+            assert over.status_code == 403, over.text
+            assert "HUTCH_TEMPLATE_MAX_PER_USER" in over.json()["data"]["quota"]
+            listed = api.get("/v1/sandboxes").json()["data"]["data"]
+            assert all(box["status"] == "destroyed" for box in listed), listed
+    finally:
+        limited.stop()
+        remove_instance(limited.home)
