@@ -299,6 +299,9 @@ def test_bad_input_is_a_400_naming_the_line(api: httpx.Client) -> None:
         assert answer.status_code == 400, (dockerfile, answer.text)
         assert answer.json()["status"] == "fail"
         assert where in answer.json()["data"]["dockerfile"], (dockerfile, answer.text)
+    deep = "FROM devbox:1\n" + "RUN true\n" * 61
+    answer = api.post("/v1/templates", json={"name": "deep", "dockerfile": deep})
+    assert answer.status_code == 400 and "at most 60" in answer.json()["data"]["dockerfile"]
     big = "FROM devbox:1\n" + "RUN true\n" * 8000
     assert api.post("/v1/templates", json={"name": "big", "dockerfile": big}).status_code == 400
     too_much = context({"blob": bytes(100 * 1024)})
@@ -418,3 +421,13 @@ def test_the_size_cap_the_build_timeout_and_the_templates_cap(tmp_path: Path, im
     finally:
         limited.stop()
         remove_instance(limited.home)
+
+
+def test_a_template_sixty_layers_deep_starts(api: httpx.Client) -> None:
+    steps = "".join(f"RUN echo {i} > /layer-{i}\n" for i in range(60))
+    template = built(api, "deep", f"FROM devbox:1\n{steps}")
+    assert template["steps_total"] == 60
+    box = create(api, rootfs="deep")
+    out = sh(api, box, "cat /layer-0 /layer-59; ls / | grep -c '^layer-'")
+    assert out["stdout"] == "0\n59\n60\n", out
+    api.delete(f"/v1/sandboxes/{box['id']}")

@@ -40,6 +40,7 @@ async def run(
     check: bool = True,
     timeout_s: float = 60,
     env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
 ) -> CommandResult:
     """Run ``argv``; raise :class:`CommandFailed` on a non-zero exit when ``check``.
 
@@ -54,6 +55,7 @@ async def run(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=dict(env) if env is not None else None,
+        cwd=cwd,
     )
     try:
         async with asyncio.timeout(timeout_s):

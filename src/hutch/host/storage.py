@@ -26,6 +26,7 @@ from hutch.host.proc import CommandFailed, run
 __all__ = ["LayerCannotGrow", "SandboxRootfs", "mounts_under"]
 
 MIB = 1024 * 1024
+_LONG_LOWERS = 2048
 
 
 class LayerCannotGrow(Exception):
@@ -65,7 +66,7 @@ class SandboxRootfs:
         (self.layer / "upper").mkdir()
         (self.layer / "work").mkdir()
         self.rootfs.mkdir()
-        await run("mount", "-t", "overlay", "overlay", "-o", self._options(image), str(self.rootfs))
+        await self._mount_overlay(image)
 
     async def copy_from(self, source: SandboxRootfs, *, image: Path | Sequence[Path]) -> None:
         """Make this disk a copy of ``source``'s (which may be mounted, its writers frozen
@@ -84,14 +85,21 @@ class SandboxRootfs:
         """Whether the overlay is mounted (it is not after the host restarted)."""
         return self.rootfs in mounts_under(self.directory)
 
-    def _options(self, image: Path | Sequence[Path]) -> str:
-        lowers = ":".join(map(str, [image] if isinstance(image, Path) else image))
+    async def _mount_overlay(self, image: Path | Sequence[Path]) -> None:
+        lowers = [image] if isinstance(image, Path) else list(image)
+        cwd = None
+        if sum(len(str(lower)) + 1 for lower in lowers) > _LONG_LOWERS:
+            # Mount options fit in one page: many layers (a template's) are named relative
+            # to the top one's directory, as the mount's working directory.
+            cwd = str(lowers[0].parent)
+            lowers = _relative(lowers, cwd)
         # No redirects or metacopy files in the upper: it may become a template's layer
         # (hutch.host.layers), read as a plain lower directory by later mounts.
-        return (
-            f"lowerdir={lowers},upperdir={self.layer / 'upper'},workdir={self.layer / 'work'},"
-            "redirect_dir=off,metacopy=off"
+        options = (
+            f"lowerdir={':'.join(map(str, lowers))},upperdir={self.layer / 'upper'},"
+            f"workdir={self.layer / 'work'},redirect_dir=off,metacopy=off"
         )
+        await run("mount", "-t", "overlay", "overlay", "-o", options, str(self.rootfs), cwd=cwd)
 
     def upper(self) -> Path:
         """The writable layer's files (overlayfs's upper directory)."""
@@ -102,7 +110,7 @@ class SandboxRootfs:
         files written before are all there."""
         await self.remove()
         await run("mount", "-o", "loop,noatime", str(self.disk), str(self.layer))
-        await run("mount", "-t", "overlay", "overlay", "-o", self._options(image), str(self.rootfs))
+        await self._mount_overlay(image)
 
     def size_mib(self) -> int:
         """The size of the writable layer's disk, in MiB."""
@@ -163,6 +171,11 @@ class SandboxRootfs:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
         return path
+
+
+def _relative(paths: Sequence[Path], start: str) -> list[Path]:
+    """``paths`` relative to ``start`` (pure string work: nothing is looked up)."""
+    return [Path(os.path.relpath(path, start)) for path in paths]
 
 
 def _mount_of(point: Path) -> tuple[str, str] | None:

@@ -59,6 +59,9 @@ OciResolver = Callable[[str, str], Awaitable[BaseImage]]
 _STOPPED = "the server stopped during the build; create the template again"
 _INTERNAL = "internal error (the server log has the details)"
 _FOLLOW_POLL_S = 0.25
+# Every layer is a lowerdir of the sandbox's overlay; their paths must fit in the one page
+# of mount options (about 60 of $HUTCH_HOME/layers/<32 hex>).
+MAX_LAYERS = 60
 
 
 class TemplateSubmit:
@@ -112,6 +115,14 @@ class TemplateService:
             )
         base = await self.resolve_from(user.user_id, parsed.base, line=parsed.base_line)
         build_plan = plan(parsed, base.settings)
+        depth = len(base.layers) + len(build_plan.steps)
+        if depth > MAX_LAYERS:
+            raise InvalidInput(
+                f"the template would be {depth} layers deep (its RUN, COPY and ADD steps, and "
+                f"those of the template it is FROM); at most {MAX_LAYERS} (overlayfs mounts "
+                "them all): join some RUN lines with &&",
+                field="dockerfile",
+            )
         raw = b""
         context = BuildContext.empty()
         if request.context:
