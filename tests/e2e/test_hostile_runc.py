@@ -28,7 +28,8 @@ for fd in os.listdir("/proc/1/fd"):
             found.append(f"opened {fd}")
         except OSError as exc:
             found.append(f"refused {exc.errno}")
-for path in ("/.hutch/agent.sock", "/run/hutch.sock", "/.hutch/guest/agent.sock"):
+for path in ("/.hutch/agent.sock", "/run/hutch.sock", "/.hutch/guest/agent.sock",
+             "/.hutch/run/agent.sock"):
     try:
         s = socket.socket(socket.AF_UNIX); s.connect(path); found.append(f"connected {path}")
     except OSError:
@@ -81,8 +82,9 @@ def api(server: HutchProcess) -> Iterator[httpx.Client]:
         yield client
 
 
-def test_nothing_inside_can_reach_the_guest_agent(api: httpx.Client) -> None:
-    box = create(api)
+@pytest.mark.parametrize("runtime", ["runc", "gvisor"])
+def test_nothing_inside_can_reach_the_guest_agent(api: httpx.Client, runtime: str) -> None:
+    box = create(api, runtime=runtime)
     probed = py(api, box, AGENT_PROBE)
     assert probed["exit_code"] == 0, probed
     assert "refused" in probed["stdout"], probed  # the agent's socket is there to try

@@ -232,10 +232,19 @@ def test_cpu_quota_follows_the_shape(api: httpx.Client) -> None:
 
 
 # -- isolation ----------------------------------------------------------------------------
+# Every isolation test runs on both runtimes: runc, and gvisor (gVisor's kernel in user space).
 
 
-def test_no_host_processes_are_visible(api: httpx.Client, server: HutchProcess) -> None:
-    box = create(api)
+@pytest.fixture(params=["runc", "gvisor"])
+def runtime(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    return value
+
+
+def test_no_host_processes_are_visible(
+    api: httpx.Client, server: HutchProcess, runtime: str
+) -> None:
+    box = create(api, runtime=runtime)
     pids = sh(api, box, "ls /proc | grep -E '^[0-9]+$'")["stdout"].split()
     assert "1" in pids and len(pids) < 10
     cmdlines = sh(api, box, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")["stdout"]
@@ -243,11 +252,14 @@ def test_no_host_processes_are_visible(api: httpx.Client, server: HutchProcess) 
     assert str(server.proc.pid) not in pids or "serve" not in cmdlines
 
 
-def test_capabilities_are_the_default_container_set(api: httpx.Client) -> None:
-    box = create(api)
+def test_capabilities_are_the_default_container_set(api: httpx.Client, runtime: str) -> None:
+    box = create(api, runtime=runtime)
     effective = sh(api, box, "grep CapEff /proc/self/status | cut -f2")["stdout"].strip()
-    assert effective == "00000000a80425fb"
-    assert sh(api, box, "grep NoNewPrivs /proc/self/status")["stdout"].split()[-1] == "1"
+    # gVisor also drops CAP_NET_RAW (its raw sockets are off), the one difference.
+    assert effective == ("00000000a80425fb" if runtime == "runc" else "00000000a80405fb")
+    # prctl(PR_GET_NO_NEW_PRIVS): gVisor's /proc/self/status has no NoNewPrivs line.
+    no_new_privs = "import ctypes; print(ctypes.CDLL(None).prctl(39, 0, 0, 0, 0))"
+    assert sh(api, box, f'python3 -c "{no_new_privs}"')["stdout"] == "1\n"
 
 
 @pytest.mark.parametrize(
@@ -267,26 +279,33 @@ def test_capabilities_are_the_default_container_set(api: httpx.Client) -> None:
         "head -c 1 /proc/kcore | grep -q .",
     ],
 )
-def test_escapes_fail(api: httpx.Client, attempt: str) -> None:
-    box = create(api)
+def test_escapes_fail(api: httpx.Client, attempt: str, runtime: str) -> None:
+    box = create(api, runtime=runtime)
     result = sh(api, box, attempt, timeout_secs=30)
     assert result["exit_code"] != 0, attempt
     assert sh(api, box, "hostname")["stdout"].strip() == box["name"]
     assert socket.gethostname() != "evil-host"
 
 
-def test_the_sandbox_has_no_route_but_its_link(api: httpx.Client) -> None:
-    box = create(api)
+def test_the_sandbox_has_no_route_but_its_link(api: httpx.Client, runtime: str) -> None:
+    box = create(api, runtime=runtime)
     host_end = ".".join([*box["ip"].split(".")[:3], str(int(box["ip"].split(".")[3]) - 1)])
     routes = sh(api, box, "ip -4 route")["stdout"].strip().splitlines()
+    # gVisor lists its loopback route too, and says "proto unspec scope link".
+    routes = [r for r in routes if not r.startswith("127.0.0.0/8 dev lo")]
+    defaults = [r for r in routes if r.startswith("default")]
     # Its way out (egress, issue 14) is the host end of its own link, and nothing else.
-    assert routes[0].split() == ["default", "via", host_end, "dev", "eth0"]
-    assert len(routes) == 2 and routes[1].startswith(box["ip"].rsplit(".", 1)[0])
+    assert len(defaults) == 1 and defaults[0].split()[:5] == ["default", "via", host_end,
+                                                               "dev", "eth0"]  # fmt: skip
+    others = [r for r in routes if not r.startswith("default")]
+    assert len(others) == 1 and others[0].startswith(box["ip"].rsplit(".", 1)[0])
     assert "default" not in sh(api, box, "ip -6 route")["stdout"]
 
 
-def test_host_services_are_unreachable(api: httpx.Client, server: HutchProcess) -> None:
-    box = create(api)
+def test_host_services_are_unreachable(
+    api: httpx.Client, server: HutchProcess, runtime: str
+) -> None:
+    box = create(api, runtime=runtime)
     host_end = sh(api, box, "ip -4 -o addr show eth0 | awk '{print $4}'")["stdout"]
     link_host_ip = ".".join([*box["ip"].split(".")[:3], str(int(box["ip"].split(".")[3]) - 1)])
     assert host_end.strip() == f"{box['ip']}/30"
@@ -316,8 +335,8 @@ def test_host_services_are_unreachable(api: httpx.Client, server: HutchProcess) 
         listener.close()
 
 
-def test_sandboxes_cannot_reach_each_other(api: httpx.Client) -> None:
-    one, two = create(api), create(api)
+def test_sandboxes_cannot_reach_each_other(api: httpx.Client, runtime: str) -> None:
+    one, two = create(api, runtime=runtime), create(api, runtime=runtime)
     sh(api, two, "nohup python3 -m http.server 8080 >/dev/null 2>&1 &")
     time.sleep(1)
     assert (

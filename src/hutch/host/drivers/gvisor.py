@@ -71,7 +71,6 @@ log = logging.getLogger(__name__)
 
 GUEST_RUN = f"{GUEST_PARENT}/run"  # the host directory holding the agent's socket
 PLATFORMS = ("ptrace", "systrap", "kvm")
-_AT_NO_AUTOMOUNT = 0x800
 # Releases before this refuse AT_NO_AUTOMOUNT in stat calls (see shim/statx.c).
 _STATX_FIXED = 20240101
 _SHIM = Path(__file__).parent / "shim" / "statx.c"
@@ -212,20 +211,16 @@ class GvisorDriver(RuncDriver):
                  "source": str(self.statx_shim.with_suffix(".preload")), "options": ["bind", "ro"]},
             ]  # fmt: skip
         config["mounts"] = mounts
-        # gVisor filters the Sentry's own system calls: runc's profile is not needed. One
-        # rule is, inside gVisor's kernel (--oci-seccomp): Debian's runsc refuses statx()
-        # with AT_NO_AUTOMOUNT (EINVAL), which is what coreutils' ls and stat send; as
-        # ENOSYS, glibc answers it from fstatat() instead.
-        config["linux"]["seccomp"] = {
-            "defaultAction": "SCMP_ACT_ALLOW",
-            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
-            "syscalls": [{
-                # TRACE with no tracer is ENOSYS (Debian's runsc makes every ERRNO EPERM).
-                "names": ["statx"], "action": "SCMP_ACT_TRACE",
-                "args": [{"index": 2, "value": _AT_NO_AUTOMOUNT, "valueTwo": _AT_NO_AUTOMOUNT,
-                          "op": "SCMP_CMP_MASKED_EQ"}],
-            }],
-        }  # fmt: skip
+        # runc's profile, enforced inside gVisor's kernel (--oci-seccomp), so a sandbox
+        # may do the same things on either runtime. Debian's runsc answers every ERRNO rule
+        # with EPERM; clone3 must be ENOSYS (glibc then uses clone), which TRACE gives when
+        # no tracer is attached.
+        profile = config["linux"].get("seccomp")
+        if profile is not None:
+            for rule in profile["syscalls"]:
+                if rule.get("names") == ["clone3"]:
+                    rule["action"] = "SCMP_ACT_TRACE"
+                    rule.pop("errnoRet", None)
         config["annotations"] = {"dev.hutch.runtime": "gvisor"}
         return config
 
