@@ -1,4 +1,4 @@
-"""Images for the fake driver: an empty directory marked as a complete build."""
+"""Images for the fake driver: an empty root filesystem marked as a complete build."""
 
 from __future__ import annotations
 
@@ -11,6 +11,6 @@ __all__ = ["fake_image"]
 
 def fake_image(images: Path, name: str) -> None:
     build = image_dir(images, name) / "fake"
-    build.mkdir(parents=True)
+    (build / "rootfs").mkdir(parents=True)
     (build / COMPLETE_MARKER).write_text("")
     (image_dir(images, name) / "current").symlink_to("fake")

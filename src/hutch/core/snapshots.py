@@ -22,13 +22,22 @@ import contextlib
 import logging
 import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from hutch.core.errors import Conflict, InvalidInput, PayloadTooLarge, PermissionDenied
+from hutch.core.errors import (
+    Conflict,
+    InvalidInput,
+    PayloadTooLarge,
+    PermissionDenied,
+    Unavailable,
+)
 from hutch.core.identity import Principal
 from hutch.core.ids import new_id
 from hutch.core.names import name_problem
+from hutch.core.sandbox_status import SandboxStatus as S
 from hutch.core.sandboxes import SandboxService
 from hutch.host.image_config import image_config
 from hutch.host.layers import LayerStore, StartSettings, remove_image, write_image
@@ -76,6 +85,12 @@ class SnapshotService:
         Unavailable (the host could not copy it)."""
         if problem := name_problem(name):
             raise InvalidInput(problem.replace("names are", "template names are"), field="name")
+        sandbox = await self._sandboxes.get(user, ident)  # missing: a 404 before the cap
+        if sandbox.status not in (S.RUNNING, S.PAUSED):
+            raise Conflict(
+                f"sandbox is {sandbox.status}; only a running or paused sandbox can be snapshot",
+                field="status",
+            )
         async with self._db.sessions() as session:
             count = await store.count_for_user(session, user.user_id)
         if count >= self._settings.template_max_per_user:
@@ -101,7 +116,7 @@ class SnapshotService:
                 )
             layers = (*source.layers, key)
             await asyncio.to_thread(
-                write_image,
+                _write_image,
                 self._settings.home,
                 template_id,
                 images=self._settings.images_path,
@@ -195,3 +210,11 @@ def _discard_layer(layers: LayerStore, key: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         (layers.directory / f"{key}.json").unlink()
     shutil.rmtree(layers.path(key), ignore_errors=True)
+
+
+def _write_image(home: Path, name: str, **image: Any) -> None:
+    """:func:`write_image`, its missing image an Unavailable (not an internal error)."""
+    try:
+        write_image(home, name, **image)
+    except FileNotFoundError as exc:
+        raise Unavailable(f"the sandbox's image is not complete on this host: {exc}") from exc

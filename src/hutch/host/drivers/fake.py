@@ -16,6 +16,9 @@ import shutil
 import signal
 import socket
 import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from hutch.guest import bootstrap
@@ -31,6 +34,8 @@ from hutch.host.drivers.base import (
 )
 from hutch.host.guest import GuestUnreachable
 from hutch.host.ports import connect_port
+from hutch.host.proc import run
+from hutch.host.snapshot import CapturedLayer
 
 __all__ = ["FakeDriver"]
 
@@ -164,6 +169,33 @@ class FakeDriver(Driver):
 
     async def resume(self, sandbox_id: str) -> None:
         await self._signal(sandbox_id, signal.SIGCONT)
+
+    @asynccontextmanager
+    async def capture_layer(self, sandbox_id: str) -> AsyncIterator[CapturedLayer]:
+        """A copy of the sandbox's root directory (everything it wrote), taken while its
+        processes are stopped (as pause does). The fake has no image under its root: its
+        layer stands alone (``lowers`` is empty), and its sandboxes start empty whatever
+        image they name, so a snapshot taken here holds the files but a fake sandbox made
+        from it does not show them."""
+        info = await self.get(sandbox_id)
+        if info is None or info.state == RuntimeState.STOPPED:
+            raise SandboxMissing(f"no sandbox {sandbox_id}")
+        copy = self._dir(sandbox_id) / f".snapshot-{os.getpid()}"
+        running = info.state == RuntimeState.RUNNING
+        started = time.monotonic()
+        if running:
+            await self.pause(sandbox_id)
+        try:
+            await asyncio.to_thread(copy.mkdir)
+            await run("cp", "-a", str(self._dir(sandbox_id) / "root"), str(copy / "upper"))
+        finally:
+            if running:
+                await self.resume(sandbox_id)
+        frozen_ms = (time.monotonic() - started) * 1000 if running else 0.0
+        try:
+            yield CapturedLayer(upper=copy / "upper", lowers=[], frozen_ms=frozen_ms)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, copy, True)
 
     async def resize_disk(self, sandbox_id: str, disk_mib: int) -> None:
         current = await self.disk_mib(sandbox_id)
