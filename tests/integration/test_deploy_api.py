@@ -345,9 +345,19 @@ BAD_BODIES: dict[str, tuple[dict[str, Any], str]] = {
         },
         "upload",
     ),
-    "dockerfile": (
+    "dockerfile asked for, none uploaded": (
         {"settings": {"hasDockerfile": True, "runCommand": "x"}},
-        "settings.hasDockerfile",
+        "upload",
+    ),
+    "a Dockerfile that does not parse": (
+        {
+            "settings": {},
+            "upload": {
+                "type": "files",
+                "files": [{"path": "Dockerfile", "content": b64(b"FROM devbox:1\nFOO bar\n")}],
+            },
+        },
+        "upload",
     ),
     "port": ({"settings": {"port": 70000}}, "settings.port"),
 }

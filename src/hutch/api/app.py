@@ -126,6 +126,7 @@ def create_app(settings: Settings) -> FastAPI:
             deploys = DeployService(settings, db, sandboxes, previews)
             await deploys.recover()
             templates = TemplateService(settings, db, sandboxes, agent)
+            deploys.use_templates(templates)
             sandboxes.template_images = templates.image_for
             await templates.recover()
             app.state.services = Services(

@@ -11,10 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from hutch.api.deploy.auth import CurrentWallet
 from hutch.api.deps import ServicesDep, SettingsDep
 from hutch.api.envelopes import AgentError
+from hutch.build.dockerfile import dockerfile_plan
 from hutch.build.plan import PlanError, plan_build
 from hutch.build.upload import UploadError, files_from_base64, files_from_zip
 from hutch.core.deploys import DeployRequest, PaymentProof, deployment_body
 from hutch.core.errors import InvalidInput
+from hutch.core.templates.dockerfile import parse as parse_dockerfile
 from hutch.payments.receipts import TX_HASH
 from hutch.store.models import Project
 
@@ -44,7 +46,11 @@ class DeploySettingsIn(BaseModel):
     runCommand: str | None = Field(default=None, max_length=4096)
     installCommand: str | None = Field(default=None, max_length=4096)
     framework: str | None = Field(default=None, max_length=64)
-    hasDockerfile: bool = False
+    hasDockerfile: bool = Field(
+        default=False,
+        description="Build from the upload's Dockerfile (also done unasked when the "
+        "Dockerfile is all there is to go on).",
+    )
 
 
 class FileIn(BaseModel):
@@ -131,13 +137,7 @@ def _request(body: DeployIn, max_bytes: int) -> DeployRequest:
         raise InvalidInput(
             f"runtime must be one of {', '.join(RUNTIMES)}", field="settings.runtime"
         )
-    if s.hasDockerfile:
-        raise InvalidInput(
-            "Dockerfile builds are not supported; set hasDockerfile to false "
-            "and let build-ai (or settings.runCommand) start the app",
-            field="settings.hasDockerfile",
-        )
-    if not s.useBuildAI and not s.runCommand:
+    if not s.useBuildAI and not s.runCommand and not s.hasDockerfile:
         raise InvalidInput(
             "without build-ai (useBuildAI false) settings.runCommand is needed",
             field="settings.runCommand",
@@ -159,12 +159,19 @@ def _request(body: DeployIn, max_bytes: int) -> DeployRequest:
         raise InvalidInput(str(exc), field=exc.field) from exc
     hint = s.framework or (s.runtime if s.runtime != "build-ai" else None)
     try:
-        plan = plan_build(
-            files, install=s.installCommand, build=s.buildCommand, run=s.runCommand, framework=hint
-        )
+        project = dockerfile_plan(files, asked=s.hasDockerfile, run=s.runCommand)
+        if project is None:
+            plan = plan_build(files, install=s.installCommand, build=s.buildCommand,
+                              run=s.runCommand, framework=hint)  # fmt: skip
+        else:
+            plan = project.plan
+            parse_dockerfile(project.dockerfile)  # a bad one is a 400 naming its line
     except PlanError as exc:
         raise InvalidInput(str(exc), field="upload") from exc
+    except InvalidInput as exc:
+        raise InvalidInput(f"Dockerfile: {exc.message}", field="upload") from exc
     return DeployRequest(
+        dockerfile=project.dockerfile if project is not None else None,
         unique_name=body.uniqueName,
         display_name=body.displayName,
         description=body.description,

@@ -5,6 +5,11 @@ the internet, minus the platform deny set), the run command in the background (w
 route moves to it (promote) or the deployment fails with the build's or the app's last
 lines and its credits are given back.
 
+A project built from its Dockerfile (:mod:`hutch.build.dockerfile`) is built first as a
+template (:mod:`.dockerfile`); its sandbox starts from that template, with ``PORT`` and
+``HOST`` in its environment, and the app is the image's start command (or the given run
+command).
+
 A redeploy builds beside the running version; the route moves only once the new one
 answers, and a failed redeploy leaves the old one serving.
 """
@@ -21,6 +26,7 @@ from sqlalchemy import update
 
 from hutch.build.upload import to_tar
 from hutch.core.deploys.charges import DeployCharges
+from hutch.core.deploys.dockerfile import DockerfileBuilds
 from hutch.core.deploys.records import (
     ACTIVE,
     BUILDING,
@@ -38,9 +44,10 @@ from hutch.core.errors import HutchError
 from hutch.core.identity import Principal
 from hutch.core.previews import PreviewService
 from hutch.core.sandboxes import ExecCommand, SandboxCreate, SandboxService
+from hutch.guest.agent import START_LOG
 from hutch.settings import Settings
 from hutch.store.db import Database
-from hutch.store.models import Deployment, Project, utcnow
+from hutch.store.models import Deployment, Project, TemplateRecord, utcnow
 
 __all__ = ["BuildPipeline"]
 
@@ -75,6 +82,8 @@ class BuildPipeline:
         self._charges = charges
         # Straight to the sandbox: never through a proxy the environment names.
         self._client = httpx.AsyncClient(timeout=2.0, trust_env=False)
+        self.dockerfiles: DockerfileBuilds | None = None
+        """Builds of projects' Dockerfiles (set once the template service exists)."""
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -91,39 +100,55 @@ class BuildPipeline:
             await self._records.stage(
                 project.id, deployment_id, BUILDING, plan=request.plan.detected
             )
+            env = {"PORT": str(request.port), "HOST": "0.0.0.0"}
+            budget = self._settings.deploy_build_timeout_s
+            template = await self._dockerfile_template(principal, request, budget)
             sandbox = await self._sandboxes.create(
                 principal,
                 SandboxCreate(
                     shape=self._settings.resolved_deploy_shape,
-                    rootfs=request.plan.image,
+                    rootfs=template.id if template else request.plan.image,
                     egress=OPEN,
+                    envs=env if template else {},  # the image's start command gets them
                 ),
             )
             sandbox_id = sandbox.id
             await self._records.set_deployment(deployment_id, sandbox_id=sandbox_id)
-            await self._upload(principal, sandbox_id, request.files)
-            env = {"PORT": str(request.port), "HOST": "0.0.0.0"}
-            build_env = self._settings.build_env_vars | env
-            budget = self._settings.deploy_build_timeout_s
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + budget
-            for step, command in (("install", request.plan.install), ("build", request.plan.build)):
-                if command:
-                    left = deadline - loop.time()
-                    if left <= 0:
-                        raise BuildFailed(f"the build did not finish within {budget:g} s")
-                    await self._step(principal, sandbox_id, step, command, build_env, left)
+            if template is None:
+                await self._upload(principal, sandbox_id, request.files)
+                build_env = self._settings.build_env_vars | env
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + budget
+                for step, command in (
+                    ("install", request.plan.install), ("build", request.plan.build)
+                ):  # fmt: skip
+                    if command:
+                        left = deadline - loop.time()
+                        if left <= 0:
+                            raise BuildFailed(f"the build did not finish within {budget:g} s")
+                        await self._step(principal, sandbox_id, step, command, build_env, left)
             await self._records.stage(project.id, deployment_id, DEPLOYING)
-            spawned = await self._sandboxes.spawn(
-                principal, sandbox_id, ExecCommand(cmd=request.plan.run, cwd=APP_DIR, env=env)
-            )
+            pid: int | None = None
+            if template is None or request.plan.run:
+                cwd = template.workdir if template else APP_DIR
+                spawned = await self._sandboxes.spawn(
+                    principal, sandbox_id, ExecCommand(cmd=request.plan.run, cwd=cwd, env=env)
+                )
+                pid, log_path = spawned.pid, spawned.log_path
+            elif not template.start_cmd:
+                raise BuildFailed(
+                    "the image has no start command: add CMD (or ENTRYPOINT) to the "
+                    "Dockerfile, or give settings.runCommand"
+                )
+            else:
+                log_path = START_LOG
             await self._wait_healthy(
                 principal,
                 sandbox_id,
                 self._sandboxes.address_of(sandbox),
                 request.port,
-                spawned.pid,
-                spawned.log_path,
+                pid,
+                log_path,
             )
             await self._promote(
                 project.id,
@@ -132,6 +157,8 @@ class BuildPipeline:
                 self._sandboxes.address_of(sandbox),
                 request.port,
             )
+            if template is not None and self.dockerfiles is not None:
+                await self.dockerfiles.forget_older(principal, template)
         except asyncio.CancelledError:
             await asyncio.shield(self.fail(project_id, deployment_id, sandbox_id, _STOPPED))
             raise
@@ -142,6 +169,16 @@ class BuildPipeline:
         except Exception:
             log.exception("deployment %s failed", deployment_id)
             await self.fail(project_id, deployment_id, sandbox_id, _INTERNAL)
+
+    async def _dockerfile_template(
+        self, principal: Principal, request: DeployRequest, budget: float
+    ) -> TemplateRecord | None:
+        """The project's Dockerfile built as a template (None for build-ai projects)."""
+        if request.dockerfile is None:
+            return None
+        if self.dockerfiles is None:
+            raise BuildFailed("Dockerfile builds are not available on this server")
+        return await self.dockerfiles.build(principal, request, timeout_s=budget)
 
     async def _upload(
         self, principal: Principal, sandbox_id: str, files: Mapping[str, bytes]
@@ -188,8 +225,17 @@ class BuildPipeline:
             )
 
     async def _wait_healthy(
-        self, principal: Principal, sandbox_id: str, ip: str, port: int, pid: int, log_path: str
+        self,
+        principal: Principal,
+        sandbox_id: str,
+        ip: str,
+        port: int,
+        pid: int | None,
+        log_path: str,
     ) -> None:
+        """Until the app answers HTTP on ``port``; BuildFailed (with ``log_path``'s last
+        lines) if process ``pid`` exits first or the time is up. ``pid`` None: the image's
+        start command, which only the time limit ends."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.deploy_health_timeout_s
         url = f"http://{ip}:{port}/"
@@ -197,10 +243,14 @@ class BuildPipeline:
             with contextlib.suppress(httpx.HTTPError):
                 await self._client.get(url)
                 return  # any HTTP answer means the app is listening
-            alive = await self._sandboxes.exec(
-                principal, sandbox_id, ExecCommand(cmd=f"kill -0 {pid} 2>/dev/null")
+            alive = (
+                await self._sandboxes.exec(
+                    principal, sandbox_id, ExecCommand(cmd=f"kill -0 {pid} 2>/dev/null")
+                )
+                if pid is not None
+                else None
             )
-            if alive.exit_code != 0:
+            if alive is not None and alive.exit_code != 0:
                 output = await self._log_tail(principal, sandbox_id, log_path)
                 raise BuildFailed(
                     f"the app exited before it answered on port {port}; last lines:\n{output}"

@@ -64,6 +64,8 @@ class DeployRequest:
     port: int
     plan: BuildPlan
     files: Mapping[str, bytes]
+    dockerfile: str | None = None
+    """The project's Dockerfile when it is built from it (:mod:`hutch.build.dockerfile`)."""
 
 
 @dataclass(frozen=True, kw_only=True)

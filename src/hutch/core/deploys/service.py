@@ -15,6 +15,7 @@ import contextlib
 from sqlalchemy import select
 
 from hutch.core.deploys.charges import DeployCharges
+from hutch.core.deploys.dockerfile import DockerfileBuilds, template_name
 from hutch.core.deploys.pipeline import BuildPipeline
 from hutch.core.deploys.records import (
     DELETED,
@@ -30,6 +31,7 @@ from hutch.core.deploys.records import (
 from hutch.core.errors import HutchError, NotFound, PermissionDenied
 from hutch.core.previews import PreviewService
 from hutch.core.sandboxes import SandboxService
+from hutch.core.templates.service import TemplateService
 from hutch.settings import Settings
 from hutch.store.db import Database
 from hutch.store.models import CreditEntry, Deployment, Project, utcnow
@@ -59,6 +61,12 @@ class DeployService:
             charges=self._charges,
         )
         self._builds: dict[str, asyncio.Task[None]] = {}  # by project id
+        self._templates: TemplateService | None = None
+
+    def use_templates(self, templates: TemplateService) -> None:
+        """Build projects that have a Dockerfile through ``templates`` (made after this)."""
+        self._templates = templates
+        self._pipeline.dockerfiles = DockerfileBuilds(templates)
 
     # -- deploy --------------------------------------------------------------------------
 
@@ -156,6 +164,9 @@ class DeployService:
                 await self._pipeline.destroy_quietly(principal, deployment.sandbox_id)
             if deployment.status in IN_PROGRESS:
                 await self._charges.settle_failed(deployment.id, "the project was deleted")
+        if self._templates is not None:  # its Dockerfile's template, every version
+            with contextlib.suppress(HutchError):
+                await self._templates.delete(principal, template_name(project.unique_name))
         await self._records.set_project(
             project.id, status=DELETED, deleted_at=utcnow(), sandbox_id=None, url=None
         )
