@@ -39,6 +39,7 @@ from hutch.core.ids import new_id
 from hutch.core.names import name_problem
 from hutch.core.sandbox_status import SandboxStatus as S
 from hutch.core.sandboxes import SandboxService
+from hutch.core.templates.service import MAX_LAYERS
 from hutch.host.image_config import image_config
 from hutch.host.layers import LayerStore, StartSettings, remove_image, write_image
 from hutch.settings import Settings
@@ -103,6 +104,13 @@ class SnapshotService:
         key = f"snapshot-{template_id}"
         async with self._sandboxes.captured_layer(user, ident) as (sandbox, captured):
             source = await self._source(sandbox)
+            if len(source.layers) + 1 > MAX_LAYERS:
+                raise Conflict(
+                    f"the sandbox's image is {len(source.layers)} layers deep already; a "
+                    f"template is at most {MAX_LAYERS} (overlayfs mounts them all), and "
+                    "nothing flattens them yet",
+                    field="sandbox",
+                )
             size = await self._layers.commit(key, captured.upper, exclude=_NOT_TAKEN)
         log.info("snapshot %s of %s: frozen %.1f ms, layer %d bytes",
                  template_id, sandbox.id, captured.frozen_ms, size)  # fmt: skip
