@@ -113,12 +113,38 @@ class TemplateBuilder:
     ) -> BuildResult:
         """Run every step of ``plan`` over ``base``; return the layers. Raises
         :class:`BuildFailed` with the reason (the failing step's last lines logged)."""
+        # Each finished step's sandbox is destroyed while the next step runs; every one is
+        # gone before the build ends, however it ends.
+        discards: list[asyncio.Future[None]] = []
+        try:
+            return await self._steps(
+                record,
+                principal,
+                base,
+                plan,
+                context,
+                log_to,
+                discards=discards,
+            )
+        finally:
+            await asyncio.shield(asyncio.gather(*discards, return_exceptions=True))
+
+    async def _steps(
+        self,
+        record: TemplateRecord,
+        principal: Principal,
+        base: BaseImage,
+        plan: BuildPlan,
+        context: BuildContext,
+        log_to: BuildLog,
+        *,
+        discards: list[asyncio.Future[None]],
+    ) -> BuildResult:
+        key, layers = base.key, list(base.layers)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.template_build_timeout_s
         by_number = {step.number: step for step in plan.steps}
-        key, layers = base.key, list(base.layers)
-        cached = ran = 0
-        size = 0
+        cached = ran = size = 0
         await log_to.write(f"Step 1/{plan.total} : FROM {record.base}")
         for number in range(2, plan.total + 1):
             instruction = plan.lines[number]
@@ -154,6 +180,7 @@ class TemplateBuilder:
                 chown_paths=payload.paths if payload else (),
                 timeout_s=left,
                 log_to=log_to,
+                discards=discards,
             )
             layers.append(key)
             ran += 1
@@ -190,8 +217,10 @@ class TemplateBuilder:
         chown_paths: tuple[str, ...],
         timeout_s: float,
         log_to: BuildLog,
+        discards: list[asyncio.Future[None]],
     ) -> int:
-        """Run one step in a new sandbox and keep its changes as layer ``key``."""
+        """Run one step in a new sandbox and keep its changes as layer ``key``; the sandbox
+        is destroyed in the background (into ``discards``) once the layer is kept."""
         image = build_image_name(record.id)
         try:
             await asyncio.to_thread(
@@ -263,6 +292,8 @@ class TemplateBuilder:
             finally:
                 with contextlib.suppress(DriverError):
                     await driver.resume(sandbox_id)
+            discards.append(asyncio.ensure_future(self._discard(principal, record.id, sandbox_id)))
+            sandbox_id = None
             return size
         finally:
             if sandbox_id is not None:
@@ -336,10 +367,12 @@ class TemplateBuilder:
             f"last lines:\n{last}"
         )
 
-    async def _set_sandbox(self, template_id: str, sandbox_id: str | None) -> None:
+    async def _set_sandbox(
+        self, template_id: str, sandbox_id: str | None, *, only_if: str | None = None
+    ) -> None:
         async with self._db.sessions.begin() as session:
             record = await session.get(TemplateRecord, template_id)
-            if record is not None:
+            if record is not None and (only_if is None or record.build_sandbox == only_if):
                 record.build_sandbox = sandbox_id
 
     async def _discard(self, principal: Principal, template_id: str, sandbox_id: str) -> None:
@@ -350,4 +383,4 @@ class TemplateBuilder:
                 "build sandbox %s of %s was not destroyed", sandbox_id, template_id, exc_info=True
             )
             return
-        await self._set_sandbox(template_id, None)
+        await self._set_sandbox(template_id, None, only_if=sandbox_id)
