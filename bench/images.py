@@ -8,10 +8,13 @@
    holding the images and the sandboxes) is read before and after: the image counts once,
    each sandbox adds its writable layer. Peer in the same run: the same count from the
    catalog's ``devbox:1``, and what a copy of the image per sandbox would take.
+   The same count from a template (a 60 MiB layer over devbox:1, made as a snapshot is).
 2. Snapshots of a running sandbox whose writable layer holds nothing, 1,000 small files,
-   10,000 small files, and one 256 MiB file: how long its processes were frozen (the
-   reflink copy of the layer), the whole snapshot, and the host disk the new image takes.
-   Peer: a plain ``cp -a`` of the same layer (what the freeze would cost without reflinks).
+   10,000 small files, and one 256 MiB file, as the route takes them (capture_layer, then
+   the layer store's commit): how long its processes were frozen, the whole snapshot, the
+   template layer's disk. Peer: a plain ``cp -a`` of the same layer (what the freeze would
+   cost if the layer were copied while frozen); and the flattened alternative
+   (``Driver.snapshot``: the image merged with hard links).
 
 It drives the runc driver directly (no API server: the template routes come with their
 own issue), destroys everything it made and prints one JSON document.
@@ -44,6 +47,7 @@ from hutch.host.drivers.base import SandboxSpec  # noqa: E402
 from hutch.host.drivers.runc import RuncDriver  # noqa: E402
 from hutch.host.guest import ExecExit, ExecRequest  # noqa: E402
 from hutch.host.images import image_dir, image_rootfs  # noqa: E402
+from hutch.host.layers import LayerStore, StartSettings, write_image  # noqa: E402
 from hutch.host.machine import read_memory  # noqa: E402
 from hutch.host.oci_import import import_image  # noqa: E402
 from hutch.settings import Settings  # noqa: E402
@@ -139,7 +143,10 @@ LAYERS = {
 }
 
 
-async def snapshots(driver: RuncDriver, pool: LinkPool, images: Path) -> dict[str, Any]:
+async def snapshots(
+    driver: RuncDriver, pool: LinkPool, images: Path, layers: LayerStore
+) -> dict[str, Any]:
+    """What the snapshot route does (capture_layer, then LayerStore.commit), per layer."""
     out: dict[str, Any] = {}
     sandboxes = Sandboxes(driver, pool)
     for name, script in LAYERS.items():
@@ -154,20 +161,54 @@ async def snapshots(driver: RuncDriver, pool: LinkPool, images: Path) -> dict[st
         )
         plain_ms = (time.monotonic() - started) * 1000
         shutil.rmtree(plain)
+        started = time.monotonic()
+        async with driver.capture_layer(sandbox_id) as captured:
+            committed_at = time.monotonic()
+            await layers.commit(f"bench-{name}", captured.upper, exclude=("run/self",))
+            commit_ms = (time.monotonic() - committed_at) * 1000
+        total_ms = (time.monotonic() - started) * 1000
+        # The flattened alternative (Driver.snapshot: the image merged, hard links).
         build = image_dir(images, f"bench-snap:{name}") / "v1"
-        stats = await driver.snapshot(sandbox_id, build)
+        merged = await driver.snapshot(sandbox_id, build)
         base = image_rootfs(images, "devbox:1")
         assert base is not None
         out[name] = {
-            "frozen_ms": round(stats.frozen_ms, 1),
-            "snapshot_total_ms": round(stats.total_ms),
+            "frozen_ms": round(captured.frozen_ms, 1),
+            "snapshot_total_ms": round(total_ms),
+            "commit_ms": round(commit_ms),
             "layer_bytes_mib": round(du_bytes(upper) / MIB, 1),
-            "new_image_disk_beyond_its_base_mib": round(du_beyond(base, build) / MIB, 1),
+            "template_layer_disk_mib": round(du_bytes(layers.path(f"bench-{name}")) / MIB, 1),
             "peer_plain_cp_of_the_layer_ms": round(plain_ms, 1),
+            "flattened_image_total_ms": round(merged.total_ms),
+            "flattened_image_disk_beyond_its_base_mib": round(du_beyond(base, build) / MIB, 1),
         }
         shutil.rmtree(build.parent)
         await sandboxes.destroy_all()
     return out
+
+
+async def template_disk(
+    driver: RuncDriver, pool: LinkPool, images: Path, layers: LayerStore, count: int, root: Path
+) -> dict[str, Any]:
+    """``count`` sandboxes from one template (a 60 MiB layer over devbox:1, written like a
+    snapshot's): the template is on disk once."""
+    maker = Sandboxes(driver, pool)
+    await maker.start("devbox:1", 1)
+    await sh(driver, maker.ids[0], "cp -a /usr/lib/python3.11 /opt/deps && "
+             "head -c 20971520 /dev/urandom > /opt/deps/blob && sync")  # fmt: skip
+    async with driver.capture_layer(maker.ids[0]) as captured:
+        await layers.commit("bench-template", captured.upper, exclude=("run/self",))
+    await maker.destroy_all()
+    write_image(driver.home, "bench-template", images=images, root="devbox:1",
+                layers=[layers.path("bench-template")], config=StartSettings())  # fmt: skip
+    base = image_rootfs(images, "devbox:1")
+    assert base is not None
+    image_bytes = du_bytes(base) + du_bytes(layers.path("bench-template"))
+    result = await disk_per_sandbox(Sandboxes(driver, pool), "bench-template", count, root,
+                                    image_bytes)  # fmt: skip
+    result["template_layer_mib"] = round(du_bytes(layers.path("bench-template")) / MIB, 1)
+    await driver.cleanup(set())
+    return result
 
 
 async def run(count: int) -> dict[str, Any]:
@@ -221,7 +262,9 @@ async def run(count: int) -> dict[str, Any]:
                 imported["host_disk_mib_per_sandbox_image_included"] / image_mib, 3
             ),
         }
-        report["snapshot"] = await snapshots(driver, pool, images)
+        layers = LayerStore(work / "home" / "layers")
+        report["disk"]["template"] = await template_disk(driver, pool, images, layers, count, work)
+        report["snapshot"] = await snapshots(driver, pool, images, layers)
     finally:
         await driver.cleanup(set())
         await driver.uninstall()

@@ -2,7 +2,7 @@
 (``POST /v1/sandboxes/{id}/snapshot``; Daytona's snapshots, E2B's ``createSnapshot``).
 
 The sandbox keeps running: it is frozen only while its writable layer is copied (a
-read-only btrfs snapshot of its layer disk, :mod:`hutch.host.snapshot`, 12 to 40 ms whatever
+read-only btrfs snapshot of its layer disk, :mod:`hutch.host.snapshot`, 12 to 72 ms whatever
 the layer holds), then thawed, and the copy becomes one layer of the template store
 (:class:`~hutch.host.layers.LayerStore`) above the sandbox's own image: the new template is
 the sandbox's image (a catalog image, an imported one, or a template's layers) plus that
