@@ -3,12 +3,12 @@
     .venv/bin/python bench/report.py [--charts-only] [--load-seconds 180] [--capacity-max 1000]
 
 Runs bench/sandboxes.py, bench/proxy.py, bench/load.py, bench/capacity.py, bench/tunnel.py,
-bench/dns.py, bench/egress.py and bench/images.py one after the other (each starts its own
-server and its peers: bare runc, bare fork/exec, nginx, a direct socket, the upstream
-resolver, the host itself, a plain copy), each writing ``bench/results/<name>.json``; then
-gathers them into ``latest.json`` with the machine and the ratios to each peer, and draws
-``bench/results/<name>.png``. With ``--charts-only`` it only gathers and draws from the
-results already there.
+bench/dns.py, bench/egress.py, bench/images.py and bench/templates.py one after the other
+(each starts its own server and its peers: bare runc, bare fork/exec, nginx, a direct
+socket, the upstream resolver, the host itself, a plain copy, devbox:1), each writing
+``bench/results/<name>.json``; then gathers them into ``latest.json`` with the machine and
+the ratios to each peer, and draws ``bench/results/<name>.png``. With ``--charts-only`` it
+only gathers and draws from the results already there.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def run_all(load_seconds: float, capacity_max: int) -> None:
         [python, str(BENCH / "dns.py")],
         [python, str(BENCH / "egress.py")],
         [python, str(BENCH / "images.py")],
+        [python, str(BENCH / "templates.py")],
     ]
     for command in runs:
         print("running", " ".join(command[1:]), flush=True)
@@ -101,6 +102,11 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         out["disk_per_sandbox_from_an_imported_image_vs_a_copy_of_it"] = images["disk"][
             "ratio_per_sandbox_to_image_copy"
         ]
+    if templates := results.get("templates"):
+        out["create_to_first_exec_p50_template_vs_devbox"] = templates["create_to_first_exec"][
+            "template_vs_devbox"
+        ]
+        out["five_step_template_build_vs_by_hand"] = templates["build_vs_by_hand"]["ratio"]
     return out
 
 
@@ -231,6 +237,20 @@ def chart_images(data: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
+def chart_templates(data: dict[str, Any], path: Path) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+    start = data["create_to_first_exec"]
+    left.bar(["devbox:1", "template"], [start["devbox_p50_ms"], start["template_p50_ms"]])
+    left.set_ylabel("ms (p50)")
+    left.set_title("create -> first exec")
+    build = data["build_vs_by_hand"]
+    right.bar(["5-step build", "by hand"], [build["five_step_build_s_p50"],
+                                            build["by_hand_s_p50"]])  # fmt: skip
+    right.set_ylabel("s (p50)")
+    right.set_title("no cache vs the same commands by hand")
+    _save(fig, path)
+
+
 CHARTS = {
     "sandboxes": chart_sandboxes,
     "proxy": chart_proxy,
@@ -240,6 +260,7 @@ CHARTS = {
     "dns": chart_dns,
     "egress": chart_egress,
     "images": chart_images,
+    "templates": chart_templates,
 }
 
 
