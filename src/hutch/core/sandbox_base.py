@@ -120,6 +120,10 @@ class SandboxBase:
             except Exception:
                 log.warning("a stop listener failed for %s", sandbox_id, exc_info=True)
 
+    async def _auto_resume(self, user: Principal, record: SandboxRecord) -> SandboxRecord | None:
+        """Overridden by the lifecycle: resume a paused sandbox that asked for it."""
+        return None
+
     # -- reading ------------------------------------------------------------------------
 
     async def get(self, user: Principal, ident: str) -> SandboxRecord:

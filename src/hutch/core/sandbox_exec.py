@@ -49,6 +49,8 @@ class SandboxExec(SandboxBase):
         if record is None:
             record = await self.get(user, ident)
             self._running_records.put((user.user_id, ident), token, record)
+        if record.status == S.PAUSED and (woken := await self._auto_resume(user, record)):
+            record = woken
         if record.status == S.PAUSED:
             raise Conflict(
                 f"sandbox {record.name} is paused; resume it first "

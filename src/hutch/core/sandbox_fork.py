@@ -109,6 +109,7 @@ class SandboxForks(SandboxLifecycle):
                 ),
                 ingress_enabled=ingress, ingress_token=new_token() if ingress else None,
                 auto_pause_after_seconds=source.auto_pause_after_seconds,
+                auto_resume=source.auto_resume,
                 ssh_pubkeys=normalise_keys(keys), region=source.region,
                 created_by=user.key_id, forked_from=source.id, runtime=source.runtime,
             )  # fmt: skip

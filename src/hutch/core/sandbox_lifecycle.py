@@ -93,6 +93,7 @@ class SandboxLifecycle(SandboxBase):
                 auto_pause_after_seconds=request.auto_pause_after_seconds,
                 ssh_pubkeys=ssh_pubkeys,
                 runtime=runtime,
+                auto_resume=request.auto_resume,
                 region=self._settings.region,
                 created_by=user.key_id,
                 expires_at=(
@@ -307,6 +308,8 @@ class SandboxLifecycle(SandboxBase):
             changes["auto_pause_after_seconds"] = patch.auto_pause_after_seconds
         if patch.disable_auto_pause and record.auto_pause_after_seconds is not None:
             changes["auto_pause_after_seconds"] = None
+        if patch.auto_resume is not None and patch.auto_resume != record.auto_resume:
+            changes["auto_resume"] = patch.auto_resume
         if patch.ingress_enabled is not None:
             changes["ingress_enabled"] = patch.ingress_enabled
             if patch.ingress_enabled and not record.ingress_token:
@@ -416,6 +419,14 @@ class SandboxLifecycle(SandboxBase):
                                       hibernated=True)  # fmt: skip
         await self._driver_step(sandbox_id, "paused", self._host.driver.pause)
         return await self._update(sandbox_id, status=S.PAUSED, paused_at=utcnow())
+
+    async def _auto_resume(self, user: Principal, record: SandboxRecord) -> SandboxRecord | None:
+        """Resume a paused sandbox with ``auto_resume`` for a request that needs it running
+        (exec, files, processes); None when it has no ``auto_resume``."""
+        if not record.auto_resume:
+            return None
+        log.info("waking %s for a request (auto_resume)", record.id)
+        return (await self.resume_transition(user, record.id)).record
 
     def _no_fork_of(self, sandbox_id: str) -> None:
         """409 while a fork of the sandbox is being made (its disk is being copied)."""

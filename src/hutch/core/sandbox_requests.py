@@ -67,6 +67,8 @@ class SandboxCreate:
     """Destroy the sandbox this long after it starts (None: it lives until deleted)."""
     runtime: str | None = None
     """``runc`` or ``gvisor``; None: ``HUTCH_DEFAULT_RUNTIME``."""
+    auto_resume: bool = False
+    """Resume it when an exec, a file or a process request finds it paused."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +101,7 @@ class SandboxPatch:
     disable_auto_pause: bool = False
     """Turn auto-pause off (an absent ``auto_pause_after_seconds`` means "unchanged")."""
     ingress_enabled: bool | None = None
+    auto_resume: bool | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

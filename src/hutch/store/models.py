@@ -177,6 +177,8 @@ class SandboxRecord(Base):
     """What runs it: ``runc`` or ``gvisor``."""
     hibernated: Mapped[bool] = mapped_column(Boolean, default=False)
     """Paused with its memory written to a snapshot (gvisor): nothing of it runs."""
+    auto_resume: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Resume it when an exec, a file or a process request finds it paused."""
     fork_mode: Mapped[str | None] = mapped_column(String(16), nullable=True)
     """For a fork: ``processes`` (it went on from the source's snapshot) or ``files`` (a
     fresh start on a copy of the source's disk)."""

@@ -86,6 +86,12 @@ class SandboxCreateBody(_Body):
     bandwidth_quota_bytes: int | None = Field(
         default=None, description="Only 0 or absent: a quota cannot be set at create."
     )
+    auto_resume: bool = Field(
+        default=False,
+        description="Resume the sandbox when an exec, a file or a process request finds it "
+        "paused (the request then runs). With auto_pause_after_seconds, an idle sandbox costs "
+        "only disk (gvisor) until it is used again.",
+    )
     runtime: Literal["runc", "gvisor"] | None = Field(
         default=None,
         description="What runs it: runc (containers on the host's kernel) or gvisor (gVisor's "
@@ -98,6 +104,7 @@ class SandboxPatchBody(_Body):
     auto_pause_after_seconds: int | None = Field(default=None, description="60 to 86400.")
     disable_auto_pause: bool = Field(default=False, description="true: no auto-pause.")
     ingress_enabled: bool | None = None
+    auto_resume: bool | None = Field(default=None, description="See create.")
 
 
 class SandboxOut(BaseModel):
@@ -130,6 +137,7 @@ class SandboxOut(BaseModel):
     created_by: str | None
     reason: str | None = Field(description="Why the sandbox failed or is in error.")
     runtime: str = Field(description="runc or gvisor.")
+    auto_resume: bool = Field(description="Resumed by an exec, file or process request.")
     hibernated: bool = Field(
         description="Paused with its memory written to a snapshot (gvisor): it holds no "
         "memory on the host; resume carries on its processes."
@@ -169,6 +177,7 @@ class SandboxOut(BaseModel):
             created_by=record.created_by,
             reason=record.reason,
             runtime=record.runtime or "runc",
+            auto_resume=bool(record.auto_resume),
             hibernated=bool(record.hibernated),
             fork_mode=record.fork_mode,
         )
@@ -258,6 +267,7 @@ async def create_sandbox(
                 for d in body.disks
             ],
             runtime=body.runtime,
+            auto_resume=body.auto_resume,
         ),
     )
     return JSend(data=SandboxCreated.of_new(record, services.previews))
@@ -316,6 +326,7 @@ async def patch_sandbox(
             auto_pause_after_seconds=body.auto_pause_after_seconds,
             disable_auto_pause=body.disable_auto_pause,
             ingress_enabled=body.ingress_enabled,
+            auto_resume=body.auto_resume,
         ),
     )
     return JSend(data=SandboxOut.of(record, services.previews))

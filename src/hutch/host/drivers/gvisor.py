@@ -375,7 +375,8 @@ class GvisorDriver(RuncDriver):
                 await self._wake_agent(sandbox_id, wake)
             raise DriverError(f"runsc checkpoint failed: {_first_line(exc.detail)}") from exc
         os.rename(partial, snapshot)
-        await run(*self._runc("delete", "--force", sandbox_id), check=False)
+        # The checkpoint stopped the sandbox; runsc's state goes at the next start (a
+        # delete now waits about a second for the exiting Sentry).
         await asyncio.to_thread(self._remove_cgroups, {sandbox_id})
 
     async def recover_snapshot(self, sandbox_id: str, snapshot: Path) -> bool:

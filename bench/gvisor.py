@@ -1,0 +1,265 @@
+"""gvisor against runc against a bare ``runsc run``, in the same run.
+
+    .venv/bin/python bench/gvisor.py [--quick] [--out bench/results/gvisor.json]
+
+Through one ``hutch serve`` (both runtimes on one host), for each runtime:
+1. create -> first exec (sequential), next to a bare ``runsc run`` of the same image
+   running ``/bin/true`` (``--network=none``: the floor of gVisor itself);
+2. exec round trip through the API (``true``);
+3. pause and resume of an idle ``s-1vcpu-256mb`` sandbox (gvisor: hibernate to a snapshot
+   and restore; runc: freeze and thaw);
+4. fork of a paused sandbox -> the child answering an exec;
+5. host memory per paused sandbox (MemAvailable, with N paused: gvisor's hibernated hold
+   no process), and snapshot size per sandbox;
+6. gvisor pause/resume as the memory a sandbox really uses grows (64 MiB -> 1 GiB).
+
+Prints one JSON document with the platform; no thresholds (a shared, noisy machine: read
+the ratios between peers measured together).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.server import HutchProcess, remove_instance, run_cli  # noqa: E402
+
+from hutch.host.images import image_rootfs  # noqa: E402
+from hutch.host.machine import read_memory  # noqa: E402
+
+IMAGES = Path(os.environ.get("HUTCH_IMAGES_DIR", "/var/cache/hutch-test-images"))
+SHAPE = "s-1vcpu-256mb"
+RUNTIMES = ("gvisor", "runc")
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {"n": len(ordered), "p50": at(0.50), "p95": at(0.95),
+            "mean": round(statistics.fmean(ordered), 2)}  # fmt: skip
+
+
+def timed(call: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = call()
+    return (time.perf_counter() - started) * 1000, result
+
+
+def ok(response: httpx.Response) -> dict[str, Any]:
+    response.raise_for_status()
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
+def create(api: httpx.Client, runtime: str, shape: str = SHAPE) -> dict[str, Any]:
+    return ok(api.post("/v1/sandboxes", json={"shape": shape, "disk_mib": 1024,
+                                              "runtime": runtime}))  # fmt: skip
+
+
+def run(api: httpx.Client, sandbox_id: str, cmd: str) -> dict[str, Any]:
+    result: dict[str, Any] = ok(
+        api.post(f"/v1/sandboxes/{sandbox_id}/exec", json={"cmd": cmd, "timeout_secs": 120})
+    )["result"]
+    return result
+
+
+def bare_runsc_runs(count: int) -> list[float]:
+    """``runsc run`` of the same image, read-only root, no network, running /bin/true."""
+    rootfs = image_rootfs(IMAGES, "devbox:1")
+    assert rootfs is not None
+    work = Path(tempfile.mkdtemp(prefix="hutch-bench-runsc-"))
+    try:
+        subprocess.run(["runsc", "spec"], cwd=work, check=True)
+        config = json.loads((work / "config.json").read_text())
+        config["root"] = {"path": str(rootfs), "readonly": True}
+        config["process"]["terminal"] = False
+        config["process"]["args"] = ["/bin/true"]
+        (work / "config.json").write_text(json.dumps(config))
+        samples = []
+        for i in range(count):
+            started = time.perf_counter()
+            subprocess.run(
+                ["runsc", "--root", str(work / "state"), "--network=none", "run", f"bench-{i}"],
+                cwd=work, check=True, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            samples.append((time.perf_counter() - started) * 1000)
+        return samples
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def du_mib(path: Path) -> float:
+    total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+    return round(total / 2**20, 2)
+
+
+def per_runtime(api: httpx.Client, home: Path, runtime: str, n: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    ok_ = create(api, runtime)  # warm-up (disk template, the statx shim)
+    api.delete(f"/v1/sandboxes/{ok_['id']}")
+
+    firsts, made = [], []
+    for _ in range(n):
+        ms, box = timed(lambda: (b := create(api, runtime), run(api, b["id"], "true"))[0])
+        firsts.append(ms)
+        made.append(box["id"])
+    out["create_to_first_exec_ms"] = percentiles(firsts)
+
+    box = made[0]
+    trips = [timed(lambda: run(api, box, "true"))[0] for _ in range(n * 5)]
+    out["exec_round_trip_ms"] = percentiles(trips)
+
+    pauses, resumes, sizes = [], [], []
+    for sandbox_id in made[:n]:
+        ms, view = timed(lambda s=sandbox_id: ok(api.post(f"/v1/sandboxes/{s}/pause")))
+        pauses.append(ms)
+        sizes.append(du_mib(home / "snapshots" / sandbox_id))
+        assert view["hibernated"] is (runtime == "gvisor"), view
+        resumes.append(timed(lambda s=sandbox_id: ok(api.post(f"/v1/sandboxes/{s}/resume")))[0])
+    out["pause_ms"] = percentiles(pauses)
+    out["resume_ms"] = percentiles(resumes)
+    if runtime == "gvisor":
+        out["snapshot_mib_idle"] = percentiles(sizes)
+
+    source = made[0]
+    ok(api.post(f"/v1/sandboxes/{source}/pause"))
+    forks, children = [], []
+    for _ in range(max(3, n // 2)):
+        ms, child = timed(lambda: (c := ok(api.post(f"/v1/sandboxes/{source}/fork", json={})),
+                                   run(api, c["id"], "true"))[0])  # fmt: skip
+        forks.append(ms)
+        children.append(child["id"])
+    out["fork_to_child_exec_ms"] = percentiles(forks)
+    out["fork_mode"] = ok(api.get(f"/v1/sandboxes/{children[0]}"))["fork_mode"]
+    for sandbox_id in made + children:
+        api.delete(f"/v1/sandboxes/{sandbox_id}")
+    return out
+
+
+def runtime_rss_mib(home: Path) -> float:
+    """Resident memory of this instance's runsc processes (Sentry and gofer), in MiB."""
+    total = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            if str(home / "runsc").encode() not in cmdline:
+                continue
+            for line in (proc / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return round(total / 1024, 2)
+
+
+def paused_memory(api: httpx.Client, home: Path, runtime: str, count: int) -> dict[str, Any]:
+    time.sleep(2)
+    before = read_memory().available_mib
+    made = [create(api, runtime)["id"] for _ in range(count)]
+    time.sleep(3)
+    running, running_rss = read_memory().available_mib, runtime_rss_mib(home)
+    for sandbox_id in made:
+        ok(api.post(f"/v1/sandboxes/{sandbox_id}/pause"))
+    time.sleep(3)
+    paused, paused_rss = read_memory().available_mib, runtime_rss_mib(home)
+    for sandbox_id in made:
+        api.delete(f"/v1/sandboxes/{sandbox_id}")
+    return {
+        "sandboxes": count,
+        "host_mem_available_drop_running_mib_per_sandbox": round((before - running) / count, 2),
+        "host_mem_available_drop_paused_mib_per_sandbox": round((before - paused) / count, 2),
+        "runsc_rss_running_mib_per_sandbox": round(running_rss / count, 2),
+        "runsc_rss_paused_mib_per_sandbox": round(paused_rss / count, 2),
+    }
+
+
+def memory_growth(api: httpx.Client, home: Path) -> list[dict[str, Any]]:
+    rows = []
+    for touched in (64, 256, 1024):
+        box = create(api, "gvisor", shape="s-2vcpu-2gb")
+        # Random bytes: memory that does not compress (gVisor's image is compressed).
+        hold = (f"setsid python3 -c 'import os, time; b = bytearray(os.urandom({touched} * 2**20))"
+                "; open(\"/tmp/held\", \"w\").close(); time.sleep(3600)' "
+                ">/dev/null 2>&1 </dev/null &")  # fmt: skip
+        sandbox_id = box["id"]
+        run(api, sandbox_id, hold)
+        for _ in range(600):
+            if run(api, sandbox_id, "test -e /tmp/held")["exit_code"] == 0:
+                break
+            time.sleep(0.2)
+        pause_ms, view = timed(lambda s=sandbox_id: ok(api.post(f"/v1/sandboxes/{s}/pause")))
+        size = du_mib(home / "snapshots" / sandbox_id)
+        resume_ms, _ = timed(lambda s=sandbox_id: ok(api.post(f"/v1/sandboxes/{s}/resume")))
+        rows.append({"touched_mib": touched, "hibernated": view["hibernated"],
+                     "pause_ms": round(pause_ms, 1), "resume_ms": round(resume_ms, 1),
+                     "snapshot_mib": size})  # fmt: skip
+        api.delete(f"/v1/sandboxes/{box['id']}")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "gvisor.json")
+    args = parser.parse_args()
+    n, idle = (6, 10) if args.quick else (20, 40)
+
+    run_cli(Path("/tmp"), "images", "build", env={"HUTCH_IMAGES_DIR": str(IMAGES)})
+    home = Path(tempfile.mkdtemp(prefix="hutch-bench-gv-")) / "home"
+    server = HutchProcess(home, env={
+        "HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(IMAGES),
+        "HUTCH_LINK_POOL": "10.96.0.0/16", "HUTCH_MAX_RUNNING_PER_USER": "1000",
+    }).wait_ready()  # fmt: skip
+    assert server.admin_key
+    version = subprocess.run(["runsc", "--version"], capture_output=True, text=True).stdout
+    report: dict[str, Any] = {
+        "benchmark": "gvisor",
+        "machine": {"cpus": os.cpu_count(), "mem_mib": read_memory().total_mib,
+                    "kernel": platform.release(),
+                    "runsc": version.splitlines()[0] if version else "?",
+                    "gvisor_platform": os.environ.get("HUTCH_GVISOR_PLATFORM", "ptrace")},
+    }  # fmt: skip
+    try:
+        with server.client(server.admin_key) as api:
+            for runtime in RUNTIMES:
+                report[runtime] = per_runtime(api, home, runtime, n)
+            floor = bare_runsc_runs(n)
+            report["bare_runsc_run_true_ms"] = percentiles(floor)
+            report["ratio_p50_gvisor_create_to_bare_runsc"] = round(
+                report["gvisor"]["create_to_first_exec_ms"]["p50"] / statistics.median(floor), 2
+            )
+            for runtime in RUNTIMES:
+                report[runtime]["paused_memory"] = paused_memory(api, home, runtime, idle)
+            report["gvisor"]["pause_resume_by_memory_touched"] = memory_growth(api, home)
+    finally:
+        server.stop()
+        remove_instance(home)
+        shutil.rmtree(home.parent, ignore_errors=True)
+    text = json.dumps(report, indent=2)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
