@@ -118,6 +118,17 @@ def test_dockerfile_failures_say_why_and_give_the_credits_back(
     assert nothing["status"] == "failed"
     assert "has no start command" in nothing["reason"]
 
+    # A start command that exits at once fails the deploy with its output, without waiting
+    # out the health time.
+    crash = credits_deploy(agent, wallet, "docker-crash", {
+        "Dockerfile": 'FROM devbox:1\nCMD ["sh", "-c", "echo crashing on purpose; exit 4"]\n'
+    })  # fmt: skip
+    assert crash.status_code == 200, crash.text
+    crashed = finished(agent, wallet, crash.json())
+    assert crashed["status"] == "failed"
+    assert "exited before it answered on port 3000" in crashed["reason"], crashed
+    assert "crashing on purpose" in crashed["reason"]
+
     # Refused before anything is charged: a bad Dockerfile, a missing one.
     bad = credits_deploy(agent, wallet, "docker-bad", {"Dockerfile": "FROM devbox:1\nFOO bar\n"})
     assert bad.status_code == 400 and "line 2" in bad.json()["error"], bad.text

@@ -75,8 +75,10 @@ if TYPE_CHECKING:
 __all__ = ["VERSION", "Agent", "Waiter", "main"]
 
 IDLE_REAP_CHECK_S = 30.0
-# Where a template's start command (CMD/ENTRYPOINT) writes its output.
+# Where a template's start command (CMD/ENTRYPOINT) writes its output, and its process id
+# once started (for whoever waits on it: a deploy's health check).
 START_LOG = "/var/log/hutch-start.log"
+START_PID = "/var/log/hutch-start.pid"
 
 
 class Waiter:

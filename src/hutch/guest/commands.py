@@ -104,6 +104,10 @@ def start(agent: Agent, argv: list[str], log: str) -> None:
             return
     agent.child_exited.set()
     proc.returncode = 0  # the reaper collects it
+    # Its pid beside the log: a deploy watches whether it still runs.
+    pid_path = agent.resolve(os.path.splitext(log)[0] + ".pid")
+    with suppress(OSError), open(pid_path, "w") as pid_file:
+        pid_file.write(f"{proc.pid}\n")
 
 
 def run(agent: Agent, conn: Connection, request: dict[str, Any]) -> None:

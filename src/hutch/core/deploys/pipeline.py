@@ -44,7 +44,7 @@ from hutch.core.errors import HutchError
 from hutch.core.identity import Principal
 from hutch.core.previews import PreviewService
 from hutch.core.sandboxes import ExecCommand, SandboxCreate, SandboxService
-from hutch.guest.agent import START_LOG
+from hutch.guest.agent import START_LOG, START_PID
 from hutch.settings import Settings
 from hutch.store.db import Database
 from hutch.store.models import Deployment, Project, TemplateRecord, utcnow
@@ -142,6 +142,7 @@ class BuildPipeline:
                 )
             else:
                 log_path = START_LOG
+                pid = await self._start_pid(principal, sandbox_id)
             await self._wait_healthy(
                 principal,
                 sandbox_id,
@@ -179,6 +180,22 @@ class BuildPipeline:
         if self.dockerfiles is None:
             raise BuildFailed("Dockerfile builds are not available on this server")
         return await self.dockerfiles.build(principal, request, timeout_s=budget)
+
+    async def _start_pid(self, principal: Principal, sandbox_id: str) -> int | None:
+        """The process id of the image's start command once the guest agent has started it
+        (None if it did not say within 10 s: then only the health time limits the wait).
+        BuildFailed when it could not be started at all."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while loop.time() < deadline:
+            with contextlib.suppress(HutchError, ValueError):
+                download = await self._sandboxes.read_file(principal, sandbox_id, START_PID)
+                return int(b"".join([chunk async for chunk in download.chunks]).decode())
+            output = await self._log_tail(principal, sandbox_id, START_LOG)
+            if "hutch: cannot start" in output:
+                raise BuildFailed(f"the image's start command did not start:\n{output}")
+            await asyncio.sleep(0.2)
+        return None
 
     async def _upload(
         self, principal: Principal, sandbox_id: str, files: Mapping[str, bytes]
@@ -234,8 +251,8 @@ class BuildPipeline:
         log_path: str,
     ) -> None:
         """Until the app answers HTTP on ``port``; BuildFailed (with ``log_path``'s last
-        lines) if process ``pid`` exits first or the time is up. ``pid`` None: the image's
-        start command, which only the time limit ends."""
+        lines) if process ``pid`` exits first or the time is up (``pid`` None: only the
+        time limit ends the wait)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.deploy_health_timeout_s
         url = f"http://{ip}:{port}/"
