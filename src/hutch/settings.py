@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     runsc: str = "runsc"
     """The gVisor runtime's binary (``HUTCH_RUNSC``): Debian's by default, or a current
     release's path. Its version, platforms and flags are read at start."""
+    snapshot_store: str = ""
+    """Where hibernated sandboxes' snapshots are kept: empty for this host's disk, or
+    ``s3://bucket/prefix`` (with the endpoint and keys below) to free the host's disk too."""
+    snapshot_store_endpoint: str = ""
+    snapshot_store_access_key: str = ""
+    snapshot_store_secret_key: SecretStr | None = None
+    snapshot_store_region: str = "us-east-1"
     gvisor_platform: Literal["ptrace", "systrap", "kvm"] = "ptrace"
     """gVisor's platform; the runsc found must have it (Debian's 2022 build: ptrace, kvm)."""
     link_pool: IPv4Network = IPv4Network("10.89.0.0/16")
@@ -184,6 +191,13 @@ class Settings(BaseSettings):
 
     db_timeout_s: float = Field(default=3.0, gt=0)
     """How long a readiness probe or a connection attempt waits for the database."""
+
+    @field_validator("snapshot_store")
+    @classmethod
+    def _snapshot_store_url(cls, value: str) -> str:
+        if value and not (value.startswith("s3://") and len(value) > len("s3://")):
+            raise ValueError("HUTCH_SNAPSHOT_STORE must be empty or s3://bucket/prefix")
+        return value
 
     @field_validator("home")
     @classmethod

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_sandboxes_runc import create, new_pool, runc_server, sh
+from tests.support.seaweed import SeaweedS3
 from tests.support.server import HutchProcess, remove_instance, run_cli
 
 # Written to a temporary file and renamed: a reader never sees it half-written.
@@ -372,3 +373,53 @@ def test_auto_resume_wakes_a_hibernated_sandbox_for_an_exec(api: httpx.Client) -
     assert api.post(f"/v1/sandboxes/{box['id']}/pause").status_code == 202
     refused = api.post(f"/v1/sandboxes/{box['id']}/exec", json={"cmd": "true"})
     assert refused.status_code == 409 and "paused" in refused.text
+
+
+def test_snapshots_kept_in_s3_free_the_host_disk(
+    tmp_path: Path, images: Path, s3: SeaweedS3
+) -> None:
+    bucket = s3.make_bucket(f"snaps-{time.monotonic_ns()}")
+    env = {
+        "HUTCH_SNAPSHOT_STORE": f"s3://{bucket}/hutch",
+        "HUTCH_SNAPSHOT_STORE_ENDPOINT": s3.endpoint,
+        "HUTCH_SNAPSHOT_STORE_ACCESS_KEY": s3.access_key,
+        "HUTCH_SNAPSHOT_STORE_SECRET_KEY": s3.secret_key,
+    }
+    home, pool = tmp_path / "home", new_pool()
+    server = runc_server(home, images, env=env, pool=pool)
+    key = run_cli(home, "keys", "create", "--user", "sal").stdout.strip()
+
+    def objects(sandbox_id: str) -> list[str]:
+        listed = s3.client().list_objects_v2(Bucket=bucket, Prefix=f"hutch/{sandbox_id}/")
+        return sorted(item["Key"].rsplit("/", 1)[-1] for item in listed.get("Contents", []))
+
+    try:
+        with server.client(key) as api:
+            box = gvisor_box(api)
+            pid = start_counter(api, box)
+            assert api.post(f"/v1/sandboxes/{box['id']}/pause").json()["data"]["hibernated"]
+            assert objects(box["id"]) == ["checkpoint.img", "wake"]
+            assert not (home / "snapshots" / box["id"]).exists()  # the host keeps none
+            # A fork fetches it back; the child goes on from it.
+            child = api.post(f"/v1/sandboxes/{box['id']}/fork", json={}).json()["data"]
+            assert child["fork_mode"] == "processes"
+            assert int(sh(api, child, "cat /workspace/count")["stdout"]) > 0
+            assert api.post(f"/v1/sandboxes/{box['id']}/resume").status_code == 202
+            assert "while true" in sh(api, box, f"tr '\\0' ' ' < /proc/{pid}/cmdline")["stdout"]
+            assert objects(box["id"]) == []  # used, then removed
+            # Restarted while hibernated: it stays paused, and resumes from the store.
+            assert api.post(f"/v1/sandboxes/{box['id']}/pause").status_code == 202
+        server.stop(signal.SIGKILL)
+        server = runc_server(home, images, env=env, pool=pool)
+        with server.client(key) as api:
+            view = api.get(f"/v1/sandboxes/{box['id']}").json()["data"]
+            assert view["status"] == "paused" and view["hibernated"], (view["reason"], view)
+            assert api.post(f"/v1/sandboxes/{box['id']}/resume").status_code == 202
+            assert "while true" in sh(api, box, f"tr '\\0' ' ' < /proc/{pid}/cmdline")["stdout"]
+            assert api.post(f"/v1/sandboxes/{box['id']}/pause").status_code == 202
+            assert objects(box["id"]) == ["checkpoint.img", "wake"]
+            assert api.delete(f"/v1/sandboxes/{box['id']}").status_code == 200
+            assert objects(box["id"]) == []
+    finally:
+        server.stop()
+        remove_instance(home)

@@ -20,6 +20,7 @@ from hutch.core.errors import NotFound, RateLimited, Unavailable
 from hutch.core.identity import Principal
 from hutch.core.networks import NetworkService
 from hutch.core.sandbox_status import SandboxStatus as S
+from hutch.core.snapshot_store import snapshot_store
 from hutch.host.agent import HostAgent
 from hutch.host.drivers.base import DriverError, SandboxMissing
 from hutch.settings import Settings
@@ -54,6 +55,7 @@ class SandboxBase:
         self._networks = networks
         self._disks = disks
         self._shapes = {shape.id: shape for shape in settings.shapes}
+        self._snapshots = snapshot_store(settings)
         self._user_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._sandbox_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._activity: dict[str, float] = {}

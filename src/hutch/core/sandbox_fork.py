@@ -28,6 +28,7 @@ from hutch.core.previews import new_token
 from hutch.core.sandbox_lifecycle import SandboxLifecycle
 from hutch.core.sandbox_requests import ForkOptions, check_envs
 from hutch.core.sandbox_status import SandboxStatus as S
+from hutch.core.snapshot_store import SnapshotStoreError
 from hutch.core.sshkeys import normalise_keys
 from hutch.host.addresses import PoolExhausted
 from hutch.host.drivers.base import DriverError
@@ -125,6 +126,8 @@ class SandboxForks(SandboxLifecycle):
         started = time.monotonic()
         async with self._sandbox_locks[child_id]:
             try:
+                if snapshot is not None:
+                    await self._snapshots.fetch(source.id, snapshot)
                 forked, _ = await asyncio.gather(
                     self._host.driver.fork(source.id, spec, snapshot),
                     self._creating(record),
@@ -133,7 +136,7 @@ class SandboxForks(SandboxLifecycle):
                 if isinstance(forked, BaseException):
                     raise forked
             except Exception as exc:
-                known = isinstance(exc, DriverError)
+                known = isinstance(exc, DriverError | SnapshotStoreError)
                 reason = str(exc) if known else "internal error"
                 if not known:
                     log.exception("forking %s into %s failed", source.id, child_id)

@@ -36,6 +36,7 @@ from hutch.core.sandbox_requests import (
     check_envs,
 )
 from hutch.core.sandbox_status import SandboxStatus as S
+from hutch.core.snapshot_store import SnapshotStoreError
 from hutch.core.sshkeys import normalise_keys
 from hutch.host.addresses import PoolExhausted
 from hutch.host.disks import DiskMountError
@@ -351,6 +352,8 @@ class SandboxLifecycle(SandboxBase):
         await self._driver_step(record.id, "destroyed", self._host.driver.destroy)
         await self._networks.leave_all(record.id)
         await asyncio.to_thread(shutil.rmtree, self._snapshot(record.id), True)
+        if record.hibernated:
+            await self._forget_snapshot(record.id)
         self._forget(record.id)
         return await self._update(record.id, status=S.DESTROYED, destroyed_at=utcnow())
 
@@ -415,6 +418,10 @@ class SandboxLifecycle(SandboxBase):
             except DriverError as exc:
                 await self._update(sandbox_id, status=S.ERROR, reason=str(exc))
                 raise Unavailable(f"the sandbox could not be hibernated: {exc}") from exc
+            try:
+                await self._snapshots.put(sandbox_id, self._snapshot(sandbox_id))
+            except SnapshotStoreError as exc:  # it stays on this host's disk, still whole
+                log.warning("%s: %s", sandbox_id, exc)
             return await self._update(sandbox_id, status=S.PAUSED, paused_at=utcnow(),
                                       hibernated=True)  # fmt: skip
         await self._driver_step(sandbox_id, "paused", self._host.driver.pause)
@@ -434,6 +441,12 @@ class SandboxLifecycle(SandboxBase):
         if forking and forking.get(sandbox_id):
             raise Conflict("a fork of this sandbox is being made; try again in a moment",
                            field="status")  # fmt: skip
+
+    async def _forget_snapshot(self, sandbox_id: str) -> None:
+        try:
+            await self._snapshots.delete(sandbox_id)
+        except SnapshotStoreError as exc:
+            log.warning("%s: %s (the objects stay in the store)", sandbox_id, exc)
 
     def _snapshot(self, sandbox_id: str) -> Path:
         """Where a hibernated sandbox's snapshot is (complete once it exists)."""
@@ -490,13 +503,15 @@ class SandboxLifecycle(SandboxBase):
         await self._creating(record)
         snapshot = self._snapshot(record.id)
         try:
+            await self._snapshots.fetch(record.id, snapshot)
             await self._host.driver.wake(self.spec_of(record, link), snapshot)
-        except DriverError as exc:
+        except (DriverError, SnapshotStoreError) as exc:
             await self._stopped(record.id)
             await self._update(record.id, status=S.ERROR, reason=f"resume failed: {exc}")
             raise Unavailable(f"the sandbox could not be resumed: {exc}") from exc
         await self._update(record.id, hibernated=False)
         await asyncio.to_thread(shutil.rmtree, snapshot, True)
+        await self._forget_snapshot(record.id)
         await self._disks.remount_all(record.id)
 
     async def _restart(self, record: SandboxRecord) -> None:

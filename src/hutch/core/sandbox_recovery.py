@@ -12,6 +12,7 @@ import time
 from hutch.core.errors import HutchError
 from hutch.core.sandbox_lifecycle import SandboxLifecycle
 from hutch.core.sandbox_status import SandboxStatus as S
+from hutch.core.snapshot_store import SnapshotStoreError
 from hutch.host.drivers.base import RuntimeState
 from hutch.store import sandboxes as store
 from hutch.store.models import SandboxRecord, utcnow
@@ -93,6 +94,9 @@ class SandboxRecovery(SandboxLifecycle):
         snapshot = self._snapshot(record.id)
         alive = await self._host.driver.recover_snapshot(record.id, snapshot)
         complete = await asyncio.to_thread((snapshot / "checkpoint.img").exists)
+        if not complete and record.hibernated and not alive:
+            with contextlib.suppress(SnapshotStoreError):
+                complete = await self._snapshots.has(record.id)
         if alive or not complete:
             if record.hibernated:
                 await self._update(record.id, hibernated=False)
