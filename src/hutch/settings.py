@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     """Variables every deploy's install and build steps get (say a package mirror):
     ``NAME=value,NAME=value`` (a comma starts a pair only before ``NAME=``) or a JSON
     object of strings; see :mod:`hutch.build.env`."""
+    template_registry_auth_file: Path | None = None
+    """Credentials for the allowed registries: a containers ``auth.json`` (what ``skopeo
+    login --authfile FILE`` writes; a Docker ``config.json`` works too). Every pull uses
+    it; empty: pulls are anonymous."""
     image_import_max_bytes: int = Field(default=10 * 1024**3, ge=1024 * 1024)
     """The largest image an import pulls: its compressed layers (checked before pulling),
     and what it unpacks to; over it the import fails with that reason."""

@@ -3,7 +3,9 @@ skopeo and umoci, run as real runc sandboxes."""
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -264,3 +266,26 @@ def test_the_cli_imports_and_lists_an_image_and_refuses_an_unlisted_registry(
     assert refused.returncode == 1
     assert "not from an allowed registry" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+async def test_a_registry_that_needs_credentials_is_pulled_with_the_operators_auth_file(
+    pushed: PushedImages, tmp_path: Path
+) -> None:
+    locked = OciRegistry(tmp_path / "locked", users={"puller": "s3cret-pw"}).start()
+    try:
+        reference = locked.copy_from(pushed.bare, "team/bare:1",
+                                     creds="puller:s3cret-pw")  # fmt: skip
+        anonymous = Settings(home=tmp_path / "home", template_registries=f"http://{locked.host}")
+        with pytest.raises(ImageImportError, match=r"(?i)unauthorized|authentication required"):
+            await import_image(reference, anonymous)
+        missing = anonymous.model_copy(update={"template_registry_auth_file": tmp_path / "no"})
+        with pytest.raises(ImageImportError, match="HUTCH_TEMPLATE_REGISTRY_AUTH_FILE"):
+            await import_image(reference, missing)
+        auth = tmp_path / "auth.json"
+        token = base64.b64encode(b"puller:s3cret-pw").decode()
+        auth.write_text(json.dumps({"auths": {locked.host: {"auth": token}}}))
+        with_auth = anonymous.model_copy(update={"template_registry_auth_file": auth})
+        image = await import_image(reference, with_auth)
+        assert (image.rootfs / "hello").read_text() == "hi\n"
+    finally:
+        locked.stop()

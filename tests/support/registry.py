@@ -30,8 +30,10 @@ def _free_port() -> int:
 class OciRegistry:
     """``docker-registry serve`` on 127.0.0.1, plain HTTP, no auth, storage in ``directory``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, users: Mapping[str, str] | None = None) -> None:
+        """``users`` (name → password): basic auth (htpasswd, bcrypt) for every request."""
         self.directory = directory
+        self.users = dict(users or {})
         self.port = _free_port()
         self.host = f"127.0.0.1:{self.port}"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -46,6 +48,12 @@ class OciRegistry:
             "delete: {enabled: true}}\n"
             f"http: {{addr: '{self.host}'}}\n"
         )
+        if self.users:
+            htpasswd = self.directory / "htpasswd"
+            htpasswd.write_text("".join(f"{user}:{_bcrypt(password)}\n"
+                                        for user, password in self.users.items()))  # fmt: skip
+            with config.open("a") as text:
+                text.write(f"auth: {{htpasswd: {{realm: hutch-tests, path: {htpasswd}}}}}\n")
         log = open(self.directory / "registry.log", "wb")  # noqa: SIM115 (the child keeps it)
         self._proc = subprocess.Popen(
             ["docker-registry", "serve", str(config)],
@@ -57,7 +65,7 @@ class OciRegistry:
         deadline = time.monotonic() + 20
         while True:
             try:
-                if httpx.get(f"http://{self.host}/v2/", timeout=1).status_code == 200:
+                if httpx.get(f"http://{self.host}/v2/", timeout=1).status_code in (200, 401):
                     return self
             except httpx.HTTPError:
                 pass
@@ -77,6 +85,20 @@ class OciRegistry:
                 self._proc.wait()
         self._proc = None
 
+    def copy_from(self, source: str, repository: str, *, creds: str | None = None) -> str:
+        """Copy image ``source`` (in another plain-HTTP test registry) into this one as
+        ``repository``, with ``creds`` (``user:password``) for this one."""
+        policy = self.directory / "policy.json"
+        policy.write_text(_POLICY)
+        destination = f"{self.host}/{repository}"
+        subprocess.run(
+            ["skopeo", "--policy", str(policy), "copy", "--quiet", "--src-tls-verify=false",
+             "--dest-tls-verify=false", *(["--dest-creds", creds] if creds else []),
+             f"docker://{source}", f"docker://{destination}"],
+            check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=300,
+        )  # fmt: skip
+        return destination
+
     def push(self, layout: Path, tag: str, repository: str) -> str:
         """Push ``layout:tag`` as ``<this registry>/<repository>``; return that reference."""
         policy = self.directory / "policy.json"
@@ -88,6 +110,16 @@ class OciRegistry:
             check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=300,
         )  # fmt: skip
         return destination
+
+
+def _bcrypt(password: str) -> str:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # the C library's bcrypt; docker-registry's htpasswd wants bcrypt
+
+    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
 
 
 def _umoci(*args: str) -> None:

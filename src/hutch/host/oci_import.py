@@ -119,7 +119,7 @@ async def import_image(
     name = image_name(reference)
     base = image_dir(settings.images_path, name)
     base.mkdir(parents=True, exist_ok=True)
-    tls = ("--tls-verify=false",) if entry.plain_http else ()
+    tls = _source_options(entry.plain_http, settings.template_registry_auth_file)
     lock = await asyncio.to_thread(os.open, base / ".import.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
@@ -163,7 +163,7 @@ async def _import_locked(
     try:
         layout = partial / "layout"
         progress(f"pulling {reference} ({digest[:19]})")
-        src_tls = tuple(arg.replace("--tls", "--src-tls") for arg in tls)
+        src_tls = tuple("--src-" + arg.removeprefix("--") for arg in tls)  # copy's spelling
         await _skopeo("copy", "--quiet", *src_tls, reference.transport, f"oci:{layout}:image",
                       timeout_s=PULL_TIMEOUT_S, policy=policy)  # fmt: skip
         config = await asyncio.to_thread(_layout_config, layout)
@@ -196,6 +196,22 @@ async def _import_locked(
     _point_current(base, key)
     progress(f"imported {reference} in {time.monotonic() - started:.1f}s as {name}")
     return _image_ref(name, reference, digest, target)
+
+
+def _source_options(plain_http: bool, auth_file: Path | None) -> tuple[str, ...]:
+    """skopeo's options for the registry (as ``inspect`` spells them): plain HTTP or not,
+    and the operator's credentials file, else anonymous (never root's own logins)."""
+    options = ["--tls-verify=false"] if plain_http else []
+    if auth_file is None:
+        options.append("--no-creds")
+    elif not auth_file.is_file():
+        raise ImageImportError(
+            f"the registry credentials file {auth_file} (HUTCH_TEMPLATE_REGISTRY_AUTH_FILE) "
+            "does not exist"
+        )
+    else:
+        options.append(f"--authfile={auth_file}")
+    return tuple(options)
 
 
 async def _declared_size(reference: ImageReference, tls: tuple[str, ...], policy: Path) -> int:
