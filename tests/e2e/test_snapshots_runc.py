@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hutch.sdk import Client, Sandbox, Template
 from tests.e2e.test_sandboxes_runc import create, runc_server, sh
 from tests.e2e.test_templates_runc import built
 from tests.support.server import HutchProcess, remove_instance, run_cli
@@ -118,3 +119,26 @@ def test_bad_snapshot_requests_are_clear_errors(api: httpx.Client, server: Hutch
     assert gone.status_code in (404, 409) and gone.json()["status"] == "fail", gone.text
     names = [t["name"] for t in api.get("/v1/templates").json()["data"]["data"]]
     assert names == []
+
+
+def test_the_sdk_and_the_cli_snapshot_a_sandbox(server: HutchProcess) -> None:
+    key = run_cli(server.home, "keys", "create", "--user", f"c{time.monotonic_ns()}")
+    with Client(server.url, key.stdout.strip()) as client:
+        with Sandbox.create(client=client) as source:
+            source.files.write("/root/sdk.txt", b"written through the sdk")
+            template = source.snapshot("sdk-snap")
+            assert isinstance(template, Template)
+            assert (template.name, template.status) == ("sdk-snap", "ready")
+            with Sandbox.create(client=client, rootfs="sdk-snap") as copy:
+                assert copy.files.read_text("/root/sdk.txt") == "written through the sdk"
+            done = run_cli(server.home, "sandbox", "snapshot", source.id, "--name", "cli-snap",
+                           env={"HUTCH_API_URL": server.url, "HUTCH_API_KEY":
+                                key.stdout.strip()}, check=False)  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            template_id, name, _, version, status = done.stdout.split()
+            assert (name, version, status) == ("cli-snap", "1", "ready")
+            assert Template.get(template_id, client=client).name == "cli-snap"
+        missing = run_cli(server.home, "sandbox", "snapshot", "no-such-box", "--name", "x",
+                          env={"HUTCH_API_URL": server.url, "HUTCH_API_KEY": key.stdout.strip()},
+                          check=False)  # fmt: skip
+        assert missing.returncode != 0 and "Traceback" not in missing.stderr

@@ -265,6 +265,31 @@ def pause(
     _transition(sandbox, "pause", api_url, api_key, as_json)
 
 
+@app.command("snapshot")
+def snapshot(
+    sandbox: Annotated[str, typer.Argument(help="A sandbox id or name.")],
+    name: Annotated[str, typer.Option("--name", help="The template's name (yours).")],
+    as_json: JsonOpt = False,
+    api_url: ApiUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Make a template of a sandbox's files as they are now; it keeps running. Prints the
+    template's id and version; start sandboxes from it with --rootfs NAME.
+
+    Example:  hutch sandbox snapshot dev --name dev-ready
+    """
+
+    async def action(client: AsyncClient) -> dict[str, Any]:
+        found = await AsyncSandbox.connect(sandbox, client=client)
+        return (await found.snapshot(name)).info.raw
+
+    raw = run(api_url, api_key, action)
+    if as_json:
+        print_json(raw)
+    else:
+        sys.stdout.write(f"{raw['id']} {raw['name']} version {raw['version']} {raw['status']}\n")
+
+
 @app.command("resume")
 def resume(
     sandbox: Annotated[str, typer.Argument(help="A sandbox id or name.")],

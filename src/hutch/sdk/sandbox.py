@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Self, TypedDict, Unpack
 
 from hutch.sdk._http import Identified, ident, parse_time
 from hutch.sdk._resource import AsyncResource
@@ -21,6 +21,9 @@ from hutch.sdk.egress import AsyncEgress, Bandwidth, fetch_bandwidth, recharge_b
 from hutch.sdk.errors import HutchError
 from hutch.sdk.files import AsyncFiles
 from hutch.sdk.processes import AsyncProcesses
+
+if TYPE_CHECKING:
+    from hutch.sdk.templates import AsyncTemplate
 
 __all__ = ["AsyncSandbox", "SandboxInfo", "SandboxOptions"]
 
@@ -258,6 +261,19 @@ class AsyncSandbox(AsyncResource[SandboxInfo]):
             json={"disk_mib": disk_mib}, subjects=self._subjects(),
         )  # fmt: skip
         self.info = replace(self.info, disk_mib=int(data["disk_mib"]))
+
+    async def snapshot(self, name: str) -> AsyncTemplate:
+        """A template of its files as they are now (its image and every change made in
+        it), ready at once; it keeps running (frozen for tens of milliseconds while its
+        writable layer is copied). Create sandboxes from it with ``rootfs=name`` or build
+        on it with ``FROM name``; a name used again is a new version. Not retried."""
+        from hutch.sdk.templates import AsyncTemplate  # (templates imports the sandbox)
+
+        data = await self.client.transport.data(
+            "POST", f"/v1/sandboxes/{self.id}/snapshot", idempotent=False,
+            json={"name": name}, subjects=self._subjects(),
+        )  # fmt: skip
+        return AsyncTemplate(AsyncTemplate._parse(data), self.client)
 
     async def create_access_token(self) -> str:
         """A token (``skp_sb_…``) that drives this sandbox alone: pass it as ``api_key`` to

@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from types import TracebackType
-from typing import IO, Any, Generic, Self, TypeVar, Unpack
+from typing import IO, TYPE_CHECKING, Any, Generic, Self, TypeVar, Unpack
 
 from hutch.sdk._config import ClientConfig, RetryPolicy
 from hutch.sdk._http import Identified
@@ -34,6 +34,9 @@ from hutch.sdk.files import AsyncFiles, FileSource
 from hutch.sdk.networks import AsyncNetwork, NetworkInfo, NetworkMember
 from hutch.sdk.processes import AsyncProcesses, ProcessEvent, ProcessInfo
 from hutch.sdk.sandbox import AsyncSandbox, SandboxInfo, SandboxOptions
+
+if TYPE_CHECKING:
+    from hutch.sdk.templates import Template
 
 __all__ = ["Client", "Commands", "Disk", "Egress", "Files", "Network", "Processes", "Sandbox"]
 
@@ -404,6 +407,12 @@ class Sandbox(_BlockingResource[AsyncSandbox]):
 
     def resize(self, disk_mib: int) -> None:
         self._run(self.aio.resize(disk_mib))
+
+    def snapshot(self, name: str) -> Template:
+        """See :meth:`AsyncSandbox.snapshot`."""
+        from hutch.sdk.templates import Template  # (templates imports this module)
+
+        return Template(self._run(self.aio.snapshot(name)), self.client)
 
     def create_access_token(self) -> str:
         return self._run(self.aio.create_access_token())
