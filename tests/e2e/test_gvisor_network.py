@@ -1,0 +1,100 @@
+"""gvisor sandboxes on the network, through a real ``hutch serve``: the tests' small
+internet (tests.support.internet) with hutch's DNS forwarding to it, egress rules set at
+create and replaced live, the bandwidth quota, and private networks (joined at create;
+a live join is a 409)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.test_sandboxes_runc import create, runc_server, sh
+from tests.support.internet import Internet
+from tests.support.server import HutchProcess, remove_instance, run_cli
+
+QUOTA = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory, images: Path, internet: Internet
+) -> Iterator[tuple[HutchProcess, httpx.Client]]:
+    home = tmp_path_factory.mktemp("gvisor-net") / "home"
+    # 10.104/16 is this module's (see own_pool in test_egress_kernel_runc.py).
+    pool = f"10.104.{internet.slot * 4}.0/22"
+    env = {"HUTCH_DNS_UPSTREAM": internet.resolver, "HUTCH_BANDWIDTH_QUOTA_BYTES": str(QUOTA),
+           "HUTCH_DEFAULT_RUNTIME": "gvisor"}  # fmt: skip
+    server = runc_server(home, images, pool=pool, env=env)
+    key = run_cli(server.home, "keys", "create", "--user", "gnet").stdout.strip()
+    try:
+        with server.client(key) as api:
+            yield server, api
+    finally:
+        server.stop()
+        remove_instance(server.home)
+
+
+def reaches(api: httpx.Client, box: dict[str, Any], url: str) -> bool:
+    return sh(api, box, f"curl -sS -m 5 -o /dev/null {url}")["exit_code"] == 0
+
+
+def test_dns_and_egress_rules_hold_on_gvisor(
+    served: tuple[HutchProcess, httpx.Client], internet: Internet
+) -> None:
+    _, api = served
+    a, b = internet.address("example.test"), internet.address("evil.test")
+    open_box = create(api)
+    assert open_box["runtime"] == "gvisor"  # HUTCH_DEFAULT_RUNTIME
+    resolved = sh(api, open_box, "getent hosts example.test | awk '{print $1}'")["stdout"]
+    assert resolved.split() == [a]  # through hutch's DNS, forwarded to the internet's
+    assert reaches(api, open_box, "http://example.test/")
+    box = create(api, egress=[f"{a}:80"])
+    assert reaches(api, box, f"http://{a}/")
+    assert not reaches(api, box, f"http://{a}:8080/") and not reaches(api, box, f"http://{b}/")
+    put = api.put(f"/v1/sandboxes/{box['id']}/egress", json={"egress": [b]})
+    assert put.status_code == 200, put.text
+    assert reaches(api, box, f"http://{b}:8080/") and not reaches(api, box, f"http://{a}/")
+
+
+def test_the_bandwidth_quota_caps_a_gvisor_sandbox(
+    served: tuple[HutchProcess, httpx.Client], internet: Internet
+) -> None:
+    _, api = served
+    b = internet.address("evil.test")
+    box = create(api)
+    sh(api, box, "head -c 3000000 /dev/zero > /tmp/big")
+    upload = sh(api, box, f"curl -sS -m 8 -o /dev/null --data-binary @/tmp/big http://{b}/sink")
+    assert upload["exit_code"] != 0, "3 MB cannot go out on a 1 MiB quota"
+    spent = api.get(f"/v1/sandboxes/{box['id']}/bandwidth").json()["data"]
+    assert spent["capped"] and spent["used_bytes"] > QUOTA // 2
+    recharged = api.post(f"/v1/sandboxes/{box['id']}/bandwidth/recharge",
+                         json={"add_bytes": 8 * QUOTA})  # fmt: skip
+    assert recharged.status_code == 200, recharged.text
+    assert reaches(api, box, f"http://{b}/")
+
+
+def test_private_networks_are_joined_at_create(served: tuple[HutchProcess, httpx.Client]) -> None:
+    _, api = served
+    net = api.post("/v1/networks", json={"name": f"gnet-{time.monotonic_ns()}"}).json()["data"]
+    one = create(api, name="g-one", networks=[{"id": net["id"]}])
+    two = create(api, name="g-two", networks=[{"id": net["id"]}])
+    plain = create(api, runtime="runc", name="r-three", networks=[{"id": net["id"]}])
+    stranger = create(api, name="g-stranger")
+    sh(api, two, "setsid python3 -m http.server 8080 >/dev/null 2>&1 </dev/null &")
+    peer = ""
+    for _ in range(50):
+        peer = sh(api, one, "getent hosts g-two | awk '{print $1}'")["stdout"].strip()
+        if peer and reaches(api, one, f"http://{peer}:8080/"):
+            break
+        time.sleep(0.2)
+    assert peer and reaches(api, one, "http://g-two:8080/")
+    assert reaches(api, plain, "http://g-two:8080/")  # a runc member too
+    assert sh(api, stranger, "getent hosts g-two")["exit_code"] != 0
+    assert not reaches(api, stranger, f"http://{peer}:8080/")
+    live = api.post(f"/v1/sandboxes/{stranger['id']}/networks", json={"id": net["id"]})
+    assert live.status_code == 409 and "at create" in live.text
