@@ -62,8 +62,10 @@ def test_hosts_report_this_machine(server: HutchProcess) -> None:
     hosts = body["data"]["data"]
     assert len(hosts) == 1
     host = hosts[0]
-    # Seed 001's five fields, and the host's placement labels (for node_selector, issue 15).
-    assert set(host) == {"id", "status", "free_mib", "vm_count", "rootfses", "labels"}
+    # Seed 001's five fields, the host's placement labels (for node_selector, issue 15) and
+    # the runtimes it runs (issue 17).
+    assert set(host) == {"id", "status", "free_mib", "vm_count", "rootfses", "labels", "runtimes"}
+    assert isinstance(host["runtimes"], list)  # the fake driver here runs none of them
     assert host["status"] == "active"
     assert host["vm_count"] == 0
     assert host["rootfses"] == []
