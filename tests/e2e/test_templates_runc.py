@@ -431,3 +431,37 @@ def test_a_template_sixty_layers_deep_starts(api: httpx.Client) -> None:
     out = sh(api, box, "cat /layer-0 /layer-59; ls / | grep -c '^layer-'")
     assert out["stdout"] == "0\n59\n60\n", out
     api.delete(f"/v1/sandboxes/{box['id']}")
+
+
+def test_each_steps_layer_holds_its_changes_deletes_and_replaced_directories(
+    api: httpx.Client,
+) -> None:
+    """Consecutive steps run in one sandbox; each step's layer is what changed since the one
+    before (files, deletions as whiteouts, a directory replaced as opaque), and the stack
+    of them is the same filesystem."""
+    dockerfile = (
+        "FROM devbox:1\n"
+        "RUN mkdir -p /d/sub && echo a > /d/a && echo b > /d/sub/b && echo keep > /d/keep\n"
+        "RUN rm /d/a && echo changed > /d/keep && rm /etc/debian_version\n"
+        "RUN rm -rf /d/sub && mkdir /d/sub && echo new > /d/sub/c\n"
+        "RUN sleep 1000 &\n"
+        "RUN rm -rf /usr/share/doc && mkdir /usr/share/doc && echo only > /usr/share/doc/only\n"
+        "RUN ! pgrep -x sleep && echo more > /usr/share/doc/more && chmod 700 /d\n"
+        "RUN ln -s /d/keep /d/link\n"
+    )
+    check = (
+        "ls /d; ls /d/sub; cat /d/keep /d/link; stat -c %a /d; ls /usr/share/doc; "
+        "test -e /etc/debian_version || echo no-version"
+    )
+    expected = "keep\nlink\nsub\nc\nchanged\nchanged\n700\nmore\nonly\nno-version\n"
+    template = built(api, "layered", dockerfile)
+    assert (template["steps_total"], template["steps_cached"]) == (7, 0)
+    box = create(api, rootfs="layered")
+    assert sh(api, box, check)["stdout"] == expected
+    api.delete(f"/v1/sandboxes/{box['id']}")
+    # The same stack with the last step rebuilt alone, over the cached four.
+    again = built(api, "layered", dockerfile.replace("echo more", "echo MORE"))
+    assert again["steps_cached"] == 5
+    box = create(api, rootfs="layered")
+    assert sh(api, box, check + "; cat /usr/share/doc/more")["stdout"] == expected + "MORE\n"
+    api.delete(f"/v1/sandboxes/{box['id']}")

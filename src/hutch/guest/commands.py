@@ -178,9 +178,12 @@ def run(agent: Agent, conn: Connection, request: dict[str, Any]) -> None:
     drain_until = time.monotonic() + DRAIN_AFTER_EXIT_S
     for pump in pumps:
         pump.join(max(0.0, drain_until - time.monotonic()))
-    for stream in (proc.stdout, proc.stderr):
-        with suppress(OSError):
-            stream.close()  # type: ignore[union-attr]
+    for pump, stream in zip(pumps, (proc.stdout, proc.stderr), strict=True):
+        # A pipe a background child still holds is left to its pump: closing it would wait
+        # for the pump's read, that is for the child to end (`sleep 100 &`: 100 s).
+        if not pump.is_alive():
+            with suppress(OSError):
+                stream.close()  # type: ignore[union-attr]
     code = proc.returncode
     if error is None and code is not None and code < 0:
         error = f"killed by signal {-code}"

@@ -32,6 +32,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ __all__ = [
     "GUEST_USER",
     "GUEST_WORKDIR",
     "LayerStore",
+    "Manifest",
     "ResolvedImage",
     "StartSettings",
     "image_path",
@@ -188,6 +190,34 @@ class LayerStore:
             raise
         return size
 
+    async def commit_changes(
+        self, key: str, source: Path, since: Manifest | None, *, exclude: Sequence[str] = ()
+    ) -> tuple[int, Manifest]:
+        """Make layer ``key`` of what changed in ``source`` (a read-only capture of a
+        sandbox's overlay upper) since the capture described by ``since`` (None: since
+        the sandbox started, so all of it): new and changed entries copied with their
+        owners, modes, times and extended attributes, removed ones as whiteouts. Return
+        its size and the manifest of ``source`` (the ``since`` of the next step). All or
+        nothing, as :meth:`commit`."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        partial = self.directory / f"{key}.partial"
+        await _remove(partial)
+        try:
+            manifest = await asyncio.to_thread(
+                _copy_changes, source, partial, since or {}, tuple(exclude)
+            )
+            size = await _tree_size(partial)
+            target = self.path(key)
+            await _remove(target)
+            partial.rename(target)
+            meta = self.directory / f".{key}.json.tmp"
+            meta.write_text(json.dumps({"size": size, "made": time.time()}))
+            meta.replace(self.directory / f"{key}.json")
+        except BaseException:
+            await _remove(partial)
+            raise
+        return size, manifest
+
     def sweep_partials(self) -> list[str]:
         """Remove half-written layers (a build killed mid-copy); return their keys."""
         if not self.directory.is_dir():
@@ -219,3 +249,96 @@ def _tree_size_sync(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(directory, name)).st_size
     return total
+
+
+Manifest = dict[str, tuple[int, int, bool]]
+"""Relative path → (inode, ctime in ns, opaque directory) of every entry of a capture."""
+
+_OPAQUE = "trusted.overlay.opaque"
+
+
+def _copy_changes(
+    source: Path, target: Path, since: Manifest, exclude: tuple[str, ...]
+) -> Manifest:
+    """Copy into ``target`` each entry of ``source`` that is new or changed since ``since``
+    (a new inode or ctime; captures of one btrfs layer keep both for unchanged files), with
+    the directories above it; whiteouts for the entries ``since`` had and ``source`` has not.
+    A directory that was opaque already keeps its opacity in the lower layer only: marked
+    again here, it would hide what the earlier layers hold in it."""
+    manifest: Manifest = {}
+    for directory, dirs, files in os.walk(source):
+        for name in dirs + files:
+            path = os.path.join(directory, name)
+            relative = os.path.relpath(path, source)
+            if relative in exclude:
+                continue
+            info = os.lstat(path)
+            opaque = stat.S_ISDIR(info.st_mode) and _xattr(path, _OPAQUE) == b"y"
+            manifest[relative] = (info.st_ino, info.st_ctime_ns, opaque)
+    target.mkdir()
+    made: set[str] = set()
+
+    def place(relative: str, *, whole: bool) -> None:
+        parent = os.path.dirname(relative)
+        if parent and parent not in made:
+            place(parent, whole=False)
+        if relative in made:
+            return
+        made.add(relative)
+        src, dst = source / relative, target / relative
+        info = os.lstat(src)
+        if stat.S_ISDIR(info.st_mode):
+            os.mkdir(dst)
+            was = since.get(relative)
+            newly_opaque = manifest[relative][2] and not (was and was[2] and was[0] == info.st_ino)
+            _copy_xattrs(src, dst, skip=() if newly_opaque else (_OPAQUE,))
+        elif stat.S_ISLNK(info.st_mode):
+            os.symlink(os.readlink(src), dst)
+        elif stat.S_ISREG(info.st_mode):
+            shutil.copyfile(src, dst, follow_symlinks=False)
+            _copy_xattrs(src, dst)
+        else:  # a whiteout (0:0 character device), a device node, a fifo, a socket
+            os.mknod(dst, info.st_mode, info.st_rdev)
+        os.lchown(dst, info.st_uid, info.st_gid)
+        if not stat.S_ISLNK(info.st_mode):
+            os.chmod(dst, stat.S_IMODE(info.st_mode))
+        os.utime(dst, ns=(info.st_atime_ns, info.st_mtime_ns), follow_symlinks=False)
+        del whole
+
+    for relative, (inode, ctime, _) in sorted(manifest.items()):
+        if since.get(relative, (None, None, False))[:2] != (inode, ctime):
+            place(relative, whole=True)
+    for relative in sorted(set(since) - set(manifest)):
+        if os.path.dirname(relative) in since and os.path.dirname(relative) not in manifest:
+            continue  # its directory went: one whiteout for the directory is enough
+        parent = os.path.dirname(relative)
+        if parent and parent not in made:
+            place(parent, whole=False)
+        os.mknod(target / relative, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+    # Directories were made before their contents changed their times: set them again.
+    for relative in sorted(made, key=lambda p: p.count("/"), reverse=True):
+        info = os.lstat(source / relative)
+        if stat.S_ISDIR(info.st_mode):
+            os.utime(target / relative, ns=(info.st_atime_ns, info.st_mtime_ns))
+    return manifest
+
+
+def _xattr(path: str, name: str) -> bytes | None:
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except OSError:
+        return None
+
+
+def _copy_xattrs(src: Path, dst: Path, *, skip: tuple[str, ...] = ()) -> None:
+    try:
+        names = os.listxattr(src, follow_symlinks=False)
+    except OSError:
+        return
+    for name in names:
+        if name in skip:
+            continue
+        with contextlib.suppress(OSError):
+            os.setxattr(
+                dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False
+            )

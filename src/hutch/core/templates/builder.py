@@ -1,13 +1,19 @@
-"""The builder: a template's steps, each in a fresh hutch sandbox, each a cached layer.
+"""The builder: a template's steps run in hutch sandboxes, each step a cached layer.
 
 Entry point: :meth:`TemplateBuilder.build` (one attempt of one template; the service
 schedules them). For every RUN, COPY or ADD it computes the step's cache key from its
 parent's key, the step as resolved (command, environment, user, working directory,
 destination) and the copied files' hashes. A key whose layer exists is a cache hit and
-runs nothing. Otherwise the step runs inside a new sandbox of the image so far (runc,
-the build shape, open egress minus the platform deny set, ``HUTCH_BUILD_ENV``), never on
-the host; the sandbox's writable layer then becomes the step's layer and the sandbox is
-destroyed. Metadata instructions (ENV, WORKDIR, USER, CMD, …) change only the settings.
+runs nothing. Otherwise the step runs inside a sandbox of the image so far (runc, the
+build shape, open egress minus the platform deny set, ``HUTCH_BUILD_ENV``), never on the
+host. Steps that run one after another share one sandbox (what a step left running is
+killed before the next): after each, the sandbox's writable layer is captured while it
+is frozen for a moment (a read-only btrfs snapshot, :meth:`Driver.capture_layer`) and
+what changed since the previous capture becomes the step's layer
+(:meth:`LayerStore.commit_changes`), so every step is a layer of its own as if it had run
+in a sandbox of its own. The sandbox is destroyed at the next cache hit or at the end
+(in the background while the build goes on). Metadata instructions (ENV, WORKDIR, USER,
+CMD, …) change only the settings.
 
 Nothing half-built is ever used: a layer appears only complete
 (:class:`~hutch.host.layers.LayerStore`), and the template's image is written only once
@@ -32,8 +38,7 @@ from hutch.core.templates.logs import BuildLog
 from hutch.host.agent import HostAgent
 from hutch.host.drivers.base import DriverError
 from hutch.host.guest import ExecExit, ExecRequest, GuestError, GuestUnreachable
-from hutch.host.layers import LayerStore, StartSettings, remove_image, write_image
-from hutch.host.proc import CommandFailed
+from hutch.host.layers import LayerStore, Manifest, StartSettings, remove_image, write_image
 from hutch.settings import Settings
 from hutch.store.db import Database
 from hutch.store.models import SandboxRecord, TemplateRecord
@@ -73,8 +78,16 @@ class BuildResult:
     cached: int
 
 
+@dataclass(kw_only=True)
+class _Session:
+    """A sandbox running consecutive steps, and what its layer held at the last capture."""
+
+    sandbox_id: str
+    manifest: Manifest | None = None
+
+
 def build_image_name(template_id: str) -> str:
-    """The image a build step's sandbox starts from (removed after the step)."""
+    """The image a build's sandbox starts from (removed once the sandbox runs)."""
     return f"{template_id}.build"
 
 
@@ -112,21 +125,17 @@ class TemplateBuilder:
         log_to: BuildLog,
     ) -> BuildResult:
         """Run every step of ``plan`` over ``base``; return the layers. Raises
-        :class:`BuildFailed` with the reason (the failing step's last lines logged)."""
-        # Each finished step's sandbox is destroyed while the next step runs; every one is
-        # gone before the build ends, however it ends.
+        :class:`BuildFailed` with the reason (the failing step's last lines logged). Every
+        sandbox it made is gone when it returns or raises."""
         discards: list[asyncio.Future[None]] = []
+        sessions: list[_Session] = []
         try:
             return await self._steps(
-                record,
-                principal,
-                base,
-                plan,
-                context,
-                log_to,
-                discards=discards,
+                record, principal, base, plan, context, log_to, sessions=sessions, discards=discards
             )
         finally:
+            for session in sessions:
+                self._close(session, principal, record.id, discards)
             await asyncio.shield(asyncio.gather(*discards, return_exceptions=True))
 
     async def _steps(
@@ -138,8 +147,10 @@ class TemplateBuilder:
         context: BuildContext,
         log_to: BuildLog,
         *,
+        sessions: list[_Session],
         discards: list[asyncio.Future[None]],
     ) -> BuildResult:
+        """The steps, in order; ``sessions`` holds the open sandbox (at most one)."""
         key, layers = base.key, list(base.layers)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.template_build_timeout_s
@@ -160,6 +171,8 @@ class TemplateBuilder:
                 raise BuildFailed(f"step {number} (line {step.line}) failed: {exc}") from None
             key = step_key(key, step, payload.digest if payload else "")
             if self.layers.has(key):
+                while sessions:  # its files are not what the cached layer builds on
+                    self._close(sessions.pop(), principal, record.id, discards)
                 cached += 1
                 layers.append(key)
                 size += self.layers.size(key)
@@ -169,19 +182,27 @@ class TemplateBuilder:
             if left <= 0:
                 raise BuildFailed(self._timeout_reason())
             await log_to.flush()
-            size += await self._run_step(
-                record,
-                principal,
-                base,
-                layers,
+            if not sessions:
+                sandbox_id = await self._open(record, principal, base, layers, step)
+                sessions.append(_Session(sandbox_id=sandbox_id))
+            else:  # what the previous step left running goes, as with a fresh sandbox
+                await self._exec(
+                    sessions[0].sandbox_id,
+                    ["/bin/sh", "-c", "kill -KILL -1 2>/dev/null; true"],
+                    log_to,
+                    step=step,
+                    timeout_s=left,
+                )
+            session = sessions[0]
+            await self._run_step(
+                session.sandbox_id,
                 step,
-                key,
                 archive=payload.archive if payload else None,
                 chown_paths=payload.paths if payload else (),
                 timeout_s=left,
                 log_to=log_to,
-                discards=discards,
             )
+            size += await self._keep(session, step, key)
             layers.append(key)
             ran += 1
             await log_to.write(f" ---> built ({key[:12]})")
@@ -204,23 +225,16 @@ class TemplateBuilder:
             "(HUTCH_TEMPLATE_BUILD_TIMEOUT_S)"
         )
 
-    async def _run_step(
+    async def _open(
         self,
         record: TemplateRecord,
         principal: Principal,
         base: BaseImage,
         layers: list[str],
         step: BuildStep,
-        key: str,
-        *,
-        archive: bytes | None,
-        chown_paths: tuple[str, ...],
-        timeout_s: float,
-        log_to: BuildLog,
-        discards: list[asyncio.Future[None]],
-    ) -> int:
-        """Run one step in a new sandbox and keep its changes as layer ``key``; the sandbox
-        is destroyed in the background (into ``discards``) once the layer is kept."""
+    ) -> str:
+        """A new sandbox of the image so far (``layers`` over ``base``), recorded as the
+        build's sandbox (a restart destroys it)."""
         image = build_image_name(record.id)
         try:
             await asyncio.to_thread(
@@ -234,7 +248,6 @@ class TemplateBuilder:
             )
         except (OSError, ValueError) as exc:
             raise BuildFailed(f"the base image is not available on this host: {exc}") from None
-        sandbox_id: str | None = None
         try:
             request = SandboxCreate(
                 shape=self._settings.resolved_template_build_shape,
@@ -243,63 +256,83 @@ class TemplateBuilder:
                 name=f"build-{record.id[-12:].lower()}-{step.number}",
             )
             sandbox = await self._create_sandbox(principal, request, step)
-            sandbox_id = sandbox.id
-            await self._set_sandbox(record.id, sandbox_id)
-            if step.keyword == "RUN":
-                await self._exec(
-                    sandbox_id,
-                    ["mkdir", "-p", "--", step.workdir],
-                    log_to,
-                    step=step,
-                    timeout_s=timeout_s,
-                )
-                await self._exec(
-                    sandbox_id,
-                    list(step.argv),
-                    log_to,
-                    step=step,
-                    timeout_s=timeout_s,
-                    env={**self._settings.build_env_vars, **step.env},
-                    cwd=step.workdir,
-                    user=step.user or None,
-                )
-            else:
-                await self._exec(
-                    sandbox_id,
-                    ["tar", "-xpf", "-", "-C", "/", "--no-overwrite-dir", "--numeric-owner"],
-                    log_to,
-                    step=step,
-                    timeout_s=timeout_s,
-                    stdin=archive or b"",
-                )
-                if step.chown and chown_paths:
-                    listing = "\0".join(chown_paths).encode() + b"\0"
-                    await self._exec(
-                        sandbox_id,
-                        ["xargs", "-0", "-r", "chown", "-h", "--", step.chown],
-                        log_to,
-                        step=step,
-                        timeout_s=timeout_s,
-                        stdin=listing,
-                    )
-            driver = self._host.driver
-            try:
-                await driver.pause(sandbox_id)  # nothing changes while it is copied
-                upper = driver.writable_layer(sandbox_id)  # type: ignore[attr-defined]
-                size = await self.layers.commit(key, upper, exclude=_NOT_BUILT)
-            except (DriverError, AttributeError, CommandFailed) as exc:
-                raise BuildFailed(f"step {step.number}'s changes could not be kept: {exc}") from exc
-            finally:
-                with contextlib.suppress(DriverError):
-                    await driver.resume(sandbox_id)
-            discards.append(asyncio.ensure_future(self._discard(principal, record.id, sandbox_id)))
-            sandbox_id = None
-            return size
         finally:
-            if sandbox_id is not None:
-                await asyncio.shield(self._discard(principal, record.id, sandbox_id))
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(remove_image, self._settings.home, image)
+        await self._set_sandbox(record.id, sandbox.id)
+        return sandbox.id
+
+    def _close(
+        self,
+        session: _Session,
+        principal: Principal,
+        template_id: str,
+        discards: list[asyncio.Future[None]],
+    ) -> None:
+        """Destroy the session's sandbox in the background (into ``discards``)."""
+        discards.append(
+            asyncio.ensure_future(self._discard(principal, template_id, session.sandbox_id))
+        )
+
+    async def _run_step(
+        self,
+        sandbox_id: str,
+        step: BuildStep,
+        *,
+        archive: bytes | None,
+        chown_paths: tuple[str, ...],
+        timeout_s: float,
+        log_to: BuildLog,
+    ) -> None:
+        """Run one RUN, COPY or ADD in the sandbox."""
+        if step.keyword == "RUN":
+            await self._exec(
+                sandbox_id,
+                ["mkdir", "-p", "--", step.workdir],
+                log_to,
+                step=step,
+                timeout_s=timeout_s,
+            )
+            await self._exec(
+                sandbox_id,
+                list(step.argv),
+                log_to,
+                step=step,
+                timeout_s=timeout_s,
+                env={**self._settings.build_env_vars, **step.env},
+                cwd=step.workdir,
+                user=step.user or None,
+            )
+            return
+        await self._exec(
+            sandbox_id,
+            ["tar", "-xpf", "-", "-C", "/", "--no-overwrite-dir", "--numeric-owner"],
+            log_to,
+            step=step,
+            timeout_s=timeout_s,
+            stdin=archive or b"",
+        )
+        if step.chown and chown_paths:
+            listing = "\0".join(chown_paths).encode() + b"\0"
+            await self._exec(
+                sandbox_id,
+                ["xargs", "-0", "-r", "chown", "-h", "--", step.chown],
+                log_to,
+                step=step,
+                timeout_s=timeout_s,
+                stdin=listing,
+            )
+
+    async def _keep(self, session: _Session, step: BuildStep, key: str) -> int:
+        """What the step changed in the session's sandbox, as layer ``key``; its size."""
+        try:
+            async with self._host.driver.capture_layer(session.sandbox_id) as captured:
+                size, session.manifest = await self.layers.commit_changes(
+                    key, captured.upper, session.manifest, exclude=_NOT_BUILT
+                )
+        except (DriverError, OSError) as exc:
+            raise BuildFailed(f"step {step.number}'s changes could not be kept: {exc}") from exc
+        return size
 
     async def _create_sandbox(
         self, principal: Principal, request: SandboxCreate, step: BuildStep
