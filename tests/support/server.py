@@ -123,22 +123,10 @@ class HutchProcess:
 
 
 def remove_instance(home: Path) -> None:
-    """Destroy every runc sandbox, network bridge and the firewall of the instance in ``home``.
+    """Destroy everything the stopped instance in ``home`` left (``hutch host cleanup``).
 
     A stopped server leaves its sandboxes running, since a restart adopts them; tests clean up.
     """
-    from hutch.host.drivers.gvisor import GvisorDriver
-    from hutch.host.drivers.runc import RuncDriver
-    from hutch.host.networks import BridgeNetworks
+    from hutch.host.cleanup import cleanup_home
 
-    async def gvisor_cleanup() -> None:
-        gvisor = GvisorDriver(home, images=home)
-        await gvisor.prepare()
-        await gvisor.cleanup(set())
-
-    asyncio.run(gvisor_cleanup())  # its own sandboxes first (runsc's state, sockets)
-    driver = RuncDriver(home, images=home)
-    asyncio.run(driver.cleanup(set()))
-    asyncio.run(BridgeNetworks(tag=driver.tag).cleanup(set()))
-    subprocess.run(["pkill", "-TERM", "-f", f"nginx -c {home}/proxy/nginx.conf"], check=False)
-    asyncio.run(driver.uninstall())
+    asyncio.run(cleanup_home(home))

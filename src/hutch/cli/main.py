@@ -13,6 +13,7 @@ import yaml
 from hutch.cli import (
     deploy,
     egress,
+    host,
     images,
     keys,
     resources,
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 app.add_typer(keys.app, name="keys")
 app.add_typer(images.app, name="images")
+app.add_typer(host.app, name="host")
 app.add_typer(sandboxes.app, name="sandbox")
 app.command("exec")(sandboxes.exec_command)
 app.command("cp")(sandboxes.copy)

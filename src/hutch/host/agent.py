@@ -25,6 +25,7 @@ from hutch.host.egress import EgressFirewall, EgressLayer, FakeEgress
 from hutch.host.images import built_images
 from hutch.host.machine import host_address, read_memory
 from hutch.host.networks import BridgeNetworks, FakeNetworks, NetworkLayer
+from hutch.host.ownership import HomeInUse, HomeLock, host_clashes
 from hutch.host.proc import CommandFailed
 from hutch.settings import Settings
 from hutch.store import hosts as host_store
@@ -77,6 +78,7 @@ class HostAgent:
             else FakeDiskMounts()
         )
         self.links = LinkPool(settings.link_pool)
+        self._lock = HomeLock(settings.home)
         self._started_at = utcnow()
         self._task: asyncio.Task[None] | None = None
 
@@ -85,6 +87,7 @@ class HostAgent:
         forwarded upstream: hutch.host.dns), prepare the driver, register this host
         (status ``active``) and start heartbeating."""
         if isinstance(self.driver, HostRuntimes):
+            await self._own_the_host()
             try:
                 dns_port = None
                 if resolve is not None:
@@ -96,12 +99,36 @@ class HostAgent:
                 await self.driver.prepare(dns_port=dns_port)
             except (CommandFailed, OSError) as exc:
                 self._stop_dns()
+                self._lock.release()
                 raise HostUnusable(
                     f"cannot prepare the runc driver ({exc}); hutch needs root, runc and "
                     "nftables (make run installs them), or HUTCH_DRIVER=fake for tests"
                 ) from None
         await self.heartbeat()
         self._task = asyncio.create_task(self._beat_forever(), name="hutch-host-heartbeat")
+
+    async def _own_the_host(self) -> None:
+        """Take the home's lock and make sure no one else on this host uses the pools
+        (:mod:`hutch.host.ownership`); HostUnusable, naming the clash, otherwise."""
+        assert isinstance(self.driver, HostRuntimes)
+        try:
+            self._lock.acquire()
+        except HomeInUse as exc:
+            raise HostUnusable(f"{exc}; stop it first, or use another --home") from None
+        pools = {"HUTCH_LINK_POOL": self._settings.link_pool,
+                 "HUTCH_NETWORK_POOL": self._settings.network_pool}  # fmt: skip
+        try:
+            clashes = await host_clashes(pools, tag=self.driver.tag)
+        except (CommandFailed, OSError, ValueError) as exc:
+            self._lock.release()
+            raise HostUnusable(f"cannot read this host's addresses and routes ({exc})") from None
+        if clashes:
+            self._lock.release()
+            raise HostUnusable(
+                "; ".join(clashes) + " (another hutch home, or a network of this host's): set "
+                "HUTCH_LINK_POOL / HUTCH_NETWORK_POOL to free blocks, or remove what a moved "
+                "install left behind with 'hutch host cleanup --home DIR'"
+            )
 
     async def stop(self) -> None:
         """Stop heartbeating and mark this host ``dead`` so no work is placed on it."""
@@ -113,6 +140,7 @@ class HostAgent:
         self._stop_dns()
         with contextlib.suppress(Exception):
             await self.heartbeat(status="dead")
+        self._lock.release()
 
     def _stop_dns(self) -> None:
         if self.dns is not None:
