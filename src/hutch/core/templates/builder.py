@@ -182,21 +182,15 @@ class TemplateBuilder:
             if left <= 0:
                 raise BuildFailed(self._timeout_reason())
             await log_to.flush()
-            if not sessions:
+            fresh = not sessions
+            if fresh:
                 sandbox_id = await self._open(record, principal, base, layers, step)
                 sessions.append(_Session(sandbox_id=sandbox_id))
-            else:  # what the previous step left running goes, as with a fresh sandbox
-                await self._exec(
-                    sessions[0].sandbox_id,
-                    ["/bin/sh", "-c", "kill -KILL -1 2>/dev/null; true"],
-                    log_to,
-                    step=step,
-                    timeout_s=left,
-                )
             session = sessions[0]
             await self._run_step(
                 session.sandbox_id,
                 step,
+                fresh=fresh,
                 archive=payload.archive if payload else None,
                 chown_paths=payload.paths if payload else (),
                 timeout_s=left,
@@ -279,20 +273,28 @@ class TemplateBuilder:
         sandbox_id: str,
         step: BuildStep,
         *,
+        fresh: bool,
         archive: bytes | None,
         chown_paths: tuple[str, ...],
         timeout_s: float,
         log_to: BuildLog,
     ) -> None:
-        """Run one RUN, COPY or ADD in the sandbox."""
-        if step.keyword == "RUN":
+        """Run one RUN, COPY or ADD in the sandbox (``fresh``: nothing ran in it before)."""
+        # What the previous step left running goes, as with a sandbox of its own; a RUN's
+        # working directory is made if missing (as root, like Docker's WORKDIR).
+        prepare = [] if fresh else ["kill -KILL -1 2>/dev/null", "true"]
+        if step.keyword == "RUN" and step.workdir != "/":
+            prepare.append('mkdir -p -- "$1"')
+        if prepare:
+            script = "; ".join(prepare)
             await self._exec(
                 sandbox_id,
-                ["mkdir", "-p", "--", step.workdir],
+                ["/bin/sh", "-c", script, "sh", step.workdir],
                 log_to,
                 step=step,
                 timeout_s=timeout_s,
             )
+        if step.keyword == "RUN":
             await self._exec(
                 sandbox_id,
                 list(step.argv),

@@ -58,7 +58,7 @@ OciResolver = Callable[[str, str], Awaitable[BaseImage]]
 
 _STOPPED = "the server stopped during the build; create the template again"
 _INTERNAL = "internal error (the server log has the details)"
-_FOLLOW_POLL_S = 0.25
+_FOLLOW_POLL_S = 0.1
 # Every layer is a lowerdir of the sandbox's overlay; their paths must fit in the one page
 # of mount options (about 60 of $HUTCH_HOME/layers/<32 hex>).
 MAX_LAYERS = 60
