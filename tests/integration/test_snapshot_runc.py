@@ -18,6 +18,7 @@ from hutch.host.drivers.base import DriverError, RuntimeState, SandboxMissing, S
 from hutch.host.drivers.runc import RuncDriver
 from hutch.host.guest import ExecExit, ExecOutput, ExecRequest
 from hutch.host.images import COMPLETE_MARKER, image_dir, image_rootfs
+from hutch.host.proc import run
 
 pytestmark = pytest.mark.anyio
 
@@ -156,3 +157,19 @@ async def test_snapshot_of_a_missing_sandbox_or_into_an_existing_build_fails_cle
     with pytest.raises(DriverError, match="exists already"):
         await runc.snapshot(source.id, taken)
     assert (await runc.get(source.id)).state == RuntimeState.RUNNING  # type: ignore[union-attr]
+
+
+async def test_a_layer_copy_left_by_a_crash_is_swept_at_the_next_start(
+    runc: RuncDriver, tmp_path: Path, own_images: Path
+) -> None:
+    source = spec_for("devbox:1")
+    await runc.create(source)
+    await sh(runc, source.id, "echo x > /root/x")
+    layer = runc._dir(source.id) / "layer"
+    # What a server killed between the copy and its removal leaves: a read-only snapshot.
+    await run("btrfs", "subvolume", "snapshot", "-r", str(layer), str(layer / ".snapshot-1-2"))
+    assert (layer / ".snapshot-1-2" / "upper" / "root" / "x").exists()
+    again = RuncDriver(tmp_path / "home", images=own_images)
+    await again.prepare()
+    assert not (layer / ".snapshot-1-2").exists()
+    assert await sh(runc, source.id, "cat /root/x") == "x\n"

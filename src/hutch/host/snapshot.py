@@ -52,6 +52,7 @@ __all__ = [
     "capture_layer",
     "overlay_lowers",
     "snapshot_rootfs",
+    "sweep_copies",
 ]
 
 
@@ -195,6 +196,16 @@ async def _copy_layer(layer: Path, upper: Path, holder: Path) -> None:
     except CommandFailed:
         await asyncio.to_thread(shutil.rmtree, holder / "upper", True)
         await run("cp", "-a", str(upper), str(holder), timeout_s=600)
+
+
+async def sweep_copies(sandboxes: Path) -> list[Path]:
+    """Remove the layer copies that captures cut off by a crash left in sandboxes' disks
+    (``<sandboxes>/<id>/layer/.snapshot-*``); return them. Call at start, before any
+    capture can run."""
+    found = await asyncio.to_thread(lambda: sorted(sandboxes.glob("*/layer/.snapshot-*")))
+    for holder in found:
+        await _drop_copy(holder)
+    return found
 
 
 async def _drop_copy(holder: Path) -> None:

@@ -58,6 +58,7 @@ from hutch.host.snapshot import (
     SnapshotStats,
     capture_layer,
     snapshot_rootfs,
+    sweep_copies,
 )
 from hutch.host.storage import LayerCannotGrow, SandboxRootfs, mounts_under, remove_tree
 
@@ -102,6 +103,8 @@ class RuncDriver(Driver):
         self.sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
         await self.firewall.install()
         await run(self.runc, "--version")
+        # Copies of writable layers that a snapshot cut off by a crash left behind.
+        await sweep_copies(self.sandboxes)
         # Sandboxes run Debian 12's Python 3.11; a .pyc made by any 3.11 serves them.
         if sys.version_info[:2] == (3, 11):
             await asyncio.to_thread(compileall.compile_dir, self.guest_dir, quiet=1)
