@@ -196,10 +196,11 @@ def paused_memory(api: httpx.Client, home: Path, runtime: str, count: int) -> di
 def memory_growth(api: httpx.Client, home: Path) -> list[dict[str, Any]]:
     rows = []
     for touched in (64, 256, 1024):
-        box = create(api, "gvisor", shape="s-2vcpu-2gb")
+        box = create(api, "gvisor", shape="s-2vcpu-4gb")
         # Random bytes: memory that does not compress (gVisor's image is compressed).
-        hold = (f"setsid python3 -c 'import os, time; b = bytearray(os.urandom({touched} * 2**20))"
-                "; open(\"/tmp/held\", \"w\").close(); time.sleep(3600)' "
+        hold = (f"setsid python3 -c 'import os, time; n = {touched} * 2**20; b = bytearray(n)\n"
+                "for i in range(0, n, 2**20): b[i:i + 2**20] = os.urandom(2**20)\n"
+                "open(\"/tmp/held\", \"w\").close(); time.sleep(3600)' "
                 ">/dev/null 2>&1 </dev/null &")  # fmt: skip
         sandbox_id = box["id"]
         run(api, sandbox_id, hold)

@@ -1,10 +1,12 @@
 """gvisor sandboxes on the network, through a real ``hutch serve``: the tests' small
 internet (tests.support.internet) with hutch's DNS forwarding to it, egress rules set at
-create and replaced live, the bandwidth quota, and private networks (joined at create;
-a live join is a 409)."""
+create and replaced live, the bandwidth quota, private networks (joined at create; a live
+join is a 409), preview URLs through the proxy, and a server killed with -9."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.test_nullspace_runc import serve_http, through_proxy
 from tests.e2e.test_sandboxes_runc import create, runc_server, sh
 from tests.support.internet import Internet
 from tests.support.server import HutchProcess, remove_instance, run_cli
@@ -98,3 +101,68 @@ def test_private_networks_are_joined_at_create(served: tuple[HutchProcess, httpx
     assert not reaches(api, stranger, f"http://{peer}:8080/")
     live = api.post(f"/v1/sandboxes/{stranger['id']}/networks", json={"id": net["id"]})
     assert live.status_code == 409 and "at create" in live.text
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[HutchProcess]:
+    process = runc_server(
+        tmp_path_factory.mktemp("gvisor-proxy") / "home",
+        images,
+        env={"HUTCH_PROXY_ENABLED": "true", "HUTCH_PROXY_PORT": "0",
+             "HUTCH_DEFAULT_RUNTIME": "gvisor"},
+    )  # fmt: skip
+    yield process
+    process.stop()
+    remove_instance(process.home)
+
+
+def test_a_preview_url_serves_a_gvisor_sandbox(proxied: HutchProcess) -> None:
+    assert proxied.admin_key
+    headers = {"Authorization": f"Bearer {proxied.admin_key}"}
+    with httpx.Client(base_url=f"{proxied.url}/nullspace", headers=headers, timeout=60) as api:
+        box = api.post("/v1/sandboxes", json={"template": "base"}).json()
+        serve_http(api, box, "hello from gVisor")
+        preview = api.post(f"/v1/sandboxes/{box['id']}/host", json={"port": 8080}).json()
+        page = through_proxy(preview, "/index.html")
+        assert page.status_code == 200 and page.text == "hello from gVisor"
+        view = httpx.get(f"{proxied.url}/v1/sandboxes/{box['id']}",
+                         headers={"X-Api-Key": proxied.admin_key}).json()["data"]  # fmt: skip
+        runtime = view["runtime"]
+        assert runtime == "gvisor"
+        api.delete(f"/v1/sandboxes/{box['id']}")
+        assert through_proxy(preview).status_code == 404
+
+
+def test_kill_9_of_the_server_keeps_gvisor_sandboxes(
+    tmp_path: Path, images: Path, internet: Internet
+) -> None:
+    home, pool = tmp_path / "home", f"10.105.{internet.slot * 4}.0/22"
+    first = runc_server(home, images, pool=pool, env={"HUTCH_DEFAULT_RUNTIME": "gvisor"})
+    key = run_cli(home, "keys", "create", "--user", "gail").stdout.strip()
+    with first.client(key) as api:
+        survivor = create(api, name="g-survivor")
+        sh(api, survivor, "echo kept > /root/note")
+        victim = create(api, name="g-victim")
+        sleeper = create(api, name="g-sleeper")
+        assert api.post(f"/v1/sandboxes/{sleeper['id']}/pause").json()["data"]["hibernated"]
+    first.stop(signal.SIGKILL)
+    victim_pid = int((home / "sandboxes" / victim["id"] / "init.pid").read_text())
+    os.kill(victim_pid, signal.SIGKILL)  # its Sentry: the whole sandbox dies
+    time.sleep(0.5)
+    second = runc_server(home, images, pool=pool, env={"HUTCH_DEFAULT_RUNTIME": "gvisor"})
+    try:
+        with second.client(key) as api:
+            assert sh(api, survivor, "cat /root/note")["stdout"] == "kept\n"
+            dead = api.get(f"/v1/sandboxes/{victim['id']}").json()["data"]
+            assert dead["status"] == "error" and dead["reason"]
+            assert api.post(f"/v1/sandboxes/{victim['id']}/resume").status_code == 202
+            assert sh(api, victim, "hostname")["stdout"] == "g-victim\n"
+            view = api.get(f"/v1/sandboxes/{sleeper['id']}").json()["data"]
+            assert view["status"] == "paused" and view["hibernated"]
+            assert api.post(f"/v1/sandboxes/{sleeper['id']}/resume").status_code == 202
+            assert sh(api, sleeper, "echo awake")["stdout"] == "awake\n"
+            for box in (survivor, victim, sleeper):
+                assert api.delete(f"/v1/sandboxes/{box['id']}").status_code == 200
+    finally:
+        second.stop()
+        remove_instance(home)

@@ -26,9 +26,13 @@ FIELDS = {"process_id", "kind", "pid", "state", "leader_exited", "tree_exited", 
           "foreground"}  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[HutchProcess]:
-    process = runc_server(tmp_path_factory.mktemp("processes") / "home", images)
+@pytest.fixture(scope="module", params=["runc", "gvisor"])
+def server(
+    tmp_path_factory: pytest.TempPathFactory, images: Path, request: pytest.FixtureRequest
+) -> Iterator[HutchProcess]:
+    # Every test here runs on both runtimes (HUTCH_DEFAULT_RUNTIME: runc, then gvisor).
+    process = runc_server(tmp_path_factory.mktemp("processes") / "home", images,
+                          env={"HUTCH_DEFAULT_RUNTIME": request.param})  # fmt: skip
     yield process
     process.stop()
     remove_instance(process.home)

@@ -134,7 +134,7 @@ class Process:
             "output": {"oldest_seq": self.oldest(), "newest_seq": self.newest, "bytes": self.size},
         }
         if self.pty and self.master >= 0:
-            view["foreground"] = _foreground(self.master)
+            view["foreground"] = _foreground(self.master, self.proc.pid)
         return view
 
     def read(self, after: int, wait: float) -> dict[str, Any]:
@@ -177,6 +177,8 @@ class Process:
                     view = memoryview(data)
                     while view:
                         view = view[os.write(self.master, view) :]
+                    if b"\x03" in data:
+                        _interrupt_if_unseen(self.master, self.proc.pid)
                 else:
                     self.proc.stdin.write(data)
                     self.proc.stdin.flush()
@@ -242,10 +244,48 @@ def _signal_name(number: int | None) -> str | None:
         return f"SIG{number}"
 
 
-def _foreground(master: int) -> dict[str, Any] | None:
+def _foreground_group(master: int, leader: int) -> int:
+    """The terminal's foreground process group: asked of the terminal, or (gVisor, whose
+    terminal master does not answer TIOCGPGRP) read from the session leader's stat."""
+    try:
+        return os.tcgetpgrp(master)
+    except OSError:
+        pass
+    # gVisor: its /proc has no tpgid either, so the newest job of the leader's session
+    # (a process group led by a process of the session other than the leader) stands in.
+    newest = leader
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        pid, group, session = int(entry), int(fields[2]), int(fields[3])
+        if session == leader and group == pid and fields[0] != b"Z" and pid > newest:
+            newest = pid
+    return newest
+
+
+def _interrupt_if_unseen(master: int, leader: int) -> None:
+    """^C written to a terminal interrupts its foreground job. gVisor's terminal (whose
+    master does not answer TIOCGPGRP) does not signal it: do it here, as a kernel would."""
+    try:
+        os.tcgetpgrp(master)
+        return  # a terminal with job control: its line discipline sent SIGINT
+    except OSError:
+        pass
+    group = _foreground_group(master, leader)
+    if group != leader:
+        with suppress(OSError):
+            os.killpg(group, 2)  # SIGINT
+
+
+def _foreground(master: int, leader: int) -> dict[str, Any] | None:
     """The terminal's foreground job: its group leader's pid and command line."""
     try:
-        pgrp = os.tcgetpgrp(master)
+        pgrp = _foreground_group(master, leader)
         with open(f"/proc/{pgrp}/cmdline", "rb") as handle:
             argv = [part.decode(errors="replace") for part in handle.read().split(b"\0")[:-1]]
     except OSError:
@@ -470,8 +510,8 @@ def proc_signal(agent: Agent, conn: Connection, request: dict[str, Any]) -> None
         raise Conflict(f"process {process.id} has exited")
     group = process.proc.pid
     if process.pty and process.master >= 0:
-        with suppress(OSError):
-            group = os.tcgetpgrp(process.master)
+        with suppress(OSError, ValueError, IndexError):
+            group = _foreground_group(process.master, process.proc.pid)
     try:
         os.killpg(group, number)
     except ProcessLookupError:
