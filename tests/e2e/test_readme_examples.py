@@ -69,6 +69,7 @@ def test_the_readme_cli_example_runs_as_written(server: HutchProcess, tmp_path: 
     deploy` a funded wallet and a chain (the same file pays on anvil)."""
     key = run_cli(server.home, "keys", "create", "--user", "cli-reader").stdout.strip()
     (tmp_path / "data.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "Dockerfile").write_text("FROM devbox:1\nRUN echo from the readme > /readme\n")
     hutch = str(Path(sys.executable).parent / "hutch")
     env = {
         "PATH": f"{Path(hutch).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
