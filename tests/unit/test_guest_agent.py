@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -84,6 +85,24 @@ async def test_a_timeout_kills_the_whole_process_group(guest: GuestClient, root:
     assert time.monotonic() - started < 20
     await asyncio.sleep(2.5)
     assert not marker.exists(), "the background child outlived the timeout"
+
+
+async def test_an_exec_ends_with_its_command_not_with_a_background_child(
+    guest: GuestClient, root: Path
+) -> None:
+    """A child left in the background keeps the output pipes open; the exec still ends
+    when its command does (the child is alive when the answer comes)."""
+    pidfile = root / "child.pid"
+    out, _, done = await run(
+        guest,
+        ExecRequest(argv=["/bin/sh", "-c", f"sleep 300 & echo $! > {pidfile}; echo done"]),
+    )
+    assert (out, done.exit_code) == (b"done\n", 0)
+    child = int(pidfile.read_text())
+    try:
+        os.kill(child, 0)  # still running: the exec did not wait for it
+    finally:
+        os.kill(child, signal.SIGKILL)
 
 
 async def test_missing_command_and_cwd_are_errors_not_crashes(guest: GuestClient) -> None:

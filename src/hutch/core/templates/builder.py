@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 # A build sandbox reaches the internet minus the platform deny set, as deploy builds do.
 OPEN = ("*",)
+# A running step's output reaches the log (and its followers) this often, in batches.
+_LOG_FLUSH_S = 0.2
 # Made by the guest agent in every sandbox; not part of what a step built.
 _NOT_BUILT = ("run/self",)
 
@@ -375,17 +377,21 @@ class TemplateBuilder:
         )
         log_to.tail = []
         exit_event: ExecExit | None = None
+        flusher = asyncio.create_task(_flush_every(log_to, _LOG_FLUSH_S))
         try:
             async for event in self._host.driver.guest(sandbox_id).exec(request):
                 if isinstance(event, ExecExit):
                     exit_event = event
                 else:
                     log_to.output(event.data)
-                    await log_to.flush()
         except (GuestError, GuestUnreachable) as exc:
             raise BuildFailed(
                 f"step {step.number} (line {step.line}) could not run: {exc}"
             ) from exc
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
         log_to.end_output()
         await log_to.flush()
         if exit_event is not None and exit_event.exit_code == 0:
@@ -419,3 +425,11 @@ class TemplateBuilder:
             )
             return
         await self._set_sandbox(template_id, None, only_if=sandbox_id)
+
+
+async def _flush_every(log_to: BuildLog, seconds: float) -> None:
+    """Write a running step's output to the log in batches, so it is readable (and
+    followed) while the step runs."""
+    while True:
+        await asyncio.sleep(seconds)
+        await log_to.flush()
