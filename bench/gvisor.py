@@ -128,11 +128,15 @@ def per_runtime(api: httpx.Client, home: Path, runtime: str, n: int) -> dict[str
     out["exec_round_trip_ms"] = percentiles(trips)
 
     pauses, resumes, sizes = [], [], []
+    # All paused, then all resumed: a resume a moment after its pause would also wait for
+    # the checkpointed Sentry to finish exiting (1-2 s on ptrace).
     for sandbox_id in made[:n]:
         ms, view = timed(lambda s=sandbox_id: ok(api.post(f"/v1/sandboxes/{s}/pause")))
         pauses.append(ms)
         sizes.append(du_mib(home / "snapshots" / sandbox_id))
         assert view["hibernated"] is (runtime == "gvisor"), view
+    time.sleep(3)
+    for sandbox_id in made[:n]:
         resumes.append(timed(lambda s=sandbox_id: ok(api.post(f"/v1/sandboxes/{s}/resume")))[0])
     out["pause_ms"] = percentiles(pauses)
     out["resume_ms"] = percentiles(resumes)
@@ -210,6 +214,7 @@ def memory_growth(api: httpx.Client, home: Path) -> list[dict[str, Any]]:
             time.sleep(0.2)
         pause_ms, view = timed(lambda s=sandbox_id: ok(api.post(f"/v1/sandboxes/{s}/pause")))
         size = du_mib(home / "snapshots" / sandbox_id)
+        time.sleep(3)
         resume_ms, _ = timed(lambda s=sandbox_id: ok(api.post(f"/v1/sandboxes/{s}/resume")))
         rows.append({"touched_mib": touched, "hibernated": view["hibernated"],
                      "pause_ms": round(pause_ms, 1), "resume_ms": round(resume_ms, 1),

@@ -147,6 +147,7 @@ class GvisorDriver(RuncDriver):
         self.platform = platform
         self.runc_root = home / "runsc"
         self.features: GvisorFeatures | None = None
+        self._deleting: dict[str, asyncio.Task[None]] = {}
         self.statx_shim: Path | None = None
 
     async def prepare(self, *, dns_port: int | None = None) -> None:
@@ -240,6 +241,10 @@ class GvisorDriver(RuncDriver):
             with contextlib.suppress(OSError):
                 stale.unlink()
         (directory / "runtime").write_text("gvisor\n")
+        pending = self._deleting.pop(spec.id, None)
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                await pending
         link = SandboxLink(tag=self.tag, sandbox_id=spec.id)
         await _restore_addresses(link.netns, directory / "addresses.json")
         await run(*self._runc("delete", "--force", spec.id), check=False)
@@ -375,8 +380,13 @@ class GvisorDriver(RuncDriver):
                 await self._wake_agent(sandbox_id, wake)
             raise DriverError(f"runsc checkpoint failed: {_first_line(exc.detail)}") from exc
         os.rename(partial, snapshot)
-        # The checkpoint stopped the sandbox; runsc's state goes at the next start (a
-        # delete now waits about a second for the exiting Sentry).
+        # The checkpoint stopped the sandbox, but its Sentry takes a second or two to exit
+        # (ptrace: every traced process torn down), which `runsc delete` waits for: that
+        # happens in the background, and a wake waits for it only if it comes sooner.
+        self._deleting[sandbox_id] = asyncio.create_task(self._delete_stopped(sandbox_id))
+
+    async def _delete_stopped(self, sandbox_id: str) -> None:
+        await run(*self._runc("delete", "--force", sandbox_id), check=False)
         await asyncio.to_thread(self._remove_cgroups, {sandbox_id})
 
     async def recover_snapshot(self, sandbox_id: str, snapshot: Path) -> bool:
