@@ -79,6 +79,33 @@ def test_the_policy_is_what_the_dns_server_asks_for(client: TestClient) -> None:
     assert box["id"] not in installed(client).specs
 
 
+def test_a_lookup_answered_after_a_put_allows_only_what_the_new_rules_allow(
+    client: TestClient,
+) -> None:
+    # The DNS server reads the policy when a query comes and adds the answer's addresses
+    # when the upstream answers; a PUT in between has pruned the sets already, so what the
+    # old rules allowed must not get in after it (it would stay for the upstream's TTL).
+    box = create(client, egress=["old.example.test", "new.example.test:443"])
+    services = client.app.state.services  # type: ignore[attr-defined]
+    asked_under = services.egress.policy_for_ip(box["ip"])
+    assert asked_under.ports_for("old.example.test") == {None}
+    put = client.put(f"/v1/sandboxes/{box['id']}/egress", json={"egress": ["new.example.test:443"]})
+    assert put.status_code == 200, put.text
+
+    def answer(name: str, port: int | None, address: str) -> bool:
+        allowed: bool = client.portal.call(  # type: ignore[union-attr]
+            lambda: services.egress.allow_resolved(box["ip"], [address], port, 300, name=name)
+        )
+        return allowed
+
+    assert answer("old.example.test", None, "198.18.0.20")
+    assert answer("new.example.test", 80, "198.18.0.21")  # a port no rule names
+    assert answer("new.example.test", 443, "198.18.0.22")
+    assert installed(client).resolved[box["id"]] == {("198.18.0.22", 443)}
+    client.delete(f"/v1/sandboxes/{box['id']}")
+    assert not answer("new.example.test", 443, "198.18.0.24")  # gone: no policy here
+
+
 def test_a_bad_rule_is_a_400_naming_its_index(client: TestClient) -> None:
     box = create(client)
     url = f"/v1/sandboxes/{box['id']}/egress"

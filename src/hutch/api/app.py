@@ -101,7 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
             egress = EgressService(settings, db, sandboxes, agent.egress)
             if agent.dns is not None:  # domain rules work through sandboxes' lookups
                 agent.dns.egress = DnsEgress(
-                    policy_for_ip=egress.policy_for_ip, allow_resolved=egress.layer.allow_resolved
+                    policy_for_ip=egress.policy_for_ip, allow_resolved=egress.allow_resolved
                 )
             await sandboxes.recover()
             await networks.recover()

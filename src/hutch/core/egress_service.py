@@ -10,7 +10,10 @@ is destroyed (the stop listener), its last counts written to the store first. Th
 counters are written to the store every ``bandwidth_flush_interval_s`` and at shutdown.
 
 :meth:`EgressService.policy_for_ip` is the DNS server's question "what may the sandbox at
-this link address reach?", answered from memory.
+this link address reach?", answered from memory; :meth:`EgressService.allow_resolved` puts
+an answer's addresses in the kernel, under the sandbox's lock and checked against the rules
+then in force (a lookup the old rules allowed, answered after a PUT removed them, adds
+nothing the PUT's pruning would miss).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -71,6 +74,7 @@ class EgressService:
         self._deny: DenySet = settings.deny_set
         self._policies: dict[str, EgressPolicy] = {}  # link address -> policy
         self._ips: dict[str, str] = {}  # sandbox id -> link address
+        self._at_ip: dict[str, str] = {}  # link address -> sandbox id
         self._locks: dict[str, asyncio.Lock] = {}
         sandboxes.on_creating(self._created)
         sandboxes.on_running(self._running)
@@ -78,7 +82,7 @@ class EgressService:
 
     @property
     def layer(self) -> EgressLayer:
-        """The host's egress layer (its ``allow_resolved`` is for the DNS server)."""
+        """The host's egress layer."""
         return self._layer
 
     def parse(self, rules: Sequence[str] | None) -> EgressPolicy:
@@ -90,6 +94,35 @@ class EgressService:
         """The policy of the sandbox whose link address is ``ip`` while it runs here; None
         for any other address. From memory: cheap enough for every DNS query."""
         return self._policies.get(ip)
+
+    async def allow_resolved(
+        self,
+        sandbox_ip: str,
+        addresses: Iterable[str],
+        port: int | None,
+        ttl_s: float,
+        *,
+        name: str = "",
+    ) -> bool:
+        """The layer's ``allow_resolved`` (the DNS server's), under the sandbox's lock and
+        only for what its rules allow now: the DNS server read the policy when the query
+        came, and a PUT may have replaced it (and pruned the sets) while the upstream
+        answered. Added after that, an address of a name no rule allows any more would stay
+        allowed for as long as the upstream's TTL said. False: no sandbox with a policy at
+        ``sandbox_ip``; True with nothing added when the rules allow no more on ``port``."""
+        sandbox_id = self._at_ip.get(sandbox_ip)
+        if sandbox_id is None:
+            return False
+        async with self._lock(sandbox_id):
+            policy = self._policies.get(sandbox_ip)
+            if policy is None or self._ips.get(sandbox_id) != sandbox_ip:
+                return False
+            if not policy.restricted:
+                return True  # open: every address passes already
+            ports = policy.ports_for(name)
+            if ports is None or (port not in ports and None not in ports):
+                return True
+            return await self._layer.allow_resolved(sandbox_ip, addresses, port, ttl_s, name=name)
 
     # -- keeping the kernel in step -----------------------------------------------------
 
@@ -137,6 +170,7 @@ class EgressService:
         if record.ip:
             self._policies[record.ip] = policy
             self._ips[record.id] = record.ip
+            self._at_ip[record.ip] = record.id
 
     async def _created(self, record: SandboxRecord) -> None:
         # Before the sandbox's first packet, beside the driver's start; the running
@@ -156,6 +190,8 @@ class EgressService:
             ip = self._ips.pop(sandbox_id, None)
             if ip is not None:
                 self._policies.pop(ip, None)
+                if self._at_ip.get(ip) == sandbox_id:
+                    del self._at_ip[ip]
             counts = await self._layer.remove(sandbox_id)
             if counts is not None:
                 await self._save({sandbox_id: counts})
