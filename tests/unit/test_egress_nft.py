@@ -286,3 +286,50 @@ def test_a_new_policy_is_set_elements_only_sent_over_netlink(netns: str) -> None
             prune=((f"dp_{IF}", "198.18.2.99", 443),))  # fmt: skip
     assert shown(netns, "set", "inet", wall.table, f"ap_{IF}") == argument_before
     assert "198.22.0.0" not in shown(netns, "set", "inet", wall.table, f"a_{IF}")
+
+
+EXPIRED_WHILE_LISTED = """
+import asyncio, subprocess
+from dataclasses import replace
+from ipaddress import IPv4Network
+from hutch.host.egress import EgressFirewall, EgressSpec, resolved_elements
+from hutch.host.nfnetlink import add_timed_elements
+from tests.unit.test_egress_nft import firewall
+
+wall = firewall()
+layer = EgressFirewall(wall, tag="e9unit")
+spec = EgressSpec(sandbox_id="sb_x", ip="10.93.0.2", restricted=True, domains=("old.test",))
+ifname = layer.ifname("sb_x")
+set_name, keys = resolved_elements(ifname, ["198.18.2.9"], None)
+
+
+def keep(name: str, port: int | None) -> bool:
+    # Listed as stale, then gone (its timeout ran out) before the change reaches the kernel.
+    subprocess.run(["nft", "delete", "element", "inet", wall.table, set_name,
+                    "{ 198.18.2.9 }"], check=True)
+    return False
+
+
+async def main() -> None:
+    await layer.apply(spec)
+    await add_timed_elements(wall.table, set_name, keys, 60_000, "old.test")
+    new = replace(spec, networks=[(IPv4Network("198.19.0.0/16"), None)], domains=("new.test",))
+    await layer.apply(new, keep_resolved=keep)
+    print(ifname)
+
+asyncio.run(main())
+"""
+
+
+def test_a_resolved_element_that_expired_after_it_was_listed_does_not_fail_the_put(
+    netns: str,
+) -> None:
+    # The netlink batch is refused for the missing element; the script it falls back to
+    # must not try to delete it again (a PUT would be a 409 "try again" for nothing).
+    wall = firewall()
+    nft(netns, wall.ruleset())
+    done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c",
+                           EXPIRED_WHILE_LISTED], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    ifname = done.stdout.strip()
+    assert "198.19.0.0/16 . 0-255" in shown(netns, "set", "inet", wall.table, f"a_{ifname}")

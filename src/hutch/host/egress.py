@@ -379,6 +379,10 @@ class EgressFirewall(EgressLayer):
                     self._by_id[spec.sandbox_id] = replace(current, spec=spec)
                     self._by_ip[spec.ip] = self._by_id[spec.sandbox_id]
                     return
+                if prune and keep_resolved is not None:
+                    # Refused, say, for an element that expired since it was listed: the
+                    # script would delete it too (and be refused alike), so list again.
+                    prune = await self._stale_resolved(ifname, keep_resolved)
                 counts = await self.counts(spec.sandbox_id)
                 used_now = counts.sent_bytes if counts else seed_sent
             script = apply_script(
