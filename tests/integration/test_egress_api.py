@@ -4,12 +4,16 @@ sandboxes, is in tests/e2e/test_egress_kernel_runc.py."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from hutch.api.app import create_app
+from hutch.host.drivers.fake import FakeDriver
 from hutch.host.egress import FakeEgress
 from hutch.host.proc import CommandFailed, CommandResult
 from tests.integration.test_sandboxes_api import _key, app_settings, client, create
@@ -238,6 +242,42 @@ def test_counters_are_written_to_the_store(client: TestClient) -> None:
     client.post(f"/v1/sandboxes/{box['id']}/pause")
     view = client.get(f"/v1/sandboxes/{box['id']}/bandwidth").json()["data"]
     assert (view["used_bytes"], view["ingress_bytes"]) == (2000, 6000)
+
+
+@pytest.fixture
+def client_on_each_db(app_settings: Any, database_url: str) -> Iterator[TestClient]:
+    settings = app_settings.model_copy(update={"database_url": database_url})
+    with TestClient(create_app(settings)) as client:
+        client.headers["X-Api-Key"] = _key(client, "alice")
+        yield client
+    asyncio.run(FakeDriver(settings.home / "fake-sandboxes").cleanup(set()))
+
+
+def test_a_flush_that_read_the_counters_before_a_pause_does_not_take_bytes_back(
+    client_on_each_db: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = client_on_each_db
+    # The periodic flush reads the kernel, then the store, then writes; a pause in between
+    # saves the sandbox's last (higher) counts first. The flush must not write its older
+    # ones over them: the next resume starts the counters, and the quota, from the store.
+    box = create(client)
+    services = client.app.state.services  # type: ignore[attr-defined]
+    layer = installed(client)
+    layer.specs[box["id"]] = replace(layer.specs[box["id"]], used_bytes=1000, ingress_bytes=3000)
+    read_counts = layer.all_counts
+
+    async def paused_meanwhile() -> dict[str, Any]:
+        counts = await read_counts()
+        layer.specs[box["id"]] = replace(
+            layer.specs[box["id"]], used_bytes=1500, ingress_bytes=3500
+        )
+        await services.egress._stopped(box["id"])  # what a pause runs, saving 1500 / 3500
+        return counts
+
+    monkeypatch.setattr(layer, "all_counts", paused_meanwhile)
+    client.portal.call(services.egress.flush)  # type: ignore[union-attr]
+    view = client.get(f"/v1/sandboxes/{box['id']}/bandwidth").json()["data"]
+    assert (view["used_bytes"], view["ingress_bytes"]) == (1500, 3500)
 
 
 def test_a_change_the_kernel_refuses_is_not_stored(

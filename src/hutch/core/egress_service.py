@@ -24,7 +24,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from hutch.core.egress import DenySet, EgressPolicy, parse_rules
 from hutch.core.errors import Conflict, InvalidInput, Unavailable
@@ -198,15 +198,21 @@ class EgressService:
         self._locks.pop(sandbox_id, None)
 
     async def _save(self, counts: dict[str, TrafficCounts]) -> None:
+        """Store ``counts``, never below what is stored: the kernel's counters start from
+        the store's and only grow, so a lower count is an older read (a flush that read the
+        kernel before a stop saved the last counts) and would give those bytes back."""
+        # Conditional UPDATEs, not a read then a write: two saves at once (a flush and a
+        # stop) must not undo each other either.
         async with self._db.sessions.begin() as session:
             for sandbox_id, count in counts.items():
-                record = await session.get(SandboxRecord, sandbox_id)
-                if record is None:
-                    continue
-                if record.bandwidth_used_bytes != count.sent_bytes:
-                    record.bandwidth_used_bytes = count.sent_bytes
-                if record.bandwidth_ingress_bytes != count.received_bytes:
-                    record.bandwidth_ingress_bytes = count.received_bytes
+                for column, value in ((SandboxRecord.bandwidth_used_bytes, count.sent_bytes),
+                                      (SandboxRecord.bandwidth_ingress_bytes,
+                                       count.received_bytes)):  # fmt: skip
+                    await session.execute(
+                        update(SandboxRecord)
+                        .where(SandboxRecord.id == sandbox_id, column < value)
+                        .values({column: value})
+                    )
 
     async def flush(self) -> None:
         """Write every installed sandbox's counters to the store (those that moved)."""
