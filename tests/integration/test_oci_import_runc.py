@@ -22,11 +22,11 @@ from hutch.core.ids import new_id
 from hutch.host.addresses import LinkPool
 from hutch.host.drivers.base import SandboxSpec
 from hutch.host.drivers.runc import RuncDriver
-from hutch.host.guest import ExecExit, ExecOutput, ExecRequest
 from hutch.host.images import image_rootfs
 from hutch.host.oci_import import ImageImportError, import_image
 from hutch.host.oci_ref import RegistryNotAllowed
 from hutch.settings import Settings
+from tests.support.guest import sh
 from tests.support.registry import OciRegistry, derive_image, devbox_layout
 
 pytestmark = pytest.mark.anyio
@@ -104,16 +104,6 @@ async def runc(settings_for: Settings) -> AsyncIterator[RuncDriver]:
     await driver.uninstall()
 
 
-async def output_of(driver: RuncDriver, sandbox_id: str, script: str) -> str:
-    out = bytearray()
-    async for event in driver.guest(sandbox_id).exec(ExecRequest(argv=["/bin/sh", "-c", script])):
-        if isinstance(event, ExecOutput):
-            out.extend(event.data)
-        else:
-            assert isinstance(event, ExecExit) and event.exit_code == 0, (event, out)
-    return out.decode()
-
-
 def spec_for(rootfs: str) -> SandboxSpec:
     sandbox_id = new_id("sb_")
     pool = LinkPool(IPv4Network(f"10.91.{next(_pools) % 200}.0/24"))
@@ -144,7 +134,7 @@ async def test_an_imported_image_runs_as_a_sandbox_with_its_files_env_and_whiteo
 
     spec = spec_for(image.name)
     await runc.create(spec)
-    seen = await output_of(
+    seen = await sh(
         runc,
         spec.id,
         'cat /srv/app/hello.txt /etc/motd; echo "$GREETING_FROM_IMAGE|$FROM_SANDBOX|$PATH"; '
@@ -159,7 +149,7 @@ async def test_an_imported_image_runs_as_a_sandbox_with_its_files_env_and_whiteo
         "git-from-the-base",
     ]
     # The image stays read-only underneath: a sandbox's writes land in its own layer.
-    await output_of(runc, spec.id, "echo changed > /srv/app/hello.txt")
+    await sh(runc, spec.id, "echo changed > /srv/app/hello.txt")
     assert (image.rootfs / "srv/app/hello.txt").read_text() == "hello from the image\n"
 
 
@@ -203,7 +193,7 @@ async def test_an_image_without_python_runs_on_the_hosts_guest_runtime(
     assert not os.path.lexists(image.rootfs / "usr/bin/python3")
     spec = spec_for(image.name)
     await runc.create(spec)
-    seen = await output_of(
+    seen = await sh(
         runc, spec.id,
         "command -v python3 || echo no-python-here; echo $FROM_SANDBOX; cat /etc/debian_version;"
         " ls /.hutch/runtime/bin; env | grep -c -e LD_LIBRARY_PATH -e PYTHONHOME || true",

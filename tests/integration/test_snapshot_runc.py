@@ -16,9 +16,9 @@ from hutch.core.ids import new_id
 from hutch.host.addresses import LinkPool
 from hutch.host.drivers.base import DriverError, RuntimeState, SandboxMissing, SandboxSpec
 from hutch.host.drivers.runc import RuncDriver
-from hutch.host.guest import ExecExit, ExecOutput, ExecRequest
 from hutch.host.images import COMPLETE_MARKER, image_dir, image_rootfs
 from hutch.host.proc import run
+from tests.support.guest import sh
 
 pytestmark = pytest.mark.anyio
 
@@ -48,16 +48,6 @@ def spec_for(rootfs: str) -> SandboxSpec:
     pool = LinkPool(IPv4Network(f"10.92.{next(_pools) % 200}.0/24"))
     return SandboxSpec(id=sandbox_id, hostname="snap-test", rootfs=rootfs, vcpu=1, mem_mib=256,
                        disk_mib=512, link=pool.allocate(sandbox_id))  # fmt: skip
-
-
-async def sh(driver: RuncDriver, sandbox_id: str, script: str) -> str:
-    out = bytearray()
-    async for event in driver.guest(sandbox_id).exec(ExecRequest(argv=["/bin/sh", "-c", script])):
-        if isinstance(event, ExecOutput):
-            out.extend(event.data)
-        else:
-            assert isinstance(event, ExecExit) and event.exit_code == 0, (event, out)
-    return out.decode()
 
 
 def register(images: Path, name: str, build: Path) -> None:

@@ -11,9 +11,22 @@ from pathlib import Path
 from typing import Any
 
 from hutch.guest import bootstrap
+from hutch.host.drivers.base import Driver
 from hutch.host.drivers.fake import GUEST_PARENT
+from hutch.host.guest import ExecExit, ExecOutput, ExecRequest
 
-__all__ = ["start_agent"]
+__all__ = ["sh", "start_agent"]
+
+
+async def sh(driver: Driver, sandbox_id: str, script: str) -> str:
+    """The output of ``/bin/sh -c script`` in the sandbox, which must exit 0."""
+    out = bytearray()
+    async for event in driver.guest(sandbox_id).exec(ExecRequest(argv=["/bin/sh", "-c", script])):
+        if isinstance(event, ExecOutput):
+            out.extend(event.data)
+        else:
+            assert isinstance(event, ExecExit) and event.exit_code == 0, (event, out)
+    return out.decode()
 
 
 def start_agent(
