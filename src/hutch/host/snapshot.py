@@ -116,14 +116,26 @@ async def capture_layer(
         await _drop_copy(stale)
     holder = disk.layer / f".snapshot-{os.getpid()}-{time.monotonic_ns()}"
     try:
-        if freeze is not None:
-            await freeze()
         frozen_at = time.monotonic()
+        freezing = asyncio.ensure_future(freeze()) if freeze is not None else None
+        copied = False
         try:
+            if freezing is not None:
+                await asyncio.shield(freezing)
+            frozen_at = time.monotonic()
             await _copy_layer(disk.layer, disk.layer / "upper", holder)
+            copied = True
         finally:
-            if thaw is not None:
-                await thaw()
+            if freezing is not None and thaw is not None:
+                # Cancelled while freezing, 'runc pause' goes on (and freezes it): wait for
+                # it, then thaw, the thaw shielded too (never left frozen).
+                await asyncio.wait([freezing])
+                try:
+                    await asyncio.shield(thaw())
+                except CommandFailed:
+                    if copied or freezing.exception() is None:
+                        raise
+                    # The freeze failed: that is the error (it may never have been frozen).
             frozen_ms = (time.monotonic() - frozen_at) * 1000 if freeze is not None else 0.0
         yield CapturedLayer(upper=holder / "upper", lowers=lowers, frozen_ms=frozen_ms)
     except CommandFailed as exc:
