@@ -47,6 +47,9 @@ def context(files: dict[str, bytes]) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+STATUSES = ("creating", "running", "pausing", "paused", "resuming", "forking", "error",
+            "destroying", "destroyed", "failed")  # fmt: skip
+
 APP_CONTEXT = {
     "src/main.py": b"from hutch_hello import hello\nprint(hello())\n",
     "src/run.sh": b"#!/bin/sh\npython3 main.py\n",
@@ -465,3 +468,53 @@ def test_each_steps_layer_holds_its_changes_deletes_and_replaced_directories(
     box = create(api, rootfs="layered")
     assert sh(api, box, check + "; cat /usr/share/doc/more")["stdout"] == expected + "MORE\n"
     api.delete(f"/v1/sandboxes/{box['id']}")
+
+
+def test_build_sandboxes_are_not_the_users_nor_counted_toward_their_running_cap(
+    tmp_path: Path, images: Path
+) -> None:
+    """A user at HUTCH_MAX_RUNNING_PER_USER still builds; while the build runs, their list
+    shows only their own sandbox and the build's sandbox cannot be read or deleted by id."""
+    capped = runc_server(tmp_path / "home", images, env={"HUTCH_MAX_RUNNING_PER_USER": "1"})
+    try:
+        with capped.client(user_key(capped, "at-cap")) as api:
+            mine = create(api)
+            over = api.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb"})
+            assert over.status_code == 429, over.text  # the cap is reached
+            steps = "FROM devbox:1\nRUN echo building; sleep 4\nRUN echo 2 > /two\n"
+            template = submit(api, "while-capped", steps)
+            log = f"/v1/templates/{template['id']}/logs"
+            deadline = time.monotonic() + 120
+            while "building" not in api.get(log).text.splitlines():
+                status = api.get(f"/v1/templates/{template['id']}").json()["data"]["status"]
+                assert status in ("pending", "building"), api.get(log).text
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            building = [box for box in leftovers(capped.home)["runc"] if box != mine["id"]]
+            assert len(building) == 1  # the build's sandbox runs on the host...
+            every = ",".join(STATUSES)
+            for query in ({}, {"status": every}):
+                listed = api.get("/v1/sandboxes", params=query).json()["data"]
+                assert [box["id"] for box in listed["data"]] == [mine["id"]], listed
+                assert listed["pagination"]["total"] == 1
+            for answer in (  # ...but is not the user's to see or touch
+                api.get(f"/v1/sandboxes/{building[0]}"),
+                api.post(f"/v1/sandboxes/{building[0]}/exec", json={"cmd": "true"}),
+                api.delete(f"/v1/sandboxes/{building[0]}"),
+            ):
+                assert answer.status_code == 404, answer.text
+            assert follow(api, template["id"])[-1] == {"final": True, "status": "ready"}
+            assert leftovers(capped.home)["runc"] == [mine["id"]]
+            # The template's sandboxes are the user's own, counted as any other.
+            assert (
+                api.post(
+                    "/v1/sandboxes", json={"shape": "s-1vcpu-256mb", "rootfs": "while-capped"}
+                ).status_code
+                == 429
+            )
+            api.delete(f"/v1/sandboxes/{mine['id']}")
+            box = create(api, rootfs="while-capped")
+            assert sh(api, box, "cat /two")["stdout"] == "2\n"
+    finally:
+        capped.stop()
+        remove_instance(capped.home)

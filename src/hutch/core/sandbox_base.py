@@ -128,11 +128,12 @@ class SandboxBase:
 
     # -- reading ------------------------------------------------------------------------
 
-    async def get(self, user: Principal, ident: str) -> SandboxRecord:
+    async def get(self, user: Principal, ident: str, *, builds: bool = False) -> SandboxRecord:
         """The user's sandbox by id or name; another user's is :class:`NotFound`, as is a
-        missing one."""
+        missing one, and a template build's sandbox unless ``builds`` (the platform's own
+        use: the owner never sees those)."""
         async with self._db.sessions() as session:
-            record = await store.find_for_user(session, user.user_id, ident)
+            record = await store.find_for_user(session, user.user_id, ident, builds=builds)
         if record is None:
             raise NotFound(f"no sandbox {ident!r}", field="sandbox")
         return record

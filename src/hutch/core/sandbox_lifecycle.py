@@ -66,7 +66,8 @@ class SandboxLifecycle(SandboxBase):
         networks = await self._networks.find_all(user, request.networks)
         disks = await self._disks.check_refs(user, request.disks)
         async with self._user_locks[user.user_id]:
-            await self._check_cap(user.user_id)
+            if request.build_of is None:
+                await self._check_cap(user.user_id)
             async with self._db.sessions() as session:
                 name = request.name or await self._free_name(session, user.user_id)
             sandbox_id = new_id("sb_")
@@ -95,6 +96,7 @@ class SandboxLifecycle(SandboxBase):
                 ssh_pubkeys=ssh_pubkeys,
                 runtime=runtime,
                 auto_resume=request.auto_resume,
+                build_of=request.build_of,
                 region=self._settings.region,
                 created_by=user.key_id,
                 expires_at=(
@@ -335,9 +337,10 @@ class SandboxLifecycle(SandboxBase):
                     raise Unavailable(f"the sandbox could not be renamed: {exc}") from exc
         return await self._changed(updated)
 
-    async def destroy(self, user: Principal, ident: str) -> SandboxRecord:
-        """Destroy the sandbox and everything of it on the host. Idempotent."""
-        record = await self.get(user, ident)
+    async def destroy(self, user: Principal, ident: str, *, builds: bool = False) -> SandboxRecord:
+        """Destroy the sandbox and everything of it on the host. Idempotent. ``builds``:
+        a template build's sandbox may be named (the platform's own use)."""
+        record = await self.get(user, ident, builds=builds)
         async with self._sandbox_locks[record.id]:
             return await self._destroy(record.id)
 

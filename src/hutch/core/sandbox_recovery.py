@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 _RESTARTED_IN_CREATE = "the host agent restarted while the sandbox was being created"
 _RESTARTED_IN_FORK = "the host agent restarted while the fork was being made"
 _DIED_WHILE_DOWN = "the sandbox stopped while the host agent was down"
+_BUILD_ENDED = "its template build ended when the server stopped"
 
 
 class SandboxRecovery(SandboxLifecycle):
@@ -34,7 +35,9 @@ class SandboxRecovery(SandboxLifecycle):
 
         Sandboxes that still run are adopted; those whose processes died are ``error``;
         creates and destroys that a crash interrupted are finished as ``failed`` and
-        ``destroyed``; anything on the host that the store does not know is removed.
+        ``destroyed``; template builds' sandboxes are destroyed (no build outlives the
+        server that ran it, and their owners cannot see them to delete them); anything on
+        the host that the store does not know is removed.
         """
         driver = self._host.driver
         async with self._db.sessions() as session:
@@ -42,6 +45,14 @@ class SandboxRecovery(SandboxLifecycle):
         runtimes = {info.id: info for info in await driver.list_sandboxes()}
         keep: set[str] = set()
         for record in records:
+            if record.build_of is not None:
+                await self._disks.unmount_all(record.id)
+                await driver.destroy(record.id)
+                await self._networks.leave_all(record.id)
+                await self._update(
+                    record.id, status=S.DESTROYED, destroyed_at=utcnow(), reason=_BUILD_ENDED
+                )
+                continue
             runtime = runtimes.get(record.id)
             alive = runtime is not None and runtime.state != RuntimeState.STOPPED
             if record.status in (S.PAUSING, S.RESUMING, S.PAUSED) or record.hibernated:

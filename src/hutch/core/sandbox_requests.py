@@ -69,6 +69,11 @@ class SandboxCreate:
     """``runc`` or ``gvisor``; None: ``HUTCH_DEFAULT_RUNTIME``."""
     auto_resume: bool = False
     """Resume it when an exec, a file or a process request finds it paused."""
+    build_of: str | None = None
+    """Set by the template builder (never from a request body): the template this sandbox
+    builds. It is then the platform's: hidden from its owner's list and reads, and not
+    counted toward the owner's running cap (builds have their own,
+    ``HUTCH_TEMPLATE_BUILDS_PER_USER``)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -182,6 +182,11 @@ class SandboxRecord(Base):
     fork_mode: Mapped[str | None] = mapped_column(String(16), nullable=True)
     """For a fork: ``processes`` (it went on from the source's snapshot) or ``files`` (a
     fresh start on a copy of the source's disk)."""
+    build_of: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    """For a template build's sandbox, the template it builds. Such a sandbox is the
+    platform's, run on its owner's behalf: it is not in the owner's list, cannot be read or
+    changed through the API, does not count toward ``HUTCH_MAX_RUNNING_PER_USER``, and is
+    destroyed at the next start if a crash left it."""
 
 
 class SandboxAccessToken(Base):

@@ -21,13 +21,16 @@ __all__ = [
 ]
 
 _TERMINAL = ("destroyed", "failed")
+# Not a build's sandbox (:attr:`SandboxRecord.build_of`): those are the platform's, so the
+# owner neither sees them nor has them counted.
+_USERS_OWN = SandboxRecord.build_of.is_(None)
 
 
 async def count_by_status(session: AsyncSession, user_id: str) -> dict[str, int]:
-    """``{status: count}`` over every sandbox the user ever owned."""
+    """``{status: count}`` over every sandbox the user ever owned (builds' are not theirs)."""
     rows = await session.execute(
         select(SandboxRecord.status, func.count())
-        .where(SandboxRecord.user_id == user_id)
+        .where(SandboxRecord.user_id == user_id, _USERS_OWN)
         .group_by(SandboxRecord.status)
     )
     return {status: int(count) for status, count in rows}
@@ -44,28 +47,34 @@ async def count_on_hosts(session: AsyncSession, statuses: tuple[str, ...]) -> di
 
 
 async def count_user_in(session: AsyncSession, user_id: str, statuses: Collection[str]) -> int:
+    """How many of the user's own sandboxes are in ``statuses`` (builds' are not counted)."""
     return int(
         await session.scalar(
             select(func.count())
             .select_from(SandboxRecord)
-            .where(SandboxRecord.user_id == user_id, SandboxRecord.status.in_(statuses))
+            .where(SandboxRecord.user_id == user_id, SandboxRecord.status.in_(statuses), _USERS_OWN)
         )
         or 0
     )
 
 
-async def find_for_user(session: AsyncSession, user_id: str, ident: str) -> SandboxRecord | None:
-    """The user's sandbox with id ``ident``, else its live sandbox named ``ident``."""
+async def find_for_user(
+    session: AsyncSession, user_id: str, ident: str, *, builds: bool = False
+) -> SandboxRecord | None:
+    """The user's sandbox with id ``ident``, else its live sandbox named ``ident``; a
+    build's sandbox only with ``builds`` (the platform's own use)."""
     record = await session.get(SandboxRecord, ident)
-    if record is not None:
-        return record if record.user_id == user_id else None
-    return await session.scalar(
-        select(SandboxRecord).where(
-            SandboxRecord.user_id == user_id,
-            SandboxRecord.name == ident,
-            SandboxRecord.status.not_in(_TERMINAL),
+    if record is None:
+        record = await session.scalar(
+            select(SandboxRecord).where(
+                SandboxRecord.user_id == user_id,
+                SandboxRecord.name == ident,
+                SandboxRecord.status.not_in(_TERMINAL),
+            )
         )
-    )
+    if record is None or record.user_id != user_id:
+        return None
+    return record if builds or record.build_of is None else None
 
 
 async def find_by_ip(session: AsyncSession, user_id: str, ip: str) -> SandboxRecord | None:
@@ -74,6 +83,7 @@ async def find_by_ip(session: AsyncSession, user_id: str, ip: str) -> SandboxRec
             SandboxRecord.user_id == user_id,
             SandboxRecord.ip == ip,
             SandboxRecord.status.not_in(_TERMINAL),
+            _USERS_OWN,
         )
     )
 
@@ -97,8 +107,9 @@ async def list_for_user(
     limit: int,
     offset: int,
 ) -> tuple[Sequence[SandboxRecord], int]:
-    """A page of the user's sandboxes, newest first; by default only the live ones."""
-    where = [SandboxRecord.user_id == user_id]
+    """A page of the user's sandboxes, newest first; by default only the live ones. Builds'
+    sandboxes are not listed."""
+    where = [SandboxRecord.user_id == user_id, _USERS_OWN]
     if statuses is None:
         where.append(SandboxRecord.status.not_in(_TERMINAL))
     else:

@@ -250,6 +250,7 @@ class TemplateBuilder:
                 rootfs=image,
                 egress=OPEN,
                 name=f"build-{record.id[-12:].lower()}-{step.number}",
+                build_of=record.id,  # the platform's: not in the user's list nor cap
             )
             sandbox = await self._create_sandbox(principal, request, step)
         finally:
@@ -349,7 +350,7 @@ class TemplateBuilder:
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 made = await creating
-                await self._sandboxes.destroy(principal, made.id)
+                await self._sandboxes.destroy(principal, made.id, builds=True)
             raise
         except HutchError as exc:
             raise BuildFailed(f"no sandbox for step {step.number}: {exc.message}") from None
@@ -418,7 +419,7 @@ class TemplateBuilder:
 
     async def _discard(self, principal: Principal, template_id: str, sandbox_id: str) -> None:
         try:
-            await self._sandboxes.destroy(principal, sandbox_id)
+            await self._sandboxes.destroy(principal, sandbox_id, builds=True)
         except HutchError:
             log.warning(
                 "build sandbox %s of %s was not destroyed", sandbox_id, template_id, exc_info=True

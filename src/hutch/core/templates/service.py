@@ -486,7 +486,7 @@ class TemplateService:
             if record.build_sandbox:
                 principal = await self._principal(record.user_id)
                 with contextlib.suppress(HutchError):
-                    await self._sandboxes.destroy(principal, record.build_sandbox)
+                    await self._sandboxes.destroy(principal, record.build_sandbox, builds=True)
             await asyncio.to_thread(remove_image, self._settings.home, build_image_name(record.id))
             await BuildLog(self._db, record.id, record.attempts).write(_STOPPED, level="error")
             await self._finish(record.id, store.FAILED, _STOPPED, build_sandbox=None)
