@@ -6,14 +6,16 @@ parent's key, the step as resolved (command, environment, user, working director
 destination) and the copied files' hashes. A key whose layer exists is a cache hit and
 runs nothing. Otherwise the step runs inside a sandbox of the image so far (runc, the
 build shape, open egress minus the platform deny set, ``HUTCH_BUILD_ENV``), never on the
-host. Steps that run one after another share one sandbox (what a step left running is
-killed before the next): after each, the sandbox's writable layer is captured while it
-is frozen for a moment (a read-only btrfs snapshot, :meth:`Driver.capture_layer`) and
-what changed since the previous capture becomes the step's layer
-(:meth:`LayerStore.commit_changes`), so every step is a layer of its own as if it had run
-in a sandbox of its own. The sandbox is destroyed at the next cache hit or at the end
-(in the background while the build goes on). Metadata instructions (ENV, WORKDIR, USER,
-CMD, …) change only the settings.
+host. Steps that run one after another share one sandbox: after each, what the step left
+running is killed (as the end of a step's own sandbox would), so nothing in the sandbox
+writes, and its writable layer is captured without freezing it (a read-only btrfs
+snapshot, :meth:`Driver.capture_layer` ``quiesced``); what changed since the previous
+capture becomes the step's layer (:meth:`LayerStore.commit_changes`), so every step is a
+layer of its own as if it had run in a sandbox of its own. The sandbox is destroyed at
+the next cache hit or at the end, in the background: a build that succeeds returns
+without waiting for it (:meth:`TemplateBuilder.drain` waits, at a stop; a restart
+destroys what a crash left), one that fails or is cancelled returns once it is gone.
+Metadata instructions (ENV, WORKDIR, USER, CMD, …) change only the settings.
 
 Nothing half-built is ever used: a layer appears only complete
 (:class:`~hutch.host.layers.LayerStore`), and the template's image is written only once
@@ -115,6 +117,12 @@ class TemplateBuilder:
         self._sandboxes = sandboxes
         self._host = host
         self.layers = layers
+        # Destroys of finished builds' sandboxes still under way (see drain).
+        self._discarding: set[asyncio.Future[None]] = set()
+
+    async def drain(self) -> None:
+        """Wait for the destroys of finished builds' sandboxes (at a stop)."""
+        await asyncio.shield(asyncio.gather(*self._discarding, return_exceptions=True))
 
     async def build(
         self,
@@ -128,17 +136,26 @@ class TemplateBuilder:
     ) -> BuildResult:
         """Run every step of ``plan`` over ``base``; return the layers. Raises
         :class:`BuildFailed` with the reason (the failing step's last lines logged). Every
-        sandbox it made is gone when it returns or raises."""
+        sandbox it made is gone when it raises; when it returns, they may still be going
+        (in the background: the template is ready without waiting for them)."""
         discards: list[asyncio.Future[None]] = []
         sessions: list[_Session] = []
         try:
-            return await self._steps(
+            result = await self._steps(
                 record, principal, base, plan, context, log_to, sessions=sessions, discards=discards
             )
-        finally:
+        except BaseException:
             for session in sessions:
                 self._close(session, principal, record.id, discards)
             await asyncio.shield(asyncio.gather(*discards, return_exceptions=True))
+            raise
+        for session in sessions:
+            self._close(session, principal, record.id, discards)
+        for discard in discards:
+            if not discard.done():
+                self._discarding.add(discard)
+                discard.add_done_callback(self._discarding.discard)
+        return result
 
     async def _steps(
         self,
@@ -192,7 +209,6 @@ class TemplateBuilder:
             await self._run_step(
                 session.sandbox_id,
                 step,
-                fresh=fresh,
                 archive=payload.archive if payload else None,
                 chown_paths=payload.paths if payload else (),
                 timeout_s=left,
@@ -276,23 +292,44 @@ class TemplateBuilder:
         sandbox_id: str,
         step: BuildStep,
         *,
-        fresh: bool,
         archive: bytes | None,
         chown_paths: tuple[str, ...],
         timeout_s: float,
         log_to: BuildLog,
     ) -> None:
-        """Run one RUN, COPY or ADD in the sandbox (``fresh``: nothing ran in it before)."""
-        # What the previous step left running goes, as with a sandbox of its own; a RUN's
-        # working directory is made if missing (as root, like Docker's WORKDIR).
-        prepare = [] if fresh else ["kill -KILL -1 2>/dev/null", "true"]
+        """Run one RUN, COPY or ADD in the sandbox, then kill what it left running (as the
+        end of a sandbox of its own would): nothing writes in the sandbox when this returns."""
+        await self._do_step(
+            sandbox_id,
+            step,
+            archive=archive,
+            chown_paths=chown_paths,
+            timeout_s=timeout_s,
+            log_to=log_to,
+        )
+        await self._exec(
+            sandbox_id,
+            ["/bin/sh", "-c", "kill -KILL -1 2>/dev/null; true"],
+            log_to,
+            step=step,
+            timeout_s=timeout_s,
+        )
+
+    async def _do_step(
+        self,
+        sandbox_id: str,
+        step: BuildStep,
+        *,
+        archive: bytes | None,
+        chown_paths: tuple[str, ...],
+        timeout_s: float,
+        log_to: BuildLog,
+    ) -> None:
+        # A RUN's working directory is made if missing (as root, like Docker's WORKDIR).
         if step.keyword == "RUN" and step.workdir != "/":
-            prepare.append('mkdir -p -- "$1"')
-        if prepare:
-            script = "; ".join(prepare)
             await self._exec(
                 sandbox_id,
-                ["/bin/sh", "-c", script, "sh", step.workdir],
+                ["/bin/sh", "-c", 'mkdir -p -- "$1"', "sh", step.workdir],
                 log_to,
                 step=step,
                 timeout_s=timeout_s,
@@ -331,7 +368,9 @@ class TemplateBuilder:
     async def _keep(self, session: _Session, step: BuildStep, key: str) -> int:
         """What the step changed in the session's sandbox, as layer ``key``; its size."""
         try:
-            async with self._host.driver.capture_layer(session.sandbox_id) as captured:
+            # Nothing writes in it (_run_step killed what the step left): no freeze.
+            capture = self._host.driver.capture_layer(session.sandbox_id, quiesced=True)
+            async with capture as captured:
                 size, session.manifest = await self.layers.commit_changes(
                     key, captured.upper, session.manifest, exclude=_NOT_BUILT
                 )

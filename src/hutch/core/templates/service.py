@@ -500,3 +500,4 @@ class TemplateService:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.builder.drain()

@@ -193,12 +193,17 @@ class Driver(ABC):
         raise DriverError(f"the {self.capabilities.name} driver cannot snapshot a sandbox")
 
     @asynccontextmanager
-    async def capture_layer(self, sandbox_id: str) -> AsyncIterator[CapturedLayer]:
+    async def capture_layer(
+        self, sandbox_id: str, *, quiesced: bool = False
+    ) -> AsyncIterator[CapturedLayer]:
         """A copy of the sandbox's writable layer as it is now, for the block (removed
         after it), taken while it keeps running: frozen at most while the copy is made, and
-        never left frozen; a paused sandbox stays paused. The copy is a lower directory in
-        overlayfs's format above the sandbox's image. One at a time per sandbox. Raises
-        :class:`SandboxMissing`, or :class:`DriverError` (also when this driver cannot)."""
+        never left frozen; a paused sandbox stays paused. ``quiesced``: the caller has made
+        sure nothing in the sandbox writes (the template builder, between steps, after
+        killing what a step left running), so it is not frozen. The copy is a lower
+        directory in overlayfs's format above the sandbox's image. One at a time per
+        sandbox. Raises :class:`SandboxMissing`, or :class:`DriverError` (also when this
+        driver cannot)."""
         raise DriverError(f"the {self.capabilities.name} driver cannot snapshot a sandbox")
         yield  # an async generator, for the context manager
 

@@ -171,7 +171,9 @@ class FakeDriver(Driver):
         await self._signal(sandbox_id, signal.SIGCONT)
 
     @asynccontextmanager
-    async def capture_layer(self, sandbox_id: str) -> AsyncIterator[CapturedLayer]:
+    async def capture_layer(
+        self, sandbox_id: str, *, quiesced: bool = False
+    ) -> AsyncIterator[CapturedLayer]:
         """A copy of the sandbox's root directory (everything it wrote), taken while its
         processes are stopped (as pause does). The fake has no image under its root: its
         layer stands alone (``lowers`` is empty), and its sandboxes start empty whatever

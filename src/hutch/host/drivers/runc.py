@@ -400,8 +400,17 @@ class RuncDriver(Driver):
             raise DriverError(f"the snapshot of {sandbox_id} failed: {exc}") from exc
 
     @asynccontextmanager
-    async def capture_layer(self, sandbox_id: str) -> AsyncIterator[CapturedLayer]:
-        disk, freeze, thaw = await self._freezer(sandbox_id)
+    async def capture_layer(
+        self, sandbox_id: str, *, quiesced: bool = False
+    ) -> AsyncIterator[CapturedLayer]:
+        if quiesced:  # nothing writes: no runc state, pause and resume (3 processes)
+            disk = SandboxRootfs(self._dir(sandbox_id), templates=self.templates)
+            if not disk.disk.exists():
+                raise SandboxMissing(f"no running sandbox {sandbox_id} on this host")
+            freeze: Freeze | None = None
+            thaw: Freeze | None = None
+        else:
+            disk, freeze, thaw = await self._freezer(sandbox_id)
         try:
             async with capture_layer(disk, freeze=freeze, thaw=thaw) as captured:
                 yield captured

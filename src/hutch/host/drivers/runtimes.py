@@ -133,8 +133,10 @@ class HostRuntimes(Driver):
         return await self._of(sandbox_id).snapshot(sandbox_id, build)
 
     @asynccontextmanager
-    async def capture_layer(self, sandbox_id: str) -> AsyncIterator[CapturedLayer]:
-        async with self._of(sandbox_id).capture_layer(sandbox_id) as captured:
+    async def capture_layer(
+        self, sandbox_id: str, *, quiesced: bool = False
+    ) -> AsyncIterator[CapturedLayer]:
+        async with self._of(sandbox_id).capture_layer(sandbox_id, quiesced=quiesced) as captured:
             yield captured
 
     def writable_layer(self, sandbox_id: str) -> Path:
