@@ -333,3 +333,40 @@ def test_a_resolved_element_that_expired_after_it_was_listed_does_not_fail_the_p
     assert done.returncode == 0, done.stderr
     ifname = done.stdout.strip()
     assert "198.19.0.0/16 . 0-255" in shown(netns, "set", "inet", wall.table, f"a_{ifname}")
+
+
+MANY_RESOLVED = """
+import asyncio
+from dataclasses import replace
+from hutch.host.egress import EgressFirewall, EgressSpec
+from hutch.host.nft import nft
+from tests.unit.test_egress_nft import firewall
+
+wall = firewall()
+layer = EgressFirewall(wall, tag="e9unit")
+spec = EgressSpec(sandbox_id="sb_x", ip="10.93.0.2", restricted=True, domains=("old.test",))
+ifname = layer.ifname("sb_x")
+addresses = [f"198.18.{i // 250}.{i % 250 + 1}" for i in range(6000)]
+
+
+async def main() -> None:
+    await layer.apply(spec)
+    elements = ", ".join(f'{a} timeout 600s comment "old.test"' for a in addresses)
+    await nft(f"add element inet {wall.table} d_{ifname} {{ {elements} }}\\n")
+    await layer.apply(replace(spec, domains=("new.test",)), keep_resolved=lambda n, p: False)
+    print(ifname)
+
+asyncio.run(main())
+"""
+
+
+def test_a_put_prunes_thousands_of_resolved_addresses(netns: str) -> None:
+    # More elements than one netlink attribute holds (its length is 16 bits): the batch
+    # sends them as several messages (it raised struct.error, a PUT answered 500).
+    wall = firewall()
+    nft(netns, wall.ruleset())
+    done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", MANY_RESOLVED],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    ifname = done.stdout.strip()
+    assert "198.18." not in shown(netns, "set", "inet", wall.table, f"d_{ifname}")

@@ -279,17 +279,17 @@ def policy_batch(
                  for net in _merged(spec.networks, port)]  # fmt: skip
     messages = [flush_message(table, n["a"]), flush_message(table, n["ap"])]
     if any_port:
-        messages.append(ranges_message(table, n["a"], any_port))
+        messages += ranges_message(table, n["a"], any_port)
     if with_port:
-        messages.append(ranges_message(table, n["ap"], with_port))
+        messages += ranges_message(table, n["ap"], with_port)
     name = ifname.encode().ljust(16, b"\0")  # an ifname key is IFNAMSIZ bytes
     if was_open and spec.restricted:
-        messages.append(keys_message(table, "egress_open", [name], add=False))
+        messages += keys_message(table, "egress_open", [name], add=False)
     elif not was_open and not spec.restricted:
-        messages.append(keys_message(table, "egress_open", [name], add=True))
+        messages += keys_message(table, "egress_open", [name], add=True)
     for set_name in sorted({r.set_name for r in prune}):
         keys = [r.key for r in prune if r.set_name == set_name]
-        messages.append(keys_message(table, set_name, keys, add=False))
+        messages += keys_message(table, set_name, keys, add=False)
     return messages
 
 

@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 _NETLINK_NETFILTER = 12
+_SO_SNDBUFFORCE = 32
 _NFNL_SUBSYS_NFTABLES = 10
 _NFT_MSG_NEWSETELEM, _NFT_MSG_DELSETELEM, _NFT_MSG_GETOBJ = 12, 14, 19
 _NFNL_MSG_BATCH_BEGIN, _NFNL_MSG_BATCH_END = 0x10, 0x11
@@ -106,10 +107,11 @@ class _Socket:
                 yield self._sock
             except NetlinkError:
                 raise
-            except OSError:
+            except OSError as exc:
                 self._sock.close()
                 self._sock = None
-                raise
+                # Callers handle NetlinkError (a refused change falls back, a read is None).
+                raise NetlinkError(exc.errno or errno.EIO, exc.strerror or str(exc)) from exc
 
     def _message(self, kind: int, flags: int, body: bytes) -> tuple[int, bytes]:
         """``(sequence number, message)``; call with the lock held."""
@@ -141,7 +143,11 @@ class _Socket:
             sent = [self._message(kind, flags, body) for kind, flags, body in framed]
             waiting = {seq for (seq, _), (_, flags, _) in zip(sent, framed, strict=True)
                        if flags & _NLM_F_ACK}  # fmt: skip
-            sock.send(b"".join(message for _, message in sent))
+            payload = b"".join(message for _, message in sent)
+            if len(payload) + 1024 > sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2:
+                # One batch is one send: the buffer must hold it (nft grows its own alike).
+                sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, len(payload) + 1024)
+            sock.send(payload)
             # The kernel runs the whole batch before send returns: every answer waits.
             while waiting:
                 data = sock.recv(1 << 16)
@@ -249,14 +255,31 @@ Message = tuple[int, int, bytes]
 """A message of a batch: ``(message type, flags, body)``."""
 
 
-def _elements_message(kind: int, table: str, set_name: str, elements: list[bytes]) -> Message:
-    body = struct.pack("!BBH", _NFPROTO_INET, 0, 0)
-    body += _attr(_NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0")
-    body += _attr(_NFTA_SET_ELEM_LIST_SET, set_name.encode() + b"\0")
-    if elements:
-        body += _nested(_NFTA_SET_ELEM_LIST_ELEMENTS, b"".join(elements))
+_MAX_ELEMENTS_BYTES = 60_000
+"""Elements per message: an attribute's length is 16 bits, so a long list goes as several
+messages of one batch (as libnftnl splits them)."""
+
+
+def _elements_messages(
+    kind: int, table: str, set_name: str, elements: list[bytes]
+) -> list[Message]:
+    head = struct.pack("!BBH", _NFPROTO_INET, 0, 0)
+    head += _attr(_NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0")
+    head += _attr(_NFTA_SET_ELEM_LIST_SET, set_name.encode() + b"\0")
     flags = _NLM_F_ACK | (_NLM_F_CREATE if kind == _NFT_MSG_NEWSETELEM else 0)
-    return (_NFNL_SUBSYS_NFTABLES << 8) | kind, flags, body
+    chunks: list[list[bytes]] = [[]]
+    size = 0
+    for element in elements:
+        if chunks[-1] and size + len(element) > _MAX_ELEMENTS_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(element)
+        size += len(element)
+    return [
+        ((_NFNL_SUBSYS_NFTABLES << 8) | kind, flags,
+         head + (_nested(_NFTA_SET_ELEM_LIST_ELEMENTS, b"".join(chunk)) if chunk else b""))
+        for chunk in chunks
+    ]  # fmt: skip
 
 
 def _element(key: bytes, *extra: bytes) -> bytes:
@@ -266,20 +289,22 @@ def _element(key: bytes, *extra: bytes) -> bytes:
 
 def flush_message(table: str, set_name: str) -> Message:
     """Empty the set (a delete naming no element)."""
-    return _elements_message(_NFT_MSG_DELSETELEM, table, set_name, [])
+    return _elements_messages(_NFT_MSG_DELSETELEM, table, set_name, [])[0]
 
 
-def keys_message(table: str, set_name: str, keys: list[bytes], *, add: bool) -> Message:
-    """Add (or delete) elements by their keys (as the kernel holds them)."""
+def keys_message(table: str, set_name: str, keys: list[bytes], *, add: bool) -> list[Message]:
+    """Add (or delete) elements by their keys (as the kernel holds them): one message, or
+    several for a long list (all of one batch)."""
     kind = _NFT_MSG_NEWSETELEM if add else _NFT_MSG_DELSETELEM
-    return _elements_message(kind, table, set_name, [_element(key) for key in keys])
+    return _elements_messages(kind, table, set_name, [_element(key) for key in keys])
 
 
-def ranges_message(table: str, set_name: str, ranges: list[tuple[bytes, bytes]]) -> Message:
-    """Add ``(first key, last key)`` ranges to a set of concatenated intervals."""
+def ranges_message(table: str, set_name: str, ranges: list[tuple[bytes, bytes]]) -> list[Message]:
+    """Add ``(first key, last key)`` ranges to a set of concatenated intervals (one
+    message, or several for a long list)."""
     elements = [_element(first, _nested(_NFTA_SET_ELEM_KEY_END, _attr(_NFTA_DATA_VALUE, last)))
                 for first, last in ranges]  # fmt: skip
-    return _elements_message(_NFT_MSG_NEWSETELEM, table, set_name, elements)
+    return _elements_messages(_NFT_MSG_NEWSETELEM, table, set_name, elements)
 
 
 async def batch(messages: list[Message]) -> None:
@@ -293,9 +318,9 @@ def _add_timed(table: str, set_name: str, keys: list[bytes], timeout_ms: int, co
     userdata = struct.pack("=BB", _UDATA_SET_ELEM_COMMENT, len(note)) + note
     timed = [_element(key, _attr(_NFTA_SET_ELEM_TIMEOUT, struct.pack("!Q", timeout_ms)),
                       _attr(_NFTA_SET_ELEM_USERDATA, userdata)) for key in keys]  # fmt: skip
-    add = _elements_message(_NFT_MSG_NEWSETELEM, table, set_name, timed)
+    add = _elements_messages(_NFT_MSG_NEWSETELEM, table, set_name, timed)
     delete = keys_message(table, set_name, keys, add=False)
-    _socket.batch([add, delete, add])
+    _socket.batch([*add, *delete, *add])
 
 
 async def add_timed_elements(
