@@ -74,6 +74,9 @@ def test_cleanup_removes_what_a_home_left_and_waits_for_no_running_hutch(
     assert "removed 2 runc" in done.stdout and all(m in done.stdout for m in made), done.stdout
     again = run_cli(server.home, "host", "cleanup", "--home", str(server.home))
     assert "nothing of" in again.stdout
+    typo = run_cli(server.home, "host", "cleanup", "--home", str(tmp_path / "typo"), check=False)
+    assert typo.returncode == 1 and "no hutch home" in typo.stderr
+    assert not (tmp_path / "typo").exists(), "nothing made for a home that was not there"
     # The pool is free again: another home starts on it.
     other = runc_server(tmp_path / "new", images, pool=pool)
     other.stop()

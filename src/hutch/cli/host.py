@@ -8,6 +8,7 @@ import typer
 
 from hutch.cli.common import HomeOpt, fail, load_settings
 from hutch.host.cleanup import cleanup_home
+from hutch.host.drivers.base import DriverError
 from hutch.host.ownership import HomeInUse
 from hutch.host.proc import CommandFailed
 
@@ -28,11 +29,13 @@ def cleanup(home: HomeOpt = None) -> None:
     Example:  hutch host cleanup --home /srv/old-hutch
     """
     settings = load_settings(home=home)
+    if not settings.home.is_dir():
+        fail(f"{settings.home} is no hutch home (no such directory)", hint="check --home")
     try:
         found = asyncio.run(cleanup_home(settings.home))
     except HomeInUse as exc:
         fail(str(exc), hint="stop that hutch first (it keeps its sandboxes; this destroys them)")
-    except CommandFailed as exc:
+    except (CommandFailed, DriverError, OSError) as exc:
         fail(f"cleaning up failed: {exc}", hint="run it as root")
     if not found:
         print(f"nothing of {settings.home} was left on this host")
