@@ -8,8 +8,10 @@ whose egress layer is the bookkeeping-only fake ("off": no NAT'd traffic gets th
 no per-sandbox nft transaction runs). Then:
 
 1. throughput: iperf3 (TCP) from a sandbox's network namespace to an iperf3 server in the
-   upstream namespace, next to the host itself to the same server; open, and with 50
-   rules (the server allowed by the last); ratio sandbox / host.
+   upstream namespace, next to the host itself to the same server and to a bare namespace
+   (a veth and one masquerade rule, no hutch: the kernel's floor for any namespace
+   sandbox); open, and with 50 rules (the server allowed by the last); ratios sandbox /
+   host, bare / host and sandbox / bare.
 2. latency: 1-byte TCP round trips on an open connection, and TCP connects, to an echo
    server upstream, from the sandbox and from the host: p50 and the difference.
 3. DNS answer -> first allowed SYN: sandboxes restricted to ``example.test`` and
@@ -186,21 +188,58 @@ def iperf(target: str, seconds: float, netns: str | None) -> float:
     return float(result["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
-def throughput(target: str, netns: str, seconds: float, rounds: int) -> dict[str, Any]:
-    host, sandbox = [], []
-    for i in range(rounds):  # interleaved, so drift on a shared machine hits both
-        # Which goes first alternates: the second of a pair tends to find the CPUs warmer.
-        pair = [(host, None), (sandbox, netns)]
-        for samples, where in pair if i % 2 == 0 else pair[::-1]:
-            samples.append(iperf(target, seconds, where))
-    paired = [s / h for s, h in zip(sandbox, host, strict=True)]
+def throughput(target: str, netns: str, bare: str, seconds: float, rounds: int) -> dict[str, Any]:
+    """The host, a bare namespace (veth + NAT, no hutch) and the sandbox, interleaved."""
+    runs: dict[str, list[float]] = {"host": [], "bare": [], "sandbox": []}
+    for i in range(rounds):  # interleaved, so drift on a shared machine hits all three
+        # The order alternates: the later runs of a round tend to find the CPUs warmer.
+        order = [("host", None), ("bare", bare), ("sandbox", netns)]
+        for name, where in order if i % 2 == 0 else order[::-1]:
+            runs[name].append(iperf(target, seconds, where))
+    host, sandbox = runs["host"], runs["sandbox"]
+
+    def paired(a: list[float], b: list[float]) -> float:
+        return round(statistics.median(x / y for x, y in zip(a, b, strict=True)), 3)
+
     return {
         "host_gbit_s": [round(v, 3) for v in host],
+        "bare_namespace_gbit_s": [round(v, 3) for v in runs["bare"]],
         "sandbox_gbit_s": [round(v, 3) for v in sandbox],
         "ratio_sandbox_to_host": round(statistics.median(sandbox) / statistics.median(host), 3),
-        "ratio_per_round": [round(r, 3) for r in paired],
-        "ratio_per_round_median": round(statistics.median(paired), 3),
+        "ratio_per_round_median": paired(sandbox, host),
+        "ratio_bare_namespace_to_host_per_round_median": paired(runs["bare"], host),
+        "ratio_sandbox_to_bare_namespace_per_round_median": paired(sandbox, runs["bare"]),
     }
+
+
+@contextmanager
+def bare_namespace() -> Iterator[str]:
+    """The kernel's own floor for a sandbox's path: a namespace joined to the host by a veth,
+    its traffic masqueraded by one nft rule, and nothing else (no hutch)."""
+    name, link = f"hbench-{os.getpid()}-bare", f"hbb{os.getpid() % 100000}"
+    table = f"hbench_bare_{os.getpid()}"
+    with namespaces(name):
+        try:
+            sh("ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", name)
+            sh("ip", "addr", "add", "10.252.0.1/30", "dev", link)
+            sh("ip", "link", "set", link, "up")
+            sh("ip", "addr", "add", "10.252.0.2/30", "dev", "eth0", netns=name)
+            sh("ip", "link", "set", "eth0", "up", netns=name)
+            sh("ip", "route", "add", "default", "via", "10.252.0.1", netns=name)
+            sh(
+                "nft",
+                "-f",
+                "-",
+                stdin=(
+                    f"table ip {table} {{\n chain post {{\n"
+                    "  type nat hook postrouting priority srcnat;\n"
+                    "  ip saddr 10.252.0.0/30 masquerade\n }\n}\n"
+                ),
+            )
+            yield name
+        finally:
+            subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
 
 
 def latency(target: str, netns: str, count: int) -> dict[str, Any]:
@@ -554,19 +593,20 @@ def main() -> None:
         api = on.client(on.admin_key)
         up = internet.netns
         with spawned(["iperf3", "-s", "-B", target, "-p", str(IPERF_PORT)], up), \
-             spawned([PYTHON, "-c", ECHO_SERVER, target, str(ECHO_PORT)], up):  # fmt: skip
+             spawned([PYTHON, "-c", ECHO_SERVER, target, str(ECHO_PORT)], up), \
+             bare_namespace() as bare:  # fmt: skip
             box = make(api)
             netns = sandbox_netns(box["id"])
             progress("sandbox vs host, open")
             report["open"] = {
-                "throughput": throughput(target, netns, seconds, rounds),
+                "throughput": throughput(target, netns, bare, seconds, rounds),
                 "latency": latency(target, netns, count),
             }
             api.put(f"/v1/sandboxes/{box['id']}/egress",
                     json={"egress": rules_50(target)}).raise_for_status()  # fmt: skip
             progress("sandbox vs host, 50 rules")
             report["rules_50"] = {
-                "throughput": throughput(target, netns, seconds, rounds),
+                "throughput": throughput(target, netns, bare, seconds, rounds),
                 "latency": latency(target, netns, count),
             }
             api.delete(f"/v1/sandboxes/{box['id']}")
