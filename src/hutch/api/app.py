@@ -113,6 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
             previews = PreviewService(settings, proxy, "" if proxy else _NO_PROXY)
             sandboxes.on_stop(previews.revoke_sandbox)
             sandboxes.on_running(previews.sync_ingress)
+            previews.wake_with(sandboxes)
             ssh = SshService(db, sandboxes, agent)
             tunnels = TunnelService(sandboxes, agent, ssh)
             sandboxes.on_running(ssh.install_keys)
@@ -122,6 +123,8 @@ def create_app(settings: Settings) -> FastAPI:
             sandboxes.on_running(self_signals.watch)
             sandboxes.on_stop(self_signals.forget)
             await sandboxes.announce_running()
+            for paused in await sandboxes.paused_waking():
+                await previews.sleep_ingress(paused)
             expiry = asyncio.create_task(previews.expire_forever(), name="hutch-preview-expiry")
             deploys = DeployService(settings, db, sandboxes, previews)
             await deploys.recover()

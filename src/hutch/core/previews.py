@@ -4,6 +4,11 @@
 to the sandbox's address on that port. The token is 128 random bits, so a URL cannot be
 derived from the sandbox's id; the route goes when the token expires and when the sandbox
 is paused, stopped or destroyed.
+
+Wake on traffic: when a sandbox with ``auto_resume`` pauses, its preview and ingress routes
+are not dropped but put to sleep (:meth:`NginxProxy.set_wake`): a request for one is held
+by the proxy while the :class:`Waker` resumes the sandbox, then answered by it; when the
+sandbox runs again its routes are awake (plain proxying) once more.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ import secrets
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
-from hutch.core.errors import Conflict, InvalidInput, Unavailable
+from hutch.core.errors import Conflict, HutchError, InvalidInput, Unavailable
 from hutch.proxy.nginx import NginxProxy, ProxyError
 from hutch.settings import Settings
 from hutch.store.models import SandboxRecord, utcnow
 
-__all__ = ["Preview", "PreviewService", "new_token"]
+__all__ = ["Preview", "PreviewService", "Waker", "new_token"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,16 @@ class Preview:
     expires_at: datetime
 
 
+class Waker(Protocol):
+    """What wakes sandboxes for their previews (the sandbox service)."""
+
+    async def wakes_on_traffic(self, sandbox_id: str) -> bool:
+        """Whether the sandbox, pausing or paused, is to be woken by a request."""
+
+    async def wake_for_traffic(self, sandbox_id: str) -> None:
+        """Resume it (on its owner's behalf); a :class:`HutchError` says why not."""
+
+
 class PreviewService:
     def __init__(self, settings: Settings, proxy: NginxProxy | None, unavailable: str = "") -> None:
         self._settings = settings
@@ -46,6 +62,28 @@ class PreviewService:
         self._unavailable = unavailable
         self._live: dict[str, Preview] = {}
         self._by_sandbox: defaultdict[str, set[str]] = defaultdict(set)
+        self._waker: Waker | None = None
+
+    def wake_with(self, waker: Waker) -> None:
+        """Let requests for a paused ``auto_resume`` sandbox's previews wake it."""
+        self._waker = waker
+        if self._proxy is not None:
+            self._proxy.wake = self._wake
+
+    async def _wake(self, sandbox_id: str) -> str | None:
+        """For the proxy: None once the sandbox runs, else why it was not woken (and, if
+        it no longer wakes on traffic, its routes go as they would have at its pause)."""
+        if self._waker is None:
+            return "previews do not wake sandboxes here"
+        try:
+            await self._waker.wake_for_traffic(sandbox_id)
+        except Conflict as exc:
+            if not await self._sleeps(sandbox_id):
+                await self._revoke(sandbox_id)
+            return exc.message
+        except HutchError as exc:
+            return exc.message
+        return None
 
     def check_available(self) -> None:
         self._the_proxy()
@@ -85,11 +123,33 @@ class PreviewService:
         return preview
 
     async def revoke_sandbox(self, sandbox_id: str) -> None:
-        """The sandbox paused, stopped or went: its URLs stop working now."""
+        """The sandbox paused, stopped or went: its URLs stop working now, unless it is
+        pausing with ``auto_resume``: then they stay, asleep (a request wakes it)."""
+        if self._proxy is not None and await self._sleeps(sandbox_id):
+            ids = [_route_id(token) for token in self._by_sandbox.get(sandbox_id, ())]
+            await self._proxy.set_wake([*ids, _ingress_id(sandbox_id)], sandbox_id)
+            return
+        await self._revoke(sandbox_id)
+
+    async def _sleeps(self, sandbox_id: str) -> bool:
+        if self._waker is None:
+            return False
+        try:
+            return await self._waker.wakes_on_traffic(sandbox_id)
+        except HutchError:
+            return False
+
+    async def _revoke(self, sandbox_id: str) -> None:
         for token in self._by_sandbox.pop(sandbox_id, set()):
             await self._drop(token)
         if self._proxy is not None:
             await self._proxy.remove_route(_ingress_id(sandbox_id))
+
+    async def sleep_ingress(self, sandbox: SandboxRecord) -> None:
+        """At a start: route a paused ``auto_resume`` sandbox's ingress names, asleep (its
+        previews are gone with the server that made them)."""
+        if self._proxy is not None and sandbox.ingress_enabled and sandbox.ingress_token:
+            await self._route_ingress(sandbox, wake=sandbox.id)
 
     def ingress_template(self, sandbox: SandboxRecord) -> str | None:
         """``http://<port>-{token}.{domain}:{proxy port}/``, for a sandbox with ingress on."""
@@ -101,19 +161,32 @@ class PreviewService:
         )
 
     async def sync_ingress(self, sandbox: SandboxRecord) -> None:
-        """Route the sandbox's ingress names while it runs with ingress on; else not."""
+        """Route the sandbox's ingress names while it runs with ingress on; else not. Its
+        previews, asleep while it was paused, are awake again."""
         if self._proxy is None:
             return
-        await self._proxy.remove_route(_ingress_id(sandbox.id))
-        if sandbox.status == "running" and sandbox.ingress_enabled and sandbox.ingress_token:
-            domain = re.escape(self._settings.preview_domain)
-            pattern = rf"^([0-9]{{1,5}})-{sandbox.ingress_token}\.{domain}(:[0-9]+)?$"
-            try:
-                await self._proxy.add_port_route(
-                    _ingress_id(sandbox.id), host_pattern=pattern, address=sandbox.ip or ""
-                )
-            except ProxyError:
-                log.warning("could not route ingress of %s", sandbox.id, exc_info=True)
+        if sandbox.status != "running":
+            await self._proxy.remove_route(_ingress_id(sandbox.id))
+            return
+        ids = [_route_id(token) for token in self._by_sandbox.get(sandbox.id, ())]
+        try:
+            await self._proxy.set_wake(ids, "")
+        except ProxyError:
+            log.warning("could not wake the previews of %s", sandbox.id, exc_info=True)
+        if sandbox.ingress_enabled and sandbox.ingress_token:
+            await self._route_ingress(sandbox, wake="")
+        else:
+            await self._proxy.remove_route(_ingress_id(sandbox.id))
+
+    async def _route_ingress(self, sandbox: SandboxRecord, *, wake: str) -> None:
+        assert self._proxy is not None
+        domain = re.escape(self._settings.preview_domain)
+        pattern = rf"^([0-9]{{1,5}})-{sandbox.ingress_token}\.{domain}(:[0-9]+)?$"
+        try:
+            await self._proxy.add_port_route(_ingress_id(sandbox.id), host_pattern=pattern,
+                                             address=sandbox.ip or "", wake=wake)  # fmt: skip
+        except ProxyError:
+            log.warning("could not route ingress of %s", sandbox.id, exc_info=True)
 
     async def route_app(self, route_key: str, name: str, upstream: str) -> str:
         """Serve a deployed project at ``http://{name}.{apps domain}``; its URL."""

@@ -25,6 +25,7 @@ from hutch.core.sandbox_requests import (
 from hutch.core.sandbox_resize import SandboxResize
 from hutch.core.sandbox_snapshot import SandboxSnapshot
 from hutch.core.sandbox_status import SandboxStatus as S
+from hutch.core.sandbox_wake import SandboxWake
 from hutch.store import sandboxes as store
 from hutch.store.models import SandboxRecord
 
@@ -40,12 +41,15 @@ __all__ = [
 ]
 
 
-class SandboxService(SandboxRecovery, SandboxForks, SandboxExec, SandboxResize, SandboxSnapshot):
+class SandboxService(
+    SandboxRecovery, SandboxForks, SandboxWake, SandboxExec, SandboxResize, SandboxSnapshot
+):
     """Every operation on sandboxes. Its parts live in their own modules: the shared state
     (:mod:`~hutch.core.sandbox_base`), lifecycle (:mod:`~hutch.core.sandbox_lifecycle`), exec
     and files (:mod:`~hutch.core.sandbox_exec`), recovery and monitoring
     (:mod:`~hutch.core.sandbox_recovery`), disk growth (:mod:`~hutch.core.sandbox_resize`),
-    snapshots (:mod:`~hutch.core.sandbox_snapshot`); the reading of lists is here."""
+    snapshots (:mod:`~hutch.core.sandbox_snapshot`), wake on traffic
+    (:mod:`~hutch.core.sandbox_wake`); the reading of lists is here."""
 
     async def get_by_ip(self, user: Principal, ip: str) -> SandboxRecord:
         async with self._db.sessions() as session:

@@ -9,27 +9,42 @@ it with ``nginx -t``, and sends the master SIGHUP: new workers take the new rout
 ones finish what they carry (open WebSockets of other previews are not cut, as they are
 by Caddy 2.6 on every change). The change counts as made once a new worker answers with
 the new generation number. Unknown names get a 404.
+
+A route can be marked *asleep* (its sandbox is paused and wakes on traffic): its requests
+first go, as an ``auth_request`` subrequest without their body, to hutch's wake listener
+(on loopback, served by this module, answered by the callback in :attr:`NginxProxy.wake`;
+nginx's workers run as ``nobody`` and may not reach a unix socket under hutch's home, so
+each subrequest carries a secret of this instance, which only the root-only nginx.conf
+holds). The request is held until the answer: a 204 (the sandbox runs
+again) lets it through to the sandbox as any other; a refusal is a 503 that says why.
+Routes that are awake never take that path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 
-__all__ = ["NginxProxy", "ProxyError", "free_port"]
+__all__ = ["NginxProxy", "ProxyError", "Waker", "free_port"]
 
 GENERATION_HOST = "generation.hutch.invalid"
-NOT_FOUND = "no such preview (it may have expired)\\n"
+NOT_FOUND = "no such preview (it may have expired, or its sandbox is paused or gone)\\n"
+# How long a request waits for its sandbox to be woken (a resume from a snapshot in S3
+# included) before nginx gives up on it with a 503.
+WAKE_TIMEOUT_S = 300
 
 MAIN_CONF = """
 worker_processes auto;
@@ -50,17 +65,31 @@ http {{
     include {work}/routes.conf;
     server {{
         listen {listen};
+        error_page 418 = @wake;
+        recursive_error_pages on;  # @wake's own error_page, after the 418
         location / {{
             if ($preview_upstream = "") {{ return 404 "{not_found}"; }}
-            proxy_pass http://$preview_upstream;
-            proxy_http_version 1.1;
-            proxy_set_header Host $http_host;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_buffering off;
-            proxy_request_buffering off;
-            proxy_read_timeout 1h;
-            proxy_send_timeout 1h;
+            if ($preview_wake != "") {{ return 418; }}
+{to_sandbox}
+        }}
+        location @wake {{
+            auth_request {wake_path};
+            auth_request_set $wake_refused $upstream_http_x_hutch_refused;
+            error_page 403 500 = @not_woken;  # the wake's answers, not the app's
+{to_sandbox}
+        }}
+        location @not_woken {{
+            default_type text/plain;
+            return 503 "the sandbox could not be woken: $wake_refused\\n";
+        }}
+        location = {wake_path} {{
+            internal;
+            proxy_pass http://127.0.0.1:{wake_port}/;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Hutch-Wake $preview_wake;
+            proxy_set_header X-Hutch-Wake-Key {wake_key};
+            proxy_read_timeout {wake_timeout}s;
         }}
     }}
     server {{
@@ -70,6 +99,21 @@ http {{
     }}
 }}
 """
+
+
+TO_SANDBOX = """\
+            proxy_pass http://$preview_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 1h;
+            proxy_send_timeout 1h;"""
+
+# Wakes the sandbox named; None once it runs, else why it was not woken.
+Waker = Callable[[str], Awaitable[str | None]]
 
 
 class ProxyError(Exception):
@@ -86,6 +130,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 class _Route:
     host: str  # an exact name, or "~regexp" with a named group "port"
     upstream: str  # ip:port, or "ip" for a pattern (the port comes from the name)
+    wake: str = ""  # asleep: the sandbox to wake before a request goes through
 
 
 class NginxProxy:
@@ -98,6 +143,12 @@ class NginxProxy:
         self._lock = asyncio.Lock()
         self._proc: asyncio.subprocess.Process | None = None
         self._client = httpx.AsyncClient(timeout=2.0, trust_env=False)
+        self.wake: Waker | None = None
+        self._wake_server: asyncio.Server | None = None
+        # Not a path any sandbox's app could be sent: the location is internal, and a
+        # request from outside for it would get nginx's 404 instead of the app.
+        self._wake_path = f"/.hutch-wake-{secrets.token_hex(16)}"
+        self._wake_key = secrets.token_hex(16)
 
     @property
     def _conf(self) -> Path:
@@ -116,9 +167,13 @@ class NginxProxy:
             os.chown(temp, nobody.pw_uid, nobody.pw_gid)  # the workers' own scratch space
         listen = f"[{self.listen_host}]:{self.listen_port}" if ":" in self.listen_host else (
             f"{self.listen_host}:{self.listen_port}")  # fmt: skip
+        wake_port = await self._serve_wake()
+        self._conf.touch(mode=0o600)
+        self._conf.chmod(0o600)  # it holds the wake key
         self._conf.write_text(MAIN_CONF.format(
             work=self.workdir, temp=temp, listen=listen, not_found=NOT_FOUND,
-            generation_host=GENERATION_HOST))  # fmt: skip
+            generation_host=GENERATION_HOST, to_sandbox=TO_SANDBOX, wake_path=self._wake_path,
+            wake_port=wake_port, wake_key=self._wake_key, wake_timeout=WAKE_TIMEOUT_S))  # fmt: skip
         self._write_routes()
         await self._check(nginx)
         self._proc = await asyncio.create_subprocess_exec(
@@ -129,6 +184,49 @@ class NginxProxy:
         if not await self._serving(self._generation):
             await self.stop()
             raise ProxyError(f"nginx did not start: {self._error_tail()}")
+
+    async def _serve_wake(self) -> int:
+        """Listen for nginx's wake subrequests on a free loopback port; that port."""
+        if self._wake_server is None:
+            self._wake_server = await asyncio.start_server(self._answer_wake, "127.0.0.1", 0)
+        return int(self._wake_server.sockets[0].getsockname()[1])
+
+    async def _answer_wake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """One subrequest of nginx's (HTTP/1.0, no body): wake the sandbox it names."""
+        try:
+            try:
+                async with asyncio.timeout(10):
+                    head = await reader.readuntil(b"\r\n\r\n")
+            except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                return
+            fields = {}
+            for line in head.decode("latin-1").split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                fields[name.strip().lower()] = value.strip()
+            key = fields.get("x-hutch-wake-key", "").encode()
+            if not hmac.compare_digest(key, self._wake_key.encode()):
+                return  # not nginx's: closed unanswered
+            sandbox_id = fields.get("x-hutch-wake", "")
+            refused: str | None = "previews do not wake sandboxes on this server"
+            if sandbox_id and self.wake is not None:
+                try:
+                    refused = await self.wake(sandbox_id)
+                except Exception as exc:  # answered, never left hanging: nginx holds a request
+                    refused = f"{type(exc).__name__}: {exc}"
+            if refused is None:
+                writer.write(b"HTTP/1.0 204 No Content\r\nConnection: close\r\n\r\n")
+            else:
+                why = re.sub(r"[^\x20-\x7e]", " ", refused)[:300]
+                writer.write(b"HTTP/1.0 403 Forbidden\r\nX-Hutch-Refused: " + why.encode()
+                             + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")  # fmt: skip
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
 
     async def _stop_leftover(self) -> None:
         """An nginx of this instance that outlived its server (kill -9) holds the port: stop
@@ -155,29 +253,49 @@ class NginxProxy:
                 self._proc.kill()
                 await self._proc.wait()
         self._proc = None
+        if self._wake_server is not None:
+            self._wake_server.close()
+            self._wake_server = None
         await self._client.aclose()
 
     async def add_route(self, route_id: str, *, host: str, upstream: str) -> None:
         """Proxy requests for ``host`` to ``upstream`` (``ip:port``)."""
-        await self._change(route_id, _Route(host=host, upstream=upstream))
+        await self._change({route_id: _Route(host=host, upstream=upstream)})
 
-    async def add_port_route(self, route_id: str, *, host_pattern: str, address: str) -> None:
+    async def add_port_route(
+        self, route_id: str, *, host_pattern: str, address: str, wake: str = ""
+    ) -> None:
         """Proxy requests whose host matches ``host_pattern`` (a regexp whose first group is
-        the port) to that port of ``address``."""
+        the port) to that port of ``address``; asleep if ``wake`` names a sandbox. The
+        same route again changes nothing (and reloads nothing)."""
         named = host_pattern.replace("(", "(?<port>", 1)
-        await self._change(route_id, _Route(host="~" + named, upstream=address))
+        route = _Route(host="~" + named, upstream=address, wake=wake)
+        if self._routes.get(route_id) != route:
+            await self._change({route_id: route})
 
     async def remove_route(self, route_id: str) -> None:
         """Drop a route; a missing one is fine."""
         if route_id in self._routes:
-            await self._change(route_id, None)
+            await self._change({route_id: None})
 
-    async def _change(self, route_id: str, route: _Route | None) -> None:
+    async def set_wake(self, route_ids: Iterable[str], wake: str) -> None:
+        """Put the routes among ``route_ids`` to sleep (``wake``: the sandbox their requests
+        wake first) or wake them (``""``), in one change; missing ones are skipped."""
+        changes: dict[str, _Route | None] = {}
+        for route_id in route_ids:
+            route = self._routes.get(route_id)
+            if route is not None and route.wake != wake:
+                changes[route_id] = replace(route, wake=wake)
+        if changes:
+            await self._change(changes)
+
+    async def _change(self, changes: dict[str, _Route | None]) -> None:
         async with self._lock:
-            if route is None:
-                self._routes.pop(route_id, None)
-            else:
-                self._routes[route_id] = route
+            for route_id, route in changes.items():
+                if route is None:
+                    self._routes.pop(route_id, None)
+                else:
+                    self._routes[route_id] = route
             self._generation += 1
             self._write_routes()
             await self._check()
@@ -191,8 +309,10 @@ class NginxProxy:
                 raise ProxyError(f"nginx did not take the change: {self._error_tail()}")
 
     def _write_routes(self) -> None:
-        upstreams, names = [], []
+        upstreams, names, asleep = [], [], []
         for route_id, route in sorted(self._routes.items()):
+            if route.wake:
+                asleep.append(f'    "{route.host}" "{route.wake}";')
             if route.host.startswith("~"):
                 names.append(f'    "{route.host}" "{route.upstream}:$port";')
                 continue
@@ -204,6 +324,10 @@ class NginxProxy:
             "map $host $preview_upstream {",
             '    default "";',
             *names,
+            "}",
+            "map $host $preview_wake {",
+            '    default "";',
+            *asleep,
             "}",
             f'map $host $preview_generation {{ default "{self._generation}"; }}',
         ]) + "\n"  # fmt: skip

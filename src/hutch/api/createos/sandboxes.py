@@ -88,9 +88,10 @@ class SandboxCreateBody(_Body):
     )
     auto_resume: bool = Field(
         default=False,
-        description="Resume the sandbox when an exec, a file or a process request finds it "
-        "paused (the request then runs). With auto_pause_after_seconds, an idle sandbox costs "
-        "only disk (gvisor) until it is used again.",
+        description="Resume the sandbox when an exec, a file or a process request, or a "
+        "request to one of its preview or ingress URLs, finds it paused (the request is held "
+        "and then answered). With auto_pause_after_seconds, an idle sandbox costs only disk "
+        "(gvisor) until it is used again.",
     )
     runtime: Literal["runc", "gvisor"] | None = Field(
         default=None,
@@ -137,7 +138,9 @@ class SandboxOut(BaseModel):
     created_by: str | None
     reason: str | None = Field(description="Why the sandbox failed or is in error.")
     runtime: str = Field(description="runc or gvisor.")
-    auto_resume: bool = Field(description="Resumed by an exec, file or process request.")
+    auto_resume: bool = Field(
+        description="Resumed by an exec, file or process request, or a request to its URLs."
+    )
     hibernated: bool = Field(
         description="Paused with its memory written to a snapshot (gvisor): it holds no "
         "memory on the host; resume carries on its processes."
