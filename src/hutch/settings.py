@@ -19,6 +19,7 @@ from hutch.core.catalog import DEFAULT_SHAPES, ROOTFS_CATALOG, Shape
 from hutch.core.egress import DenySet, parse_cidr_list
 from hutch.host.dns_upstream import parse_upstreams
 from hutch.host.oci_ref import AllowedRegistry, parse_allowed_registries
+from hutch.host.warm_pool import WarmEntry, parse_warm_pool
 
 __all__ = ["Settings", "default_home"]
 
@@ -173,6 +174,9 @@ class Settings(BaseSettings):
     files_max_bytes: int = Field(default=500 * 1024 * 1024, ge=1)
     """The largest file one upload (``PUT …/files``) may write (CreateOS: 500 MB)."""
     monitor_interval_s: float = Field(default=2.0, gt=0)
+    warm_pool: str = ""
+    """Sandboxes kept prepared per (image, shape), ``image:shape=count`` comma-separated
+    (``devbox:1:s-1vcpu-256mb=4``); empty: no warm pool (hutch.host.warm_pool)."""
 
     max_running_per_user: int = Field(default=50, ge=1)
     max_disk_mib: int = Field(default=1024 * 1024, ge=256)
@@ -248,7 +252,15 @@ class Settings(BaseSettings):
         names = {image.name for image in ROOTFS_CATALOG}
         if self.default_rootfs not in names:
             raise ValueError(f"default_rootfs must be one of {sorted(names)}")
+        _ = self.warm_pool_entries
         return self
+
+    @property
+    def warm_pool_entries(self) -> tuple[WarmEntry, ...]:
+        """``warm_pool`` parsed (ValueError names a bad entry)."""
+        return parse_warm_pool(
+            self.warm_pool, shapes=self.shapes, images=[image.name for image in ROOTFS_CATALOG]
+        )
 
     @property
     def deny_set(self) -> DenySet:

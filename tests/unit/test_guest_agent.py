@@ -175,3 +175,23 @@ async def test_a_cut_off_upload_keeps_the_old_file(guest: GuestClient, root: Pat
     await asyncio.sleep(0.2)
     assert (root / "keep.txt").read_bytes() == b"original"
     assert [p.name for p in root.iterdir()] == ["keep.txt"]
+
+
+async def test_configure_gives_a_fresh_agent_its_environment_once(guest: GuestClient) -> None:
+    env = {"PATH": "/usr/bin:/bin", "OWNER": "alice", "HUTCH_GUEST_USER": "never-seen"}
+    assert await guest.call({"op": "configure", "env": env}) == {"ok": True}
+    out, _, _ = await run(guest, ExecRequest(argv=["/usr/bin/env"]))
+    assert sorted(out.decode().splitlines()) == ["OWNER=alice", "PATH=/usr/bin:/bin"]
+    with pytest.raises(GuestError) as again:  # a warm sandbox is configured once
+        await guest.call({"op": "configure", "env": {"OWNER": "mallory"}})
+    assert again.value.code == "used"
+
+
+async def test_configure_is_refused_once_anything_ran(guest: GuestClient) -> None:
+    await guest.ping()  # the host's readiness probe does not count
+    await run(guest, ExecRequest(argv=["/bin/true"]))
+    with pytest.raises(GuestError) as refused:
+        await guest.call({"op": "configure", "env": {"OWNER": "bob"}})
+    assert refused.value.code == "used"
+    out, _, _ = await run(guest, ExecRequest(argv=["/bin/sh", "-c", "echo ${OWNER:-unset}"]))
+    assert out == b"unset\n"

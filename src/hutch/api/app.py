@@ -106,6 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
             await sandboxes.recover()
             await networks.recover()
             await disks.recover()
+            await agent.warm.start()  # after recovery, which destroys what the store lacks
             monitor = asyncio.create_task(sandboxes.monitor_forever(), name="hutch-monitor")
             disk_checks = asyncio.create_task(disks.monitor_forever(), name="hutch-disk-checks")
             counters = asyncio.create_task(egress.flush_forever(), name="hutch-bandwidth")

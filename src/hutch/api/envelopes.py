@@ -6,7 +6,18 @@ from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
-__all__ = ["JSend", "JSendError", "JSendFail", "NullspaceError", "Page", "Pagination"]
+__all__ = [
+    "WARM_HEADER",
+    "JSend",
+    "JSendError",
+    "JSendFail",
+    "NullspaceError",
+    "Page",
+    "Pagination",
+]
+
+WARM_HEADER = "X-Hutch-Warm"
+"""On a create's answer (both dialects): ``1`` if the sandbox came from the warm pool."""
 
 T = TypeVar("T")
 

@@ -26,7 +26,6 @@ from hutch.core.identity import Principal
 from hutch.core.ids import new_id
 from hutch.core.names import generate_name, name_problem
 from hutch.core.previews import new_token
-from hutch.core.sandbox_base import SandboxBase
 from hutch.core.sandbox_requests import (
     MAX_AUTO_PAUSE_S,
     MIN_DISK_MIB,
@@ -36,6 +35,7 @@ from hutch.core.sandbox_requests import (
     check_envs,
 )
 from hutch.core.sandbox_status import SandboxStatus as S
+from hutch.core.sandbox_warm import Created, SandboxWarm
 from hutch.core.snapshot_store import SnapshotStoreError
 from hutch.core.sshkeys import normalise_keys
 from hutch.host.addresses import PoolExhausted
@@ -52,7 +52,7 @@ __all__ = ["SandboxLifecycle"]
 log = logging.getLogger(__name__)
 
 
-class SandboxLifecycle(SandboxBase):
+class SandboxLifecycle(SandboxWarm):
     """Create, change, pause, resume and destroy sandboxes."""
 
     # -- create ---------------------------------------------------------------------
@@ -60,6 +60,14 @@ class SandboxLifecycle(SandboxBase):
     async def create(self, user: Principal, request: SandboxCreate) -> SandboxRecord:
         """Start a sandbox and return it running. A failed start leaves a ``failed`` record
         with the reason, and nothing on the host."""
+        return (await self.create_reporting(user, request)).record
+
+    async def create_reporting(self, user: Principal, request: SandboxCreate) -> Created:
+        """:meth:`create`, saying whether the sandbox came from the warm pool."""
+        with self._host.warm.creating():  # the pool's refills wait meanwhile
+            return await self._create(user, request)
+
+    async def _create(self, user: Principal, request: SandboxCreate) -> Created:
         shape, rootfs, disk_mib = await self._check_create(request, user)
         runtime = self._check_runtime(request.runtime)
         ssh_pubkeys = normalise_keys(request.ssh_pubkeys)
@@ -70,9 +78,11 @@ class SandboxLifecycle(SandboxBase):
                 await self._check_cap(user.user_id)
             async with self._db.sessions() as session:
                 name = request.name or await self._free_name(session, user.user_id)
-            sandbox_id = new_id("sb_")
+            prepared = self._take_warm(request, runtime=runtime, rootfs=rootfs, shape=shape,
+                                       disk_mib=disk_mib)  # fmt: skip
+            sandbox_id = prepared.id if prepared is not None else new_id("sb_")
             try:
-                link = self._host.links.allocate(sandbox_id)
+                link = prepared.link if prepared else self._host.links.allocate(sandbox_id)
             except PoolExhausted as exc:
                 raise Unavailable("this host has no free sandbox addresses left") from exc
             record = SandboxRecord(
@@ -109,7 +119,10 @@ class SandboxLifecycle(SandboxBase):
                 async with self._db.sessions.begin() as session:
                     session.add(record)
             except IntegrityError:
-                self._host.links.release(sandbox_id)
+                if prepared is not None:
+                    self._host.warm.give_back(prepared)
+                else:
+                    self._host.links.release(sandbox_id)
                 raise Conflict(f"you already have a sandbox named {name!r}", field="name") from None
 
         spec = SandboxSpec(
@@ -130,13 +143,18 @@ class SandboxLifecycle(SandboxBase):
         if not self._live_networks(runtime):
             networks = []
         started = time.monotonic()
+        warm = False
         async with self._sandbox_locks[sandbox_id]:
             try:
-                created, _ = await asyncio.gather(
-                    self._host.driver.create(spec), self._creating(record), return_exceptions=True
-                )
-                if isinstance(created, BaseException):
-                    raise created
+                if prepared is not None:
+                    warm = await self._start_warm(prepared, spec, record)
+                else:
+                    created, _ = await asyncio.gather(
+                        self._host.driver.create(spec), self._creating(record),
+                        return_exceptions=True,
+                    )  # fmt: skip
+                    if isinstance(created, BaseException):
+                        raise created
                 await self._join_all(record, networks, user, disks)
             except Exception as exc:
                 known = isinstance(exc, DriverError | NetworkError | DiskMountError)
@@ -153,9 +171,10 @@ class SandboxLifecycle(SandboxBase):
             spawn_ms = round((time.monotonic() - started) * 1000)
             now = utcnow()
             self._activity[sandbox_id] = time.monotonic()
-            return await self._changed(
+            running = await self._changed(
                 await self._update(sandbox_id, status=S.RUNNING, spawn_ms=spawn_ms, running_at=now)
             )
+            return Created(record=running, warm=warm)
 
     async def _join_all(
         self,

@@ -78,6 +78,7 @@ IDLE_REAP_CHECK_S = 30.0
 # Where a template's start command (CMD/ENTRYPOINT) writes its output, and its process id
 # once started (for whoever waits on it: a deploy's health check).
 START_LOG = "/var/log/hutch-start.log"
+_AGENT_SETTINGS = ("HUTCH_GUEST_WORKDIR", "HUTCH_GUEST_USER", "HUTCH_GUEST_START")
 START_PID = "/var/log/hutch-start.pid"
 
 
@@ -119,6 +120,10 @@ class Agent:
         self.socket_path: str | None = None
         self.hibernating: str | None = None
         self.wakeup = os.pipe()
+        # Requests served beyond pings, and whether a configure came: a warm sandbox (one
+        # prepared before anyone asked) is handed out only if nothing else ever ran here.
+        self.served = 0
+        self.configured = False
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -175,6 +180,8 @@ class Agent:
             request = json.loads(frame[1])
             if not isinstance(request, dict):
                 raise ProtocolError("request must be a JSON object")
+            if request.get("op") not in ("ping", "configure"):
+                self.served += 1
             self.dispatch(conn, request)
         except NotFound as exc:
             with suppress(OSError):
@@ -204,6 +211,8 @@ class Agent:
             (files.put if op == "put" else files.get)(self, conn, request)
         elif op == "hibernate":
             self.prepare_hibernate(conn, request)
+        elif op == "configure":
+            self.configure(conn, request)
         elif op == "self_watch":
             from . import selfsignal
 
@@ -216,6 +225,27 @@ class Agent:
             processes.dispatch(self, conn, op, request)
         else:
             conn.send_error("invalid", f"unknown op {op!r}")
+
+    def configure(self, conn: Connection, request: dict[str, Any]) -> None:
+        """Give a warm sandbox its owner's environment (``env``: what every command starts
+        with, as the init's own would be had it started for them). Refused, with nothing
+        changed, once anything but pings was served here or a configure came before: a
+        sandbox that ran something is never handed out."""
+        env = request.get("env")
+        if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and k and "=" not in k and "\0" not in v
+            for k, v in env.items()
+        ):
+            raise ValueError("env must be an object of strings")
+        if self.configured or self.served or self.sessions:
+            conn.send_error("used", "this sandbox has run something already")
+            return
+        self.configured = True
+        for key in _AGENT_SETTINGS:
+            env.pop(key, None)
+        os.environ.clear()
+        os.environ.update(env)
+        conn.send_json({"ok": True})
 
     # -- hibernate -----------------------------------------------------------------------
 
@@ -377,6 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     agent.socket_path = options.get("--socket")
     # A template's settings come in the environment; they are the agent's, not the
     # commands' (hutch.host.layers names them).
+    # (hutch.host.layers names them; _AGENT_SETTINGS lists them.)
     agent.workdir = os.environ.pop("HUTCH_GUEST_WORKDIR", "") or "/"
     agent.user = os.environ.pop("HUTCH_GUEST_USER", "")
     start = os.environ.pop("HUTCH_GUEST_START", "")

@@ -27,6 +27,7 @@ from hutch.host.machine import host_address, read_memory
 from hutch.host.networks import BridgeNetworks, FakeNetworks, NetworkLayer
 from hutch.host.ownership import HomeInUse, HomeLock, host_clashes
 from hutch.host.proc import CommandFailed
+from hutch.host.warm_pool import WarmPool
 from hutch.settings import Settings
 from hutch.store import hosts as host_store
 from hutch.store.db import Database
@@ -78,6 +79,13 @@ class HostAgent:
             else FakeDiskMounts()
         )
         self.links = LinkPool(settings.link_pool)
+        # Sandboxes prepared before anyone asks (HUTCH_WARM_POOL); started after recovery.
+        self.warm = WarmPool(
+            settings.warm_pool_entries,
+            driver=self.driver.runc if isinstance(self.driver, HostRuntimes) else None,
+            links=self.links,
+            pids_limit=settings.pids_limit,
+        )
         self._lock = HomeLock(settings.home)
         self._started_at = utcnow()
         self._task: asyncio.Task[None] | None = None
@@ -132,6 +140,7 @@ class HostAgent:
 
     async def stop(self) -> None:
         """Stop heartbeating and mark this host ``dead`` so no work is placed on it."""
+        await self.warm.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hutch.api.createos.egress import EgressRules
 from hutch.api.createos.responses import AUTH_ERRORS, RATE_LIMITED
 from hutch.api.deps import CurrentUser, PageParams, ServicesDep
-from hutch.api.envelopes import JSend, JSendFail, Page
+from hutch.api.envelopes import WARM_HEADER, JSend, JSendFail, Page
 from hutch.core.disks import DiskRef as DiskToMount
 from hutch.core.previews import PreviewService
 from hutch.core.sandboxes import ExecCommand, SandboxCreate, SandboxPatch, Transition
@@ -245,10 +245,13 @@ def _command(body: ExecBody) -> ExecCommand:
 
 @router.post("", status_code=201, summary="Create a sandbox", responses=RATE_LIMITED)
 async def create_sandbox(
-    body: SandboxCreateBody, user: CurrentUser, services: ServicesDep
+    body: SandboxCreateBody, user: CurrentUser, services: ServicesDep, response: Response
 ) -> JSend[SandboxCreated]:
-    """Start a sandbox and return it running, with ``spawn_ms``. Over the per-user cap: 429."""
-    record = await services.sandboxes.create(
+    """Start a sandbox and return it running, with ``spawn_ms``. Over the per-user cap: 429.
+    The header ``X-Hutch-Warm`` is ``1`` when it came from the host's warm pool
+    (``HUTCH_WARM_POOL``: prepared before the request, named and configured in place),
+    ``0`` when it was started for this request."""
+    created = await services.sandboxes.create_reporting(
         user,
         SandboxCreate(
             shape=body.shape,
@@ -273,7 +276,8 @@ async def create_sandbox(
             auto_resume=body.auto_resume,
         ),
     )
-    return JSend(data=SandboxCreated.of_new(record, services.previews))
+    response.headers[WARM_HEADER] = "1" if created.warm else "0"
+    return JSend(data=SandboxCreated.of_new(created.record, services.previews))
 
 
 @router.get("", summary="List sandboxes")

@@ -6,11 +6,11 @@ import shlex
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from hutch.api.deps import CurrentUser, PageParams, ServicesDep
-from hutch.api.envelopes import NullspaceError
+from hutch.api.envelopes import WARM_HEADER, NullspaceError
 from hutch.core.errors import InvalidInput
 from hutch.core.sandboxes import ExecCommand, SandboxCreate
 from hutch.store.models import SandboxRecord
@@ -129,14 +129,17 @@ def _command(body: ExecBody) -> ExecCommand:
 
 
 @router.post("", summary="Create a sandbox", status_code=201)
-async def create_sandbox(body: CreateBody, user: CurrentUser, services: ServicesDep) -> SandboxOut:
-    """Destroyed when ``timeout_ms`` runs out (``POST …/timeout`` changes that)."""
+async def create_sandbox(
+    body: CreateBody, user: CurrentUser, services: ServicesDep, response: Response
+) -> SandboxOut:
+    """Destroyed when ``timeout_ms`` runs out (``POST …/timeout`` changes that).
+    ``X-Hutch-Warm: 1`` when it came from the host's warm pool."""
     rootfs = TEMPLATES.get(body.template)
     if rootfs is None:
         known = ", ".join(TEMPLATES)
         raise InvalidInput(f"unknown template {body.template!r}; one of {known}",
                            field="template")  # fmt: skip
-    record = await services.sandboxes.create(
+    created = await services.sandboxes.create_reporting(
         user,
         SandboxCreate(
             shape=services.settings.shapes[0].id,
@@ -146,7 +149,8 @@ async def create_sandbox(body: CreateBody, user: CurrentUser, services: Services
             timeout_s=body.timeout_ms / 1000,
         ),
     )
-    return SandboxOut.of(record)
+    response.headers[WARM_HEADER] = "1" if created.warm else "0"
+    return SandboxOut.of(created.record)
 
 
 @router.get("", summary="List sandboxes")

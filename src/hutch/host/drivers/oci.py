@@ -17,7 +17,14 @@ from hutch.guest import bootstrap
 from hutch.host.drivers.base import SandboxSpec
 from hutch.host.guest_runtime import RUNTIME_MOUNT
 
-__all__ = ["AGENT_FD", "CAPABILITIES", "GUEST_MOUNT", "oci_config", "seccomp_profile"]
+__all__ = [
+    "AGENT_FD",
+    "CAPABILITIES",
+    "GUEST_MOUNT",
+    "oci_config",
+    "process_env",
+    "seccomp_profile",
+]
 
 GUEST_PARENT = "/.hutch"
 GUEST_MOUNT = f"{GUEST_PARENT}/guest"  # the package hutch.guest, as ``guest``
@@ -118,6 +125,20 @@ def seccomp_profile() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def process_env(spec: SandboxSpec, image_env: Mapping[str, str] | None) -> dict[str, str]:
+    """The environment of the sandbox's init, and so of every command in it: hutch's
+    defaults, the image's own ``Env`` over them, then ``HOSTNAME`` and the sandbox's envs."""
+    return {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": "/root",
+        "TERM": "xterm",
+        "LANG": "C.UTF-8",
+        **(image_env or {}),
+        "HOSTNAME": spec.hostname,
+        **spec.env,
+    }
+
+
 def oci_config(
     spec: SandboxSpec,
     *,
@@ -140,15 +161,7 @@ def oci_config(
 
     ``nofile`` must not exceed the host's own hard limit: root here may not raise it.
     """
-    env = {
-        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "HOME": "/root",
-        "TERM": "xterm",
-        "LANG": "C.UTF-8",
-        **(image_env or {}),
-        "HOSTNAME": spec.hostname,
-        **spec.env,
-    }
+    env = process_env(spec, image_env)
     memory_bytes = spec.mem_mib * 1024 * 1024
     memory: dict[str, Any] = {"limit": memory_bytes}
     if memsw:

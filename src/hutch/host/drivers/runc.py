@@ -42,7 +42,7 @@ from hutch.host.drivers.base import (
     SandboxSpec,
     socket_dir,
 )
-from hutch.host.drivers.oci import AGENT_FD, oci_config
+from hutch.host.drivers.oci import AGENT_FD, oci_config, process_env
 from hutch.host.firewall import Firewall
 from hutch.host.guest import GuestUnreachable
 from hutch.host.guest_runtime import build_runtime, has_python, runtime_argv
@@ -61,6 +61,7 @@ from hutch.host.snapshot import (
     sweep_copies,
 )
 from hutch.host.storage import LayerCannotGrow, SandboxRootfs, mounts_under, remove_tree
+from hutch.host.uts import set_hostname
 
 __all__ = ["RuncDriver", "instance_tag"]
 
@@ -127,6 +128,12 @@ class RuncDriver(Driver):
         if image is None:
             raise DriverError(f"rootfs {spec.rootfs!r} is not built on this host")
         return image, dataclasses.replace(spec, env={**image.env, **spec.env})
+
+    def process_env(self, spec: SandboxSpec) -> dict[str, str]:
+        """The environment ``spec``'s init gets at create (its commands start with it)."""
+        _, spec = self._image(spec)
+        config = image_config(self.images, spec.rootfs)
+        return process_env(spec, config.env if config else None)
 
     def writable_layer(self, sandbox_id: str) -> Path:
         """The host directory of a sandbox's own changes (overlayfs's upper): what a
@@ -366,14 +373,32 @@ class RuncDriver(Driver):
             _write_names(etc, hostname, address)
         except (OSError, IndexError) as exc:
             raise DriverError(f"cannot rewrite the names of {sandbox_id}: {exc}") from exc
-        # sethostname() from inside the sandbox's UTS namespace; the sandbox itself lacks
-        # CAP_SYS_ADMIN, so the host does it. The Python that runs hutch is always there.
-        setter = "import socket, sys; socket.sethostname(sys.argv[1])"
+        # sethostname() inside the sandbox's UTS namespace; the sandbox itself lacks
+        # CAP_SYS_ADMIN, so the host does it (hutch.host.uts: no process started).
         try:
-            await run("nsenter", f"--target={info.pid}", "--uts", "--",
-                      sys.executable, "-S", "-c", setter, hostname)  # fmt: skip
-        except CommandFailed as exc:
-            raise DriverError(f"cannot set the hostname of {sandbox_id}: {exc.detail}") from exc
+            await set_hostname(info.pid, hostname)
+        except OSError as exc:
+            raise DriverError(f"cannot set the hostname of {sandbox_id}: {exc}") from exc
+
+    def set_names(self, sandbox_id: str, hostname: str, address: str) -> None:
+        """Rewrite the sandbox's ``/etc/hostname`` and ``/etc/hosts`` (bind-mounted into
+        it: rewritten in place). Raises :class:`OSError`."""
+        _write_names(self._dir(sandbox_id) / "etc", hostname, address)
+
+    def init_processes(self, sandbox_id: str) -> set[int] | None:
+        """Every process in the sandbox's cgroup (its init and all it started), or None
+        when its cgroup is not there."""
+        for directory in self._cgroup_dirs():
+            try:
+                text = (directory / sandbox_id / "cgroup.procs").read_text()
+            except OSError:
+                continue
+            return {int(line) for line in text.split()}
+        return None
+
+    def directory_of(self, sandbox_id: str) -> Path:
+        """The sandbox's directory on the host (its disk, bundle and names)."""
+        return self._dir(sandbox_id)
 
     async def resize_disk(self, sandbox_id: str, disk_mib: int) -> None:
         disk = await self._disk_of(sandbox_id)
