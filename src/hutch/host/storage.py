@@ -7,8 +7,9 @@ it (a few MiB of metadata), which is much faster than formatting.
 
 The layer is btrfs because it grows while mounted with CAP_SYS_ADMIN alone (``resize``):
 ext4's online resize also needs CAP_SYS_RESOURCE, which a host agent in a container often
-lacks. Each copy gets a fresh filesystem id (``btrfstune -m``, instant), so kernels before
-6.7 can mount many copies of one template at once.
+lacks. On kernels before 6.7 each copy gets a fresh filesystem id (``btrfstune -m``), so
+they mount many copies of one template at once; later kernels do that by themselves. The
+copy and the overlay mount are made in-process (no ``cp``, no ``mount`` command).
 Layers made as ext4 by an earlier hutch keep working and grow with ``resize2fs``.
 """
 
@@ -16,12 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import errno
+import functools
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from hutch.host.proc import CommandFailed, run
+from hutch.host.proc import CommandFailed, CommandResult, run
 
 __all__ = ["LayerCannotGrow", "SandboxRootfs", "mounts_under"]
 
@@ -59,8 +65,9 @@ class SandboxRootfs:
         """Make the disk and mount the overlay over ``image`` (one directory, or several
         lower directories, top first). On failure, call :meth:`remove`."""
         template = await self._template(disk_mib)
-        await run("cp", "--sparse=always", str(template), str(self.disk))
-        await run("btrfstune", "-f", "-m", str(self.disk))
+        await asyncio.to_thread(sparse_copy, template, self.disk)
+        if not clones_mount_as_they_are():
+            await run("btrfstune", "-f", "-m", str(self.disk))
         self.layer.mkdir()
         await run("mount", "-o", "loop,noatime", str(self.disk), str(self.layer))
         (self.layer / "upper").mkdir()
@@ -99,7 +106,10 @@ class SandboxRootfs:
             f"lowerdir={':'.join(map(str, lowers))},upperdir={self.layer / 'upper'},"
             f"workdir={self.layer / 'work'},redirect_dir=off,metacopy=off"
         )
-        await run("mount", "-t", "overlay", "overlay", "-o", options, str(self.rootfs), cwd=cwd)
+        if cwd is not None:  # relative lower directories: the mount command, in that cwd
+            await run("mount", "-t", "overlay", "overlay", "-o", options, str(self.rootfs), cwd=cwd)
+        else:
+            await asyncio.to_thread(mount, "overlay", self.rootfs, "overlay", options)
 
     def upper(self) -> Path:
         """The writable layer's files (overlayfs's upper directory)."""
@@ -171,6 +181,58 @@ class SandboxRootfs:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
         return path
+
+
+def sparse_copy(source: Path, target: Path) -> None:
+    """Copy ``source`` to a new file ``target``, only its data (its holes stay holes): what
+    ``cp --sparse=always`` does for a disk template of a few MiB in many GiB, without a
+    process. Raises :class:`OSError`: ``FileExistsError`` if ``target`` exists (it is kept),
+    else after removing the part it made."""
+    with open(source, "rb") as src, open(target, "xb") as dst:
+        try:
+            size = os.fstat(src.fileno()).st_size
+            offset = 0
+            while offset < size:
+                try:
+                    data = os.lseek(src.fileno(), offset, os.SEEK_DATA)
+                except OSError as exc:
+                    if exc.errno == errno.ENXIO:  # only a hole is left
+                        break
+                    raise
+                hole = os.lseek(src.fileno(), data, os.SEEK_HOLE)
+                position = data
+                while position < hole:
+                    copied = os.copy_file_range(
+                        src.fileno(), dst.fileno(), hole - position, position, position
+                    )
+                    if copied == 0:
+                        raise OSError(errno.EIO, f"{source} ended early")
+                    position += copied
+                offset = hole
+            os.ftruncate(dst.fileno(), size)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+            raise
+
+
+@functools.cache
+def clones_mount_as_they_are() -> bool:
+    """Whether this kernel mounts copies of one btrfs filesystem side by side as they are
+    (Linux 6.7 gives a copy whose id is in use a temporary one); before it, each copy needs
+    a fresh id (``btrfstune -m``)."""
+    match = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return match is not None and (int(match[1]), int(match[2])) >= (6, 7)
+
+
+def mount(source: str, target: Path, fstype: str, options: str) -> None:
+    """``mount -t fstype -o options source target`` as one system call (no process).
+    Raises :class:`CommandFailed`, as the ``mount`` command failing would."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.mount(source.encode(), str(target).encode(), fstype.encode(), 0, options.encode()):
+        err = ctypes.get_errno()
+        argv = ("mount", "-t", fstype, source, str(target))
+        raise CommandFailed(argv, CommandResult(32, b"", f"mount: {os.strerror(err)}".encode()))
 
 
 def _relative(paths: Sequence[Path], start: str) -> list[Path]:

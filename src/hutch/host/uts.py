@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["in_own_thread", "set_hostname"]
+__all__ = ["in_own_thread", "set_hostname", "set_hostname_here"]
 
 _CLONE_NEWUTS = 0x04000000
 _T = TypeVar("_T")
@@ -27,7 +27,7 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
-def _set_hostname_in(pid: int, hostname: str) -> None:
+def set_hostname_here(pid: int, hostname: str) -> None:
     """Join ``pid``'s UTS namespace in this thread and set the hostname there. Call only
     from a thread that ends right after (see :func:`in_own_thread`)."""
     name = hostname.encode()
@@ -75,4 +75,4 @@ async def in_own_thread(function: Callable[[], _T]) -> _T:
 async def set_hostname(pid: int, hostname: str) -> None:
     """Set the hostname of the UTS namespace process ``pid`` is in (a sandbox's init).
     Raises :class:`OSError` (nothing changed) if the process is gone or it is refused."""
-    await in_own_thread(lambda: _set_hostname_in(pid, hostname))
+    await in_own_thread(lambda: set_hostname_here(pid, hostname))

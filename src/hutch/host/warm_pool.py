@@ -46,7 +46,7 @@ from hutch.host.drivers.runc import RuncDriver
 from hutch.host.guest import GuestError, GuestUnreachable
 from hutch.host.proc import CommandFailed
 from hutch.host.storage import SandboxRootfs
-from hutch.host.uts import set_hostname
+from hutch.host.uts import in_own_thread, set_hostname_here
 
 __all__ = [
     "MARKER",
@@ -256,18 +256,26 @@ class WarmPool:
         caller destroys it and starts cold)."""
         driver = self._driver
         assert driver is not None and spec.id == prepared.id
+        # The host's part (checks, names, hostname) in one short-lived thread, beside the
+        # guest's (its environment): a sandbox that fails a check is destroyed anyway.
         try:
-            await asyncio.to_thread(self._check_untouched, prepared)
             env = driver.process_env(spec)
-            await driver.guest(prepared.id).call({"op": "configure", "env": env})
-            await asyncio.to_thread(
-                driver.set_names, prepared.id, spec.hostname, str(spec.link.sandbox)
+            await asyncio.gather(
+                in_own_thread(lambda: self._check_and_name(prepared, spec)),
+                driver.guest(prepared.id).call({"op": "configure", "env": env}),
             )
-            await set_hostname(prepared.pid, spec.hostname)
         except (OSError, GuestError, GuestUnreachable, DriverError) as exc:
             self.discarded += 1
             raise WarmUnusable(f"warm sandbox {prepared.id} not handed out: {exc}") from exc
         self.served += 1
+
+    def _check_and_name(self, prepared: Prepared, spec: SandboxSpec) -> None:
+        """In a thread of its own (it joins the sandbox's UTS namespace): check the
+        sandbox is as prepared, then give it ``spec``'s names."""
+        assert self._driver is not None
+        self._check_untouched(prepared)
+        self._driver.set_names(prepared.id, spec.hostname, str(spec.link.sandbox))
+        set_hostname_here(prepared.pid, spec.hostname)
 
     def _check_untouched(self, prepared: Prepared) -> None:
         assert self._driver is not None
