@@ -91,6 +91,17 @@ class Settings(BaseSettings):
     dns_upstream_timeout_s: float = Field(default=2.0, gt=0, le=30)
     """How long one forwarded query may wait for the upstreams, all tries included, before
     the sandbox gets SERVFAIL."""
+    webhook_allow_private: str = ""
+    """Webhook receivers may be only on public addresses; these IPv4 blocks (comma-separated,
+    say an internal receiver's 10.20.0.0/16, or 127.0.0.1/32) are allowed besides."""
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    """How long one delivery may take before it counts as failed."""
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    """Tries per delivery; between them the wait doubles from ``webhook_retry_s``."""
+    webhook_retry_s: float = Field(default=2.0, gt=0, le=3600)
+    webhooks_per_user: int = Field(default=20, ge=0)
+    event_retention_days: float = Field(default=30.0, gt=0)
+    """Events, and finished webhook deliveries, older than this are deleted."""
     proxy_enabled: bool = True
     """Whether preview URLs work (an nginx is started for them); off, they answer 503."""
     proxy_host: str = "127.0.0.1"
@@ -245,6 +256,7 @@ class Settings(BaseSettings):
         if self.template_build_shape and self.template_build_shape not in ids:
             raise ValueError(f"template_build_shape must be one of {ids}")
         _ = self.deny_set  # the egress settings parse, or this raises
+        _ = self.webhook_allowed_networks
         _ = self.build_env_vars
         _ = self.template_registry_list
         if self.dns_upstream.strip() != "none":
@@ -261,6 +273,10 @@ class Settings(BaseSettings):
         return parse_warm_pool(
             self.warm_pool, shapes=self.shapes, images=[image.name for image in ROOTFS_CATALOG]
         )
+
+    @property
+    def webhook_allowed_networks(self) -> list[IPv4Network]:
+        return parse_cidr_list(self.webhook_allow_private, setting="webhook_allow_private")
 
     @property
     def deny_set(self) -> DenySet:

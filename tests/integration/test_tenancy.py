@@ -31,6 +31,7 @@ from tests.support.seaweed import SeaweedS3
 
 BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/v1/sandboxes/{sandbox_id}"): {"name": "renamed-box"},
+    ("PATCH", "/v1/webhooks/{webhook_id}"): {"description": "theirs now"},
     ("POST", "/v1/sandboxes/{sandbox_id}/exec"): {"cmd": "echo", "args": ["hi"]},
     ("POST", "/v1/sandboxes/{sandbox_id}/networks"): {"id": "{network_id}"},
     ("POST", "/v1/sandboxes/{sandbox_id}/disks"): {"disk_id": "{disk}", "mount_path": "/d2"},
@@ -127,7 +128,12 @@ def build_world(client: TestClient, s3: SeaweedS3, owner: dict[str, str], tag: s
         headers=owner,
         json={"name": f"{tag}-tpl", "dockerfile": 'FROM devbox:1\nCMD ["true"]\n'},
     ).json()["data"]
+    # Loopback and not allowed: a delivery is refused before any connection (or lookup).
+    hook = client.post(
+        "/v1/webhooks", headers=owner, json={"url": "http://127.0.0.1:9/hook", "events": ["*"]}
+    ).json()["data"]
     real = {
+        "webhook_id": hook["id"],
         "template_id": template["id"],
         "sandbox_id": box["id"],
         "network_id": net["id"],
@@ -138,7 +144,7 @@ def build_world(client: TestClient, s3: SeaweedS3, owner: dict[str, str], tag: s
         "port": "22",
     }
     secrets = [box["id"], net["id"], disk["id"], box["ip"], f"{tag}-box", f"{tag}-net",
-               f"{tag}-disk", bucket, template["id"], f"{tag}-tpl"]  # fmt: skip
+               f"{tag}-disk", bucket, template["id"], f"{tag}-tpl", hook["id"]]  # fmt: skip
     return World(real=real, secrets=secrets)
 
 

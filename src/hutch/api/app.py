@@ -8,6 +8,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -21,6 +22,7 @@ from hutch.core.access_tokens import AccessTokenService
 from hutch.core.deploys import DeployService
 from hutch.core.disks import DiskService
 from hutch.core.egress_service import EgressService
+from hutch.core.events import EventService
 from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
 from hutch.core.networks import NetworkService
@@ -36,6 +38,8 @@ from hutch.core.ssh import SshService
 from hutch.core.templates.service import TemplateService
 from hutch.core.tunnels import TunnelService
 from hutch.core.wallets import WalletAuth
+from hutch.core.webhook_delivery import WebhookDeliverer
+from hutch.core.webhooks import WebhookService
 from hutch.host.agent import HostAgent
 from hutch.host.dns import DnsEgress
 from hutch.proxy.nginx import NginxProxy, ProxyError
@@ -83,6 +87,32 @@ def _disk_service(settings: Settings, db: Database, host: HostAgent) -> DiskServ
         log.error("disks are unavailable: %s", exc)
         return DiskService(db, host, None, str(exc))
     return DiskService(db, host, SealedBox(key), check_interval_s=every)
+
+
+def _webhooks(settings: Settings, db: Database) -> tuple[WebhookService, WebhookDeliverer]:
+    """Webhook secrets are sealed like disks' keys; without a master key creates are a 409."""
+    configured = settings.disk_master_key
+    box = None
+    try:
+        box = SealedBox(
+            load_master_key(
+                configured.get_secret_value() if configured is not None else None,
+                settings.home / "master.key",
+            )
+        )
+    except MasterKeyUnavailable as exc:
+        log.error("webhooks are unavailable: %s", exc)
+    webhooks = WebhookService(db, box, per_user=settings.webhooks_per_user)
+    deliverer = WebhookDeliverer(
+        db,
+        webhooks,
+        allowed=settings.webhook_allowed_networks,
+        timeout_s=settings.webhook_timeout_s,
+        max_attempts=settings.webhook_max_attempts,
+        retry_s=settings.webhook_retry_s,
+        retention=timedelta(days=settings.event_retention_days),
+    )
+    return webhooks, deliverer
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -133,6 +163,8 @@ def create_app(settings: Settings) -> FastAPI:
             deploys.use_templates(templates)
             sandboxes.template_images = templates.image_for
             await templates.recover()
+            webhooks, deliverer = _webhooks(settings, db)
+            delivering = asyncio.create_task(deliverer.run_forever(), name="hutch-webhooks")
             app.state.services = Services(
                 settings=settings,
                 db=db,
@@ -153,6 +185,8 @@ def create_app(settings: Settings) -> FastAPI:
                 templates=templates,
                 snapshots=SnapshotService(settings, db, sandboxes, templates.layers),
                 wallets=WalletAuth(db),
+                events=EventService(db),
+                webhooks=webhooks,
                 agent_rate=RateLimiter(
                     settings.agent_requests_per_minute, per="this address and wallet"
                 ),
@@ -165,10 +199,11 @@ def create_app(settings: Settings) -> FastAPI:
             finally:
                 await templates.stop()
                 await deploys.stop()
-                for task in (monitor, disk_checks, counters, expiry):
+                for task in (monitor, disk_checks, counters, expiry, delivering):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                await deliverer.close()
                 await egress.stop()
                 await self_signals.stop()
                 if proxy is not None:

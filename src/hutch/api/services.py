@@ -8,6 +8,7 @@ from hutch.core.access_tokens import AccessTokenService
 from hutch.core.deploys import DeployService
 from hutch.core.disks import DiskService
 from hutch.core.egress_service import EgressService
+from hutch.core.events import EventService
 from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
 from hutch.core.networks import NetworkService
@@ -21,6 +22,7 @@ from hutch.core.ssh import SshService
 from hutch.core.templates.service import TemplateService
 from hutch.core.tunnels import TunnelService
 from hutch.core.wallets import WalletAuth
+from hutch.core.webhooks import WebhookService
 from hutch.host.agent import HostAgent
 from hutch.settings import Settings
 from hutch.store.db import Database
@@ -49,5 +51,7 @@ class Services:
     templates: TemplateService
     snapshots: SnapshotService
     wallets: WalletAuth
+    events: EventService
+    webhooks: WebhookService
     agent_rate: RateLimiter
     agent_address_rate: RateLimiter

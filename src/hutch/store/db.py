@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from hutch.store.events import RecordingSession
+
 __all__ = ["Database", "normalize_url"]
 
 _ASYNC_DRIVERS = {
@@ -63,7 +65,9 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=RecordingSession
+        )
 
     @property
     def is_sqlite(self) -> bool:

@@ -8,6 +8,7 @@ from hutch.api.createos import (
     connections,
     disks,
     egress,
+    events,
     forks,
     health,
     identity,
@@ -38,4 +39,5 @@ router.include_router(disks.attachments)
 router.include_router(access_tokens.router)
 router.include_router(resize.router)
 router.include_router(templates.router)
+router.include_router(events.router)
 router.include_router(snapshots.router)

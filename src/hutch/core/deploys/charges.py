@@ -46,6 +46,7 @@ from hutch.payments.ledger import (
 from hutch.payments.receipts import PaymentRejected, VerifiedPayment, verify_payment
 from hutch.settings import Settings
 from hutch.store.db import Database
+from hutch.store.events import append_deployment_event
 from hutch.store.models import CreditEntry, Deployment, Payment, Project, utcnow
 
 __all__ = ["DeployCharges"]
@@ -320,6 +321,13 @@ class DeployCharges:
             wallet = project.wallet
             if project.status not in (DELETING, DELETED):  # seen together with the failure
                 project.status = ACTIVE if project.sandbox_id else FAILED
+            await append_deployment_event(
+                session,
+                wallet,
+                "deployment.failed",
+                deployment_id,
+                {"project_id": project.id, "name": project.unique_name, "reason": reason[:4000]},
+            )
         await self._refund(wallet, deployment_id, settled.credits)
         return True
 

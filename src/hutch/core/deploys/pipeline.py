@@ -47,6 +47,7 @@ from hutch.core.sandboxes import ExecCommand, SandboxCreate, SandboxService
 from hutch.guest.agent import START_LOG, START_PID
 from hutch.settings import Settings
 from hutch.store.db import Database
+from hutch.store.events import append_deployment_event
 from hutch.store.models import Deployment, Project, TemplateRecord, utcnow
 
 __all__ = ["BuildPipeline"]
@@ -323,6 +324,13 @@ class BuildPipeline:
                 update(Deployment)
                 .where(Deployment.id == deployment_id)
                 .values(status="ready", finished_at=utcnow())
+            )
+            await append_deployment_event(
+                session,
+                project.wallet,
+                "deployment.ready",
+                deployment_id,
+                {"project_id": project_id, "name": project.unique_name, "url": url},
             )
             if old and old != sandbox_id:
                 await session.execute(
