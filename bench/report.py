@@ -3,8 +3,8 @@
     .venv/bin/python bench/report.py [--charts-only] [--load-seconds 180] [--capacity-max 1000]
 
 Runs bench/sandboxes.py, bench/proxy.py, bench/load.py, bench/capacity.py, bench/tunnel.py,
-bench/dns.py, bench/egress.py, bench/images.py and bench/templates.py one after the other
-(each starts its own server and its peers: bare runc, bare fork/exec, nginx, a direct
+bench/dns.py, bench/egress.py, bench/images.py, bench/templates.py and bench/warm.py one
+after the other (each starts its own server and its peers: bare runc, bare fork/exec, nginx, a direct
 socket, the upstream resolver, the host itself, a plain copy, devbox:1), each writing
 ``bench/results/<name>.json``; then gathers them into ``latest.json`` with the machine and
 the ratios to each peer, and draws ``bench/results/<name>.png``. With ``--charts-only`` it
@@ -44,6 +44,7 @@ def run_all(load_seconds: float, capacity_max: int) -> None:
         [python, str(BENCH / "egress.py")],
         [python, str(BENCH / "images.py")],
         [python, str(BENCH / "templates.py")],
+        [python, str(BENCH / "warm.py")],
     ]
     for command in runs:
         print("running", " ".join(command[1:]), flush=True)
@@ -107,6 +108,14 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
             "template_vs_devbox"
         ]
         out["five_step_template_build_vs_by_hand"] = templates["build_vs_by_hand"]["ratio"]
+    if warm := results.get("warm"):
+        create = warm["create_to_first_exec_ms"]
+        out["create_to_first_exec_p50_warm_pool_vs_bare_runc_run"] = create[
+            "ratio_p50_warm_to_bare_runc"
+        ]
+        out["create_to_first_exec_p50_cold_vs_bare_runc_run"] = create[
+            "ratio_p50_cold_to_bare_runc"
+        ]
     return out
 
 
@@ -251,6 +260,16 @@ def chart_templates(data: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
+def chart_warm(data: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    create = data["create_to_first_exec_ms"]
+    names = {"warm pool": "warm", "cold": "cold", "bare runc run": "bare_runc_run_true"}
+    ax.bar(list(names), [create[key]["p50"] for key in names.values()])
+    ax.set_ylabel("ms (p50)")
+    ax.set_title("create -> first exec (same run)")
+    _save(fig, path)
+
+
 CHARTS = {
     "sandboxes": chart_sandboxes,
     "proxy": chart_proxy,
@@ -261,6 +280,7 @@ CHARTS = {
     "egress": chart_egress,
     "images": chart_images,
     "templates": chart_templates,
+    "warm": chart_warm,
 }
 
 
