@@ -4,8 +4,9 @@
 
 Runs bench/sandboxes.py, bench/proxy.py, bench/load.py, bench/capacity.py, bench/tunnel.py,
 bench/dns.py, bench/egress.py, bench/images.py, bench/templates.py and bench/warm.py one
-after the other (each starts its own server and its peers: bare runc, bare fork/exec, nginx, a direct
-socket, the upstream resolver, the host itself, a plain copy, devbox:1), each writing
+after the other (each starts its own server and its peers: bare runc, bare fork/exec,
+nginx, a direct socket, the upstream resolver, the host itself, a plain copy, devbox:1,
+a cold create), each writing
 ``bench/results/<name>.json``; then gathers them into ``latest.json`` with the machine and
 the ratios to each peer, and draws ``bench/results/<name>.png``. With ``--charts-only`` it
 only gathers and draws from the results already there.
