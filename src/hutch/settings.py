@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     dns_upstream_timeout_s: float = Field(default=2.0, gt=0, le=30)
     """How long one forwarded query may wait for the upstreams, all tries included, before
     the sandbox gets SERVFAIL."""
+    metrics_interval_s: float = Field(default=5.0, ge=0.2, le=300)
+    """How often every running sandbox's CPU, memory, disk and traffic are sampled."""
+    metrics_retention_s: float = Field(default=900.0, ge=1, le=86400)
+    """How much of that history is kept (in the host agent's memory, 64 bytes a sample)."""
     webhook_allow_private: str = ""
     """Webhook receivers may be only on public addresses; these IPv4 blocks (comma-separated,
     say an internal receiver's 10.20.0.0/16, or 127.0.0.1/32) are allowed besides."""

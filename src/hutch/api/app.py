@@ -25,6 +25,7 @@ from hutch.core.egress_service import EgressService
 from hutch.core.events import EventService
 from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
+from hutch.core.metrics import MetricsService
 from hutch.core.networks import NetworkService
 from hutch.core.previews import PreviewService
 from hutch.core.processes import ProcessService
@@ -165,6 +166,14 @@ def create_app(settings: Settings) -> FastAPI:
             await templates.recover()
             webhooks, deliverer = _webhooks(settings, db)
             delivering = asyncio.create_task(deliverer.run_forever(), name="hutch-webhooks")
+            metrics = MetricsService(
+                db,
+                agent.driver,
+                host_id=agent.host_id,
+                interval_s=settings.metrics_interval_s,
+                retention_s=settings.metrics_retention_s,
+            )
+            sampling = asyncio.create_task(metrics.sample_forever(), name="hutch-metrics")
             app.state.services = Services(
                 settings=settings,
                 db=db,
@@ -186,6 +195,7 @@ def create_app(settings: Settings) -> FastAPI:
                 snapshots=SnapshotService(settings, db, sandboxes, templates.layers),
                 wallets=WalletAuth(db),
                 events=EventService(db),
+                metrics=metrics,
                 webhooks=webhooks,
                 agent_rate=RateLimiter(
                     settings.agent_requests_per_minute, per="this address and wallet"
@@ -199,7 +209,7 @@ def create_app(settings: Settings) -> FastAPI:
             finally:
                 await templates.stop()
                 await deploys.stop()
-                for task in (monitor, disk_checks, counters, expiry, delivering):
+                for task in (monitor, disk_checks, counters, expiry, delivering, sampling):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task

@@ -11,6 +11,7 @@ from hutch.core.egress_service import EgressService
 from hutch.core.events import EventService
 from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService
+from hutch.core.metrics import MetricsService
 from hutch.core.networks import NetworkService
 from hutch.core.previews import PreviewService
 from hutch.core.processes import ProcessService
@@ -52,6 +53,7 @@ class Services:
     snapshots: SnapshotService
     wallets: WalletAuth
     events: EventService
+    metrics: MetricsService
     webhooks: WebhookService
     agent_rate: RateLimiter
     agent_address_rate: RateLimiter

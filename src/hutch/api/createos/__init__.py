@@ -12,6 +12,7 @@ from hutch.api.createos import (
     forks,
     health,
     identity,
+    metrics,
     networks,
     processes,
     resize,
@@ -40,4 +41,5 @@ router.include_router(access_tokens.router)
 router.include_router(resize.router)
 router.include_router(templates.router)
 router.include_router(events.router)
+router.include_router(metrics.router)
 router.include_router(snapshots.router)

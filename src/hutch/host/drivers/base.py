@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hutch.host.guest import GuestClient
+from hutch.host.usage import UsageSources
 
 if TYPE_CHECKING:
     from hutch.host.snapshot import CapturedLayer, SnapshotStats
@@ -240,6 +241,10 @@ class Driver(ABC):
 
     def guest(self, sandbox_id: str) -> GuestClient:
         return GuestClient(self.agent_socket(sandbox_id))
+
+    def usage_sources(self, sandbox_id: str) -> UsageSources | None:
+        """Where the sandbox's usage is read (:mod:`hutch.host.usage`); None: nowhere."""
+        return None
 
     def runtime_of(self, sandbox_id: str) -> str:
         """Which runtime runs the sandbox (drivers that hold several say which)."""

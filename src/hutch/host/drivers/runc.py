@@ -48,7 +48,7 @@ from hutch.host.guest import GuestUnreachable
 from hutch.host.guest_runtime import build_runtime, has_python, runtime_argv
 from hutch.host.image_config import image_config
 from hutch.host.layers import ResolvedImage, resolve_image
-from hutch.host.link import SandboxLink, list_netns
+from hutch.host.link import SandboxLink, host_interface, list_netns
 from hutch.host.networks import BridgeNetworks
 from hutch.host.ports import connect_port
 from hutch.host.proc import CommandFailed, run
@@ -61,6 +61,7 @@ from hutch.host.snapshot import (
     sweep_copies,
 )
 from hutch.host.storage import LayerCannotGrow, SandboxRootfs, mounts_under, remove_tree
+from hutch.host.usage import UsageSources
 from hutch.host.uts import set_hostname
 
 __all__ = ["RuncDriver", "instance_tag"]
@@ -115,6 +116,13 @@ class RuncDriver(Driver):
 
     def agent_socket(self, sandbox_id: str) -> Path:
         return self.sockets / f"{sandbox_id}.sock"
+
+    def usage_sources(self, sandbox_id: str) -> UsageSources | None:
+        return UsageSources(
+            cgroup=f"{self.cgroup_parent.lstrip('/')}/{sandbox_id}",
+            disk=SandboxRootfs(self._dir(sandbox_id), templates=self.templates).layer,
+            host_if=host_interface(self.tag, sandbox_id),
+        )
 
     def _runc(self, *args: str) -> tuple[str, ...]:
         return (self.runc, "--root", str(self.runc_root), *args)

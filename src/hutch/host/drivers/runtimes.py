@@ -25,6 +25,7 @@ from hutch.host.drivers.gvisor import GvisorDriver
 from hutch.host.drivers.runc import RuncDriver
 from hutch.host.guest import GuestClient
 from hutch.host.snapshot import CapturedLayer, SnapshotStats
+from hutch.host.usage import UsageSources
 
 __all__ = ["HostRuntimes"]
 
@@ -149,6 +150,9 @@ class HostRuntimes(Driver):
 
     def guest(self, sandbox_id: str) -> GuestClient:
         return self._of(sandbox_id).guest(sandbox_id)
+
+    def usage_sources(self, sandbox_id: str) -> UsageSources | None:
+        return self._of(sandbox_id).usage_sources(sandbox_id)
 
     async def hibernate(self, sandbox_id: str, snapshot: Path) -> None:
         await self._of(sandbox_id).hibernate(sandbox_id, snapshot)
