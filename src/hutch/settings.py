@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     dns_upstream_timeout_s: float = Field(default=2.0, gt=0, le=30)
     """How long one forwarded query may wait for the upstreams, all tries included, before
     the sandbox gets SERVFAIL."""
+    metrics_addr: str = Field(
+        default="", pattern=r"^(|(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5})$"
+    )
+    """``host:port`` where Prometheus scrapes ``/metrics`` (an operator address, not the
+    API's); empty: not served."""
     metrics_interval_s: float = Field(default=5.0, ge=0.2, le=300)
     """How often every running sandbox's CPU, memory, disk and traffic are sampled."""
     metrics_retention_s: float = Field(default=900.0, ge=1, le=86400)

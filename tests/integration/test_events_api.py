@@ -1,6 +1,7 @@
 """Events and webhooks on SQLite and PostgreSQL (fake driver): the log records what users
 did to their sandboxes, in order, only for them; webhooks get each event POSTed, signed,
-retried until the receiver takes it, and refused on addresses that are not public."""
+retried until the receiver takes it, and refused on addresses that are not public. And
+Prometheus on its operator address: requests, sandboxes and operations, no ids."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from hutch.api.app import create_app
 from hutch.host.drivers.fake import FakeDriver
@@ -298,5 +302,64 @@ def test_follow_streams_events_as_they_happen(tmp_path: Path) -> None:
         assert [e["type"] for e in seen if e["subject_id"] == box] == [
             "sandbox.created", "sandbox.running", "sandbox.paused",
         ]  # fmt: skip
+    finally:
+        server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def scrape(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"http://{address}/metrics", timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_prometheus_scrapes_requests_sandboxes_and_operations(tmp_path: Path) -> None:
+    fake_image(tmp_path / "images", "devbox:1")
+    address = f"127.0.0.1:{free_port()}"
+    server = HutchProcess(tmp_path / "home", env={
+        "HUTCH_IMAGES_DIR": str(tmp_path / "images"), "HUTCH_METRICS_ADDR": address,
+        "HUTCH_METRICS_INTERVAL_S": "0.5"})  # fmt: skip
+    server.wait_ready()
+    try:
+        api = server.client(server.admin_key)
+        box = api.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb"}).json()["data"]["id"]
+        wait_for(lambda: api.get(f"/v1/sandboxes/{box}").json()["data"]["status"] == "running",
+                 "running")  # fmt: skip
+        assert api.post(f"/v1/sandboxes/{box}/exec", json={"cmd": "true"}).status_code == 200
+        api.post(f"/v1/sandboxes/{box}/pause")
+        api.get("/v1/sandboxes/sb_nonexistent")
+        assert api.get("/metrics").status_code == 404, "not on the public API's port"
+
+        def paused_counted() -> dict[Any, float] | None:
+            found = scrape(address)
+            paused = [v for (n, labels), v in found.items()
+                      if n == "hutch_sandboxes" and ("status", "paused") in labels]  # fmt: skip
+            return found if paused == [1.0] else None
+
+        found = wait_for(paused_counted, "the paused sandbox counted")
+        key = (("method", "POST"), ("route", "/v1/sandboxes"), ("status", "201"))
+        assert found[("hutch_http_requests_total", key)] == 1
+        missing = (("method", "GET"), ("route", "/v1/sandboxes/{sandbox_id}"), ("status", "404"))
+        assert found[("hutch_http_requests_total", missing)] == 1
+        for operation in ("create", "exec", "pause"):
+            count = found[("hutch_sandbox_operation_seconds_count", (("operation", operation),))]
+            assert count == 1, operation
+        assert ("hutch_preview_routes", ()) in found and ("hutch_payments", ()) in found
+        text = httpx.get(f"http://{address}/metrics", timeout=10).text
+        assert box not in text and "sb_nonexistent" not in text, "ids are never labels"
+        # Every series the shipped Grafana dashboard asks for is one hutch exports.
+        dashboard = (Path(__file__).parents[2] / "grafana" / "hutch.json").read_text()
+        wanted = set(re.findall(r"hutch_[a-z_]+", dashboard))
+        families = list(text_string_to_metric_families(text))
+        exported = {f.name for f in families} | {s.name for f in families for s in f.samples}
+        assert wanted and wanted <= exported, wanted - exported
     finally:
         server.stop()

@@ -17,6 +17,7 @@ from hutch import __version__
 from hutch.api import createos, deploy, nullspace
 from hutch.api.errors import install_error_handlers
 from hutch.api.middleware import EnvelopeMiddleware
+from hutch.api.prometheus import Live, PrometheusMiddleware, serve_metrics
 from hutch.api.services import Services
 from hutch.core.access_tokens import AccessTokenService
 from hutch.core.deploys import DeployService
@@ -174,6 +175,16 @@ def create_app(settings: Settings) -> FastAPI:
                 retention_s=settings.metrics_retention_s,
             )
             sampling = asyncio.create_task(metrics.sample_forever(), name="hutch-metrics")
+            scrape = None
+            if settings.metrics_addr:
+                scrape, _ = serve_metrics(
+                    settings.metrics_addr,
+                    Live(
+                        store=metrics.store_counts,
+                        warm_pool=agent.warm.sizes,
+                        preview_routes=previews.route_count,
+                    ),
+                )
             app.state.services = Services(
                 settings=settings,
                 db=db,
@@ -214,6 +225,9 @@ def create_app(settings: Settings) -> FastAPI:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 await deliverer.close()
+                if scrape is not None:
+                    scrape.shutdown()
+                    scrape.server_close()
                 await egress.stop()
                 await self_signals.stop()
                 if proxy is not None:
@@ -242,6 +256,7 @@ def create_app(settings: Settings) -> FastAPI:
         return settings.max_json_body_bytes
 
     app.add_middleware(EnvelopeMiddleware, body_limit=body_limit)
+    app.add_middleware(PrometheusMiddleware)
     app.include_router(createos.router)
     app.include_router(nullspace.router)
     app.include_router(deploy.router)

@@ -19,13 +19,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from hutch.core.identity import Principal
 from hutch.host.drivers.base import Driver
 from hutch.host.usage import Usage, UsageSources, read_usage
 from hutch.store.db import Database
-from hutch.store.models import SandboxRecord
+from hutch.store.models import DiskAttachment, Payment, SandboxRecord, TemplateRecord
 
 __all__ = ["MetricsService", "Sample", "Totals"]
 
@@ -144,6 +144,7 @@ class MetricsService:
         self._samples = max(int(retention_s / interval_s), 1)
         self._tracked: dict[str, _Tracked] = {}
         self._totals: dict[str, list[Totals]] = {}
+        self._counts: dict[str, dict[tuple[str, ...], float]] = {}
 
     async def sample_forever(self) -> None:
         while True:
@@ -157,6 +158,7 @@ class MetricsService:
             await asyncio.sleep(max(self.interval_s - (time.monotonic() - started), 0.05))
 
     async def sample_once(self) -> None:
+        await self._count()
         async with self._db.sessions() as session:
             rows = (
                 await session.execute(
@@ -241,6 +243,36 @@ class MetricsService:
                 series.pop(0)
             if not series:
                 del self._totals[user_id]
+
+    async def _count(self) -> None:
+        """What Prometheus shows of the store (every host's, so any agent may be scraped)."""
+        async with self._db.sessions() as session:
+            sandboxes = await session.execute(
+                select(SandboxRecord.status, SandboxRecord.host_id, func.count())
+                .where(SandboxRecord.status.not_in(("destroyed", "failed")))
+                .group_by(SandboxRecord.status, SandboxRecord.host_id)
+            )
+            templates = await session.execute(
+                select(TemplateRecord.status, func.count())
+                .where(TemplateRecord.deleted_at.is_(None))
+                .group_by(TemplateRecord.status)
+            )
+            disks = await session.execute(
+                select(DiskAttachment.mount_status, func.count()).group_by(
+                    DiskAttachment.mount_status
+                )
+            )
+            payments = await session.scalar(select(func.count()).select_from(Payment))
+        self._counts = {
+            "hutch_sandboxes": {(row[0], row[1] or ""): row[2] for row in sandboxes},
+            "hutch_templates": {(row[0],): row[1] for row in templates},
+            "hutch_disk_attachments": {(row[0],): row[1] for row in disks},
+            "hutch_payments": {(): int(payments or 0)},
+        }
+
+    def store_counts(self) -> dict[str, dict[tuple[str, ...], float]]:
+        """The counts of the last round (for :mod:`hutch.api.prometheus`)."""
+        return self._counts
 
     # -- reading ------------------------------------------------------------------------
 

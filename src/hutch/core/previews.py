@@ -64,6 +64,10 @@ class PreviewService:
         self._by_sandbox: defaultdict[str, set[str]] = defaultdict(set)
         self._waker: Waker | None = None
 
+    def route_count(self) -> int:
+        """Routes the proxy serves now (previews and ingress)."""
+        return self._proxy.route_count() if self._proxy is not None else 0
+
     def wake_with(self, waker: Waker) -> None:
         """Let requests for a paused ``auto_resume`` sandbox's previews wake it."""
         self._waker = waker

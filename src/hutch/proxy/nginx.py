@@ -150,6 +150,9 @@ class NginxProxy:
         self._wake_path = f"/.hutch-wake-{secrets.token_hex(16)}"
         self._wake_key = secrets.token_hex(16)
 
+    def route_count(self) -> int:
+        return len(self._routes)
+
     @property
     def _conf(self) -> Path:
         return self.workdir / "nginx.conf"
