@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     dns_upstream_timeout_s: float = Field(default=2.0, gt=0, le=30)
     """How long one forwarded query may wait for the upstreams, all tries included, before
     the sandbox gets SERVFAIL."""
+    log_format: Literal["text", "json"] = "text"
+    """Logs on stderr: ``text``, or ``json`` (one object a line, with the request's id, user
+    and sandbox)."""
     metrics_addr: str = Field(
         default="", pattern=r"^(|(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5})$"
     )

@@ -9,6 +9,7 @@ from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
+from hutch import logs
 from hutch.api.services import Services
 from hutch.core.access_tokens import RouteCall
 from hutch.core.identity import Principal
@@ -67,7 +68,11 @@ async def _current_user(
     # Every route authenticates here, and a sandbox access token is confined here by the
     # route's path template, so a route added later needs nothing of its own.
     key = api_key or (bearer.credentials if bearer is not None else None)
-    return await services.identity.authenticate(key, route_call(request))
+    principal = await services.identity.authenticate(key, route_call(request))
+    logs.user_id.set(principal.user_name)
+    if "sandbox_id" in request.path_params:
+        logs.sandbox_id.set(str(request.path_params["sandbox_id"]))
+    return principal
 
 
 async def authenticate_connection(connection: HTTPConnection) -> Principal:

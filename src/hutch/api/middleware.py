@@ -15,6 +15,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hutch import logs
 from hutch.api.dialects import error_response
 from hutch.api.errors import translate
 from hutch.core.errors import HutchError, PayloadTooLarge
@@ -43,6 +44,7 @@ class EnvelopeMiddleware:
         incoming = headers.get("x-request-id", "")
         request_id = incoming if _CLIENT_REQUEST_ID.match(incoming) else "req_" + new_ulid()
         scope.setdefault("state", {})["request_id"] = request_id
+        logs.request_id.set(request_id)
         path: str = scope["path"]
         response_started = False
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import uvicorn
 
 from hutch.api.app import create_app
 from hutch.api.services import Services
 from hutch.api.upgrade import UpgradingH11Protocol
+from hutch.logs import configure_logging
 from hutch.settings import Settings
 from hutch.store.db import Database
 
@@ -22,15 +22,14 @@ async def serve(settings: Settings, *, log_level: str) -> int:
     The admin key is made only after the socket is bound, so a server that fails to start
     never makes a key nobody saw. Returns the process exit code.
     """
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(log_level, settings.log_format)
     app = create_app(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=log_level,
+        log_config=None,  # uvicorn's loggers go through hutch's (hutch.logs)
         lifespan="on",
         # h11 plus the raw upgrades of the tunnel and shell routes (hutch.api.upgrade).
         http=UpgradingH11Protocol,

@@ -363,3 +363,29 @@ def test_prometheus_scrapes_requests_sandboxes_and_operations(tmp_path: Path) ->
         assert wanted and wanted <= exported, wanted - exported
     finally:
         server.stop()
+
+
+def test_json_logs_carry_the_request_id_user_and_sandbox(tmp_path: Path) -> None:
+    fake_image(tmp_path / "images", "devbox:1")
+    server = HutchProcess(tmp_path / "home", "--log-level", "info", env={
+        "HUTCH_IMAGES_DIR": str(tmp_path / "images"), "HUTCH_LOG_FORMAT": "json"})  # fmt: skip
+    server.wait_ready()
+    try:
+        api = server.client(server.admin_key)
+        box = api.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb"}).json()["data"]["id"]
+        ran = api.post(f"/v1/sandboxes/{box}/exec", json={"cmd": "true"})
+        assert ran.status_code == 200
+
+        def exec_logged() -> list[dict[str, Any]]:
+            lines = [json.loads(line) for line in list(server.stderr_lines) if line.strip()]
+            return [line for line in lines if f"/v1/sandboxes/{box}/exec" in line["message"]]
+
+        logged = wait_for(exec_logged, "the exec's access log line")[0]
+        assert logged["request_id"] == ran.headers["X-Request-ID"]
+        assert logged["user"] == "admin" and logged["sandbox_id"] == box
+        assert logged["level"] == "info" and logged["ts"].endswith("+00:00")
+    finally:
+        server.stop()
+    # Every line hutch wrote on stderr is one JSON object (json.loads above would have
+    # raised on the first that was not).
+    assert all(json.loads(line) for line in server.stderr_lines if line.strip())
