@@ -59,6 +59,7 @@ class SandboxBase:
         self._user_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._sandbox_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._activity: dict[str, float] = {}
+        self._later: set[asyncio.Task[None]] = set()  # hibernates deferred (gvisor)
         # When the monitor (the scheduler of auto-pause, expiry and error detection) last
         # finished a pass, or recovery did; None before either.
         self._scheduler_ok_at: float | None = None

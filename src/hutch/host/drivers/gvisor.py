@@ -37,11 +37,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -49,6 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hutch.host.conntrack import ClosedConnection, closed_connections
 from hutch.host.drivers.base import (
     DriverCapabilities,
     DriverError,
@@ -56,6 +55,13 @@ from hutch.host.drivers.base import (
     RuntimeState,
     SandboxMissing,
     SandboxSpec,
+)
+from hutch.host.drivers.gvisor_features import (
+    _STATX_FIXED,
+    PLATFORMS,
+    GvisorFeatures,
+    _build_statx_shim,
+    detect_features,
 )
 from hutch.host.drivers.oci import GUEST_PARENT
 from hutch.host.drivers.runc import RuncDriver, _tail
@@ -70,12 +76,8 @@ __all__ = ["CannotHibernate", "GvisorDriver", "GvisorFeatures", "detect_features
 log = logging.getLogger(__name__)
 
 GUEST_RUN = f"{GUEST_PARENT}/run"  # the host directory holding the agent's socket
-PLATFORMS = ("ptrace", "systrap", "kvm")
-# Releases before this refuse AT_NO_AUTOMOUNT in stat calls (see shim/statx.c).
-_STATX_FIXED = 20240101
-_SHIM = Path(__file__).parent / "shim" / "statx.c"
-# gVisor fixed its root-namespace check (issue 10704) in release-20240807.
-_NETNS_CHECK_FIXED = 20240807
+# gVisor's TIME_WAIT (tcp.DefaultTCPTimeWaitTimeout), plus a margin for the clocks' skew.
+_TIME_WAIT_S = 62
 # Hide /proc/sys/net from runsc (keeping the rest of /proc/sys) in a mount namespace of
 # its own; see the module's docstring. $1 is an empty directory to build the view in.
 _HIDE_SYS_NET = (
@@ -87,48 +89,12 @@ _HIDE_SYS_NET = (
 
 
 class CannotHibernate(DriverError):
-    """The sandbox cannot be written to a snapshot now; it still runs as it was."""
+    """The sandbox cannot be written to a snapshot now; it still runs as it was.
+    ``retry_after_s``: when it may be (connections in TIME_WAIT age out), else None."""
 
-
-class GvisorFeatures:
-    """What the installed runsc can do, as found by asking it (never assumed)."""
-
-    def __init__(self, *, version: str, date: int | None, platforms: list[str], flags: set[str],
-                 hide_sys_net: bool) -> None:  # fmt: skip
-        self.version = version
-        self.date = date
-        self.platforms = platforms
-        self.flags = flags
-        self.hide_sys_net = hide_sys_net
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "platforms": self.platforms,
-                "hide_sys_net": self.hide_sys_net}  # fmt: skip
-
-
-async def detect_features(runsc: str) -> GvisorFeatures:
-    """Ask ``runsc`` its version, platforms and flags. Raises :class:`DriverError` when it
-    is missing or cannot run sandboxes the way hutch needs."""
-    try:
-        version = (await run(runsc, "--version")).stdout.decode().splitlines()[0].strip()
-        shown = await run(runsc, "help", "platforms")
-        helptext = (shown.stdout + shown.stderr).decode()
-        listed = await run(runsc, "flags")
-        flags_text = (listed.stdout + listed.stderr).decode()
-    except (CommandFailed, FileNotFoundError, IndexError) as exc:
-        raise DriverError(f"runsc ({runsc}) does not run here: {exc}") from exc
-    found = re.search(r"(20\d{6})", version)
-    date = int(found.group(1)) if found else None
-    platforms = [line.strip() for line in helptext.splitlines() if line.strip() in PLATFORMS]
-    flags = set(re.findall(r"^\s+-([a-z0-9-]+)", flags_text, re.MULTILINE))
-    if "host-uds" not in flags:
-        raise DriverError(f"{version} has no --host-uds; hutch needs a runsc from 2021 or later")
-    # A kernel that shows rmem_default in every namespace, and a runsc that reads it.
-    probe = await run("unshare", "--net", "test", "-e", "/proc/sys/net/core/rmem_default",
-                      check=False)  # fmt: skip
-    hide = probe.returncode == 0 and (date is None or date < _NETNS_CHECK_FIXED)
-    return GvisorFeatures(version=version, date=date, platforms=platforms, flags=flags,
-                          hide_sys_net=hide)  # fmt: skip
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class GvisorDriver(RuncDriver):
@@ -346,31 +312,37 @@ class GvisorDriver(RuncDriver):
         await asyncio.to_thread(shutil.rmtree, partial, True)
         await asyncio.to_thread(partial.mkdir, parents=True)
         await asyncio.to_thread((partial / "wake").write_text, wake)
+        # Read beside the agent's answer: connections the sandbox closed itself, which its
+        # /proc/net/tcp no longer shows (see hutch.host.conntrack).
+        closed = asyncio.create_task(self._closed_connections(sandbox_id, info.pid))
         try:
             answer = await self.guest(sandbox_id).call({"op": "hibernate", "wake": wake},
                                                        timeout_s=10)  # fmt: skip
         except (GuestError, GuestUnreachable) as exc:
+            closed.cancel()
             await asyncio.to_thread(shutil.rmtree, partial, True)
             raise CannotHibernate(f"the guest agent did not get ready to hibernate: {exc}") from exc
         busy = answer.get("connections") or []
+        version = self.features.version if self.features else "runsc"
         if busy:
+            closed.cancel()
             await asyncio.to_thread(shutil.rmtree, partial, True)
             shown = ", ".join(str(c) for c in busy[:5])
-            version = self.features.version if self.features else "runsc"
+            raise CannotHibernate(f"the sandbox has {len(busy)} open TCP connection(s) "
+                                  f"({shown}); gVisor ({version}) cannot save them")  # fmt: skip
+        if recent := await closed:
+            # The agent closed its socket for the checkpoint: it binds it again.
+            await self._agent_closed(sandbox_id, wake)
+            await self._wake_agent(sandbox_id, wake)
+            await asyncio.to_thread(shutil.rmtree, partial, True)
+            shown = ", ".join(str(c) for c in recent[:5])
+            ages = [c.age_s for c in recent if c.age_s is not None]  # None: still closing
+            retry = _TIME_WAIT_S - min(ages) if len(ages) == len(recent) else _TIME_WAIT_S
             raise CannotHibernate(
-                f"the sandbox has {len(busy)} open TCP connection(s) ({shown}); gVisor "
-                f"({version}) cannot save them"
-            )
-        # The agent says it closed everything with a file; then the socket can go.
-        run_dir = self.agent_socket(sandbox_id).parent
-        deadline = time.monotonic() + 10
-        while not (run_dir / f"{wake}.closed").exists():
-            if time.monotonic() > deadline:
-                raise DriverError("the guest agent did not get ready to hibernate in time")
-            await asyncio.sleep(0.002)
-        for done in (run_dir / f"{wake}.closed", self.agent_socket(sandbox_id)):
-            with contextlib.suppress(FileNotFoundError):
-                done.unlink()
+                f"{len(recent)} TCP connection(s) closed in the last minute ({shown}): "
+                f"gVisor ({version}) cannot save them in TIME_WAIT; hibernating in "
+                f"{retry:.0f} s", retry_after_s=retry)  # fmt: skip
+        await self._agent_closed(sandbox_id, wake)
         try:
             await run(*self._runc("checkpoint", "--image-path", str(partial), sandbox_id))
         except CommandFailed as exc:
@@ -384,6 +356,35 @@ class GvisorDriver(RuncDriver):
         # (ptrace: every traced process torn down), which `runsc delete` waits for: that
         # happens in the background, and a wake waits for it only if it comes sooner.
         self._deleting[sandbox_id] = asyncio.create_task(self._delete_stopped(sandbox_id))
+
+    async def _agent_closed(self, sandbox_id: str, wake: str) -> None:
+        """Wait for the agent to say (with a file) that it closed everything for a
+        checkpoint; then its socket can go."""
+        run_dir = self.agent_socket(sandbox_id).parent
+        deadline = time.monotonic() + 10
+        while not (run_dir / f"{wake}.closed").exists():
+            if time.monotonic() > deadline:
+                raise DriverError("the guest agent did not get ready to hibernate in time")
+            await asyncio.sleep(0.002)
+        for done in (run_dir / f"{wake}.closed", self.agent_socket(sandbox_id)):
+            with contextlib.suppress(FileNotFoundError):
+                done.unlink()
+
+    async def _closed_connections(self, sandbox_id: str, pid: int | None) -> list[ClosedConnection]:
+        """The sandbox's TCP connections that runsc may still hold though its /proc/net/tcp
+        does not show them (closing, or in TIME_WAIT for 60 s), from the host's conntrack,
+        which follows every connection crossing the host's end of its link (none read:
+        none known). Not those closed before its Sentry (``pid``) started: an earlier
+        sandbox's at the same address, or from before its last restore."""
+        saved = self._dir(sandbox_id) / "addresses.json"
+        try:
+            record = json.loads(await asyncio.to_thread(saved.read_text))
+            addresses = [ip for _, ip, _ in record["addresses"]]
+            within = min(_TIME_WAIT_S, _running_for_s(pid) + 1) if pid else _TIME_WAIT_S
+            return await asyncio.to_thread(closed_connections, addresses, within)
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            log.debug("%s: no conntrack view of its connections: %s", sandbox_id, exc)
+            return []
 
     async def _delete_stopped(self, sandbox_id: str) -> None:
         await run(*self._runc("delete", "--force", sandbox_id), check=False)
@@ -484,25 +485,11 @@ class GvisorDriver(RuncDriver):
         return await self._fork(source_id, spec, start)
 
 
-async def _build_statx_shim(directory: Path) -> Path | None:
-    """Compile shim/statx.c (once per version of it) for /etc/ld.so.preload; None, with a
-    warning, when the host has no C compiler (then ls and stat fail inside gvisor)."""
-    source = await asyncio.to_thread(_SHIM.read_bytes)
-    name = f"statx-{hashlib.sha256(source).hexdigest()[:12]}"
-    built = directory / f"{name}.so"
-    if not await asyncio.to_thread(built.exists):
-        os.makedirs(directory, exist_ok=True)
-        partial = directory / f"{name}.{os.getpid()}.tmp"
-        try:
-            await run("cc", "-shared", "-fPIC", "-O2", "-o", str(partial), str(_SHIM))
-        except (CommandFailed, FileNotFoundError) as exc:
-            log.warning("cannot build the gvisor statx shim (ls and stat will fail inside "
-                        "gvisor sandboxes): %s", exc)  # fmt: skip
-            return None
-        os.rename(partial, built)
-    preload = f"{GUEST_PARENT}/statx.so\n"
-    await asyncio.to_thread(built.with_suffix(".preload").write_text, preload)
-    return built
+def _running_for_s(pid: int) -> float:
+    """How long process ``pid`` has run, from its start time in /proc."""
+    started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - started / os.sysconf("SC_CLK_TCK")
 
 
 async def _restore_addresses(netns: str, saved: Path) -> None:
