@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 
 from hutch.core.identity import Principal
 from hutch.host.drivers.base import Driver
-from hutch.host.usage import Usage, UsageSources, read_usage
+from hutch.host.usage import Usage, UsageSources, read_many
 from hutch.store.db import Database
 from hutch.store.models import DiskAttachment, Payment, SandboxRecord, TemplateRecord
 
@@ -295,4 +295,6 @@ class MetricsService:
 
 
 def _read_all(sources: list[tuple[str, UsageSources | None]]) -> list[Usage | None]:
-    return [read_usage(where) if where is not None else None for _, where in sources]
+    readable = [where for _, where in sources if where is not None]
+    read = iter(read_many(readable))
+    return [next(read) if where is not None else None for _, where in sources]

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Usage", "UsageSources", "read_usage"]
+__all__ = ["Usage", "UsageSources", "link_counters", "read_many", "read_usage"]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _NO_LIMIT = 1 << 60  # cgroup v1 says "no limit" with a number near 2**63
@@ -45,78 +45,141 @@ class Usage:
     net_rx_bytes: int | None
 
 
-def _int(path: Path) -> int | None:
+def _read(path: str) -> bytes | None:
     try:
-        text = path.read_text().strip()
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
-    if text == "max":
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _int(path: str) -> int | None:
+    raw = _read(path)
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if raw == b"max":
         return None
     try:
-        return int(text)
+        return int(raw)
     except ValueError:
         return None
 
 
-def _stat(path: Path, key: str) -> int | None:
-    try:
-        with path.open() as lines:
-            for line in lines:
-                name, _, value = line.partition(" ")
-                if name == key:
-                    return int(value)
-    except (OSError, ValueError):
+def _field(path: str, key: bytes) -> int | None:
+    """``key``'s value in a flat-keyed file (``cpu.stat``, ``memory.stat``)."""
+    raw = _read(path)
+    if raw is None:
         return None
-    return None
+    if raw.startswith(key + b" "):
+        at = 0
+    else:
+        at = raw.find(b"\n" + key + b" ")
+        if at == -1:
+            return None
+        at += 1
+    end = raw.find(b"\n", at)
+    try:
+        return int(raw[at + len(key) + 1 : end if end != -1 else None])
+    except ValueError:
+        return None
 
 
-def _cgroup(sources: UsageSources, root: Path) -> tuple[int, int, int | None, int] | None:
+def _cgroup(cgroup: str, root: str, v2: bool) -> tuple[int, int, int | None, int] | None:
     """(cpu µs, working-set bytes, limit bytes or None, processes); None when it is gone."""
-    if (root / "cgroup.controllers").exists():  # v2
-        directory = root / sources.cgroup
-        cpu = _stat(directory / "cpu.stat", "usage_usec")
-        charged = _int(directory / "memory.current")
+    if v2:
+        directory = f"{root}/{cgroup}"
+        cpu = _field(f"{directory}/cpu.stat", b"usage_usec")
+        charged = _int(f"{directory}/memory.current")
         if cpu is None or charged is None:
             return None
-        inactive = _stat(directory / "memory.stat", "inactive_file") or 0
-        limit = _int(directory / "memory.max")
-        processes = _int(directory / "pids.current") or 0
+        inactive = _field(f"{directory}/memory.stat", b"inactive_file") or 0
+        limit = _int(f"{directory}/memory.max")
+        processes = _int(f"{directory}/pids.current") or 0
         return cpu, max(charged - inactive, 0), limit, processes
-    nanoseconds = _int(root / "cpuacct" / sources.cgroup / "cpuacct.usage")
-    memory = root / "memory" / sources.cgroup
-    charged = _int(memory / "memory.usage_in_bytes")
+    nanoseconds = _int(f"{root}/cpuacct/{cgroup}/cpuacct.usage")
+    memory = f"{root}/memory/{cgroup}"
+    charged = _int(f"{memory}/memory.usage_in_bytes")
     if nanoseconds is None or charged is None:
         return None
-    inactive = _stat(memory / "memory.stat", "total_inactive_file") or 0
-    limit = _int(memory / "memory.limit_in_bytes")
-    processes = _int(root / "pids" / sources.cgroup / "pids.current") or 0
+    inactive = _field(f"{memory}/memory.stat", b"total_inactive_file") or 0
+    limit = _int(f"{memory}/memory.limit_in_bytes")
+    processes = _int(f"{root}/pids/{cgroup}/pids.current") or 0
     limit = None if limit is None or limit >= _NO_LIMIT else limit
     return nanoseconds // 1000, max(charged - inactive, 0), limit, processes
 
 
-def read_usage(sources: UsageSources, *, cgroup_root: Path = CGROUP_ROOT) -> Usage | None:
-    """The sandbox's usage now; None when its cgroup is gone (stopped, hibernated)."""
-    found = _cgroup(sources, cgroup_root)
-    if found is None:
-        return None
-    cpu, memory, limit, processes = found
-    used = size = None
-    if sources.disk is not None:
-        with contextlib.suppress(OSError):
-            disk = os.statvfs(sources.disk)
-            size = disk.f_blocks * disk.f_frsize
-            used = (disk.f_blocks - disk.f_bfree) * disk.f_frsize
-    sent = received = None
-    if sources.host_if is not None:
-        counters = Path("/sys/class/net") / sources.host_if / "statistics"
-        sent, received = _int(counters / "rx_bytes"), _int(counters / "tx_bytes")
-    return Usage(
-        cpu_usec=cpu,
-        mem_bytes=memory,
-        mem_limit_bytes=limit,
-        processes=processes,
-        disk_used_bytes=used,
-        disk_size_bytes=size,
-        net_tx_bytes=sent,
-        net_rx_bytes=received,
-    )
+def link_counters(proc_net_dev: str = "/proc/net/dev") -> dict[str, tuple[int, int]]:
+    """``{interface: (received, sent)}`` for every interface of this network namespace, from
+    one read (cheaper than two files per link)."""
+    counters: dict[str, tuple[int, int]] = {}
+    try:
+        with open(proc_net_dev, "rb") as handle:
+            lines = handle.read().splitlines()[2:]
+    except OSError:
+        return counters
+    for line in lines:
+        name, _, rest = line.partition(b":")
+        fields = rest.split()
+        if len(fields) >= 9:
+            counters[name.strip().decode()] = (int(fields[0]), int(fields[8]))
+    return counters
+
+
+def read_usage(
+    sources: UsageSources,
+    *,
+    cgroup_root: Path = CGROUP_ROOT,
+    links: dict[str, tuple[int, int]] | None = None,
+) -> Usage | None:
+    """The sandbox's usage now; None when its cgroup is gone (stopped, hibernated).
+    ``links`` is :func:`link_counters`, read once for many sandboxes."""
+    return read_many([sources], cgroup_root=cgroup_root, links=links)[0]
+
+
+def read_many(
+    many: list[UsageSources],
+    *,
+    cgroup_root: Path = CGROUP_ROOT,
+    links: dict[str, tuple[int, int]] | None = None,
+) -> list[Usage | None]:
+    """:func:`read_usage` of each, sharing one read of the links' counters."""
+    root = str(cgroup_root)
+    v2 = os.path.exists(f"{root}/cgroup.controllers")
+    if links is None and any(sources.host_if for sources in many):
+        links = link_counters()
+    out: list[Usage | None] = []
+    for sources in many:
+        found = _cgroup(sources.cgroup, root, v2)
+        if found is None:
+            out.append(None)
+            continue
+        cpu, memory, limit, processes = found
+        used = size = None
+        if sources.disk is not None:
+            with contextlib.suppress(OSError):
+                disk = os.statvfs(sources.disk)
+                size = disk.f_blocks * disk.f_frsize
+                used = (disk.f_blocks - disk.f_bfree) * disk.f_frsize
+        sent = received = None
+        if sources.host_if is not None and links is not None and sources.host_if in links:
+            # What the link's host end received, the sandbox sent.
+            sent, received = links[sources.host_if]
+        out.append(
+            Usage(
+                cpu_usec=cpu,
+                mem_bytes=memory,
+                mem_limit_bytes=limit,
+                processes=processes,
+                disk_used_bytes=used,
+                disk_size_bytes=size,
+                net_tx_bytes=sent,
+                net_rx_bytes=received,
+            )
+        )
+    return out
