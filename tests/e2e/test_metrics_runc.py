@@ -5,6 +5,10 @@ nothing of it for another user."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hutch.sdk import Client, Sandbox
 from tests.e2e.test_sandboxes_runc import create, runc_server, sh
 from tests.support.server import HutchProcess, remove_instance, run_cli
 
@@ -99,6 +104,20 @@ def test_what_runs_inside_shows_in_the_sandboxs_metrics(api: httpx.Client) -> No
     assert max(s["cpu_used_pct"] for s in history["samples"]) > 50
     recent = api.get(f"/v1/sandboxes/{box['id']}/metrics/timeseries", params={"since": "2"})
     assert 0 < len(recent.json()["data"]["samples"]) < len(stamps)
+
+    # The SDK and the CLI read the same.
+    with Client(api_url=str(api.base_url), api_key=api.headers["X-Api-Key"]) as client:
+        sandbox = Sandbox.connect(box["id"], client=client)
+        assert (sandbox.metrics() or quiet).mem_used_bytes >= 150 * MIB
+        assert len(sandbox.metrics_history()) >= 5
+    shown = subprocess.run(
+        [sys.executable, "-m", "hutch", "metrics", box["id"], "--json"], capture_output=True,
+        text=True, timeout=60, stdin=subprocess.DEVNULL,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("HUTCH_")},
+             "HUTCH_API_URL": str(api.base_url), "HUTCH_API_KEY": api.headers["X-Api-Key"]},
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)[0]["mem_used_bytes"] >= 150 * MIB
 
     totals = api.get("/v1/metrics").json()["data"]
     assert totals["counts"]["running"] == 1 and totals["usage"]["sandboxes"] == 1

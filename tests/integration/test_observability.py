@@ -9,8 +9,11 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -389,3 +392,56 @@ def test_json_logs_carry_the_request_id_user_and_sandbox(tmp_path: Path) -> None
     # Every line hutch wrote on stderr is one JSON object (json.loads above would have
     # raised on the first that was not).
     assert all(json.loads(line) for line in server.stderr_lines if line.strip())
+
+
+def test_the_sdk_and_the_cli_read_events_and_manage_webhooks(tmp_path: Path) -> None:
+    from hutch.sdk import Client, Webhook, events, follow_events
+
+    fake_image(tmp_path / "images", "devbox:1")
+    server = HutchProcess(tmp_path / "home", env={
+        "HUTCH_IMAGES_DIR": str(tmp_path / "images"),
+        "HUTCH_WEBHOOK_ALLOW_PRIVATE": "127.0.0.1/32"})  # fmt: skip
+    server.wait_ready()
+    receiver = Receiver()
+    try:
+        assert server.admin_key is not None
+        client = Client(api_url=server.url, api_key=server.admin_key)
+        hook = Webhook.create(receiver.url, events=["sandbox.created"], client=client)
+        assert hook.info.secret and hook.info.events == ("sandbox.created",)
+        api = server.client(server.admin_key)
+        box = api.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb"}).json()["data"]["id"]
+        seen = events(types=["sandbox.created"], client=client)
+        assert [e.subject_id for e in seen] == [box] and seen[0].seq >= 1
+        stream = follow_events(since=seen[0].seq, client=client)
+        api.post(f"/v1/sandboxes/{box}/pause")
+        assert next(e for e in stream if e.subject_id == box).type in (
+            "sandbox.running", "sandbox.paused")  # fmt: skip
+        delivered = wait_for(lambda: [d for d in Webhook.get(hook.id, client=client).deliveries()
+                                      if d.state == "delivered"], "the delivery")  # fmt: skip
+        assert delivered[0].event_type == "sandbox.created"
+
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("HUTCH_")},
+               "HUTCH_API_URL": server.url, "HUTCH_API_KEY": server.admin_key}  # fmt: skip
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "hutch", *args], env=env, text=True,
+                                  capture_output=True, timeout=60,
+                                  stdin=subprocess.DEVNULL)  # fmt: skip
+
+        listed = cli("events", "--json", "--type", "sandbox.created")
+        assert listed.returncode == 0, listed.stderr
+        assert [e["subject_id"] for e in json.loads(listed.stdout)] == [box]
+        table = cli("webhook", "ls")
+        assert table.returncode == 0 and hook.id in table.stdout and receiver.url in table.stdout
+        log = cli("webhook", "deliveries", hook.id)
+        assert log.returncode == 0 and "delivered" in log.stdout
+        made = cli("webhook", "create", "ftp://nowhere.test/")
+        assert made.returncode == 1 and "url" in made.stderr
+        assert cli("webhook", "rm", hook.id).returncode == 0
+        assert cli("webhook", "deliveries", hook.id).returncode == 3  # no such webhook now
+        no_sample = cli("metrics", box)  # the fake driver reads no usage
+        assert no_sample.returncode == 0 and "no sample yet" in no_sample.stdout
+        client.close()
+    finally:
+        receiver.close()
+        server.stop()

@@ -16,6 +16,7 @@ from hutch.cli import (
     host,
     images,
     keys,
+    observe,
     resources,
     sandboxes,
     shell,
@@ -47,6 +48,9 @@ app.add_typer(templates.app, name="template")
 app.command("preview")(resources.preview)
 app.command("egress")(egress.egress)
 app.command("bandwidth")(egress.bandwidth)
+app.command("events")(observe.events)
+app.command("metrics")(observe.metrics)
+app.add_typer(observe.webhooks, name="webhook")
 app.command("deploy")(deploy.deploy)
 
 

@@ -41,6 +41,18 @@ from hutch.sdk.errors import (
 )
 from hutch.sdk.files import AsyncFiles
 from hutch.sdk.networks import AsyncNetwork, NetworkInfo, NetworkMember
+from hutch.sdk.observe import (
+    AsyncWebhook,
+    Delivery,
+    Event,
+    MetricsSample,
+    Webhook,
+    WebhookInfo,
+    async_events,
+    async_follow_events,
+    events,
+    follow_events,
+)
 from hutch.sdk.processes import (
     AsyncProcesses,
     ProcessEvent,
@@ -70,6 +82,7 @@ __all__ = [
     "AsyncProcesses",
     "AsyncSandbox",
     "AsyncTemplate",
+    "AsyncWebhook",
     "AuthenticationError",
     "Bandwidth",
     "Client",
@@ -80,17 +93,20 @@ __all__ = [
     "Commands",
     "ConfigurationError",
     "ConflictError",
+    "Delivery",
     "Disk",
     "DiskAttachment",
     "DiskInfo",
     "DiskMount",
     "Egress",
     "ErrorEvent",
+    "Event",
     "ExecOptions",
     "ExitEvent",
     "Files",
     "HutchError",
     "InvalidRequestError",
+    "MetricsSample",
     "Network",
     "NetworkInfo",
     "NetworkMember",
@@ -114,4 +130,10 @@ __all__ = [
     "TemplateBuildError",
     "TemplateInfo",
     "TemplateLogEvent",
+    "Webhook",
+    "WebhookInfo",
+    "async_events",
+    "async_follow_events",
+    "events",
+    "follow_events",
 ]

@@ -23,6 +23,7 @@ from hutch.sdk.files import AsyncFiles
 from hutch.sdk.processes import AsyncProcesses
 
 if TYPE_CHECKING:
+    from hutch.sdk.observe import MetricsSample
     from hutch.sdk.templates import AsyncTemplate
 
 __all__ = ["AsyncSandbox", "SandboxInfo", "SandboxOptions"]
@@ -213,6 +214,18 @@ class AsyncSandbox(AsyncResource[SandboxInfo]):
         )
         status = data.get("status", "destroyed") if isinstance(data, dict) else "destroyed"
         self.info = replace(self.info, status=status)
+
+    async def metrics(self) -> MetricsSample | None:
+        """The latest sample of its CPU, memory, disk and traffic; None before the first."""
+        from hutch.sdk.observe import async_metrics
+
+        return await async_metrics(self.id, client=self.client)
+
+    async def metrics_history(self, *, since: str | None = None) -> builtins.list[MetricsSample]:
+        """The samples the server keeps, oldest first (``since``: ISO time or seconds ago)."""
+        from hutch.sdk.observe import async_metrics_history
+
+        return await async_metrics_history(self.id, since=since, client=self.client)
 
     async def pause(self) -> None:
         """Freeze every process (memory is kept). Returns once paused; pausing twice is fine."""

@@ -36,6 +36,7 @@ from hutch.sdk.processes import AsyncProcesses, ProcessEvent, ProcessInfo
 from hutch.sdk.sandbox import AsyncSandbox, SandboxInfo, SandboxOptions
 
 if TYPE_CHECKING:
+    from hutch.sdk.observe import MetricsSample
     from hutch.sdk.templates import Template
 
 __all__ = ["Client", "Commands", "Disk", "Egress", "Files", "Network", "Processes", "Sandbox"]
@@ -383,6 +384,12 @@ class Sandbox(_BlockingResource[AsyncSandbox]):
 
     def kill(self) -> None:
         self._run(self.aio.kill())
+
+    def metrics(self) -> MetricsSample | None:
+        return self._run(self.aio.metrics())
+
+    def metrics_history(self, *, since: str | None = None) -> builtins.list[MetricsSample]:
+        return self._run(self.aio.metrics_history(since=since))
 
     def pause(self) -> None:
         self._run(self.aio.pause())
