@@ -445,3 +445,20 @@ def test_the_sdk_and_the_cli_read_events_and_manage_webhooks(tmp_path: Path) -> 
     finally:
         receiver.close()
         server.stop()
+
+
+def test_a_template_build_ends_with_its_event(client: TestClient) -> None:
+    made = client.post("/v1/templates", json={"name": "evt", "dockerfile": "FROM devbox:1\n"})
+    assert made.status_code in (200, 201, 202), made.text
+    template = made.json()["data"]["id"]
+
+    def ended() -> str | None:
+        status = str(client.get(f"/v1/templates/{template}").json()["data"]["status"])
+        return status if status in ("ready", "failed") else None
+
+    status = wait_for(ended, "the build to end", timeout=120)
+    mine = [e for e in events(client, subject_id=template)]
+    assert [e["type"] for e in mine] == [f"template.{status}"]
+    assert mine[0]["data"]["name"] == "evt"
+    # The build's own sandboxes are the platform's: no sandbox events came of them.
+    assert not [e for e in events(client) if e["type"].startswith("sandbox.")]
