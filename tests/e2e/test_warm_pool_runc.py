@@ -107,7 +107,11 @@ def test_a_create_from_the_pool_has_exactly_what_it_asked_for_and_nothing_else(
     first, warm = create(api, name="first-otter", envs={"ONLY_FIRST": "1", "SHARED": "first"},
                          networks=[{"id": net["id"]}])  # fmt: skip
     assert warm == "1"
-    wait_for_pool(server.home, 2)
+    ready = wait_for_pool(server.home, 2)
+    # A create refused for its name takes nothing from the pool.
+    taken = api.post("/v1/sandboxes", json={"shape": SHAPE, "name": "first-otter"})
+    assert taken.status_code == 409, taken.text
+    assert prepared(server.home) == ready
     second, warm = create(api, name="second-otter", envs={"SHARED": "second"},
                           networks=[{"id": net["id"]}])  # fmt: skip
     assert warm == "1"

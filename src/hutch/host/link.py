@@ -8,11 +8,15 @@ DNS to hutch's server, and the internet under the sandbox's egress policy
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 from pathlib import Path
 
 from hutch.host.drivers.base import LinkAddress
-from hutch.host.proc import run
+from hutch.host.proc import CommandFailed, CommandResult
+from hutch.host.rtnl import add_netns_with_veth, delete_link, delete_netns
+from hutch.host.uts import in_own_thread
 
 __all__ = ["SandboxLink", "list_netns"]
 
@@ -29,26 +33,35 @@ class SandboxLink:
         return NETNS_DIR / self.netns
 
     async def create(self, address: LinkAddress) -> None:
-        """Make the netns and the veth pair, addressed and up. On failure, call remove()."""
-        prefix = address.network.prefixlen
-        host_batch = (
-            f"netns add {self.netns}\n"
-            f"link add {self.host_if} type veth peer name eth0 netns {self.netns}\n"
-            f"addr add {address.host}/{prefix} dev {self.host_if}\n"
-            f"link set {self.host_if} up\n"
-        )
-        await run("ip", "-batch", "-", input=host_batch.encode())
-        guest_batch = (
-            f"link set lo up\naddr add {address.sandbox}/{prefix} dev eth0\nlink set eth0 up\n"
-            f"route add default via {address.host} dev eth0\n"
-        )
-        await run("ip", "-n", self.netns, "-batch", "-", input=guest_batch.encode())
+        """Make the netns and the veth pair, addressed and up (over netlink, in a thread of
+        its own: :mod:`hutch.host.rtnl`). On failure, call remove(). Raises
+        :class:`CommandFailed` (as the ``ip`` commands it replaces would)."""
+
+        def make() -> None:
+            add_netns_with_veth(
+                self.netns,
+                self.host_if,
+                host=address.host,
+                sandbox=address.sandbox,
+                prefix=address.network.prefixlen,
+            )
+
+        try:
+            await in_own_thread(make)
+        except OSError as exc:
+            argv = ("netlink", "netns", self.netns)
+            raise CommandFailed(argv, CommandResult(1, b"", str(exc).encode())) from exc
 
     async def remove(self) -> None:
         """Delete the netns (and with it the veth pair). A missing one is fine."""
-        if self.netns_path.exists():
-            await run("ip", "netns", "del", self.netns, check=False)
-        await run("ip", "link", "del", self.host_if, check=False)
+
+        def take_down() -> None:
+            with contextlib.suppress(OSError):
+                delete_netns(self.netns)
+            with contextlib.suppress(OSError):
+                delete_link(self.host_if)
+
+        await asyncio.to_thread(take_down)
 
 
 def netns_name(tag: str, sandbox_id: str) -> str:

@@ -150,6 +150,8 @@ class WarmPool:
         links: LinkPool,
         pids_limit: int,
     ) -> None:
+        if entries and driver is None:
+            log.warning("HUTCH_WARM_POOL is ignored: the warm pool needs the runc driver")
         self.entries = tuple(entries) if driver is not None else ()
         self._driver = driver
         self._links = links
