@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     metrics_interval_s: float = Field(default=5.0, ge=0.2, le=300)
     """How often every running sandbox's CPU, memory, disk and traffic are sampled."""
     metrics_retention_s: float = Field(default=900.0, ge=1, le=86400)
-    """How much of that history is kept (in the host agent's memory, 64 bytes a sample)."""
+    """How much of that history is kept (in the host agent's memory, 66 bytes a sample)."""
     webhook_allow_private: str = ""
     """Webhook receivers may be only on public addresses; these IPv4 blocks (comma-separated,
     say an internal receiver's 10.20.0.0/16, or 127.0.0.1/32) are allowed besides."""

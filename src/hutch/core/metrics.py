@@ -1,5 +1,5 @@
 """Per-sandbox metrics: sampled every ``metrics_interval_s`` from the kernel, kept in memory
-for ``metrics_retention_s`` in a fixed-size ring per sandbox (64 bytes a sample), and the
+for ``metrics_retention_s`` in a fixed-size ring per sandbox (66 bytes a sample), and the
 owner's totals per sampling round beside them.
 
 A round reads every running sandbox of this host (:func:`hutch.host.usage.read_usage`, in
