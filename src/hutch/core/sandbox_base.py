@@ -15,6 +15,8 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from hutch.core.disks import DiskService
 from hutch.core.errors import NotFound, RateLimited, Unavailable
 from hutch.core.identity import Principal
@@ -139,9 +141,13 @@ class SandboxBase:
             raise NotFound(f"no sandbox {ident!r}", field="sandbox")
         return record
 
-    async def _check_cap(self, user_id: str) -> None:
-        """Raise :class:`RateLimited` if the user runs as many sandboxes as allowed."""
-        async with self._db.sessions() as session:
+    async def _check_cap(self, user_id: str, session: AsyncSession | None = None) -> None:
+        """Raise :class:`RateLimited` if the user runs as many sandboxes as allowed
+        (read in ``session`` if given, else in a session of its own)."""
+        if session is None:
+            async with self._db.sessions() as own:
+                counted = await store.count_user_in(own, user_id, _COUNTED)
+        else:
             counted = await store.count_user_in(session, user_id, _COUNTED)
         if counted >= self._settings.max_running_per_user:
             raise RateLimited(

@@ -75,9 +75,9 @@ class SandboxLifecycle(SandboxWarm):
         networks = await self._networks.find_all(user, request.networks)
         disks = await self._disks.check_refs(user, request.disks)
         async with self._user_locks[user.user_id]:
-            if request.build_of is None:
-                await self._check_cap(user.user_id)
-            async with self._db.sessions() as session:
+            async with self._db.sessions() as session:  # one read for the cap and the name
+                if request.build_of is None:
+                    await self._check_cap(user.user_id, session)
                 name = request.name or await self._free_name(session, user.user_id)
             prepared = self._take_warm(request, runtime=runtime, rootfs=rootfs, shape=shape,
                                        disk_mib=disk_mib)  # fmt: skip
