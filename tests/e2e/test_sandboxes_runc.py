@@ -11,11 +11,14 @@ import contextlib
 import hashlib
 import itertools
 import os
+import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +29,23 @@ from hutch.host.drivers.runc import RuncDriver, instance_tag
 from tests.support.server import HutchProcess, remove_instance, run_cli
 
 # Test sessions run side by side on one machine (several checkouts at once): each starts
-# at its own place in the 64 pools, so two sessions' servers rarely share a link pool (two
-# sandboxes on one /30 in two instances would steal each other's routes).
+# at its own place in the 64 pools, and skips a pool that a link of the host is in (a server
+# refuses a link pool another instance's links use: tests/e2e/test_host_ownership_runc.py).
 _pools = itertools.count(os.getpid() % 64)
 
 
 def new_pool() -> str:
-    return f"10.91.{(next(_pools) % 64) * 4}.0/22"
+    """A /22 of 10.91.0.0/16 that no address or route of the host is in right now."""
+    shown = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True,
+                           check=False).stdout  # fmt: skip
+    shown += subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True,
+                            check=False).stdout  # fmt: skip
+    used = [IPv4Address(a) for a in re.findall(r"\b(10\.91\.\d+\.\d+)\b", shown)]
+    for _ in range(64):
+        pool = IPv4Network(f"10.91.{(next(_pools) % 64) * 4}.0/22")
+        if not any(address in pool for address in used):
+            return str(pool)
+    return str(pool)  # all in use: the server will say which clash
 
 
 def runc_server(
