@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -170,16 +171,32 @@ def test_a_burst_larger_than_the_pool_starts_the_rest_cold_and_the_pool_keeps_it
     served: tuple[HutchProcess, httpx.Client],
 ) -> None:
     server, api = served
-    wait_for_pool(server.home, 2)
+    ready = wait_for_pool(server.home, 2)
     key = api.headers["X-Api-Key"]
     clients = [server.client(key) for _ in range(5)]
+    seen: list[int] = []
+    bursting = threading.Event()
+
+    def watch() -> None:  # how many prepared sandboxes exist, all through the burst
+        while not bursting.is_set():
+            seen.append(len(prepared(server.home)))
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     try:
         with ThreadPoolExecutor(max_workers=5) as pool:
             made = list(pool.map(lambda c: create(c, name=None), clients))
     finally:
+        bursting.set()
+        watcher.join()
         for client in clients:
             client.close()
-    assert sorted(warm for _, warm in made) == ["0", "0", "0", "1", "1"]
+    warm_ids = {box["id"] for box, warm in made if warm == "1"}
+    # Both ready ones were handed out, the rest started cold (a refill finishing within
+    # the burst may serve one more), and the pool never held more than its size.
+    assert set(ready) <= warm_ids and len(warm_ids) < 5, made
+    assert max(seen) <= 2, max(seen)
     for box, _ in made:
         assert sh(api, box, "true")["exit_code"] == 0
     ready = wait_for_pool(server.home, 2)
