@@ -15,7 +15,7 @@ CHAIN_STAMP := $(CHAIN)/node_modules/.hutch-installed
 REGISTRY := tests/registry
 REGISTRY_STAMP := $(REGISTRY)/node_modules/.hutch-installed
 
-.PHONY: run test check lint types openapi bench debs-run debs-test venv chain registry clean
+.PHONY: run test check lint types openapi bench debs-run debs-test venv chain registry console clean
 
 run: debs-run venv
 	$(BIN)/hutch images build
@@ -70,5 +70,12 @@ $(REGISTRY_STAMP): $(REGISTRY)/package.json $(REGISTRY)/package-lock.json
 	npm install --prefix $(REGISTRY) --no-audit --no-fund --no-save --loglevel=error
 	@touch $(REGISTRY_STAMP)
 
+# The web console's bundle (Preact + htm, xterm.js, esbuild), from the npm registry, pinned.
+# The built files are committed (src/hutch/api/console/static), so serving needs no Node;
+# run this after changing console/ (a unit test fails while the bundle is older).
+console:
+	npm ci --prefix console --no-audit --no-fund --loglevel=error
+	cd console && node build.mjs
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(CHAIN)/node_modules $(REGISTRY)/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(CHAIN)/node_modules $(REGISTRY)/node_modules console/node_modules

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from hutch import __version__
-from hutch.api import createos, deploy, nullspace
+from hutch.api import console, createos, deploy, nullspace
 from hutch.api.errors import install_error_handlers
 from hutch.api.middleware import EnvelopeMiddleware
 from hutch.api.prometheus import Live, PrometheusMiddleware, serve_metrics
@@ -260,6 +260,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(createos.router)
     app.include_router(nullspace.router)
     app.include_router(deploy.router)
+    app.include_router(console.router)
     _document_real_validation_errors(app)
     return app
 

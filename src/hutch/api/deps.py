@@ -20,8 +20,10 @@ __all__ = [
     "PageParams",
     "ServicesDep",
     "SettingsDep",
+    "accepted_subprotocol",
     "authenticate_connection",
     "route_call",
+    "subprotocol_key",
 ]
 
 MAX_PAGE_SIZE = 500
@@ -80,10 +82,38 @@ async def authenticate_connection(connection: HTTPConnection) -> Principal:
     the same headers, the same rules for sandbox access tokens."""
     services: Services = connection.app.state.services
     authorization = connection.headers.get("authorization", "")
-    key = connection.headers.get("x-api-key") or (
-        authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
+    key = (
+        connection.headers.get("x-api-key")
+        or (authorization[7:].strip() if authorization[:7].lower() == "bearer " else None)
+        or subprotocol_key(connection)
     )
     return await services.identity.authenticate(key or None, route_call(connection))
+
+
+WEBSOCKET_SUBPROTOCOL = "hutch"
+"""The subprotocol a WebSocket route accepts when the client offered it (a browser that
+offers any must get one of them back)."""
+
+_KEY_SUBPROTOCOL = "hutch.key."
+
+
+def subprotocol_key(connection: HTTPConnection) -> str | None:
+    """A browser's WebSocket cannot send headers: the console offers the subprotocols
+    ``hutch`` and ``hutch.key.<key>``. The key then travels in a request header
+    (``Sec-WebSocket-Protocol``) like ``X-Api-Key``, never in a URL that logs keep; the
+    answer names only ``hutch``."""
+    if connection.scope["type"] != "websocket":
+        return None
+    for offered in connection.scope.get("subprotocols", []):
+        if isinstance(offered, str) and offered.startswith(_KEY_SUBPROTOCOL):
+            return offered[len(_KEY_SUBPROTOCOL) :] or None
+    return None
+
+
+def accepted_subprotocol(connection: HTTPConnection) -> str | None:
+    """``hutch`` when the client offered it, for ``websocket.accept(subprotocol=…)``."""
+    offered = connection.scope.get("subprotocols", [])
+    return WEBSOCKET_SUBPROTOCOL if WEBSOCKET_SUBPROTOCOL in offered else None
 
 
 CurrentUser = Annotated[Principal, Depends(_current_user)]

@@ -9,7 +9,9 @@ Create (on a terminal with ``pty``), list (``{"processes": […]}``), get, ``con
 An extra of hutch's own, ``…/processes/{pid}/ws`` (WebSocket): output pushed as binary
 frames from ``after`` on, then one text frame ``{"type": "exit", "exit_code", "signal"}``;
 the client sends binary frames as input and text frames ``{"type": "resize", "rows",
-"cols"}``, ``{"type": "signal", "signal": "SIGINT"}`` or ``{"type": "eof"}``.
+"cols"}``, ``{"type": "signal", "signal": "SIGINT"}`` or ``{"type": "eof"}``. The key
+comes as a header, or (from a browser, whose WebSocket cannot send headers) as the
+subprotocol ``hutch.key.<key>`` offered beside ``hutch`` (``deps.subprotocol_key``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from hutch.api.createos.responses import AUTH_ERRORS
-from hutch.api.deps import CurrentUser, ServicesDep, authenticate_connection
+from hutch.api.deps import (
+    CurrentUser,
+    ServicesDep,
+    accepted_subprotocol,
+    authenticate_connection,
+)
 from hutch.api.envelopes import JSend, JSendFail
 from hutch.core.errors import HutchError, InvalidInput
 from hutch.core.identity import Principal
@@ -329,7 +336,7 @@ async def attach(websocket: WebSocket, sandbox_id: str, process_id: str, after: 
     except HutchError as exc:
         await websocket.close(code=4000 + exc.status, reason=exc.message[:120])
         return
-    await websocket.accept()
+    await websocket.accept(subprotocol=accepted_subprotocol(websocket))
     reader = asyncio.create_task(_take_input(websocket, processes, user, sandbox_id, process_id))
     try:
         async for frame in frames:

@@ -26,7 +26,12 @@ from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 
 from hutch.api.createos.connections import SWITCHING
 from hutch.api.createos.responses import AUTH_ERRORS
-from hutch.api.deps import CurrentUser, ServicesDep, authenticate_connection
+from hutch.api.deps import (
+    CurrentUser,
+    ServicesDep,
+    accepted_subprotocol,
+    authenticate_connection,
+)
 from hutch.api.dialects import error_response
 from hutch.api.envelopes import JSendFail
 from hutch.api.upgrade import UpgradeResponse, require_upgrade
@@ -93,7 +98,7 @@ async def shell_ws(websocket: WebSocket, sandbox_id: str, rows: int = 24, cols: 
     except HutchError as exc:
         await _refuse(websocket, exc)
         return
-    await websocket.accept()
+    await websocket.accept(subprotocol=accepted_subprotocol(websocket))
     keys = asyncio.create_task(_take_messages(websocket, shells, opened))
     screen = asyncio.create_task(_send_output(websocket, shells, opened))
     exited = False
