@@ -157,28 +157,21 @@ class WarmPool:
         self._links = links
         self._pids_limit = pids_limit
         self._ready: dict[tuple[str, str], list[Prepared]] = {e.key: [] for e in self.entries}
-        self._preparing: set[str] = set()
+        self._preparing: dict[str, tuple[str, str]] = {}  # sandbox id -> entry key
         self._in_flight = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._last_create_end = 0.0
         self._task: asyncio.Task[None] | None = None
-        self.served = 0
-        self.discarded = 0
 
     @property
     def enabled(self) -> bool:
         return bool(self.entries)
 
     def sizes(self) -> dict[str, int]:
-        """Prepared sandboxes ready now, by ``image:shape``."""
+        """Prepared sandboxes ready now, by ``image:shape`` (the ``hutch_warm_pool_ready``
+        gauge of ``/metrics``)."""
         return {f"{rootfs}:{shape}": len(ready) for (rootfs, shape), ready in self._ready.items()}
-
-    def owns(self, sandbox_id: str) -> bool:
-        """Whether the sandbox is one of the pool's (ready or being prepared)."""
-        return sandbox_id in self._preparing or any(
-            p.id == sandbox_id for ready in self._ready.values() for p in ready
-        )
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -243,10 +236,14 @@ class WarmPool:
         self._wake.set()
         return prepared
 
+    def _held(self, key: tuple[str, str]) -> int:
+        """Prepared sandboxes of an entry: ready, and being prepared."""
+        return len(self._ready[key]) + sum(1 for k in self._preparing.values() if k == key)
+
     def give_back(self, prepared: Prepared) -> None:
         """Return a taken sandbox that was not touched (its create was refused)."""
         queue = self._ready.get(prepared.entry.key)
-        if queue is None or len(queue) >= prepared.entry.count:
+        if queue is None or self._held(prepared.entry.key) >= prepared.entry.count:
             asyncio.get_running_loop().create_task(self._discard(prepared.id))
             return
         queue.insert(0, prepared)
@@ -267,9 +264,7 @@ class WarmPool:
                 driver.guest(prepared.id).call({"op": "configure", "env": env}),
             )
         except (OSError, GuestError, GuestUnreachable, DriverError) as exc:
-            self.discarded += 1
             raise WarmUnusable(f"warm sandbox {prepared.id} not handed out: {exc}") from exc
-        self.served += 1
 
     def _check_and_name(self, prepared: Prepared, spec: SandboxSpec) -> None:
         """In a thread of its own (it joins the sandbox's UTS namespace): check the
@@ -317,7 +312,10 @@ class WarmPool:
                     await asyncio.sleep(pause)
                     continue
                 failures = 0
-                self._ready[entry.key].append(prepared)
+                if len(self._ready[entry.key]) >= entry.count:  # one was given back meanwhile
+                    await self._discard(prepared.id)
+                else:
+                    self._ready[entry.key].append(prepared)
 
     async def _yield_to_creates(self) -> None:
         """Wait until no create is in flight and none ended in the last :data:`QUIET_S`
@@ -341,7 +339,7 @@ class WarmPool:
             link = self._links.allocate(sandbox_id)
         except PoolExhausted as exc:
             raise DriverError("no free sandbox address for the warm pool") from exc
-        self._preparing.add(sandbox_id)
+        self._preparing[sandbox_id] = entry.key
         try:
             spec = SandboxSpec(
                 id=sandbox_id,
@@ -374,7 +372,7 @@ class WarmPool:
             self._links.release(sandbox_id)
             raise
         finally:
-            self._preparing.discard(sandbox_id)
+            self._preparing.pop(sandbox_id, None)
 
     async def _discard(self, sandbox_id: str) -> None:
         assert self._driver is not None
