@@ -10,8 +10,11 @@ Through one ``hutch serve`` (both runtimes on one host), for each runtime:
    and restore; runc: freeze and thaw);
 4. fork of a paused sandbox -> the child answering an exec;
 5. host memory per paused sandbox (MemAvailable, with N paused: gvisor's hibernated hold
-   no process), and snapshot size per sandbox;
-6. gvisor pause/resume as the memory a sandbox really uses grows (64 MiB -> 1 GiB).
+   no process; and what each keeps: mounts, network namespaces), and snapshot size;
+6. gvisor pause/resume as the memory a sandbox really uses grows (64 MiB -> 1 GiB);
+7. the floors, by hand with runsc on the same image and platform (``bare_runsc_floors``):
+   ``run --detach``, ``exec true``, ``checkpoint``, ``restore`` and one spawn of ``true``
+   inside gVisor (what any in-sandbox agent pays per exec).
 
 Prints one JSON document with the platform; no thresholds (a shared, noisy machine: read
 the ratios between peers measured together).
@@ -106,6 +109,79 @@ def bare_runsc_runs(count: int) -> list[float]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+PYTHON_IDLE = ["/usr/bin/python3", "-c",
+               "import json, socket, subprocess, threading, time; time.sleep(1e9)"]  # fmt: skip
+
+
+def bare_runsc_floors(
+    count: int, platform_name: str, init: list[str] | None = None
+) -> dict[str, Any]:
+    """The same steps hutch takes, by hand with runsc on the same image (read-only root, no
+    network, a ``sleep`` as init), with hutch's platform: ``run --detach`` until running,
+    ``exec true``, ``checkpoint`` of the idle sandbox, ``restore --detach``, and the cost of
+    one ``fork+exec+wait`` of ``true`` inside gVisor (what any in-sandbox agent pays per
+    exec). The floors hutch's figures sit on."""
+    rootfs = image_rootfs(IMAGES, "devbox:1")
+    assert rootfs is not None
+    work = Path(tempfile.mkdtemp(prefix="hutch-bench-runsc-"))
+    flags = ["runsc", "--root", str(work / "state"), f"--platform={platform_name}",
+             "--network=none"]  # fmt: skip
+    out: dict[str, list[float]] = {k: [] for k in ("run_detached_ms", "exec_true_ms",
+                                                   "checkpoint_ms", "restore_ms",
+                                                   "delete_after_checkpoint_ms")}  # fmt: skip
+    spawn: list[float] = []
+    image_size = 0
+    try:
+        subprocess.run(["runsc", "spec"], cwd=work, check=True)
+        config = json.loads((work / "config.json").read_text())
+        config["root"] = {"path": str(rootfs), "readonly": True}
+        config["process"]["terminal"] = False
+        config["process"]["args"] = init or ["/bin/sleep", "infinity"]
+        (work / "config.json").write_text(json.dumps(config))
+
+        def sh(*args: str) -> float:
+            started = time.perf_counter()
+            subprocess.run([*flags, *args], cwd=work, check=True, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL)  # fmt: skip
+            return (time.perf_counter() - started) * 1000
+
+        for i in range(count):
+            name, image = f"bench-{i}", work / f"image-{i}"
+            out["run_detached_ms"].append(sh("run", "--detach", "--bundle", str(work), name))
+            for _ in range(3):
+                out["exec_true_ms"].append(sh("exec", name, "/bin/true"))
+            if i < 3:
+                per = subprocess.run(
+                    [*flags, "exec", name, "python3", "-c",
+                     "import subprocess, time; t = time.perf_counter()\n"
+                     "for _ in range(20): subprocess.run(['/bin/true'])\n"
+                     "print((time.perf_counter() - t) / 20 * 1000)"],
+                    cwd=work, check=True, capture_output=True, text=True,
+                )  # fmt: skip
+                spawn.append(float(per.stdout.strip()))
+            image.mkdir()
+            out["checkpoint_ms"].append(sh("checkpoint", "--image-path", str(image), name))
+            image_size = (image / "checkpoint.img").stat().st_size
+            out["delete_after_checkpoint_ms"].append(sh("delete", "--force", name))
+            out["restore_ms"].append(
+                sh("restore", "--detach", "--image-path", str(image), "--bundle", str(work), name)
+            )
+            sh("delete", "--force", name)
+            shutil.rmtree(image, ignore_errors=True)
+        floors: dict[str, Any] = {k: percentiles(v) for k, v in out.items()}
+        floors["spawn_true_inside_ms"] = percentiles(spawn)
+        floors["platform"] = platform_name
+        floors["init"] = " ".join(config["process"]["args"])
+        floors["checkpoint_image_kib"] = round(image_size / 1024, 1)
+        return floors
+    finally:
+        subprocess.run([*flags, "list", "-quiet"], capture_output=True, check=False)
+        for line in subprocess.run([*flags, "list", "-quiet"], capture_output=True, text=True,
+                                   check=False).stdout.split():  # fmt: skip
+            subprocess.run([*flags, "delete", "--force", line], capture_output=True, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def du_mib(path: Path) -> float:
     total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
     return round(total / 2**20, 2)
@@ -186,6 +262,10 @@ def paused_memory(api: httpx.Client, home: Path, runtime: str, count: int) -> di
         ok(api.post(f"/v1/sandboxes/{sandbox_id}/pause"))
     time.sleep(3)
     paused, paused_rss = read_memory().available_mib, runtime_rss_mib(home)
+    kept = {"mounts": sum(1 for line in Path("/proc/mounts").read_text().splitlines()
+                          if str(home) in line),
+            "netns": sum(1 for n in Path("/run/netns").iterdir() if "sb_" in n.name)
+            if Path("/run/netns").is_dir() else 0}  # fmt: skip
     for sandbox_id in made:
         api.delete(f"/v1/sandboxes/{sandbox_id}")
     return {
@@ -194,6 +274,7 @@ def paused_memory(api: httpx.Client, home: Path, runtime: str, count: int) -> di
         "host_mem_available_drop_paused_mib_per_sandbox": round((before - paused) / count, 2),
         "runsc_rss_running_mib_per_sandbox": round(running_rss / count, 2),
         "runsc_rss_paused_mib_per_sandbox": round(paused_rss / count, 2),
+        "kept_while_paused": kept,
     }
 
 
@@ -238,12 +319,14 @@ def main() -> None:
     }).wait_ready()  # fmt: skip
     assert server.admin_key
     version = subprocess.run(["runsc", "--version"], capture_output=True, text=True).stdout
+    platform_name = os.environ.get("HUTCH_GVISOR_PLATFORM", "ptrace")
     report: dict[str, Any] = {
         "benchmark": "gvisor",
         "machine": {"cpus": os.cpu_count(), "mem_mib": read_memory().total_mib,
                     "kernel": platform.release(),
                     "runsc": version.splitlines()[0] if version else "?",
-                    "gvisor_platform": os.environ.get("HUTCH_GVISOR_PLATFORM", "ptrace")},
+                    "gvisor_platform": platform_name,
+                    "load_average_at_start": os.getloadavg()},
     }  # fmt: skip
     try:
         with server.client(server.admin_key) as api:
@@ -251,12 +334,19 @@ def main() -> None:
                 report[runtime] = per_runtime(api, home, runtime, n)
             floor = bare_runsc_runs(n)
             report["bare_runsc_run_true_ms"] = percentiles(floor)
+            report["bare_runsc_floors"] = bare_runsc_floors(max(3, n // 2), platform_name)
+            # The same with a Python process holding what the guest agent imports: a
+            # checkpoint and restore grow with the memory and files a sandbox holds.
+            report["bare_runsc_floors_python"] = bare_runsc_floors(
+                max(3, n // 2), platform_name, PYTHON_IDLE
+            )
             report["ratio_p50_gvisor_create_to_bare_runsc"] = round(
                 report["gvisor"]["create_to_first_exec_ms"]["p50"] / statistics.median(floor), 2
             )
             for runtime in RUNTIMES:
                 report[runtime]["paused_memory"] = paused_memory(api, home, runtime, idle)
             report["gvisor"]["pause_resume_by_memory_touched"] = memory_growth(api, home)
+        report["machine"]["load_average_at_end"] = os.getloadavg()
     finally:
         server.stop()
         remove_instance(home)

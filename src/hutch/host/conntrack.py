@@ -67,7 +67,7 @@ def closed_connections(addresses: Iterable[str], within_s: float) -> list[Closed
     except (OSError, ValueError):
         time_wait_s = 120
     found = []
-    for entry in _dump():
+    for entry in _dump(ours):
         if entry.orig is None or entry.reply is None:
             continue
         if entry.orig[0] in ours:
@@ -135,8 +135,9 @@ def _tuple(payload: bytes) -> _Tuple | None:
     return src, dst, sport, dport
 
 
-def _dump() -> Iterator[_Entry]:
-    """Each IPv4 TCP entry: tuples, TCP state and per-direction flags, timeout (seconds)."""
+def _dump(addresses: set[bytes]) -> Iterator[_Entry]:
+    """Each IPv4 TCP entry that holds one of ``addresses`` (raw bytes, found in the message
+    before it is parsed: a host may track many thousands): tuples, TCP state, timeout."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER) as sock:
         sock.bind((0, 0))
         body = struct.pack("!BBH", socket.AF_INET, 0, 0)
@@ -156,6 +157,8 @@ def _dump() -> Iterator[_Entry]:
                     (code,) = struct.unpack_from("=i", message)
                     if code:
                         raise OSError(-code, "conntrack dump refused")
+                    continue
+                if not any(address in message for address in addresses):
                     continue
                 entry = _Entry()
                 for attr, payload in _attrs(message[4:]):
