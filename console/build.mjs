@@ -5,6 +5,7 @@ import { build } from "esbuild";
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { constants, gzipSync } from "node:zlib";
 
 const out = "../src/hutch/api/console/static";
 rmSync(join(out, "assets"), { recursive: true, force: true });
@@ -17,13 +18,20 @@ const result = await build({
   format: "esm",
   target: ["es2020", "chrome100", "firefox100", "safari15"],
   outdir: join(out, "assets"),
+  splitting: true, // xterm.js (most of the bytes) is its own chunk, loaded with a terminal
   entryNames: "[name]-[hash]",
+  chunkNames: "[name]-[hash]",
   assetNames: "[name]-[hash]",
   metafile: true,
   legalComments: "linked",
   logLevel: "warning",
 });
 const files = Object.keys(result.metafile.outputs).map((p) => p.split("/").pop());
+// Served as they are to a browser that takes gzip (every one does): about a quarter of the bytes.
+for (const name of files.filter((f) => /\.(js|css)$/.test(f))) {
+  const path = join(out, "assets", name);
+  writeFileSync(`${path}.gz`, gzipSync(readFileSync(path), { level: constants.Z_BEST_COMPRESSION }));
+}
 const js = files.find((f) => f.startsWith("main-") && f.endsWith(".js"));
 const css = files.find((f) => f.startsWith("main-") && f.endsWith(".css"));
 

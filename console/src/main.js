@@ -11,6 +11,7 @@ import { SandboxPage } from "./sandbox.js";
 import { Networks, Disks, Hosts, Keys } from "./resources.js";
 import { Templates, TemplatePage } from "./templates.js";
 import { Deploys, Events } from "./events.js";
+import { Webhooks } from "./webhooks.js";
 
 const NAV = [
   ["sandboxes", "Sandboxes"],
@@ -19,6 +20,7 @@ const NAV = [
   ["disks", "Disks"],
   ["deploys", "Deploys"],
   ["events", "Events"],
+  ["webhooks", "Webhooks"],
   ["keys", "API keys"],
   ["hosts", "Hosts"],
 ];
@@ -75,6 +77,8 @@ function Page({ route, me }) {
       return html`<${Deploys} />`;
     case "events":
       return html`<${Events} />`;
+    case "webhooks":
+      return html`<${Webhooks} />`;
     case "keys":
       return html`<${Keys} me=${me} />`;
     case "hosts":

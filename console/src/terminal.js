@@ -1,10 +1,11 @@
 // A live terminal: a pty process (POST …/processes) attached over its WebSocket, the key
-// offered as the subprotocol "hutch.key.<key>" beside "hutch".
+// offered as the subprotocol "hutch.key.<key>" beside "hutch". xterm.js is most of the
+// console's bytes, so it loads only when a terminal opens (its CSS is in the main sheet).
 import { useEffect, useRef, useState } from "preact/hooks";
-import { Terminal } from "@xterm/xterm";
-import { FitAddon } from "@xterm/addon-fit";
 import { call, enc, request, websocketProtocols, websocketUrl } from "./api.js";
 import { html, Problem } from "./ui.js";
+
+const loadXterm = () => Promise.all([import("@xterm/xterm"), import("@xterm/addon-fit")]);
 
 export function TerminalTab({ sandbox }) {
   const box = useRef(null);
@@ -12,24 +13,33 @@ export function TerminalTab({ sandbox }) {
   const [error, setError] = useState(null);
   const [session, setSession] = useState(0);
   useEffect(() => {
-    const term = new Terminal({ cursorBlink: true, fontSize: 14, scrollback: 5000 });
-    const fit = new FitAddon();
-    term.loadAddon(fit);
-    term.open(box.current);
-    fit.fit();
     const base = `/v1/sandboxes/${enc(sandbox.id)}/processes`;
+    const encoder = new TextEncoder();
+    let term = null;
+    let fit = null;
     let socket = null;
     let processId = null;
     let gone = false;
-    const encoder = new TextEncoder();
     const send = (data) => socket?.readyState === WebSocket.OPEN && socket.send(data);
-    term.onData((data) => send(encoder.encode(data)));
-    term.onResize(({ rows, cols }) => send(JSON.stringify({ type: "resize", rows, cols })));
+    const onWindowResize = () => fit?.fit();
     (async () => {
       try {
+        const [{ Terminal }, { FitAddon }] = await loadXterm();
+        if (gone) return;
+        term = new Terminal({ cursorBlink: true, fontSize: 14, scrollback: 5000 });
+        fit = new FitAddon();
+        term.loadAddon(fit);
+        term.open(box.current);
+        fit.fit();
+        term.onData((data) => send(encoder.encode(data)));
+        term.onResize(({ rows, cols }) => send(JSON.stringify({ type: "resize", rows, cols })));
+        window.addEventListener("resize", onWindowResize);
         const proc = await call("POST", base, { body: { pty: { rows: term.rows, cols: term.cols } } });
         processId = proc.process_id;
-        if (gone) return;
+        if (gone) {
+          request("DELETE", `${base}/${enc(processId)}?grace_ms=500`).catch(() => {});
+          return;
+        }
         socket = new WebSocket(websocketUrl(`${base}/${enc(processId)}/ws`), websocketProtocols());
         socket.binaryType = "arraybuffer";
         socket.onopen = () => {
@@ -49,16 +59,15 @@ export function TerminalTab({ sandbox }) {
         };
         socket.onclose = () => !gone && setState((old) => (old === "exited" ? old : "closed"));
       } catch (e) {
+        if (gone) return;
         setError(e);
         setState("failed");
       }
     })();
-    const onWindowResize = () => fit.fit();
-    window.addEventListener("resize", onWindowResize);
     return () => {
       gone = true;
       window.removeEventListener("resize", onWindowResize);
-      term.dispose();
+      term?.dispose();
       // As a terminal window closing does: hang up, and the shell ends. A socket still
       // connecting hangs up once open (closing it now would be a console error).
       const hangUp = () => {
@@ -67,9 +76,6 @@ export function TerminalTab({ sandbox }) {
       };
       if (socket?.readyState === WebSocket.OPEN) hangUp();
       else if (socket?.readyState === WebSocket.CONNECTING) socket.onopen = hangUp;
-      else if (processId && !socket) {
-        request("DELETE", `${base}/${enc(processId)}?grace_ms=500`).catch(() => {});
-      }
     };
   }, [sandbox.id, session]);
   return html`<div>

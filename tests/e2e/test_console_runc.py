@@ -6,10 +6,13 @@ console errors; screenshots go to ``tests/artifacts/console/`` (gitignored)."""
 
 from __future__ import annotations
 
+import http.server
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -31,7 +34,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[HutchProcess]:
     home = tmp_path_factory.mktemp("console") / "home"
-    process = runc_server(home, images, env={"HUTCH_METRICS_INTERVAL_S": "0.5"})
+    env = {"HUTCH_METRICS_INTERVAL_S": "0.5", "HUTCH_WEBHOOK_ALLOW_PRIVATE": "127.0.0.1/32"}
+    process = runc_server(home, images, env=env)
     yield process
     process.stop()
     remove_instance(process.home)
@@ -109,8 +113,15 @@ def test_the_page_loads_without_a_key_with_cache_headers(server: HutchProcess) -
         assets = re.findall(r'"/console/assets/([^"]+)"', page.text)
         assert {a.rsplit(".", 1)[1] for a in assets} == {"js", "css"}
         for asset in assets:
-            got = anonymous.get(f"/console/assets/{asset}")
-            assert got.status_code == 200
+            plain = anonymous.get(
+                f"/console/assets/{asset}", headers={"Accept-Encoding": "identity"}
+            )
+            assert plain.status_code == 200 and "content-encoding" not in plain.headers
+            got = anonymous.get(f"/console/assets/{asset}", headers={"Accept-Encoding": "gzip"})
+            assert got.status_code == 200 and got.headers["content-encoding"] == "gzip"
+            assert got.content == plain.content  # httpx unpacked it
+            assert int(got.headers["content-length"]) < len(plain.content) / 2
+            assert got.headers["vary"] == "Accept-Encoding"
             assert got.headers["cache-control"] == "public, max-age=31536000, immutable"
             kind = "text/javascript" if asset.endswith(".js") else "text/css"
             assert got.headers["content-type"] == f"{kind}; charset=utf-8"
@@ -289,7 +300,8 @@ def test_every_page_renders_without_errors(console: Console, server: HutchProces
     page = console.page
     headings = {
         "Templates": "Templates", "Networks": "Networks", "Disks": "Disks",
-        "Deploys": "Deploys", "Events": "Events", "API keys": "API keys", "Hosts": "Hosts",
+        "Deploys": "Deploys", "Events": "Events", "Webhooks": "Webhooks",
+        "API keys": "API keys", "Hosts": "Hosts",
     }  # fmt: skip
     for link, heading in headings.items():
         page.get_by_role("navigation").get_by_role("link", name=link).click()
@@ -341,3 +353,46 @@ def test_a_websocket_takes_the_key_as_a_subprotocol(server: HutchProcess) -> Non
             talk(["hutch", "hutch.key.hk_wrong"])
         assert refused.value.response.status_code == 403
         api.delete(f"/v1/sandboxes/{box['id']}")
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    got: ClassVar[list[tuple[str, str]]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        self.got.append((self.headers["X-Hutch-Event"], self.headers["X-Hutch-Signature"]))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_webhook_added_in_the_console_is_delivered(
+    console: Console, server: HutchProcess
+) -> None:
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    key = new_key(server, "hooked")
+    try:
+        console.open("#/webhooks")
+        console.login(key)
+        page = console.page
+        page.get_by_label("URL").fill(f"http://127.0.0.1:{receiver.server_address[1]}/hook")
+        page.get_by_label("sandbox.created").check()
+        page.get_by_role("button", name="Add webhook").click()
+        expect(page.get_by_test_id("webhook-secret")).to_have_text(re.compile(r"\S{16,}"))
+        with server.client(key) as api:
+            box = api.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb"}).json()["data"]
+            page.get_by_role("button", name="Deliveries").click()
+            row = page.locator("tbody tr").first
+            expect(row).to_contain_text("sandbox.created")
+            expect(row).to_contain_text("delivered", timeout=60_000)
+            expect(row).to_contain_text("204")
+            console.shot("delivered")
+            api.delete(f"/v1/sandboxes/{box['id']}")
+        assert [event for event, _ in _Receiver.got] == ["sandbox.created"]
+        assert _Receiver.got[0][1].startswith("t=")
+    finally:
+        receiver.shutdown()
+    assert console.errors == [], console.failed

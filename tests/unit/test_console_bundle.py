@@ -4,6 +4,7 @@ so a change to ``console/`` without a rebuild fails here rather than in a browse
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import re
 from pathlib import Path
@@ -38,3 +39,11 @@ def test_the_page_names_only_assets_that_exist() -> None:
     for asset in (STATIC / "assets").iterdir():
         if asset.suffix in (".js", ".css"):
             assert not re.search(r"https?://(?!www\.w3\.org/)", asset.read_text()), asset.name
+
+
+def test_each_gzipped_asset_is_its_asset() -> None:
+    assets = [a for a in (STATIC / "assets").iterdir() if a.suffix in (".js", ".css")]
+    assert assets
+    for asset in assets:
+        packed = asset.with_name(asset.name + ".gz")
+        assert gzip.decompress(packed.read_bytes()) == asset.read_bytes(), asset.name

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse
 
 from hutch.core.errors import NotFound
@@ -65,13 +65,27 @@ async def index_slash() -> RedirectResponse:
 
 
 @router.get("/console/assets/{name}")
-async def asset(name: str) -> FileResponse:
-    """A built file; its name has its content's hash in it, so it never changes."""
+async def asset(name: str, request: Request) -> FileResponse:
+    """A built file; its name has its content's hash in it, so it never changes. Scripts
+    and styles go gzipped (built beside them) to a client that accepts gzip."""
     path = STATIC / "assets" / name
     if not _ASSET.match(name) or not path.is_file():
         raise NotFound(f"no console asset {name!r}")
-    return FileResponse(
-        path,
-        media_type=_TYPES[path.suffix],
-        headers={**_COMMON, "Cache-Control": "public, max-age=31536000, immutable"},
-    )
+    headers = {
+        **_COMMON,
+        "Cache-Control": "public, max-age=31536000, immutable",
+        "Vary": "Accept-Encoding",
+    }
+    packed = path.with_name(name + ".gz")
+    if _takes_gzip(request.headers.get("accept-encoding", "")) and packed.is_file():
+        headers["Content-Encoding"] = "gzip"
+        return FileResponse(packed, media_type=_TYPES[path.suffix], headers=headers)
+    return FileResponse(path, media_type=_TYPES[path.suffix], headers=headers)
+
+
+def _takes_gzip(accept_encoding: str) -> bool:
+    for part in accept_encoding.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
