@@ -264,7 +264,8 @@ def paused_memory(api: httpx.Client, home: Path, runtime: str, count: int) -> di
     paused, paused_rss = read_memory().available_mib, runtime_rss_mib(home)
     kept = {"mounts": sum(1 for line in Path("/proc/mounts").read_text().splitlines()
                           if str(home) in line),
-            "netns": sum(1 for n in Path("/run/netns").iterdir() if "sb_" in n.name)
+            "netns": sum(1 for n in Path("/run/netns").iterdir()
+                         if any(n.name.endswith(s) for s in made))
             if Path("/run/netns").is_dir() else 0}  # fmt: skip
     for sandbox_id in made:
         api.delete(f"/v1/sandboxes/{sandbox_id}")
