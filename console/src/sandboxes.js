@@ -1,7 +1,8 @@
 // The sandboxes page: the list (live: refreshed on every lifecycle event), the create
 // form, and pause / resume / fork / delete.
 import { useEffect, useState } from "preact/hooks";
-import { all, call, enc, get, ndjson, when } from "./api.js";
+import { all, bytes, call, enc, get, ndjson, when } from "./api.js";
+import { LineChart } from "./chart.js";
 import { ConfirmButton, Field, go, html, Loading, Problem, Status, useAction, useLoad } from "./ui.js";
 
 /** Calls `onEvent` for each lifecycle event as it happens (the NDJSON follow stream). */
@@ -140,6 +141,29 @@ function CreateForm({ onCreated }) {
   </form>`;
 }
 
+/** The caller's totals over the last 15 minutes (GET /v1/metrics/timeseries). */
+function Totals() {
+  const series = useLoad(async () => {
+    const since = new Date(Date.now() - 15 * 60 * 1000).toISOString();
+    return get(`/v1/metrics/timeseries?since=${enc(since)}`);
+  }, [], 5000);
+  if (!series.data) return html`<${Problem} error=${series.error} />`;
+  const samples = series.data.samples;
+  const times = samples.map((s) => new Date(s.timestamp));
+  const pct = (v) => (v === null || v === undefined ? "–" : `${v.toFixed(0)} %`);
+  return html`<details class="card" open=${samples.length > 0}>
+    <summary>Your usage, the last 15 minutes</summary>
+    <div class="charts">
+      <${LineChart} title="CPU (100 % = one vCPU)" format=${pct} times=${times}
+        series=${[{ label: "used", className: "a", values: samples.map((s) => s.cpu_used_pct) }]} />
+      <${LineChart} title="Memory" format=${bytes} times=${times}
+        series=${[{ label: "used", className: "a", values: samples.map((s) => s.mem_used_bytes) }]} />
+      <${LineChart} title="Running sandboxes" format=${(v) => (v ?? "–").toString()} times=${times}
+        series=${[{ label: "running", className: "b", values: samples.map((s) => s.sandboxes) }]} />
+    </div>
+  </details>`;
+}
+
 export function SandboxList() {
   const list = useLoad(() => all("/v1/sandboxes"), [], 10000);
   const [creating, setCreating] = useState(false);
@@ -165,5 +189,6 @@ export function SandboxList() {
         <td><${SandboxActions} sandbox=${s} onChanged=${list.reload} /></td>
       </tr>`)}</tbody>
     </table></div>`}
+    <${Totals} />
   </section>`;
 }

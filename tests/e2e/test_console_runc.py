@@ -252,6 +252,8 @@ def test_a_tour_create_terminal_files_metrics_pause_fork_delete(
         expect(row).to_have_count(0)
         assert sandbox_status(api, sandbox_id) in ("destroyed", "gone")
         assert sandbox_status(api, child_id) in ("destroyed", "gone")
+    totals = page.locator("details .chart polyline").first  # your usage, charted
+    expect(totals).to_have_attribute("data-points", re.compile(r"^([2-9]|\d\d+)$"))
     console.shot("deleted")
     assert console.errors == [], console.failed
 
@@ -291,6 +293,12 @@ def test_another_users_sandbox_shows_not_found(console: Console, server: HutchPr
     assert console.errors_besides(r"status of 404") == []
 
 
+UNLABELLED = """() => [...document.querySelectorAll("input, select, textarea, button")]
+  .filter((e) => e.type !== "hidden" && !(e.labels?.length || e.getAttribute("aria-label")
+    || (e.tagName === "BUTTON" && e.textContent.trim())))
+  .map((e) => e.outerHTML.slice(0, 120))"""
+
+
 def test_every_page_renders_without_errors(console: Console, server: HutchProcess) -> None:
     key = new_key(server, "visitor")
     with server.client(key) as api:
@@ -307,6 +315,7 @@ def test_every_page_renders_without_errors(console: Console, server: HutchProces
         page.get_by_role("navigation").get_by_role("link", name=link).click()
         expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
         expect(page.get_by_text("Loading")).to_have_count(0)
+        assert page.evaluate(UNLABELLED) == [], f"controls without a name on {link}"
         console.shot(link.lower().replace(" ", "-"))
     page.get_by_role("link", name="Networks").click()
     expect(page.get_by_role("cell", name="console-net")).to_be_visible()
@@ -320,6 +329,7 @@ def test_every_page_renders_without_errors(console: Console, server: HutchProces
     page.get_by_role("button", name="New sandbox").focus()
     page.keyboard.press("Enter")
     expect(page.get_by_label("Shape")).to_be_visible()
+    assert page.evaluate(UNLABELLED) == [], "controls without a name in the create form"
     console.shot("narrow")
     page.get_by_role("button", name="Log out").click()
     expect(page.get_by_label("API key")).to_be_visible()
