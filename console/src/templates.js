@@ -78,7 +78,7 @@ function BuildLog({ template, onFinal }) {
       : html`<span class="muted">(live)</span>`}</h3>
     <${Problem} error=${error} />
     <pre class="log" role="log" aria-label="Build log" data-testid="build-log">${lines.map((l) =>
-      html`<span class=${`level-${l.level}`}>${l.line}\n</span>`)}<span ref=${end}></span></pre>
+      html`<span class=${`level-${l.level}`}>${`${l.line}\n`}</span>`)}<span ref=${end}></span></pre>
   </section>`;
 }
 

@@ -96,6 +96,8 @@ def console(
     page = context.new_page()
     page.set_default_timeout(30_000)
     tab = Console(page, server, request.node.name)
+    for old in ARTIFACTS.glob(f"{request.node.name}-*.png"):
+        old.unlink()
     try:
         yield tab
     finally:
@@ -260,17 +262,22 @@ def test_a_tour_create_terminal_files_metrics_pause_fork_delete(
 
 def test_a_template_build_log_is_followed_live(console: Console, server: HutchProcess) -> None:
     console.open("#/templates")
-    console.login(new_key(server, "builder"))
+    key = new_key(server, "builder")
+    console.login(key)
     page = console.page
     page.get_by_label("Name").fill("console-tpl")
     page.get_by_label("Dockerfile").fill(
-        "FROM devbox:1\nRUN for i in 1 2 3; do echo step-$i; sleep 0.4; done\n"
+        "FROM devbox:1\nRUN for i in 1 2 3; do echo step-$i; sleep 3; done\n"
     )
     page.get_by_role("button", name="Build").click()
     expect(page.get_by_role("heading", name="console-tpl v1")).to_be_visible()
+    template_id = page.url.rsplit("/", 1)[1]
     log = page.get_by_test_id("build-log")
     expect(log).to_contain_text("step-1")
-    expect(log).to_contain_text("step-3")
+    with server.client(key) as api:  # the first line shown while the build still runs
+        assert api.get(f"/v1/templates/{template_id}").json()["data"]["status"] == "building"
+    expect(log).to_contain_text("step-3", timeout=60_000)
+    assert "step-1\nstep-2\nstep-3\n" in log.inner_text()  # one line each
     console.shot("building")
     expect(page.get_by_test_id("build-final")).to_have_text("(finished: ready)", timeout=180_000)
     expect(page.locator(".title-row .status")).to_have_text("ready")

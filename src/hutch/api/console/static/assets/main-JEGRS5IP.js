@@ -334,7 +334,8 @@ RUN echo hello from the build > /hello.txt
   </section>`}function lo({template:e,onFinal:t}){let[o,n]=_([]),[a,r]=_(null),[s,u]=_(null),d=X(null);return O(()=>{let c=new AbortController,p=[];return be(`/v1/templates/${g(e.id)}/logs?follow=true`,h=>{h.final?(r(h.status),t()):h.line!==void 0&&(p.push(h),n([...p]))},c.signal).catch(h=>h.name!=="AbortError"&&u(h)),()=>c.abort()},[e.id]),O(()=>d.current?.scrollIntoView({block:"nearest"}),[o.length]),l`<section aria-labelledby="log-title">
     <h3 id="log-title">Build log ${a?l`<span data-testid="build-final">(finished: ${a})</span>`:l`<span class="muted">(live)</span>`}</h3>
     <${$} error=${s} />
-    <pre class="log" role="log" aria-label="Build log" data-testid="build-log">${o.map(c=>l`<span class=${`level-${c.level}`}>${c.line}\n</span>`)}<span ref=${d}></span></pre>
+    <pre class="log" role="log" aria-label="Build log" data-testid="build-log">${o.map(c=>l`<span class=${`level-${c.level}`}>${`${c.line}
+`}</span>`)}<span ref=${d}></span></pre>
   </section>`}function At({id:e}){let t=S(()=>E(`/v1/templates/${g(e)}?include=dockerfile`),[e]),o=P();if(t.error&&t.error.status===404)return l`<section><h2>Template not found</h2><p role="alert">No template <code>${e}</code> of yours.</p>
       <p><a href="#/templates">Back to templates</a></p></section>`;if(!t.data)return t.error?l`<${$} error=${t.error} />`:l`<${I} what="the template" />`;let n=t.data,a=n.status==="pending"||n.status==="building";return l`<section aria-labelledby="template-title">
     <p><a href="#/templates">← Templates</a></p>
