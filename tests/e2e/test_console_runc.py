@@ -26,10 +26,6 @@ from tests.support.server import HutchProcess, remove_instance, run_cli
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian's chromium is not installed (make debs-test)"
-)
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[HutchProcess]:
@@ -45,6 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[H
 def browser(server: HutchProcess) -> Iterator[Browser]:
     # After the server (so torn down before it): sync Playwright keeps an event loop
     # running in this thread, and the server's clean-up runs one of its own.
+    assert CHROMIUM.exists(), "Debian's chromium is missing: make debs-test installs it"
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         yield launched
