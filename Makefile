@@ -8,7 +8,7 @@ STAMP := $(VENV)/.hutch-installed
 
 DEBS_RUN := python3 python3-venv ca-certificates iproute2 procps runc runsc gcc libc6-dev mmdebstrap nftables s3fs nginx \
 	e2fsprogs btrfs-progs mount util-linux skopeo umoci
-DEBS_TEST := $(DEBS_RUN) postgresql-15 curl jq chromium fonts-dejavu-core tmux openssh-client docker-registry
+DEBS_TEST := $(DEBS_RUN) postgresql-15 curl jq chromium tmux openssh-client docker-registry
 
 CHAIN := tests/chain
 CHAIN_STAMP := $(CHAIN)/node_modules/.hutch-installed

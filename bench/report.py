@@ -46,7 +46,6 @@ def run_all(load_seconds: float, capacity_max: int) -> None:
         [python, str(BENCH / "images.py")],
         [python, str(BENCH / "templates.py")],
         [python, str(BENCH / "warm.py")],
-        [python, str(BENCH / "console.py")],
     ]
     for command in runs:
         print("running", " ".join(command[1:]), flush=True)
@@ -66,10 +65,6 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         ]
         out["exec_round_trip_p50_vs_bare_fork_exec"] = sandboxes["exec_round_trip_ms"][
             "ratio_p50_api_to_fork_exec"
-        ]
-    if console := results.get("console"):
-        out["console_first_contentful_paint_p50_vs_bare_page"] = console[
-            "ratio_p50_console_fcp_to_floor_fcp"
         ]
     if proxy := results.get("proxy"):
         out["proxy_throughput_vs_nginx"] = proxy.get("hutch_to_nginx_throughput")
@@ -276,22 +271,6 @@ def chart_warm(data: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
-def chart_console(data: dict[str, Any], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    names = {
-        "bare page FCP": "floor_first_contentful_paint_ms",
-        "console FP": "console_first_paint_ms",
-        "console FCP": "console_first_contentful_paint_ms",
-        "warm cache FCP": "console_warm_cache_first_contentful_paint_ms",
-        "list shown": "console_sandbox_list_shown_ms",
-    }
-    ax.bar(list(names), [data[key]["p50"] for key in names.values()])
-    ax.set_ylabel("ms (p50)")
-    ax.set_title(f"console on loopback ({data['page_weight']['transferred_bytes']} B first load)")
-    ax.tick_params(axis="x", labelsize=8)
-    _save(fig, path)
-
-
 CHARTS = {
     "sandboxes": chart_sandboxes,
     "proxy": chart_proxy,
@@ -303,7 +282,6 @@ CHARTS = {
     "images": chart_images,
     "templates": chart_templates,
     "warm": chart_warm,
-    "console": chart_console,
 }
 
 

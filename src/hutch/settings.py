@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home)
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=0, le=65535)
+    workers: int = Field(default=0, ge=0, le=256)
+    """Control-plane workers (``hutch serve``, ``hutch control``); 0: one per core."""
     database_url: str = ""
     """SQLAlchemy URL; empty means SQLite at ``$HUTCH_HOME/hutch.db``."""
 

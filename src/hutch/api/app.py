@@ -9,7 +9,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI
 
@@ -117,11 +117,28 @@ def _webhooks(settings: Settings, db: Database) -> tuple[WebhookService, Webhook
     return webhooks, deliverer
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the app. Nothing is opened until its lifespan starts (so this is cheap)."""
+Role = Literal["all", "agent", "control"]
+
+
+def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
+    """Build the app. Nothing is opened until its lifespan starts (so this is cheap).
+
+    ``role`` (:mod:`hutch.roles`): ``all`` is everything in one process (tests, the
+    OpenAPI document); ``agent`` is the same app as the host agent serves it on its unix
+    socket (plus the internal routes); ``control`` builds the services without starting
+    any of the host's parts, for a control-plane worker that answers reads from the store
+    and passes everything else to the agent.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if role == "control":
+            from hutch.roles.control import control_services
+
+            async with control_services(settings) as services:
+                app.state.services = services
+                yield
+            return
         db = Database(settings.resolved_database_url, timeout_s=settings.db_timeout_s)
         try:
             await upgrade(db)
@@ -215,6 +232,10 @@ def create_app(settings: Settings) -> FastAPI:
                     settings.agent_requests_per_minute_per_address, per="this address"
                 ),
             )
+            if role == "agent":
+                from hutch.roles.agent import announce
+
+                announce(settings, proxy)
             try:
                 yield
             finally:
@@ -257,6 +278,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.add_middleware(EnvelopeMiddleware, body_limit=body_limit)
     app.add_middleware(PrometheusMiddleware)
+    if role == "agent":
+        from hutch.roles.agent import ClientAddressMiddleware, internal_router
+
+        app.add_middleware(ClientAddressMiddleware)
+        app.include_router(internal_router)
     app.include_router(createos.router)
     app.include_router(nullspace.router)
     app.include_router(deploy.router)

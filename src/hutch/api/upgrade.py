@@ -35,7 +35,9 @@ from hutch.core.errors import InvalidInput
 
 __all__ = [
     "EXTENSION",
+    "PASS_THROUGH",
     "RAW_PROTOCOLS",
+    "PassThroughH11Protocol",
     "RawHandler",
     "UpgradeResponse",
     "UpgradingH11Protocol",
@@ -45,6 +47,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EXTENSION = "hutch.raw_upgrade"
+PASS_THROUGH = "hutch.pass_through_upgrade"
+"""The scope extension of :class:`PassThroughH11Protocol`: a callable taking the 101's
+headers (as another server answered them) and returning the client's stream pair."""
 RAW_PROTOCOLS = frozenset({b"tcp-tunnel"})
 STREAM_LIMIT = 1 << 20
 
@@ -89,15 +94,19 @@ class UpgradingH11Protocol(H11Protocol):
     def _take_over(self, protocol: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Answer 101 and give the socket to a stream pair; the ASGI side of this request
         may send nothing more (whatever it sends is dropped)."""
+        return self._switch([(b"connection", b"Upgrade"), (b"upgrade", protocol)])
+
+    def _switch(
+        self, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Answer 101 with ``headers`` and give the socket to a stream pair."""
         cycle = self.cycle
         if cycle is None or cycle.response_started:
             raise RuntimeError("the response has already started; too late to upgrade")
         if cycle.disconnected or self.transport.is_closing():
             raise ConnectionResetError("the client went away before the switch")
         switch = h11.InformationalResponse(
-            status_code=101,
-            headers=[(b"connection", b"Upgrade"), (b"upgrade", protocol)],
-            reason=b"Switching Protocols",
+            status_code=101, headers=headers, reason=b"Switching Protocols"
         )
         self.transport.write(self.conn.send(switch))
         trailing, closed = self.conn.trailing_data
@@ -115,6 +124,20 @@ class UpgradingH11Protocol(H11Protocol):
             reader.feed_eof()
         self.transport.resume_reading()
         return reader, asyncio.StreamWriter(self.transport, raw, reader, self.loop)
+
+
+class PassThroughH11Protocol(UpgradingH11Protocol):
+    """The control plane's protocol: *every* HTTP/1.1 upgrade (WebSocket included) reaches
+    the app as an ordinary request carrying :data:`PASS_THROUGH`, so the app can forward it
+    to the host agent and, if the agent switches, answer the client with the agent's own 101
+    and splice the two sockets (:mod:`hutch.roles.forward`). Nothing is terminated here."""
+
+    def _should_upgrade(self) -> bool:
+        if self._get_upgrade() is not None and self.scope["http_version"] == "1.1":
+            scope = cast(dict[str, Any], self.scope)
+            scope.setdefault("extensions", {})[PASS_THROUGH] = self._switch
+            return False
+        return super()._should_upgrade()
 
 
 def require_upgrade(request: Request, protocol: str = "tcp-tunnel") -> None:

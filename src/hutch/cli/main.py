@@ -24,6 +24,7 @@ from hutch.cli import (
     tunnel,
 )
 from hutch.cli.common import DatabaseOpt, HomeOpt, fail, load_settings
+from hutch.settings import Settings
 
 __all__ = ["app", "main"]
 
@@ -54,30 +55,25 @@ app.add_typer(observe.webhooks, name="webhook")
 app.command("deploy")(deploy.deploy)
 
 
-@app.command()
-def serve(
-    host: Annotated[
-        str | None,
-        typer.Option("--host", help="Address to listen on (env: HUTCH_HOST; 127.0.0.1)."),
-    ] = None,
-    port: Annotated[
-        int | None, typer.Option("--port", help="Port to listen on (env: HUTCH_PORT; 8700).")
-    ] = None,
-    home: HomeOpt = None,
-    database_url: DatabaseOpt = None,
-    log_level: Annotated[
-        str, typer.Option("--log-level", help="debug, info, warning or error.")
-    ] = "info",
-) -> None:
-    """Run the API and this machine's host agent until Ctrl-C.
+LogLevelOpt = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+HostOpt = Annotated[
+    str | None, typer.Option("--host", help="Address to listen on (env: HUTCH_HOST; 127.0.0.1).")
+]
+PortOpt = Annotated[
+    int | None, typer.Option("--port", help="Port to listen on (env: HUTCH_PORT; 8700).")
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", min=1, max=256, help="API worker processes (env: HUTCH_WORKERS; one per core)."
+    ),
+]
 
-    Example:  hutch serve --port 8700 --home /var/lib/hutch
-    """
-    from hutch.cli.serve import serve as run_server
 
+def _prepared(log_level: str, **options: object) -> Settings:
     if log_level not in ("debug", "info", "warning", "error"):
         fail(f"unknown log level {log_level!r}", hint="use debug, info, warning or error")
-    settings = load_settings(host=host, port=port, home=home, database_url=database_url)
+    settings = load_settings(**options)
     try:
         settings.home.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -85,8 +81,78 @@ def serve(
             f"cannot create the home directory {settings.home}: {exc.strerror}",
             hint="pick another with --home or HUTCH_HOME",
         )
-    code = asyncio.run(run_server(settings, log_level=log_level))
+    return settings
+
+
+@app.command()
+def serve(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    home: HomeOpt = None,
+    database_url: DatabaseOpt = None,
+    workers: WorkersOpt = None,
+    one_process: Annotated[
+        bool,
+        typer.Option(
+            "--one-process", help="Run the API and the host agent in this one process instead."
+        ),
+    ] = False,
+    log_level: LogLevelOpt = "info",
+) -> None:
+    """Run this machine's host agent and the API workers, supervised, until Ctrl-C.
+
+    Example:  hutch serve --port 8700 --home /var/lib/hutch
+    """
+    from hutch.cli import serve as roles
+
+    settings = _prepared(log_level, host=host, port=port, home=home, database_url=database_url)
+    if one_process:
+        code = asyncio.run(roles.serve_one_process(settings, log_level=log_level))
+    else:
+        code = asyncio.run(roles.serve(settings, log_level=log_level, workers=workers))
+    if code == 3:
+        fail("hutch serve could not start its host agent; the lines above say why")
     if code:
+        fail(
+            f"could not serve on {settings.host}:{settings.port}; the line above says why",
+            hint="a taken port? pick another with --port or HUTCH_PORT",
+        )
+
+
+@app.command()
+def agent(
+    home: HomeOpt = None, database_url: DatabaseOpt = None, log_level: LogLevelOpt = "info"
+) -> None:
+    """Run this machine's host agent (sandboxes, networks, DNS, disks, proxy, monitor) on
+    $HUTCH_HOME/run/agent.sock, for 'hutch control' to talk to; until Ctrl-C."""
+    from hutch.cli import serve as roles
+
+    settings = _prepared(log_level, home=home, database_url=database_url)
+    if asyncio.run(roles.run_agent_role(settings, log_level=log_level)):
+        fail("the host agent stopped; the lines above say why")
+
+
+@app.command()
+def control(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    home: HomeOpt = None,
+    database_url: DatabaseOpt = None,
+    workers: WorkersOpt = None,
+    worker_fd: Annotated[int | None, typer.Option("--worker-fd", hidden=True)] = None,
+    log_level: LogLevelOpt = "info",
+) -> None:
+    """Run the API: --workers processes in front of this home's host agent ('hutch agent').
+
+    Example:  hutch control --workers 4 --port 8700
+    """
+    from hutch.cli import serve as roles
+
+    settings = _prepared(log_level, host=host, port=port, home=home, database_url=database_url)
+    if worker_fd is not None:
+        code = asyncio.run(roles.control_worker(settings, fd=worker_fd, log_level=log_level))
+        raise typer.Exit(code)
+    if asyncio.run(roles.control(settings, log_level=log_level, workers=workers)):
         fail(
             f"could not serve on {settings.host}:{settings.port}; the line above says why",
             hint="a taken port? pick another with --port or HUTCH_PORT",

@@ -1,0 +1,246 @@
+"""The two roles as separate processes: ``hutch agent`` and ``hutch control --workers 2``,
+and ``hutch serve`` supervising both while its children are killed under traffic."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.test_faults_runc import Traffic
+from tests.e2e.test_sandboxes_runc import leftovers, new_pool, runc_server, sh
+from tests.support.server import _env, remove_instance, run_cli
+
+SHAPE = {"shape": "s-1vcpu-256mb"}
+_CONTROL_LINE = re.compile(r"hutch control is serving on (http://\S+)")
+
+
+class Roles:
+    """``hutch agent`` and ``hutch control --workers 2`` started on their own."""
+
+    def __init__(self, home: Path, images: Path) -> None:
+        self.home = home
+        self.env = _env(home, {"HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(images),
+                               "HUTCH_LINK_POOL": new_pool()})  # fmt: skip
+        self.agent = self._start("agent")
+        self.control = self._start("control", "--workers", "2", "--port", "0")
+        self.url = ""
+        assert self.control.stdout is not None
+        for line in self.control.stdout:
+            if match := _CONTROL_LINE.search(line):
+                self.url = match.group(1)
+                break
+        assert self.url, "hutch control printed no URL"
+        threading.Thread(target=self.control.stdout.read, daemon=True).start()
+
+    def _start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hutch", *args, "--log-level", "warning"],
+            env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        for process in (self.control, self.agent):
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def roles(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[Roles]:
+    started = Roles(tmp_path_factory.mktemp("roles") / "home", images)
+    try:
+        yield started
+    finally:
+        started.stop()
+        remove_instance(started.home)
+
+
+def answered_by_each_worker(url: str, key: str, path: str, workers: int = 2) -> dict[str, int]:
+    """One request per new connection until every worker has answered one; the status each
+    worker gave (the kernel spreads connections, so this takes a few tries)."""
+    statuses: dict[str, int] = {}
+    for _ in range(400):
+        with httpx.Client(base_url=url, headers={"X-Api-Key": key}, timeout=30) as fresh:
+            answer = fresh.get(path)
+        worker = answer.headers["x-hutch-worker"]
+        statuses.setdefault(worker, answer.status_code)
+        assert statuses[worker] == answer.status_code, (worker, answer.text)
+        if len(statuses) == workers:
+            return statuses
+    raise AssertionError(f"only workers {sorted(statuses)} answered")
+
+
+def test_create_exec_stream_files_pause_delete_through_two_workers_and_an_agent(
+    roles: Roles,
+) -> None:
+    key = run_cli(roles.home, "keys", "create", "--user", "ria").stdout.strip()
+    with httpx.Client(base_url=roles.url, headers={"X-Api-Key": key}, timeout=60) as api:
+        created = api.post("/v1/sandboxes", json={**SHAPE, "name": "split-box"})
+        assert created.status_code == 201, created.text
+        box = created.json()["data"]
+        assert answered_by_each_worker(roles.url, key, f"/v1/sandboxes/{box['id']}") == {
+            worker: 200 for worker in answered_by_each_worker(roles.url, key, "/v1/whoami")
+        }
+        assert sh(api, box, "hostname")["stdout"] == "split-box\n"
+
+        # The stream is passed on as it is made: the first line arrives while the command
+        # still waits for a file that only a second exec creates.
+        script = "echo first; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo second"
+        with api.stream("POST", f"/v1/sandboxes/{box['id']}/exec",
+                        json={"cmd": script, "stream": True}) as stream:  # fmt: skip
+            lines = stream.iter_lines()
+            assert json.loads(next(lines)) == {"stdout": "first\n"}
+            assert sh(api, box, "touch /tmp/go")["exit_code"] == 0
+            rest = [json.loads(line) for line in lines if line]
+        assert [f for f in rest if "hb" not in f] == [{"stdout": "second\n"}, {"exit_code": 0}]
+
+        payload = bytes(range(256)) * 12_000  # 3 MB, every byte value
+        put = api.put(f"/v1/sandboxes/{box['id']}/files", params={"path": "/data/blob"},
+                      content=payload)  # fmt: skip
+        assert put.status_code == 200, put.text
+        got = api.get(f"/v1/sandboxes/{box['id']}/files", params={"path": "/data/blob"})
+        assert got.status_code == 200 and got.content == payload
+
+        assert api.post(f"/v1/sandboxes/{box['id']}/pause").status_code == 202
+        assert api.get(f"/v1/sandboxes/{box['id']}").json()["data"]["status"] == "paused"
+        assert api.post(f"/v1/sandboxes/{box['id']}/resume").status_code == 202
+        assert sh(api, box, "cat /tmp/go && echo back")["stdout"] == "back\n"
+
+        deleted = api.delete(f"/v1/sandboxes/{box['id']}")
+        assert deleted.json()["data"] == {"id": box["id"], "status": "destroyed"}
+        assert api.get(f"/v1/sandboxes/{box['id']}").json()["data"]["status"] == "destroyed"
+    assert leftovers(roles.home)["runc"] == []
+
+
+def test_a_revoked_key_fails_at_every_worker_on_its_next_request(roles: Roles) -> None:
+    key = run_cli(roles.home, "keys", "create", "--user", "sol").stdout.strip()
+    before = answered_by_each_worker(roles.url, key, "/v1/whoami")
+    assert set(before.values()) == {200}  # each worker has now seen (and kept) the key
+    run_cli(roles.home, "keys", "revoke", key)
+    after = answered_by_each_worker(roles.url, key, "/v1/whoami")
+    assert after == {worker: 401 for worker in before}
+
+
+def _children(pid: int) -> set[int]:
+    return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _agent_and_workers(home: Path, supervisor: int) -> tuple[int, list[int]]:
+    """The agent (its pid as it wrote it in run/agent.json) and the workers: the
+    supervisor's other children; waits until the supervisor has all three again."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            agent = json.loads((home / "run" / "agent.json").read_text())["pid"]
+        except (OSError, ValueError):
+            agent = None
+        children = {c for c in _children(supervisor) if _alive(c)}
+        if agent in children and len(children) == 3:
+            return agent, sorted(children - {agent})
+        assert time.monotonic() < deadline, (agent, children)
+        time.sleep(0.2)
+
+
+def test_kill_9_of_a_worker_and_of_the_agent_under_traffic_loses_no_2xx(
+    tmp_path: Path, images: Path
+) -> None:
+    home = tmp_path / "home"
+    server = runc_server(home, images, env={"HUTCH_WORKERS": "2"})
+    try:
+        key = run_cli(home, "keys", "create", "--user", "kai").stdout.strip()
+        with server.client(key) as api:
+            network = api.post("/v1/networks", json={"name": "kill-net"}).json()["data"]["id"]
+        agent, workers = _agent_and_workers(home, server.proc.pid)
+        traffic = Traffic(server.url, key, network)
+        with traffic:
+            deadline = time.monotonic() + 60
+            while len(traffic.created) < 4 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            subprocess.run(["kill", "-9", str(workers[0])], check=True)
+            time.sleep(1.0)
+            subprocess.run(["kill", "-9", str(agent)], check=True)
+            count = len(traffic.created)
+            deadline = time.monotonic() + 90
+            while len(traffic.created) < count + 3 and time.monotonic() < deadline:
+                time.sleep(0.2)  # the supervisor brings both back; creates succeed again
+        assert len(traffic.created) >= count + 3, "no create succeeded after the kills"
+        new_agent, new_workers = _agent_and_workers(home, server.proc.pid)
+        assert new_agent != agent and workers[0] not in new_workers
+        with server.client(key) as api:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # in-flight steps settle after adoption
+                boxes = api.get("/v1/sandboxes", params={"limit": 500}).json()["data"]["data"]
+                if {b["status"] for b in boxes} <= {"running", "error", "failed", "destroyed"}:
+                    break
+                time.sleep(0.5)
+            for sandbox_id in traffic.created:
+                status = api.get(f"/v1/sandboxes/{sandbox_id}").json()["data"]["status"]
+                if sandbox_id in traffic.deleted:
+                    assert status == "destroyed", sandbox_id
+                elif sandbox_id not in traffic.delete_tried:  # answered 201, never deleted
+                    assert status == "running", (sandbox_id, status)
+                    assert sh(api, {"id": sandbox_id}, "echo alive")["stdout"] == "alive\n"
+            members = {
+                m["sandbox_id"]
+                for m in api.get(f"/v1/networks/{network}").json()["data"]["members"]
+            }
+            for sandbox_id in traffic.attached - traffic.delete_tried:
+                assert sandbox_id in members, sandbox_id
+            after = api.get("/v1/sandboxes", params={"limit": 500}).json()["data"]["data"]
+            running = sorted(b["id"] for b in after if b["status"] == "running")
+            assert sorted(leftovers(home)["runc"]) == running
+            for box in after:
+                api.delete(f"/v1/sandboxes/{box['id']}")
+            assert api.delete(f"/v1/networks/{network}").status_code == 200
+        assert not any(leftovers(home).values())
+    finally:
+        server.stop()
+        remove_instance(home)
+    assert server.proc.returncode == 0
+
+
+def test_kill_9_of_the_supervisor_takes_its_children_and_the_next_start_adopts(
+    tmp_path: Path, images: Path
+) -> None:
+    home, pool = tmp_path / "home", new_pool()
+    first = runc_server(home, images, pool=pool, env={"HUTCH_WORKERS": "2"})
+    agent, workers = _agent_and_workers(home, first.proc.pid)
+    key = run_cli(home, "keys", "create", "--user", "lee").stdout.strip()
+    with first.client(key) as api:
+        box = api.post("/v1/sandboxes", json=SHAPE).json()["data"]
+    first.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in (agent, *workers)):
+        assert time.monotonic() < deadline, "a child outlived its supervisor"
+        time.sleep(0.1)
+    second = runc_server(home, images, pool=pool)
+    try:
+        with second.client(key) as api:
+            assert api.get(f"/v1/sandboxes/{box['id']}").json()["data"]["status"] == "running"
+            assert sh(api, box, "echo adopted")["stdout"] == "adopted\n"
+            api.delete(f"/v1/sandboxes/{box['id']}")
+    finally:
+        second.stop()
+        remove_instance(home)
