@@ -29,7 +29,7 @@ async function errorOf(response) {
     if (body && body.status === "fail" && body.data && typeof body.data === "object") {
       fields = body.data;
       message = Object.entries(body.data)
-        .map(([field, why]) => `${field}: ${describe(why)}`)
+        .map(([field, why]) => (field === "message" ? describe(why) : `${field}: ${describe(why)}`))
         .join("; ");
     } else if (body && body.message) {
       message = body.message;

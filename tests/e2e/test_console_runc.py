@@ -137,7 +137,7 @@ def test_a_wrong_key_shows_an_error(console: Console) -> None:
     console.open()
     console.login("hk_not-a-real-key")
     alert = console.page.get_by_role("alert")
-    expect(alert).to_contain_text("That key was refused")
+    expect(alert).to_have_text("That key was refused: invalid or revoked API key (401)")
     expect(console.page.get_by_label("API key")).to_be_visible()
     console.shot("refused")
     assert console.errors_besides(r"status of 401") == []
