@@ -244,3 +244,28 @@ def test_kill_9_of_the_supervisor_takes_its_children_and_the_next_start_adopts(
     finally:
         second.stop()
         remove_instance(home)
+
+
+def test_without_an_agent_workers_answer_reads_and_refuse_the_rest_with_a_503(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    run_cli(home, "keys", "create", "--user", "ned")  # migrates the store, as an agent would
+    control = subprocess.Popen(
+        [sys.executable, "-m", "hutch", "control", "--workers", "1", "--port", "0",
+         "--log-level", "warning"],
+        env=_env(home, None), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert control.stdout is not None
+        url = next(m.group(1) for line in control.stdout if (m := _CONTROL_LINE.search(line)))
+        with httpx.Client(base_url=url, timeout=60) as api:
+            assert api.get("/v1/shapes").status_code == 200  # the worker's own
+            refused = api.post("/v1/sandboxes", json=SHAPE)  # held, then refused
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            assert refused.json()["status"] == "error" and "agent" in refused.json()["message"]
+            nullspace = api.get("/nullspace/v1/sandboxes")
+            assert nullspace.status_code == 503 and "error" in nullspace.json()
+    finally:
+        control.send_signal(signal.SIGTERM)
+        control.wait(timeout=60)
