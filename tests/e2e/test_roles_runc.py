@@ -226,10 +226,15 @@ def test_kill_9_of_the_supervisor_takes_its_children_and_the_next_start_adopts(
 ) -> None:
     home, pool = tmp_path / "home", new_pool()
     first = runc_server(home, images, pool=pool, env={"HUTCH_WORKERS": "2"})
-    agent, workers = _agent_and_workers(home, first.proc.pid)
-    key = run_cli(home, "keys", "create", "--user", "lee").stdout.strip()
-    with first.client(key) as api:
-        box = api.post("/v1/sandboxes", json=SHAPE).json()["data"]
+    try:
+        agent, workers = _agent_and_workers(home, first.proc.pid)
+        key = run_cli(home, "keys", "create", "--user", "lee").stdout.strip()
+        with first.client(key) as api:
+            box = api.post("/v1/sandboxes", json=SHAPE).json()["data"]
+    except BaseException:
+        first.stop()
+        remove_instance(home)
+        raise
     first.stop(signal.SIGKILL)
     deadline = time.monotonic() + 60
     while any(_alive(pid) for pid in (agent, *workers)):
