@@ -93,7 +93,7 @@ class HutchProcess:
         for line in self.proc.stderr:
             self.stderr_lines.append(line.rstrip("\n"))
 
-    def wait_ready(self, timeout: float = 60) -> HutchProcess:
+    def wait_ready(self, timeout: float = 120) -> HutchProcess:
         if not self._ready.wait(timeout) or not self.url:
             self.stop()
             raise RuntimeError(
