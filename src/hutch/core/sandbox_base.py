@@ -129,6 +129,10 @@ class SandboxBase:
         """Overridden by the lifecycle: resume a paused sandbox that asked for it."""
         return None
 
+    def _hibernate_later(self, sandbox_id: str, delay_s: float, attempt: int = 1) -> None:
+        """Overridden by :mod:`~hutch.core.sandbox_wake`: hibernate a sandbox paused in
+        memory once what stopped it has gone."""
+
     # -- reading ------------------------------------------------------------------------
 
     async def get(self, user: Principal, ident: str, *, builds: bool = False) -> SandboxRecord:

@@ -8,7 +8,6 @@ at any point finds enough at its next start to finish or undo it (see
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 import time
@@ -451,38 +450,6 @@ class SandboxLifecycle(SandboxWarm):
                                       hibernated=True)  # fmt: skip
         await self._driver_step(sandbox_id, "paused", self._host.driver.pause)
         return await self._update(sandbox_id, status=S.PAUSED, paused_at=utcnow())
-
-    def _hibernate_later(self, sandbox_id: str, delay_s: float, attempt: int = 1) -> None:
-        """Hibernate a sandbox paused in memory once what stopped it has gone (connections
-        in TIME_WAIT age out); still paused in memory if it cannot be (tried 3 times)."""
-
-        async def later() -> None:
-            await asyncio.sleep(delay_s + 1)
-            async with self._sandbox_locks[sandbox_id]:
-                record = await self._load(sandbox_id)
-                if record.status != S.PAUSED or record.hibernated:
-                    return
-                try:
-                    await self._host.driver.hibernate(sandbox_id, self._snapshot(sandbox_id))
-                except CannotHibernate as exc:
-                    await self._driver_step(sandbox_id, "paused", self._host.driver.pause)
-                    if exc.retry_after_s is not None and attempt < 3:
-                        self._hibernate_later(sandbox_id, exc.retry_after_s, attempt + 1)
-                    await self._update(
-                        sandbox_id, reason=f"paused in memory, not hibernated: {exc}"
-                    )
-                    return
-                except DriverError as exc:
-                    await self._update(sandbox_id, status=S.ERROR, reason=str(exc))
-                    return
-                with contextlib.suppress(SnapshotStoreError):
-                    await self._snapshots.put(sandbox_id, self._snapshot(sandbox_id))
-                await self._update(sandbox_id, hibernated=True, reason=None)
-                log.info("%s is hibernated (it was paused in memory)", sandbox_id)
-
-        task = asyncio.create_task(later(), name=f"hutch-hibernate-later-{sandbox_id}")
-        self._later.add(task)
-        task.add_done_callback(self._later.discard)
 
     async def _auto_resume(self, user: Principal, record: SandboxRecord) -> SandboxRecord | None:
         """Resume a paused sandbox with ``auto_resume`` for a request that needs it running

@@ -1,15 +1,23 @@
 """Wake on traffic: a paused sandbox with ``auto_resume`` resumed for a request to one of
 its preview or ingress URLs (the proxy holds the request meanwhile, :mod:`hutch.core.previews`).
-Exec, files and processes wake it through :meth:`SandboxLifecycle._auto_resume` instead."""
+Exec, files and processes wake it through :meth:`SandboxLifecycle._auto_resume` instead.
+
+Also the later hibernate of a gvisor sandbox that a pause could only freeze in memory
+(connections in TIME_WAIT, :class:`~hutch.host.drivers.gvisor.CannotHibernate`)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from hutch.core.errors import Conflict
 from hutch.core.identity import Principal
 from hutch.core.sandbox_lifecycle import SandboxLifecycle
 from hutch.core.sandbox_status import SandboxStatus as S
+from hutch.core.snapshot_store import SnapshotStoreError
+from hutch.host.drivers.base import DriverError
+from hutch.host.drivers.gvisor import CannotHibernate
 from hutch.store import sandboxes as store
 from hutch.store.models import SandboxRecord
 
@@ -45,3 +53,35 @@ class SandboxWake(SandboxLifecycle):
         async with self._db.sessions() as session:
             records = await store.live_on_host(session, self._host.host_id)
         return [r for r in records if r.status == S.PAUSED and r.auto_resume]
+
+    def _hibernate_later(self, sandbox_id: str, delay_s: float, attempt: int = 1) -> None:
+        """Hibernate a sandbox paused in memory once what stopped it has gone (connections
+        in TIME_WAIT age out); still paused in memory if it cannot be (tried 3 times)."""
+
+        async def later() -> None:
+            await asyncio.sleep(delay_s + 1)
+            async with self._sandbox_locks[sandbox_id]:
+                record = await self._load(sandbox_id)
+                if record.status != S.PAUSED or record.hibernated:
+                    return
+                try:
+                    await self._host.driver.hibernate(sandbox_id, self._snapshot(sandbox_id))
+                except CannotHibernate as exc:
+                    await self._driver_step(sandbox_id, "paused", self._host.driver.pause)
+                    if exc.retry_after_s is not None and attempt < 3:
+                        self._hibernate_later(sandbox_id, exc.retry_after_s, attempt + 1)
+                    await self._update(
+                        sandbox_id, reason=f"paused in memory, not hibernated: {exc}"
+                    )
+                    return
+                except DriverError as exc:
+                    await self._update(sandbox_id, status=S.ERROR, reason=str(exc))
+                    return
+                with contextlib.suppress(SnapshotStoreError):
+                    await self._snapshots.put(sandbox_id, self._snapshot(sandbox_id))
+                await self._update(sandbox_id, hibernated=True, reason=None)
+                log.info("%s is hibernated (it was paused in memory)", sandbox_id)
+
+        task = asyncio.create_task(later(), name=f"hutch-hibernate-later-{sandbox_id}")
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)

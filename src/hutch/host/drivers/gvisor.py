@@ -245,7 +245,10 @@ class GvisorDriver(RuncDriver):
         """The sandbox's state from runsc's state file, as ``runsc state`` reads it (a
         sandbox whose process is gone is stopped) without starting runsc (50-70 ms on a
         busy host, before every pause, resume and hibernate); ``runsc state`` if the file
-        cannot be read."""
+        cannot be read. One this driver checkpointed is stopped at once (runsc asks the
+        Sentry, which no longer answers while its process takes a second or two to go)."""
+        if sandbox_id in self._deleting:  # checkpointed: its Sentry is on its way out
+            return RuntimeInfo(id=sandbox_id, state=RuntimeState.STOPPED, pid=None)
         try:
             saved = json.loads(await asyncio.to_thread(self._state_file(sandbox_id).read_text))
             status, pid = str(saved["status"]), int(saved["sandbox"]["pid"])
@@ -261,6 +264,10 @@ class GvisorDriver(RuncDriver):
         return RuntimeInfo(id=sandbox_id, state=state, pid=pid if pid > 0 else None)
 
     async def destroy(self, sandbox_id: str) -> None:
+        pending = self._deleting.pop(sandbox_id, None)
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                await pending
         await super().destroy(sandbox_id)
         run_dir = self.agent_socket(sandbox_id).parent
         if run_dir.is_dir():
