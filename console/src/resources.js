@@ -68,17 +68,43 @@ export function Disks() {
 }
 
 export function Keys({ me }) {
-  const key = session.key() || "";
+  const current = session.key() || "";
+  const list = useLoad(() => call("GET", "/v1/api-keys"), [], 10000);
+  const [made, setMade] = useState(null);
+  const action = useAction();
+  const create = () => action.run(async () => {
+    setMade(await call("POST", "/v1/api-keys"));
+    list.reload();
+  });
+  const revoke = (key) => action.run(async () => {
+    await call("DELETE", `/v1/api-keys/${enc(key.id)}`);
+    list.reload();
+  });
   return html`<section aria-labelledby="keys-title">
     <h2 id="keys-title">API keys</h2>
-    <p>You are <strong>${me.user_id}</strong>, with the key <code>${key.slice(0, 8)}…</code> in this tab.</p>
-    <p>hutch has no HTTP routes for keys: an operator makes, lists and revokes them on the
-      server with <code>hutch keys create --user NAME</code>, <code>hutch keys list</code> and
-      <code>hutch keys revoke KEY_OR_ID_OR_PREFIX</code>. A revoked key is refused from its next request.</p>
+    <p>You are <strong>${me.user_id}</strong>, with the key <code>${current.slice(0, 8)}…</code> in this tab.
+      A key is shown once, when it is made; a revoked key is refused from its next request.</p>
     <dl class="facts">
       <div><dt>Running</dt><dd>${me.stats.running}</dd></div><div><dt>Paused</dt><dd>${me.stats.paused}</dd></div>
       <div><dt>Other</dt><dd>${me.stats.other}</dd></div><div><dt>Ever</dt><dd>${me.stats.total}</dd></div>
     </dl>
+    <button type="button" onClick=${create} disabled=${action.busy}>Make a new key</button>
+    ${made && html`<p role="status" class="secret">Your new key (copy it now; it is not shown again):
+      <code data-testid="new-key">${made.key}</code></p>`}
+    <${Problem} error=${action.error} />
+    <${ListState} list=${list} what="keys" />
+    ${list.data && list.data.length > 0 && html`<div class="table-wrap"><table>
+      <caption class="sr-only">Your API keys</caption>
+      <thead><tr><th scope="col">Prefix</th><th scope="col">Id</th><th scope="col">Created</th>
+        <th scope="col">Last used</th><th scope="col">Revoked</th><th scope="col">Actions</th></tr></thead>
+      <tbody>${list.data.map((k) => html`<tr key=${k.id}>
+        <td><code>${k.prefix}…</code>${current.startsWith(k.prefix) ? " (this tab)" : ""}</td>
+        <td><code>${k.id}</code></td><td>${when(k.created_at)}</td><td>${when(k.last_used_at)}</td>
+        <td>${k.revoked_at ? when(k.revoked_at) : "–"}</td>
+        <td>${!k.revoked_at && html`<${ConfirmButton} label="Revoke" confirm=${`Revoke ${k.prefix}…`}
+          onConfirm=${() => revoke(k)} />`}</td>
+      </tr>`)}</tbody>
+    </table></div>`}
   </section>`;
 }
 

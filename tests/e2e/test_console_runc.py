@@ -413,3 +413,31 @@ def test_a_webhook_added_in_the_console_is_delivered(
     finally:
         receiver.shutdown()
     assert console.errors == [], console.failed
+
+
+def test_keys_are_made_and_revoked_in_the_console(console: Console, server: HutchProcess) -> None:
+    key = new_key(server, "keyholder")
+    console.open()
+    console.login(key)
+    page = console.page
+    page.get_by_role("navigation").get_by_role("link", name="API keys").click()
+    expect(page.locator("tbody tr")).to_have_count(1)
+    page.get_by_role("button", name="Make a new key").click()
+    made = page.get_by_test_id("new-key")
+    expect(made).to_be_visible()
+    new = made.inner_text().strip()
+    assert new.startswith("hk_") and new != key
+    expect(page.locator("tbody tr")).to_have_count(2)
+    with server.client(new) as api:
+        assert api.get("/v1/whoami").status_code == 200
+    prefix = new[:11]  # what the table shows of a key: "hk_" and 8 more
+    row = page.locator("tbody tr", has_text=prefix)
+    row.get_by_role("button", name="Revoke").click()
+    row.get_by_role("button", name=f"Revoke {prefix}").click()
+    expect(row.get_by_role("button", name="Revoke")).to_have_count(0)
+    with server.client(new) as api:
+        assert api.get("/v1/whoami").status_code == 401
+    with server.client(key) as api:
+        assert api.get("/v1/whoami").status_code == 200, "the tab's own key still works"
+    console.shot("keys")
+    assert console.errors == [], console.failed

@@ -132,7 +132,9 @@ def build_world(client: TestClient, s3: SeaweedS3, owner: dict[str, str], tag: s
     hook = client.post(
         "/v1/webhooks", headers=owner, json={"url": "http://127.0.0.1:9/hook", "events": ["*"]}
     ).json()["data"]
+    key = client.post("/v1/api-keys", headers=owner).json()["data"]
     real = {
+        "key_id": key["id"],
         "webhook_id": hook["id"],
         "template_id": template["id"],
         "sandbox_id": box["id"],
@@ -144,7 +146,8 @@ def build_world(client: TestClient, s3: SeaweedS3, owner: dict[str, str], tag: s
         "port": "22",
     }
     secrets = [box["id"], net["id"], disk["id"], box["ip"], f"{tag}-box", f"{tag}-net",
-               f"{tag}-disk", bucket, template["id"], f"{tag}-tpl", hook["id"]]  # fmt: skip
+               f"{tag}-disk", bucket, template["id"], f"{tag}-tpl", hook["id"],
+               key["id"], key["key"]]  # fmt: skip
     return World(real=real, secrets=secrets)
 
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 
 from hutch.core.access_tokens import RouteCall, confine, is_access_token
-from hutch.core.errors import InvalidInput, NotFound, Unauthenticated
+from hutch.core.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from hutch.core.ids import new_id
 from hutch.core.sandbox_status import TERMINAL_STATUSES, SandboxStatus
 from hutch.store import access_tokens as token_store
@@ -237,6 +237,28 @@ class IdentityService:
             user = await user_store.get_user(session, record.user_id)
             assert user is not None
             return _key_info(record, user)
+
+    # -- the API's view (``/v1/api-keys``): a user's own keys; an admin's, anyone's ---------
+
+    async def keys_of(self, caller: Principal, *, all_users: bool = False) -> list[KeyInfo]:
+        if all_users and not caller.is_admin:
+            raise PermissionDenied("all=true is for admin keys", field="all")
+        keys = await self.list_keys()
+        return keys if all_users else [k for k in keys if k.user_id == caller.user_id]
+
+    async def issue_key_for(self, caller: Principal, user_name: str | None) -> IssuedKey:
+        """A new key for the caller, or (an admin's call) for ``user_name``, made if new."""
+        name = user_name or caller.user_name
+        if name != caller.user_name and not caller.is_admin:
+            raise PermissionDenied("only an admin key makes keys for other users", field="user")
+        return await self.issue_key(name)
+
+    async def revoke_key_of(self, caller: Principal, key_id: str) -> KeyInfo:
+        """Revoke one of the caller's keys by id (an admin: anyone's). Idempotent."""
+        found = next((k for k in await self.list_keys() if k.id == key_id), None)
+        if found is None or (found.user_id != caller.user_id and not caller.is_admin):
+            raise NotFound(f"no API key {key_id!r}", field="key")
+        return await self.revoke(key_id)
 
     async def sandbox_stats(self, user_id: str) -> SandboxStats:
         async with self._db.sessions() as session:

@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from hutch.api.createos import (
     access_tokens,
+    api_keys,
     catalog,
     connections,
     disks,
@@ -38,6 +39,7 @@ router.include_router(networks.router)
 router.include_router(disks.router)
 router.include_router(disks.attachments)
 router.include_router(access_tokens.router)
+router.include_router(api_keys.router)
 router.include_router(resize.router)
 router.include_router(templates.router)
 router.include_router(events.router)
