@@ -232,9 +232,29 @@ def test_receivers_on_private_addresses_are_refused(tmp_path: Path, database_url
         receiver.close()
 
 
+def test_ipv6_addresses_that_carry_a_private_ipv4_one_are_refused(
+    tmp_path: Path, database_url: str
+) -> None:
+    """6to4, NAT64, IPv4-compatible and site-local addresses are judged by where they lead
+    (Python calls 2002:7f00:1:: and 64:ff9b::7f00:1 global)."""
+    urls = ["http://[2002:7f00:1::1]/hook", "http://[64:ff9b::a00:1]/hook",
+            "http://[::127.0.0.1]/hook", "http://[fec0::1]/hook"]  # fmt: skip
+    for client in _client(tmp_path, database_url, webhook_max_attempts=1):
+        hooks = [make_hook(client, url, ["sandbox.created"])["id"] for url in urls]
+        client.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb"})
+        for hook_id, url in zip(hooks, urls, strict=True):
+            failed = wait_for(lambda c=client, h=hook_id: [d for d in deliveries(c, h)
+                                                           if d["state"] == "failed"],
+                              url)  # fmt: skip
+            assert "public addresses only" in failed[0]["last_error"], (url, failed[0])
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
+        ({"url": "http://a..b/hook"}, "url"),
+        ({"url": "http://" + "x" * 64 + ".test/hook"}, "url"),
+        ({"url": "http://example.test/a\x01b"}, "url"),
         ({"url": "ftp://example.test/x"}, "url"),
         ({"url": "http:///nohost"}, "url"),
         ({"url": "http://user:pw@example.test/"}, "url"),

@@ -29,7 +29,7 @@ import socket
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from ipaddress import IPv4Address, IPv4Network, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -154,6 +154,9 @@ class WebhookDeliverer:
             error = f"no answer within {self._timeout_s:g} s"
         except httpx.HTTPError as exc:
             error = f"could not connect: {exc or type(exc).__name__}"
+        except Exception as exc:  # an unsendable URL, say: recorded, never left claimed
+            log.warning("webhook delivery %s could not be sent", delivery_id, exc_info=True)
+            error = f"could not send: {exc or type(exc).__name__}"
         await self._record(delivery, status, error)
 
     async def _post(self, hook: WebhookRecord, delivery: WebhookDelivery) -> int:
@@ -186,6 +189,8 @@ class WebhookDeliverer:
             found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise ReceiverRefused(f"{host} does not resolve ({exc.strerror})") from None
+        except UnicodeError:
+            raise ReceiverRefused(f"{host} is not a valid host name") from None
         for *_, sockaddr in found:
             address = ipaddress.ip_address(sockaddr[0])
             if self._may_send_to(address):
@@ -197,6 +202,12 @@ class WebhookDeliverer:
         )
 
     def _may_send_to(self, address: IPv4Address | IPv6Address) -> bool:
+        if isinstance(address, IPv6Address):
+            embedded = _embedded_ipv4(address)
+            if embedded is not None:  # judged as the IPv4 address it reaches
+                address = embedded
+            elif address in _SITE_LOCAL:  # deprecated, but routed inside some networks
+                return False
         if isinstance(address, IPv4Address) and any(address in net for net in self._allowed):
             return True
         return address.is_global and not address.is_multicast
@@ -236,6 +247,24 @@ class WebhookDeliverer:
                     WebhookDelivery.state != "pending", WebhookDelivery.created_at < cutoff
                 )
             )
+
+
+_SITE_LOCAL = IPv6Network("fec0::/10")
+_NAT64 = (IPv6Network("64:ff9b::/96"), IPv6Network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = IPv6Network("::/96")
+
+
+def _embedded_ipv4(address: IPv6Address) -> IPv4Address | None:
+    """The IPv4 address an IPv6 one carries to (mapped, 6to4, Teredo, NAT64, compatible)."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if any(address in net for net in _NAT64) or address in _IPV4_COMPATIBLE:
+        return IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def _default_port(scheme: str) -> int:

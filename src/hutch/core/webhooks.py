@@ -46,6 +46,15 @@ def check_url(url: str) -> str:
         raise InvalidInput("url must start with http:// or https://", field="url")
     if not parts.hostname:
         raise InvalidInput("url has no host", field="url")
+    if any(ord(char) < 0x21 or ord(char) == 0x7F for char in url):
+        raise InvalidInput("url must not hold spaces or control characters", field="url")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise InvalidInput(
+            "url's host is not a valid name (empty label, or one over 63 characters)",
+            field="url",
+        ) from None
     if parts.username is not None or parts.password is not None:
         raise InvalidInput("url must not carry a user or password; use the secret", field="url")
     if port == 0:
