@@ -104,6 +104,9 @@ def test_what_runs_inside_shows_in_the_sandboxs_metrics(api: httpx.Client) -> No
     assert max(s["cpu_used_pct"] for s in history["samples"]) > 50
     recent = api.get(f"/v1/sandboxes/{box['id']}/metrics/timeseries", params={"since": "2"})
     assert 0 < len(recent.json()["data"]["samples"]) < len(stamps)
+    window = api.get(f"/v1/sandboxes/{box['id']}/metrics", params={"since": "2"}).json()["data"]
+    assert 0 < len(window["history"]) < len(stamps) and window["metrics"] is not None
+    assert api.get(f"/v1/sandboxes/{box['id']}/metrics").json()["data"]["history"] is None
 
     # The SDK and the CLI read the same.
     with Client(api_url=str(api.base_url), api_key=api.headers["X-Api-Key"]) as client:

@@ -61,6 +61,9 @@ class SandboxMetrics(BaseModel):
         description="The latest sample; null before the first one (or on a driver that"
         " cannot read usage)."
     )
+    history: list[SampleOut] | None = Field(
+        default=None, description="With since=: the samples from then on, oldest first."
+    )
 
 
 class SandboxSeries(BaseModel):
@@ -131,16 +134,25 @@ def _since(value: str | None) -> float | None:
     responses={**_NOT_FOUND},
 )
 async def sandbox_metrics(
-    sandbox_id: str, user: CurrentUser, services: ServicesDep
+    sandbox_id: str,
+    user: CurrentUser,
+    services: ServicesDep,
+    since: Annotated[str | None, _SINCE] = None,
 ) -> JSend[SandboxMetrics]:
+    """The latest sample; with ``since``, the window of history from then too."""
+    start = _since(since)
     record = await services.sandboxes.get(user, sandbox_id)
     sample = services.metrics.latest(record.id)
+    history = None
+    if since is not None:
+        history = [SampleOut.of(s) for s in services.metrics.series(record.id, start)]
     return JSend(
         data=SandboxMetrics(
             sandbox_id=record.id,
             status=record.status,
             interval_s=services.metrics.interval_s,
             metrics=SampleOut.of(sample) if sample is not None else None,
+            history=history,
         )
     )
 
