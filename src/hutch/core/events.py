@@ -28,6 +28,7 @@ __all__ = ["EventFilter", "EventService"]
 # long before a follower moves past it: an earlier transaction may still be committing.
 _GAP_WAIT_S = 3.0
 _POLL_S = 0.25
+_MAX_SEQ = 2**31 - 1  # the column is an INTEGER: 32 bits on PostgreSQL
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,8 +45,12 @@ class EventFilter:
     ) -> EventFilter:
         after_seq, since_time = 0, None
         if since:
-            if since.isdigit():
+            if since.isascii() and since.isdigit():
                 after_seq = int(since)
+                if after_seq > _MAX_SEQ:
+                    raise InvalidInput(
+                        f"since is past any event's seq (at most {_MAX_SEQ})", field="since"
+                    )
             else:
                 try:
                     since_time = datetime.fromisoformat(since.replace("Z", "+00:00"))
