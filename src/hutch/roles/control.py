@@ -60,6 +60,10 @@ LOCAL_ROUTES = re.compile(
 )
 """GET paths a worker answers itself: each reads only the store (and settings)."""
 
+INTERNAL_PREFIX = "/internal/"
+"""The agent's routes for the other roles (:data:`hutch.roles.agent.internal_router`),
+never passed on from a client."""
+
 
 class _AgentProxyPort:
     """The agent's preview proxy port, from the file it writes at start (re-read when the
@@ -177,7 +181,11 @@ class ControlApp:
                 message["headers"] = [*message.get("headers", ()), self._tag]
             await send(message)
 
-        if scope["method"] == "GET" and LOCAL_ROUTES.match(scope["path"]):
+        if scope["path"].startswith(INTERNAL_PREFIX):
+            # The agent's own routes (its pid, host, warm pool) are for the processes that
+            # share its socket, never a client: this app has none of them, so a 404.
+            await self.local(scope, receive, _access_logged(scope, send_tagged))
+        elif scope["method"] == "GET" and LOCAL_ROUTES.match(scope["path"]):
             await self.local(scope, receive, _access_logged(scope, send_tagged))
         else:  # the agent writes the access log line of what it answers
             await self.forwarder(scope, receive, send_tagged)
