@@ -222,6 +222,64 @@ def test_a_failing_receiver_is_retried_then_given_up_on(client: TestClient) -> N
         receiver.close()
 
 
+def test_a_receiver_that_trickles_its_answer_is_cut_off_and_others_still_get_theirs(
+    tmp_path: Path, database_url: str
+) -> None:
+    """httpx's timeout is per read: a receiver sending a byte of its answer now and then
+    held the deliverer (and every other user's deliveries) for as long as it liked. One
+    trickles its headers (no status: failed after the timeout), one its body (200 came:
+    delivered, the body is not waited for)."""
+    stop = threading.Event()
+    listeners = {"headers": socket.socket(), "body": socket.socket()}
+
+    def trickle(listener: socket.socket, head: bytes) -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(head)
+                while not stop.wait(0.2):
+                    try:
+                        conn.sendall(b"x")
+                    except OSError:
+                        break
+
+    heads = {"headers": b"HTTP/1.1 200 OK\r\nX-Slow: ",
+             "body": b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n"}  # fmt: skip
+    for mode, listener in listeners.items():
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        threading.Thread(target=trickle, args=(listener, heads[mode]), daemon=True).start()
+    receiver = Receiver()
+    try:
+        for client in _client(tmp_path, database_url, webhook_allow_private="127.0.0.1/32",
+                              webhook_timeout_s=1, webhook_max_attempts=1):  # fmt: skip
+            hooks = {mode: make_hook(client, f"http://127.0.0.1:{listener.getsockname()[1]}/",
+                                     ["sandbox.created"])["id"]
+                     for mode, listener in listeners.items()}  # fmt: skip
+            make_hook(client, receiver.url, ["sandbox.created"])
+            client.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb"})
+            wait_for(lambda: receiver.requests, "the other webhook's delivery")
+            client.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb"})
+            wait_for(lambda: len(receiver.requests) == 2, "a delivery after the tricklers'")
+
+            def done(c: TestClient = client, hook_id: str = hooks["headers"]) -> list[Any]:
+                return [d for d in deliveries(c, hook_id) if d["state"] != "pending"]
+
+            ended = wait_for(done, "the header trickler's deliveries to end")
+            assert ended[0]["state"] == "failed", ended
+            assert "no answer within 1 s" in ended[0]["last_error"]
+            wait_for(lambda c=client, h=hooks["body"]: [d["state"] for d in deliveries(c, h)]
+                     == ["delivered", "delivered"], "the body trickler's two 200s")  # fmt: skip
+    finally:
+        stop.set()
+        for listener in listeners.values():
+            listener.close()
+        receiver.close()
+
+
 def test_receivers_on_private_addresses_are_refused(tmp_path: Path, database_url: str) -> None:
     receiver = Receiver()
     try:

@@ -145,12 +145,15 @@ class WebhookDeliverer:
         status: int | None = None
         error: str | None = None
         try:
-            status = await self._post(hook, delivery)
+            # One deadline for the whole attempt: httpx's timeout is per read, so a receiver
+            # trickling its answer would otherwise hold this process's deliveries forever.
+            async with asyncio.timeout(self._timeout_s):
+                status = await self._post(hook, delivery)
             if not 200 <= status < 300:
                 error = f"the receiver answered {status}"
         except ReceiverRefused as exc:
             error = str(exc)
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             error = f"no answer within {self._timeout_s:g} s"
         except httpx.HTTPError as exc:
             error = f"could not connect: {exc or type(exc).__name__}"
@@ -178,10 +181,11 @@ class WebhookDeliverer:
             "X-Hutch-Signature": sign(self._webhooks.secret_of(hook), int(time.time()), body),
         }
         extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-        answer = await self._client.post(
-            target, content=body, headers=headers, extensions=extensions
-        )
-        return answer.status_code
+        # Only the status is wanted: the answer's body is never read (it could be any size).
+        async with self._client.stream(
+            "POST", target, content=body, headers=headers, extensions=extensions
+        ) as answer:
+            return answer.status_code
 
     async def _vetted_address(self, host: str, port: int) -> str:
         loop = asyncio.get_running_loop()
