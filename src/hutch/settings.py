@@ -109,7 +109,8 @@ class Settings(BaseSettings):
     """Webhook receivers may be only on public addresses; these IPv4 blocks (comma-separated,
     say an internal receiver's 10.20.0.0/16, or 127.0.0.1/32) are allowed besides."""
     webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
-    """How long one delivery may take before it counts as failed."""
+    """How long one delivery attempt may take in all (connect, send, the answer's status
+    line and headers) before it counts as failed."""
     webhook_max_attempts: int = Field(default=8, ge=1, le=50)
     """Tries per delivery; between them the wait doubles from ``webhook_retry_s``."""
     webhook_retry_s: float = Field(default=2.0, gt=0, le=3600)
