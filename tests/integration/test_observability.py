@@ -145,12 +145,14 @@ def test_bad_queries_are_400s_that_say_what_is_wrong(client: TestClient) -> None
     bad_type = client.get("/v1/events", params={"type": "sandbox.exploded"})
     assert bad_type.status_code == 400 and "sandbox.exploded" in bad_type.json()["data"]["type"]
     # A seq past what the store holds (a 500 from the database before), a non-ASCII digit.
-    for since in ("2147483648", "9223372036854775808", "9" * 40, "\u00b2"):
+    for since in ("9223372036854775808", "9" * 40, "\u00b2"):
         for follow in ("false", "true"):
             odd = client.get("/v1/events", params={"since": since, "follow": follow})
             assert odd.status_code == 400 and "since" in odd.json()["data"], (since, odd.text)
-    last = client.get("/v1/events", params={"since": str(2**31 - 1)})
-    assert last.status_code == 200 and last.json()["data"]["data"] == []
+    # seq is 64 bits on both stores (PostgreSQL's column is a BIGINT since 0016).
+    for since in (str(2**31), str(2**63 - 1)):
+        last = client.get("/v1/events", params={"since": since})
+        assert last.status_code == 200 and last.json()["data"]["data"] == [], (since, last.text)
 
 
 def test_a_time_since_returns_what_happened_from_then(client: TestClient) -> None:

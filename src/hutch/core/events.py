@@ -28,7 +28,7 @@ __all__ = ["EventFilter", "EventService"]
 # long before a follower moves past it: an earlier transaction may still be committing.
 _GAP_WAIT_S = 3.0
 _POLL_S = 0.25
-_MAX_SEQ = 2**31 - 1  # the column is an INTEGER: 32 bits on PostgreSQL
+_MAX_SEQ = 2**63 - 1  # a BIGINT on PostgreSQL, SQLite's 64-bit rowid
 
 
 @dataclass(frozen=True, kw_only=True)

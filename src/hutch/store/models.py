@@ -473,7 +473,10 @@ class EventRecord(Base):
         Index("ix_events_created", "created_at"),
     )
 
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    """64 bits on PostgreSQL (a 32-bit serial would run out); SQLite's rowid is 64 already."""
     id: Mapped[str] = mapped_column(String(40), unique=True)
     user_id: Mapped[str] = mapped_column(String(40))
     type: Mapped[str] = mapped_column(String(40))
