@@ -74,11 +74,8 @@ async def _start_proxy(settings: Settings) -> NginxProxy | None:
     return proxy
 
 
-def _disk_service(settings: Settings, db: Database, host: HostAgent) -> DiskService:
-    """Disks work only with a master key; without one their routes answer 503 and say why."""
-    every = settings.disk_check_interval_s
-    if not settings.disks_enabled:
-        return DiskService(db, host, None, "switched off (HUTCH_DISKS_ENABLED=false)")
+def _master_box(settings: Settings, what: str) -> tuple[SealedBox | None, str]:
+    """The box sealing disks' keys and webhooks' secrets, or None and why not."""
     configured = settings.disk_master_key
     try:
         key = load_master_key(
@@ -86,26 +83,30 @@ def _disk_service(settings: Settings, db: Database, host: HostAgent) -> DiskServ
             settings.home / "master.key",
         )
     except MasterKeyUnavailable as exc:
-        log.error("disks are unavailable: %s", exc)
-        return DiskService(db, host, None, str(exc))
-    return DiskService(db, host, SealedBox(key), check_interval_s=every)
+        log.error("%s are unavailable: %s", what, exc)
+        return None, str(exc)
+    return SealedBox(key), ""
 
 
-def _webhooks(settings: Settings, db: Database) -> tuple[WebhookService, WebhookDeliverer]:
+def _disk_service(settings: Settings, db: Database, host: HostAgent) -> DiskService:
+    """Disks work only with a master key; without one their routes answer 503 and say why."""
+    if not settings.disks_enabled:
+        return DiskService(db, host, None, "switched off (HUTCH_DISKS_ENABLED=false)")
+    box, why = _master_box(settings, "disks")
+    if box is None:
+        return DiskService(db, host, None, why)
+    return DiskService(db, host, box, check_interval_s=settings.disk_check_interval_s)
+
+
+def _webhook_service(settings: Settings, db: Database) -> WebhookService:
     """Webhook secrets are sealed like disks' keys; without a master key creates are a 409."""
-    configured = settings.disk_master_key
-    box = None
-    try:
-        box = SealedBox(
-            load_master_key(
-                configured.get_secret_value() if configured is not None else None,
-                settings.home / "master.key",
-            )
-        )
-    except MasterKeyUnavailable as exc:
-        log.error("webhooks are unavailable: %s", exc)
-    webhooks = WebhookService(db, box, per_user=settings.webhooks_per_user)
-    deliverer = WebhookDeliverer(
+    box, _ = _master_box(settings, "webhooks")
+    return WebhookService(db, box, per_user=settings.webhooks_per_user)
+
+
+def _deliverer(settings: Settings, db: Database, webhooks: WebhookService) -> WebhookDeliverer:
+    """The process that runs the lifespan's tasks delivers (a worker never does)."""
+    return WebhookDeliverer(
         db,
         webhooks,
         allowed=settings.webhook_allowed_networks,
@@ -114,7 +115,6 @@ def _webhooks(settings: Settings, db: Database) -> tuple[WebhookService, Webhook
         retry_s=settings.webhook_retry_s,
         retention=timedelta(days=settings.event_retention_days),
     )
-    return webhooks, deliverer
 
 
 Role = Literal["all", "agent", "control"]
@@ -182,7 +182,8 @@ def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
             deploys.use_templates(templates)
             sandboxes.template_images = templates.image_for
             await templates.recover()
-            webhooks, deliverer = _webhooks(settings, db)
+            webhooks = _webhook_service(settings, db)
+            deliverer = _deliverer(settings, db, webhooks)
             delivering = asyncio.create_task(deliverer.run_forever(), name="hutch-webhooks")
             metrics = MetricsService(
                 db,

@@ -114,7 +114,7 @@ async def control_services(settings: Settings) -> AsyncIterator[Services]:
         # it), and N workers racing it for the schema lock would only slow everyone.
         agent = HostAgent(settings, db)
         networks = NetworkService(settings, db, agent)
-        from hutch.api.app import _disk_service, _webhooks
+        from hutch.api.app import _disk_service, _webhook_service
 
         disks = _disk_service(settings, db, agent)
         sandboxes = SandboxService(settings, db, agent, networks, disks)
@@ -151,7 +151,7 @@ async def control_services(settings: Settings) -> AsyncIterator[Services]:
                 interval_s=settings.metrics_interval_s,
                 retention_s=settings.metrics_retention_s,
             ),
-            webhooks=_webhooks(settings, db)[0],
+            webhooks=_webhook_service(settings, db),
             agent_rate=RateLimiter(1, per="unused in a worker"),
             agent_address_rate=RateLimiter(1, per="unused in a worker"),
         )
