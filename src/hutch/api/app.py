@@ -191,6 +191,7 @@ def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
                 host_id=agent.host_id,
                 interval_s=settings.metrics_interval_s,
                 retention_s=settings.metrics_retention_s,
+                count_store=bool(settings.metrics_addr),
             )
             sampling = asyncio.create_task(metrics.sample_forever(), name="hutch-metrics")
             scrape = None

@@ -135,6 +135,7 @@ class MetricsService:
         host_id: str,
         interval_s: float,
         retention_s: float,
+        count_store: bool = False,
     ) -> None:
         self._db = db
         self._driver = driver
@@ -145,6 +146,8 @@ class MetricsService:
         self._tracked: dict[str, _Tracked] = {}
         self._totals: dict[str, list[Totals]] = {}
         self._counts: dict[str, dict[tuple[str, ...], float]] = {}
+        # The store's counts are for Prometheus only: read them when it is served.
+        self._count_store = count_store
 
     async def sample_forever(self) -> None:
         while True:
@@ -158,7 +161,8 @@ class MetricsService:
             await asyncio.sleep(max(self.interval_s - (time.monotonic() - started), 0.05))
 
     async def sample_once(self) -> None:
-        await self._count()
+        if self._count_store:
+            await self._count()
         async with self._db.sessions() as session:
             rows = (
                 await session.execute(
