@@ -22,13 +22,25 @@ from hutch.store.db import Database
 from hutch.store.events import EVENT_TYPES, event_payload
 from hutch.store.models import EventRecord
 
-__all__ = ["EventFilter", "EventService"]
+__all__ = ["EventFilter", "EventService", "aware_time"]
 
 # A gap in seq (PostgreSQL hands out sequence numbers before commit) is waited for this
 # long before a follower moves past it: an earlier transaction may still be committing.
 _GAP_WAIT_S = 3.0
 _POLL_S = 0.25
 _MAX_SEQ = 2**63 - 1  # a BIGINT on PostgreSQL, SQLite's 64-bit rowid
+
+
+def aware_time(text: str, malformed: str, field: str = "since") -> datetime:
+    """``text`` as an ISO 8601 time with a zone (``Z`` too); :class:`InvalidInput` with
+    ``malformed`` when it is none, or saying a zone is needed."""
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(malformed, field=field) from None
+    if when.tzinfo is None:
+        raise InvalidInput(f"{field} needs a time zone (say 2026-12-01T10:00:00Z)", field=field)
+    return when
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,17 +64,9 @@ class EventFilter:
                         f"since is past any event's seq (at most {_MAX_SEQ})", field="since"
                     )
             else:
-                try:
-                    since_time = datetime.fromisoformat(since.replace("Z", "+00:00"))
-                except ValueError:
-                    raise InvalidInput(
-                        "since must be an event's seq (a number) or an ISO 8601 time",
-                        field="since",
-                    ) from None
-                if since_time.tzinfo is None:
-                    raise InvalidInput(
-                        "since needs a time zone (say 2026-12-01T10:00:00Z)", field="since"
-                    )
+                since_time = aware_time(
+                    since, "since must be an event's seq (a number) or an ISO 8601 time"
+                )
         wanted = frozenset(t for t in (types or "").split(",") if t)
         unknown = sorted(wanted - set(EVENT_TYPES))
         if unknown:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from hutch.api.createos.responses import AUTH_ERRORS
 from hutch.api.deps import CurrentUser, ServicesDep
 from hutch.api.envelopes import JSend, JSendFail
-from hutch.core.errors import InvalidInput
+from hutch.core.events import aware_time
 from hutch.core.metrics import Sample, Totals
 
 __all__ = ["router"]
@@ -117,14 +117,7 @@ def _since(value: str | None) -> float | None:
         return time.time() - float(value)
     except ValueError:
         pass
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(
-            "since must be an ISO 8601 time or a number of seconds ago", field="since"
-        ) from None
-    if when.tzinfo is None:
-        raise InvalidInput("since needs a time zone (say 2026-12-01T10:00:00Z)", field="since")
+    when = aware_time(value, "since must be an ISO 8601 time or a number of seconds ago")
     return when.timestamp()
 
 
