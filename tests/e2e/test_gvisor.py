@@ -74,6 +74,19 @@ def runsc_sandboxes(home: Path) -> list[str]:
     return alive
 
 
+def disk_unmounted(home: Path, sandbox_id: str, timeout_s: float = 30) -> bool:
+    """Whether the sandbox's writable layer leaves the host's mounts within the timeout
+    (a hibernate unmounts it once runsc has let go of the sandbox)."""
+    layer = str(home / "sandboxes" / sandbox_id / "layer")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with open("/proc/self/mountinfo") as mountinfo:
+            if not any(line.split()[4] == layer for line in mountinfo):
+                return True
+        time.sleep(0.1)
+    return False
+
+
 def test_gvisor_and_runc_sandboxes_side_by_side(api: httpx.Client, server: HutchProcess) -> None:
     hosts = api.get("/v1/hosts").json()["data"]["data"]
     assert hosts[0]["runtimes"] == ["gvisor", "runc"]
@@ -115,6 +128,8 @@ def test_pause_hibernates_and_resume_carries_on_the_same_processes(
     assert view["status"] == "paused" and view["hibernated"] is True
     # Nothing of it runs while paused: its memory went back to the host.
     assert box["id"] not in runsc_sandboxes(server.home)
+    # Nor is its disk mounted (a mounted filesystem holds kernel memory); its files stay.
+    assert disk_unmounted(server.home, box["id"])
     snapshot = server.home / "snapshots" / box["id"]
     assert (snapshot / "checkpoint.img").stat().st_size > 0
     assert api.post(f"/v1/sandboxes/{box['id']}/pause").status_code == 200  # already paused
