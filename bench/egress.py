@@ -48,8 +48,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
-from ipaddress import IPv4Network
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -59,54 +57,33 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.egress_net import (  # noqa: E402
+    ECHO_PORT,
+    ECHO_SERVER,
+    IPERF_PORT,
+    LATENCY_CLIENT,
+    PYTHON,
+    iperf,
+    namespaces,
+    sh,
+    spawned,
+)
+from bench.egress_scale import nft_memory, per_packet  # noqa: E402
 from bench.sandboxes import create_and_first_exec, percentiles  # noqa: E402
 from tests.support.internet import Internet  # noqa: E402
 from tests.support.server import HutchProcess, remove_instance, run_cli  # noqa: E402
 
-from hutch.host.egress import EgressSpec, apply_script  # noqa: E402
-from hutch.host.firewall import Firewall  # noqa: E402
 from hutch.host.machine import read_memory  # noqa: E402
 
 IMAGES = Path(os.environ.get("HUTCH_IMAGES_DIR", "/var/cache/hutch-test-images"))
 SHAPE = "s-1vcpu-256mb"
-IPERF_PORT, ECHO_PORT = 5201, 7007
 BATCHES = 5
-PYTHON = sys.executable
 
 # Egress "off": the host agent gets the fake egress layer instead of nftables.
 OFF_SITECUSTOMIZE = """\
 import hutch.host.agent as _agent
 from hutch.host.egress import FakeEgress as _Fake
 _agent.EgressFirewall = lambda firewall, *, tag: _Fake()
-"""
-
-ECHO_SERVER = """\
-import socket, sys, threading
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(512)
-def serve(c):
-    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    while (b := c.recv(4096)):
-        c.sendall(b)
-    c.close()
-while True:
-    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
-"""
-
-# Run in a network namespace: N connects, then N 1-byte round trips on one connection (us).
-LATENCY_CLIENT = """\
-import json, socket, sys, time
-host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-connects, trips = [], []
-for _ in range(n):
-    t = time.perf_counter(); c = socket.create_connection((host, port), timeout=5)
-    connects.append((time.perf_counter() - t) * 1e6); c.close()
-c = socket.create_connection((host, port), timeout=5)
-c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-for _ in range(n):
-    t = time.perf_counter(); c.sendall(b"x"); c.recv(1)
-    trips.append((time.perf_counter() - t) * 1e6)
-print(json.dumps({"connect_us": connects, "round_trip_us": trips}))
 """
 
 # Run in a sandbox's namespace: ask hutch's DNS (the link's host end), connect at once.
@@ -134,58 +111,11 @@ print(json.dumps(out))
 """
 
 
-# Run in a namespace holding hutch's table: its own nft calls, timed (ms).
-NFT_TIMING = """\
-import asyncio, json, sys, time
-from hutch.host.egress import resolved_elements
-from hutch.host.nfnetlink import add_timed_elements, read_counter
-from hutch.host.nft import nft
-table, link, n, script = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.stdin.read()
-async def main():
-    reads, applies, resolved = [], [], []
-    for _ in range(n):
-        t = time.perf_counter()
-        assert await read_counter(table, f"tx_{link}") is not None
-        reads.append((time.perf_counter() - t) * 1000)
-    for _ in range(n):
-        t = time.perf_counter(); await nft(script); applies.append((time.perf_counter() - t) * 1000)
-    for i in range(n):
-        set_name, keys = resolved_elements(link, [f"198.18.253.{i}"], None)
-        t = time.perf_counter()
-        await add_timed_elements(table, set_name, keys, 60_000, "bench.test")
-        resolved.append((time.perf_counter() - t) * 1000)
-    print(json.dumps({"reads": reads, "applies": applies, "resolved": resolved}))
-asyncio.run(main())
-"""
-
-
-def sh(*argv: str, netns: str | None = None, timeout: float = 300, stdin: str | None = None) -> str:
-    command = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
-    done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=timeout)
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(command)}: {done.stderr.strip()[-500:]}")
-    return done.stdout
-
-
 def sandbox_netns(sandbox_id: str) -> str:
     found = [p.name for p in Path("/run/netns").glob(f"hutch-*-{sandbox_id}")]
     if len(found) != 1:
         raise RuntimeError(f"no network namespace for {sandbox_id}")
     return found[0]
-
-
-def med(values: list[float]) -> float:
-    return round(statistics.median(values), 3)
-
-
-def iperf(target: str, seconds: float, netns: str | None) -> float:
-    """Gbit/s received by the server."""
-    out = sh("iperf3", "-c", target, "-p", str(IPERF_PORT), "-t", str(seconds), "-J",
-             "--connect-timeout", "5000", netns=netns, timeout=seconds + 60)  # fmt: skip
-    result = json.loads(out)
-    if "error" in result:
-        raise RuntimeError(f"iperf3 to {target} in {netns or 'the host'}: {result['error']}")
-    return float(result["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
 def throughput(target: str, netns: str, bare: str, seconds: float, rounds: int) -> dict[str, Any]:
@@ -274,20 +204,6 @@ def rules_50(target: str) -> list[str]:
     return [*filler, target]
 
 
-@contextmanager
-def spawned(argv: list[str], netns: str) -> Iterator[None]:
-    proc = subprocess.Popen(["ip", "netns", "exec", netns, *argv],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        time.sleep(1)
-        if proc.poll() is not None:
-            raise RuntimeError(f"{argv[0]} exited at once in {netns}")
-        yield
-    finally:
-        proc.kill()
-        proc.wait()
-
-
 def dns_to_syn(api: httpx.Client, internet: Internet, rounds: int) -> dict[str, Any]:
     names = ["example.test", "www.example.test", "api.example.test", "short.example.test",
              "multi.example.test"]  # fmt: skip
@@ -337,184 +253,8 @@ def put_rules(api: httpx.Client, count: int) -> dict[str, Any]:
         api.delete(f"/v1/sandboxes/{box['id']}")
 
 
-def synthetic_specs(count: int, rules: int) -> list[tuple[str, EgressSpec]]:
-    specs = []
-    for i in range(count):
-        numbers = [i * rules + r for r in range(rules)]
-        networks = [(IPv4Network(f"198.19.{200 + n // 256 % 50}.{n % 256}/32"),
-                     443 if n % 2 else None) for n in numbers]  # fmt: skip
-        spec = EgressSpec(sandbox_id=f"sb_bench{i}", ip=f"10.250.{i // 64}.{(i % 64) * 4 + 2}",
-                          restricted=True, networks=networks, quota_bytes=5 << 30)  # fmt: skip
-        specs.append((f"hvbnch{i:08x}", spec))
-    return specs
-
-
-def load_specs(
-    table: str, specs: list[tuple[str, EgressSpec]], netns: str, *, batch: bool = False
-) -> float:
-    """Apply sandboxes' scripts: one ``nft -f`` each as hutch does, or all in one
-    (``batch``, quicker to set up a thousand); seconds taken."""
-    scripts = [apply_script(table, ifname, spec, used_now=0, seed_sent=0, seed_received=0)
-               for ifname, spec in specs]  # fmt: skip
-    started = time.perf_counter()
-    for script in ["".join(scripts)] if batch else scripts:
-        subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=script,
-                       text=True, check=True)  # fmt: skip
-    return time.perf_counter() - started
-
-
-@contextmanager
-def namespaces(*names: str) -> Iterator[None]:
-    try:
-        for name in names:
-            sh("ip", "netns", "add", name)
-        yield
-    finally:
-        for name in names:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
-
-
-def per_packet(seconds: float, rounds: int, count: int) -> dict[str, Any]:
-    """A sandbox-like namespace S behind a router R with hutch's table, to D: S's 50-rule
-    policy allows D by its last rule. Measured with no table, with only S's policy, and
-    with 999 more sandboxes' (50 rules each) beside it."""
-    pid = os.getpid()
-    r, s, d = (f"hbench-{pid}-{x}" for x in "rsd")
-    firewall = Firewall(tag="bnch00")
-    firewall.link_pool = IPv4Network("10.250.0.0/16")
-    specs = synthetic_specs(1000, 50)
-    link, first = specs[0]
-    dest = "198.18.254.2"
-    # Its quota rule is kept in the path, set so high that the runs never exhaust it.
-    specs[0] = (link, replace(first, networks=[*first.networks[:49], (IPv4Network(dest), None)],
-                              quota_bytes=1 << 50))  # fmt: skip
-    out: dict[str, Any] = {}
-    with namespaces(r, s, d):
-        sh(
-            "ip",
-            "link",
-            "add",
-            link,
-            "netns",
-            r,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            s,
-        )
-        sh(
-            "ip",
-            "link",
-            "add",
-            "up0",
-            "netns",
-            r,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            d,
-        )
-        for ns, lines in (
-            (r, ["link set lo up", f"addr add 10.250.0.1/30 dev {link}", f"link set {link} up",
-                 "addr add 198.18.254.1/30 dev up0", "link set up0 up"]),
-            (s, ["link set lo up", "addr add 10.250.0.2/30 dev eth0", "link set eth0 up",
-                 "route add default via 10.250.0.1"]),
-            (d, ["link set lo up", f"addr add {dest}/30 dev eth0", "link set eth0 up",
-                 "route add 10.250.0.0/16 via 198.18.254.1"]),
-        ):  # fmt: skip
-            subprocess.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(lines) + "\n",
-                           text=True, check=True)  # fmt: skip
-        sh("sysctl", "-q", "-w", "net.ipv4.ip_forward=1", netns=r)
-        with spawned(["iperf3", "-s", "-B", dest, "-p", str(IPERF_PORT)], d), \
-             spawned([PYTHON, "-c", ECHO_SERVER, dest, str(ECHO_PORT)], d):  # fmt: skip
-
-            def measure() -> dict[str, Any]:
-                gbit = [iperf(dest, seconds, s) for _ in range(rounds)]
-                lat = json.loads(sh(PYTHON, "-c", LATENCY_CLIENT, dest, str(ECHO_PORT),
-                                    str(count), netns=s))  # fmt: skip
-                return {"gbit_s": [round(g, 3) for g in gbit],
-                        "round_trip_us": percentiles(lat["round_trip_us"]),
-                        "connect_us": percentiles(lat["connect_us"])}  # fmt: skip
-
-            script = apply_script(firewall.table, link, specs[0][1], used_now=0, seed_sent=0,
-                                  seed_received=0)  # fmt: skip
-
-            def control_ms() -> dict[str, Any]:
-                """What hutch's own nft calls (hutch.host.nft) cost now, run in R: reading
-                a sandbox's counter, and applying its policy again."""
-                timed = json.loads(sh(PYTHON, "-c", NFT_TIMING, firewall.table, link, "10",
-                                      netns=r, stdin=script))  # fmt: skip
-                return {"nft_read_counter_ms": percentiles(timed["reads"]),
-                        "nft_apply_one_policy_ms": percentiles(timed["applies"]),
-                        "nft_allow_resolved_ms": percentiles(timed["resolved"])}  # fmt: skip
-
-            out["no_table"] = measure()
-            subprocess.run(["ip", "netns", "exec", r, "nft", "-f", "-"],
-                           input=firewall.ruleset(), text=True, check=True)  # fmt: skip
-            load_specs(firewall.table, specs[:1], r)
-            out["one_sandbox"] = measure() | control_ms()
-            batched = load_specs(firewall.table, specs[1:], r, batch=True)
-            out["load_999_more_in_one_transaction_s"] = round(batched, 2)
-            out["thousand_sandboxes"] = measure() | control_ms()
-    one, many = out["one_sandbox"], out["thousand_sandboxes"]
-    for key in ("nft_read_counter_ms", "nft_apply_one_policy_ms", "nft_allow_resolved_ms"):
-        out[f"ratio_p50_{key}_1000_to_1"] = round(many[key]["p50"] / one[key]["p50"], 1)
-    out["throughput_ratio_1000_to_1"] = round(med(many["gbit_s"]) / med(one["gbit_s"]), 3)
-    out["throughput_ratio_1_to_no_table"] = round(
-        med(one["gbit_s"]) / med(out["no_table"]["gbit_s"]), 3
-    )
-    out["per_packet_added_us_1000_vs_1"] = round(
-        many["round_trip_us"]["p50"] - one["round_trip_us"]["p50"], 1
-    )
-    out["per_packet_added_us_1_vs_no_table"] = round(
-        one["round_trip_us"]["p50"] - out["no_table"]["round_trip_us"]["p50"], 1
-    )
-    return out
-
-
 def progress(what: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
-
-
-def kernel_kib() -> int:
-    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-    return sum(int(fields[name].split()[0]) for name in ("Slab", "Percpu"))
-
-
-def nft_memory(count: int, rules: int, rounds: int) -> dict[str, Any]:
-    specs = synthetic_specs(count, rules)
-    deltas, seconds = [], []
-    netns = f"hbench-egress-{os.getpid()}"
-    for _ in range(rounds):
-        sh("ip", "netns", "add", netns)
-        try:
-            firewall = Firewall(tag="bnch00")
-            firewall.link_pool = IPv4Network("10.250.0.0/16")
-            subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"],
-                           input=firewall.ruleset(), text=True, check=True)  # fmt: skip
-            time.sleep(1)
-            before = kernel_kib()
-            seconds.append(load_specs(firewall.table, specs, netns, batch=True))
-            time.sleep(1)
-            deltas.append(kernel_kib() - before)
-        finally:
-            sh("ip", "netns", "del", netns)
-        time.sleep(2)
-    delta = statistics.median(deltas)
-    return {
-        "sandboxes": count,
-        "rules_each": rules,
-        "kernel_memory_kib": deltas,
-        "kib_per_sandbox": round(delta / count, 2),
-        "bytes_per_rule": round(delta * 1024 / (count * rules), 1),
-        "load_in_one_transaction_s": [round(s, 2) for s in seconds],
-    }
 
 
 def make(api: httpx.Client, **body: Any) -> dict[str, Any]:

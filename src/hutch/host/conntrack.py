@@ -24,13 +24,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from hutch.host.netlink import NLMSG_DONE, NLMSG_ERROR, attrs, error_code, messages
+
 __all__ = ["ClosedConnection", "closed_connections"]
 
 _NETLINK_NETFILTER = 12
 _NFNL_SUBSYS_CTNETLINK = 1
 _IPCTNL_MSG_CT_GET = 1
 _NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
-_NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _CTA_TUPLE_ORIG, _CTA_TUPLE_REPLY, _CTA_PROTOINFO, _CTA_TIMEOUT = 1, 2, 4, 7
 _CTA_TUPLE_IP, _CTA_TUPLE_PROTO = 1, 2
 _CTA_IP_V4_SRC, _CTA_IP_V4_DST = 1, 2
@@ -101,29 +102,19 @@ class _Entry:
     timeout_s: int = 0
 
 
-def _attrs(data: bytes) -> Iterator[tuple[int, bytes]]:
-    offset = 0
-    while offset + 4 <= len(data):
-        length, kind = struct.unpack_from("=HH", data, offset)
-        if length < 4:
-            return
-        yield kind & 0x3FFF, data[offset + 4 : offset + length]
-        offset += (length + 3) & ~3
-
-
 def _tuple(payload: bytes) -> _Tuple | None:
     """(source, destination, source port, destination port) of a TCP tuple, else None."""
     src = dst = b""
     proto, sport, dport = 0, 0, 0
-    for kind, value in _attrs(payload):
+    for kind, value in attrs(payload):
         if kind == _CTA_TUPLE_IP:
-            for ip_kind, ip in _attrs(value):
+            for ip_kind, ip in attrs(value):
                 if ip_kind == _CTA_IP_V4_SRC:
                     src = ip
                 elif ip_kind == _CTA_IP_V4_DST:
                     dst = ip
         elif kind == _CTA_TUPLE_PROTO:
-            for p_kind, p in _attrs(value):
+            for p_kind, p in attrs(value):
                 if p_kind == _CTA_PROTO_NUM:
                     proto = p[0]
                 elif p_kind == _CTA_PROTO_SRC_PORT:
@@ -145,23 +136,17 @@ def _dump(addresses: set[bytes]) -> Iterator[_Entry]:
         sock.send(struct.pack("=IHHII", 16 + len(body), kind, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
                   + body)  # fmt: skip
         while True:
-            data = sock.recv(1 << 20)
-            offset = 0
-            while offset + 16 <= len(data):
-                length, msg_kind, _, _, _ = struct.unpack_from("=IHHII", data, offset)
-                message = data[offset + 16 : offset + length]
-                offset += (length + 3) & ~3
-                if msg_kind == _NLMSG_DONE:
+            for msg_kind, _, message in messages(sock.recv(1 << 20)):
+                if msg_kind == NLMSG_DONE:
                     return
-                if msg_kind == _NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", message)
-                    if code:
-                        raise OSError(-code, "conntrack dump refused")
+                if msg_kind == NLMSG_ERROR:
+                    if code := error_code(message):
+                        raise OSError(code, "conntrack dump refused")
                     continue
                 if not any(address in message for address in addresses):
                     continue
                 entry = _Entry()
-                for attr, payload in _attrs(message[4:]):
+                for attr, payload in attrs(message[4:]):
                     if attr == _CTA_TUPLE_ORIG:
                         entry.orig = _tuple(payload)
                     elif attr == _CTA_TUPLE_REPLY:
@@ -174,9 +159,9 @@ def _dump(addresses: set[bytes]) -> Iterator[_Entry]:
 
 
 def _tcp_info(payload: bytes, entry: _Entry) -> None:
-    for kind, value in _attrs(payload):
+    for kind, value in attrs(payload):
         if kind != _CTA_PROTOINFO_TCP:
             continue
-        for tcp_kind, tcp in _attrs(value):
+        for tcp_kind, tcp in attrs(value):
             if tcp_kind == _CTA_PROTOINFO_TCP_STATE:
                 entry.state = tcp[0]

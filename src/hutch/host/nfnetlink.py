@@ -24,6 +24,9 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from hutch.host import netlink
+from hutch.host.netlink import NLMSG_DONE, NLMSG_ERROR, attrs, error_code
+
 __all__ = [
     "Message",
     "NetlinkError",
@@ -52,7 +55,6 @@ _NFTA_DATA_VALUE = 1
 _UDATA_SET_ELEM_COMMENT = 0
 _NFPROTO_INET = 1
 _NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_DUMP = 0x1, 0x4, 0x300
-_NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _NLA_F_NESTED = 1 << 15
 _NFTA_OBJ_TABLE, _NFTA_OBJ_NAME, _NFTA_OBJ_TYPE, _NFTA_OBJ_DATA = 1, 2, 3, 4
 _OBJECT_COUNTER, _OBJECT_QUOTA = 1, 2
@@ -76,16 +78,6 @@ class Quota:
 def _attr(kind: int, payload: bytes) -> bytes:
     header = struct.pack("=HH", 4 + len(payload), kind)
     return header + payload + b"\0" * (-len(payload) % 4)
-
-
-def _attrs(data: bytes) -> Iterator[tuple[int, bytes]]:
-    offset = 0
-    while offset + 4 <= len(data):
-        length, kind = struct.unpack_from("=HH", data, offset)
-        if length < 4:
-            return
-        yield kind & ~_NLA_F_NESTED, data[offset + 4 : offset + length]
-        offset += (length + 3) & ~3
 
 
 class _Socket:
@@ -150,17 +142,12 @@ class _Socket:
             sock.send(payload)
             # The kernel runs the whole batch before send returns: every answer waits.
             while waiting:
-                data = sock.recv(1 << 16)
-                offset = 0
-                while offset + 16 <= len(data):
-                    length, kind, _, seq, _ = struct.unpack_from("=IHHII", data, offset)
-                    if kind == _NLMSG_ERROR:
-                        (code,) = struct.unpack_from("=i", data, offset + 16)
-                        if code != 0:
+                for kind, seq, message in netlink.messages(sock.recv(1 << 16)):
+                    if kind == NLMSG_ERROR:
+                        if code := error_code(message):
                             self._drain(sock)
-                            raise NetlinkError(-code, os.strerror(-code))
+                            raise NetlinkError(code, os.strerror(code))
                         waiting.discard(seq)
-                    offset += (length + 3) & ~3
 
     @staticmethod
     def _drain(sock: socket.socket) -> None:
@@ -173,27 +160,22 @@ class _Socket:
     def _replies(sock: socket.socket, seq: int, *, dump: bool) -> list[tuple[str, bytes]]:
         found: list[tuple[str, bytes]] = []
         while True:
-            data = sock.recv(1 << 20)
-            offset = 0
-            while offset + 16 <= len(data):
-                length, kind, _, msg_seq, _ = struct.unpack_from("=IHHII", data, offset)
-                message = data[offset + 16 : offset + length]
-                offset += (length + 3) & ~3
+            for kind, msg_seq, message in netlink.messages(sock.recv(1 << 20)):
                 if msg_seq != seq:
                     continue
-                if kind == _NLMSG_DONE:
+                if kind == NLMSG_DONE:
                     return found
-                if kind == _NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", message)
+                if kind == NLMSG_ERROR:
+                    code = error_code(message)
                     if code == 0:
                         if not dump:
                             return found
                         continue
-                    if -code == errno.ENOENT:
+                    if code == errno.ENOENT:
                         return found
-                    raise NetlinkError(-code, os.strerror(-code))
+                    raise NetlinkError(code, os.strerror(code))
                 obj_name, obj_data = "", b""
-                for attr, payload in _attrs(message[4:]):
+                for attr, payload in attrs(message[4:]):
                     if attr == _NFTA_OBJ_NAME:
                         obj_name = payload.rstrip(b"\0").decode()
                     elif attr == _NFTA_OBJ_DATA:
@@ -205,7 +187,7 @@ _socket = _Socket()
 
 
 def _u64(data: bytes, kind: int) -> int:
-    for attr, payload in _attrs(data):
+    for attr, payload in attrs(data):
         if attr == kind:
             return int(struct.unpack("!Q", payload[:8])[0])
     return 0
@@ -231,7 +213,7 @@ async def read_counter(table: str, name: str) -> int | None:
 def _quota(table: str, name: str) -> Quota | None:
     for _, data in _socket.request(table, _OBJECT_QUOTA, name):
         flags = 0
-        for attr, payload in _attrs(data):
+        for attr, payload in attrs(data):
             if attr == _NFTA_QUOTA_FLAGS:
                 (flags,) = struct.unpack("!I", payload[:4])
         return Quota(
