@@ -220,6 +220,23 @@ class Settings(BaseSettings):
     host_labels: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     """This host's placement labels, ``k=v,k2=v2``; a create's ``node_selector`` must match
     them all (shown in ``/v1/hosts``)."""
+    control_url: str = ""
+    """``hutch agent --control URL``: the control plane this agent joins (cluster mode:
+    it registers there with ``join_token``, heartbeats there, and serves on
+    ``agent_listen`` over TCP). Empty: the one-machine agent of ``hutch serve``."""
+    join_token: SecretStr | None = None
+    """``hutch agent --token T``: a join token from ``hutch hosts token create``."""
+    agent_listen: str = "127.0.0.1:8702"
+    """``host:port`` a cluster agent serves the control plane on (its token required)."""
+    agent_url: str = ""
+    """The URL the control plane reaches this agent at; empty: ``http://`` + ``agent_listen``."""
+    cluster: bool = False
+    """``hutch control`` of a cluster: creates are placed on registered hosts and every
+    sandbox's requests go to its host's agent over TCP (needs PostgreSQL)."""
+    cpu_overcommit: float = Field(default=4.0, gt=0, le=64)
+    """Placement lets a host's sandboxes have this many vCPUs per core of the host."""
+    host_capacity_mib: int = Field(default=0, ge=0)
+    """Memory this host offers sandboxes (MiB); 0: the machine's total."""
     auto_pause_min_s: int = Field(default=60, ge=1)
     """The shortest ``auto_pause_after_seconds`` accepted (CreateOS: 60; up to 86400)."""
 

@@ -133,11 +133,13 @@ def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if role == "control":
+            from hutch.cluster.control import cluster_lifespan
             from hutch.roles.control import control_services
 
             async with control_services(settings) as services:
                 app.state.services = services
-                yield
+                async with cluster_lifespan(app, settings, services):
+                    yield
             return
         db = Database(settings.resolved_database_url, timeout_s=settings.db_timeout_s)
         try:
@@ -285,6 +287,14 @@ def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
 
         app.add_middleware(ClientAddressMiddleware)
         app.include_router(internal_router)
+        if settings.control_url:  # over TCP, only the control plane (its host token)
+            from hutch.cluster.joiner import AgentTokenMiddleware
+
+            app.add_middleware(AgentTokenMiddleware)
+    if role == "control":
+        from hutch.cluster.control import router as cluster_router
+
+        app.include_router(cluster_router)
     app.include_router(createos.router)
     app.include_router(nullspace.router)
     app.include_router(deploy.router)

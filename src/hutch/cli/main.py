@@ -14,6 +14,7 @@ from hutch.cli import (
     deploy,
     egress,
     host,
+    hosts,
     images,
     keys,
     observe,
@@ -37,6 +38,7 @@ app = typer.Typer(
 app.add_typer(keys.app, name="keys")
 app.add_typer(images.app, name="images")
 app.add_typer(host.app, name="host")
+app.add_typer(hosts.app, name="hosts")
 app.add_typer(sandboxes.app, name="sandbox")
 app.command("exec")(sandboxes.exec_command)
 app.command("cp")(sandboxes.copy)
@@ -121,13 +123,45 @@ def serve(
 
 @app.command()
 def agent(
-    home: HomeOpt = None, database_url: DatabaseOpt = None, log_level: LogLevelOpt = "info"
+    home: HomeOpt = None,
+    database_url: DatabaseOpt = None,
+    control_url: Annotated[
+        str | None,
+        typer.Option(
+            "--control", help="Join this control plane's cluster (env: HUTCH_CONTROL_URL)."
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", help="Join token from 'hutch hosts token create' (env: HUTCH_JOIN_TOKEN)."
+        ),
+    ] = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            "--listen",
+            help="host:port the control plane reaches this agent on (env: HUTCH_AGENT_LISTEN).",
+        ),
+    ] = None,
+    log_level: LogLevelOpt = "info",
 ) -> None:
     """Run this machine's host agent (sandboxes, networks, DNS, disks, proxy, monitor) on
-    $HUTCH_HOME/run/agent.sock, for 'hutch control' to talk to; until Ctrl-C."""
+    $HUTCH_HOME/run/agent.sock, for 'hutch control' to talk to; until Ctrl-C.
+
+    With --control URL --token T it joins that cluster: it registers, heartbeats, and
+    serves the control plane over TCP on --listen (docs/cluster.md).
+    """
     from hutch.cli import serve as roles
 
-    settings = _prepared(log_level, home=home, database_url=database_url)
+    settings = _prepared(
+        log_level,
+        home=home,
+        database_url=database_url,
+        control_url=control_url,
+        join_token=token,
+        agent_listen=listen,
+    )
     if asyncio.run(roles.run_agent_role(settings, log_level=log_level)):
         fail("the host agent stopped; the lines above say why")
 

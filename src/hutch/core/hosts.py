@@ -22,6 +22,8 @@ class HostView:
     vm_count: int
     rootfses: list[str]
     runtimes: list[str]
+    labels: dict[str, str]
+    address: str | None
 
 
 class HostService:
@@ -41,7 +43,7 @@ class HostService:
             for name in host.rootfses
         }
 
-    async def list(self, *, limit: int, offset: int) -> tuple[list[HostView], int]:
+    async def list(self, *, limit: int | None, offset: int) -> tuple[list[HostView], int]:
         """A page of hosts and the total count. A host that stopped heartbeating is ``dead``.
 
         ``vm_count`` counts every sandbox that occupies the host (running, paused or in
@@ -60,6 +62,8 @@ class HostService:
                 vm_count=counts.get(host.id, 0),
                 rootfses=list(host.rootfses),
                 runtimes=list(host.runtimes or []),
+                labels=dict(host.labels or {}),
+                address=host.address,
             )
             for host in hosts
         ]

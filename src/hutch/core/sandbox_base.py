@@ -192,6 +192,15 @@ class SandboxBase:
 
     # -- store helpers ------------------------------------------------------------------
 
+    async def lives_elsewhere(self, sandbox_id: str | None) -> bool:
+        """Whether the sandbox is another host's (in a cluster): its background work
+        (builds, deploys) is that host's agent's, never this one's."""
+        if not sandbox_id or not self._settings.control_url:
+            return False  # one machine: every sandbox is this agent's
+        async with self._db.sessions() as session:
+            record = await session.get(SandboxRecord, sandbox_id)
+        return record is not None and record.host_id not in (None, self._host.host_id)
+
     async def _load(self, sandbox_id: str) -> SandboxRecord:
         async with self._db.sessions() as session:
             record = await session.get(SandboxRecord, sandbox_id)

@@ -9,13 +9,14 @@ import logging
 import shutil
 import time
 
+from hutch.cluster.membership import HOST_LOST_PREFIX
 from hutch.core.errors import HutchError
 from hutch.core.sandbox_lifecycle import SandboxLifecycle
 from hutch.core.sandbox_status import SandboxStatus as S
 from hutch.core.snapshot_store import SnapshotStoreError
 from hutch.host.drivers.base import RuntimeState
 from hutch.store import sandboxes as store
-from hutch.store.models import SandboxRecord, utcnow
+from hutch.store.models import Host, SandboxRecord, utcnow
 
 __all__ = ["SandboxRecovery"]
 
@@ -73,14 +74,16 @@ class SandboxRecovery(SandboxLifecycle):
                     await self._update(record.id, status=S.FAILED, reason=_RESTARTED_IN_FORK)
                 else:
                     await self._update(record.id, status=S.DESTROYED, destroyed_at=utcnow())
-            elif alive and record.status != S.ERROR:
+            elif alive and (record.status != S.ERROR or _host_lost(record)):
                 assert runtime is not None
                 if record.ip is None or self._host.links.reserve(record.id, record.ip) is None:
                     await self._fail_and_clean(record.id, "its network address was lost")
                     continue
                 keep.add(record.id)
                 actual = S.PAUSED if runtime.state == RuntimeState.PAUSED else S.RUNNING
-                if actual != record.status:
+                if _host_lost(record):  # its host came back with it (hutch.cluster)
+                    await self._update(record.id, status=actual, reason=None)
+                elif actual != record.status:
                     await self._update(record.id, status=actual)
             else:
                 # Died (or was in error) while we were down: kept, to be resumed from its
@@ -89,13 +92,37 @@ class SandboxRecovery(SandboxLifecycle):
                     await self._fail_and_clean(record.id, "its network address was lost")
                     continue
                 keep.add(record.id)
-                if record.status != S.ERROR:
+                if record.status != S.ERROR or _host_lost(record):
                     await self._update(record.id, status=S.ERROR, reason=_DIED_WHILE_DOWN)
         removed = await driver.cleanup(keep)
         if removed:
             log.info("recovery removed leftovers of %d sandboxes: %s", len(removed), removed)
         self._scheduler_ok_at = time.monotonic()
         return removed
+
+    async def _host_returned(self, record: SandboxRecord, state: RuntimeState) -> None:
+        """The control plane marked the sandbox ``error`` while this host was silent
+        (:func:`hutch.cluster.membership.host_lost_reason`); the host is back, and so is
+        the sandbox if it still runs here."""
+        async with self._db.sessions() as session:
+            host = await session.get(Host, self._host.host_id)
+        if host is not None and host.status == "dead":
+            return  # not back yet: its heartbeats do not reach the control plane
+        lock = self._sandbox_locks[record.id]
+        if lock.locked():
+            return
+        async with lock:
+            current = await self._load(record.id)
+            if not _host_lost(current):
+                return
+            if state == RuntimeState.STOPPED:
+                await self._update(record.id, reason=_DIED_WHILE_DOWN)
+                return
+            actual = S.PAUSED if state == RuntimeState.PAUSED else S.RUNNING
+            updated = await self._update(record.id, status=actual, reason=None)
+            log.info("%s is %s again: its host is back", record.id, actual)
+            if actual == S.RUNNING:
+                await self._changed(updated)
 
     async def _recover_hibernation(self, record: SandboxRecord, alive: bool) -> bool:
         """A sandbox caught pausing, resuming or hibernated by a restart. With a complete
@@ -150,9 +177,12 @@ class SandboxRecovery(SandboxLifecycle):
                             await self._destroy(record.id)
                             log.info("destroyed %s: its timeout ran out", record.id)
                 continue
+            runtime = runtimes.get(record.id)
+            if _host_lost(record) and runtime is not None:
+                await self._host_returned(record, runtime.state)
+                continue
             if record.status == S.ERROR or record.hibernated:
                 continue  # (a hibernated sandbox runs nothing, as it should)
-            runtime = runtimes.get(record.id)
             if runtime is None or runtime.state == RuntimeState.STOPPED:
                 lock = self._sandbox_locks[record.id]
                 if lock.locked():
@@ -180,3 +210,8 @@ class SandboxRecovery(SandboxLifecycle):
                             with contextlib.suppress(HutchError):
                                 await self._pause(record.id)
                                 log.info("auto-paused %s after %ss idle", record.id, limit)
+
+
+def _host_lost(record: SandboxRecord) -> bool:
+    """In ``error`` because the control plane lost its host (not because of the sandbox)."""
+    return record.status == S.ERROR and (record.reason or "").startswith(HOST_LOST_PREFIX)

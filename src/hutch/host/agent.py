@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
+from hutch.cluster.joiner import Joiner, JoinFailed, local_templates
 from hutch.host.addresses import LinkPool
 from hutch.host.disks import DiskMounts, FakeDiskMounts, S3fsMounts
 from hutch.host.dns import DnsServer, Resolver
@@ -89,6 +91,10 @@ class HostAgent:
         self._lock = HomeLock(settings.home)
         self._started_at = utcnow()
         self._task: asyncio.Task[None] | None = None
+        # A cluster's agent (hutch agent --control URL) joins and heartbeats over HTTP.
+        self.joiner: Joiner | None = None
+        if settings.control_url:
+            self.joiner = Joiner(settings, host_id=self.host_id, runtimes=[])
 
     async def start(self, resolve: Resolver | None = None) -> None:
         """Start the DNS server (private networks' names from ``resolve``, the rest
@@ -112,7 +118,12 @@ class HostAgent:
                     f"cannot prepare the runc driver ({exc}); hutch needs root, runc and "
                     "nftables (make run installs them), or HUTCH_DRIVER=fake for tests"
                 ) from None
-        await self.heartbeat()
+        try:
+            await self.heartbeat()
+        except JoinFailed as exc:
+            self._stop_dns()
+            self._lock.release()
+            raise HostUnusable(f"cannot join the cluster: {exc}") from None
         self._task = asyncio.create_task(self._beat_forever(), name="hutch-host-heartbeat")
 
     async def _own_the_host(self) -> None:
@@ -147,8 +158,11 @@ class HostAgent:
                 await self._task
             self._task = None
         self._stop_dns()
-        with contextlib.suppress(Exception):
-            await self.heartbeat(status="dead")
+        if self.joiner is not None:  # the control plane marks it dead when it goes silent
+            await self.joiner.aclose()
+        else:
+            with contextlib.suppress(Exception):
+                await self.heartbeat(status="dead")
         self._lock.release()
 
     def _stop_dns(self) -> None:
@@ -157,14 +171,24 @@ class HostAgent:
             self.dns = None
 
     async def heartbeat(self, *, status: str = "active") -> None:
-        memory = await asyncio.to_thread(read_memory)
-        rootfses = await asyncio.to_thread(built_images, self._settings.images_path)
+        """Report this machine: to the control plane in a cluster (JoinFailed if it
+        refuses), else straight into the store (a ``draining`` host stays so)."""
         runtimes = (
             sorted(name for name, why in self.runtimes.available().items() if why is None)
             if self.runtimes is not None
             else []
         )
+        if self.joiner is not None:
+            self.joiner.runtimes = runtimes
+            await self.joiner.heartbeat()
+            return
+        memory = await asyncio.to_thread(read_memory)
+        rootfses = await asyncio.to_thread(built_images, self._settings.images_path)
+        templates = await asyncio.to_thread(local_templates, self._settings.home)
         async with self._db.sessions.begin() as session:
+            known = await session.get(Host, self.host_id)
+            if known is not None and known.status == "draining" and status == "active":
+                status = "draining"
             await host_store.upsert_host(
                 session,
                 Host(
@@ -172,6 +196,10 @@ class HostAgent:
                     status=status,
                     free_mib=memory.available_mib,
                     total_mib=memory.total_mib,
+                    capacity_mib=self._settings.host_capacity_mib or memory.total_mib,
+                    cpus=os.cpu_count() or 1,
+                    labels=dict(self._settings.host_labels),
+                    templates=templates,
                     rootfses=rootfses,
                     runtimes=runtimes,
                     started_at=self._started_at,

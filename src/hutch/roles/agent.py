@@ -17,6 +17,8 @@ import fcntl
 import json
 import logging
 import os
+import socket
+from pathlib import Path
 from typing import IO, Any
 
 import uvicorn
@@ -130,9 +132,21 @@ async def run_agent(settings: Settings, *, log_level: str) -> int:
             with contextlib.suppress(FileNotFoundError):
                 socket_path.unlink()
             agent_info_path(settings).unlink(missing_ok=True)
+            # A cluster's agent serves its home's socket and, for the control plane, TCP.
+            sockets: list[socket.socket] | None = None
+            if settings.control_url:
+                try:
+                    # (TCP first: uvicorn's "running on" line reads the first one's port.)
+                    sockets = [_tcp_listener(settings.agent_listen), _unix_listener(socket_path)]
+                except (OSError, ValueError) as exc:
+                    log.error("cannot listen on HUTCH_AGENT_LISTEN=%s: %s",
+                              settings.agent_listen, exc)  # fmt: skip
+                    return 1
             config = uvicorn.Config(
                 create_app(settings, role="agent"),
-                uds=str(socket_path),
+                uds=None if sockets else str(socket_path),
+                host=sockets[0].getsockname()[0] if sockets else "127.0.0.1",
+                port=sockets[0].getsockname()[1] if sockets else 8000,
                 log_level=log_level,
                 log_config=None,
                 lifespan="on",
@@ -144,12 +158,37 @@ async def run_agent(settings: Settings, *, log_level: str) -> int:
             )
             server = uvicorn.Server(config)
             try:
-                await server.serve()
+                await server.serve(sockets=sockets)
             except SystemExit as exc:
                 return int(exc.code or 1)
             finally:
                 agent_info_path(settings).unlink(missing_ok=True)
+                for sock in sockets or ():
+                    sock.close()
             return 0 if server.started else 1
     except AgentRunning as exc:
         log.error("%s; stop it first, or use another --home", exc)
         return 1
+
+
+def _unix_listener(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    path.chmod(0o600)
+    sock.listen(2048)
+    return sock
+
+
+def _tcp_listener(address: str) -> socket.socket:
+    """``host:port`` (``[v6]:port``), bound and listening."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError("expected host:port")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, int(port)))
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock

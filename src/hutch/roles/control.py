@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import uvicorn
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hutch.api.services import Services
 from hutch.api.upgrade import PassThroughH11Protocol
@@ -166,7 +166,11 @@ class ControlApp:
         from hutch.api.app import create_app
 
         self.local = create_app(settings, role="control")
-        self.forwarder = AgentForwarder(agent_socket(settings))
+        self.forwarder: ASGIApp = AgentForwarder(agent_socket(settings))
+        if settings.cluster:  # each request to its host's agent (hook: hutch.cluster)
+            from hutch.cluster.routing import ClusterRouter
+
+            self.forwarder = ClusterRouter(settings, self.local.state)
         # Which worker answered (its pid): for operators reading logs, and for tests.
         self._tag = (WORKER_HEADER, str(os.getpid()).encode())
 

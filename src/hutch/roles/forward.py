@@ -26,7 +26,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ _IDLE_KEPT = 64
 # Hop-by-hop headers (RFC 9110 §7.6.1) are this hop's business; an upgrade keeps its own.
 _HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
-     b"transfer-encoding", CLIENT_HEADER}
+     b"transfer-encoding", CLIENT_HEADER, b"x-hutch-agent-token"}
 )  # fmt: skip
 
 
@@ -92,13 +92,30 @@ class _Upstream:
         self.writer.close()
 
 
-class AgentForwarder:
-    """An ASGI app that passes every HTTP request to the agent at ``socket_path``."""
+Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+"""Opens a new connection to an agent (a cluster agent's is TCP: :mod:`hutch.cluster.routing`)."""
 
-    def __init__(self, socket_path: Path, *, wait_s: float = 15.0) -> None:
+
+class AgentForwarder:
+    """An ASGI app that passes every HTTP request to the agent at ``socket_path`` (or the
+    one ``opener`` connects to, adding ``headers`` to each request)."""
+
+    def __init__(
+        self,
+        socket_path: Path | None,
+        *,
+        wait_s: float = 15.0,
+        opener: Opener | None = None,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
         self._path = socket_path
         self._wait_s = wait_s
         self._idle: deque[_Upstream] = deque()
+        self._opener = opener or self._open_unix
+        self._headers = list(headers)
+
+    async def _open_unix(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_unix_connection(str(self._path), limit=_CHUNK * 4)
 
     async def _connect(self) -> _Upstream:
         while self._idle:
@@ -110,10 +127,8 @@ class AgentForwarder:
         delay = 0.02
         while True:
             try:
-                reader, writer = await asyncio.open_unix_connection(
-                    str(self._path), limit=_CHUNK * 4
-                )
-            except (FileNotFoundError, ConnectionError) as exc:
+                reader, writer = await self._opener()
+            except OSError as exc:  # no socket yet, refused, unreachable, timed out
                 if time.monotonic() >= deadline:
                     raise AgentUnreachable(str(exc)) from None
                 await asyncio.sleep(delay)
@@ -137,7 +152,7 @@ class AgentForwarder:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
         request_id = uuid.uuid4().hex
-        head = _request_head(scope)
+        head = _request_head(scope, self._headers)
         try:
             upstream = await self._connect()
             try:
@@ -211,7 +226,7 @@ class _ClientGone(Exception):
     pass
 
 
-def _request_head(scope: Scope) -> h11.Request:
+def _request_head(scope: Scope, extra: Sequence[tuple[bytes, bytes]] = ()) -> h11.Request:
     headers: list[tuple[bytes, bytes]] = []
     upgrade = None
     chunked = False
@@ -229,6 +244,7 @@ def _request_head(scope: Scope) -> h11.Request:
     client = scope.get("client")
     if client:
         headers.append((CLIENT_HEADER, f"{client[0]}:{client[1]}".encode()))
+    headers.extend(extra)
     target = scope.get("raw_path") or scope["path"].encode()
     if scope.get("query_string"):
         target += b"?" + scope["query_string"]

@@ -84,7 +84,7 @@ async def list_hosts(services: ServicesDep, page: PageParams) -> JSend[Page[Host
         HostOut(
             id=h.id, status=h.status, free_mib=h.free_mib, vm_count=h.vm_count,
             rootfses=h.rootfses, runtimes=h.runtimes,
-            labels=dict(services.settings.host_labels) if h.id == here else {},
+            labels=h.labels or (dict(services.settings.host_labels) if h.id == here else {}),
         )
         for h in hosts
     ]  # fmt: skip

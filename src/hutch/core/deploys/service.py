@@ -190,6 +190,8 @@ class DeployService:
                 await session.scalars(select(Deployment).where(Deployment.status.in_(IN_PROGRESS)))
             )
         for deployment in stuck:
+            if await self._sandboxes.lives_elsewhere(deployment.sandbox_id):
+                continue  # another host's agent builds it (hutch.cluster)
             await self._pipeline.fail(
                 deployment.project_id,
                 deployment.id,
@@ -205,6 +207,8 @@ class DeployService:
                 )
             )
         for project in live:
+            if await self._sandboxes.lives_elsewhere(project.sandbox_id):
+                continue  # served by its own host's proxy
             try:
                 sandbox = await self._sandboxes.get(
                     await self._records.principal(project.wallet), project.sandbox_id or ""

@@ -383,7 +383,8 @@ class TemplateService:
 
     async def _build(self, template_id: str) -> None:
         async with self._db.sessions.begin() as session:
-            record = await session.get(TemplateRecord, template_id)
+            # Locked: in a cluster, every agent dispatches pending builds; one claims each.
+            record = await session.get(TemplateRecord, template_id, with_for_update=True)
             if record is None or record.status != store.PENDING:
                 return
             record.status = store.BUILDING
@@ -483,6 +484,10 @@ class TemplateService:
                 )
             ).all()
         for record in stale:
+            if (self._settings.control_url and record.build_sandbox is None) or (
+                await self._sandboxes.lives_elsewhere(record.build_sandbox)
+            ):
+                continue  # in a cluster, another agent's build (hutch.cluster)
             if record.build_sandbox:
                 principal = await self._principal(record.user_id)
                 with contextlib.suppress(HutchError):

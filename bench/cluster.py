@@ -1,0 +1,124 @@
+"""Placement decision time with many registered hosts (issue 19).
+
+    .venv/bin/python bench/cluster.py [--hosts 1000] [--decisions 500] [--out FILE]
+
+Starts a throwaway PostgreSQL 15 (tests/support/postgres.py), migrates it, and registers
+``--hosts`` simulated host rows (each with labels, images, capacity, and a few live
+sandboxes so their load differs), then times ``--decisions`` placements
+(:meth:`hutch.cluster.placement.Placer.place` then ``release``, as a create does): a
+plain one, one with a ``node_selector`` matching a tenth of the hosts, and one pinned
+with ``host_id``. The peer, in the same run, is the same placement with 10 hosts: the
+ratio says how the decision grows with the cluster. The issue's goal: p99 <= 20 ms with
+1,000 hosts. No thresholds here: read the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+from tests.support.postgres import PostgresServer  # noqa: E402
+
+from hutch.cluster.placement import PlacementRequest, Placer  # noqa: E402
+from hutch.core.identity import IdentityService  # noqa: E402
+from hutch.core.ids import new_id  # noqa: E402
+from hutch.store.db import Database  # noqa: E402
+from hutch.store.migrate import upgrade  # noqa: E402
+from hutch.store.models import Host, SandboxRecord, utcnow  # noqa: E402
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+    return {"p50_ms": at(0.50), "p90_ms": at(0.90), "p99_ms": at(0.99), "n": len(ordered)}
+
+
+async def fill(db: Database, hosts: int) -> None:
+    user = (await IdentityService(db).issue_key("bench")).user_id
+    now = utcnow()
+    async with db.sessions.begin() as session:
+        for n in range(hosts):
+            session.add(Host(
+                id=f"h{n:05d}", status="active" if n % 50 else "draining",
+                address=f"http://10.{n // 250}.{n % 250}.1:8702",
+                labels={"zone": f"z{n % 10}"}, rootfses=["devbox:1", "node"], runtimes=["runc"],
+                templates=[f"tpl_{n % 7}"], free_mib=20000, total_mib=24000,
+                capacity_mib=24000, cpus=8, started_at=now, heartbeat_at=now,
+            ))  # fmt: skip
+            for k in range(n % 4):
+                session.add(SandboxRecord(
+                    id=new_id("sb_"), user_id=user, name=f"s{n}-{k}", status="running",
+                    host_id=f"h{n:05d}", mem_mib=256 * (k + 1), vcpu=1,
+                ))  # fmt: skip
+
+
+async def measure(url: str, hosts: int, decisions: int) -> dict[str, Any]:
+    db = Database(url)
+    await upgrade(db)
+    await fill(db, hosts)
+    placer = Placer(db, dead_after_s=60, cpu_overcommit=4)
+    kinds = {
+        "any": PlacementRequest(mem_mib=512, vcpu=1, image="devbox:1"),
+        "node_selector": PlacementRequest(mem_mib=512, vcpu=1, image="devbox:1",
+                                          node_selector={"zone": "z3"}),
+        "host_id": PlacementRequest(mem_mib=512, vcpu=1, image="devbox:1", host_id="h00003"),
+    }  # fmt: skip
+    out: dict[str, Any] = {}
+    for name, want in kinds.items():
+        for _ in range(20):  # warm the pool and the statement cache
+            await placer.release(await placer.place(want))
+        samples = []
+        for _ in range(decisions):
+            start = time.perf_counter()
+            placed = await placer.place(want)
+            samples.append((time.perf_counter() - start) * 1000)
+            await placer.release(placed)
+        out[name] = percentiles(samples)
+    await db.dispose()
+    return out
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="hutch-bench-pg-")))
+    server.init()
+    server.start()
+    try:
+        peer = await measure(server.create_database("peer"), 10, args.decisions)
+        many = await measure(server.create_database("many"), args.hosts, args.decisions)
+    finally:
+        server.destroy()
+    return {
+        "benchmark": "cluster_placement",
+        "store": "postgresql 15",
+        "hosts": args.hosts,
+        "placement": many,
+        "peer_10_hosts": peer,
+        "ratio_p99": {k: round(many[k]["p99_ms"] / max(peer[k]["p99_ms"], 1e-6), 2) for k in many},
+        "goal": "p99 <= 20 ms with 1,000 hosts",
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--decisions", type=int, default=500)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cluster.json")
+    arguments = parser.parse_args()
+    result = asyncio.run(main(arguments))
+    text = json.dumps(result, indent=2)
+    print(text)
+    arguments.out.parent.mkdir(parents=True, exist_ok=True)
+    arguments.out.write_text(text + "\n")

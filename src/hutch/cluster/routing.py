@@ -1,0 +1,287 @@
+"""The control plane's side of the cluster: which agent each request goes to.
+
+- a create (``POST /v1/sandboxes``, ``POST /nullspace/v1/sandboxes``): the host the
+  :class:`~hutch.cluster.placement.Placer` picks for its shape, image, ``host_id`` and
+  ``node_selector``; the body (JSON, small) is read here to decide and passed on as it came;
+- anything about one sandbox (``/v1/sandboxes/{id or name}/…`` and the Nullspace twin:
+  exec and its streams, files, processes and their WebSockets, tunnels, pause, fork, …):
+  the agent of the host the sandbox lives on (a name is resolved for the caller's key);
+- the rest (networks, disks, templates, deploys, events, …): any active host's agent,
+  since every agent serves the API against the shared store.
+
+Requests go over TCP to the agent's registered address with its host token in
+:data:`~hutch.cluster.joiner.AGENT_TOKEN_HEADER`, through the same unbuffered
+pass-through as on one machine (:class:`~hutch.roles.forward.AgentForwarder`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from starlette.types import Message, Receive, Scope, Send
+
+from hutch.api.dialects import error_response
+from hutch.api.services import Services
+from hutch.cluster.joiner import AGENT_TOKEN_HEADER
+from hutch.cluster.membership import Membership
+from hutch.cluster.placement import Placed, PlacementRequest, Placer
+from hutch.core.catalog import ROOTFS_CATALOG
+from hutch.core.errors import HutchError, Unavailable
+from hutch.roles.forward import AgentForwarder
+from hutch.settings import Settings
+from hutch.store import sandboxes as sandbox_store
+from hutch.store.db import Database
+from hutch.store.models import Host, SandboxRecord, utcnow
+
+__all__ = ["ClusterRouter"]
+
+log = logging.getLogger(__name__)
+
+_CREATE = re.compile(r"^/(nullspace/)?v1/sandboxes/?$")
+_ONE_SANDBOX = re.compile(r"^/(?:nullspace/)?v1/sandboxes/([^/]+)(?:/.*)?$")
+_NULLSPACE_TEMPLATES = {"base": "devbox:1", "node": "node"}
+_CATALOG = {image.name for image in ROOTFS_CATALOG}
+
+
+@dataclass(frozen=True)
+class _Agent:
+    host_id: str
+    address: str
+    token: str
+
+
+class ClusterRouter:
+    """An ASGI app passing each request to the right host's agent (module docstring).
+
+    ``state`` is the worker app's state: its services and membership, there once its
+    lifespan has run (the identity and template services resolve names for the caller)."""
+
+    def __init__(self, settings: Settings, state: Any) -> None:
+        self._settings = settings
+        self._state = state  # the worker app's state: services, membership (its lifespan)
+        self._forwarders: dict[str, tuple[_Agent, AgentForwarder]] = {}
+        self._rng = random.Random()
+        self._placing: Placer | None = None
+
+    def _placer(self) -> Placer:
+        if self._placing is None:
+            self._placing = Placer(self._db, dead_after_s=self._settings.host_dead_after_s,
+                                   cpu_overcommit=self._settings.cpu_overcommit)  # fmt: skip
+        return self._placing
+
+    def _services(self) -> Services:
+        services: Services = self._state.services
+        return services
+
+    @property
+    def _db(self) -> Database:
+        return self._services().db
+
+    def _membership(self) -> Membership:
+        membership: Membership = self._state.membership
+        return membership
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = uuid.uuid4().hex
+        try:
+            if scope["method"] == "POST" and _CREATE.match(scope["path"]):
+                await self._create(scope, receive, send)
+                return
+            agent = None
+            if one := _ONE_SANDBOX.match(scope["path"]):
+                agent = await self._agent_of_sandbox(scope, one.group(1))
+            if agent is None:
+                agent = await self._any_agent()
+        except HutchError as exc:
+            await error_response(scope["path"], exc, request_id)(scope, receive, send)
+            return
+        await self._forwarder(agent)(scope, receive, send)
+
+    # -- creates ------------------------------------------------------------------------
+
+    async def _create(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body, more = await _read_body(receive, self._settings.max_json_body_bytes)
+        replay = _replaying(body, more, receive)
+        want = await self._placement_request(scope, body) if not more else None
+        if want is None:  # not something placement can read: any agent says what is wrong
+            await self._forwarder(await self._any_agent())(scope, replay, send)
+            return
+        placer = self._placer()
+        placed = await placer.place(want)
+        try:
+            agent = await self._agent(placed.host_id)
+            if agent is None:
+                raise Unavailable(f"host {placed.host_id!r} has no address to reach its agent")
+            await self._forwarder(agent)(scope, replay, send)
+        finally:
+            await asyncio.shield(_release(placer, placed))
+
+    async def _placement_request(self, scope: Scope, body: bytes) -> PlacementRequest | None:
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        if scope["path"].startswith("/nullspace/"):
+            image = _NULLSPACE_TEMPLATES.get(str(data.get("template", "base")))
+            if image is None:
+                return None
+            first = self._settings.shapes[0]
+            return PlacementRequest(mem_mib=first.mem_mib, vcpu=first.vcpu, image=image)
+        shape = next((s for s in self._settings.shapes if s.id == data.get("shape")), None)
+        selector = data.get("node_selector") or {}
+        host_id = data.get("host_id")
+        rootfs = data.get("rootfs") or self._settings.default_rootfs
+        runtime = data.get("runtime") or ""
+        if shape is None or not isinstance(selector, dict) or not isinstance(rootfs, str):
+            return None
+        if host_id is not None and not isinstance(host_id, str):
+            return None
+        image = rootfs
+        if rootfs not in _CATALOG:
+            user_id = await self._caller(scope)
+            if user_id is None:
+                return None
+            try:
+                image = await self._services().templates.image_for(user_id, rootfs)
+            except HutchError:
+                return None
+        return PlacementRequest(
+            mem_mib=shape.mem_mib, vcpu=shape.vcpu, image=image, runtime=str(runtime),
+            host_id=host_id or None,
+            node_selector={str(k): str(v) for k, v in selector.items()},
+        )  # fmt: skip
+
+    # -- which agent --------------------------------------------------------------------
+
+    async def _agent_of_sandbox(self, scope: Scope, ident: str) -> _Agent | None:
+        async with self._db.sessions() as session:
+            record = await session.get(SandboxRecord, ident)
+            if record is None:
+                user_id = await self._caller(scope)
+                if user_id is not None:
+                    record = await sandbox_store.find_for_user(session, user_id, ident)
+        if record is None or record.host_id is None:
+            return None  # any agent answers the 404 (or 401) in the dialect's words
+        agent = await self._agent(record.host_id)
+        if agent is None:
+            raise Unavailable(
+                f"the sandbox's host {record.host_id!r} has left the cluster",
+                headers={"Retry-After": "5"},
+            )
+        return agent
+
+    async def _caller(self, scope: Scope) -> str | None:
+        key = None
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                key = value.decode("latin-1")
+            elif name == b"authorization" and value[:7].lower() == b"bearer ":
+                key = key or value[7:].decode("latin-1").strip()
+        if not key:
+            return None
+        try:
+            principal = await self._services().identity.authenticate(key)
+        except HutchError:
+            return None
+        return str(principal.user_id)
+
+    async def _agent(self, host_id: str) -> _Agent | None:
+        async with self._db.sessions() as session:
+            host = await session.get(Host, host_id)
+        return self._agent_for(host) if host is not None else None
+
+    def _agent_for(self, host: Host) -> _Agent | None:
+        token = self._membership().host_token(host)
+        if host.address is None or token is None:
+            return None
+        return _Agent(host.id, host.address, token)
+
+    async def _any_agent(self) -> _Agent:
+        fresh = utcnow() - timedelta(seconds=self._settings.host_dead_after_s)
+        async with self._db.sessions() as session:
+            hosts = list(
+                await session.scalars(
+                    select(Host)
+                    .where(Host.status != "dead", Host.heartbeat_at >= fresh)
+                    .where(Host.address.is_not(None))
+                )
+            )
+        agents = [a for a in map(self._agent_for, hosts) if a is not None]
+        if not agents:
+            raise Unavailable("no host has joined the cluster, or none is answering; "
+                              "see hutch hosts ls", headers={"Retry-After": "5"})  # fmt: skip
+        return self._rng.choice(agents)
+
+    def _forwarder(self, agent: _Agent) -> AgentForwarder:
+        known = self._forwarders.get(agent.host_id)
+        if known is not None and known[0] == agent:
+            return known[1]
+        if known is not None:  # it joined again: a new token, maybe a new address
+            asyncio.get_running_loop().create_task(known[1].aclose())
+        split = urlsplit(agent.address)
+        host, port = split.hostname or "127.0.0.1", split.port or 80
+
+        async def opener() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            return await asyncio.wait_for(
+                asyncio.open_connection(host, port, limit=1 << 18), timeout=5
+            )
+
+        forwarder = AgentForwarder(
+            None, wait_s=5.0, opener=opener, headers=[(AGENT_TOKEN_HEADER, agent.token.encode())]
+        )
+        self._forwarders[agent.host_id] = (agent, forwarder)
+        return forwarder
+
+    async def aclose(self) -> None:
+        for _, forwarder in self._forwarders.values():
+            await forwarder.aclose()
+
+
+async def _release(placer: Placer, placed: Placed) -> None:
+    try:
+        await placer.release(placed)
+    except Exception:  # the hold expires by itself
+        log.warning("could not release placement hold %s", placed.hold_id, exc_info=True)
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """The request body up to ``limit`` bytes; True when more was left unread."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"".join(chunks), False
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), False
+        if size > limit:
+            return b"".join(chunks), True
+
+
+def _replaying(body: bytes, more: bool, receive: Receive) -> Receive:
+    """A receive that gives ``body`` first, then what ``receive`` gives."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        return await receive()
+
+    return replay

@@ -1,0 +1,192 @@
+"""A cluster on one machine (issue 19): three hosts as network namespaces, each running
+``hutch agent`` with real runc sandboxes, joined to ``hutch control`` on PostgreSQL.
+One cluster serves the whole module (each start costs three agents)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.cluster import Cluster
+from tests.support.server import _env
+
+SHAPE = "s-1vcpu-256mb"
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="network namespaces")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[Cluster]:
+    # Each host offers 1 GiB: four 256 MiB sandboxes fill one.
+    offer = {"HUTCH_HOST_CAPACITY_MIB": "1024"}
+    started = Cluster(
+        tmp_path_factory.mktemp("cluster"),
+        images,
+        {"h1": {"HUTCH_HOST_LABELS": "zone=a", **offer},
+         "h2": {"HUTCH_HOST_LABELS": "zone=b,disk=ssd", **offer},
+         "h3": {"HUTCH_HOST_LABELS": "zone=a", **offer}},
+    )  # fmt: skip
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def api(cluster: Cluster) -> Iterator[httpx.Client]:
+    with cluster.client() as client:
+        yield client
+
+
+def create(api: httpx.Client, **body: Any) -> httpx.Response:
+    return api.post("/v1/sandboxes", json={"shape": SHAPE, **body})
+
+
+def counts(cluster: Cluster) -> dict[str, int]:
+    return {name: host["vm_count"] for name, host in cluster.hosts_view().items()}
+
+
+def destroy_all(api: httpx.Client) -> None:
+    for box in api.get("/v1/sandboxes", params={"limit": 500}).json()["data"]["data"]:
+        if box["status"] not in ("destroyed", "failed"):
+            assert api.delete(f"/v1/sandboxes/{box['id']}").status_code == 200
+
+
+def wait_status(api: httpx.Client, sandbox_id: str, status: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    seen: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        seen = api.get(f"/v1/sandboxes/{sandbox_id}").json()["data"]
+        if seen["status"] == status:
+            return seen
+        time.sleep(0.2)
+    raise AssertionError(f"{sandbox_id} not {status}: {seen}")
+
+
+def test_hosts_join_and_show_their_labels_memory_and_address(cluster: Cluster) -> None:
+    hosts = cluster.hosts_view()
+    assert set(hosts) == {"h1", "h2", "h3"}
+    assert hosts["h2"]["labels"] == {"zone": "b", "disk": "ssd"}
+    assert all(h["status"] == "active" and h["free_mib"] > 0 for h in hosts.values())
+    assert "devbox:1" in hosts["h1"]["rootfses"] and "runc" in hosts["h1"]["runtimes"]
+    listed = cluster.cli("hosts", "ls").stdout
+    for host in cluster.hosts.values():
+        assert f"{host.name}  active" in listed and host.url in listed
+
+
+def test_an_agent_answers_only_its_control_plane(cluster: Cluster) -> None:
+    """The agent's TCP port refuses anyone without its host token; a join token that is
+    not the cluster's is refused with the reason."""
+    agent = cluster.hosts["h1"]
+    answer = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{agent.netns}", "curl", "-s", "-o", "/dev/null",
+         "-w", "%{http_code}", f"{agent.url}/v1/shapes"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert answer.stdout == "401"
+    stranger = subprocess.run(
+        [sys.executable, "-m", "hutch", "agent", "--control", cluster.url, "--token",
+         "hjt_not-one-of-ours", "--listen", "127.0.0.1:0"],
+        env=_env(cluster.root / "stranger", None), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert stranger.returncode != 0
+    assert "unknown or revoked join token" in stranger.stdout + stranger.stderr
+
+
+def test_creates_spread_and_follow_selectors_pins_and_capacity(
+    cluster: Cluster, api: httpx.Client
+) -> None:
+    try:
+        for _ in range(6):  # least loaded of all three each time: two each
+            assert create(api).status_code == 201
+        assert counts(cluster) == {"h1": 2, "h2": 2, "h3": 2}
+
+        assert create(api, node_selector={"disk": "ssd"}).status_code == 201
+        assert counts(cluster)["h2"] == 3
+        wrong = create(api, node_selector={"zone": "c"})
+        assert wrong.status_code == 503, wrong.text
+        assert "no active host has labels zone=c" in wrong.json()["message"]
+
+        for _ in range(2):
+            assert create(api, host_id="h3").status_code == 201
+        assert counts(cluster)["h3"] == 4
+        full = create(api, host_id="h3")  # h3 offers 1024 MiB: four are all it takes
+        assert full.status_code == 503 and "no host has 256 MiB free" in full.json()["message"]
+        assert counts(cluster) == {"h1": 2, "h2": 3, "h3": 4}
+    finally:
+        destroy_all(api)
+    assert counts(cluster) == {"h1": 0, "h2": 0, "h3": 0}
+
+
+def test_exec_files_and_streams_reach_a_sandbox_on_each_host(
+    cluster: Cluster, api: httpx.Client
+) -> None:
+    try:
+        for name in ("h1", "h2", "h3"):
+            made = create(api, host_id=name, name=f"box-{name}", envs={"HOST": name})
+            assert made.status_code == 201, made.text
+            box = made.json()["data"]
+            ran = api.post(f"/v1/sandboxes/box-{name}/exec", json={"cmd": "echo $HOST; hostname"})
+            assert ran.status_code == 200, ran.text
+            assert ran.json()["data"]["result"]["stdout"].split() == [name, f"box-{name}"]
+            payload = bytes(range(256)) * 4096  # 1 MiB, through the control plane both ways
+            put = api.put(f"/v1/sandboxes/{box['id']}/files", params={"path": "/tmp/blob"},
+                          content=payload)  # fmt: skip
+            assert put.status_code in (200, 201, 204), put.text
+            got = api.get(f"/v1/sandboxes/{box['id']}/files", params={"path": "/tmp/blob"})
+            assert got.content == payload
+            streamed = api.post(f"/v1/sandboxes/{box['id']}/exec", params={"stream": "true"},
+                                json={"cmd": "for i in 1 2 3; do echo $i; done"})  # fmt: skip
+            assert streamed.status_code == 200
+            frames = [json.loads(line) for line in streamed.text.splitlines() if line]
+            assert "".join(f.get("stdout", "") for f in frames) == "1\n2\n3\n"
+            assert frames[-1] == {"exit_code": 0}
+            assert api.get(f"/v1/sandboxes/{box['id']}").json()["data"]["status"] == "running"
+    finally:
+        destroy_all(api)
+
+
+def test_drained_hosts_get_no_new_sandboxes(cluster: Cluster, api: httpx.Client) -> None:
+    cluster.cli("hosts", "drain", "h2")
+    try:
+        cluster.wait_hosts({"h2"}, status="draining")
+        for _ in range(3):
+            assert create(api).status_code == 201
+        assert counts(cluster)["h2"] == 0
+        pinned = create(api, host_id="h2")
+        assert pinned.status_code == 503 and "not an active host" in pinned.json()["message"]
+    finally:
+        cluster.cli("hosts", "undrain", "h2")
+        destroy_all(api)
+
+
+def test_a_killed_agent_shows_its_sandboxes_error_and_they_come_back(
+    cluster: Cluster, api: httpx.Client
+) -> None:
+    host = cluster.hosts["h1"]
+    box = create(api, host_id="h1", name="survivor").json()["data"]
+    api.post(f"/v1/sandboxes/{box['id']}/exec", json={"cmd": "echo kept > /tmp/mark"})
+    try:
+        host.kill()
+        cluster.wait_hosts({"h1"}, status="dead", timeout=60)
+        lost = wait_status(api, box["id"], "error")
+        assert "its host h1 stopped answering" in lost["reason"]
+        host.start(cluster.url, cluster.token)
+        cluster.wait_hosts({"h1"}, status="active")
+        back = wait_status(api, box["id"], "running")
+        assert back["reason"] in (None, "")
+        ran = api.post(f"/v1/sandboxes/{box['id']}/exec", json={"cmd": "cat /tmp/mark"})
+        assert ran.json()["data"]["result"]["stdout"] == "kept\n"  # the same sandbox, not a new one
+    finally:
+        if host.proc is None or host.proc.poll() is not None:
+            host.start(cluster.url, cluster.token)
+            cluster.wait_hosts({"h1"}, status="active")
+        destroy_all(api)

@@ -1,0 +1,241 @@
+"""A hutch cluster on one machine: hosts as network namespaces on a test bridge.
+
+Each "host" is a network namespace joined to a bridge the test makes (its own addresses,
+routes, nftables and links), running ``hutch agent --control URL --token T`` with its own
+home, runc root and link pool; ``hutch control`` runs in the host's own namespace on the
+bridge's address, on a throwaway PostgreSQL (reached by the agents over its unix socket,
+which no network namespace hides). Everything made here is removed by :meth:`Cluster.stop`,
+also after a failed start: the namespaces, the bridge, the sandboxes, the database.
+
+The agents run under ``nsenter --net`` only (not ``ip netns exec``, which would mount a
+new ``/sys`` over the host's cgroup mounts, and runc needs those).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.postgres import PostgresServer
+from tests.support.server import _env, run_cli
+
+__all__ = ["AgentHost", "Cluster"]
+
+_CONTROL_LINE = re.compile(r"hutch control is serving on (http://\S+)")
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def _free_subnet() -> int:
+    """A third octet N such that 10.250.N.0/24 is on no address or route of the host."""
+    shown = _ip("-o", "-4", "addr", "show").stdout + _ip("-4", "route", "show").stdout
+    used = {int(n) for n in re.findall(r"\b10\.250\.(\d+)\.", shown)}
+    for _ in range(200):
+        n = secrets.randbelow(250) + 1
+        if n not in used:
+            return n
+    raise RuntimeError("no free 10.250.N.0/24 for the test cluster")
+
+
+@dataclass
+class AgentHost:
+    """One host: its namespace, its agent process and its home."""
+
+    name: str
+    netns: str
+    address: IPv4Address
+    home: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:8702"
+
+    def start(self, control: str, token: str) -> None:
+        self.output = []
+        self.proc = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{self.netns}", sys.executable, "-m", "hutch",
+             "agent", "--control", control, "--token", token, "--listen", f"{self.address}:8702",
+             "--log-level", "warning"],
+            env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        proc = self.proc
+        threading.Thread(target=lambda: self.output.extend(proc.stdout or ()), daemon=True).start()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cleanup(self) -> None:
+        """What the agent left on this machine (sandboxes, their namespaces, links)."""
+        subprocess.run(
+            ["nsenter", f"--net=/run/netns/{self.netns}", sys.executable, "-m", "hutch", "host",
+             "cleanup", "--home", str(self.home)],
+            env=_env(self.home, None), capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+
+class Cluster:
+    """``hutch control`` (cluster mode, PostgreSQL) and ``len(hosts)`` agents."""
+
+    def __init__(self, root: Path, images: Path, hosts: dict[str, dict[str, str]]) -> None:
+        self.root = root
+        self.suffix = secrets.token_hex(2)
+        self.bridge = f"hcb{self.suffix}"
+        self.net = _free_subnet()
+        self.gateway = IPv4Address(f"10.250.{self.net}.1")
+        self.images = images
+        self.hosts: dict[str, AgentHost] = {}
+        self.postgres = PostgresServer(Path(tempfile.mkdtemp(prefix="hutch-cluster-pg-")))
+        self.control: subprocess.Popen[str] | None = None
+        self.control_output: list[str] = []
+        self.url = ""
+        self.key = ""
+        self.token = ""
+        try:
+            self._network(hosts)
+            self.postgres.init()
+            self.postgres.start()
+            self.postgres.create_database("cluster")
+            # Over the unix socket: the agents' namespaces cannot reach the host's loopback.
+            self.database_url = (
+                f"postgresql://{PostgresServer.user}@localhost:{self.postgres.port}/cluster"
+                f"?host={self.postgres.root}"
+            )
+            self.control_home = root / "control"
+            self.token = self.cli("hosts", "token", "create").stdout.strip()
+            self.key = self.cli("keys", "create", "--user", "alice").stdout.strip()
+            self._start_control()
+            for host in self.hosts.values():
+                host.start(self.url, self.token)
+            self.wait_hosts(set(self.hosts), status="active")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _network(self, hosts: dict[str, dict[str, str]]) -> None:
+        from tests.e2e.test_sandboxes_runc import new_pool
+
+        _ip("link", "add", self.bridge, "type", "bridge")
+        _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+        _ip("link", "set", self.bridge, "up")
+        for n, (name, extra) in enumerate(hosts.items(), start=1):
+            netns = f"hcl{self.suffix}{name}"
+            outside = f"hcv{self.suffix}{n}"
+            address = IPv4Address(f"10.250.{self.net}.{10 + n}")
+            host = AgentHost(name=name, netns=netns, address=address,
+                             home=self.root / name, env={})  # fmt: skip
+            self.hosts[name] = host
+            _ip("netns", "add", netns)
+            _ip("link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", netns)
+            _ip("link", "set", outside, "master", self.bridge, "up")
+            _ip("-n", netns, "addr", "add", f"{address}/24", "dev", "eth0")
+            _ip("-n", netns, "link", "set", "eth0", "up")
+            _ip("-n", netns, "link", "set", "lo", "up")
+            host.env = _env(host.home, {
+                "HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(self.images),
+                "HUTCH_LINK_POOL": new_pool(), "HUTCH_HOST_ID": name,
+                "HUTCH_HEARTBEAT_INTERVAL_S": "0.5", **extra,
+            })  # fmt: skip
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run_cli(self.control_home, *args, env={"HUTCH_DATABASE_URL": self.database_url},
+                       check=check)  # fmt: skip
+
+    def _control_env(self) -> dict[str, str]:
+        return _env(self.control_home, {
+            "HUTCH_DATABASE_URL": self.database_url, "HUTCH_CLUSTER": "true",
+            "HUTCH_HOST_DEAD_AFTER_S": "8", "HUTCH_HEARTBEAT_INTERVAL_S": "0.5",
+        })  # fmt: skip
+
+    def _start_control(self) -> None:
+        for host in self.hosts.values():
+            host.env["HUTCH_DATABASE_URL"] = self.database_url
+        self.control = subprocess.Popen(
+            [sys.executable, "-m", "hutch", "control", "--workers", "2", "--host",
+             str(self.gateway), "--port", "0", "--log-level", "warning"],
+            env=self._control_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        assert self.control.stdout is not None
+        deadline = time.monotonic() + 120
+        for line in self.control.stdout:
+            self.control_output.append(line)
+            if match := _CONTROL_LINE.search(line):
+                self.url = match.group(1)
+                break
+            if time.monotonic() > deadline:
+                break
+        if not self.url:
+            raise RuntimeError("hutch control did not start:\n" + "".join(self.control_output))
+        control = self.control
+        threading.Thread(
+            target=lambda: self.control_output.extend(control.stdout or ()), daemon=True
+        ).start()
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"X-Api-Key": self.key}, timeout=60)
+
+    def hosts_view(self) -> dict[str, dict[str, Any]]:
+        with self.client() as api:
+            answer = api.get("/v1/hosts")
+        assert answer.status_code == 200, answer.text
+        return {h["id"]: h for h in answer.json()["data"]["data"]}
+
+    def wait_hosts(self, names: set[str], *, status: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        seen: dict[str, dict[str, Any]] = {}
+        while time.monotonic() < deadline:
+            seen = self.hosts_view()
+            if all(seen.get(n, {}).get("status") == status for n in names):
+                return
+            for host in self.hosts.values():
+                exited = host.proc is not None and host.proc.poll() is not None
+                if status == "active" and host.name in names and exited:
+                    raise RuntimeError(f"agent {host.name} exited:\n" + "".join(host.output))
+            time.sleep(0.2)
+        raise AssertionError(f"hosts {sorted(names)} not {status}: {seen}")
+
+    def stop(self) -> None:
+        if self.control is not None and self.control.poll() is None:
+            self.control.send_signal(signal.SIGTERM)
+            try:
+                self.control.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.control.kill()
+        for host in self.hosts.values():
+            with contextlib.suppress(Exception):
+                host.stop()
+            with contextlib.suppress(Exception):
+                host.cleanup()
+            _ip("netns", "del", host.netns, check=False)
+        _ip("link", "del", self.bridge, check=False)
+        self.postgres.destroy()
