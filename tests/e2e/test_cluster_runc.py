@@ -8,14 +8,16 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.cluster import Cluster
+from tests.e2e.test_networks_runc import http_code, member_ip, resolves, serve_http
+from tests.e2e.test_sandboxes_runc import sh
+from tests.support.cluster import AgentHost, Cluster
 from tests.support.server import _env
 
 SHAPE = "s-1vcpu-256mb"
@@ -190,3 +192,70 @@ def test_a_killed_agent_shows_its_sandboxes_error_and_they_come_back(
             host.start(cluster.url, cluster.token)
             cluster.wait_hosts({"h1"}, status="active")
         destroy_all(api)
+
+
+def vxlan_devices(host: AgentHost) -> list[str]:
+    shown = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{host.netns}", "ip", "-o", "link", "show", "type",
+         "vxlan"], capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [line.split(":")[1].strip().split("@")[0] for line in shown.splitlines() if line]
+
+
+def eventually(check: Callable[[], bool], timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.3)
+    return check()
+
+
+def test_a_network_spans_hosts_with_names_and_stays_isolated(
+    cluster: Cluster, api: httpx.Client
+) -> None:
+    """Members of one network on all three hosts reach each other by name (DNS, TCP, UDP);
+    a member of another network spanning the same hosts reaches none of them; when the
+    members go, no VXLAN port is left on any host."""
+    try:
+        for network in ("mesh", "other"):
+            assert api.post("/v1/networks", json={"name": network}).status_code == 200
+        mesh = {}
+        for name in ("h1", "h2", "h3"):
+            made = create(api, host_id=name, name=f"m-{name}", networks=[{"id": "mesh"}])
+            assert made.status_code == 201, made.text
+            mesh[name] = made.json()["data"]
+        outsiders = [create(api, host_id=name, name=f"o-{name}", networks=[{"id": "other"}])
+                     .json()["data"] for name in ("h1", "h3")]  # fmt: skip
+        for box in mesh.values():
+            serve_http(api, box)
+        m3_ip = member_ip(api, "mesh", mesh["h3"])
+        assert resolves(api, mesh["h1"], "m-h3") == m3_ip
+        # The segment between the hosts is made within a second of the members joining.
+        assert eventually(lambda: http_code(api, mesh["h1"], "m-h3") == "200")
+        assert eventually(lambda: http_code(api, mesh["h3"], "m-h2") == "200")
+        assert eventually(lambda: http_code(api, mesh["h2"], "m-h1") == "200")
+        m2_ip = member_ip(api, "mesh", mesh["h2"])
+        receive = (
+            "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            "s.bind(('0.0.0.0', 9999)); open('/tmp/udp','wb').write(s.recv(100))"
+        )
+        send = ("import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+                f".sendto(b'over', ('{m2_ip}', 9999))")  # fmt: skip
+        sh(api, mesh["h2"], f'nohup python3 -c "{receive}" >/dev/null 2>&1 &')
+        time.sleep(0.5)
+        sh(api, mesh["h1"], f'python3 -c "{send}"')
+        assert eventually(lambda: sh(api, mesh["h2"], "cat /tmp/udp")["stdout"] == "over", 10)
+
+        # Another network on the same hosts: no name, no TCP, no ICMP.
+        for outsider in outsiders:
+            assert resolves(api, outsider, "m-h3") == ""
+            assert http_code(api, outsider, m3_ip) == "000"
+            assert sh(api, outsider, f"ping -c 1 -W 1 {m2_ip}")["exit_code"] != 0
+        assert all(vxlan_devices(host) for host in cluster.hosts.values())
+    finally:
+        destroy_all(api)
+        for network in ("mesh", "other"):
+            api.delete(f"/v1/networks/{network}")
+    for host in cluster.hosts.values():
+        assert eventually(lambda host=host: vxlan_devices(host) == []), host.name  # type: ignore[misc]

@@ -161,6 +161,16 @@ def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
             monitor = asyncio.create_task(sandboxes.monitor_forever(), name="hutch-monitor")
             disk_checks = asyncio.create_task(disks.monitor_forever(), name="hutch-disk-checks")
             counters = asyncio.create_task(egress.flush_forever(), name="hutch-bandwidth")
+            overlay = None
+            if settings.control_url:  # a cluster's agent: networks span hosts (VXLAN)
+                from hutch.cluster.overlay import Overlay
+
+                overlay = asyncio.create_task(
+                    Overlay(settings, db, agent).run_forever(
+                        min(settings.heartbeat_interval_s, 1.0)
+                    ),
+                    name="hutch-overlay",
+                )
             proxy = await _start_proxy(settings)
             previews = PreviewService(settings, proxy, "" if proxy else _NO_PROXY)
             sandboxes.on_stop(previews.revoke_sandbox)
@@ -245,7 +255,10 @@ def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
             finally:
                 await templates.stop()
                 await deploys.stop()
-                for task in (monitor, disk_checks, counters, expiry, delivering, sampling):
+                for task in (monitor, disk_checks, counters, expiry, delivering, sampling,
+                             overlay):  # fmt: skip
+                    if task is None:
+                        continue
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task

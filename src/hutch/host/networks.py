@@ -6,8 +6,16 @@ nothing else, and the firewall (:mod:`hutch.host.firewall`) drops whatever a mem
 to the host through it or tries to have routed beyond it. A member's interface inside its
 sandbox is ``eth1``, ``eth2``…; the host end is enslaved to the bridge.
 
-:class:`NetworkLayer` is the seam for later multi-host work: a VXLAN layer can join the
-same bridges across hosts without the services above noticing.
+In a cluster, a network whose members sit on several hosts is one VXLAN segment between
+exactly those hosts (:meth:`BridgeNetworks.join_peers`): a ``vxlan`` device per network on
+each such host (VNI from the network's id, the host's cluster address as the local end)
+is a port of the network's bridge, and one all-zeros FDB entry per peer host sends
+broadcasts (ARP) to each of them (head-end replication); replies are learnt. Members are
+checked against their own addresses at their own host's bridge (the firewall's bridge
+table), so what arrives over the segment was checked where it was sent.
+
+Interfaces are looked up in ``/proc/self/net/dev`` (this process's network namespace),
+not ``/sys/class/net``, which shows the namespace that mounted it.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import asyncio
 import contextlib
 import hashlib
 from abc import ABC, abstractmethod
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 from hutch.host.link import netns_name
@@ -24,7 +32,18 @@ from hutch.host.proc import CommandFailed, run
 
 __all__ = ["BridgeNetworks", "FakeNetworks", "NetworkError", "NetworkLayer"]
 
-SYS_NET = Path("/sys/class/net")
+VXLAN_PORT = 4789
+
+
+def _links() -> set[str]:
+    """The interfaces of this process's network namespace."""
+    with open("/proc/self/net/dev") as table:
+        return {line.split(":", 1)[0].strip() for line in table.readlines()[2:] if ":" in line}
+
+
+def vni_of(network_id: str) -> int:
+    """The network's VXLAN id (24 bits, from its id; 0 and 1 are left out)."""
+    return int(hashlib.sha256(network_id.encode()).hexdigest()[:6], 16) % ((1 << 24) - 2) + 2
 
 
 class NetworkError(Exception):
@@ -62,6 +81,13 @@ class NetworkLayer(ABC):
     async def cleanup(self, keep: set[str]) -> list[str]:
         """Remove the segments of every network not in ``keep``; return what was removed."""
 
+    async def join_peers(
+        self, network_id: str, *, local: IPv4Address, peers: set[IPv4Address]
+    ) -> None:
+        """Join the network's segment with the hosts ``peers`` (a cluster); by default a
+        layer has no way across hosts and does nothing."""
+        return None
+
 
 class BridgeNetworks(NetworkLayer):
     def __init__(self, *, tag: str) -> None:
@@ -69,6 +95,7 @@ class BridgeNetworks(NetworkLayer):
         self.table = f"hutch-{tag}"  # the firewall's bridge table (hutch.host.firewall)
         self.bridge_prefix = f"hn{tag[:4]}"
         self.port_prefix = f"hp{tag[:4]}"
+        self.vxlan_prefix = f"hx{tag[:4]}"
 
     def bridge(self, network_id: str) -> str:
         # IFNAMSIZ is 16: "hn" + 4 of the instance tag + 8 of the id's hash = 14.
@@ -77,14 +104,54 @@ class BridgeNetworks(NetworkLayer):
     def port(self, sandbox_id: str, network_id: str) -> str:
         return self.port_prefix + _hash(f"{sandbox_id}/{network_id}")
 
+    def vxlan(self, network_id: str) -> str:
+        return self.vxlan_prefix + _hash(network_id)
+
+    async def join_peers(
+        self, network_id: str, *, local: IPv4Address, peers: set[IPv4Address]
+    ) -> None:
+        """Make the network one segment with ``peers`` (the other hosts that have members
+        of it): its VXLAN port on this host's bridge, with exactly one flood entry per
+        peer. No peers: no VXLAN port. Idempotent."""
+        device = self.vxlan(network_id)
+        present = device in await asyncio.to_thread(_links)
+        if not peers:
+            if present:
+                await run("ip", "link", "del", device, check=False)
+            return
+        bridge = await self._ensure_bridge(network_id)
+        if not present:
+            try:
+                await run("ip", "link", "add", device, "type", "vxlan", "id",
+                          str(vni_of(network_id)), "local", str(local), "dstport",
+                          str(VXLAN_PORT))  # fmt: skip
+            except CommandFailed as exc:
+                if device not in await asyncio.to_thread(_links):
+                    raise NetworkError(f"cannot create the VXLAN port: {exc.detail}") from exc
+            await asyncio.to_thread(_disable_ipv6, device)
+            await run("ip", "link", "set", device, "master", bridge, "up")
+        listed = await run("bridge", "fdb", "show", "dev", device)
+        known = {
+            IPv4Address(fields[fields.index("dst") + 1])
+            for line in listed.stdout.decode().splitlines()
+            if line.startswith("00:00:00:00:00:00") and "dst" in (fields := line.split())
+        }
+        script = "".join(
+            f"fdb append 00:00:00:00:00:00 dev {device} dst {peer}\n" for peer in peers - known
+        ) + "".join(
+            f"fdb del 00:00:00:00:00:00 dev {device} dst {peer}\n" for peer in known - peers
+        )
+        if script:
+            await run("bridge", "-batch", "-", input=script.encode())
+
     async def _ensure_bridge(self, network_id: str) -> str:
         bridge = self.bridge(network_id)
-        if (SYS_NET / bridge).exists():
+        if bridge in await asyncio.to_thread(_links):
             return bridge
         try:
             await run("ip", "link", "add", "name", bridge, "type", "bridge")
         except CommandFailed as exc:
-            if not (SYS_NET / bridge).exists():  # another attach made it meanwhile: fine
+            if bridge not in await asyncio.to_thread(_links):  # made meanwhile: fine
                 raise NetworkError(f"cannot create the bridge: {exc.detail}") from exc
         # No IPv6 link-local address either: the host has no address on a private network.
         await asyncio.to_thread(_disable_ipv6, bridge)
@@ -141,23 +208,27 @@ class BridgeNetworks(NetworkLayer):
         await run("nft", "-f", "-", input=script.encode(), check=check)
 
     async def attached(self, sandbox_id: str, network_id: str, *, ifname: str) -> bool:
-        return (SYS_NET / self.port(sandbox_id, network_id)).exists()
+        return self.port(sandbox_id, network_id) in await asyncio.to_thread(_links)
 
     async def remove(self, network_id: str) -> None:
+        await run("ip", "link", "del", self.vxlan(network_id), check=False)
         await run("ip", "link", "del", self.bridge(network_id), check=False)
 
     async def cleanup(self, keep: set[str]) -> list[str]:
-        wanted = {self.bridge(network_id) for network_id in keep}
-        stale = sorted(set(self.bridges()) - wanted)
-        for bridge in stale:
-            await run("ip", "link", "del", bridge, check=False)
+        wanted = {self.bridge(n) for n in keep} | {self.vxlan(n) for n in keep}
+        stale = sorted(set(self.bridges()) - wanted) + sorted(set(self.vxlans()) - wanted)
+        for device in stale:
+            await run("ip", "link", "del", device, check=False)
         return stale
 
     def bridges(self) -> list[str]:
-        return sorted(p.name for p in SYS_NET.iterdir() if p.name.startswith(self.bridge_prefix))
+        return sorted(name for name in _links() if name.startswith(self.bridge_prefix))
 
     def ports(self) -> list[str]:
-        return sorted(p.name for p in SYS_NET.iterdir() if p.name.startswith(self.port_prefix))
+        return sorted(name for name in _links() if name.startswith(self.port_prefix))
+
+    def vxlans(self) -> list[str]:
+        return sorted(name for name in _links() if name.startswith(self.vxlan_prefix))
 
 
 class FakeNetworks(NetworkLayer):

@@ -1,0 +1,99 @@
+"""Private networks across hosts: each agent keeps its networks' VXLAN segments in step
+with the store.
+
+Every ``interval_s`` an agent of a cluster reads which hosts have live members of which
+networks, and for each network with members on this host makes it one segment with the
+other hosts that have members of it (:meth:`hutch.host.networks.BridgeNetworks.join_peers`:
+a VXLAN port on the network's bridge, one flood entry per peer host); a network whose
+last member here left loses its VXLAN port. A new member on another host is reachable
+from here within one interval. Names resolve across hosts already: the DNS server answers
+from the store (:func:`hutch.store.networks.peers_named`), whatever host a peer is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from ipaddress import IPv4Address
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+
+from hutch.core.sandbox_status import LIVE_STATUSES
+from hutch.host.agent import HostAgent
+from hutch.host.networks import NetworkError
+from hutch.host.proc import CommandFailed
+from hutch.settings import Settings
+from hutch.store.db import Database
+from hutch.store.models import Host, NetworkMember, SandboxRecord
+
+__all__ = ["Overlay", "overlay_address"]
+
+log = logging.getLogger(__name__)
+
+
+def overlay_address(settings: Settings) -> IPv4Address | None:
+    """This host's end of its VXLAN segments: the address the control plane reaches it at."""
+    host = urlsplit(settings.agent_url or f"http://{settings.agent_listen}").hostname
+    try:
+        return IPv4Address(host or "")
+    except ValueError:
+        return None
+
+
+class Overlay:
+    def __init__(self, settings: Settings, db: Database, host: HostAgent) -> None:
+        self._settings = settings
+        self._db = db
+        self._host = host
+        self._joined: set[str] = set()
+
+    async def sync_once(self) -> None:
+        local = overlay_address(self._settings)
+        if local is None:
+            return
+        here = self._host.host_id
+        async with self._db.sessions() as session:
+            rows = await session.execute(
+                select(NetworkMember.network_id, SandboxRecord.host_id)
+                .join(SandboxRecord, SandboxRecord.id == NetworkMember.sandbox_id)
+                .where(SandboxRecord.status.in_(LIVE_STATUSES))
+                .distinct()
+            )
+            hosts = await session.execute(
+                select(Host.id, Host.address).where(Host.address.is_not(None))
+            )
+            addresses = {host_id: _ip(address) for host_id, address in hosts}
+        members: defaultdict[str, set[str]] = defaultdict(set)
+        for network_id, host_id in rows:
+            if host_id is not None:
+                members[network_id].add(host_id)
+        wanted = {network_id for network_id, on in members.items() if here in on}
+        for network_id in wanted | self._joined:
+            others = members.get(network_id, set()) - {here} if network_id in wanted else set()
+            peers = {a for h in others if (a := addresses.get(h)) is not None and a != local}
+            try:
+                await self._host.networks.join_peers(network_id, local=local, peers=peers)
+            except (CommandFailed, NetworkError) as exc:
+                log.warning("could not join network %s across hosts: %s", network_id, exc)
+                continue
+            if peers:
+                self._joined.add(network_id)
+            else:
+                self._joined.discard(network_id)
+
+    async def run_forever(self, interval_s: float) -> None:
+        while True:
+            try:
+                await self.sync_once()
+            except Exception:
+                log.warning("syncing networks across hosts failed; will retry", exc_info=True)
+            await asyncio.sleep(interval_s)
+
+
+def _ip(address: str | None) -> IPv4Address | None:
+    try:
+        return IPv4Address(urlsplit(address or "").hostname or "")
+    except ValueError:
+        return None
