@@ -127,11 +127,21 @@ def test_create_exec_stream_files_pause_delete_through_two_workers_and_an_agent(
 
 def test_a_revoked_key_fails_at_every_worker_on_its_next_request(roles: Roles) -> None:
     key = run_cli(roles.home, "keys", "create", "--user", "sol").stdout.strip()
+    with httpx.Client(base_url=roles.url, headers={"X-Api-Key": key}, timeout=60) as api:
+        created = api.post("/v1/sandboxes", json=SHAPE)
+        assert created.status_code == 201, created.text
+    box = f"/v1/sandboxes/{created.json()['data']['id']}"
     before = answered_by_each_worker(roles.url, key, "/v1/whoami")
     assert set(before.values()) == {200}  # each worker has now seen (and kept) the key
+    # ... and its answer to a read of the sandbox (a worker keeps it while nothing changes)
+    assert answered_by_each_worker(roles.url, key, box) == before
+    assert answered_by_each_worker(roles.url, key, box) == before
     run_cli(roles.home, "keys", "revoke", key)
-    after = answered_by_each_worker(roles.url, key, "/v1/whoami")
-    assert after == {worker: 401 for worker in before}
+    assert answered_by_each_worker(roles.url, key, "/v1/whoami") == {w: 401 for w in before}
+    assert answered_by_each_worker(roles.url, key, box) == {w: 401 for w in before}
+    admin = run_cli(roles.home, "keys", "create", "--user", "sol").stdout.strip()
+    with httpx.Client(base_url=roles.url, headers={"X-Api-Key": admin}, timeout=60) as api:
+        assert api.delete(box).status_code == 200
 
 
 def _children(pid: int) -> set[int]:

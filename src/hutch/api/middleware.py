@@ -21,7 +21,7 @@ from hutch.api.errors import translate
 from hutch.core.errors import HutchError, PayloadTooLarge
 from hutch.core.ids import new_ulid
 
-__all__ = ["BodyLimit", "EnvelopeMiddleware"]
+__all__ = ["BodyLimit", "EnvelopeMiddleware", "request_id_for"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,11 @@ BodyLimit = Callable[[str, str], int | None]
 """``(method, path) -> the most bytes a request body may have``, or None for no limit."""
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id_for(incoming: str) -> str:
+    """The client's ``X-Request-ID`` if it is a sane one, else a new id."""
+    return incoming if _CLIENT_REQUEST_ID.match(incoming) else "req_" + new_ulid()
 
 
 class EnvelopeMiddleware:
@@ -42,7 +47,7 @@ class EnvelopeMiddleware:
             return
         headers = Headers(scope=scope)
         incoming = headers.get("x-request-id", "")
-        request_id = incoming if _CLIENT_REQUEST_ID.match(incoming) else "req_" + new_ulid()
+        request_id = request_id_for(incoming)
         scope.setdefault("state", {})["request_id"] = request_id
         logs.request_id.set(request_id)
         path: str = scope["path"]

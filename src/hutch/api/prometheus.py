@@ -64,6 +64,16 @@ _OPERATIONS = {
 }
 
 
+def observe_request(template: str, method: str, status: int, seconds: float) -> None:
+    """Count one request as :class:`PrometheusMiddleware` does (for answers made without
+    the app: :mod:`hutch.roles.answers`)."""
+    REQUEST_SECONDS.labels(template, method).observe(seconds)
+    operation = _OPERATIONS.get((method, template))
+    if operation is not None and 200 <= status < 300:
+        OPERATION_SECONDS.labels(operation).observe(seconds)
+    REQUESTS.labels(template, method, str(status)).inc()
+
+
 class PrometheusMiddleware:
     """Counts and times every HTTP request by the route it matched (``unmatched`` else)."""
 

@@ -167,12 +167,20 @@ class IdentityService:
             )
         return confine(await self._principal(key), route)
 
-    async def _principal(self, key: str) -> Principal:
-        key_hash = hash_key(key)
-        token = self._known.token()
+    def known(self, key_hash: str, token: int | None) -> Principal | None:
+        """Who the key of ``key_hash`` is, if that is known without touching the store:
+        read while the store's change token was ``token`` and marked used within the last
+        minute (what :meth:`authenticate` would serve without a store round trip)."""
         known = self._known.get(key_hash, token)
         if known is not None and utcnow() - known[1] <= _TOUCH_EVERY:
             return known[0]
+        return None
+
+    async def _principal(self, key: str) -> Principal:
+        key_hash = hash_key(key)
+        token = self._known.token()
+        if (principal := self.known(key_hash, token)) is not None:
+            return principal
         if is_access_token(key):
             principal = await self._delegated(key_hash)
             touched = utcnow()

@@ -1,13 +1,14 @@
 """``hutch control``: a stateless API worker in front of the host agent.
 
 A worker answers the reads that need nothing but the store itself (a sandbox, the list of
-sandboxes, whoami, shapes, rootfs, hosts, the OpenAPI document) and passes every other
-request to the host agent, unbuffered (:mod:`hutch.roles.forward`). It keeps no state of
-its own: the key cache is a :class:`~hutch.store.cache.ReadCache`, emptied by any commit of
-any process (a revoked key fails at every worker on its next request), and everything held
-in memory (sessions, tasks, the monitor, previews' routes) lives in the agent. So any
-number of workers can share one listening socket, and a killed one costs only the requests
-it was answering.
+sandboxes, whoami, shapes, rootfs, hosts, the OpenAPI document; a repeated read of a
+sandbox from what it kept while the store is unchanged: :mod:`hutch.roles.answers`) and
+passes every other request to the host agent, unbuffered (:mod:`hutch.roles.forward`). It
+keeps no state of its own: the key cache is a :class:`~hutch.store.cache.ReadCache`,
+emptied by any commit of any process (a revoked key fails at every worker on its next
+request), and everything held in memory (sessions, tasks, the monitor, previews' routes)
+lives in the agent. So any number of workers can share one listening socket, and a killed
+one costs only the requests it was answering.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from hutch.core.templates.service import TemplateService
 from hutch.core.tunnels import TunnelService
 from hutch.core.wallets import WalletAuth
 from hutch.host.agent import HostAgent
+from hutch.roles.answers import SANDBOX_PATH, SandboxAnswers
 from hutch.roles.forward import AgentForwarder
 from hutch.roles.paths import agent_info_path, agent_socket
 from hutch.settings import Settings
@@ -171,6 +173,7 @@ class ControlApp:
             from hutch.cluster.routing import ClusterRouter
 
             self.forwarder = ClusterRouter(settings, self.local.state)
+        self.answers = SandboxAnswers(_AgentProxyPort(agent_info_path(settings)).get)
         # Which worker answered (its pid): for operators reading logs, and for tests.
         self._tag = (WORKER_HEADER, str(os.getpid()).encode())
 
@@ -189,6 +192,9 @@ class ControlApp:
             # The agent's own routes (its pid, host, warm pool) are for the processes that
             # share its socket, never a client: this app has none of them, so a 404.
             await self.local(scope, receive, _access_logged(scope, send_tagged))
+        elif scope["method"] == "GET" and SANDBOX_PATH.match(scope["path"]):
+            await self.answers(scope, receive, _access_logged(scope, send_tagged),
+                               app=self.local, services=self.local.state.services)  # fmt: skip
         elif scope["method"] == "GET" and LOCAL_ROUTES.match(scope["path"]):
             await self.local(scope, receive, _access_logged(scope, send_tagged))
         else:  # the agent writes the access log line of what it answers
