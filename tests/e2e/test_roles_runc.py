@@ -30,7 +30,8 @@ class Roles:
     def __init__(self, home: Path, images: Path) -> None:
         self.home = home
         self.env = _env(home, {"HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(images),
-                               "HUTCH_LINK_POOL": new_pool()})  # fmt: skip
+                               "HUTCH_LINK_POOL": new_pool(), "HUTCH_AUTO_PAUSE_MIN_S": "1",
+                               "HUTCH_MONITOR_INTERVAL_S": "0.5"})  # fmt: skip
         self.agent = self._start("agent")
         self.control = self._start("control", "--workers", "2", "--port", "0")
         self.url = ""
@@ -142,6 +143,42 @@ def test_a_revoked_key_fails_at_every_worker_on_its_next_request(roles: Roles) -
     admin = run_cli(roles.home, "keys", "create", "--user", "sol").stdout.strip()
     with httpx.Client(base_url=roles.url, headers={"X-Api-Key": admin}, timeout=60) as api:
         assert api.delete(box).status_code == 200
+
+
+def test_execs_run_by_workers_keep_a_sandbox_awake_and_a_paused_one_is_woken(
+    roles: Roles,
+) -> None:
+    """A worker runs an exec of a running sandbox itself; the agent, which auto-pauses
+    idle sandboxes, still hears of each one. A paused sandbox's exec is the agent's (here,
+    it wakes the sandbox: auto_resume)."""
+    key = run_cli(roles.home, "keys", "create", "--user", "ivy").stdout.strip()
+    with httpx.Client(base_url=roles.url, headers={"X-Api-Key": key}, timeout=60) as api:
+        created = api.post("/v1/sandboxes", json={**SHAPE, "auto_pause_after_seconds": 3,
+                                                  "auto_resume": True})  # fmt: skip
+        assert created.status_code == 201, created.text
+        box = created.json()["data"]
+        url = f"/v1/sandboxes/{box['id']}"
+        busy_until = time.monotonic() + 8  # well past the idle limit, never 3 s idle
+        while time.monotonic() < busy_until:
+            with httpx.Client(base_url=roles.url, headers={"X-Api-Key": key}) as fresh:
+                answer = fresh.post(f"{url}/exec", json={"cmd": "sleep 0.3; echo busy"})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["data"]["result"]["stdout"] == "busy\n"
+            assert api.get(url).json()["data"]["status"] == "running"
+            time.sleep(0.5)
+        deadline = time.monotonic() + 30
+        while api.get(url).json()["data"]["status"] != "paused":
+            assert time.monotonic() < deadline, "an idle sandbox was never paused"
+            time.sleep(0.2)
+        woken = api.post(f"{url}/exec", json={"cmd": "echo awake"})
+        assert woken.status_code == 200, woken.text
+        assert woken.json()["data"]["result"]["stdout"] == "awake\n"
+        assert api.get(url).json()["data"]["status"] == "running"
+        assert api.patch(url, json={"auto_resume": False}).status_code == 200
+        assert api.post(f"{url}/pause").status_code == 202
+        refused = api.post(f"{url}/exec", json={"cmd": "true"})
+        assert refused.status_code == 409 and "paused" in refused.text, refused.text
+        assert api.delete(url).status_code == 200
 
 
 def _children(pid: int) -> set[int]:

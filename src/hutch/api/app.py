@@ -247,8 +247,11 @@ def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
                 ),
             )
             if role == "agent":
+                from hutch.roles.activity import ActivityFiles, activity_dir
                 from hutch.roles.agent import announce
 
+                # Workers run execs themselves and note them there (auto-pause reads it).
+                sandboxes.activity_elsewhere = ActivityFiles(activity_dir(settings))
                 announce(settings, proxy)
             try:
                 yield

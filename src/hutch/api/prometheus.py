@@ -64,6 +64,11 @@ _OPERATIONS = {
 }
 
 
+PASSED_ON = b"x-hutch-to-agent"
+"""On a worker's answer that is never sent: the request goes to the host agent, which
+counts it (:mod:`hutch.roles.local_exec`)."""
+
+
 def observe_request(template: str, method: str, status: int, seconds: float) -> None:
     """Count one request as :class:`PrometheusMiddleware` does (for answers made without
     the app: :mod:`hutch.roles.answers`)."""
@@ -86,11 +91,16 @@ class PrometheusMiddleware:
             return
         started = time.monotonic()
         status = 500
+        passed_on = False
 
         async def timed(message: Message) -> None:
-            nonlocal status
+            nonlocal status, passed_on
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                if any(name == PASSED_ON for name, _ in message.get("headers", ())):
+                    passed_on = True
+                    await send(message)
+                    return
                 took = time.monotonic() - started
                 template = _template(scope)
                 REQUEST_SECONDS.labels(template, scope["method"]).observe(took)
@@ -102,7 +112,8 @@ class PrometheusMiddleware:
         try:
             await self.app(scope, receive, timed)
         finally:
-            REQUESTS.labels(_template(scope), scope["method"], str(status)).inc()
+            if not passed_on:
+                REQUESTS.labels(_template(scope), scope["method"], str(status)).inc()
 
 
 def _template(scope: Scope) -> str:

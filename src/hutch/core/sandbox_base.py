@@ -13,7 +13,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,6 +39,16 @@ log = logging.getLogger(__name__)
 _COUNTED = (S.CREATING, S.RUNNING, S.RESUMING, S.PAUSING)
 
 
+class ActivityElsewhere(Protocol):
+    """Activity in sandboxes seen by other processes of this host
+    (:class:`hutch.roles.activity.ActivityFiles`)."""
+
+    def last(self, sandbox_id: str) -> float | None:
+        """The latest, on ``time.monotonic()``'s clock; None if none was seen."""
+
+    def forget(self, sandbox_id: str) -> None: ...
+
+
 class SandboxBase:
     """The state every part of :class:`~hutch.core.sandboxes.SandboxService` shares: the
     store, the host agent, the locks, the listeners, and the store helpers."""
@@ -61,6 +71,9 @@ class SandboxBase:
         self._user_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._sandbox_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._activity: dict[str, float] = {}
+        # Activity other processes of this host saw (a control worker's execs); read by
+        # the monitor before it pauses a sandbox for being idle.
+        self.activity_elsewhere: ActivityElsewhere | None = None
         self._later: set[asyncio.Task[None]] = set()  # hibernates deferred (gvisor)
         # When the monitor (the scheduler of auto-pause, expiry and error detection) last
         # finished a pass, or recovery did; None before either.
@@ -73,6 +86,10 @@ class SandboxBase:
         # (user id, template id or name) -> the image id a create uses, or NotFound; set
         # by the template service (hutch.core.templates).
         self.template_images: Callable[[str, str], Awaitable[str]] | None = None
+
+    def _touch(self, sandbox_id: str) -> None:
+        """Note activity in a sandbox now (exec and files; auto-pause counts from it)."""
+        self._activity[sandbox_id] = time.monotonic()
 
     def scheduler_last_ok_s_ago(self) -> float | None:
         """Seconds since the monitor (or, at start, recovery) last finished a pass."""
@@ -188,6 +205,8 @@ class SandboxBase:
     def _forget(self, sandbox_id: str) -> None:
         self._host.links.release(sandbox_id)
         self._activity.pop(sandbox_id, None)
+        if self.activity_elsewhere is not None:
+            self.activity_elsewhere.forget(sandbox_id)
         self._sandbox_locks.pop(sandbox_id, None)
 
     # -- store helpers ------------------------------------------------------------------

@@ -59,7 +59,7 @@ class SandboxExec(SandboxBase):
             )
         if record.status != S.RUNNING:
             raise Conflict(f"sandbox is {record.status}, not running", field="status")
-        self._activity[record.id] = time.monotonic()
+        self._touch(record.id)
         return record
 
     def _exec_request(self, command: ExecCommand) -> ExecRequest:
@@ -102,7 +102,7 @@ class SandboxExec(SandboxBase):
         except GuestError as exc:
             raise Unavailable(f"the sandbox refused the command: {exc.message}") from exc
         finally:
-            self._activity[sandbox_id] = time.monotonic()
+            self._touch(sandbox_id)
 
     async def spawn(self, user: Principal, ident: str, command: ExecCommand) -> Spawned:
         """Start a command in the background; it keeps running after this returns."""

@@ -203,6 +203,11 @@ class SandboxRecovery(SandboxLifecycle):
                     since = record.last_resumed_at or record.running_at or record.created_at
                     last = now - (utcnow() - since).total_seconds()
                     self._activity[record.id] = last
+                if now - last >= limit and self.activity_elsewhere is not None:
+                    # Idle here; a control worker may have run an exec meanwhile.
+                    seen = self.activity_elsewhere.last(record.id)
+                    if seen is not None and seen > last:
+                        self._activity[record.id] = last = seen
                 if now - last >= limit:
                     lock = self._sandbox_locks[record.id]
                     if not lock.locked():

@@ -2,13 +2,14 @@
 
 A worker answers the reads that need nothing but the store itself (a sandbox, the list of
 sandboxes, whoami, shapes, rootfs, hosts, the OpenAPI document; a repeated read of a
-sandbox from what it kept while the store is unchanged: :mod:`hutch.roles.answers`) and
-passes every other request to the host agent, unbuffered (:mod:`hutch.roles.forward`). It
-keeps no state of its own: the key cache is a :class:`~hutch.store.cache.ReadCache`,
-emptied by any commit of any process (a revoked key fails at every worker on its next
-request), and everything held in memory (sessions, tasks, the monitor, previews' routes)
-lives in the agent. So any number of workers can share one listening socket, and a killed
-one costs only the requests it was answering.
+sandbox from what it kept while the store is unchanged: :mod:`hutch.roles.answers`), runs
+an exec of a sandbox running on its host itself (:mod:`hutch.roles.local_exec`), and passes
+every other request to the host agent, unbuffered (:mod:`hutch.roles.forward`). It keeps
+no state of its own: the key cache is a :class:`~hutch.store.cache.ReadCache`, emptied by
+any commit of any process (a revoked key fails at every worker on its next request), and
+everything held in memory (sessions, tasks, the monitor, previews' routes) lives in the
+agent. So any number of workers can share one listening socket, and a killed one costs
+only the requests it was answering.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from hutch.core.networks import NetworkService
 from hutch.core.previews import PreviewService
 from hutch.core.processes import ProcessService
 from hutch.core.ratelimit import RateLimiter
-from hutch.core.sandboxes import SandboxService
 from hutch.core.shells import ShellService
 from hutch.core.snapshots import SnapshotService
 from hutch.core.ssh import SshService
@@ -46,8 +46,10 @@ from hutch.core.templates.service import TemplateService
 from hutch.core.tunnels import TunnelService
 from hutch.core.wallets import WalletAuth
 from hutch.host.agent import HostAgent
+from hutch.roles.activity import ActivityFiles, activity_dir
 from hutch.roles.answers import SANDBOX_PATH, SandboxAnswers
 from hutch.roles.forward import AgentForwarder
+from hutch.roles.local_exec import EXEC_PATH, WorkerSandboxes, exec_here_or_agent
 from hutch.roles.paths import agent_info_path, agent_socket
 from hutch.settings import Settings
 from hutch.store.db import Database
@@ -119,7 +121,8 @@ async def control_services(settings: Settings) -> AsyncIterator[Services]:
         from hutch.api.app import _disk_service, _webhook_service
 
         disks = _disk_service(settings, db, agent)
-        sandboxes = SandboxService(settings, db, agent, networks, disks)
+        sandboxes = WorkerSandboxes(settings, db, agent, networks, disks)
+        sandboxes.activity = ActivityFiles(activity_dir(settings))
         previews = ControlPreviews(settings, _AgentProxyPort(agent_info_path(settings)))
         ssh = SshService(db, sandboxes, agent)
         processes = ProcessService(sandboxes)
@@ -174,6 +177,7 @@ class ControlApp:
 
             self.forwarder = ClusterRouter(settings, self.local.state)
         self.answers = SandboxAnswers(_AgentProxyPort(agent_info_path(settings)).get)
+        self._max_body = settings.max_json_body_bytes
         # Which worker answered (its pid): for operators reading logs, and for tests.
         self._tag = (WORKER_HEADER, str(os.getpid()).encode())
 
@@ -197,6 +201,14 @@ class ControlApp:
                                app=self.local, services=self.local.state.services)  # fmt: skip
         elif scope["method"] == "GET" and LOCAL_ROUTES.match(scope["path"]):
             await self.local(scope, receive, _access_logged(scope, send_tagged))
+        elif scope["method"] == "POST" and EXEC_PATH.match(scope["path"]):
+            # Run here if the sandbox runs on this host, else by the agent, which then
+            # writes the access log line (as for everything it answers).
+            await exec_here_or_agent(
+                scope, receive, send_tagged, local=self.local,
+                logged=lambda send: _access_logged(scope, send),
+                agent=self.forwarder, max_body=self._max_body,
+            )  # fmt: skip
         else:  # the agent writes the access log line of what it answers
             await self.forwarder(scope, receive, send_tagged)
 
