@@ -75,6 +75,8 @@ if TYPE_CHECKING:
 __all__ = ["VERSION", "Agent", "Waiter", "main"]
 
 IDLE_REAP_CHECK_S = 30.0
+# Threads kept waiting for the next connection beyond the one that always waits.
+SPARE_ACCEPTORS = 2
 # Where a template's start command (CMD/ENTRYPOINT) writes its output, and its process id
 # once started (for whoever waits on it: a deploy's health check).
 START_LOG = "/var/log/hutch-start.log"
@@ -83,17 +85,22 @@ START_PID = "/var/log/hutch-start.pid"
 
 
 class Waiter:
-    """Where the reaper leaves one child's exit status."""
+    """Where the reaper leaves one child's exit status (and, given ``wake``, a byte on that
+    descriptor, so that a poll loop hears of it with its pipes)."""
 
-    __slots__ = ("done", "status")
+    __slots__ = ("done", "status", "wake")
 
-    def __init__(self) -> None:
+    def __init__(self, wake: int = -1) -> None:
         self.done = threading.Event()
         self.status = 0
+        self.wake = wake
 
     def deliver(self, status: int) -> None:
         self.status = status
         self.done.set()
+        if self.wake >= 0:
+            with suppress(OSError):
+                os.write(self.wake, b"x")
 
 
 class Agent:
@@ -117,6 +124,9 @@ class Agent:
         # Open connections, so that a hibernate can close them all (only with --socket).
         self.connections: set[_socket.socket] = set()
         self.connections_lock = threading.Lock()
+        # Threads waiting in accept() (see _accepting).
+        self.idle_lock = threading.Lock()
+        self.idle = 0
         self.socket_path: str | None = None
         self.hibernating: str | None = None
         self.wakeup = os.pipe()
@@ -139,6 +149,9 @@ class Agent:
     # -- serving -------------------------------------------------------------------------
 
     def serve(self, listener: _socket.socket) -> None:
+        if self.socket_path is None:
+            self._accepting(listener, main=True)
+            return
         while True:
             if self.socket_path is not None:
                 # A hibernate request wakes this loop through the pipe (see _hibernate).
@@ -160,9 +173,49 @@ class Agent:
             try:
                 threading.Thread(target=self.handle, args=(sock,), daemon=True).start()
             except RuntimeError:  # no thread to be had: the sandbox's pids limit is reached
-                with suppress(OSError):
-                    Connection(sock).send_error("busy", "the sandbox has no free process slots")
-                    sock.close()
+                self._refuse(sock)
+
+    def _refuse(self, sock: _socket.socket) -> None:
+        with suppress(OSError):
+            Connection(sock).send_error("busy", "the sandbox has no free process slots")
+            sock.close()
+        with self.connections_lock:
+            self.connections.discard(sock)
+
+    def _accepting(self, listener: _socket.socket, *, main: bool = False) -> None:
+        """Accept a connection and serve it, again and again, in this thread. One thread
+        always waits in ``accept`` (a thread that takes a connection when none other waits
+        starts one), so a request never waits for a thread to be made; past
+        ``SPARE_ACCEPTORS`` waiting, a thread that is done ends (threads count against the
+        sandbox's pids limit). The main thread never ends."""
+        while True:
+            with self.idle_lock:
+                self.idle += 1
+            try:
+                fd, _ = listener._accept()  # type: ignore[attr-defined]
+            except OSError as exc:
+                with self.idle_lock:
+                    self.idle -= 1
+                if exc.errno in (errno.EINTR, errno.ECONNABORTED):
+                    continue
+                raise
+            with self.idle_lock:
+                self.idle -= 1
+                alone = self.idle == 0
+            sock = _socket.socket(fileno=fd)
+            with self.connections_lock:
+                self.connections.add(sock)
+            if alone:
+                try:
+                    threading.Thread(target=self._accepting, args=(listener,), daemon=True).start()
+                except RuntimeError:  # no thread to be had: the sandbox's pids limit is reached
+                    self._refuse(sock)
+                    continue
+            self.handle(sock)
+            if not main:
+                with self.idle_lock:
+                    if self.idle >= SPARE_ACCEPTORS:
+                        return
 
     def handle(self, sock: _socket.socket) -> None:
         conn = Connection(sock)
@@ -291,9 +344,9 @@ class Agent:
 
     # -- children ------------------------------------------------------------------------
 
-    def waiter_for(self, pid: int) -> Waiter:
+    def waiter_for(self, pid: int, wake: int = -1) -> Waiter:
         """Where the reaper leaves ``pid``'s exit status (call with ``spawn_lock`` held)."""
-        waiter = self.waiters[pid] = Waiter()
+        waiter = self.waiters[pid] = Waiter(wake)
         early = self.unclaimed.pop(pid, None)
         if early is not None:
             waiter.deliver(early[0])

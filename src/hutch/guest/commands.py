@@ -118,36 +118,146 @@ def run(agent: Agent, conn: Connection, request: dict[str, Any]) -> None:
     wants_stdin = bool(request.get("stdin"))
     import subprocess
 
+    # Without stdin, this thread alone serves the command (a poll of its two pipes, the
+    # host's socket and ``wake``, where the reaper reports the exit): no thread is started
+    # per exec. With stdin, a feeder and two pumps (below).
+    wake, woken = (-1, -1) if wants_stdin else os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     try:
-        with agent.spawn_lock:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE if wants_stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-                **ids,
-            )
-            waiter = agent.waiter_for(proc.pid)
-        agent.child_exited.set()  # wake the reaper: it has a child to wait for
-    except FileNotFoundError as exc:
-        if exc.filename == cwd:
-            _refuse(conn, f"working directory not found: {request.get('cwd') or '/'}")
+        try:
+            with agent.spawn_lock:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.PIPE if wants_stdin else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=cwd,
+                    env=env,
+                    start_new_session=True,
+                    close_fds=True,
+                    **ids,
+                )
+                waiter = agent.waiter_for(proc.pid, woken)
+            agent.child_exited.set()  # wake the reaper: it has a child to wait for
+        except FileNotFoundError as exc:
+            if exc.filename == cwd:
+                _refuse(conn, f"working directory not found: {request.get('cwd') or '/'}")
+            else:
+                _refuse(conn, f"command not found: {argv[0]}")
+            return
+        except OSError as exc:
+            _refuse(conn, f"cannot start {argv[0]}: {exc.strerror or exc}")
+            return
+        try:
+            with open(f"/proc/{proc.pid}/oom_score_adj", "w") as handle:
+                handle.write(CHILD_OOM_SCORE_ADJ)
+        except OSError:
+            pass
+        if wants_stdin:
+            _threaded(agent, conn, proc, waiter, timeout)
         else:
-            _refuse(conn, f"command not found: {argv[0]}")
-        return
-    except OSError as exc:
-        _refuse(conn, f"cannot start {argv[0]}: {exc.strerror or exc}")
-        return
-    try:
-        with open(f"/proc/{proc.pid}/oom_score_adj", "w") as handle:
-            handle.write(CHILD_OOM_SCORE_ADJ)
-    except OSError:
-        pass
+            _polled(agent, conn, proc, waiter, timeout, wake)
+    finally:
+        for fd in (wake, woken):
+            if fd >= 0:
+                os.close(fd)
 
+
+def _polled(
+    agent: Agent,
+    conn: Connection,
+    proc: subprocess.Popen[bytes],
+    waiter: Waiter,
+    timeout: Any,
+    wake: int,
+) -> None:
+    """Run an exec without stdin to its end in this thread (see :func:`run`)."""
+    import select
+
+    assert proc.stdout is not None and proc.stderr is not None
+    streams = {
+        proc.stdout.fileno(): (proc.stdout, STDOUT),
+        proc.stderr.fileno(): (proc.stderr, STDERR),
+    }
+    host = conn.sock.fileno()
+    poller = select.poll()
+    for fd in (*streams, host, wake):
+        poller.register(fd, select.POLLIN)
+    error = None
+    exited = False
+    deadline = None if timeout in (None, 0) else time.monotonic() + float(timeout)
+    until = deadline
+    while streams:
+        now = time.monotonic()
+        if until is not None and now >= until:
+            if exited:
+                break  # output a background child still holds: see below
+            _kill_group(proc)
+            _wait(agent, proc, waiter, None)
+            error = f"timeout: killed after {timeout} s"
+            exited, until = True, time.monotonic() + DRAIN_AFTER_EXIT_S
+            poller.unregister(wake)
+            continue
+        ready = poller.poll(None if until is None else max(0, (until - now) * 1000))
+        for fd, _ in ready:
+            if fd == wake:
+                _wait(agent, proc, waiter, None)  # (delivered: this takes its status)
+                exited, until = True, time.monotonic() + DRAIN_AFTER_EXIT_S
+                poller.unregister(wake)
+            elif fd == host:
+                try:
+                    hung_up = not conn.sock.recv(CHUNK)  # (nothing is sent without stdin)
+                except OSError:
+                    hung_up = True
+                if hung_up:
+                    _kill_group(proc)
+                    _wait(agent, proc, waiter, None)
+                    return
+            elif fd in streams:
+                stream, kind = streams[fd]
+                try:
+                    chunk = os.read(fd, CHUNK)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    poller.unregister(fd)
+                    del streams[fd]
+                    stream.close()
+                    continue
+                try:
+                    conn.send(kind, chunk)
+                except OSError:  # the host went away
+                    _kill_group(proc)
+                    _wait(agent, proc, waiter, None)
+                    return
+    if not exited:
+        _wait(agent, proc, waiter, None)
+    for stream, _ in streams.values():
+        # A pipe a background child still holds (`sleep 100 &`): as with the threaded
+        # path, one more read of it is left running, then it is closed.
+        threading.Thread(target=_linger, args=(stream,), daemon=True).start()
+    _exit(conn, proc, error)
+
+
+def _linger(stream: Any) -> None:
+    with suppress(OSError, ValueError):
+        stream.read1(CHUNK)
+    with suppress(OSError):
+        stream.close()
+
+
+def _exit(conn: Connection, proc: subprocess.Popen[bytes], error: str | None) -> None:
+    code = proc.returncode
+    if error is None and code is not None and code < 0:
+        error = f"killed by signal {-code}"
+        code = 128 - code
+    conn.send_json({"type": "exit", "exit_code": code, "error": error})
+
+
+def _threaded(
+    agent: Agent, conn: Connection, proc: subprocess.Popen[bytes], waiter: Waiter, timeout: Any
+) -> None:
+    """Run an exec with stdin to its end: a feeder and two pumps beside this thread."""
+    wants_stdin = True
     gone = threading.Event()
     pumps = [
         threading.Thread(target=_pump, args=(proc.stdout, conn, STDOUT, gone), daemon=True),
@@ -184,11 +294,7 @@ def run(agent: Agent, conn: Connection, request: dict[str, Any]) -> None:
         if not pump.is_alive():
             with suppress(OSError):
                 stream.close()  # type: ignore[union-attr]
-    code = proc.returncode
-    if error is None and code is not None and code < 0:
-        error = f"killed by signal {-code}"
-        code = 128 - code
-    conn.send_json({"type": "exit", "exit_code": code, "error": error})
+    _exit(conn, proc, error)
 
 
 def spawn(agent: Agent, conn: Connection, request: dict[str, Any]) -> None:
