@@ -46,6 +46,7 @@ def run_all(load_seconds: float, capacity_max: int) -> None:
         [python, str(BENCH / "images.py")],
         [python, str(BENCH / "templates.py")],
         [python, str(BENCH / "warm.py")],
+        [python, str(BENCH / "api.py")],
     ]
     for command in runs:
         print("running", " ".join(command[1:]), flush=True)
@@ -271,7 +272,45 @@ def chart_warm(data: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
+def chart_api(data: dict[str, Any], path: Path) -> None:
+    fig, (by_workers, by_clients) = plt.subplots(1, 2, figsize=(11, 4))
+    runs = [run for run in data["runs"] if run.get("get_sandbox_by_clients")]
+    workers = [run for run in runs if run["workers"]]
+    peer = next((run for run in runs if not run["workers"]), None)
+    clients = sorted({int(n) for run in runs for n in run["get_sandbox_by_clients"]})
+    for n in clients:
+        by_workers.plot(
+            [run["workers"] for run in workers],
+            [run["get_sandbox_by_clients"][str(n)]["requests_per_s"] for run in workers],
+            marker="o",
+            label=f"{n} clients",
+        )
+        if peer is not None:
+            by_workers.axhline(
+                peer["get_sandbox_by_clients"][str(n)]["requests_per_s"], linestyle=":",
+                color=by_workers.lines[-1].get_color(),
+            )  # fmt: skip
+    by_workers.set_xlabel("control workers (dotted: one process)")
+    by_workers.set_ylabel("GET /v1/sandboxes/{id}, req/s")
+    by_workers.set_xticks([run["workers"] for run in workers])
+    by_workers.legend()
+    for run in runs:
+        by_clients.plot(
+            clients,
+            [run["get_sandbox_by_clients"][str(n)]["requests_per_s"] for n in clients],
+            marker="o",
+            label=f"{run['workers']} workers" if run["workers"] else "one process",
+        )
+    by_clients.set_xscale("log")
+    by_clients.set_xticks(clients, [str(n) for n in clients])
+    by_clients.set_xlabel("concurrent clients (wrk connections)")
+    by_clients.legend()
+    fig.suptitle(f"API reads, 2 cores shared with wrk (load {data['load_at_start'][0]:.1f})")
+    _save(fig, path)
+
+
 CHARTS = {
+    "api": chart_api,
     "sandboxes": chart_sandboxes,
     "proxy": chart_proxy,
     "load": chart_load,
