@@ -178,6 +178,8 @@ class ControlApp:
             self.forwarder = ClusterRouter(settings, self.local.state)
         self.answers = SandboxAnswers(_AgentProxyPort(agent_info_path(settings)).get)
         self._max_body = settings.max_json_body_bytes
+        # In a cluster, a sandbox's guest agent is on its host, not beside this worker.
+        self._exec_here = not settings.cluster
         # Which worker answered (its pid): for operators reading logs, and for tests.
         self._tag = (WORKER_HEADER, str(os.getpid()).encode())
 
@@ -201,7 +203,7 @@ class ControlApp:
                                app=self.local, services=self.local.state.services)  # fmt: skip
         elif scope["method"] == "GET" and LOCAL_ROUTES.match(scope["path"]):
             await self.local(scope, receive, _access_logged(scope, send_tagged))
-        elif scope["method"] == "POST" and EXEC_PATH.match(scope["path"]):
+        elif self._exec_here and scope["method"] == "POST" and EXEC_PATH.match(scope["path"]):
             # Run here if the sandbox runs on this host, else by the agent, which then
             # writes the access log line (as for everything it answers).
             await exec_here_or_agent(
