@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.test_faults_runc import Traffic
 from tests.e2e.test_networks_runc import http_code, member_ip, resolves, serve_http
 from tests.e2e.test_sandboxes_runc import sh
 from tests.support.cluster import AgentHost, Cluster
@@ -259,3 +260,38 @@ def test_a_network_spans_hosts_with_names_and_stays_isolated(
             api.delete(f"/v1/networks/{network}")
     for host in cluster.hosts.values():
         assert eventually(lambda host=host: vxlan_devices(host) == []), host.name  # type: ignore[misc]
+
+
+def test_a_control_plane_killed_under_load_loses_no_2xx(
+    cluster: Cluster, api: httpx.Client
+) -> None:
+    """Two control planes on one database, each under the load generator; the first is
+    killed with SIGKILL. The second goes on answering, and everything either answered
+    with a 2xx took effect: each sandbox a 201 reported is there (running, or destroyed
+    where a delete was answered 200), each 200 attach is a membership."""
+    assert api.post("/v1/networks", json={"name": "faults"}).status_code == 200
+    output: list[str] = []
+    doomed, doomed_url = cluster.start_control(output)
+    try:
+        with Traffic(doomed_url, cluster.key, "faults") as first, \
+                Traffic(cluster.url, cluster.key, "faults") as second:  # fmt: skip
+            assert eventually(lambda: len(first.created) >= 2 and len(second.created) >= 2, 120)
+            doomed.kill()
+            doomed.wait()
+            after = len(second.created)
+            assert eventually(lambda: len(second.created) >= after + 2, 120), "second stalled"
+        for traffic in (first, second):
+            # (A delete that got no answer may or may not have happened: not checked.)
+            untouched = set(traffic.created) - traffic.delete_tried
+            for sandbox_id in [*untouched, *traffic.deleted]:
+                seen = api.get(f"/v1/sandboxes/{sandbox_id}").json()["data"]
+                wanted = "destroyed" if sandbox_id in traffic.deleted else "running"
+                assert seen["status"] == wanted, (sandbox_id, seen)
+            members = {m["sandbox_id"] for m in
+                       api.get("/v1/networks/faults").json()["data"]["members"]}  # fmt: skip
+            assert traffic.attached & untouched <= members
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+        destroy_all(api)
+        api.delete("/v1/networks/faults")

@@ -179,27 +179,29 @@ class Cluster:
     def _start_control(self) -> None:
         for host in self.hosts.values():
             host.env["HUTCH_DATABASE_URL"] = self.database_url
-        self.control = subprocess.Popen(
+        self.control, self.url = self.start_control(self.control_output)
+
+    def start_control(self, output: list[str]) -> tuple[subprocess.Popen[str], str]:
+        """Another ``hutch control --workers 2`` on the cluster's database (a control
+        plane keeps nothing of its own, so any number can run): its process and URL."""
+        control = subprocess.Popen(
             [sys.executable, "-m", "hutch", "control", "--workers", "2", "--host",
              str(self.gateway), "--port", "0", "--log-level", "warning"],
             env=self._control_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
-        assert self.control.stdout is not None
-        deadline = time.monotonic() + 120
-        for line in self.control.stdout:
-            self.control_output.append(line)
+        assert control.stdout is not None
+        url = ""
+        for line in control.stdout:
+            output.append(line)
             if match := _CONTROL_LINE.search(line):
-                self.url = match.group(1)
+                url = match.group(1)
                 break
-            if time.monotonic() > deadline:
-                break
-        if not self.url:
-            raise RuntimeError("hutch control did not start:\n" + "".join(self.control_output))
-        control = self.control
-        threading.Thread(
-            target=lambda: self.control_output.extend(control.stdout or ()), daemon=True
-        ).start()
+        if not url:
+            control.kill()
+            raise RuntimeError("hutch control did not start:\n" + "".join(output))
+        threading.Thread(target=lambda: output.extend(control.stdout or ()), daemon=True).start()
+        return control, url
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"X-Api-Key": self.key}, timeout=60)
