@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     browsers. A real deployment points a wildcard DNS name at the proxy."""
     preview_ttl_s: float = Field(default=3600, gt=0)
     """How long a preview URL works (``access_token_expires_at``)."""
+    computer_screenshots_per_minute: int = Field(default=600, ge=1)
+    """Screenshots of one desktop sandbox a minute (``…/computer/screenshot``); more is a
+    429 with ``Retry-After``."""
+    computer_connect_ttl_s: float = Field(default=300, gt=0, le=86400)
+    """How long a noVNC link (``…/computer/screens/{id}/connect``) lets a viewer connect."""
     pay_to: str = ""
     """The wallet deploy payments go to; empty: paid deploys are off (402 cannot be paid)."""
     deploy_price_usd_per_month: float = Field(default=0.5, ge=0.5)

@@ -49,9 +49,10 @@ def test_rootfs_matches_the_seed(server: HutchProcess) -> None:
         body = client.get("/v1/rootfs").json()
     assert body["status"] == "success"
     data = body["data"]
-    assert data["rootfs"] == ["devbox:1", "node"]
+    # The seed's two, and CreateOS's desktop image (computer use, issue 21).
+    assert data["rootfs"] == ["devbox:1", "node", "desktop:1"]
     assert data["default"] == "devbox:1"
-    assert [e["name"] for e in data["entries"]] == ["devbox:1", "node"]
+    assert [e["name"] for e in data["entries"]] == ["devbox:1", "node", "desktop:1"]
     assert all(e["description"] for e in data["entries"])
 
 
@@ -90,7 +91,11 @@ def test_hosts_and_rootfs_report_built_images(home: Path) -> None:
     finally:
         server.stop()
     assert host["rootfses"] == ["node"]
-    assert {e["name"]: e["available"] for e in entries} == {"devbox:1": False, "node": True}
+    assert {e["name"]: e["available"] for e in entries} == {
+        "devbox:1": False,
+        "node": True,
+        "desktop:1": False,
+    }
 
 
 def test_health_probes_match_the_seed(server: HutchProcess) -> None:

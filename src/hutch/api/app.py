@@ -20,6 +20,7 @@ from hutch.api.middleware import EnvelopeMiddleware
 from hutch.api.prometheus import Live, PrometheusMiddleware, serve_metrics
 from hutch.api.services import Services
 from hutch.core.access_tokens import AccessTokenService
+from hutch.core.computer_screens import ComputerService
 from hutch.core.deploys import DeployService
 from hutch.core.disks import DiskService
 from hutch.core.egress_service import EgressService
@@ -245,6 +246,7 @@ def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
                 agent_address_rate=RateLimiter(
                     settings.agent_requests_per_minute_per_address, per="this address"
                 ),
+                computer=ComputerService(settings, sandboxes, previews),
             )
             if role == "agent":
                 from hutch.roles.activity import ActivityFiles, activity_dir

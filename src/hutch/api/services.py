@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hutch.core.access_tokens import AccessTokenService
+from hutch.core.computer_screens import ComputerService
 from hutch.core.deploys import DeployService
 from hutch.core.disks import DiskService
 from hutch.core.egress_service import EgressService
@@ -57,3 +58,6 @@ class Services:
     webhooks: WebhookService
     agent_rate: RateLimiter
     agent_address_rate: RateLimiter
+    computer: ComputerService | None = None
+    """Computer use (desktop sandboxes); None where the sandboxes are not run (a worker,
+    which passes those routes to the agent)."""

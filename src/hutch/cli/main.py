@@ -11,6 +11,7 @@ import typer
 import yaml
 
 from hutch.cli import (
+    computer,
     deploy,
     egress,
     host,
@@ -55,6 +56,8 @@ app.command("events")(observe.events)
 app.command("metrics")(observe.metrics)
 app.add_typer(observe.webhooks, name="webhook")
 app.command("deploy")(deploy.deploy)
+app.add_typer(computer.app, name="computer")
+app.command("desktop")(computer.desktop)
 
 
 LogLevelOpt = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]

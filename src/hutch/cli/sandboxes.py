@@ -120,6 +120,10 @@ def create(
             "repeatable; none: open (see `hutch egress`).",
         ),
     ] = None,
+    ingress: Annotated[
+        bool,
+        typer.Option("--ingress", help="Reach its ports through the proxy (ingress_url_template)."),
+    ] = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     api_url: ApiUrlOpt = None,
@@ -145,6 +149,8 @@ def create(
         options["timeout"] = timeout
     if egress:
         options["egress"] = list(egress)
+    if ingress:
+        options["ingress_enabled"] = True
 
     async def action(client: AsyncClient) -> SandboxInfo:
         return (await AsyncSandbox.create(client=client, **options)).info

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DEFAULT_SHAPES", "ROOTFS_CATALOG", "RootfsImage", "Shape"]
+__all__ = ["DEFAULT_SHAPES", "DESKTOP_ROOTFS", "ROOTFS_CATALOG", "RootfsImage", "Shape"]
 
 
 class Shape(BaseModel):
@@ -52,4 +52,14 @@ ROOTFS_CATALOG: tuple[RootfsImage, ...] = (
         name="node",
         description="devbox:1 plus Debian's Node.js and npm",
     ),
+    RootfsImage(
+        name="desktop:1",
+        description=(
+            "Debian 12 with a desktop for computer use (/v1/sandboxes/{id}/computer): Xvfb, "
+            "openbox, Chromium, xterm, xdotool, wmctrl, xclip, x11vnc and noVNC"
+        ),
+    ),
 )
+
+DESKTOP_ROOTFS = "desktop:1"
+"""The catalog image with a desktop (the computer-use routes answer 501 elsewhere)."""

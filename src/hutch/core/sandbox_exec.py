@@ -124,6 +124,12 @@ class SandboxExec(SandboxBase):
         record = await self._running(user, ident)
         return self._host.driver.guest(record.id)
 
+    async def running_guest(self, user: Principal, ident: str) -> tuple[SandboxRecord, GuestClient]:
+        """The user's running sandbox and its guest agent (for :mod:`hutch.core.computer`);
+        counts as activity, as exec does."""
+        record = await self._running(user, ident)
+        return record, self._host.driver.guest(record.id)
+
     def guest_of(self, sandbox_id: str) -> GuestClient:
         """The guest agent of a sandbox on this host by id, unchecked: for the control
         plane's own watchers (:mod:`hutch.core.self_signal`), never for a request."""

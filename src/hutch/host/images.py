@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -63,15 +64,43 @@ class ImageBuildError(Exception):
 
 @dataclass(frozen=True, kw_only=True)
 class Recipe:
+    """An image recipe (``recipes/<name>.toml``). Beside the packages, a recipe may give
+    ``start`` (the command the guest agent starts with every sandbox of the image, as an
+    OCI image's Cmd), ``env`` (every sandbox's environment, as its Env), ``files`` (paths
+    in the image and their text, written after the packages are installed), ``exclude``
+    (dpkg ``path-exclude`` globs: files of installed packages left out) and ``unpack``
+    (Debian packages whose files are unpacked without installing them or their
+    dependencies: for a package that is only data, with heavy dependencies it needs not)."""
+
     name: str
     suite: str
     variant: str
     packages: tuple[str, ...]
+    start: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    files: tuple[tuple[str, str], ...] = ()
+    exclude: tuple[str, ...] = ()
+    unpack: tuple[str, ...] = ()
+
+    def build_options(self) -> list[str]:
+        """mmdebstrap's options for ``exclude`` and ``unpack``."""
+        options = [f"--dpkgopt=path-exclude={glob}" for glob in self.exclude]
+        for package in self.unpack:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", package):
+                raise ImageBuildError(f"recipe unpack {package!r} is not a package name")
+            options.append(
+                '--customize-hook=chroot "$1" sh -ec \'cd /tmp && apt-get download -q '
+                f'{package}\' && dpkg-deb -x "$1"/tmp/{package}_*.deb "$1" '
+                f'&& rm "$1"/tmp/{package}_*.deb'
+            )
+        return options
 
     @property
     def digest(self) -> str:
+        # Fields left empty stay out, so adding a kind of field rebuilds no older image.
+        fields = {key: value for key, value in self.__dict__.items() if value}
         canonical = json.dumps(
-            {"recipe": self.__dict__ | {"packages": sorted(self.packages)},
+            {"recipe": fields | {"packages": sorted(self.packages)},
              "builder": BUILDER_VERSION},
             sort_keys=True,
         )  # fmt: skip
@@ -89,6 +118,11 @@ def load_recipe(name: str) -> Recipe:
         suite=data["suite"],
         variant=data.get("variant", "apt"),
         packages=tuple(data["packages"]),
+        start=tuple(data.get("start", ())),
+        env=tuple(sorted(data.get("env", {}).items())),
+        files=tuple(sorted(data.get("files", {}).items())),
+        exclude=tuple(data.get("exclude", ())),
+        unpack=tuple(data.get("unpack", ())),
     )
 
 
@@ -178,7 +212,8 @@ async def _build_locked(
     partial.mkdir(parents=True)
     command = [
         "mmdebstrap", f"--variant={recipe.variant}", f"--include={','.join(recipe.packages)}",
-        *_DROP_DOCS, "--verbose", recipe.suite, str(partial / "rootfs"), *map(str, sources),
+        *_DROP_DOCS, *recipe.build_options(), "--verbose", recipe.suite,
+        str(partial / "rootfs"), *map(str, sources),
     ]  # fmt: skip
     started = time.monotonic()
     progress(f"building {name} ({recipe.digest}) with mmdebstrap: {len(recipe.packages)} packages")
@@ -201,6 +236,7 @@ async def _build_locked(
     rootfs = partial / "rootfs"
     (rootfs / ".hutch" / "guest").mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(_no_shared_host_keys, rootfs)
+    await asyncio.to_thread(_write_recipe_files, partial, recipe)
     (partial / COMPLETE_MARKER).write_text(json.dumps({"name": name, "digest": recipe.digest}))
     await asyncio.to_thread(shutil.rmtree, target, True)
     partial.rename(target)
@@ -217,6 +253,22 @@ def _no_shared_host_keys(rootfs: Path) -> None:
         key.unlink()
     if (ssh / "sshd_config.d").is_dir():
         (ssh / "sshd_config.d" / "hutch.conf").write_text(SSHD_DROP_IN)
+
+
+def _write_recipe_files(build: Path, recipe: Recipe) -> None:
+    """The recipe's own files, and its start command and environment as the image's
+    config (``image.json``, read by the drivers and :func:`hutch.host.layers.resolve_image`)."""
+    rootfs = build / "rootfs"
+    for path, text in recipe.files:
+        if not path.startswith("/") or ".." in path.split("/"):
+            raise ImageBuildError(f"recipe file {path!r} must be an absolute path")
+        target = rootfs / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    if recipe.start or recipe.env:
+        from hutch.host.image_config import ImageConfig, write_image_config
+
+        write_image_config(build, ImageConfig(env=dict(recipe.env), cmd=recipe.start))
 
 
 def _point_current(base: Path, digest: str) -> None:

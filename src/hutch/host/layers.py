@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hutch.host.image_config import image_config
 from hutch.host.images import image_rootfs
 from hutch.host.proc import run
 
@@ -125,7 +126,10 @@ def resolve_image(home: Path, images: Path, name: str) -> ResolvedImage | None:
     lower, no settings) or a template image; None when neither is on this host."""
     rootfs = image_rootfs(images, name)
     if rootfs is not None:
-        return ResolvedImage(lowers=[rootfs], env={})
+        # A catalog image whose recipe has a start command (desktop:1) starts it.
+        config = image_config(images, name)
+        start = config.start_command if config is not None else ()
+        return ResolvedImage(lowers=[rootfs], env=StartSettings(start=start).guest_env())
     try:
         data = json.loads(image_path(home, name).read_text())
     except (OSError, ValueError):

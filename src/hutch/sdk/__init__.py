@@ -24,6 +24,7 @@ from hutch.sdk.commands import (
     ExitEvent,
     OutputEvent,
 )
+from hutch.sdk.computer import AsyncComputer, Computer, ScreenInfo, ScreenLink
 from hutch.sdk.disks import AsyncDisk, DiskAttachment, DiskInfo, DiskMount
 from hutch.sdk.egress import AsyncEgress, Bandwidth
 from hutch.sdk.errors import (
@@ -75,6 +76,7 @@ __all__ = [
     "DEFAULT_API_URL",
     "AsyncClient",
     "AsyncCommands",
+    "AsyncComputer",
     "AsyncDisk",
     "AsyncEgress",
     "AsyncFiles",
@@ -91,6 +93,7 @@ __all__ = [
     "CommandEvent",
     "CommandResult",
     "Commands",
+    "Computer",
     "ConfigurationError",
     "ConflictError",
     "Delivery",
@@ -124,6 +127,8 @@ __all__ = [
     "Sandbox",
     "SandboxInfo",
     "SandboxOptions",
+    "ScreenInfo",
+    "ScreenLink",
     "ServerUnavailableError",
     "StreamError",
     "Template",

@@ -16,6 +16,7 @@ from hutch.sdk._http import Identified, ident, parse_time
 from hutch.sdk._resource import AsyncResource
 from hutch.sdk.client import AsyncClient, resolve_client
 from hutch.sdk.commands import AsyncCommands
+from hutch.sdk.computer import AsyncComputer
 from hutch.sdk.disks import DiskAttachment, DiskMount
 from hutch.sdk.egress import AsyncEgress, Bandwidth, fetch_bandwidth, recharge_bandwidth
 from hutch.sdk.errors import HutchError
@@ -105,7 +106,8 @@ class SandboxInfo:
 
 class AsyncSandbox(AsyncResource[SandboxInfo]):
     """One sandbox. ``commands`` runs programs in it, ``files`` reads and writes its files,
-    ``processes`` keeps long-lived ones (on a terminal or not).
+    ``processes`` keeps long-lived ones (on a terminal or not), ``computer`` sees and uses
+    its desktop (``rootfs="desktop:1"``).
 
     ``async with await AsyncSandbox.create() as sandbox:`` kills it on the way out. A
     sandbox made without ``client=`` has a connection of its own, released by
@@ -125,6 +127,7 @@ class AsyncSandbox(AsyncResource[SandboxInfo]):
         self.files = AsyncFiles(client.transport, info.id)
         self.processes = AsyncProcesses(client.transport, info.id)
         self.egress = AsyncEgress(client.transport, info.id)
+        self.computer = AsyncComputer(client.transport, info.id)
 
     @property
     def status(self) -> str:

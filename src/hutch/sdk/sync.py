@@ -27,6 +27,7 @@ from hutch.sdk.commands import (
     ExecOptions,
     OutputCallback,
 )
+from hutch.sdk.computer import Computer
 from hutch.sdk.disks import AsyncDisk, DiskAttachment, DiskInfo
 from hutch.sdk.egress import AsyncEgress, Bandwidth
 from hutch.sdk.errors import HutchError
@@ -324,6 +325,7 @@ class Sandbox(_BlockingResource[AsyncSandbox]):
         self.files = Files(aio.files, client)
         self.processes = Processes(aio.processes, client)
         self.egress = Egress(aio.egress, client)
+        self.computer = Computer(aio.computer, client)
 
     @property
     def info(self) -> SandboxInfo:

@@ -6,6 +6,8 @@ from hutch.api.createos import (
     access_tokens,
     api_keys,
     catalog,
+    computer,
+    computer_windows,
     connections,
     disks,
     egress,
@@ -45,3 +47,5 @@ router.include_router(templates.router)
 router.include_router(events.router)
 router.include_router(metrics.router)
 router.include_router(snapshots.router)
+router.include_router(computer.router)
+router.include_router(computer_windows.router)

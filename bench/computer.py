@@ -1,0 +1,208 @@
+"""Computer-use benchmarks (issue 21), with their floors measured in the same run.
+
+    .venv/bin/python bench/computer.py [--quick] [--out bench/results/computer.json]
+
+1. create -> ``/computer/screen`` answering 200 (the desktop is up), on runc; next to
+   create -> first exec of a devbox:1 sandbox (the floor: a sandbox without a desktop).
+2. screenshot p50 at 1280x800 (hutch reads Xvfb's framebuffer file and encodes the PNG on
+   the host) and its bytes; next to ``scrot`` run in the sandbox and its PNG fetched
+   (what hutch would do with a screenshot program), and to an exec of ``true`` (the
+   floor of any round trip into the sandbox).
+3. click -> the next screenshot that shows the change: a page whose background turns
+   from white to black at a click; the time from sending the click to the first
+   screenshot with the new colour.
+4. memory of an idle desktop sandbox (its cgroup's charge, the desktop up, no browser),
+   next to an idle devbox:1 sandbox.
+
+Needs ``desktop:1`` built (``hutch images build desktop:1``, into ``HUTCH_IMAGES_DIR``). It
+starts its own ``hutch serve`` (runc), destroys everything it made, prints one JSON
+document. No thresholds: these machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import struct
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.sandboxes import cgroup_memory, percentiles  # noqa: E402
+from tests.e2e.test_sandboxes_runc import new_pool  # noqa: E402
+from tests.support.server import HutchProcess, remove_instance, run_cli  # noqa: E402
+
+IMAGES = Path(os.environ.get("HUTCH_IMAGES_DIR", "/var/cache/hutch-test-images"))
+SHAPE = "s-2vcpu-2gb"
+PAGE = """<!doctype html><title>bench</title>
+<style>html, body { margin: 0; height: 100%; background: #fff }</style>
+<body onclick="document.body.style.background = '#000'">"""
+
+
+def ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def wait_for(check: Any, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out: {check}")
+        time.sleep(0.02)
+
+
+def center_pixel(png: bytes) -> tuple[int, int, int]:
+    width, height = struct.unpack(">II", png[16:24])
+    at, idat = 8, b""
+    while at < len(png):
+        length, kind = struct.unpack(">I4s", png[at : at + 8])
+        if kind == b"IDAT":
+            idat += png[at + 8 : at + 8 + length]
+        at += 12 + length
+    raw = zlib.decompress(idat)
+    row = raw[(height // 2) * (width * 3 + 1) + 1 :]
+    r, g, b = row[(width // 2) * 3 : (width // 2) * 3 + 3]
+    return r, g, b
+
+
+def create_to_screen(api: httpx.Client) -> tuple[float, str]:
+    started = time.perf_counter()
+    made = api.post("/v1/sandboxes", json={"shape": SHAPE, "rootfs": "desktop:1"})
+    made.raise_for_status()
+    box = made.json()["data"]
+    screen = f"/v1/sandboxes/{box['id']}/computer/screen"
+    wait_for(lambda: api.get(screen).status_code == 200)
+    return ms(started), box["id"]
+
+
+def create_to_exec(api: httpx.Client) -> tuple[float, str]:
+    started = time.perf_counter()
+    made = api.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb"})
+    made.raise_for_status()
+    box = made.json()["data"]
+    ran = api.post(f"/v1/sandboxes/{box['id']}/exec", json={"cmd": "true", "args": []})
+    ran.raise_for_status()
+    return ms(started), box["id"]
+
+
+def timed(count: int, call: Any) -> list[float]:
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        samples.append(ms(started))
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "computer.json")
+    args = parser.parse_args()
+    rounds = {"create": 2 if args.quick else 5, "shots": 20 if args.quick else 100,
+              "clicks": 5 if args.quick else 15}  # fmt: skip
+    home = Path(f"/tmp/hutch-bench-computer-{os.getpid()}") / "home"
+    env = {"HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(IMAGES), "HUTCH_LINK_POOL": new_pool(),
+           "HUTCH_COMPUTER_SCREENSHOTS_PER_MINUTE": "100000"}  # fmt: skip
+    server = HutchProcess(home, env=env).wait_ready()
+    made: list[str] = []
+    result: dict[str, Any] = {"machine": {"python": platform.python_version(),
+                                          "cpus": os.cpu_count(),
+                                          "load": os.getloadavg()}}  # fmt: skip
+    key = run_cli(home, "keys", "create", "--user", "bench").stdout.strip()
+    try:
+        with server.client(key) as api:
+            api.timeout = httpx.Timeout(120)
+            # 1. create -> /screen, next to create -> exec of a plain sandbox
+            desktop, plain = [], []
+            for _ in range(rounds["create"]):
+                took, box = create_to_screen(api)
+                desktop.append(took)
+                made.append(box)
+                took, box = create_to_exec(api)
+                plain.append(took)
+                made.append(box)
+            result["create_to_screen_ms"] = percentiles(desktop)
+            result["devbox_create_to_exec_ms"] = percentiles(plain)
+            for box in made[1:]:
+                api.delete(f"/v1/sandboxes/{box}")
+            box, made = made[0], made[:1]
+            base = f"/v1/sandboxes/{box}"
+
+            # 4. memory of the idle desktop (before any browser), next to an idle devbox
+            _, other = create_to_exec(api)
+            made.append(other)
+            time.sleep(3)
+            result["idle_memory_mib"] = {
+                "desktop": round(cgroup_memory(home, [box]) / 2**20, 1),
+                "devbox": round(cgroup_memory(home, [other]) / 2**20, 1),
+            }
+
+            # 2. screenshots, next to scrot in the sandbox and to an exec of true
+            shot = api.get(f"{base}/computer/screenshot")
+            shot.raise_for_status()
+            result["screenshot_bytes"] = len(shot.content)
+            result["screenshot_ms"] = percentiles(
+                timed(rounds["shots"], lambda: api.get(f"{base}/computer/screenshot").content)
+            )
+
+            scrot_exec = {"cmd": "scrot", "args": ["-o", "/tmp/s.png"], "env": {"DISPLAY": ":0"}}
+
+            def scrot() -> None:
+                ran = api.post(f"{base}/exec", json=scrot_exec).json()["data"]["result"]
+                assert ran["exit_code"] == 0, ran
+                api.get(f"{base}/files", params={"path": "/tmp/s.png"}).raise_for_status()
+
+            result["scrot_in_sandbox_ms"] = percentiles(timed(rounds["shots"] // 2, scrot))
+            exec_true = {"cmd": "true", "args": []}
+            result["exec_true_ms"] = percentiles(
+                timed(rounds["shots"], lambda: api.post(f"{base}/exec", json=exec_true))
+            )
+
+            # 3. click -> the next screenshot showing it
+            api.put(f"{base}/files", params={"path": "/srv/bench.html"}, content=PAGE.encode())
+            api.post(f"{base}/processes", json={"cmd": "python3", "args": [
+                "-m", "http.server", "8000", "-b", "127.0.0.1", "-d", "/srv"]})  # fmt: skip
+            api.post(f"{base}/computer/open", json={"target": "http://127.0.0.1:8000/bench.html"})
+
+            def window() -> list[Any]:
+                found = api.get(f"{base}/computer/windows", params={"application": "chromium"})
+                return [w for w in found.json()["data"] if w["title"].startswith("bench")]
+
+            wait_for(window)
+            api.post(f"{base}/computer/windows/{window()[0]['id']}/maximize")
+
+            def colour() -> tuple[int, int, int]:
+                return center_pixel(api.get(f"{base}/computer/screenshot").content)
+
+            seen = []
+            for _ in range(rounds["clicks"]):
+                api.post(f"{base}/computer/keyboard/press", json={"keys": ["F5"]})
+                wait_for(lambda: colour() == (255, 255, 255))
+                started = time.perf_counter()
+                api.post(f"{base}/computer/mouse/click", json={"x": 640, "y": 500})
+                wait_for(lambda: colour() == (0, 0, 0))
+                seen.append(ms(started))
+            result["click_to_screenshot_ms"] = percentiles(seen)
+    finally:
+        with server.client(key) as owner:
+            for box in made:
+                owner.delete(f"/v1/sandboxes/{box}")
+        server.stop()
+        remove_instance(home)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
