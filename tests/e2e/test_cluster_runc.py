@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hutch.host.networks import vni_of
 from tests.e2e.test_faults_runc import Traffic
 from tests.e2e.test_networks_runc import http_code, member_ip, resolves, serve_http
 from tests.e2e.test_sandboxes_runc import sh
@@ -195,6 +196,29 @@ def test_a_killed_agent_shows_its_sandboxes_error_and_they_come_back(
         destroy_all(api)
 
 
+INJECTOR = """
+import socket, struct
+def checksum(data):
+    total = sum(struct.unpack("!10H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+payload = b"forged"
+udp = struct.pack("!HHHH", 40000, 9999, 8 + len(payload), 0) + payload
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
+                 socket.inet_aton("{src}"), socket.inet_aton("{dst}"))
+ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+frame = bytes.fromhex("{mac}".replace(":", "")) + bytes.fromhex("02aabbccddee") + b"\\x08\\x00"
+header = struct.pack("!II", 0x08000000, {vni} << 8)
+for _ in range(5):
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(header + frame + ip + udp,
+                                                             ("{target}", 4789))
+"""
+
+
+def _member_mac(ip: str) -> str:
+    return "02:42:" + ":".join(f"{int(part):02x}" for part in ip.split("."))
+
+
 def vxlan_devices(host: AgentHost) -> list[str]:
     shown = subprocess.run(
         ["nsenter", f"--net=/run/netns/{host.netns}", "ip", "-o", "link", "show", "type",
@@ -247,6 +271,27 @@ def test_a_network_spans_hosts_with_names_and_stays_isolated(
         time.sleep(0.5)
         sh(api, mesh["h1"], f'python3 -c "{send}"')
         assert eventually(lambda: sh(api, mesh["h2"], "cat /tmp/udp")["stdout"] == "over", 10)
+
+        # A VXLAN packet from an address that is no peer (the test bridge's own, in the
+        # host's namespace) with mesh's VNI and a frame for m-h2 is dropped at h2: only
+        # the hosts that share a network may put frames on it.
+        mesh_id = api.get("/v1/networks/mesh").json()["data"]["id"]
+        inject = INJECTOR.format(
+            vni=vni_of(mesh_id), mac=_member_mac(m2_ip), src=member_ip(api, "mesh", mesh["h1"]),
+            dst=m2_ip, target=cluster.hosts["h2"].address,
+        )  # fmt: skip
+        sh(api, mesh["h2"], f'rm -f /tmp/udp; nohup python3 -c "{receive}" >/dev/null 2>&1 &')
+        time.sleep(0.5)
+        subprocess.run([sys.executable, "-c", inject], check=True, timeout=30)
+        sh(api, mesh["h1"], f'python3 -c "{send.replace("over", "peer")}"')
+        assert eventually(lambda: sh(api, mesh["h2"], "cat /tmp/udp")["stdout"] == "peer", 10)
+        # The same packet from a peer host (h1's namespace) is delivered: the frame is
+        # well made, so what refused it above was the rule.
+        sh(api, mesh["h2"], f'rm -f /tmp/udp; nohup python3 -c "{receive}" >/dev/null 2>&1 &')
+        time.sleep(0.5)
+        subprocess.run(["nsenter", f"--net=/run/netns/{cluster.hosts['h1'].netns}",
+                        sys.executable, "-c", inject], check=True, timeout=30)  # fmt: skip
+        assert eventually(lambda: sh(api, mesh["h2"], "cat /tmp/udp")["stdout"] == "forged", 10)
 
         # Another network on the same hosts: no name, no TCP, no ICMP.
         for outsider in outsiders:

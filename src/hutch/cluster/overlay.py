@@ -48,6 +48,7 @@ class Overlay:
         self._db = db
         self._host = host
         self._joined: set[str] = set()
+        self._allowed: set[IPv4Address] | None = None
 
     async def sync_once(self) -> None:
         local = overlay_address(self._settings)
@@ -70,6 +71,14 @@ class Overlay:
             if host_id is not None:
                 members[network_id].add(host_id)
         wanted = {network_id for network_id, on in members.items() if here in on}
+        # The firewall lets VXLAN in from the hosts this one shares a network with, only.
+        allowed = {
+            a for n in wanted for h in members[n] - {here}
+            if (a := addresses.get(h)) is not None and a != local
+        }  # fmt: skip
+        if allowed != self._allowed:
+            await self._host.networks.allow_peers(allowed)
+            self._allowed = allowed
         for network_id in wanted | self._joined:
             others = members.get(network_id, set()) - {here} if network_id in wanted else set()
             peers = {a for h in others if (a := addresses.get(h)) is not None and a != local}

@@ -26,7 +26,7 @@ from hutch.host.drivers.runtimes import HostRuntimes
 from hutch.host.egress import EgressFirewall, EgressLayer, FakeEgress
 from hutch.host.images import built_images
 from hutch.host.machine import host_address, read_memory
-from hutch.host.networks import BridgeNetworks, FakeNetworks, NetworkLayer
+from hutch.host.networks import VXLAN_PORT, BridgeNetworks, FakeNetworks, NetworkLayer
 from hutch.host.ownership import HomeInUse, HomeLock, host_clashes
 from hutch.host.proc import CommandFailed
 from hutch.host.warm_pool import WarmPool
@@ -75,6 +75,8 @@ class HostAgent:
             self.driver.firewall.link_pool = settings.link_pool
             self.driver.firewall.egress_deny = settings.deny_set.networks
             self.egress = EgressFirewall(self.driver.firewall, tag=self.driver.tag)
+            if settings.control_url:  # networks span hosts: VXLAN only from peer hosts
+                self.driver.firewall.overlay_port = VXLAN_PORT
         self.disks: DiskMounts = (
             S3fsMounts(sandboxes=self.driver.sandboxes, secrets=self.driver.sockets / "s3")
             if isinstance(self.driver, HostRuntimes)

@@ -48,6 +48,9 @@ class Firewall:
         self.link_pool: IPv4Network | None = None
         """Set it to let sandboxes out (NAT from this pool); None keeps them in."""
         self.egress_deny: Sequence[IPv4Network] = ()
+        self.overlay_port: int | None = None
+        """In a cluster, the VXLAN port: only the peer hosts in the set ``overlay_peers``
+        (kept by :mod:`hutch.cluster.overlay`) may send to it."""
         self.salvaged: dict[str, int] = {}
         """The named counters (bytes) of the table that :meth:`install` replaced."""
 
@@ -74,6 +77,10 @@ class Firewall:
         type nat hook postrouting priority srcnat; policy accept;
         ip saddr {self.link_pool} oifname != {hutch_ifs} masquerade
     }}"""
+        overlay_set = overlay_rule = ""
+        if self.overlay_port:
+            overlay_set = "\n    set overlay_peers { type ipv4_addr; }"
+            overlay_rule = f"udp dport {self.overlay_port} ip saddr != @overlay_peers counter drop"
         deny = ", ".join(str(network) for network in self.egress_deny)
         deny_elements = f"elements = {{ {deny} }}" if deny else ""
         return f"""
@@ -93,7 +100,7 @@ table bridge {self.table} {{
 table inet {self.table}
 delete table inet {self.table}
 table inet {self.table} {{{dns_nat}{nat}
-    set egress_deny {{ type ipv4_addr; flags interval; {deny_elements} }}
+    set egress_deny {{ type ipv4_addr; flags interval; {deny_elements} }}{overlay_set}
     map egress_links {{ type ifname : verdict; }}
     set egress_open {{ type ifname; }}
     map ingress_counters {{ type ifname : counter; }}
@@ -115,6 +122,7 @@ table inet {self.table} {{{dns_nat}{nat}
     chain input {{
         type filter hook input priority -10; policy accept;
         iifname {links} ct state established,related accept
+        {overlay_rule}
         {dns_accept}
         iifname {links} counter goto refuse
         iifname {{ {bridge}, {port} }} counter drop

@@ -88,6 +88,10 @@ class NetworkLayer(ABC):
         layer has no way across hosts and does nothing."""
         return None
 
+    async def allow_peers(self, peers: set[IPv4Address]) -> None:
+        """Let exactly ``peers`` send this host VXLAN (a cluster); by default nothing."""
+        return None
+
 
 class BridgeNetworks(NetworkLayer):
     def __init__(self, *, tag: str) -> None:
@@ -157,6 +161,14 @@ class BridgeNetworks(NetworkLayer):
         await asyncio.to_thread(_disable_ipv6, bridge)
         await run("ip", "link", "set", bridge, "up")
         return bridge
+
+    async def allow_peers(self, peers: set[IPv4Address]) -> None:
+        """Only ``peers`` may send VXLAN to this host (the firewall's ``overlay_peers``)."""
+        elements = ", ".join(sorted(str(p) for p in peers))
+        script = f"flush set inet {self.table} overlay_peers\n"
+        if elements:
+            script += f"add element inet {self.table} overlay_peers {{ {elements} }}\n"
+        await run("nft", "-f", "-", input=script.encode())
 
     async def attach(
         self, sandbox_id: str, network_id: str, *, ifname: str, address: IPv4Interface
