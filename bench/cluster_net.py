@@ -1,0 +1,156 @@
+"""A cluster on one machine against one host, in the same run (issue 19).
+
+    .venv/bin/python bench/cluster_net.py [--creates 10] [--mib 256] [--out FILE]
+
+Starts the test cluster of tests/support/cluster.py (a bridge and three network
+namespaces, one ``hutch agent`` each, ``hutch control`` on PostgreSQL) and measures:
+
+- create -> first exec (``true``) through the cluster's control plane, the sandbox
+  placed on any host, against the same through a one-machine ``hutch serve`` started in
+  the same run (the issue's goal: p50 within +10 ms);
+- TCP throughput between two members of one private network, on two hosts (over the
+  VXLAN segment) against two members on the same host (over the bridge only), by a
+  Python sender and receiver inside the sandboxes moving ``--mib`` MiB (goal >= 0.8x).
+
+Both peers run on the same loaded cores as everything else: read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.e2e.test_sandboxes_runc import new_pool  # noqa: E402
+from tests.support.cluster import Cluster  # noqa: E402
+from tests.support.server import HutchProcess, remove_instance, run_cli  # noqa: E402
+
+IMAGES = Path(os.environ.get("HUTCH_IMAGES_DIR", "/var/cache/hutch-test-images"))
+SHAPE = "s-1vcpu-256mb"
+
+
+def create_to_exec(api: httpx.Client, n: int, **body: Any) -> list[float]:
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        made = api.post("/v1/sandboxes", json={"shape": SHAPE, **body})
+        assert made.status_code == 201, made.text
+        sandbox = made.json()["data"]["id"]
+        ran = api.post(f"/v1/sandboxes/{sandbox}/exec", json={"cmd": "true"})
+        assert ran.status_code == 200, ran.text
+        samples.append((time.perf_counter() - start) * 1000)
+        api.delete(f"/v1/sandboxes/{sandbox}")
+    return samples
+
+
+def sh(api: httpx.Client, sandbox: str, script: str) -> dict[str, Any]:
+    answer = api.post(f"/v1/sandboxes/{sandbox}/exec", json={"cmd": script, "timeout_secs": 300})
+    assert answer.status_code == 200, answer.text
+    result: dict[str, Any] = answer.json()["data"]["result"]
+    return result
+
+
+RECEIVER = (
+    "import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+    "s.bind(('0.0.0.0', 5201)); s.listen(1); c, _ = s.accept(); n = 0\n"
+    "while (d := c.recv(1 << 20)): n += len(d)\n"
+    "open('/tmp/got', 'w').write(str(n))"
+)
+
+
+def throughput(api: httpx.Client, sender: str, receiver: str, target: str, mib: int) -> float:
+    """MiB/s of ``mib`` MiB from ``sender`` to ``target`` (``receiver``'s address)."""
+    sh(api, receiver, f'rm -f /tmp/got; nohup python3 -c "{RECEIVER}" >/dev/null 2>&1 & sleep 0.5')
+    send = (
+        "import socket, time; s=socket.create_connection(('" + target + "', 5201)); "
+        "b=bytes(1 << 20); t=time.perf_counter()\n"
+        f"for _ in range({mib}): s.sendall(b)\n"
+        "s.close(); print(time.perf_counter() - t)"
+    )
+    seconds = float(sh(api, sender, f'python3 -c "{send}"')["stdout"].strip())
+    for _ in range(100):
+        if sh(api, receiver, "cat /tmp/got 2>/dev/null")["stdout"] == str(mib << 20):
+            break
+        time.sleep(0.1)
+    return round(mib / seconds, 1)
+
+
+def member_ip(api: httpx.Client, sandbox: str) -> str:
+    members = api.get("/v1/networks/bench").json()["data"]["members"]
+    return next(str(m["ip"]) for m in members if m["sandbox_id"] == sandbox)
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="hutch-bench-cluster-"))
+    offer = {"HUTCH_HOST_CAPACITY_MIB": "4096"}
+    cluster = Cluster(root, IMAGES, {"h1": offer, "h2": offer, "h3": offer})
+    result: dict[str, Any] = {"benchmark": "cluster_vs_one_host"}
+    try:
+        with cluster.client() as api:
+            create_to_exec(api, 2)  # warm
+            placed = create_to_exec(api, args.creates)
+            assert api.post("/v1/networks", json={"name": "bench"}).status_code == 200
+            boxes = {}
+            for name, host in (("a", "h1"), ("b", "h1"), ("c", "h2")):
+                made = api.post("/v1/sandboxes", json={"shape": SHAPE, "host_id": host,
+                                                       "networks": [{"id": "bench"}]})  # fmt: skip
+                assert made.status_code == 201, made.text
+                boxes[name] = made.json()["data"]["id"]
+            time.sleep(2)  # the overlay loop joins h1 and h2 (once a second)
+            same, cross = [], []
+            for _ in range(3):
+                same.append(throughput(api, boxes["a"], boxes["b"],
+                                       member_ip(api, boxes["b"]), args.mib))  # fmt: skip
+                cross.append(throughput(api, boxes["a"], boxes["c"],
+                                        member_ip(api, boxes["c"]), args.mib))  # fmt: skip
+            for sandbox in boxes.values():
+                api.delete(f"/v1/sandboxes/{sandbox}")
+    finally:
+        cluster.stop()
+    one = HutchProcess(root / "one", env={"HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(IMAGES),
+                                          "HUTCH_LINK_POOL": new_pool()}).wait_ready()  # fmt: skip
+    try:
+        key = run_cli(one.home, "keys", "create", "--user", "bench").stdout.strip()
+        with one.client(key) as api:
+            create_to_exec(api, 2)
+            single = create_to_exec(api, args.creates)
+    finally:
+        one.stop()
+        remove_instance(one.home)
+    result["create_to_first_exec_ms"] = {
+        "cluster_p50": round(statistics.median(placed), 1),
+        "one_host_p50": round(statistics.median(single), 1),
+        "difference_p50": round(statistics.median(placed) - statistics.median(single), 1),
+        "n": args.creates,
+    }
+    result["tcp_between_members_mib_s"] = {
+        "cross_host_best": max(cross), "same_host_best": max(same),
+        "ratio": round(max(cross) / max(same), 2), "runs": {"cross": cross, "same": same},
+        "mib": args.mib,
+    }  # fmt: skip
+    result["goals"] = "create->exec p50 within +10 ms of one host; cross-host TCP >= 0.8x"
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--creates", type=int, default=10)
+    parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cluster_net.json")
+    arguments = parser.parse_args()
+    outcome = main(arguments)
+    text = json.dumps(outcome, indent=2)
+    print(text)
+    arguments.out.parent.mkdir(parents=True, exist_ok=True)
+    arguments.out.write_text(text + "\n")
