@@ -3,7 +3,9 @@ hibernate (pause writes the sandbox to a snapshot and stops it), resume, and for
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import platform
 import signal
 import subprocess
@@ -16,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from hutch.host.drivers.gvisor_features import _build_sysview
+from hutch.host.drivers.gvisor_host import _HIDE_SYS_NET
 from tests.e2e.test_sandboxes_runc import create, new_pool, runc_server, sh
 from tests.support.seaweed import SeaweedS3
 from tests.support.server import HutchProcess, remove_instance, run_cli
@@ -128,6 +132,33 @@ def test_gvisor_and_runc_sandboxes_side_by_side(api: httpx.Client, server: Hutch
     for sandbox in (box, plain):
         assert api.delete(f"/v1/sandboxes/{sandbox['id']}").status_code == 200
     assert box["id"] not in runsc_sandboxes(server.home)
+
+
+@pytest.mark.parametrize("how", ["hutch-sysview", "shell"])
+def test_runsc_is_started_where_proc_sys_shows_all_of_the_hosts_but_net(
+    tmp_path: Path, how: str
+) -> None:
+    """What ``runsc run``/``restore`` are started under on a kernel whose every network
+    namespace shows rmem_default (Debian's runsc then refuses to start): the compiled
+    program the driver builds, and the shell script used without a C compiler, alike."""
+    view = tmp_path / "view"
+    view.mkdir()
+    probe = ["sh", "-c", "ls /proc/sys; cat /proc/sys/kernel/hostname; "
+             "test -e /proc/sys/net/core/rmem_default && echo net-seen; true"]  # fmt: skip
+    if how == "shell":
+        command = ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                   _HIDE_SYS_NET, "sh", str(view), *probe]  # fmt: skip
+    else:
+        built = asyncio.run(_build_sysview(tmp_path / "built"))
+        assert built is not None, "cc is one of the Makefile's packages"
+        command = [str(built), str(view), *probe]
+    lines = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+    host = sorted(os.listdir("/proc/sys"))
+    assert "net" in host and "net-seen" not in lines
+    assert lines[:-1] == [name for name in host if name != "net"]
+    assert lines[-1] == Path("/proc/sys/kernel/hostname").read_text().strip()
+    # Nothing of it stays on the host: its /proc/sys is whole, nothing is mounted on view.
+    assert Path("/proc/sys/net/core").is_dir() and os.listdir(view) == []
 
 
 def test_pause_hibernates_and_resume_carries_on_the_same_processes(

@@ -61,7 +61,17 @@ from hutch.host.drivers.gvisor_features import (
     PLATFORMS,
     GvisorFeatures,
     _build_statx_shim,
+    _build_sysview,
     detect_features,
+)
+from hutch.host.drivers.gvisor_host import (
+    _HIDE_SYS_NET,
+    _alive,
+    _first_line,
+    _link_address,
+    _restore_addresses,
+    _running_for_s,
+    _write_names_in_place,
 )
 from hutch.host.drivers.oci import GUEST_PARENT
 from hutch.host.drivers.runc import RuncDriver, _tail
@@ -78,14 +88,6 @@ log = logging.getLogger(__name__)
 GUEST_RUN = f"{GUEST_PARENT}/run"  # the host directory holding the agent's socket
 # gVisor's TIME_WAIT (tcp.DefaultTCPTimeWaitTimeout), plus a margin for the clocks' skew.
 _TIME_WAIT_S = 62
-# Hide /proc/sys/net from runsc (keeping the rest of /proc/sys) in a mount namespace of
-# its own; see the module's docstring. $1 is an empty directory to build the view in.
-_HIDE_SYS_NET = (
-    'set -e; view="$1"; shift; mount -t tmpfs -o size=64k,mode=0555 hutch-sysctl "$view"; '
-    'for d in /proc/sys/*; do n="${d##*/}"; [ "$n" = net ] && continue; '
-    'mkdir "$view/$n"; mount --bind "$d" "$view/$n"; done; '
-    'mount --move "$view" /proc/sys; exec "$@"'
-)
 
 
 class CannotHibernate(DriverError):
@@ -115,6 +117,7 @@ class GvisorDriver(RuncDriver):
         self.features: GvisorFeatures | None = None
         self._deleting: dict[str, asyncio.Task[None]] = {}
         self.statx_shim: Path | None = None
+        self.sysview: Path | None = None
 
     async def prepare(self, *, dns_port: int | None = None) -> None:
         """Check runsc and what it can do; make the directories. The firewall is the runc
@@ -130,6 +133,8 @@ class GvisorDriver(RuncDriver):
         self.sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.features.date is not None and self.features.date < _STATX_FIXED:
             self.statx_shim = await _build_statx_shim(self.home / "gvisor")
+        if self.features.hide_sys_net:
+            self.sysview = await _build_sysview(self.home / "gvisor")
 
     def _runc(self, *args: str) -> tuple[str, ...]:
         flags = ["--root", str(self.runc_root), f"--platform={self.platform}",
@@ -147,6 +152,8 @@ class GvisorDriver(RuncDriver):
             return command
         view = self.sockets / ".sysctl"
         view.mkdir(exist_ok=True)
+        if self.sysview is not None:
+            return (str(self.sysview), str(view), *command)
         return ("unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
                 _HIDE_SYS_NET, "sh", str(view), *command)  # fmt: skip
 
@@ -233,7 +240,7 @@ class GvisorDriver(RuncDriver):
         pid = int((directory / "init.pid").read_text())
         pending = directory / "hostname.pending"
         if pending.exists():
-            await self._set_hostname(sandbox_id, pending.read_text().strip())
+            await self.set_hostname(sandbox_id, pending.read_text().strip())
             pending.unlink()
         return RuntimeInfo(id=sandbox_id, state=RuntimeState.RUNNING, pid=pid)
 
@@ -302,9 +309,13 @@ class GvisorDriver(RuncDriver):
         if info.state == RuntimeState.PAUSED:
             (directory / "hostname.pending").write_text(hostname + "\n")
             return
-        await self._set_hostname(sandbox_id, hostname)
+        await self.set_hostname(sandbox_id, hostname)
 
-    async def _set_hostname(self, sandbox_id: str, hostname: str) -> None:
+    def set_names(self, sandbox_id: str, hostname: str, address: str) -> None:
+        _write_names_in_place(self._dir(sandbox_id) / "etc", hostname, address)
+
+    async def set_hostname(self, sandbox_id: str, hostname: str) -> None:
+        """The kernel's hostname, gVisor's own: set inside with ``runsc exec``."""
         try:
             await run(*self._runc("exec", "--cap", "CAP_SYS_ADMIN", sandbox_id,
                                   "/bin/hostname", hostname))  # fmt: skip
@@ -315,7 +326,7 @@ class GvisorDriver(RuncDriver):
         await super().resume(sandbox_id)
         pending = self._dir(sandbox_id) / "hostname.pending"
         if pending.exists():
-            await self._set_hostname(sandbox_id, pending.read_text().strip())
+            await self.set_hostname(sandbox_id, pending.read_text().strip())
             pending.unlink()
 
     async def open_port(
@@ -528,71 +539,3 @@ class GvisorDriver(RuncDriver):
             return await self._restore(spec, directory, snapshot)
 
         return await self._fork(source_id, spec, start)
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a checkpointed Sentry is a zombie at once, then goes)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return pid > 0 and stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def _running_for_s(pid: int) -> float:
-    """How long process ``pid`` has run, from its start time in /proc."""
-    started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    uptime = float(Path("/proc/uptime").read_text().split()[0])
-    return uptime - started / os.sysconf("SC_CLK_TCK")
-
-
-async def _restore_addresses(netns: str, saved: Path) -> None:
-    """Record the namespace's IPv4 addresses before runsc's first start (which removes them
-    from the host kernel) and put them back before a later one (``replace``: those still
-    there stay as they are; one ``ip`` run, no reading first)."""
-    if await asyncio.to_thread(saved.exists):
-        record = json.loads(await asyncio.to_thread(saved.read_text))
-        batch = "".join(f"addr replace {ip}/{prefix} dev {ifname}\n"
-                        for ifname, ip, prefix in record["addresses"])  # fmt: skip
-        if record.get("gateway"):
-            batch += f"route replace default via {record['gateway']}\n"
-        if batch:
-            await run("ip", "-force", "-n", netns, "-batch", "-", input=batch.encode(), check=False)
-        return
-    shown = await run("ip", "-n", netns, "-j", "-4", "addr", "show", check=False)
-    if shown.returncode != 0:
-        return
-    present = {(a["ifname"], i["local"], i["prefixlen"])
-               for a in json.loads(shown.stdout or b"[]") for i in a.get("addr_info", [])
-               if a.get("ifname") != "lo"}  # fmt: skip
-    routes = await run("ip", "-n", netns, "-j", "-4", "route", "show", "default", check=False)
-    gateway = [r.get("gateway") for r in json.loads(routes.stdout or b"[]") if r.get("gateway")]
-    if present:
-        record = {"addresses": sorted(present), "gateway": gateway[0] if gateway else None}
-        await asyncio.to_thread(saved.write_text, json.dumps(record))
-
-
-def _write_names_in_place(etc: Path, hostname: str, address: str) -> None:
-    """Rewrite ``/etc/hostname`` and ``/etc/hosts`` in place (gVisor holds the files open
-    through its gofer: a new file under the same name would not be seen inside)."""
-    for name, text in (
-        ("hostname", hostname + "\n"),
-        ("hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                  f"{address}\t{hostname}\n"),
-    ):  # fmt: skip
-        path = etc / name
-        with open(path, "r+" if path.exists() else "w") as handle:
-            handle.write(text)
-            handle.truncate()
-
-
-def _link_address(directory: Path) -> str:
-    try:
-        return (directory / "etc" / "hosts").read_text().splitlines()[-1].split()[0]
-    except (OSError, IndexError):
-        raise SandboxMissing("the sandbox's address is not known on this host") from None
-
-
-def _first_line(detail: str) -> str:
-    line = detail.strip().splitlines()[0] if detail.strip() else "no output"
-    return line[:400]

@@ -1,5 +1,7 @@
-"""What the installed runsc can do, found by asking it (never assumed), and the statx
-shim that Debian's 2022 runsc needs (see :mod:`hutch.host.drivers.gvisor`)."""
+"""What the installed runsc can do, found by asking it (never assumed), and the two small
+C programs Debian's 2022 runsc needs (see :mod:`hutch.host.drivers.gvisor`): the statx
+shim loaded in every sandbox, and ``hutch-sysview``, which hides ``/proc/sys/net`` from
+``runsc run`` and ``restore`` (one process where the shell's fallback starts ~18)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ PLATFORMS = ("ptrace", "systrap", "kvm")
 # Releases before this refuse AT_NO_AUTOMOUNT in stat calls (see shim/statx.c).
 _STATX_FIXED = 20240101
 _SHIM = Path(__file__).parent / "shim" / "statx.c"
+_SYSVIEW = Path(__file__).parent / "shim" / "sysview.c"
 # gVisor fixed its root-namespace check (issue 10704) in release-20240807.
 _NETNS_CHECK_FIXED = 20240807
 
@@ -71,19 +74,36 @@ async def detect_features(runsc: str) -> GvisorFeatures:
 async def _build_statx_shim(directory: Path) -> Path | None:
     """Compile shim/statx.c (once per version of it) for /etc/ld.so.preload; None, with a
     warning, when the host has no C compiler (then ls and stat fail inside gvisor)."""
-    source = await asyncio.to_thread(_SHIM.read_bytes)
-    name = f"statx-{hashlib.sha256(source).hexdigest()[:12]}"
-    built = directory / f"{name}.so"
+    built = await _compile(_SHIM, directory, "-shared", "-fPIC", suffix=".so",
+                           without="ls and stat will fail inside gvisor sandboxes")  # fmt: skip
+    if built is None:
+        return None
+    preload = f"{GUEST_PARENT}/statx.so\n"
+    await asyncio.to_thread(built.with_suffix(".preload").write_text, preload)
+    return built
+
+
+async def _build_sysview(directory: Path) -> Path | None:
+    """Compile shim/sysview.c (once per version of it); None, with a warning, when the
+    host has no C compiler (then a shell script does the same with ~18 processes)."""
+    return await _compile(_SYSVIEW, directory, suffix="",
+                          without="runsc run and restore take ~20 ms more")  # fmt: skip
+
+
+async def _compile(source_path: Path, directory: Path, *flags: str, suffix: str,
+                   without: str) -> Path | None:  # fmt: skip
+    """``cc`` ``source_path`` into ``directory``, named after its content's hash (built
+    once per version of it, by a rename: never seen half-written)."""
+    source = await asyncio.to_thread(source_path.read_bytes)
+    name = f"{source_path.stem}-{hashlib.sha256(source).hexdigest()[:12]}"
+    built = directory / f"{name}{suffix}"
     if not await asyncio.to_thread(built.exists):
         os.makedirs(directory, exist_ok=True)
         partial = directory / f"{name}.{os.getpid()}.tmp"
         try:
-            await run("cc", "-shared", "-fPIC", "-O2", "-o", str(partial), str(_SHIM))
+            await run("cc", *flags, "-O2", "-o", str(partial), str(source_path))
         except (CommandFailed, FileNotFoundError) as exc:
-            log.warning("cannot build the gvisor statx shim (ls and stat will fail inside "
-                        "gvisor sandboxes): %s", exc)  # fmt: skip
+            log.warning("cannot build %s (%s): %s", source_path.name, without, exc)
             return None
         os.rename(partial, built)
-    preload = f"{GUEST_PARENT}/statx.so\n"
-    await asyncio.to_thread(built.with_suffix(".preload").write_text, preload)
     return built

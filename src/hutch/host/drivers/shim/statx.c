@@ -1,7 +1,7 @@
 /* Loaded into every program of a gvisor sandbox (/etc/ld.so.preload) when the host's runsc
  * refuses AT_NO_AUTOMOUNT in statx() and fstatat() with EINVAL, as Debian's 2022 build
  * does: coreutils' ls and stat send it. Automounts do not exist in a sandbox, so dropping
- * the flag changes nothing else. Built by hutch.host.drivers.gvisor at the host's start. */
+ * the flag changes nothing else. Built by hutch.host.drivers.gvisor_features at the host's start. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -1,0 +1,91 @@
+"""Host-side helpers of the gvisor driver (:mod:`hutch.host.drivers.gvisor`): the
+namespace's addresses kept across starts, names rewritten in place, a Sentry's process
+state, and the shell fallback of ``hutch-sysview``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+from hutch.host.drivers.base import SandboxMissing
+from hutch.host.proc import run
+
+# Hide /proc/sys/net from runsc (keeping the rest of /proc/sys) in a mount namespace of its
+# own (see hutch.host.drivers.gvisor): what shim/sysview.c does, for a host without a C
+# compiler. $1 is an empty directory to build the view in.
+_HIDE_SYS_NET = (
+    'set -e; view="$1"; shift; mount -t tmpfs -o size=64k,mode=0555 hutch-sysctl "$view"; '
+    'for d in /proc/sys/*; do n="${d##*/}"; [ "$n" = net ] && continue; '
+    'mkdir "$view/$n"; mount --bind "$d" "$view/$n"; done; '
+    'mount --move "$view" /proc/sys; exec "$@"'
+)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a checkpointed Sentry is a zombie at once, then goes)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return pid > 0 and stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _running_for_s(pid: int) -> float:
+    """How long process ``pid`` has run, from its start time in /proc."""
+    started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - started / os.sysconf("SC_CLK_TCK")
+
+
+async def _restore_addresses(netns: str, saved: Path) -> None:
+    """Record the namespace's IPv4 addresses before runsc's first start (which removes them
+    from the host kernel) and put them back before a later one (``replace``: those still
+    there stay as they are; one ``ip`` run, no reading first)."""
+    if await asyncio.to_thread(saved.exists):
+        record = json.loads(await asyncio.to_thread(saved.read_text))
+        batch = "".join(f"addr replace {ip}/{prefix} dev {ifname}\n"
+                        for ifname, ip, prefix in record["addresses"])  # fmt: skip
+        if record.get("gateway"):
+            batch += f"route replace default via {record['gateway']}\n"
+        if batch:
+            await run("ip", "-force", "-n", netns, "-batch", "-", input=batch.encode(), check=False)
+        return
+    shown = await run("ip", "-n", netns, "-j", "-4", "addr", "show", check=False)
+    if shown.returncode != 0:
+        return
+    present = {(a["ifname"], i["local"], i["prefixlen"])
+               for a in json.loads(shown.stdout or b"[]") for i in a.get("addr_info", [])
+               if a.get("ifname") != "lo"}  # fmt: skip
+    routes = await run("ip", "-n", netns, "-j", "-4", "route", "show", "default", check=False)
+    gateway = [r.get("gateway") for r in json.loads(routes.stdout or b"[]") if r.get("gateway")]
+    if present:
+        record = {"addresses": sorted(present), "gateway": gateway[0] if gateway else None}
+        await asyncio.to_thread(saved.write_text, json.dumps(record))
+
+
+def _write_names_in_place(etc: Path, hostname: str, address: str) -> None:
+    """Rewrite ``/etc/hostname`` and ``/etc/hosts`` in place (gVisor holds the files open
+    through its gofer: a new file under the same name would not be seen inside)."""
+    for name, text in (
+        ("hostname", hostname + "\n"),
+        ("hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                  f"{address}\t{hostname}\n"),
+    ):  # fmt: skip
+        path = etc / name
+        with open(path, "r+" if path.exists() else "w") as handle:
+            handle.write(text)
+            handle.truncate()
+
+
+def _link_address(directory: Path) -> str:
+    try:
+        return (directory / "etc" / "hosts").read_text().splitlines()[-1].split()[0]
+    except (OSError, IndexError):
+        raise SandboxMissing("the sandbox's address is not known on this host") from None
+
+
+def _first_line(detail: str) -> str:
+    line = detail.strip().splitlines()[0] if detail.strip() else "no output"
+    return line[:400]
