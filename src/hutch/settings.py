@@ -206,8 +206,9 @@ class Settings(BaseSettings):
     """The largest file one upload (``PUT …/files``) may write (CreateOS: 500 MB)."""
     monitor_interval_s: float = Field(default=2.0, gt=0)
     warm_pool: str = ""
-    """Sandboxes kept prepared per (image, shape), ``image:shape=count`` comma-separated
-    (``devbox:1:s-1vcpu-256mb=4``); empty: no warm pool (hutch.host.warm_pool)."""
+    """Sandboxes kept prepared per (runtime, image, shape), ``[runtime:]image:shape=count``
+    comma-separated (``devbox:1:s-1vcpu-256mb=4,gvisor:devbox:1:s-1vcpu-256mb=2``; no
+    runtime: runc); empty: no warm pool (hutch.host.warm_pool)."""
 
     max_running_per_user: int = Field(default=50, ge=1)
     max_disk_mib: int = Field(default=1024 * 1024, ge=256)

@@ -42,13 +42,14 @@ class SandboxWarm(SandboxBase):
         self, request: SandboxCreate, *, runtime: str, rootfs: str, shape: Shape, disk_mib: int
     ) -> Prepared | None:
         """A prepared sandbox for this create, or None (no match, or none ready). Only
-        runc creates of a pool's image and shape with the shape's default disk match;
-        template builds never do (their sandboxes are the builder's)."""
-        if runtime != "runc" or request.build_of is not None:
+        creates of a pool's runtime, image and shape with the shape's default disk match;
+        template builds never do (their sandboxes are the builder's), nor, on a runtime
+        that joins its networks only before its start (gvisor), one with networks."""
+        if request.build_of is not None or disk_mib != shape.default_disk_mib:
             return None
-        if disk_mib != shape.default_disk_mib:
+        if request.networks and runtime != "runc":
             return None
-        return self._host.warm.take(rootfs, shape.id)
+        return self._host.warm.take(runtime, rootfs, shape.id)
 
     async def _start_warm(
         self, prepared: Prepared, spec: SandboxSpec, record: SandboxRecord

@@ -293,6 +293,13 @@ class Agent:
         if self.configured or self.served or self.sessions:
             conn.send_error("used", "this sandbox has run something already")
             return
+        # ``alone``: where the host cannot see the sandbox's processes and memory (gVisor's
+        # live in its own kernel), the agent checks them: nothing runs that it started or
+        # that was left to it (an orphan's parent becomes the init: this agent), and
+        # /dev/shm is empty.
+        if request.get("alone") and (busy := _not_alone()):
+            conn.send_error("used", f"this sandbox is not as prepared: {busy}")
+            return
         self.configured = True
         for key in _AGENT_SETTINGS:
             env.pop(key, None)
@@ -411,6 +418,29 @@ def open_tcp_connections() -> list[str]:
             if len(fields) > 3 and fields[3] not in _NOT_CONNECTED:
                 found.append(f"{fields[1]}->{fields[2]}")
     return found
+
+
+def _not_alone() -> str:
+    """What runs beside this agent that it started or was left (a process whose parent is
+    the agent, or the init when the agent is not it), and what is in /dev/shm; empty when
+    nothing. Processes the host started with ``runsc exec`` have no parent inside."""
+    me = os.getpid()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if parent in (me, 1):
+            found.append(name)
+    shm = os.listdir("/dev/shm") if os.path.isdir("/dev/shm") else []
+    return ", ".join(
+        ([f"processes {', '.join(found)}"] if found else [])
+        + ([f"{len(shm)} file(s) in /dev/shm"] if shm else [])
+    )
 
 
 def _import_exec_modules() -> None:

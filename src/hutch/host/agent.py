@@ -86,7 +86,7 @@ class HostAgent:
         # Sandboxes prepared before anyone asks (HUTCH_WARM_POOL); started after recovery.
         self.warm = WarmPool(
             settings.warm_pool_entries,
-            driver=self.driver.runc if isinstance(self.driver, HostRuntimes) else None,
+            runtimes=self.driver if isinstance(self.driver, HostRuntimes) else None,
             links=self.links,
             pids_limit=settings.pids_limit,
         )

@@ -1,22 +1,27 @@
 """The warm pool: sandboxes prepared before anyone asks, handed out on create.
 
-``HUTCH_WARM_POOL`` (``devbox:1:s-1vcpu-256mb=4``, entries comma-separated) keeps that many
-runc sandboxes of each (image, shape) prepared: writable layer mounted, network namespace
-and link up, cgroup made, init running, guest agent answering. A create that matches an
-entry (runc, that image and shape, the shape's default disk, not a template build) takes
-one (:meth:`WarmPool.take`) and the caller names and configures it in place
+``HUTCH_WARM_POOL`` (``devbox:1:s-1vcpu-256mb=4,gvisor:devbox:1:s-1vcpu-256mb=2``, entries
+``[runtime:]image:shape=count`` comma-separated; no runtime: runc) keeps that many
+sandboxes of each (runtime, image, shape) prepared: writable layer mounted, network
+namespace and link up, cgroup made, init running, guest agent answering. A create that
+matches an entry (that runtime, image and shape, the shape's default disk, not a template
+build; on gvisor, no private network, which gVisor joins only before its start) takes one
+(:meth:`WarmPool.take`) and the caller names and configures it in place
 (:meth:`WarmPool.hand_out`): its hostname (kernel, ``/etc/hostname``, ``/etc/hosts``) and
 the environment every command starts with; networks, egress, disks, SSH keys and the rest
 are applied by the create path exactly as for a cold start, since they come after the
-driver's start there too.
+driver's start there too. On gvisor the kernel's hostname is gVisor's own (its UTS
+namespace lives in the Sentry): it is set with ``runsc exec``, beside the rest.
 
 What keeps one owner's state from another's: a prepared sandbox never ran anything for
 anyone (its id is drawn when it is prepared and becomes the user's), and at hand-out it is
-checked to be as it was prepared: its cgroup holds its init alone, its writable layer
-holds the same files (names, sizes, times) as right after preparation, its ``/dev/shm``
-is empty, and its guest agent served nothing but pings (it refuses to configure itself
-otherwise). One that fails a check is destroyed (:class:`WarmUnusable`) and the create
-starts cold.
+checked to be as it was prepared: its writable layer holds the same files (names, sizes,
+times) as right after preparation, no process but its init runs (runc: its cgroup holds
+its init alone; gvisor, whose processes live in the Sentry: no process descends from the
+guest agent, read by the agent from gVisor's ``/proc``), its ``/dev/shm`` is empty (gvisor:
+read by the agent, the Sentry's memory), and its guest agent served nothing but pings (it
+refuses to configure itself otherwise). One that fails a check is destroyed
+(:class:`WarmUnusable`) and the create starts cold.
 
 The pool is the host agent's. Prepared sandboxes are in no store record: users never see
 or count them; they count against the host (memory, link addresses). Refills run in the
@@ -37,16 +42,21 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hutch.core.catalog import Shape
 from hutch.core.ids import new_id
 from hutch.host.addresses import LinkPool, PoolExhausted
 from hutch.host.drivers.base import DriverError, LinkAddress, SandboxSpec
+from hutch.host.drivers.gvisor import GvisorDriver
 from hutch.host.drivers.runc import RuncDriver
 from hutch.host.guest import GuestError, GuestUnreachable
 from hutch.host.proc import CommandFailed
 from hutch.host.storage import SandboxRootfs
 from hutch.host.uts import in_own_thread, set_hostname_here
+
+if TYPE_CHECKING:
+    from hutch.host.drivers.runtimes import HostRuntimes
 
 __all__ = [
     "MARKER",
@@ -63,6 +73,7 @@ MARKER = "warm"
 """The file in a prepared sandbox's directory that says it is the pool's."""
 PREPARED_HOSTNAME = "sandbox"
 MAX_PER_ENTRY = 64
+RUNTIMES = ("runc", "gvisor")
 YIELD_MAX_S = 2.0
 """How long a refill waits for a quiet moment before it goes ahead anyway."""
 QUIET_S = 0.3
@@ -79,26 +90,34 @@ class WarmUnusable(DriverError):
 
 @dataclass(frozen=True, kw_only=True)
 class WarmEntry:
-    """One ``image:shape=count`` of ``HUTCH_WARM_POOL``."""
+    """One ``[runtime:]image:shape=count`` of ``HUTCH_WARM_POOL``."""
 
     rootfs: str
     shape: Shape
     count: int
+    runtime: str = "runc"
 
     @property
-    def key(self) -> tuple[str, str]:
-        return (self.rootfs, self.shape.id)
+    def key(self) -> tuple[str, str, str]:
+        return (self.runtime, self.rootfs, self.shape.id)
+
+    @property
+    def name(self) -> str:
+        """``image:shape``, with ``runtime:`` before it but for runc (as configured)."""
+        prefix = "" if self.runtime == "runc" else f"{self.runtime}:"
+        return f"{prefix}{self.rootfs}:{self.shape.id}"
 
 
 def parse_warm_pool(
     text: str, *, shapes: Sequence[Shape], images: Iterable[str]
 ) -> tuple[WarmEntry, ...]:
-    """``devbox:1:s-1vcpu-256mb=4,node:1:s-1vcpu-512mb=2`` as entries; empty: none.
-    Raises :class:`ValueError` naming the entry that is not ``image:shape=count`` with a
-    catalog image, a configured shape and a count of 0-64."""
+    """``devbox:1:s-1vcpu-256mb=4,gvisor:node:1:s-1vcpu-512mb=2`` as entries; empty: none.
+    Raises :class:`ValueError` naming the entry that is not ``[runtime:]image:shape=count``
+    with a runtime of :data:`RUNTIMES` (runc when none), a catalog image, a configured
+    shape and a count of 0-64."""
     by_id = {shape.id: shape for shape in shapes}
     known = set(images)
-    entries: dict[tuple[str, str], WarmEntry] = {}
+    entries: dict[tuple[str, str, str], WarmEntry] = {}
     for raw in text.split(","):
         item = raw.strip()
         if not item:
@@ -106,7 +125,12 @@ def parse_warm_pool(
         target, sep, count_text = item.rpartition("=")
         rootfs, colon, shape_id = target.rpartition(":")
         if not sep or not colon or not rootfs:
-            raise ValueError(f"warm_pool: {item!r} is not image:shape=count")
+            raise ValueError(f"warm_pool: {item!r} is not [runtime:]image:shape=count")
+        runtime, _, named = rootfs.partition(":")
+        if rootfs not in known and runtime in RUNTIMES and named:
+            rootfs = named
+        else:
+            runtime = "runc"
         if rootfs not in known:
             raise ValueError(f"warm_pool: {item!r}: image {rootfs!r} is not in {sorted(known)}")
         if shape_id not in by_id:
@@ -117,12 +141,11 @@ def parse_warm_pool(
             count = -1
         if not 0 <= count <= MAX_PER_ENTRY:
             raise ValueError(f"warm_pool: {item!r}: the count must be 0-{MAX_PER_ENTRY}")
-        if (rootfs, shape_id) in entries:
-            raise ValueError(f"warm_pool: {rootfs}:{shape_id} is given twice")
+        entry = WarmEntry(rootfs=rootfs, shape=by_id[shape_id], count=count, runtime=runtime)
+        if entry.key in entries:
+            raise ValueError(f"warm_pool: {entry.name} is given twice")
         if count:
-            entries[(rootfs, shape_id)] = WarmEntry(
-                rootfs=rootfs, shape=by_id[shape_id], count=count
-            )
+            entries[entry.key] = entry
     return tuple(entries.values())
 
 
@@ -138,26 +161,29 @@ class Prepared:
     prepared_at: float
 
 
+Key = tuple[str, str, str]
+
+
 class WarmPool:
-    """The host's prepared sandboxes, by (image, shape). Off when ``entries`` is empty or
-    the host has no runc driver (``driver`` None)."""
+    """The host's prepared sandboxes, by (runtime, image, shape). Off when ``entries`` is
+    empty or the host has no real runtimes (``runtimes`` None: the fake driver)."""
 
     def __init__(
         self,
         entries: Sequence[WarmEntry],
         *,
-        driver: RuncDriver | None,
+        runtimes: HostRuntimes | None,
         links: LinkPool,
         pids_limit: int,
     ) -> None:
-        if entries and driver is None:
+        if entries and runtimes is None:
             log.warning("HUTCH_WARM_POOL is ignored: the warm pool needs the runc driver")
-        self.entries = tuple(entries) if driver is not None else ()
-        self._driver = driver
+        self.entries = tuple(entries) if runtimes is not None else ()
+        self._runtimes = runtimes
         self._links = links
         self._pids_limit = pids_limit
-        self._ready: dict[tuple[str, str], list[Prepared]] = {e.key: [] for e in self.entries}
-        self._preparing: dict[str, tuple[str, str]] = {}  # sandbox id -> entry key
+        self._ready: dict[Key, list[Prepared]] = {e.key: [] for e in self.entries}
+        self._preparing: dict[str, Key] = {}  # sandbox id -> entry key
         self._in_flight = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -169,9 +195,16 @@ class WarmPool:
         return bool(self.entries)
 
     def sizes(self) -> dict[str, int]:
-        """Prepared sandboxes ready now, by ``image:shape`` (the ``hutch_warm_pool_ready``
-        gauge of ``/metrics``)."""
-        return {f"{rootfs}:{shape}": len(ready) for (rootfs, shape), ready in self._ready.items()}
+        """Prepared sandboxes ready now, by ``[runtime:]image:shape`` as configured (the
+        ``hutch_warm_pool_ready`` gauge of ``/metrics``)."""
+        return {e.name: len(self._ready[e.key]) for e in self.entries}
+
+    def _driver(self, runtime: str) -> RuncDriver:
+        """The driver of a runtime (``runc``, ``gvisor``)."""
+        assert self._runtimes is not None
+        driver = self._runtimes.for_runtime(runtime)
+        assert isinstance(driver, RuncDriver)
+        return driver
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -180,6 +213,14 @@ class WarmPool:
         Call after the store's recovery, which destroys sandboxes it does not know."""
         if not self.enabled:
             return
+        assert self._runtimes is not None
+        available = self._runtimes.available()
+        for entry in [e for e in self.entries if available.get(e.runtime, "unknown")]:
+            log.warning("HUTCH_WARM_POOL's %s is ignored: the %s runtime is not available on "
+                        "this host (%s)", entry.name, entry.runtime,
+                        available.get(entry.runtime, "unknown"))  # fmt: skip
+            del self._ready[entry.key]
+        self.entries = tuple(e for e in self.entries if e.key in self._ready)
         await self._destroy_leftovers()
         self._wake.set()
         self._task = asyncio.create_task(self._refill_forever(), name="hutch-warm-pool")
@@ -197,8 +238,8 @@ class WarmPool:
         await asyncio.gather(*(self._discard(p.id) for p in ready), return_exceptions=True)
 
     async def _destroy_leftovers(self) -> None:
-        assert self._driver is not None
-        sandboxes = self._driver.sandboxes
+        assert self._runtimes is not None
+        sandboxes = self._runtimes.sandboxes
         found = await asyncio.to_thread(
             lambda: (
                 [d.name for d in sandboxes.iterdir() if (d / MARKER).exists()]
@@ -225,18 +266,18 @@ class WarmPool:
             if not self._in_flight:
                 self._idle.set()
 
-    def take(self, rootfs: str, shape_id: str) -> Prepared | None:
-        """A prepared sandbox of ``rootfs`` and ``shape_id``, now no longer the pool's,
-        or None (no such entry, or none ready: the create starts cold). The caller then
-        either :meth:`hand_out` s it or :meth:`give_back` s it untouched."""
-        ready = self._ready.get((rootfs, shape_id))
+    def take(self, runtime: str, rootfs: str, shape_id: str) -> Prepared | None:
+        """A prepared sandbox of ``runtime``, ``rootfs`` and ``shape_id``, now no longer the
+        pool's, or None (no such entry, or none ready: the create starts cold). The caller
+        then either :meth:`hand_out` s it or :meth:`give_back` s it untouched."""
+        ready = self._ready.get((runtime, rootfs, shape_id))
         if not ready:
             return None
         prepared = ready.pop(0)
         self._wake.set()
         return prepared
 
-    def _held(self, key: tuple[str, str]) -> int:
+    def _held(self, key: Key) -> int:
         """Prepared sandboxes of an entry: ready, and being prepared."""
         return len(self._ready[key]) + sum(1 for k in self._preparing.values() if k == key)
 
@@ -253,38 +294,56 @@ class WarmPool:
         prepared one's): check it is as it was prepared, then give it ``spec``'s hostname
         and the environment its commands start with. Raises :class:`WarmUnusable` (the
         caller destroys it and starts cold)."""
-        driver = self._driver
-        assert driver is not None and spec.id == prepared.id
-        # The host's part (checks, names, hostname) in one short-lived thread, beside the
-        # guest's (its environment): a sandbox that fails a check is destroyed anyway.
+        driver = self._driver(prepared.entry.runtime)
+        assert spec.id == prepared.id
         try:
             env = driver.process_env(spec)
+            if isinstance(driver, GvisorDriver):
+                await self._hand_out_gvisor(driver, prepared, spec, env)
+                return
+            # The host's part (checks, names, hostname) in one short-lived thread, beside
+            # the guest's (its environment): a sandbox that fails a check is destroyed anyway.
             await asyncio.gather(
-                in_own_thread(lambda: self._check_and_name(prepared, spec)),
+                in_own_thread(lambda: self._check_and_name(driver, prepared, spec)),
                 driver.guest(prepared.id).call({"op": "configure", "env": env}),
             )
         except (OSError, GuestError, GuestUnreachable, DriverError) as exc:
             raise WarmUnusable(f"warm sandbox {prepared.id} not handed out: {exc}") from exc
 
-    def _check_and_name(self, prepared: Prepared, spec: SandboxSpec) -> None:
+    async def _hand_out_gvisor(
+        self, driver: GvisorDriver, prepared: Prepared, spec: SandboxSpec, env: dict[str, str]
+    ) -> None:
+        """gvisor's hand-out: the files checked and the names written by the host, the
+        processes and ``/dev/shm`` checked by the guest agent in gVisor's kernel (with its
+        environment), and the kernel's hostname set with ``runsc exec``, side by side."""
+
+        def check_and_name() -> None:
+            self._check_files(driver, prepared)
+            driver.set_names(prepared.id, spec.hostname, str(spec.link.sandbox))
+
+        await asyncio.gather(
+            asyncio.to_thread(check_and_name),
+            driver.guest(prepared.id).call({"op": "configure", "env": env, "alone": True}),
+            driver.set_hostname(prepared.id, spec.hostname),
+        )
+
+    def _check_and_name(self, driver: RuncDriver, prepared: Prepared, spec: SandboxSpec) -> None:
         """In a thread of its own (it joins the sandbox's UTS namespace): check the
         sandbox is as prepared, then give it ``spec``'s names."""
-        assert self._driver is not None
-        self._check_untouched(prepared)
-        self._driver.set_names(prepared.id, spec.hostname, str(spec.link.sandbox))
-        set_hostname_here(prepared.pid, spec.hostname)
-
-    def _check_untouched(self, prepared: Prepared) -> None:
-        assert self._driver is not None
-        directory = self._driver.directory_of(prepared.id)
-        (directory / MARKER).unlink()  # from here on a restart treats it as the store says
-        processes = self._driver.init_processes(prepared.id)
+        self._check_files(driver, prepared)
+        processes = driver.init_processes(prepared.id)
         if processes != {prepared.pid}:
             raise WarmUnusable(f"processes other than its init ran: {sorted(processes or ())}")
-        if _file_state(directory) != prepared.files:
-            raise WarmUnusable("its files changed after it was prepared")
         if os.listdir(f"/proc/{prepared.pid}/root/dev/shm"):
             raise WarmUnusable("its /dev/shm is not empty")
+        driver.set_names(prepared.id, spec.hostname, str(spec.link.sandbox))
+        set_hostname_here(prepared.pid, spec.hostname)
+
+    def _check_files(self, driver: RuncDriver, prepared: Prepared) -> None:
+        directory = driver.directory_of(prepared.id)
+        (directory / MARKER).unlink()  # from here on a restart treats it as the store says
+        if _file_state(directory) != prepared.files:
+            raise WarmUnusable("its files changed after it was prepared")
 
     # -- refilling ----------------------------------------------------------------------
 
@@ -332,8 +391,7 @@ class WarmPool:
             await asyncio.sleep(min(QUIET_S - quiet_for, left))
 
     async def _prepare(self, entry: WarmEntry) -> Prepared:
-        driver = self._driver
-        assert driver is not None
+        driver = self._driver(entry.runtime)
         sandbox_id = new_id("sb_")
         try:
             link = self._links.allocate(sandbox_id)
@@ -350,7 +408,7 @@ class WarmPool:
                 disk_mib=entry.shape.default_disk_mib,
                 link=link,
                 pids_limit=self._pids_limit,
-                runtime="runc",
+                runtime=entry.runtime,
             )
             try:
                 info = await driver.create(spec)
@@ -375,9 +433,9 @@ class WarmPool:
             self._preparing.pop(sandbox_id, None)
 
     async def _discard(self, sandbox_id: str) -> None:
-        assert self._driver is not None
+        assert self._runtimes is not None
         try:
-            await self._driver.destroy(sandbox_id)
+            await self._runtimes.destroy(sandbox_id)  # the driver its runtime marker names
         except DriverError as exc:
             log.warning("destroying warm sandbox %s failed: %s", sandbox_id, exc)
         self._links.release(sandbox_id)
