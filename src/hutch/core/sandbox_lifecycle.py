@@ -524,11 +524,16 @@ class SandboxLifecycle(SandboxWarm):
             await self._update(record.id, status=S.ERROR)
             raise Conflict("the sandbox's network address is gone; it cannot be started "
                            "again (delete it)", field="status")  # fmt: skip
-        await self._creating(record)
         snapshot = self._snapshot(record.id)
-        try:
+
+        async def wake() -> None:
             await self._snapshots.fetch(record.id, snapshot)
             await self._host.driver.wake(self.spec_of(record, link), snapshot)
+
+        try:  # the egress policy (and the like) beside the driver's start, as at create
+            woke, _ = await asyncio.gather(wake(), self._creating(record), return_exceptions=True)
+            if isinstance(woke, BaseException):
+                raise woke
         except (DriverError, SnapshotStoreError) as exc:
             await self._stopped(record.id)
             await self._update(record.id, status=S.ERROR, reason=f"resume failed: {exc}")

@@ -44,6 +44,7 @@ import secrets
 import shutil
 import socket
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -237,12 +238,16 @@ class GvisorDriver(RuncDriver):
             raise DriverError(f"runsc could not {what} the sandbox: {_tail(log_path, 600)}")
 
     async def _started(self, sandbox_id: str, directory: Path) -> RuntimeInfo:
+        await self._pending_hostname(sandbox_id, directory)
         pid = int((directory / "init.pid").read_text())
+        return RuntimeInfo(id=sandbox_id, state=RuntimeState.RUNNING, pid=pid)
+
+    async def _pending_hostname(self, sandbox_id: str, directory: Path) -> None:
+        """Set the hostname a rename (while stopped) or a fork left to be set."""
         pending = directory / "hostname.pending"
-        if pending.exists():
+        if await asyncio.to_thread(pending.exists):
             await self.set_hostname(sandbox_id, pending.read_text().strip())
             pending.unlink()
-        return RuntimeInfo(id=sandbox_id, state=RuntimeState.RUNNING, pid=pid)
 
     def _state_file(self, sandbox_id: str) -> Path:
         """Where runsc keeps what it knows of a sandbox (its ``state`` reads this)."""
@@ -324,10 +329,7 @@ class GvisorDriver(RuncDriver):
 
     async def resume(self, sandbox_id: str) -> None:
         await super().resume(sandbox_id)
-        pending = self._dir(sandbox_id) / "hostname.pending"
-        if pending.exists():
-            await self.set_hostname(sandbox_id, pending.read_text().strip())
-            pending.unlink()
+        await self._pending_hostname(sandbox_id, self._dir(sandbox_id))
 
     async def open_port(
         self, sandbox_id: str, port: int, *, own_address: str | None = None
@@ -431,10 +433,15 @@ class GvisorDriver(RuncDriver):
     async def _delete_stopped(self, sandbox_id: str) -> None:
         """After a checkpoint: runsc's leftovers go, and the disk is unmounted (its files
         are in its file; a mounted btrfs holds ~7 MiB of kernel memory): a hibernated
-        sandbox holds only its link and its rules. A wake mounts it again."""
+        sandbox holds only its link and its rules. A wake mounts it again. Its filesystem
+        is synced first: were the unmount lazy (runsc's gofer still closing its files), a
+        fork's copy of the disk file would miss what btrfs had not yet written."""
         await run(*self._runc("delete", "--force", sandbox_id), check=False)
         await asyncio.to_thread(self._remove_cgroups, {sandbox_id})
-        await SandboxRootfs(self._dir(sandbox_id), templates=self.templates).unmount()
+        disk = SandboxRootfs(self._dir(sandbox_id), templates=self.templates)
+        if await asyncio.to_thread(disk.mounted):
+            await run("sync", "-f", str(disk.layer), check=False)
+        await disk.unmount()
 
     async def _settled(self, sandbox_id: str) -> None:
         """Wait until what a checkpoint left behind is gone (:meth:`_delete_stopped`),
@@ -483,25 +490,44 @@ class GvisorDriver(RuncDriver):
             raise SandboxMissing(f"nothing of sandbox {spec.id} is left on this host")
         link = SandboxLink(tag=self.tag, sandbox_id=spec.id)
         await self._settled(spec.id)
-        try:
+        image, spec = self._image(spec)
+
+        async def mount() -> None:  # a hibernate unmounted it
             if not await asyncio.to_thread(disk.mounted):
-                image, spec = self._image(spec)
                 await disk.mount(image=image.lowers)
+
+        try:
             if not link.netns_path.exists():
                 await link.create(spec.link)
-            return await self._restore(spec, directory, snapshot)
+            # The disk's mount (a loop device and a btrfs: the longest step before runsc)
+            # beside the rest of what comes before a start.
+            await _all(mount(), self._before_start(spec, directory))
+            return await self._restore(spec, directory, snapshot, prepared=True)
         except CommandFailed as exc:
             raise DriverError(f"{exc.argv[0]} failed: {exc.detail}") from exc
 
-    async def _restore(self, spec: SandboxSpec, directory: Path, snapshot: Path) -> RuntimeInfo:
-        await self._before_start(spec, directory)
+    async def _restore(
+        self, spec: SandboxSpec, directory: Path, snapshot: Path, *, prepared: bool = False
+    ) -> RuntimeInfo:
+        """``runsc restore`` from ``snapshot`` (``prepared``: :meth:`_before_start` done).
+        The wake file is there before the restore, so the agent binds its socket again at
+        its first look; meanwhile a hostname left to set (a fork's) is set."""
+        if not prepared:
+            await self._before_start(spec, directory)
         wake = (snapshot / "wake").read_text().strip()
+        marker = self.agent_socket(spec.id).parent / wake
+        await asyncio.to_thread(marker.write_text, "")
         command = self._networked("restore", "--detach", "--image-path", str(snapshot),
                                   "--pid-file", str(directory / "init.pid"),
                                   "--bundle", str(directory), spec.id)  # fmt: skip
-        await self._run_runsc(command, directory / "console.log", "restore")
-        await self._wake_agent(spec.id, wake)
-        return await self._started(spec.id, directory)
+        try:
+            await self._run_runsc(command, directory / "console.log", "restore")
+            await _all(self._wait_for_agent(spec.id), self._pending_hostname(spec.id, directory))
+        finally:
+            with contextlib.suppress(OSError):
+                marker.unlink()
+        pid = int((directory / "init.pid").read_text())
+        return RuntimeInfo(id=spec.id, state=RuntimeState.RUNNING, pid=pid)
 
     async def _wake_agent(self, sandbox_id: str, wake: str) -> None:
         """Tell an agent that closed its socket for a checkpoint to bind it again."""
@@ -539,3 +565,12 @@ class GvisorDriver(RuncDriver):
             return await self._restore(spec, directory, snapshot)
 
         return await self._fork(source_id, spec, start)
+
+
+async def _all(*steps: Awaitable[None]) -> None:
+    """Run ``steps`` side by side and wait for all of them; raise the first failure (the
+    others finish first: nothing is left running behind the caller)."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

@@ -52,13 +52,15 @@ async def _restore_addresses(netns: str, saved: Path) -> None:
         if batch:
             await run("ip", "-force", "-n", netns, "-batch", "-", input=batch.encode(), check=False)
         return
-    shown = await run("ip", "-n", netns, "-j", "-4", "addr", "show", check=False)
+    shown, routes = await asyncio.gather(
+        run("ip", "-n", netns, "-j", "-4", "addr", "show", check=False),
+        run("ip", "-n", netns, "-j", "-4", "route", "show", "default", check=False),
+    )
     if shown.returncode != 0:
         return
     present = {(a["ifname"], i["local"], i["prefixlen"])
                for a in json.loads(shown.stdout or b"[]") for i in a.get("addr_info", [])
                if a.get("ifname") != "lo"}  # fmt: skip
-    routes = await run("ip", "-n", netns, "-j", "-4", "route", "show", "default", check=False)
     gateway = [r.get("gateway") for r in json.loads(routes.stdout or b"[]") if r.get("gateway")]
     if present:
         record = {"addresses": sorted(present), "gateway": gateway[0] if gateway else None}
