@@ -120,7 +120,8 @@ def test_a_prepared_gvisor_sandbox_that_was_touched_is_never_handed_out(
     # In one, a process the host started left a child behind (an orphan: its parent is
     # now the guest agent, the init) and a file in /dev/shm (gVisor's memory: only the
     # agent can see it); in the other a file appeared in its writable layer.
-    runsc_exec(server.home, one, "echo secret > /dev/shm/leak; setsid sleep 600 &")
+    # (The sleep's output goes nowhere: runsc exec would wait for it to close.)
+    runsc_exec(server.home, one, "echo leak > /dev/shm/leak; setsid sleep 600 >/dev/null 2>&1 &")
     layer = server.home / "sandboxes" / two / "layer" / "upper"
     (layer / "workspace" / "leak").write_text("secret")
     boxes = [create(api, envs={"N": str(n)}) for n in range(2)]
