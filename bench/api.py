@@ -49,11 +49,12 @@ IMAGES = Path(os.environ.get("HUTCH_IMAGES_DIR", "/var/cache/hutch-test-images")
 def wrk(url: str, *, seconds: int, connections: int, key: str | None) -> dict[str, float]:
     header = ["-H", f"X-Api-Key: {key}"] if key else []
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", *header, url],
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency",
+         *header, url],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     if "Non-2xx" in out or "Socket errors" in out:
-        raise RuntimeError(f"errors under load:\n{out}")
+        raise RuntimeError(f"errors under load (or answers slower than 10 s):\n{out}")
 
     def latency(label: str) -> float:
         match = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out)

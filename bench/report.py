@@ -305,7 +305,8 @@ def chart_api(data: dict[str, Any], path: Path) -> None:
     by_clients.set_xticks(clients, [str(n) for n in clients])
     by_clients.set_xlabel("concurrent clients (wrk connections)")
     by_clients.legend()
-    fig.suptitle(f"API reads, 2 cores shared with wrk (load {data['load_at_start'][0]:.1f})")
+    start, end = data["load_at_start"][0], data["load"][0]
+    fig.suptitle(f"API reads, 2 cores shared with wrk and other work (load {start:.1f}-{end:.1f})")
     _save(fig, path)
 
 
