@@ -268,15 +268,19 @@ def per_runtime(api: httpx.Client, home: Path, runtime: str, n: int) -> dict[str
     return out
 
 
-def runtime_rss_mib(home: Path) -> float:
-    """Resident memory of this instance's runsc processes (Sentry and gofer), in MiB."""
+def runtime_rss_mib(home: Path, ids: list[str]) -> float:
+    """Resident memory of the runsc processes (Sentry and gofer) of sandboxes ``ids``
+    (not the warm pool's), in MiB."""
     total = 0
+    marks = [f"sandboxes/{sandbox_id}".encode() for sandbox_id in ids]
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes()
             if str(home / "runsc").encode() not in cmdline:
+                continue
+            if not any(mark in cmdline for mark in marks):
                 continue
             for line in (proc / "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -291,13 +295,13 @@ def paused_memory(api: httpx.Client, home: Path, runtime: str, count: int) -> di
     before = read_memory().available_mib
     made = [create(api, runtime)["id"] for _ in range(count)]
     time.sleep(3)
-    running, running_rss = read_memory().available_mib, runtime_rss_mib(home)
+    running, running_rss = read_memory().available_mib, runtime_rss_mib(home, made)
     for sandbox_id in made:
         ok(api.post(f"/v1/sandboxes/{sandbox_id}/pause"))
     time.sleep(3)
-    paused, paused_rss = read_memory().available_mib, runtime_rss_mib(home)
+    paused, paused_rss = read_memory().available_mib, runtime_rss_mib(home, made)
     kept = {"mounts": sum(1 for line in Path("/proc/mounts").read_text().splitlines()
-                          if str(home) in line),
+                          if str(home) in line and any(s in line for s in made)),
             "netns": sum(1 for n in Path("/run/netns").iterdir()
                          if any(n.name.endswith(s) for s in made))
             if Path("/run/netns").is_dir() else 0}  # fmt: skip
