@@ -118,13 +118,25 @@ class ClusterRouter:
             return
         placer = self._placer()
         placed = await placer.place(want)
+        released = False
+
+        async def send_released(message: Message) -> None:
+            # The hold goes before the client hears the answer: by then the sandbox's row
+            # counts, and a next create must not see the room taken twice.
+            nonlocal released
+            if message["type"] == "http.response.start" and not released:
+                released = True
+                await _release(placer, placed)
+            await send(message)
+
         try:
             agent = await self._agent(placed.host_id)
             if agent is None:
                 raise Unavailable(f"host {placed.host_id!r} has no address to reach its agent")
-            await self._forwarder(agent)(scope, replay, send)
+            await self._forwarder(agent)(scope, replay, send_released)
         finally:
-            await asyncio.shield(_release(placer, placed))
+            if not released:
+                await asyncio.shield(_release(placer, placed))
 
     async def _placement_request(self, scope: Scope, body: bytes) -> PlacementRequest | None:
         try:
