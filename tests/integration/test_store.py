@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -17,7 +20,7 @@ from hutch.core.hosts import HostService
 from hutch.core.identity import IdentityService, hash_key
 from hutch.core.ids import new_id
 from hutch.store.db import Database
-from hutch.store.migrate import MIGRATIONS_DIR, upgrade
+from hutch.store.migrate import MIGRATIONS_DIR, _head, upgrade
 from hutch.store.models import ApiKey, Base, Host, SandboxRecord, utcnow
 
 pytestmark = pytest.mark.anyio
@@ -218,6 +221,30 @@ async def test_migrations_are_idempotent_and_safe_to_race(database_url: str) -> 
     finally:
         for d in databases:
             await d.dispose()
+
+
+def test_a_store_at_the_newest_revision_is_opened_without_alembic(tmp_path: Path) -> None:
+    """Every ``hutch`` command migrates the store first; one already at the head is
+    recognised by the revision lines of the scripts, which must name Alembic's own head."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert _head() == ScriptDirectory.from_config(config).get_current_head()
+    script = (
+        "import asyncio, sys\n"
+        "from hutch.store.db import Database\n"
+        "from hutch.store.migrate import upgrade\n"
+        "async def main():\n"
+        "    db = Database(sys.argv[1])\n"
+        "    await upgrade(db)\n"
+        "    await db.dispose()\n"
+        "asyncio.run(main())\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    url = f"sqlite:///{tmp_path / 'hutch.db'}"
+    run = [sys.executable, "-c", script, url]
+    first = subprocess.run(run, capture_output=True, text=True, check=True)
+    again = subprocess.run(run, capture_output=True, text=True, check=True)
+    assert (first.stdout, again.stdout) == ("True\n", "False\n")
 
 
 async def test_the_migrations_make_what_the_models_describe(db: Database) -> None:
