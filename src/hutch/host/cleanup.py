@@ -26,11 +26,12 @@ async def cleanup_home(home: Path) -> dict[str, list[str]]:
     return what was there. HomeInUse if an agent of that home is running."""
     with HomeLock(home).held():
         gvisor = GvisorDriver(home, images=home)
-        try:
-            await gvisor.prepare()
-            await gvisor.cleanup(set())  # its own first (runsc's state, sockets)
-        except (DriverError, CommandFailed, OSError):
-            pass  # no usable runsc here: it has no sandboxes either
+        if _gvisor_left_anything(gvisor):
+            try:
+                await gvisor.prepare()
+                await gvisor.cleanup(set())  # its own first (runsc's state, sockets)
+            except (DriverError, CommandFailed, OSError):
+                pass  # no usable runsc here: it has no sandboxes either
         runc = RuncDriver(home, images=home)
         found = await runc.leftovers()
         await runc.cleanup(set())
@@ -38,3 +39,18 @@ async def cleanup_home(home: Path) -> dict[str, list[str]]:
         await run("pkill", "-TERM", "-f", f"nginx -c {home}/proxy/nginx.conf", check=False)
         await runc.uninstall()
     return {kind: items for kind, items in found.items() if items}
+
+
+def _gvisor_left_anything(gvisor: GvisorDriver) -> bool:
+    """Whether the home has a trace of a gvisor sandbox: runsc's state, a sandbox marked
+    gvisor, or its sockets (what :meth:`GvisorDriver.cleanup` looks for). Asking runsc
+    itself costs a second of starting it several times, and most homes never ran one."""
+
+    def entries(directory: Path) -> list[Path]:
+        return list(directory.iterdir()) if directory.is_dir() else []
+
+    return bool(
+        entries(gvisor.runc_root)
+        or any((d / "runtime").exists() for d in entries(gvisor.sandboxes))
+        or any(d.is_dir() and d.name.startswith("sb_") for d in entries(gvisor.sockets))
+    )

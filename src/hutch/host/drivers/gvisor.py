@@ -119,6 +119,8 @@ class GvisorDriver(RuncDriver):
         self._deleting: dict[str, asyncio.Task[None]] = {}
         self.statx_shim: Path | None = None
         self.sysview: Path | None = None
+        self._tools_wanted = False
+        self._tools_lock = asyncio.Lock()
 
     async def prepare(self, *, dns_port: int | None = None) -> None:
         """Check runsc and what it can do; make the directories. The firewall is the runc
@@ -132,10 +134,25 @@ class GvisorDriver(RuncDriver):
         self.sandboxes.mkdir(parents=True, exist_ok=True)
         self.runc_root.mkdir(parents=True, exist_ok=True)
         self.sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if self.features.date is not None and self.features.date < _STATX_FIXED:
-            self.statx_shim = await _build_statx_shim(self.home / "gvisor")
-        if self.features.hide_sys_net:
-            self.sysview = await _build_sysview(self.home / "gvisor")
+        # The statx shim and hutch-sysview are compiled when this driver's first sandbox
+        # starts (_tools), not here: about a second each of every start of a home, and
+        # most homes never run a gvisor sandbox.
+        self._tools_wanted = True
+
+    async def _tools(self) -> None:
+        """Build what runsc needs on this host besides itself, once per driver (a failed
+        build warns once, as before): before the first bundle that mounts the statx shim
+        and the first run or restore that starts under hutch-sysview."""
+        if not self._tools_wanted:
+            return
+        async with self._tools_lock:
+            if not self._tools_wanted or self.features is None:
+                return
+            if self.features.date is not None and self.features.date < _STATX_FIXED:
+                self.statx_shim = await _build_statx_shim(self.home / "gvisor")
+            if self.features.hide_sys_net:
+                self.sysview = await _build_sysview(self.home / "gvisor")
+            self._tools_wanted = False
 
     def _runc(self, *args: str) -> tuple[str, ...]:
         flags = ["--root", str(self.runc_root), f"--platform={self.platform}",
@@ -178,6 +195,7 @@ class GvisorDriver(RuncDriver):
         mounts = [m for m in config["mounts"] if m["destination"] not in ("/sys/fs/cgroup",)]
         mounts.append({"destination": GUEST_RUN, "type": "bind", "source": str(run_dir),
                        "options": ["rbind", "rw", "nosuid", "nodev", "noexec"]})  # fmt: skip
+        await self._tools()
         if self.statx_shim is not None:
             mounts += [
                 {"destination": f"{GUEST_PARENT}/statx.so", "type": "bind",
@@ -514,6 +532,7 @@ class GvisorDriver(RuncDriver):
         its first look; meanwhile a hostname left to set (a fork's) is set."""
         if not prepared:
             await self._before_start(spec, directory)
+        await self._tools()  # hutch-sysview (after a restart, no bundle was made before)
         wake = (snapshot / "wake").read_text().strip()
         marker = self.agent_socket(spec.id).parent / wake
         await asyncio.to_thread(marker.write_text, "")
