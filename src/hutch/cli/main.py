@@ -115,6 +115,8 @@ def serve(
         code = asyncio.run(roles.serve_one_process(settings, log_level=log_level))
     else:
         code = asyncio.run(roles.serve(settings, log_level=log_level, workers=workers))
+    if code == 0:
+        roles.end_process(0)
     if code == 3:
         fail("hutch serve could not start its host agent; the lines above say why")
     if code:
@@ -189,11 +191,12 @@ def control(
     if worker_fd is not None:
         code = asyncio.run(roles.control_worker(settings, fd=worker_fd, log_level=log_level))
         raise typer.Exit(code)
-    if asyncio.run(roles.control(settings, log_level=log_level, workers=workers)):
-        fail(
-            f"could not serve on {settings.host}:{settings.port}; the line above says why",
-            hint="a taken port? pick another with --port or HUTCH_PORT",
-        )
+    if asyncio.run(roles.control(settings, log_level=log_level, workers=workers)) == 0:
+        roles.end_process(0)
+    fail(
+        f"could not serve on {settings.host}:{settings.port}; the line above says why",
+        hint="a taken port? pick another with --port or HUTCH_PORT",
+    )
 
 
 @app.command()

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
 import sys
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from hutch.logs import configure_logging
 from hutch.roles.supervisor import (
@@ -30,7 +31,19 @@ if TYPE_CHECKING:
 # The supervisor imports no more than it needs (the app is imported by its children, and
 # by --one-process), so it starts fast and its children start at once.
 
-__all__ = ["serve", "serve_one_process"]
+__all__ = ["end_process", "serve", "serve_one_process"]
+
+
+def end_process(code: int) -> NoReturn:
+    """Exit with ``code`` at once, once the output is flushed. Called when a server has
+    stopped everything it ran (children reaped, stores and sockets closed): the
+    interpreter's own teardown of a process holding the whole app (its modules, models and
+    schemas) only cost 0.5-2 s of every stop."""
+    logging.shutdown()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 async def serve_one_process(settings: Settings, *, log_level: str) -> int:
