@@ -1,7 +1,8 @@
 """Contract tests: each module checks one resource of the CreateOS dialect against a real
 ``hutch serve``, written from shared/reference/CREATEOS-API.md (field names, status codes,
 frames) and its §20 decisions, not from hutch's code. Control-plane shapes run on the fake
-driver; exec and files on runc."""
+driver; exec and files on runc. One server of each for the whole directory (every test
+makes a user of its own, so nothing it counts is another test's)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from hutch.host.drivers.fake import FakeDriver
 from tests.e2e.test_sandboxes_runc import runc_server
 from tests.support.images import fake_image
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 REGION = "contract-1"
 LABELS = "tier=gold,zone=a"
@@ -25,7 +26,7 @@ FILES_MAX_BYTES = 1024 * 1024
 _users = itertools.count()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def fake_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HutchProcess]:
     root = tmp_path_factory.mktemp("contract-fake")
     fake_image(root / "images", "devbox:1")
@@ -40,7 +41,7 @@ def fake_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HutchProce
     asyncio.run(FakeDriver(server.home / "fake-sandboxes").cleanup(set()))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def runc(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[HutchProcess]:
     server = runc_server(
         tmp_path_factory.mktemp("contract-runc") / "home",
@@ -54,7 +55,7 @@ def runc(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[Hut
 
 def client_of(server: HutchProcess) -> httpx.Client:
     """A client with a key of a user of its own (so counts start at zero)."""
-    key = run_cli(server.home, "keys", "create", "--user", f"c{next(_users)}").stdout.strip()
+    key = server.new_key(f"c{next(_users)}")
     return server.client(key)
 
 

@@ -15,9 +15,25 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server(home: Path) -> Iterator[HutchProcess]:
-    """A fresh ``hutch serve`` on SQLite, on a free loopback port."""
+def fresh_server(home: Path) -> Iterator[HutchProcess]:
+    """A fresh ``hutch serve`` on SQLite, on a free loopback port, for this test alone."""
     process = HutchProcess(home).wait_ready()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def server(fresh_server: HutchProcess) -> HutchProcess:
+    return fresh_server
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HutchProcess]:
+    """One fresh ``hutch serve`` (SQLite, fake driver) for the tests of a module that
+    neither restart nor reconfigure it, nor count what the module's other tests made: such a
+    module's ``server`` fixture returns this one. A server start is most of such a test's
+    time."""
+    process = HutchProcess(tmp_path_factory.mktemp("shared") / "home").wait_ready()
     yield process
     process.stop()
 

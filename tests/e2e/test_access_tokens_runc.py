@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_sandboxes_runc import create, runc_server
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 NOT_FOUND = "sandbox access token not found"
 
@@ -34,8 +34,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[H
 
 @pytest.fixture
 def owner(server: HutchProcess) -> Iterator[httpx.Client]:
-    key = run_cli(server.home, "keys", "create", "--user", f"o{time.monotonic_ns()}").stdout
-    with server.client(key.strip()) as client:
+    key = server.new_key(f"o{time.monotonic_ns()}")
+    with server.client(key) as client:
         yield client
 
 
@@ -111,7 +111,7 @@ def test_another_users_sandbox_has_no_token_routes(
     server: HutchProcess, owner: httpx.Client
 ) -> None:
     box = create(owner)
-    key = run_cli(server.home, "keys", "create", "--user", "stranger").stdout.strip()
+    key = server.new_key("stranger")
     with server.client(key) as stranger:
         for method, suffix in (("POST", ""), ("GET", ""), ("POST", "/rotate"), ("DELETE", "")):
             theirs = stranger.request(method, f"/v1/sandboxes/{box['id']}/access-token{suffix}")

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hutch.host.images import COMPLETE_MARKER, image_dir
 from hutch.host.machine import read_memory
 from tests.support.server import HutchProcess
+
+
+@pytest.fixture
+def server(shared_server: HutchProcess) -> HutchProcess:
+    """The tests that take it only read: they share the module's server (no sandbox is
+    made here, so the host's vm_count stays 0). The others start servers of their own."""
+    return shared_server
 
 
 def test_shapes_match_the_seed(server: HutchProcess) -> None:

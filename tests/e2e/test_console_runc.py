@@ -21,7 +21,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.e2e.test_sandboxes_runc import runc_server
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
@@ -52,7 +52,7 @@ def browser(server: HutchProcess) -> Iterator[Browser]:
 
 
 def new_key(server: HutchProcess, user: str) -> str:
-    return run_cli(server.home, "keys", "create", "--user", user).stdout.strip()
+    return server.new_key(user)
 
 
 class Console:

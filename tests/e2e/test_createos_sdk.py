@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests.e2e.test_sandboxes_runc import runc_server
 from tests.support.seaweed import ROTATED_ACCESS_KEY, ROTATED_SECRET_KEY, SeaweedS3
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 _names = itertools.count()
 
@@ -56,7 +56,7 @@ def hutch(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[Hu
 
 @pytest.fixture
 def client(hutch: HutchProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    key = run_cli(hutch.home, "keys", "create", "--user", f"sdk-{next(_names)}").stdout.strip()
+    key = hutch.new_key(f"sdk-{next(_names)}")
     monkeypatch.setenv("CREATEOS_SANDBOX_BASE_URL", hutch.url)
     monkeypatch.setenv("CREATEOS_API_KEY", key)
     # The client's own default is 60 s a request; this machine is shared and can be slow.

@@ -28,7 +28,7 @@ from createos.models import (
 )
 
 from tests.e2e.test_sandboxes_runc import runc_server
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 _names = itertools.count()
 
@@ -43,7 +43,7 @@ def hutch(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[Hu
 
 @pytest.fixture
 def client(hutch: HutchProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    key = run_cli(hutch.home, "keys", "create", "--user", f"proc-{next(_names)}").stdout.strip()
+    key = hutch.new_key(f"proc-{next(_names)}")
     monkeypatch.setenv("CREATEOS_SANDBOX_BASE_URL", hutch.url)
     monkeypatch.setenv("CREATEOS_API_KEY", key)
     with Client(timeout=300) as client:

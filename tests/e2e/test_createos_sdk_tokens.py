@@ -12,7 +12,7 @@ import pytest
 from createos import APIError, Client, CreateSandboxRequest, RunCommandRequest, SandboxStatus
 
 from tests.e2e.test_sandboxes_runc import runc_server
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def hutch(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[Hu
 
 @pytest.fixture
 def client(hutch: HutchProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    key = run_cli(hutch.home, "keys", "create", "--user", "sdk-owner").stdout.strip()
+    key = hutch.new_key("sdk-owner")
     monkeypatch.setenv("CREATEOS_SANDBOX_BASE_URL", hutch.url)
     monkeypatch.setenv("CREATEOS_API_KEY", key)
     with Client(timeout=300) as client:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 from tests.support.wallet import Wallet
 
 DEEP = "[" * 200_000 + "]" * 200_000  # 400 KB, under the 1 MiB body limit
@@ -16,7 +16,7 @@ DEEP = "[" * 200_000 + "]" * 200_000  # 400 KB, under the 1 MiB body limit
 
 def test_deep_json_after_a_signed_request_is_a_400_and_the_server_lives(tmp_path: Path) -> None:
     server = HutchProcess(tmp_path / "home").wait_ready()
-    key = run_cli(server.home, "keys", "create", "--user", "deep").stdout.strip()
+    key = server.new_key("deep")
     try:
         with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as http:
             # A signed request: the server imports eth_account (and py_ecc) to check it.

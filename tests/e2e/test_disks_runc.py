@@ -25,7 +25,7 @@ from tests.e2e.test_sandboxes_runc import (
     sh,
 )
 from tests.support.seaweed import SeaweedS3
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 _buckets = itertools.count()
 
@@ -174,7 +174,7 @@ def test_restart_remounts_and_kill_leaves_no_secrets(
 ) -> None:
     home, pool = tmp_path / "home", new_pool()
     first = runc_server(home, images, pool=pool, env=ENV)
-    key = run_cli(home, "keys", "create", "--user", "remount").stdout.strip()
+    key = first.new_key("remount")
     with first.client(key) as api:
         register(api, s3, "keep", new_bucket(s3))
         box = create(api, disks=[{"disk_id": "keep", "mount_path": "/keep"}])

@@ -25,7 +25,7 @@ from hutch.sdk import (
 from tests.e2e.test_cli_client import assert_one_error, hutch, ok
 from tests.e2e.test_sandboxes_runc import runc_server
 from tests.support.internet import Internet
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 QUOTA = 1 << 20
 
@@ -44,7 +44,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[H
 
 @pytest.fixture(scope="module")
 def key(server: HutchProcess) -> str:
-    return run_cli(server.home, "keys", "create", "--user", "egress-user").stdout.strip()
+    return server.new_key("egress-user")
 
 
 @pytest.fixture(scope="module")

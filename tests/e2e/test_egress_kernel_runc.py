@@ -25,7 +25,7 @@ from hutch.host.link import host_interface
 from tests.e2e.test_networks_runc import serve_http
 from tests.e2e.test_sandboxes_runc import create, leftovers, runc_server, sh
 from tests.support.internet import Internet
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 # The API listens on every address here, so that "the host's addresses are refused" is
 # about the firewall, not about where the API happens to listen.
@@ -46,7 +46,7 @@ def served(
 ) -> Iterator[tuple[HutchProcess, httpx.Client]]:
     home = tmp_path_factory.mktemp("egress") / "home"
     server = runc_server(home, images, pool=own_pool(internet, 100), env=ENV)
-    key = run_cli(server.home, "keys", "create", "--user", "egress").stdout.strip()
+    key = server.new_key("egress")
     try:
         with server.client(key) as api:
             yield server, api
@@ -326,7 +326,7 @@ def test_quota_caps_recharge_lifts_and_counters_survive_kill_9(
     first = runc_server(home, images, pool=pool, env=env)
     second: HutchProcess | None = None
     try:
-        key = run_cli(home, "keys", "create", "--user", "meter").stdout.strip()
+        key = first.new_key("meter")
         a, b = internet.address("example.test"), internet.address("www.example.test")
         with first.client(key) as api:
             box = create(api, egress=[a, b])
@@ -422,7 +422,7 @@ def test_a_restart_applies_the_stored_rules_again(
     second: HutchProcess | None = None
     a, evil = internet.address("example.test"), internet.address("evil.test")
     try:
-        key = run_cli(home, "keys", "create", "--user", "keeper").stdout.strip()
+        key = first.new_key("keeper")
         with first.client(key) as api:
             box = create(api, egress=[f"{a}:80"])
             opened = create(api)
@@ -453,7 +453,7 @@ def test_the_closed_default_and_a_private_block_carved_out(
     env = {**ENV, "HUTCH_EGRESS_DEFAULT": "closed", "HUTCH_EGRESS_ALLOW_PRIVATE": f"{mirror}/32"}
     server = runc_server(home, images, pool=own_pool(internet, 103), env=env)
     try:
-        key = run_cli(home, "keys", "create", "--user", "closed").stdout.strip()
+        key = server.new_key("closed")
         a = internet.address("example.test")
         with server.client(key) as api:
             shut, star = create(api), create(api, egress=["*"])

@@ -94,7 +94,7 @@ def test_kill_9_mid_flight_loses_nothing_answered_and_converges(
 ) -> None:
     home, pool = tmp_path / "home", new_pool()
     first = runc_server(home, images, pool=pool)
-    key = run_cli(home, "keys", "create", "--user", "dana").stdout.strip()
+    key = first.new_key("dana")
     with first.client(key) as api:
         network = api.post("/v1/networks", json={"name": "busy-net"}).json()["data"]["id"]
     traffic = Traffic(first.url, key, network)
@@ -144,7 +144,7 @@ def test_a_killed_agent_puts_its_sandbox_in_error_and_it_deletes_cleanly(
 ) -> None:
     home = tmp_path / "home"
     server = runc_server(home, images, env={"HUTCH_MONITOR_INTERVAL_S": "0.2"})
-    key = run_cli(home, "keys", "create", "--user", "erin").stdout.strip()
+    key = server.new_key("erin")
     try:
         with server.client(key) as api:
             box = create(api)
@@ -207,7 +207,7 @@ def test_a_locked_sqlite_store_answers_503_in_each_dialect_then_recovers(
 ) -> None:
     home = tmp_path / "home"
     server = HutchProcess(home, env={"HUTCH_DB_TIMEOUT_S": "1"}).wait_ready()
-    key = run_cli(home, "keys", "create", "--user", "finn").stdout.strip()
+    key = server.new_key("finn")
     try:
         locker = sqlite3.connect(home / "hutch.db", timeout=1)
         locker.execute("BEGIN EXCLUSIVE")
@@ -260,7 +260,7 @@ def test_a_full_disk_gives_clear_errors_and_corrupts_nothing(tmp_path: Path, ima
     server = None
     try:
         server = runc_server(home / "home", images)
-        key = run_cli(server.home, "keys", "create", "--user", "hana").stdout.strip()
+        key = server.new_key("hana")
         with server.client(key) as api:
             kept = create(api, name="before-full")
             sh(api, kept, "echo precious > /root/note")

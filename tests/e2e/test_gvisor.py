@@ -22,7 +22,7 @@ from hutch.host.drivers.gvisor_features import _build_sysview
 from hutch.host.drivers.gvisor_host import _HIDE_SYS_NET
 from tests.e2e.test_sandboxes_runc import create, new_pool, runc_server, sh
 from tests.support.seaweed import SeaweedS3
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 # Written to a temporary file and renamed: a reader never sees it half-written.
 COUNTER = (
@@ -41,7 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[H
 
 @pytest.fixture
 def api(server: HutchProcess) -> Iterator[httpx.Client]:
-    key = run_cli(server.home, "keys", "create", "--user", f"g{time.monotonic_ns()}").stdout.strip()
+    key = server.new_key(f"g{time.monotonic_ns()}")
     with server.client(key) as client:
         yield client
         # What the test made goes: under ptrace a counter left running costs a core's tenth
@@ -285,7 +285,7 @@ def test_kill_9_during_a_pause_converges_at_restart(
 ) -> None:
     home, pool = tmp_path / "home", new_pool()
     first = runc_server(home, images, pool=pool)
-    key = run_cli(home, "keys", "create", "--user", "kim").stdout.strip()
+    key = first.new_key("kim")
     try:
         with first.client(key) as api:
             box = gvisor_box(api)
@@ -325,7 +325,7 @@ def test_kill_9_during_a_resume_converges_at_restart(
 ) -> None:
     home, pool = tmp_path / "home", new_pool()
     first = runc_server(home, images, pool=pool)
-    key = run_cli(home, "keys", "create", "--user", "ray").stdout.strip()
+    key = first.new_key("ray")
     try:
         with first.client(key) as api:
             box = gvisor_box(api)
@@ -353,7 +353,7 @@ def test_kill_9_during_a_resume_converges_at_restart(
 def test_kill_9_during_a_fork_converges_at_restart(tmp_path: Path, images: Path) -> None:
     home, pool = tmp_path / "home", new_pool()
     first = runc_server(home, images, pool=pool)
-    key = run_cli(home, "keys", "create", "--user", "fay").stdout.strip()
+    key = first.new_key("fay")
     try:
         with first.client(key) as api:
             source = gvisor_box(api)
@@ -388,7 +388,7 @@ def test_auto_pause_hibernates(tmp_path: Path, images: Path) -> None:
     env = {"HUTCH_AUTO_PAUSE_MIN_S": "1", "HUTCH_MONITOR_INTERVAL_S": "0.2"}
     home = tmp_path / "home"
     server = runc_server(home, images, env=env)
-    key = run_cli(home, "keys", "create", "--user", "ida").stdout.strip()
+    key = server.new_key("ida")
     try:
         with server.client(key) as api:
             box = gvisor_box(api, auto_pause_after_seconds=1)
@@ -439,7 +439,7 @@ def test_snapshots_kept_in_s3_free_the_host_disk(
     }
     home, pool = tmp_path / "home", new_pool()
     server = runc_server(home, images, env=env, pool=pool)
-    key = run_cli(home, "keys", "create", "--user", "sal").stdout.strip()
+    key = server.new_key("sal")
 
     def objects(sandbox_id: str) -> list[str]:
         listed = s3.client().list_objects_v2(Bucket=bucket, Prefix=f"hutch/{sandbox_id}/")

@@ -18,7 +18,7 @@ import pytest
 from tests.e2e.test_nullspace_runc import serve_http, through_proxy
 from tests.e2e.test_sandboxes_runc import create, runc_server, sh
 from tests.support.internet import Internet
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 QUOTA = 1 << 20
 
@@ -33,7 +33,7 @@ def served(
     env = {"HUTCH_DNS_UPSTREAM": internet.resolver, "HUTCH_BANDWIDTH_QUOTA_BYTES": str(QUOTA),
            "HUTCH_DEFAULT_RUNTIME": "gvisor"}  # fmt: skip
     server = runc_server(home, images, pool=pool, env=env)
-    key = run_cli(server.home, "keys", "create", "--user", "gnet").stdout.strip()
+    key = server.new_key("gnet")
     try:
         with server.client(key) as api:
             yield server, api
@@ -138,7 +138,7 @@ def test_kill_9_of_the_server_keeps_gvisor_sandboxes(
 ) -> None:
     home, pool = tmp_path / "home", f"10.105.{internet.slot * 4}.0/22"
     first = runc_server(home, images, pool=pool, env={"HUTCH_DEFAULT_RUNTIME": "gvisor"})
-    key = run_cli(home, "keys", "create", "--user", "gail").stdout.strip()
+    key = first.new_key("gail")
     with first.client(key) as api:
         survivor = create(api, name="g-survivor")
         sh(api, survivor, "echo kept > /root/note")

@@ -41,7 +41,7 @@ def test_a_second_home_on_the_same_pool_is_refused_naming_the_clash(
     first: tuple[HutchProcess, str], tmp_path: Path, images: Path
 ) -> None:
     server, pool = first
-    key = run_cli(server.home, "keys", "create", "--user", "alice").stdout.strip()
+    key = server.new_key("alice")
     with server.client(key) as api:
         box = create(api)
     link = f"hv{RuncDriver(server.home, images=images).tag[:4]}"
@@ -62,7 +62,7 @@ def test_cleanup_removes_what_a_home_left_and_waits_for_no_running_hutch(
     pool = new_pool()
     server = runc_server(tmp_path / "old", images, pool=pool)
     try:
-        key = run_cli(server.home, "keys", "create", "--user", "bob").stdout.strip()
+        key = server.new_key("bob")
         with server.client(key) as api:
             made = [create(api)["id"] for _ in range(2)]
         busy = run_cli(server.home, "host", "cleanup", "--home", str(server.home), check=False)

@@ -14,6 +14,14 @@ from tests.support.postgres import PostgresServer
 from tests.support.server import HutchProcess, run_cli
 
 
+@pytest.fixture
+def server(shared_server: HutchProcess) -> HutchProcess:
+    """One server for the tests that take it: each makes users of its own and counts
+    nothing of the others'. The tests that restart a server or list every key start
+    their own."""
+    return shared_server
+
+
 def _whoami(server: HutchProcess, key: str) -> httpx.Response:
     with server.client(key) as client:
         return client.get("/v1/whoami")
@@ -41,7 +49,8 @@ def test_admin_key_is_printed_once_and_keeps_working(home: Path) -> None:
     assert key not in (home / "hutch.db").read_bytes().decode("latin-1")
 
 
-def test_keys_made_while_the_server_runs_work_at_once(server: HutchProcess) -> None:
+def test_keys_made_while_the_server_runs_work_at_once(fresh_server: HutchProcess) -> None:
+    server = fresh_server  # its own: the listing below is every key of the store
     created = run_cli(server.home, "keys", "create", "--user", "alice")
     alice_key = created.stdout.strip()
     assert created.stdout == alice_key + "\n", "only the key goes to stdout"

@@ -8,16 +8,14 @@ from pathlib import Path
 from bench.load import audit, cleanup_audit, run_load
 
 from tests.e2e.test_sandboxes_runc import runc_server
-from tests.support.server import remove_instance, run_cli
+from tests.support.server import remove_instance
 
 
 def test_twenty_clients_at_once_lose_nothing_and_leak_nothing(tmp_path: Path, images: Path) -> None:
     home = tmp_path / "home"
     server = runc_server(home, images, env={"HUTCH_MAX_RUNNING_PER_USER": "200"})
     try:
-        keys = [
-            run_cli(home, "keys", "create", "--user", f"load{i}").stdout.strip() for i in range(4)
-        ]
+        keys = [server.new_key(f"load{i}") for i in range(4)]
         report = run_load(server.url, keys, clients=20, rounds=3)
         assert report.failures == []
         assert len(report.made) == 60

@@ -19,7 +19,7 @@ import pytest
 
 from hutch.sdk import Client, Sandbox
 from tests.e2e.test_sandboxes_runc import create, runc_server, sh
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 MIB = 1 << 20
 
@@ -34,7 +34,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[H
 
 
 def key(server: HutchProcess, user: str) -> str:
-    return run_cli(server.home, "keys", "create", "--user", user).stdout.strip()
+    return server.new_key(user)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from tests.e2e.test_sandboxes_runc import (
     served_by,
     sh,
 )
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 NETWORK_POOL = "10.44.0.0/16"
 
@@ -189,7 +189,7 @@ def test_a_member_cannot_forge_another_source_on_its_network(
 def test_networks_survive_a_server_restart(tmp_path: Path, images: Path) -> None:
     home, pool = tmp_path / "home", new_pool()
     first = runc_server(home, images, pool=pool, env=ENV)
-    key = run_cli(home, "keys", "create", "--user", "restarter").stdout.strip()
+    key = first.new_key("restarter")
     with first.client(key) as api:
         api.post("/v1/networks", json={"name": "backend"})
         web = create(api, name="web", networks=[{"id": "backend"}])

@@ -19,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from tests.e2e.test_sandboxes_runc import create, runc_server
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 FIELDS = {"process_id", "kind", "pid", "state", "leader_exited", "tree_exited", "created_at",
           "finished_at", "exit_code", "signal", "cmd", "args", "cwd", "output",
@@ -40,7 +40,7 @@ def server(
 
 @pytest.fixture(scope="module")
 def key(server: HutchProcess) -> str:
-    return run_cli(server.home, "keys", "create", "--user", "pat").stdout.strip()
+    return server.new_key("pat")
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_sandboxes_runc import runc_server
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -41,7 +41,7 @@ def test_the_readme_has_sdk_examples() -> None:
 
 @pytest.mark.parametrize("index", range(4))
 def test_a_readme_example_runs_as_written(server: HutchProcess, index: int, tmp_path: Path) -> None:
-    key = run_cli(server.home, "keys", "create", "--user", f"reader{index}").stdout.strip()
+    key = server.new_key(f"reader{index}")
     example = tmp_path / "example.py"
     example.write_text(sdk_examples()[index])
     done = subprocess.run(
@@ -67,7 +67,7 @@ def test_the_readme_cli_example_runs_as_written(server: HutchProcess, tmp_path: 
     """Line by line, in order, as a user pastes them. Two lines are run elsewhere: `hutch
     shell` needs a terminal (tests/e2e/test_cli_client.py drives it in tmux) and `hutch
     deploy` a funded wallet and a chain (the same file pays on anvil)."""
-    key = run_cli(server.home, "keys", "create", "--user", "cli-reader").stdout.strip()
+    key = server.new_key("cli-reader")
     (tmp_path / "data.csv").write_text("a,b\n1,2\n")
     (tmp_path / "Dockerfile").write_text("FROM devbox:1\nRUN echo from the readme > /readme\n")
     hutch = str(Path(sys.executable).parent / "hutch")

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_sandboxes_runc import create, runc_server, sh
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[H
 
 @pytest.fixture
 def api(server: HutchProcess) -> Iterator[httpx.Client]:
-    key = run_cli(server.home, "keys", "create", "--user", "grower").stdout.strip()
+    key = server.new_key("grower")
     with server.client(key) as client:
         yield client
 

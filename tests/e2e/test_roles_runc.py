@@ -216,7 +216,7 @@ def test_kill_9_of_a_worker_and_of_the_agent_under_traffic_loses_no_2xx(
     home = tmp_path / "home"
     server = runc_server(home, images, env={"HUTCH_WORKERS": "2"})
     try:
-        key = run_cli(home, "keys", "create", "--user", "kai").stdout.strip()
+        key = server.new_key("kai")
         with server.client(key) as api:
             network = api.post("/v1/networks", json={"name": "kill-net"}).json()["data"]["id"]
         agent, workers = _agent_and_workers(home, server.proc.pid)
@@ -275,7 +275,7 @@ def test_kill_9_of_the_supervisor_takes_its_children_and_the_next_start_adopts(
     first = runc_server(home, images, pool=pool, env={"HUTCH_WORKERS": "2"})
     try:
         agent, workers = _agent_and_workers(home, first.proc.pid)
-        key = run_cli(home, "keys", "create", "--user", "lee").stdout.strip()
+        key = first.new_key("lee")
         with first.client(key) as api:
             box = api.post("/v1/sandboxes", json=SHAPE).json()["data"]
     except BaseException:

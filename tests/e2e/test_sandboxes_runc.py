@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from hutch.host.drivers.runc import RuncDriver, instance_tag
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 # Test sessions run side by side on one machine (several checkouts at once): each starts
 # at its own place in the 64 pools, and skips a pool that a link of the host is in (a server
@@ -69,7 +69,7 @@ def served_by(
 ) -> Iterator[tuple[HutchProcess, httpx.Client]]:
     """A runc server and a client with a new user's key; torn down with all it made."""
     server = runc_server(home, images, env=env)
-    key = run_cli(server.home, "keys", "create", "--user", user).stdout.strip()
+    key = server.new_key(user)
     try:
         with server.client(key) as api:
             yield server, api
@@ -88,7 +88,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[H
 
 @pytest.fixture
 def api(server: HutchProcess) -> Iterator[httpx.Client]:
-    key = run_cli(server.home, "keys", "create", "--user", f"u{time.monotonic_ns()}").stdout.strip()
+    key = server.new_key(f"u{time.monotonic_ns()}")
     with server.client(key) as client:
         yield client
 
@@ -370,7 +370,7 @@ def test_kill_9_and_restart_keeps_sandboxes_and_marks_dead_ones(
     home = tmp_path / "home"
     pool = new_pool()
     first = runc_server(home, images, pool=pool)
-    key = run_cli(home, "keys", "create", "--user", "carol").stdout.strip()
+    key = first.new_key("carol")
     with first.client(key) as api:
         survivor = create(api, name="survivor")
         sh(api, survivor, "echo kept > /root/note")

@@ -40,7 +40,7 @@ from hutch.sdk import (
 )
 from tests.e2e.test_sandboxes_runc import runc_server
 from tests.support.seaweed import ROTATED_ACCESS_KEY, ROTATED_SECRET_KEY, SeaweedS3
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 _names = itertools.count()
 
@@ -64,7 +64,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[H
 
 @pytest.fixture(scope="module")
 def key(server: HutchProcess) -> str:
-    return run_cli(server.home, "keys", "create", "--user", "sdk-user").stdout.strip()
+    return server.new_key("sdk-user")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from hutch import Sandbox
 from hutch.sdk import AuthenticationError, Client, ConflictError, HutchError, NotFoundError
 from tests.e2e.test_sandboxes_runc import runc_server
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[H
 
 @pytest.fixture
 def client(server: HutchProcess) -> Iterator[Client]:
-    key = run_cli(server.home, "keys", "create", "--user", "sdk-tokens").stdout.strip()
+    key = server.new_key("sdk-tokens")
     with Client(server.url, key) as client:
         yield client
 

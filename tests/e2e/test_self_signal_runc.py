@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_sandboxes_runc import create, runc_server, sh
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[H
 
 @pytest.fixture
 def api(server: HutchProcess) -> Iterator[httpx.Client]:
-    key = run_cli(server.home, "keys", "create", "--user", "selfie").stdout.strip()
+    key = server.new_key("selfie")
     with server.client(key) as client:
         yield client
 

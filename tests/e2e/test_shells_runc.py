@@ -21,7 +21,7 @@ from websockets.sync.client import connect
 
 from tests.e2e.test_sandboxes_runc import create, runc_server
 from tests.e2e.test_ssh_runc import read_head, upgrade
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[H
 
 @pytest.fixture(scope="module")
 def key(server: HutchProcess) -> str:
-    return run_cli(server.home, "keys", "create", "--user", "robin").stdout.strip()
+    return server.new_key("robin")
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_shell_ws_resizes_runs_and_reports_the_exit(
 def test_another_users_sandbox_is_a_jsend_404_before_any_upgrade(
     server: HutchProcess, box: dict[str, Any]
 ) -> None:
-    stranger = run_cli(server.home, "keys", "create", "--user", "kim").stdout.strip()
+    stranger = server.new_key("kim")
     sock = upgrade(server, f"/v1/sandboxes/{box['id']}/shell", {"X-Api-Key": stranger})
     head, body = read_head(sock)
     while b"}" not in body:

@@ -26,7 +26,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[H
 
 
 def user_client(server: HutchProcess, name: str) -> httpx.Client:
-    key = run_cli(server.home, "keys", "create", "--user", name).stdout.strip()
+    key = server.new_key(name)
     return server.client(key)
 
 
@@ -122,8 +122,8 @@ def test_bad_snapshot_requests_are_clear_errors(api: httpx.Client, server: Hutch
 
 
 def test_the_sdk_and_the_cli_snapshot_a_sandbox(server: HutchProcess) -> None:
-    key = run_cli(server.home, "keys", "create", "--user", f"c{time.monotonic_ns()}")
-    with Client(server.url, key.stdout.strip()) as client:
+    key = server.new_key(f"c{time.monotonic_ns()}")
+    with Client(server.url, key) as client:
         with Sandbox.create(client=client) as source:
             source.files.write("/root/sdk.txt", b"written through the sdk")
             template = source.snapshot("sdk-snap")
@@ -132,13 +132,13 @@ def test_the_sdk_and_the_cli_snapshot_a_sandbox(server: HutchProcess) -> None:
             with Sandbox.create(client=client, rootfs="sdk-snap") as copy:
                 assert copy.files.read_text("/root/sdk.txt") == "written through the sdk"
             done = run_cli(server.home, "sandbox", "snapshot", source.id, "--name", "cli-snap",
-                           env={"HUTCH_API_URL": server.url, "HUTCH_API_KEY":
-                                key.stdout.strip()}, check=False)  # fmt: skip
+                           env={"HUTCH_API_URL": server.url, "HUTCH_API_KEY": key},
+                           check=False)  # fmt: skip
             assert done.returncode == 0, done.stderr
             template_id, name, _, version, status = done.stdout.split()
             assert (name, version, status) == ("cli-snap", "1", "ready")
             assert Template.get(template_id, client=client).name == "cli-snap"
         missing = run_cli(server.home, "sandbox", "snapshot", "no-such-box", "--name", "x",
-                          env={"HUTCH_API_URL": server.url, "HUTCH_API_KEY": key.stdout.strip()},
+                          env={"HUTCH_API_URL": server.url, "HUTCH_API_KEY": key},
                           check=False)  # fmt: skip
         assert missing.returncode != 0 and "Traceback" not in missing.stderr

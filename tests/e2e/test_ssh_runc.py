@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_sandboxes_runc import create, runc_server, sh
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 HUTCH = [sys.executable, "-m", "hutch"]
 
@@ -51,7 +51,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[H
 
 @pytest.fixture(scope="module")
 def key(server: HutchProcess) -> str:
-    return run_cli(server.home, "keys", "create", "--user", "sasha").stdout.strip()
+    return server.new_key("sasha")
 
 
 @pytest.fixture(scope="module")
@@ -384,7 +384,7 @@ def test_hutch_tunnel_listens_locally_and_forwards_each_connection(
 def test_refusals_are_jsend_before_any_upgrade(
     server: HutchProcess, key: str, echo: dict[str, Any]
 ) -> None:
-    mallory = run_cli(server.home, "keys", "create", "--user", "mallory").stdout.strip()
+    mallory = server.new_key("mallory")
     path = f"/v1/sandboxes/{echo['id']}/tunnel/7007"
     cases = [
         ({"X-Api-Key": mallory}, b"404"),  # another user's sandbox: as if missing

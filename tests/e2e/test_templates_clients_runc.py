@@ -15,7 +15,7 @@ import pytest
 from hutch.sdk import Client, Sandbox, Template, TemplateBuildError, TemplateLogEvent
 from tests.e2e.test_cli_client import hutch
 from tests.e2e.test_sandboxes_runc import runc_server
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 DOCKERFILE = """FROM devbox:1
 RUN echo "building now"
@@ -35,9 +35,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[H
 
 @pytest.fixture
 def key(server: HutchProcess) -> str:
-    return run_cli(
-        server.home, "keys", "create", "--user", f"c{time.monotonic_ns()}"
-    ).stdout.strip()
+    return server.new_key(f"c{time.monotonic_ns()}")
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from tests.e2e.test_sandboxes_runc import create, runc_server, sh
 from tests.e2e.test_templates_runc import built
 from tests.integration.test_oci_import_runc import PushedImages, pushed
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 __all__ = ["pushed"]  # the registry fixture, shared with the import tests
 
@@ -36,8 +36,8 @@ def server(
 
 @pytest.fixture
 def api(server: HutchProcess) -> Iterator[httpx.Client]:
-    key = run_cli(server.home, "keys", "create", "--user", f"o{time.monotonic_ns()}")
-    with server.client(key.stdout.strip()) as client:
+    key = server.new_key(f"o{time.monotonic_ns()}")
+    with server.client(key) as client:
         yield client
 
 

@@ -21,7 +21,7 @@ import pytest
 from tests.e2e.test_faults_runc import leftovers
 from tests.e2e.test_sandboxes_runc import create, new_pool, runc_server, sh
 from tests.support.internet import Internet
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 APP = """FROM devbox:1
 ARG GREETING=hello
@@ -84,7 +84,7 @@ def server(
 
 
 def user_key(server: HutchProcess, name: str) -> str:
-    return run_cli(server.home, "keys", "create", "--user", name).stdout.strip()
+    return server.new_key(name)
 
 
 @pytest.fixture
@@ -339,7 +339,7 @@ def test_a_server_killed_mid_build_fails_the_build_and_leaves_no_sandbox(
 ) -> None:
     home, pool = tmp_path / "home", new_pool()
     first = runc_server(home, images, pool=pool)
-    key = run_cli(home, "keys", "create", "--user", "kim").stdout.strip()
+    key = first.new_key("kim")
     try:
         with first.client(key) as api:
             template = submit(api, "killed", "FROM devbox:1\nRUN echo working; sleep 600\n")

@@ -20,7 +20,7 @@ import pytest
 from hutch.host.drivers.fake import FakeDriver
 from tests.e2e.test_ssh_runc import read_all_from, read_head
 from tests.support.images import fake_image
-from tests.support.server import HutchProcess, run_cli
+from tests.support.server import HutchProcess
 
 
 def fake_server(root: Path) -> HutchProcess:
@@ -38,7 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HutchProcess]:
 
 @pytest.fixture(scope="module")
 def key(server: HutchProcess) -> str:
-    return run_cli(server.home, "keys", "create", "--user", "lee").stdout.strip()
+    return server.new_key("lee")
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_stopping_the_server_closes_its_tunnels(
 ) -> None:
     server = fake_server(tmp_path_factory.mktemp("stopping"))
     try:
-        key = run_cli(server.home, "keys", "create", "--user", "sam").stdout.strip()
+        key = server.new_key("sam")
         with server.client(key) as api:
             made = api.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb"}).json()["data"]
         sock = connect(server)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_sandboxes_runc import create, new_pool, runc_server, sh
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 # Answers GET with the page and POST with what it was sent (so a held request's body is
 # seen to arrive whole).
@@ -51,8 +51,7 @@ def proxied(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[
 @pytest.fixture
 def clients(proxied: HutchProcess) -> Iterator[tuple[httpx.Client, httpx.Client]]:
     """The CreateOS API and the Nullspace one (for preview URLs), as one new user."""
-    key = run_cli(proxied.home, "keys", "create", "--user", f"w{time.monotonic_ns()}")
-    token = key.stdout.strip()
+    token = proxied.new_key(f"w{time.monotonic_ns()}")
     nullspace = httpx.Client(base_url=f"{proxied.url}/nullspace", timeout=60,
                              headers={"Authorization": f"Bearer {token}"})  # fmt: skip
     with proxied.client(token) as api, nullspace:
@@ -169,7 +168,7 @@ def test_after_a_restart_a_paused_sandboxs_ingress_still_wakes_it(
     home, pool = tmp_path / "home", new_pool()
     env = {"HUTCH_PROXY_ENABLED": "true", "HUTCH_PROXY_PORT": "0"}
     first = runc_server(home, images, pool=pool, env=env)
-    key = run_cli(home, "keys", "create", "--user", "restarted").stdout.strip()
+    key = first.new_key("restarted")
     second = None
     try:
         with first.client(key) as api:

@@ -24,7 +24,7 @@ from hutch.host.guest import ExecExit, ExecRequest, GuestClient
 from tests.e2e.test_egress_kernel_runc import reaches, refused
 from tests.e2e.test_sandboxes_runc import leftovers, runc_server, sh
 from tests.support.internet import Internet
-from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.server import HutchProcess, remove_instance
 
 SHAPE = "s-1vcpu-256mb"
 _pools = itertools.count()
@@ -90,7 +90,7 @@ def guest_exec(home: Path, sandbox_id: str, script: str) -> int | None:
 @pytest.fixture
 def served(tmp_path: Path, images: Path) -> Iterator[tuple[HutchProcess, httpx.Client]]:
     server = warm_server(tmp_path / "home", images, 2)
-    key = run_cli(server.home, "keys", "create", "--user", "warm").stdout.strip()
+    key = server.new_key("warm")
     try:
         with server.client(key) as api:
             yield server, api
@@ -208,7 +208,7 @@ def test_a_burst_larger_than_the_pool_starts_the_rest_cold_and_the_pool_keeps_it
 def test_users_never_see_or_count_the_pools_sandboxes(tmp_path: Path, images: Path) -> None:
     server = warm_server(tmp_path / "home", images, 3, HUTCH_MAX_RUNNING_PER_USER="1")
     try:
-        key = run_cli(server.home, "keys", "create", "--user", "solo").stdout.strip()
+        key = server.new_key("solo")
         with server.client(key) as api:
             wait_for_pool(server.home, 3)
             assert api.get("/v1/sandboxes").json()["data"]["pagination"]["total"] == 0
@@ -233,7 +233,7 @@ def test_a_restart_leaves_nothing_of_the_old_pool_and_keeps_what_users_have(
     pool = own_pool()
     home = tmp_path / "home"
     server = warm_server(home, images, 2, pool=pool)
-    key = run_cli(home, "keys", "create", "--user", "kept").stdout.strip()
+    key = server.new_key("kept")
     try:
         with server.client(key) as api:
             wait_for_pool(home, 2)
@@ -268,7 +268,7 @@ def test_egress_of_a_sandbox_from_the_pool_is_its_own(
     server = warm_server(tmp_path / "home", images, 2, pool=pool, HUTCH_HOST="0.0.0.0",
                          HUTCH_DNS_UPSTREAM=internet.resolver)  # fmt: skip
     try:
-        key = run_cli(server.home, "keys", "create", "--user", "egress").stdout.strip()
+        key = server.new_key("egress")
         example, evil = internet.address("example.test"), internet.address("evil.test")
         with server.client(key) as api:
             wait_for_pool(server.home, 2)

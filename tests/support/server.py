@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -17,6 +18,9 @@ import httpx
 
 __all__ = ["HutchProcess", "remove_instance", "run_cli"]
 
+# One TLS context for every client of the tests' servers: httpx would load the CA bundle
+# again for each new client (~30-90 ms of CPU), and tests make hundreds of clients.
+_TLS = ssl.create_default_context()
 _URL_LINE = re.compile(r"hutch is serving on (http://\S+)")
 _KEY_LINE = re.compile(r"admin API key \(shown once, keep it\): (hk_\S+)")
 
@@ -101,9 +105,22 @@ class HutchProcess:
             )
         return self
 
+    def new_key(self, user: str) -> str:
+        """A new API key of ``user`` (made if new), as ``hutch keys create --user USER``
+        makes one, but through ``POST /v1/api-keys`` with the admin key: no ``hutch``
+        process to start (a second or more of CPU each, and tests make hundreds). A server
+        restarted on a home has no admin key to use (it is shown once): then the command
+        runs. The command itself is tested in test_identity and test_cli_client."""
+        if self.admin_key is None:
+            return run_cli(self.home, "keys", "create", "--user", user).stdout.strip()
+        with self.client(self.admin_key) as admin:
+            made = admin.post("/v1/api-keys", json={"user": user})
+        assert made.status_code == 201, made.text
+        return str(made.json()["data"]["key"])
+
     def client(self, key: str | None = None) -> httpx.Client:
         headers = {"X-Api-Key": key} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, verify=_TLS)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
