@@ -350,8 +350,9 @@ def test_host_services_are_unreachable(
 
 def test_sandboxes_cannot_reach_each_other(api: httpx.Client, runtime: str) -> None:
     one, two = create(api, runtime=runtime), create(api, runtime=runtime)
-    sh(api, two, "nohup python3 -m http.server 8080 >/dev/null 2>&1 &")
-    time.sleep(1)
+    up = "curl -so /dev/null http://127.0.0.1:8080/"
+    listening = f"for i in $(seq 100); do {up} && break; sleep 0.1; done"
+    sh(api, two, f"nohup python3 -m http.server 8080 >/dev/null 2>&1 & {listening}")
     assert (
         "rc=0"
         in sh(api, two, "curl -sS -m 3 -o /dev/null http://127.0.0.1:8080/; echo rc=$?")["stdout"]
