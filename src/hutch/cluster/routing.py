@@ -35,6 +35,7 @@ from hutch.api.services import Services
 from hutch.cluster.joiner import AGENT_TOKEN_HEADER
 from hutch.cluster.membership import Membership
 from hutch.cluster.placement import Placed, PlacementRequest, Placer
+from hutch.core.access_tokens import RouteCall
 from hutch.core.catalog import ROOTFS_CATALOG
 from hutch.core.errors import HutchError, Unavailable
 from hutch.roles.forward import AgentForwarder
@@ -181,7 +182,7 @@ class ClusterRouter:
         async with self._db.sessions() as session:
             record = await session.get(SandboxRecord, ident)
             if record is None:
-                user_id = await self._caller(scope)
+                user_id = await self._caller(scope, ident)
                 if user_id is not None:
                     record = await sandbox_store.find_for_user(session, user_id, ident)
         if record is None or record.host_id is None:
@@ -194,7 +195,10 @@ class ClusterRouter:
             )
         return agent
 
-    async def _caller(self, scope: Scope) -> str | None:
+    async def _caller(self, scope: Scope, ident: str | None = None) -> str | None:
+        """The user the request's key acts for; with ``ident`` (a sandbox's id or name in
+        the path), as on that sandbox's routes, so that a sandbox access token, which names
+        its own sandbox by name too, finds its owner's sandbox (and no other)."""
         key = None
         for name, value in scope["headers"]:
             if name == b"x-api-key":
@@ -204,7 +208,16 @@ class ClusterRouter:
         if not key:
             return None
         try:
-            principal = await self._services().identity.authenticate(key)
+            route = (
+                RouteCall(
+                    method="GET",
+                    template="/v1/sandboxes/{sandbox_id}",
+                    params={"sandbox_id": ident},
+                )
+                if ident is not None
+                else None
+            )
+            principal = await self._services().identity.authenticate(key, route)
         except HutchError:
             return None
         return str(principal.user_id)
