@@ -195,8 +195,10 @@ def test_an_open_connection_pauses_in_memory_and_says_why(api: httpx.Client) -> 
     )
     background = f'setsid python3 -c "{holder}" >/dev/null 2>&1 </dev/null &'
     api.post(f"/v1/sandboxes/{box['id']}/exec", json={"cmd": background})
+    # The connection (to port 7001, established), not the listener's line alone, which
+    # comes first: hibernating between the two would not be refused.
     for _ in range(100):
-        if "0100007F:1B59" in sh(api, box, "cat /proc/net/tcp")["stdout"]:
+        if " 0100007F:1B59 01 " in sh(api, box, "cat /proc/net/tcp")["stdout"]:
             break
         time.sleep(0.05)
     view = api.post(f"/v1/sandboxes/{box['id']}/pause").json()["data"]

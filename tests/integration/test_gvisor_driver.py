@@ -133,8 +133,10 @@ async def test_open_tcp_connection_refuses_hibernate_and_keeps_it_running(
     await gvisor.guest(spec.id).spawn(
         ExecRequest(argv=["/usr/bin/python3", "-c", holder]), log="/tmp/holder.log"
     )
+    # The connection (to port 7001, established), not the listener's line alone, which
+    # comes first: hibernating between the two would not be refused.
     for _ in range(100):
-        if "0100007F:1B59" in await sh(gvisor, spec.id, "cat /proc/net/tcp"):
+        if " 0100007F:1B59 01 " in await sh(gvisor, spec.id, "cat /proc/net/tcp"):
             break
         await asyncio.sleep(0.05)
     with pytest.raises(CannotHibernate, match="open TCP connection"):
