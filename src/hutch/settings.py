@@ -248,6 +248,8 @@ class Settings(BaseSettings):
 
     db_timeout_s: float = Field(default=3.0, gt=0)
     """How long a readiness probe or a connection attempt waits for the database."""
+    db_lock_wait_s: float = Field(default=30.0, gt=0)
+    """SQLite: how long a write waits for other processes' writes before it gives up (a 503)."""
 
     @field_validator("snapshot_store")
     @classmethod

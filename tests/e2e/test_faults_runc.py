@@ -206,7 +206,9 @@ def test_a_locked_sqlite_store_answers_503_in_each_dialect_then_recovers(
     tmp_path: Path,
 ) -> None:
     home = tmp_path / "home"
-    server = HutchProcess(home, env={"HUTCH_DB_TIMEOUT_S": "1"}).wait_ready()
+    server = HutchProcess(
+        home, env={"HUTCH_DB_TIMEOUT_S": "1", "HUTCH_DB_LOCK_WAIT_S": "1"}
+    ).wait_ready()
     key = server.new_key("finn")
     try:
         locker = sqlite3.connect(home / "hutch.db", timeout=1)

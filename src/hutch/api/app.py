@@ -142,7 +142,7 @@ def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
                 async with cluster_lifespan(app, settings, services):
                     yield
             return
-        db = Database(settings.resolved_database_url, timeout_s=settings.db_timeout_s)
+        db = Database.of(settings)
         try:
             await upgrade(db)
             agent = HostAgent(settings, db)

@@ -126,6 +126,9 @@ def install_error_handlers(app: FastAPI) -> None:
         error = translate(exc)
         if type(error) is e.HutchError:
             log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        elif error is not exc:  # the store failed: the client gets a 503, the operator why
+            log.warning("%s %s: %s (%s)", request.method, request.url.path, error.message,
+                        exc, exc_info=exc)  # fmt: skip
         return error_response(request.url.path, error, request_id_of(request))
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:

@@ -36,7 +36,7 @@ def _run(settings: Settings, action: Callable[[Membership], Awaitable[T]]) -> T:
     from hutch.store.migrate import upgrade
 
     async def main() -> T:
-        db = Database(settings.resolved_database_url, timeout_s=settings.db_timeout_s)
+        db = Database.of(settings)
         try:
             await upgrade(db)
             return await action(make_membership(settings, db))
@@ -104,7 +104,7 @@ def list_(
     settings = load_settings(home=home, database_url=database_url)
 
     async def main() -> list[dict[str, object]]:
-        db = Database(settings.resolved_database_url, timeout_s=settings.db_timeout_s)
+        db = Database.of(settings)
         try:
             views, _ = await HostService(db, dead_after_s=settings.host_dead_after_s).list(
                 limit=None, offset=0

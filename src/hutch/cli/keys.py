@@ -32,7 +32,7 @@ def _run(settings: Settings, action: Callable[[IdentityService], Awaitable[T]]) 
     from hutch.store.migrate import upgrade
 
     async def main() -> T:
-        db = Database(settings.resolved_database_url, timeout_s=settings.db_timeout_s)
+        db = Database.of(settings)
         try:
             await upgrade(db)
             return await action(IdentityService(db))

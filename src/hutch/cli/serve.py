@@ -102,7 +102,7 @@ async def _announce(settings: Settings, url: str, identity: IdentityService | No
         from hutch.core.identity import IdentityService
         from hutch.store.db import Database
 
-        db = Database(settings.resolved_database_url, timeout_s=settings.db_timeout_s)
+        db = Database.of(settings)
         try:
             await _announce(settings, url, IdentityService(db))
         finally:

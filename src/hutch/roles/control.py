@@ -112,7 +112,7 @@ async def control_services(settings: Settings) -> AsyncIterator[Services]:
     """The services of a worker: built like the agent's, none of the host's parts started
     (no driver, DNS, firewall, monitor or task runs here; the routes that would use them
     are passed to the agent)."""
-    db = Database(settings.resolved_database_url, timeout_s=settings.db_timeout_s)
+    db = Database.of(settings)
     try:
         # No migration here: the agent migrates the store at its start (serve waits for
         # it), and N workers racing it for the schema lock would only slow everyone.

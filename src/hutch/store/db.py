@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from sqlalchemy import event, text
@@ -18,6 +19,9 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from hutch.store.events import RecordingSession
+
+if TYPE_CHECKING:
+    from hutch.settings import Settings
 
 __all__ = ["Database", "normalize_url"]
 
@@ -45,7 +49,7 @@ def normalize_url(url: str) -> URL:
 class Database:
     """One engine and its session factory. Call :meth:`dispose` when done."""
 
-    def __init__(self, url: str, *, timeout_s: float = 3.0) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 3.0, lock_wait_s: float = 30.0) -> None:
         self.url = normalize_url(url)
         self.timeout_s = timeout_s
         kwargs: dict[str, Any] = {}
@@ -56,7 +60,7 @@ class Database:
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
                 self._file = database
-            kwargs["connect_args"] = {"timeout": 5}
+            kwargs["connect_args"] = {"timeout": lock_wait_s}
         else:
             kwargs["pool_pre_ping"] = True  # a server restart leaves dead connections
             kwargs["connect_args"] = {"timeout": timeout_s, "command_timeout": 30}
@@ -64,10 +68,17 @@ class Database:
             kwargs["max_overflow"] = 20
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "connect",
+                         functools.partial(_sqlite_pragmas, lock_wait_s))  # fmt: skip
         self.sessions = async_sessionmaker(
             self.engine, expire_on_commit=False, sync_session_class=RecordingSession
         )
+
+    @classmethod
+    def of(cls, settings: Settings) -> Database:
+        """The store ``settings`` name, with their timeouts."""
+        return cls(settings.resolved_database_url, timeout_s=settings.db_timeout_s,
+                   lock_wait_s=settings.db_lock_wait_s)  # fmt: skip
 
     @property
     def is_sqlite(self) -> bool:
@@ -115,12 +126,14 @@ class Database:
         await self.engine.dispose()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(lock_wait_s: float, dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the CLI (`hutch keys create`) write while the server runs; busy_timeout makes
-    # writers wait for each other instead of failing at once.
+    # writers wait for each other instead of failing at once. Several processes write
+    # (the agent, API workers, the CLI); on a busy host a write may queue behind dozens,
+    # each slowed by the CPU it shares: 5 s ran out at load 13 with 20 clients (503s).
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={int(lock_wait_s * 1000)}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
