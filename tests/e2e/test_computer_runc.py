@@ -441,6 +441,40 @@ def test_an_action_that_fails_is_a_409(api: httpx.Client, desk: dict[str, Any]) 
     assert api.post(f"{desk['base']}/mouse/move", json={"x": 5, "y": 5}).status_code == 200
 
 
+def test_what_the_sandbox_writes_in_the_desktops_files_is_never_a_500(
+    api: httpx.Client, desk: dict[str, Any]
+) -> None:
+    """The desktop's files are in the sandbox, where its owner's programs may write
+    anything: hutch reads them as the supervisor does (what it cannot read is the default,
+    or nothing), never with a 500."""
+    files = f"/v1/sandboxes/{desk['id']}/files"
+    base = desk["base"]
+
+    def put(path: str, content: str) -> None:
+        assert api.put(files, params={"path": path}, content=content).status_code == 200
+
+    # Links: an entry that is not one, and an expiry that is not a number.
+    put("/run/hutch-desktop/connect.json", '{"0": {"token": "t", "expires_at": "soon"}, "1": 3}')
+    linked = api.get(f"{base}/screens/screen-0/connect")
+    assert linked.status_code == 200, linked.text
+    # The wish: not a map of screens (the supervisor keeps screen-0 at its default size).
+    put("/run/hutch-desktop/screens.json", '{"screens": ["x"]}')
+    made = api.post(f"{base}/screens", json={"width": 640, "height": 480})
+    assert made.status_code == 200, made.text
+    assert made.json()["data"]["screen_id"] == "screen-1"
+    assert api.delete(f"{base}/screens/screen-1").status_code == 200
+    # The supervisor's status: not an object. Then the desktop is starting (a 409).
+    status = api.get(files, params={"path": "/run/hutch-desktop/status.json"}).text
+    put("/run/hutch-desktop/status.json", "[1, 2]")
+    try:
+        starting = api.get(f"{base}/screen")
+        assert starting.status_code == 409, starting.text
+        assert starting.json()["data"]["code"] == "desktop_unavailable"
+    finally:
+        put("/run/hutch-desktop/status.json", status)
+    assert api.get(f"{base}/screen").status_code == 200
+
+
 def test_the_desktop_comes_back_when_its_x_server_dies(
     api: httpx.Client, desk: dict[str, Any]
 ) -> None:

@@ -234,11 +234,14 @@ class DesktopService:
                 status = json.loads(raw)
             except ValueError:
                 status = {}
+            if not isinstance(status, dict):  # the sandbox may write anything there
+                status = {}
         if not status or not await self._supervised(desk, status):
             await self._start_supervisor(desk)
             raise desktop_unavailable("the desktop is starting; retry in a moment")
         found: dict[int, ScreenState] = {}
-        for key, item in dict(status.get("screens") or {}).items():
+        screens = status.get("screens")
+        for key, item in (screens if isinstance(screens, dict) else {}).items():
             try:
                 number = int(key)
                 found[number] = ScreenState(number=number, width=int(item["width"]),

@@ -124,13 +124,14 @@ class ComputerService(DesktopService):
     async def _wish(self, desk: Desktop) -> dict[int, tuple[int, int]]:
         await self.screens(desk)  # a 409 while the supervisor is not running
         raw = await desk.read(desktop.WISH)
-        source = desktop.DEFAULT_WISH
-        if raw is not None:
-            try:
-                source = json.loads(raw)["screens"]
-            except (ValueError, KeyError, TypeError):
-                source = desktop.DEFAULT_WISH
-        return {int(n): (int(s["width"]), int(s["height"])) for n, s in source.items()}
+        # The file is in the sandbox, where anything may rewrite it: what the supervisor
+        # cannot read, it takes for the default (desktop.read_wish), and so does this.
+        try:
+            screens = json.loads(raw)["screens"] if raw is not None else desktop.DEFAULT_WISH
+            wish = {int(n): (int(s["width"]), int(s["height"])) for n, s in screens.items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            wish = {int(n): (s["width"], s["height"]) for n, s in desktop.DEFAULT_WISH.items()}
+        return {n: size for n, size in wish.items() if 0 <= n < MAX_SCREENS}
 
     async def _write_wish(self, desk: Desktop, wish: dict[int, tuple[int, int]]) -> None:
         if sum(w * h * 4 for w, h in wish.values()) > FRAMEBUFFER_BUDGET:
@@ -176,8 +177,7 @@ class ComputerService(DesktopService):
             except ValueError:
                 links = {}
             now = time.time()
-            links = {k: v for k, v in links.items()
-                     if isinstance(v, dict) and float(v.get("expires_at", 0)) > now}  # fmt: skip
+            links = {k: v for k, v in links.items() if _expires_at(v) > now}
             links[str(screen.number)] = {"token": token, "expires_at": expires}
             await desk.write(desktop.CONNECT, json.dumps(links).encode())
         base = template.replace("<port>", str(screen.novnc_port))
@@ -233,6 +233,15 @@ class ComputerService(DesktopService):
         number = window_number(window_id)
         desk, screen = await self.ready_screen(user, ident, screen_id)
         await windows.resize_window(desk, screen.number, number, width, height)
+
+
+def _expires_at(link: object) -> float:
+    """A kept link's expiry; 0 for one that is not as this module writes them (the file is
+    in the sandbox, where anything may rewrite it)."""
+    try:
+        return float(link["expires_at"]) if isinstance(link, dict) else 0.0
+    except (KeyError, TypeError, ValueError):
+        return 0.0
 
 
 def _size(width: int, height: int) -> tuple[int, int]:
