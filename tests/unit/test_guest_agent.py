@@ -105,6 +105,33 @@ async def test_an_exec_ends_with_its_command_not_with_a_background_child(
         os.kill(child, signal.SIGKILL)
 
 
+async def test_a_command_that_closed_its_output_is_still_timed_out(
+    guest: GuestClient, root: Path
+) -> None:
+    """Output closed early (a command that sends its output to a file, then works on):
+    the timeout still ends it, as it does a command that keeps its pipes."""
+    marker = root / "survivor"
+    script = f"exec >/dev/null 2>&1; sleep 2; touch {marker}; sleep 300"
+    request = ExecRequest(argv=["/bin/sh", "-c", script], timeout_s=0.5)
+    _, _, done = await asyncio.wait_for(run(guest, request), 120)
+    assert done.error == "timeout: killed after 0.5 s"
+    await asyncio.sleep(2.5)
+    assert not marker.exists(), "the command outlived its timeout"
+
+
+async def test_hanging_up_kills_a_command_that_closed_its_output(
+    guest: GuestClient, root: Path
+) -> None:
+    marker = root / "after-hangup"
+    script = f"echo started; exec >/dev/null 2>&1; sleep 2; touch {marker}"
+    events = guest.exec(ExecRequest(argv=["/bin/sh", "-c", script]))
+    first = await anext(events)
+    assert isinstance(first, ExecOutput) and first.data == b"started\n"
+    await events.aclose()
+    await asyncio.sleep(2.5)
+    assert not marker.exists()
+
+
 async def test_missing_command_and_cwd_are_errors_not_crashes(guest: GuestClient) -> None:
     _, _, done = await run(guest, ExecRequest(argv=["/no/such/program"]))
     assert done.exit_code is None and done.error == "command not found: /no/such/program"

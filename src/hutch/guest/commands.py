@@ -186,7 +186,9 @@ def _polled(
     exited = False
     deadline = None if timeout in (None, 0) else time.monotonic() + float(timeout)
     until = deadline
-    while streams:
+    # Until the command has exited and its pipes are read (or their drain time is up): a
+    # command that closed its output early is still timed out, and killed on a hang-up.
+    while streams or not exited:
         now = time.monotonic()
         if until is not None and now >= until:
             if exited:
