@@ -144,6 +144,10 @@ def build_world(client: TestClient, s3: SeaweedS3, owner: dict[str, str], tag: s
         "ip": box["ip"],
         "process_id": start_process(client, owner, box["id"]),
         "port": "22",
+        # Computer use (the fake driver's sandboxes have no desktop: the sandbox decides).
+        "window_id": "0x01a00003",
+        "screen": "screen-0",
+        "action": "focus",
     }
     secrets = [box["id"], net["id"], disk["id"], box["ip"], f"{tag}-box", f"{tag}-net",
                f"{tag}-disk", bucket, template["id"], f"{tag}-tpl", hook["id"],
@@ -201,7 +205,8 @@ def test_another_users_objects_answer_as_missing_ones(client: TestClient, s3: Se
     net = {"id": real["network_id"]}
     disk = {"id": real["disk"]}
     fake = {name: made_up(value) for name, value in real.items()}
-    fake |= {"ip": "10.89.255.253", "port": "22"}
+    fake |= {"ip": "10.89.255.253", "port": "22", "window_id": "0x01a00003",
+             "screen": "screen-0", "action": "focus"}  # fmt: skip
 
     routes = object_routes(client)
     by_name = [
@@ -295,7 +300,8 @@ def test_a_sandbox_access_token_reaches_its_own_sandbox_only(
         "process_id": start_process(client, alice, own["id"]),
     }
     fake = {name: made_up(value) for name, value in world_a.real.items()}
-    fake |= {"ip": "10.89.255.253", "port": "22"}
+    fake |= {"ip": "10.89.255.253", "port": "22", "window_id": "0x01a00003",
+             "screen": "screen-0", "action": "focus"}  # fmt: skip
     secrets = world_a.secrets + world_b.secrets
     every_value = [*world_a.real.values(), *world_b.real.values(), *fake.values()]
 
