@@ -118,6 +118,11 @@ def test_creates_spread_and_follow_selectors_pins_and_capacity(
         wrong = create(api, node_selector={"zone": "c"})
         assert wrong.status_code == 503, wrong.text
         assert "no active host has labels zone=c" in wrong.json()["message"]
+        # A runtime hutch does not have is the client's mistake (a 400, as on one machine),
+        # not a host missing (a 503 a client would retry).
+        for runtime in ("kata", 5):
+            bad = create(api, runtime=runtime)
+            assert bad.status_code == 400 and "runtime" in bad.json()["data"], bad.text
 
         for _ in range(2):  # back to back: the last create's hold is gone when it answers
             pinned = create(api, host_id="h3")

@@ -52,6 +52,7 @@ _CREATE = re.compile(r"^/(nullspace/)?v1/sandboxes/?$")
 _ONE_SANDBOX = re.compile(r"^/(?:nullspace/)?v1/sandboxes/([^/]+)(?:/.*)?$")
 _NULLSPACE_TEMPLATES = {"base": "devbox:1", "node": "node"}
 _CATALOG = {image.name for image in ROOTFS_CATALOG}
+_RUNTIMES = ("runc", "gvisor")  # what a create's ``runtime`` may say
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,8 @@ class ClusterRouter:
             return None
         if host_id is not None and not isinstance(host_id, str):
             return None
+        if runtime not in ("", *_RUNTIMES):  # not one: any agent's 400 says so
+            return None
         image = rootfs
         if rootfs not in _CATALOG:
             user_id = await self._caller(scope)
@@ -171,7 +174,7 @@ class ClusterRouter:
             except HutchError:
                 return None
         return PlacementRequest(
-            mem_mib=shape.mem_mib, vcpu=shape.vcpu, image=image, runtime=str(runtime),
+            mem_mib=shape.mem_mib, vcpu=shape.vcpu, image=image, runtime=runtime,
             host_id=host_id or None,
             node_selector={str(k): str(v) for k, v in selector.items()},
         )  # fmt: skip
