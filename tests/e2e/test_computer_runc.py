@@ -5,7 +5,7 @@ restarted when its X server dies, the noVNC link drawn by Chromium on this machi
 refused with a forged, replaced or expired token), and the 501/409/404/429 answers.
 
 One server and one desktop sandbox serve the module (the desktop image is built once, by
-the session's ``images`` fixture, like every catalog image)."""
+the session's ``desktop_images`` fixture, in the background from the session's start)."""
 
 from __future__ import annotations
 
@@ -40,14 +40,16 @@ PAGE = """<!doctype html><title>start</title>
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[HutchProcess]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, desktop_images: Path
+) -> Iterator[HutchProcess]:
     home = tmp_path_factory.mktemp("computer") / "home"
     env = {
         "HUTCH_PROXY_ENABLED": "true",
         "HUTCH_COMPUTER_CONNECT_TTL_S": str(CONNECT_TTL_S),
         "HUTCH_COMPUTER_SCREENSHOTS_PER_MINUTE": "30",
     }
-    process = runc_server(home, images, env=env)
+    process = runc_server(home, desktop_images, env=env)
     yield process
     process.stop()
     remove_instance(process.home)
