@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import time
 from collections import defaultdict
 from ipaddress import IPv4Address
 from urllib.parse import urlsplit
@@ -34,12 +36,38 @@ log = logging.getLogger(__name__)
 
 
 def overlay_address(settings: Settings) -> IPv4Address | None:
-    """This host's end of its VXLAN segments: the address the control plane reaches it at."""
-    host = urlsplit(settings.agent_url or f"http://{settings.agent_listen}").hostname
+    """This host's end of its VXLAN segments: the address the control plane reaches it at
+    (a name is looked up: blocking, call it in a thread)."""
+    return _resolve(settings.agent_url or f"http://{settings.agent_listen}")
+
+
+_RESOLVED_FOR_S = 30.0
+_resolved: dict[str, tuple[float, IPv4Address | None]] = {}
+
+
+def _resolve(url: str | None) -> IPv4Address | None:
+    """The IPv4 address of a URL's host: a literal as it is, a name as the resolver says
+    (kept for 30 s); None (with a warning) when there is none. Blocking."""
+    host = urlsplit(url or "").hostname or ""
     try:
-        return IPv4Address(host or "")
+        return IPv4Address(host)
     except ValueError:
-        return None
+        pass
+    now = time.monotonic()
+    kept = _resolved.get(host)
+    if kept is not None and now - kept[0] < _RESOLVED_FOR_S:
+        return kept[1]
+    try:
+        found: IPv4Address | None = IPv4Address(
+            socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+        )
+    except (OSError, IndexError, ValueError) as exc:
+        if kept is None or kept[1] is not None:  # once, not every interval
+            log.warning("private networks cannot span to or from %r: no IPv4 address for "
+                        "%r (%s)", url, host, exc)  # fmt: skip
+        found = None
+    _resolved[host] = (now, found)
+    return found
 
 
 class Overlay:
@@ -51,7 +79,7 @@ class Overlay:
         self._allowed: set[IPv4Address] | None = None
 
     async def sync_once(self) -> None:
-        local = overlay_address(self._settings)
+        local = await asyncio.to_thread(overlay_address, self._settings)
         if local is None:
             return
         here = self._host.host_id
@@ -65,7 +93,10 @@ class Overlay:
             hosts = await session.execute(
                 select(Host.id, Host.address).where(Host.address.is_not(None))
             )
-            addresses = {host_id: _ip(address) for host_id, address in hosts}
+            registered = dict(hosts.tuples().all())
+        addresses = await asyncio.to_thread(
+            lambda: {host_id: _resolve(address) for host_id, address in registered.items()}
+        )
         members: defaultdict[str, set[str]] = defaultdict(set)
         for network_id, host_id in rows:
             if host_id is not None:
@@ -99,10 +130,3 @@ class Overlay:
             except Exception:
                 log.warning("syncing networks across hosts failed; will retry", exc_info=True)
             await asyncio.sleep(interval_s)
-
-
-def _ip(address: str | None) -> IPv4Address | None:
-    try:
-        return IPv4Address(urlsplit(address or "").hostname or "")
-    except ValueError:
-        return None
