@@ -477,6 +477,38 @@ def test_what_the_sandbox_writes_in_the_desktops_files_is_never_a_500(
     assert api.get(f"{base}/screen").status_code == 200
 
 
+def test_what_the_sandboxs_tools_print_is_never_a_500(
+    api: httpx.Client, desk: dict[str, Any]
+) -> None:
+    """xdotool and wmctrl are the sandbox's own: replaced by programs that print nonsense,
+    the pointer and a window's geometry are a 409 desktop_unavailable, and the window list
+    leaves out what is not a window."""
+
+    def sh(script: str) -> None:
+        ran = api.post(f"/v1/sandboxes/{desk['id']}/exec", json={"cmd": script})
+        assert ran.json()["data"]["result"]["exit_code"] == 0, ran.text
+
+    files = f"/v1/sandboxes/{desk['id']}/files"
+    sh("mv /usr/bin/xdotool /usr/bin/xdotool.away && mv /usr/bin/wmctrl /usr/bin/wmctrl.away")
+    fakes = {
+        "/usr/bin/xdotool": "#!/bin/sh\nprintf 'X=left\\nY=up\\nWIDTH=wide\\nHEIGHT=tall\\n'\n",
+        "/usr/bin/wmctrl": "#!/bin/sh\necho 'zz 0 a.b host title'\n",
+    }
+    for path, script in fakes.items():
+        assert api.put(files, params={"path": path}, content=script).status_code == 200
+    sh("chmod +x /usr/bin/xdotool /usr/bin/wmctrl")
+    try:
+        for path in ("cursor", "windows/0x01a00003/geometry"):
+            answer = api.get(f"{desk['base']}/{path}")
+            assert answer.status_code == 409, answer.text
+            assert answer.json()["data"]["code"] == "desktop_unavailable"
+        listed = api.get(f"{desk['base']}/windows")
+        assert listed.status_code == 200 and listed.json()["data"] == [], listed.text
+    finally:
+        sh("mv /usr/bin/xdotool.away /usr/bin/xdotool && mv /usr/bin/wmctrl.away /usr/bin/wmctrl")
+    assert api.get(f"{desk['base']}/cursor").status_code == 200
+
+
 def test_the_desktop_comes_back_when_its_x_server_dies(
     api: httpx.Client, desk: dict[str, Any]
 ) -> None:

@@ -341,7 +341,10 @@ class DesktopService:
         desk, screen = await self.ready_screen(user, ident, screen_id)
         out = await desk.act(screen.number, ["xdotool", "getmouselocation", "--shell"])
         values = _shell_values(out)
-        return int(values.get("X", 0)), int(values.get("Y", 0))
+        try:
+            return int(values.get("X", 0)), int(values.get("Y", 0))
+        except ValueError:  # xdotool is the sandbox's: it may be anything
+            raise desktop_unavailable(f"xdotool did not give a position: {out[:200]!r}") from None
 
     async def clipboard(self, user: Principal, ident: str, screen_id: str) -> str:
         desk, screen = await self.ready_screen(user, ident, screen_id)

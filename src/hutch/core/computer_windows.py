@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hutch.core.computer import Desktop, _shell_values
+from hutch.core.computer import Desktop, _shell_values, desktop_unavailable
 from hutch.core.errors import NotFound
 
 SETTLE_S = 1.0
@@ -58,7 +58,10 @@ async def list_windows(desk: Desktop, screen: int, application: str | None) -> l
         parts = line.split(None, 4)
         if len(parts) < 4:
             continue
-        number, klass = int(parts[0], 16), parts[2]
+        try:
+            number, klass = int(parts[0], 16), parts[2]
+        except ValueError:  # not a window line (wmctrl is the sandbox's: it may be anything)
+            continue
         title = parts[4] if len(parts) > 4 else ""
         names = {name.lower() for name in klass.split(".")}
         if application and application.lower() not in names:
@@ -87,8 +90,12 @@ async def window_geometry(desk: Desktop, screen: int, number: int) -> WindowGeom
     values = _shell_values(out)
     if code != 0 or "WIDTH" not in values:
         raise _missing(number)
-    return WindowGeometry(id=_hex(number), x=int(values["X"]), y=int(values["Y"]),
-                          width=int(values["WIDTH"]), height=int(values["HEIGHT"]))  # fmt: skip
+    try:
+        return WindowGeometry(id=_hex(number), x=int(values["X"]), y=int(values["Y"]),
+                              width=int(values["WIDTH"]),
+                              height=int(values["HEIGHT"]))  # fmt: skip
+    except (KeyError, ValueError):  # xdotool is the sandbox's: it may be anything
+        raise desktop_unavailable(f"xdotool did not give a geometry: {out[:200]!r}") from None
 
 
 # How each action is done; ``{w}`` is the window id. The EWMH requests go through the
