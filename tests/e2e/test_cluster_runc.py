@@ -202,6 +202,26 @@ def test_a_killed_agent_shows_its_sandboxes_error_and_they_come_back(
         destroy_all(api)
 
 
+def test_a_sandbox_of_a_removed_host_can_be_deleted(cluster: Cluster, api: httpx.Client) -> None:
+    """The host is gone for good (killed, then hutch hosts rm --force): its sandbox is in
+    error with the reason, and its owner's DELETE takes it away (not a 503 forever)."""
+    host = cluster.hosts["h1"]
+    box = create(api, host_id="h1").json()["data"]
+    try:
+        host.kill()
+        cluster.wait_hosts({"h1"}, status="dead", timeout=60)
+        cluster.cli("hosts", "rm", "h1", "--force")
+        wait_status(api, box["id"], "error")
+        deleted = api.delete(f"/v1/sandboxes/{box['id']}")
+        assert deleted.status_code == 200, deleted.text
+        assert wait_status(api, box["id"], "destroyed")["destroyed_at"]
+    finally:
+        if host.proc is None or host.proc.poll() is not None:
+            host.start(cluster.url, cluster.token)
+            cluster.wait_hosts({"h1"}, status="active")
+        destroy_all(api)
+
+
 INJECTOR = """
 import socket, struct
 def checksum(data):

@@ -191,6 +191,10 @@ class ClusterRouter:
         if record is None or record.host_id is None:
             return None  # any agent answers the 404 (or 401) in the dialect's words
         agent = await self._agent(record.host_id)
+        if agent is None and scope["method"] == "DELETE" and _is_sandbox_itself(scope, ident):
+            # Its host was removed (hutch hosts rm --force): nothing of it is left to reach,
+            # and any agent can mark it destroyed (else it would stay, undeletable).
+            return None
         if agent is None:
             raise Unavailable(
                 f"the sandbox's host {record.host_id!r} has left the cluster",
@@ -275,6 +279,11 @@ class ClusterRouter:
     async def aclose(self) -> None:
         for _, forwarder in self._forwarders.values():
             await forwarder.aclose()
+
+
+def _is_sandbox_itself(scope: Scope, ident: str) -> bool:
+    """Whether the path is the sandbox's own (``…/sandboxes/{ident}``), not one under it."""
+    return str(scope["path"]).rstrip("/").endswith(f"/sandboxes/{ident}")
 
 
 async def _release(placer: Placer, placed: Placed) -> None:
