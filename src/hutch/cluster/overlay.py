@@ -17,6 +17,7 @@ import logging
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from ipaddress import IPv4Address
 from urllib.parse import urlsplit
 
@@ -24,7 +25,7 @@ from sqlalchemy import select
 
 from hutch.core.sandbox_status import LIVE_STATUSES
 from hutch.host.agent import HostAgent
-from hutch.host.networks import NetworkError
+from hutch.host.networks import NetworkError, vni_of
 from hutch.host.proc import CommandFailed
 from hutch.settings import Settings
 from hutch.store.db import Database
@@ -70,6 +71,14 @@ def _resolve(url: str | None) -> IPv4Address | None:
     return found
 
 
+def _clashing_vnis(networks: Iterable[str]) -> set[str]:
+    """The networks whose VXLAN id another of ``networks`` has too."""
+    by_vni: defaultdict[int, set[str]] = defaultdict(set)
+    for network_id in networks:
+        by_vni[vni_of(network_id)].add(network_id)
+    return {n for same in by_vni.values() if len(same) > 1 for n in same}
+
+
 class Overlay:
     def __init__(self, settings: Settings, db: Database, host: HostAgent) -> None:
         self._settings = settings
@@ -77,6 +86,7 @@ class Overlay:
         self._host = host
         self._joined: set[str] = set()
         self._allowed: set[IPv4Address] | None = None
+        self._clash_logged: set[str] = set()
 
     async def sync_once(self) -> None:
         local = await asyncio.to_thread(overlay_address, self._settings)
@@ -102,6 +112,15 @@ class Overlay:
             if host_id is not None:
                 members[network_id].add(host_id)
         wanted = {network_id for network_id, on in members.items() if here in on}
+        # Two networks with the same VXLAN id would be one segment between hosts: neither
+        # spans hosts then (each works within each host), never one user's into another's.
+        clashing = _clashing_vnis(members)
+        if clashing & wanted:
+            if clashing - self._clash_logged:
+                log.warning("networks %s share a VXLAN id: they do not span hosts",
+                            ", ".join(sorted(clashing)))  # fmt: skip
+            self._clash_logged |= clashing
+            wanted -= clashing
         # The firewall lets VXLAN in from the hosts this one shares a network with, only.
         allowed = {
             a for n in wanted for h in members[n] - {here}
