@@ -474,6 +474,15 @@ def test_json_logs_carry_the_request_id_user_and_sandbox(tmp_path: Path) -> None
         assert logged["request_id"] == ran.headers["X-Request-ID"]
         assert logged["user"] == "admin" and logged["sandbox_id"] == box
         assert logged["level"] == "info" and logged["ts"].endswith("+00:00")
+        # A read a worker answers itself is logged too, with its own request id.
+        read = api.get(f"/v1/sandboxes/{box}")
+
+        def read_logged() -> list[dict[str, Any]]:
+            lines = [json.loads(line) for line in list(server.stderr_lines) if line.strip()]
+            return [line for line in lines if line.get("request_id") == read.headers["X-Request-ID"]
+                    and f"GET /v1/sandboxes/{box} " in line["message"]]  # fmt: skip
+
+        assert wait_for(read_logged, "the read's access log line")[0]["user"] == "admin"
     finally:
         server.stop()
     # Every line hutch wrote on stderr is one JSON object (json.loads above would have

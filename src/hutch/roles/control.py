@@ -215,7 +215,9 @@ class ControlApp:
             await self.forwarder(scope, receive, send_tagged)
 
 
-_access = logging.getLogger("uvicorn.access")
+# Not uvicorn.access: uvicorn detaches that logger in a worker (``access_log=False``
+# sets its propagate off), which silently dropped every line written here.
+_access = logging.getLogger("hutch.access")
 
 
 def _access_logged(scope: Scope, send: Send) -> Send:
