@@ -230,17 +230,27 @@ async def wait_agent(settings: Settings, child: Child, *, timeout_s: float = 300
     # only spares loading the CA bundle (tens of ms each, on every start's critical path).
     transport = httpx.AsyncHTTPTransport(uds=str(agent_socket(settings)), verify=False)
     deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient(transport=transport, base_url="http://agent", timeout=5) as c:
-        while time.monotonic() < deadline:
-            process = child.process
-            if process is None or process.returncode is not None:
-                return process.returncode if process is not None else 1
-            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-                answer = await c.get("/internal/v1/info")
-                if answer.status_code == 200 and answer.json()["pid"] == process.pid:
-                    return None
-            await asyncio.sleep(0.05)
-    return 1
+    process = child.process
+    if process is None:
+        return 1
+    # Nothing else waits for the agent yet (keep_running comes after): without this, an
+    # agent that exits at its start (a home in use, a pool clash) went unnoticed, and
+    # serve polled its socket for timeout_s before saying it could not start.
+    exited = asyncio.ensure_future(process.wait())
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://agent",
+                                     timeout=5) as c:  # fmt: skip
+            while time.monotonic() < deadline:
+                if exited.done():
+                    return exited.result()
+                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                    answer = await c.get("/internal/v1/info")
+                    if answer.status_code == 200 and answer.json()["pid"] == process.pid:
+                        return None
+                await asyncio.sleep(0.05)
+        return 1
+    finally:
+        exited.cancel()  # the exit is still reaped (ChildProcess.wait's own future)
 
 
 async def wait_workers(url: str, workers: Sequence[Child], *, timeout_s: float = 120) -> bool:
