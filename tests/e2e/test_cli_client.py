@@ -428,12 +428,14 @@ class Tmux:
     def dead_status(self, *, timeout: float = 30) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            shown = self("display", "-p", "-t", "cli", "#{pane_dead} #{pane_dead_status}")
-            dead, _, status = shown.strip().partition(" ")
-            if dead == "1":
+            shown = self("display", "-p", "-t", "cli",
+                         "#{pane_dead} #{pane_dead_status} #{pane_dead_signal}")  # fmt: skip
+            dead, status, signal = [*shown.strip("\n").split(" "), "", ""][:3]
+            if dead == "1" and status:  # (tmux may show the pane dead before its status)
                 return int(status)
             time.sleep(0.2)
-        raise AssertionError(f"the pane did not end:\n{self.screen()}")
+        raise AssertionError(f"the pane did not end with a status (signal {signal or '-'}):\n"
+                             f"{self.screen()}")  # fmt: skip
 
 
 @pytest.fixture
