@@ -38,7 +38,7 @@ from hutch.cluster.placement import Placed, PlacementRequest, Placer
 from hutch.core.access_tokens import RouteCall
 from hutch.core.catalog import ROOTFS_CATALOG
 from hutch.core.errors import HutchError, Unavailable
-from hutch.roles.forward import AgentForwarder
+from hutch.roles.forward import AgentForwarder, replaying
 from hutch.settings import Settings
 from hutch.store import sandboxes as sandbox_store
 from hutch.store.db import Database
@@ -113,7 +113,7 @@ class ClusterRouter:
 
     async def _create(self, scope: Scope, receive: Receive, send: Send) -> None:
         body, more = await _read_body(receive, self._settings.max_json_body_bytes)
-        replay = _replaying(body, more, receive)
+        replay = replaying(body, receive, more=more)
         want = await self._placement_request(scope, body) if not more else None
         if want is None:  # not something placement can read: any agent says what is wrong
             await self._forwarder(await self._any_agent())(scope, replay, send)
@@ -308,17 +308,3 @@ async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
             return b"".join(chunks), False
         if size > limit:
             return b"".join(chunks), True
-
-
-def _replaying(body: bytes, more: bool, receive: Receive) -> Receive:
-    """A receive that gives ``body`` first, then what ``receive`` gives."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": more}
-        return await receive()
-
-    return replay

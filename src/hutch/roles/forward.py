@@ -37,7 +37,7 @@ from hutch.api.dialects import error_response
 from hutch.api.upgrade import PASS_THROUGH
 from hutch.core.errors import HutchError, Unavailable
 
-__all__ = ["CLIENT_HEADER", "AgentForwarder", "AgentUnreachable"]
+__all__ = ["CLIENT_HEADER", "AgentForwarder", "AgentUnreachable", "replaying"]
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,21 @@ class AgentForwarder:
             self._keep(upstream)
         else:
             upstream.close()
+
+
+def replaying(body: bytes, receive: Receive, *, more: bool = False) -> Receive:
+    """A receive that gives ``body`` (read already, to decide where the request goes)
+    first, then what ``receive`` gives."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        return await receive()
+
+    return replay
 
 
 class _ClientGone(Exception):

@@ -28,6 +28,7 @@ from hutch.core.identity import Principal
 from hutch.core.sandbox_status import SandboxStatus
 from hutch.core.sandboxes import SandboxService
 from hutch.roles.activity import ActivityFiles
+from hutch.roles.forward import replaying
 from hutch.store.models import SandboxRecord
 
 __all__ = ["EXEC_PATH", "TO_AGENT_HEADER", "ToAgent", "WorkerSandboxes", "exec_here_or_agent"]
@@ -95,18 +96,6 @@ async def exec_here_or_agent(
             break
     body = b"".join(parts)
 
-    def replay() -> Receive:
-        given = False
-
-        async def receive_again() -> Message:
-            nonlocal given
-            if not given:
-                given = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return receive_again
-
     passed = False
     answer = logged(send)
 
@@ -119,9 +108,9 @@ async def exec_here_or_agent(
         if not passed:
             await answer(message)
 
-    await local(scope, replay(), unless_to_agent)
+    await local(scope, replaying(body, receive), unless_to_agent)
     if passed:
-        await agent(scope, replay(), send)
+        await agent(scope, replaying(body, receive), send)
 
 
 def _content_length(scope: Scope) -> int | None:
