@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
 
 from hutch.settings import Settings
 
-__all__ = ["DatabaseOpt", "HomeOpt", "fail", "load_settings"]
+if TYPE_CHECKING:
+    from hutch.store.db import Database
+
+T = TypeVar("T")
+
+__all__ = ["DatabaseOpt", "HomeOpt", "fail", "load_settings", "with_store"]
 
 HomeOpt = Annotated[
     Path | None,
@@ -48,3 +55,30 @@ def load_settings(**overrides: Any) -> Settings:
             for err in exc.errors()
         )
         fail(f"bad configuration: {problems}", hint="check the HUTCH_* environment variables")
+
+
+def with_store(
+    settings: Settings, action: Callable[[Database], Awaitable[T]], *, migrate: bool = True
+) -> T:
+    """Open the store ``settings`` name (brought to the newest schema unless ``migrate`` is
+    off), run ``action`` on it, close it; hutch's errors and an unreadable store end the
+    command with one line."""
+    from hutch.core.errors import HutchError
+    from hutch.store.db import Database
+    from hutch.store.migrate import upgrade
+
+    async def main() -> T:
+        db = Database.of(settings)
+        try:
+            if migrate:
+                await upgrade(db)
+            return await action(db)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(main())
+    except HutchError as exc:
+        fail(exc.message)
+    except OSError as exc:
+        fail(f"cannot open the store: {exc}", hint="check --home / --database-url")

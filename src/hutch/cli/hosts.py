@@ -6,7 +6,6 @@ PostgreSQL for a cluster), whether or not a control plane is running.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -14,12 +13,12 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from hutch.cli.common import DatabaseOpt, HomeOpt, fail, load_settings
-from hutch.core.errors import HutchError
+from hutch.cli.common import DatabaseOpt, HomeOpt, load_settings, with_store
 
 if TYPE_CHECKING:
     from hutch.cluster.membership import Membership
     from hutch.settings import Settings
+    from hutch.store.db import Database
 
 __all__ = ["app"]
 
@@ -32,23 +31,8 @@ T = TypeVar("T")
 
 def _run(settings: Settings, action: Callable[[Membership], Awaitable[T]]) -> T:
     from hutch.cluster.control import make_membership
-    from hutch.store.db import Database
-    from hutch.store.migrate import upgrade
 
-    async def main() -> T:
-        db = Database.of(settings)
-        try:
-            await upgrade(db)
-            return await action(make_membership(settings, db))
-        finally:
-            await db.dispose()
-
-    try:
-        return asyncio.run(main())
-    except HutchError as exc:
-        fail(exc.message)
-    except OSError as exc:
-        fail(f"cannot open the store: {exc}", hint="check --home / --database-url")
+    return with_store(settings, lambda db: action(make_membership(settings, db)))
 
 
 @token_app.command("create")
@@ -99,24 +83,16 @@ def list_(
 ) -> None:
     """List hosts: id, status (active, draining, dead), free memory, sandboxes, address."""
     from hutch.core.hosts import HostService
-    from hutch.store.db import Database
 
     settings = load_settings(home=home, database_url=database_url)
 
-    async def main() -> list[dict[str, object]]:
-        db = Database.of(settings)
-        try:
-            views, _ = await HostService(db, dead_after_s=settings.host_dead_after_s).list(
-                limit=None, offset=0
-            )
-        finally:
-            await db.dispose()
-        return [view.__dict__ for view in views]
+    async def views(db: Database) -> list[dict[str, object]]:
+        found, _ = await HostService(db, dead_after_s=settings.host_dead_after_s).list(
+            limit=None, offset=0
+        )
+        return [view.__dict__ for view in found]
 
-    try:
-        hosts = asyncio.run(main())
-    except OSError as exc:
-        fail(f"cannot open the store: {exc}", hint="check --home / --database-url")
+    hosts = with_store(settings, views, migrate=False)
     if as_json:
         print(json.dumps(hosts))
         return

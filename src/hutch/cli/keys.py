@@ -5,15 +5,13 @@ These work whether or not a server is running (SQLite in WAL mode lets both writ
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from hutch.cli.common import DatabaseOpt, HomeOpt, fail, load_settings
-from hutch.core.errors import HutchError
+from hutch.cli.common import DatabaseOpt, HomeOpt, load_settings, with_store
 
 if TYPE_CHECKING:  # the store is imported when a command runs, not for `hutch --help`
     from hutch.core.identity import IdentityService, KeyInfo
@@ -28,23 +26,8 @@ T = TypeVar("T")
 
 def _run(settings: Settings, action: Callable[[IdentityService], Awaitable[T]]) -> T:
     from hutch.core.identity import IdentityService
-    from hutch.store.db import Database
-    from hutch.store.migrate import upgrade
 
-    async def main() -> T:
-        db = Database.of(settings)
-        try:
-            await upgrade(db)
-            return await action(IdentityService(db))
-        finally:
-            await db.dispose()
-
-    try:
-        return asyncio.run(main())
-    except HutchError as exc:
-        fail(exc.message)
-    except OSError as exc:
-        fail(f"cannot open the store: {exc}", hint="check --home / --database-url")
+    return with_store(settings, lambda db: action(IdentityService(db)))
 
 
 @app.command("create")
