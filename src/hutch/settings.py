@@ -239,6 +239,15 @@ class Settings(BaseSettings):
     cluster: bool = False
     """``hutch control`` of a cluster: creates are placed on registered hosts and every
     sandbox's requests go to its host's agent over TCP (needs PostgreSQL)."""
+    tls_cert: Path | None = None
+    """A cluster's TLS (with ``tls_key`` and ``tls_ca``, all or none): this process's
+    certificate (PEM), served by an agent and a cluster's control plane and presented by
+    each to the other."""
+    tls_key: Path | None = None
+    """The private key of ``tls_cert`` (PEM)."""
+    tls_ca: Path | None = None
+    """The CA (PEM) the peers' certificates must be signed by: agents require the control
+    plane's client certificate, and each checks the other's against it."""
     cpu_overcommit: float = Field(default=4.0, gt=0, le=64)
     """Placement lets a host's sandboxes have this many vCPUs per core of the host."""
     host_capacity_mib: int = Field(default=0, ge=0)
@@ -295,6 +304,9 @@ class Settings(BaseSettings):
             raise ValueError(f"deploy_shape must be one of {ids}")
         if self.template_build_shape and self.template_build_shape not in ids:
             raise ValueError(f"template_build_shape must be one of {ids}")
+        tls = (self.tls_cert, self.tls_key, self.tls_ca)
+        if any(tls) and not all(tls):
+            raise ValueError("HUTCH_TLS_CERT, HUTCH_TLS_KEY and HUTCH_TLS_CA go together")
         _ = self.deny_set  # the egress settings parse, or this raises
         _ = self.webhook_allowed_networks
         _ = self.build_env_vars

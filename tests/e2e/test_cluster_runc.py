@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from hutch.host.networks import vni_of
 from tests.e2e.test_faults_runc import Traffic
 from tests.e2e.test_networks_runc import http_code, member_ip, resolves, serve_http
 from tests.e2e.test_sandboxes_runc import sh
 from tests.support.cluster import AgentHost, Cluster
+from tests.support.postgres import PG_BIN, PostgresServer
 from tests.support.server import _env
 
 SHAPE = "s-1vcpu-256mb"
@@ -253,6 +253,26 @@ def vxlan_devices(host: AgentHost) -> list[str]:
     return [line.split(":")[1].strip().split("@")[0] for line in shown.splitlines() if line]
 
 
+def stored_vni(cluster: Cluster, network_id: str) -> int:
+    """The network's VXLAN id, as the store handed it out."""
+    query = subprocess.run(
+        [str(PG_BIN / "psql"), "-h", str(cluster.postgres.root), "-p", str(cluster.postgres.port),
+         "-U", PostgresServer.user, "-d", "cluster", "-tAc",
+         f"SELECT vni FROM networks WHERE id = '{network_id}'"],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    return int(query.stdout.strip())
+
+
+def vxlan_ids(host: AgentHost) -> set[int]:
+    """The VXLAN ids of the devices on ``host``."""
+    shown = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{host.netns}", "ip", "-d", "-o", "link", "show", "type",
+         "vxlan"], capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    return {int(shown[i + 1]) for i, word in enumerate(shown[:-1]) if word == "id"}
+
+
 def eventually(check: Callable[[], bool], timeout: float = 30) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -302,8 +322,14 @@ def test_a_network_spans_hosts_with_names_and_stays_isolated(
         # host's namespace) with mesh's VNI and a frame for m-h2 is dropped at h2: only
         # the hosts that share a network may put frames on it.
         mesh_id = api.get("/v1/networks/mesh").json()["data"]["id"]
+        other_id = api.get("/v1/networks/other").json()["data"]["id"]
+        # Each network has its own VXLAN id from the store, and that is what the hosts use.
+        mesh_vni, other_vni = stored_vni(cluster, mesh_id), stored_vni(cluster, other_id)
+        assert mesh_vni != other_vni
+        assert all(mesh_vni in vxlan_ids(host) for host in cluster.hosts.values())
+        assert eventually(lambda: other_vni in vxlan_ids(cluster.hosts["h1"]))
         inject = INJECTOR.format(
-            vni=vni_of(mesh_id), mac=_member_mac(m2_ip), src=member_ip(api, "mesh", mesh["h1"]),
+            vni=mesh_vni, mac=_member_mac(m2_ip), src=member_ip(api, "mesh", mesh["h1"]),
             dst=m2_ip, target=cluster.hosts["h2"].address,
         )  # fmt: skip
         sh(api, mesh["h2"], f'rm -f /tmp/udp; nohup python3 -c "{receive}" >/dev/null 2>&1 &')

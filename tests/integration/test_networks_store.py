@@ -97,3 +97,22 @@ async def test_members_get_distinct_addresses_and_dns_answers_only_peers(
         await service.get(bob, "alpha")
     with pytest.raises(NotFound):
         await service.attach(bob, boxes[0].id, "alpha")
+
+
+async def test_every_network_gets_its_own_vxlan_id_even_when_the_draw_repeats(
+    db: Database, service: NetworkService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VXLAN ids come from the store, unique: networks made at once all differ, and a
+    draw that repeats one in use (forced here: one in 16 million by chance) is drawn again,
+    not shared (two networks sharing one would be one segment between hosts)."""
+    alice, bob = await principal(db, "alice"), await principal(db, "bob")
+    made = await asyncio.gather(*(service.create(alice, f"n{i}") for i in range(3)))
+    vnis = [view.network.vni for view in made]
+    assert len(set(vnis)) == 3 and all(2 <= v < 1 << 24 for v in vnis)
+    draws = iter([vnis[0], vnis[0], 4242])
+    monkeypatch.setattr("hutch.core.networks.new_vni", lambda: next(draws))
+    assert (await service.create(bob, "b")).network.vni == 4242
+    # A deleted network's id is free again.
+    await service.delete(alice, "n0")
+    draws = iter([vnis[0]])
+    assert (await service.create(bob, "c")).network.vni == vnis[0]

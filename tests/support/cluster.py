@@ -34,7 +34,7 @@ from tests.support.server import _env, run_cli
 
 __all__ = ["AgentHost", "Cluster"]
 
-_CONTROL_LINE = re.compile(r"hutch control is serving on (http://\S+)")
+_CONTROL_LINE = re.compile(r"hutch control is serving on (https?://\S+)")
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -210,7 +210,10 @@ async def control(settings: Settings, *, log_level: str, workers: int | None) ->
             supervisor.keep_running(child)
         port = listener.getsockname()[1]
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        url = f"http://{host}:{port}"
+        from hutch.cluster.tls import uvicorn_tls
+
+        scheme = "https" if uvicorn_tls(settings) else "http"  # HUTCH_TLS_* in a cluster
+        url = f"{scheme}://{host}:{port}"
         if not await _first(wait_workers(url, group), stop):
             return 0 if supervisor.stopping.is_set() else 1
         print(f"hutch control is serving on {url} ({len(group)} workers)", flush=True)

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hutch.api.services import Services
 from hutch.cluster.membership import HostReport, Membership
-from hutch.core.errors import Unauthenticated
+from hutch.cluster.tls import tls_enabled
+from hutch.core.errors import InvalidInput, Unauthenticated
 from hutch.core.sealing import MasterKeyUnavailable, SealedBox, load_master_key
 from hutch.settings import Settings
 from hutch.store.db import Database
@@ -78,9 +79,28 @@ TokenDep = Annotated[str, Depends(_bearer)]
 MembershipDep = Annotated[Membership, Depends(_membership)]
 
 
+def _check_scheme(request: Request, address: str) -> None:
+    """A cluster with TLS reaches its agents only over https, and one without has nothing
+    to check an agent's certificate with: an agent that does not fit is refused at once."""
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None:
+        return
+    secure = tls_enabled(services.settings)
+    if secure and not address.startswith("https://"):
+        raise InvalidInput(f"this cluster uses TLS (HUTCH_TLS_*): the agent must serve https "
+                           f"with its own HUTCH_TLS_*, not {address}", field="address")  # fmt: skip
+    if not secure and address.startswith("https://"):
+        raise InvalidInput(f"this control plane has no HUTCH_TLS_* to reach {address} with: "
+                           "set the same CA on both, or run the agent without TLS",
+                           field="address")  # fmt: skip
+
+
 @router.post("/join")
-async def join(body: HostReportIn, token: TokenDep, membership: MembershipDep) -> dict[str, Any]:
+async def join(
+    body: HostReportIn, token: TokenDep, membership: MembershipDep, request: Request
+) -> dict[str, Any]:
     """An agent joins with a join token; it gets its host token back."""
+    _check_scheme(request, body.address)
     host_token = await membership.join(token, body.report())
     log.info("host %s joined from %s", body.id, body.address)
     return {"status": "success", "data": {"host_token": host_token, "status": "active"}}

@@ -14,6 +14,7 @@ import dataclasses
 import hmac
 import logging
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hutch.cluster.membership import HostReport
+from hutch.cluster.tls import TlsUnusable, client_context, explain, tls_enabled
 from hutch.host.images import built_images
 from hutch.host.machine import read_memory
 from hutch.settings import Settings
@@ -44,7 +46,8 @@ class JoinFailed(Exception):
 
 
 def agent_url(settings: Settings) -> str:
-    return settings.agent_url or f"http://{settings.agent_listen}"
+    scheme = "https" if tls_enabled(settings) else "http"
+    return settings.agent_url or f"{scheme}://{settings.agent_listen}"
 
 
 def local_templates(home: Path) -> list[str]:
@@ -64,7 +67,21 @@ class Joiner:
         self.runtimes = runtimes
         self.token: str | None = None
         self.status = "active"
-        self._client = httpx.AsyncClient(base_url=settings.control_url.rstrip("/"), timeout=10)
+        self._client: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            # With HUTCH_TLS_*: our certificate shown, the control plane's checked (the CA).
+            try:
+                verify: ssl.SSLContext | bool = (
+                    client_context(self._settings) if tls_enabled(self._settings) else True
+                )
+            except TlsUnusable as exc:
+                raise JoinFailed(str(exc)) from None
+            self._client = httpx.AsyncClient(
+                base_url=self._settings.control_url.rstrip("/"), timeout=10, verify=verify
+            )
+        return self._client
 
     async def report(self) -> HostReport:
         memory = await asyncio.to_thread(read_memory)
@@ -84,6 +101,12 @@ class Joiner:
         secret = self._settings.join_token
         if secret is None:
             raise JoinFailed("--control needs --token (a join token: hutch hosts token create)")
+        if tls_enabled(self._settings) and not self._settings.control_url.startswith("https://"):
+            raise JoinFailed("HUTCH_TLS_* is set: --control must be the control plane's "
+                             f"https:// URL, not {self._settings.control_url}")  # fmt: skip
+        if tls_enabled(self._settings) and not agent_url(self._settings).startswith("https://"):
+            raise JoinFailed("HUTCH_TLS_* is set: HUTCH_AGENT_URL must be https://, not "
+                             f"{self._settings.agent_url}")  # fmt: skip
         body = dataclasses.asdict(await self.report())
         answer = await self._post("/internal/v1/hosts/join", body, secret.get_secret_value())
         self.token = str(answer["host_token"])
@@ -108,12 +131,12 @@ class Joiner:
 
     async def _post(self, path: str, body: dict[str, Any], token: str) -> dict[str, Any]:
         try:
-            answer = await self._client.post(
+            answer = await self._http().post(
                 path, json=body, headers={"Authorization": f"Bearer {token}"}
             )
         except httpx.HTTPError as exc:
             raise JoinFailed(f"cannot reach the control plane at {self._settings.control_url}: "
-                             f"{exc}") from None  # fmt: skip
+                             f"{explain(exc)}") from None  # fmt: skip
         try:
             payload = answer.json()
         except ValueError:
@@ -126,7 +149,8 @@ class Joiner:
         return data
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
 
 class AgentTokenMiddleware:

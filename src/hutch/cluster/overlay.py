@@ -17,7 +17,6 @@ import logging
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 from ipaddress import IPv4Address
 from urllib.parse import urlsplit
 
@@ -25,11 +24,11 @@ from sqlalchemy import select
 
 from hutch.core.sandbox_status import LIVE_STATUSES
 from hutch.host.agent import HostAgent
-from hutch.host.networks import NetworkError, vni_of
+from hutch.host.networks import NetworkError
 from hutch.host.proc import CommandFailed
 from hutch.settings import Settings
 from hutch.store.db import Database
-from hutch.store.models import Host, NetworkMember, SandboxRecord
+from hutch.store.models import Host, NetworkMember, NetworkRecord, SandboxRecord
 
 __all__ = ["Overlay", "overlay_address"]
 
@@ -71,14 +70,6 @@ def _resolve(url: str | None) -> IPv4Address | None:
     return found
 
 
-def _clashing_vnis(networks: Iterable[str]) -> set[str]:
-    """The networks whose VXLAN id another of ``networks`` has too."""
-    by_vni: defaultdict[int, set[str]] = defaultdict(set)
-    for network_id in networks:
-        by_vni[vni_of(network_id)].add(network_id)
-    return {n for same in by_vni.values() if len(same) > 1 for n in same}
-
-
 class Overlay:
     def __init__(self, settings: Settings, db: Database, host: HostAgent) -> None:
         self._settings = settings
@@ -86,7 +77,6 @@ class Overlay:
         self._host = host
         self._joined: set[str] = set()
         self._allowed: set[IPv4Address] | None = None
-        self._clash_logged: set[str] = set()
 
     async def sync_once(self) -> None:
         local = await asyncio.to_thread(overlay_address, self._settings)
@@ -95,8 +85,9 @@ class Overlay:
         here = self._host.host_id
         async with self._db.sessions() as session:
             rows = await session.execute(
-                select(NetworkMember.network_id, SandboxRecord.host_id)
+                select(NetworkMember.network_id, NetworkRecord.vni, SandboxRecord.host_id)
                 .join(SandboxRecord, SandboxRecord.id == NetworkMember.sandbox_id)
+                .join(NetworkRecord, NetworkRecord.id == NetworkMember.network_id)
                 .where(SandboxRecord.status.in_(LIVE_STATUSES))
                 .distinct()
             )
@@ -108,19 +99,14 @@ class Overlay:
             lambda: {host_id: _resolve(address) for host_id, address in registered.items()}
         )
         members: defaultdict[str, set[str]] = defaultdict(set)
-        for network_id, host_id in rows:
+        vnis: dict[str, int] = {}
+        for network_id, vni, host_id in rows:
+            vnis[network_id] = vni
             if host_id is not None:
                 members[network_id].add(host_id)
+        # Each network's VXLAN id is its own (unique in the store: hutch.store.models.
+        # NetworkRecord.vni), so no two networks ever share a segment between hosts.
         wanted = {network_id for network_id, on in members.items() if here in on}
-        # Two networks with the same VXLAN id would be one segment between hosts: neither
-        # spans hosts then (each works within each host), never one user's into another's.
-        clashing = _clashing_vnis(members)
-        if clashing & wanted:
-            if clashing - self._clash_logged:
-                log.warning("networks %s share a VXLAN id: they do not span hosts",
-                            ", ".join(sorted(clashing)))  # fmt: skip
-            self._clash_logged |= clashing
-            wanted -= clashing
         # The firewall lets VXLAN in from the hosts this one shares a network with, only.
         allowed = {
             a for n in wanted for h in members[n] - {here}
@@ -133,7 +119,9 @@ class Overlay:
             others = members.get(network_id, set()) - {here} if network_id in wanted else set()
             peers = {a for h in others if (a := addresses.get(h)) is not None and a != local}
             try:
-                await self._host.networks.join_peers(network_id, local=local, peers=peers)
+                await self._host.networks.join_peers(
+                    network_id, vni=vnis.get(network_id, 0), local=local, peers=peers
+                )
             except (CommandFailed, NetworkError) as exc:
                 log.warning("could not join network %s across hosts: %s", network_id, exc)
                 continue

@@ -21,6 +21,7 @@ import json
 import logging
 import random
 import re
+import ssl
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,10 +36,11 @@ from hutch.api.services import Services
 from hutch.cluster.joiner import AGENT_TOKEN_HEADER
 from hutch.cluster.membership import Membership
 from hutch.cluster.placement import Placed, PlacementRequest, Placer
+from hutch.cluster.tls import client_context, explain, tls_enabled
 from hutch.core.access_tokens import RouteCall
 from hutch.core.catalog import ROOTFS_CATALOG
 from hutch.core.errors import HutchError, Unavailable
-from hutch.roles.forward import AgentForwarder, replaying
+from hutch.roles.forward import AgentForwarder, AgentRefused, replaying
 from hutch.settings import Settings
 from hutch.store import sandboxes as sandbox_store
 from hutch.store.db import Database
@@ -74,6 +76,7 @@ class ClusterRouter:
         self._forwarders: dict[str, tuple[_Agent, AgentForwarder]] = {}
         self._rng = random.Random()
         self._placing: Placer | None = None
+        self._tls: ssl.SSLContext | None = None
 
     def _placer(self) -> Placer:
         if self._placing is None:
@@ -263,18 +266,34 @@ class ClusterRouter:
         if known is not None:  # it joined again: a new token, maybe a new address
             asyncio.get_running_loop().create_task(known[1].aclose())
         split = urlsplit(agent.address)
-        host, port = split.hostname or "127.0.0.1", split.port or 80
+        secure = split.scheme == "https"
+        host = split.hostname or "127.0.0.1"
+        port = split.port or (443 if secure else 80)
 
         async def opener() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-            return await asyncio.wait_for(
-                asyncio.open_connection(host, port, limit=1 << 18), timeout=5
-            )
+            context = self._tls_context() if secure else None
+            try:
+                return await asyncio.wait_for(
+                    asyncio.open_connection(host, port, limit=1 << 18, ssl=context,
+                                            ssl_handshake_timeout=5 if context else None),
+                    timeout=5,
+                )  # fmt: skip
+            except ssl.SSLError as exc:  # not worth retrying: said at once, and logged
+                raise AgentRefused(f"host {agent.host_id}'s agent: {explain(exc)}") from None
 
         forwarder = AgentForwarder(
             None, wait_s=5.0, opener=opener, headers=[(AGENT_TOKEN_HEADER, agent.token.encode())]
         )
         self._forwarders[agent.host_id] = (agent, forwarder)
         return forwarder
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            if not tls_enabled(self._settings):  # refused at join; an old row may say so
+                raise AgentRefused("the agent serves https, and this control plane has "
+                                   "no HUTCH_TLS_* to reach it with")  # fmt: skip
+            self._tls = client_context(self._settings)
+        return self._tls
 
     async def aclose(self) -> None:
         for _, forwarder in self._forwarders.values():

@@ -23,7 +23,7 @@ from hutch.core.ids import new_id
 from hutch.core.names import NAME_PATTERN
 from hutch.core.sandbox_status import SandboxStatus as S
 from hutch.host.agent import HostAgent
-from hutch.host.networks import NetworkError
+from hutch.host.networks import NetworkError, new_vni
 from hutch.settings import Settings
 from hutch.store import networks as store
 from hutch.store import sandboxes as sandbox_store
@@ -72,14 +72,14 @@ class NetworkService:
                 subnet = self._free_subnet(await store.subnets_in_use(session))
             record = NetworkRecord(
                 id=new_id("net-", lower=True), user_id=user.user_id, name=name,
-                subnet=str(subnet), created_at=utcnow(),
+                subnet=str(subnet), vni=new_vni(), created_at=utcnow(),
             )  # fmt: skip
             try:
                 async with self._db.sessions.begin() as session:
                     session.add(record)
                 return NetworkView(record, 0)
             except IntegrityError:
-                continue  # the same name or subnet, taken meanwhile: look again
+                continue  # the same name, subnet or VXLAN id, taken meanwhile: look again
         raise Unavailable("could not create the network; try again")
 
     def _free_subnet(self, in_use: set[str]) -> IPv4Network:

@@ -8,7 +8,7 @@ sandbox is ``eth1``, ``eth2``…; the host end is enslaved to the bridge.
 
 In a cluster, a network whose members sit on several hosts is one VXLAN segment between
 exactly those hosts (:meth:`BridgeNetworks.join_peers`): a ``vxlan`` device per network on
-each such host (VNI from the network's id, the host's cluster address as the local end)
+each such host (the network's VNI, unique in the store; the host's cluster address as the local end)
 is a port of the network's bridge, and one all-zeros FDB entry per peer host sends
 broadcasts (ARP) to each of them (head-end replication); replies are learnt. Members are
 checked against their own addresses at their own host's bridge (the firewall's bridge
@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
+import secrets
 from abc import ABC, abstractmethod
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
@@ -41,9 +43,23 @@ def _links() -> set[str]:
         return {line.split(":", 1)[0].strip() for line in table.readlines()[2:] if ":" in line}
 
 
-def vni_of(network_id: str) -> int:
-    """The network's VXLAN id (24 bits, from its id; 0 and 1 are left out)."""
-    return int(hashlib.sha256(network_id.encode()).hexdigest()[:6], 16) % ((1 << 24) - 2) + 2
+VNI_FIRST, VNI_LAST = 2, (1 << 24) - 1  # 24 bits; 0 and 1 are left out
+
+
+def new_vni() -> int:
+    """A VXLAN id for a new network, at random (the store's unique constraint on
+    ``networks.vni`` refuses one in use, and the network's creation draws again)."""
+    return secrets.randbelow(VNI_LAST - VNI_FIRST + 1) + VNI_FIRST
+
+
+async def _vni_of(device: str) -> int | None:
+    """The VXLAN id of an existing device (``ip -d link show``), None if unreadable."""
+    shown = await run("ip", "-d", "-o", "link", "show", "dev", device, check=False)
+    fields = shown.stdout.decode().split()
+    for name, value in itertools.pairwise(fields):
+        if name == "id" and value.isdigit():
+            return int(value)
+    return None
 
 
 class NetworkError(Exception):
@@ -82,10 +98,10 @@ class NetworkLayer(ABC):
         """Remove the segments of every network not in ``keep``; return what was removed."""
 
     async def join_peers(
-        self, network_id: str, *, local: IPv4Address, peers: set[IPv4Address]
+        self, network_id: str, *, vni: int, local: IPv4Address, peers: set[IPv4Address]
     ) -> None:
-        """Join the network's segment with the hosts ``peers`` (a cluster); by default a
-        layer has no way across hosts and does nothing."""
+        """Join the network's segment (VXLAN id ``vni``) with the hosts ``peers`` (a
+        cluster); by default a layer has no way across hosts and does nothing."""
         return None
 
     async def allow_peers(self, peers: set[IPv4Address]) -> None:
@@ -100,6 +116,7 @@ class BridgeNetworks(NetworkLayer):
         self.bridge_prefix = f"hn{tag[:4]}"
         self.port_prefix = f"hp{tag[:4]}"
         self.vxlan_prefix = f"hx{tag[:4]}"
+        self._vnis: dict[str, int] = {}  # VXLAN devices seen or made here: their ids
 
     def bridge(self, network_id: str) -> str:
         # IFNAMSIZ is 16: "hn" + 4 of the instance tag + 8 of the id's hash = 14.
@@ -112,28 +129,34 @@ class BridgeNetworks(NetworkLayer):
         return self.vxlan_prefix + _hash(network_id)
 
     async def join_peers(
-        self, network_id: str, *, local: IPv4Address, peers: set[IPv4Address]
+        self, network_id: str, *, vni: int, local: IPv4Address, peers: set[IPv4Address]
     ) -> None:
         """Make the network one segment with ``peers`` (the other hosts that have members
-        of it): its VXLAN port on this host's bridge, with exactly one flood entry per
-        peer. No peers: no VXLAN port. Idempotent."""
+        of it): its VXLAN port (id ``vni``, the network's from the store) on this host's
+        bridge, with exactly one flood entry per peer. No peers: no VXLAN port. Idempotent."""
         device = self.vxlan(network_id)
         present = device in await asyncio.to_thread(_links)
         if not peers:
+            self._vnis.pop(device, None)
             if present:
                 await run("ip", "link", "del", device, check=False)
             return
         bridge = await self._ensure_bridge(network_id)
+        if present and self._vnis.get(device) != vni and await _vni_of(device) != vni:
+            # Made with another id (by an older hutch, before VNIs came from the store).
+            await run("ip", "link", "del", device, check=False)
+            present = False
         if not present:
             try:
                 await run("ip", "link", "add", device, "type", "vxlan", "id",
-                          str(vni_of(network_id)), "local", str(local), "dstport",
+                          str(vni), "local", str(local), "dstport",
                           str(VXLAN_PORT))  # fmt: skip
             except CommandFailed as exc:
                 if device not in await asyncio.to_thread(_links):
                     raise NetworkError(f"cannot create the VXLAN port: {exc.detail}") from exc
             await asyncio.to_thread(_disable_ipv6, device)
             await run("ip", "link", "set", device, "master", bridge, "up")
+        self._vnis[device] = vni
         listed = await run("bridge", "fdb", "show", "dev", device)
         known = {
             IPv4Address(fields[fields.index("dst") + 1])

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hutch.api.services import Services
 from hutch.api.upgrade import UpgradingH11Protocol
+from hutch.cluster.tls import TlsOnTcpServer, TlsUnusable, server_context, tls_enabled
 from hutch.proxy.nginx import NginxProxy
 from hutch.roles.forward import CLIENT_HEADER
 from hutch.roles.paths import agent_info_path, agent_socket, run_dir
@@ -157,6 +158,13 @@ async def run_agent(settings: Settings, *, log_level: str) -> int:
                 timeout_graceful_shutdown=10,
             )
             server = uvicorn.Server(config)
+            if sockets and tls_enabled(settings):  # the control plane's port: TLS (cluster)
+                try:
+                    context = server_context(settings, require_client=True)
+                except TlsUnusable as exc:
+                    log.error("%s", exc)
+                    return 1
+                server = TlsOnTcpServer(config, context=context, tls_sockets=sockets[:1])
             try:
                 await server.serve(sockets=sockets)
             except SystemExit as exc:

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hutch.api.services import Services
 from hutch.api.upgrade import PassThroughH11Protocol
+from hutch.cluster.tls import uvicorn_tls
 from hutch.core.access_tokens import AccessTokenService
 from hutch.core.deploys import DeployService
 from hutch.core.egress_service import EgressService
@@ -255,6 +256,7 @@ async def run_worker(settings: Settings, *, listener: socket.socket, log_level: 
         server_header=False,
         timeout_graceful_shutdown=10,
         access_log=False,
+        **uvicorn_tls(settings),  # a cluster's control plane with HUTCH_TLS_*: https
     )
     server = uvicorn.Server(config)
     try:

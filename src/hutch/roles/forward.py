@@ -37,7 +37,7 @@ from hutch.api.dialects import error_response
 from hutch.api.upgrade import PASS_THROUGH
 from hutch.core.errors import HutchError, Unavailable
 
-__all__ = ["CLIENT_HEADER", "AgentForwarder", "AgentUnreachable", "replaying"]
+__all__ = ["CLIENT_HEADER", "AgentForwarder", "AgentRefused", "AgentUnreachable", "replaying"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,11 @@ _HOP = frozenset(
 
 class AgentUnreachable(Exception):
     """Nothing answers on the agent's socket."""
+
+
+class AgentRefused(AgentUnreachable):
+    """The agent cannot be reached for a reason worth telling the client (a cluster's TLS
+    failing); said in the 503, not retried."""
 
 
 class _BadGateway(HutchError):
@@ -165,9 +170,10 @@ class AgentForwarder:
         except (AgentUnreachable, ConnectionError) as exc:
             log.warning("the host agent is unreachable (%s); answering 503", exc)
             error = Unavailable(
+                f"{exc}; nothing was done" if isinstance(exc, AgentRefused) else
                 "the host agent is not answering (restarting?); nothing was done, try again",
                 headers={"Retry-After": "1"},
-            )
+            )  # fmt: skip
             await error_response(scope["path"], error, request_id)(scope, receive, send)
             return
         await self._exchange(upstream, scope, receive, send, request_id)

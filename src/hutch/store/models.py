@@ -256,12 +256,19 @@ class NetworkRecord(Base):
     different networks never share an address (and a future overlay can span hosts)."""
 
     __tablename__ = "networks"
-    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_networks_user_name"),)
+    __table_args__ = (
+        UniqueConstraint("user_id", "name", name="uq_networks_user_name"),
+        UniqueConstraint("vni", name="uq_networks_vni"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(64))
     subnet: Mapped[str] = mapped_column(String(43), unique=True)
+    vni: Mapped[int] = mapped_column(Integer)
+    """Its VXLAN id when it spans hosts (2 … 2**24 - 1): drawn at random when the network
+    is made, unique among the store's networks (the constraint decides a race), so no two
+    networks ever share a segment between hosts."""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
