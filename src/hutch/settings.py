@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     proxy_host: str = "127.0.0.1"
     proxy_port: int = Field(default=8701, ge=0, le=65535)
     """Where preview URLs are served; 0 picks a free port."""
+    public_proxy_port: int = Field(default=0, ge=0, le=65535)
+    """The port preview and ingress URLs name; 0: the proxy's own. A cluster's agents and
+    control planes set the public entry's (the control planes' port, or the load
+    balancer's in front of them), which routes each URL to its sandbox's host."""
     preview_domain: str = "localhost"
     """Preview URLs are ``{port}-{token}.{preview_domain}``; ``*.localhost`` is loopback in
     browsers. A real deployment points a wildcard DNS name at the proxy."""

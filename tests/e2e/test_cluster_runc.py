@@ -4,7 +4,10 @@ One cluster serves the whole module (each start costs three agents)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -17,9 +20,11 @@ import pytest
 
 from tests.e2e.test_faults_runc import Traffic
 from tests.e2e.test_networks_runc import http_code, member_ip, resolves, serve_http
+from tests.e2e.test_nullspace_runc import WS_ECHO
 from tests.e2e.test_sandboxes_runc import sh
+from tests.e2e.test_wake_on_traffic import pause, serve_app
 from tests.support.cluster import AgentHost, Cluster
-from tests.support.postgres import PG_BIN, PostgresServer
+from tests.support.postgres import PG_BIN, PostgresServer, free_port
 from tests.support.server import _env
 
 SHAPE = "s-1vcpu-256mb"
@@ -29,14 +34,19 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="network namespa
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[Cluster]:
-    # Each host offers 1 GiB: four 256 MiB sandboxes fill one.
-    offer = {"HUTCH_HOST_CAPACITY_MIB": "1024"}
+    # Each host offers 1 GiB: four 256 MiB sandboxes fill one. Each serves previews on
+    # its own proxy, and the URLs name the control plane's port: the public entry.
+    entry = free_port()
+    public = {"HUTCH_PUBLIC_PROXY_PORT": str(entry)}
+    offer = {"HUTCH_HOST_CAPACITY_MIB": "1024", "HUTCH_PROXY_ENABLED": "true",
+             "HUTCH_PROXY_HOST": "0.0.0.0", **public}  # fmt: skip
     started = Cluster(
         tmp_path_factory.mktemp("cluster"),
         images,
         {"h1": {"HUTCH_HOST_LABELS": "zone=a", **offer},
          "h2": {"HUTCH_HOST_LABELS": "zone=b,disk=ssd", **offer},
          "h3": {"HUTCH_HOST_LABELS": "zone=a", **offer}},
+        control_env=public, control_port=entry,
     )  # fmt: skip
     try:
         yield started
@@ -392,3 +402,76 @@ def test_a_control_plane_killed_under_load_loses_no_2xx(
             doomed.kill()
         destroy_all(api)
         api.delete("/v1/networks/faults")
+
+
+def at_the_entry(cluster: Cluster, url: str, *, method: str = "GET") -> httpx.Response:
+    """A request for a preview or ingress URL sent to the control plane's address with the
+    URL's host name (what a wildcard DNS name for the preview domain would do)."""
+    authority, _, path = url.split("//", 1)[1].partition("/")
+    host, port = authority.rsplit(":", 1)
+    assert int(port) == cluster.control_port  # the URL names the public entry
+    return httpx.request(method, f"http://{cluster.gateway}:{port}/{path}",
+                         headers={"Host": host}, timeout=120)  # fmt: skip
+
+
+def ws_echo_at_the_entry(cluster: Cluster, host: str, payload: bytes) -> bytes:
+    """One WebSocket message to the sandbox's echo server through the entry; its answer."""
+    with socket.create_connection((str(cluster.gateway), cluster.control_port), 10) as conn:
+        key = base64.b64encode(os.urandom(16)).decode()
+        conn.sendall((f"GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n").encode())  # fmt: skip
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(4096)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        frame = head.split(b"\r\n\r\n", 1)[1]
+        mask = os.urandom(4)
+        conn.sendall(bytes([0x81, 0x80 | len(payload)]) + mask
+                     + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))  # fmt: skip
+        while len(frame) < 2 or len(frame) < 2 + frame[1]:
+            frame += conn.recv(4096)
+        return frame[2 : 2 + frame[1]]
+
+
+def test_previews_and_ingress_of_any_host_answer_at_the_control_plane(
+    cluster: Cluster, api: httpx.Client
+) -> None:
+    """One public entry: the preview and ingress URLs of a sandbox on h2 name the control
+    plane's port, and the control plane passes them to h2's proxy (HTTP and a WebSocket);
+    a request there for a paused auto_resume sandbox wakes it as on one machine."""
+    nullspace = httpx.Client(base_url=f"{cluster.url}/nullspace", timeout=60,
+                             headers={"Authorization": f"Bearer {cluster.key}"})  # fmt: skip
+    try:
+        made = create(api, host_id="h2", auto_resume=True, ingress_enabled=True)
+        assert made.status_code == 201, made.text
+        box = made.json()["data"]
+        serve_app(api, box, "hello from h2")
+        put = api.put(f"/v1/sandboxes/{box['id']}/files", params={"path": "/workspace/ws.py"},
+                      content=WS_ECHO.encode())  # fmt: skip
+        assert put.status_code < 300, put.text
+        sh(api, box, "setsid python3 /workspace/ws.py >/dev/null 2>&1 </dev/null &")
+        sh(api, box, "for i in $(seq 100); do ss -ltn | grep -q :9000 && break; sleep 0.1; done")
+        preview = nullspace.post(f"/v1/sandboxes/{box['id']}/host", json={"port": 8080})
+        assert preview.status_code in (200, 201), preview.text
+        shown = api.get(f"/v1/sandboxes/{box['id']}").json()["data"]  # the control plane's view
+        assert shown["ingress_url_template"] == box["ingress_url_template"]
+        ingress = box["ingress_url_template"]
+
+        answered = at_the_entry(cluster, preview.json()["url"])
+        assert answered.status_code == 200 and answered.text == "hello from h2", answered.text
+        by_ingress = at_the_entry(cluster, ingress.replace("<port>", "8080"))
+        assert by_ingress.status_code == 200 and by_ingress.text == "hello from h2"
+        ws_host = ingress.replace("<port>", "9000").split("//", 1)[1].split(":")[0]
+        assert ws_echo_at_the_entry(cluster, ws_host, b"hi") == b"echo:hi"
+        token = ingress.split("//", 1)[1].split("-", 1)[1].split(".")[0]
+        unknown = at_the_entry(cluster, ingress.replace("<port>", "8080").replace(token, "a" * 26))
+        assert unknown.status_code == 404 and "no such preview" in unknown.text
+
+        pause(api, box)
+        woken = at_the_entry(cluster, preview.json()["url"])
+        assert woken.status_code == 200 and woken.text == "hello from h2", woken.text
+        assert api.get(f"/v1/sandboxes/{box['id']}").json()["data"]["status"] == "running"
+    finally:
+        nullspace.close()
+        destroy_all(api)

@@ -106,8 +106,18 @@ class AgentHost:
 class Cluster:
     """``hutch control`` (cluster mode, PostgreSQL) and ``len(hosts)`` agents."""
 
-    def __init__(self, root: Path, images: Path, hosts: dict[str, dict[str, str]]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        images: Path,
+        hosts: dict[str, dict[str, str]],
+        *,
+        control_env: dict[str, str] | None = None,
+        control_port: int = 0,
+    ) -> None:
         self.root = root
+        self.control_extra = dict(control_env or {})
+        self.control_port = control_port  # the first control plane's (0: any free one)
         self.suffix = secrets.token_hex(2)
         self.bridge = f"hcb{self.suffix}"
         self.net = _free_subnet()
@@ -174,19 +184,22 @@ class Cluster:
         return _env(self.control_home, {
             "HUTCH_DATABASE_URL": self.database_url, "HUTCH_CLUSTER": "true",
             "HUTCH_HOST_DEAD_AFTER_S": "8", "HUTCH_HEARTBEAT_INTERVAL_S": "0.5",
+            **self.control_extra,
         })  # fmt: skip
 
     def _start_control(self) -> None:
         for host in self.hosts.values():
             host.env["HUTCH_DATABASE_URL"] = self.database_url
-        self.control, self.url = self.start_control(self.control_output)
+        self.control, self.url = self.start_control(self.control_output, port=self.control_port)
 
-    def start_control(self, output: list[str]) -> tuple[subprocess.Popen[str], str]:
+    def start_control(
+        self, output: list[str], *, port: int = 0
+    ) -> tuple[subprocess.Popen[str], str]:
         """Another ``hutch control --workers 2`` on the cluster's database (a control
         plane keeps nothing of its own, so any number can run): its process and URL."""
         control = subprocess.Popen(
             [sys.executable, "-m", "hutch", "control", "--workers", "2", "--host",
-             str(self.gateway), "--port", "0", "--log-level", "warning"],
+             str(self.gateway), "--port", str(port), "--log-level", "warning"],
             env=self._control_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip

@@ -173,7 +173,12 @@ def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
                     name="hutch-overlay",
                 )
             proxy = await _start_proxy(settings)
-            previews = PreviewService(settings, proxy, "" if proxy else _NO_PROXY)
+            book = None
+            if settings.control_url:  # a cluster's agent: its previews for the public entry
+                from hutch.cluster.entry import PreviewBook
+
+                book = PreviewBook(db)
+            previews = PreviewService(settings, proxy, "" if proxy else _NO_PROXY, book=book)
             sandboxes.on_stop(previews.revoke_sandbox)
             sandboxes.on_running(previews.sync_ingress)
             previews.wake_with(sandboxes)

@@ -56,6 +56,7 @@ class HostReportIn(BaseModel):
     total_mib: int = Field(default=0, ge=0)
     capacity_mib: int = Field(default=0, ge=0)
     cpus: int = Field(default=0, ge=0)
+    proxy: str = Field(default="", max_length=255)
 
     def report(self) -> HostReport:
         return HostReport(**self.model_dump())

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hmac
+import json
 import logging
 import os
 import ssl
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -25,6 +27,7 @@ from hutch.cluster.membership import HostReport
 from hutch.cluster.tls import TlsUnusable, client_context, explain, tls_enabled
 from hutch.host.images import built_images
 from hutch.host.machine import read_memory
+from hutch.roles.paths import agent_info_path
 from hutch.settings import Settings
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "Joiner",
     "agent_url",
     "local_templates",
+    "proxy_address",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,23 @@ def local_templates(home: Path) -> list[str]:
     if not directory.is_dir():
         return []
     return sorted(p.stem for p in directory.glob("*.json") if not p.stem.endswith(".build"))
+
+
+def proxy_address(settings: Settings) -> str:
+    """``host:port`` where this host's preview proxy serves the public entry (its port
+    from what the agent announced once the proxy started); empty while there is none."""
+    try:
+        port = json.loads(agent_info_path(settings).read_text())["proxy_port"]
+    except (OSError, ValueError, KeyError):
+        return ""
+    if not isinstance(port, int):
+        return ""
+    host = settings.proxy_host
+    if host in ("0.0.0.0", "::", ""):  # every address: the one the control plane uses
+        host = urlsplit(agent_url(settings)).hostname or ""
+    if not host or host == "localhost" or host.startswith("127.") or host == "::1":
+        return ""  # no one else reaches it: the entry says so for this host's sandboxes
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Joiner:
@@ -93,7 +114,7 @@ class Joiner:
             rootfses=rootfses, templates=templates, free_mib=memory.available_mib,
             total_mib=memory.total_mib,
             capacity_mib=self._settings.host_capacity_mib or memory.total_mib,
-            cpus=os.cpu_count() or 1,
+            cpus=os.cpu_count() or 1, proxy=await asyncio.to_thread(proxy_address, self._settings),
         )  # fmt: skip
 
     async def join(self) -> None:

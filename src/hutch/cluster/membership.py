@@ -70,6 +70,8 @@ class HostReport:
     total_mib: int = 0
     capacity_mib: int = 0
     cpus: int = 0
+    proxy: str = ""
+    """``host:port`` of its preview proxy (the public entry passes requests there)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -263,6 +265,7 @@ def _apply(host: Host, report: HostReport, now: datetime) -> None:
     host.total_mib = report.total_mib
     host.capacity_mib = report.capacity_mib or report.total_mib
     host.cpus = report.cpus
+    host.proxy_address = report.proxy or None
     host.heartbeat_at = now
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "explain",
     "server_context",
     "tls_enabled",
+    "url_scheme",
     "uvicorn_tls",
 ]
 
@@ -49,6 +50,13 @@ def tls_enabled(settings: Settings) -> bool:
 
 class TlsUnusable(ValueError):
     """The HUTCH_TLS_* files cannot be read or do not fit together; the message says why."""
+
+
+def url_scheme(settings: Settings) -> str:
+    """``https`` for preview and ingress URLs served by a cluster's public entry with TLS
+    (the control planes' port), else ``http``."""
+    entry = settings.public_proxy_port and (settings.cluster or settings.control_url)
+    return "https" if entry and tls_enabled(settings) else "http"
 
 
 def _load(context: ssl.SSLContext, settings: Settings) -> ssl.SSLContext:

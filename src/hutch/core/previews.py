@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from hutch.cluster.tls import url_scheme
 from hutch.core.errors import Conflict, HutchError, InvalidInput, Unavailable
 from hutch.proxy.nginx import NginxProxy, ProxyError
 from hutch.settings import Settings
 from hutch.store.models import SandboxRecord, utcnow
 
-__all__ = ["Preview", "PreviewService", "Waker", "new_token"]
+__all__ = ["Preview", "PreviewBook", "PreviewService", "Waker", "new_token"]
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,28 @@ class Waker(Protocol):
         """Resume it (on its owner's behalf); a :class:`HutchError` says why not."""
 
 
+class PreviewBook(Protocol):
+    """Where preview tokens are written for a cluster's public entry (hutch.cluster.entry)."""
+
+    async def add(self, token: str, sandbox_id: str, expires_at: datetime) -> None: ...
+
+    async def remove(self, token: str) -> None: ...
+
+    async def purge(self) -> None: ...
+
+
 class PreviewService:
-    def __init__(self, settings: Settings, proxy: NginxProxy | None, unavailable: str = "") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        proxy: NginxProxy | None,
+        unavailable: str = "",
+        *,
+        book: PreviewBook | None = None,
+    ) -> None:
         self._settings = settings
         self._proxy = proxy
+        self._book = book  # a cluster's agent: its previews, for the public entry
         self._unavailable = unavailable
         self._live: dict[str, Preview] = {}
         self._by_sandbox: defaultdict[str, set[str]] = defaultdict(set)
@@ -108,14 +127,14 @@ class PreviewService:
             )
         token = new_token()
         host = f"{port}-{token}.{self._settings.preview_domain}"
-        authority = f"{host}:{proxy.listen_port}"
+        authority = f"{host}:{self._public_port()}"
         preview = Preview(
             sandbox_id=sandbox.id,
             port=port,
             token=token,
             host=host,
-            url=f"http://{authority}/",
-            websocket_url=f"ws://{authority}/",
+            url=f"{url_scheme(self._settings)}://{authority}/",
+            websocket_url=f"{url_scheme(self._settings).replace('http', 'ws')}://{authority}/",
             expires_at=utcnow() + timedelta(seconds=self._settings.preview_ttl_s),
         )
         try:
@@ -124,7 +143,13 @@ class PreviewService:
             raise Unavailable(str(exc)) from exc
         self._live[token] = preview
         self._by_sandbox[sandbox.id].add(token)
+        if self._book is not None:
+            await self._book.add(token, sandbox.id, preview.expires_at)
         return preview
+
+    def _public_port(self) -> int:
+        """The port URLs name: the cluster's public entry's, else this proxy's."""
+        return self._settings.public_proxy_port or self._the_proxy().listen_port
 
     async def revoke_sandbox(self, sandbox_id: str) -> None:
         """The sandbox paused, stopped or went: its URLs stop working now, unless it is
@@ -160,8 +185,8 @@ class PreviewService:
         if self._proxy is None or not sandbox.ingress_enabled or not sandbox.ingress_token:
             return None
         return (
-            f"http://<port>-{sandbox.ingress_token}.{self._settings.preview_domain}:"
-            f"{self._proxy.listen_port}/"
+            f"{url_scheme(self._settings)}://<port>-{sandbox.ingress_token}."
+            f"{self._settings.preview_domain}:{self._public_port()}/"
         )
 
     async def sync_ingress(self, sandbox: SandboxRecord) -> None:
@@ -216,14 +241,22 @@ class PreviewService:
             self._by_sandbox.get(preview.sandbox_id, set()).discard(token)
         if self._proxy is not None:
             await self._proxy.remove_route(_route_id(token))
+        if self._book is not None:
+            with contextlib.suppress(Exception):  # it expires by itself
+                await self._book.remove(token)
 
     async def expire_forever(self, every_s: float = 1.0) -> None:
+        rounds = 0
         while True:
             await asyncio.sleep(every_s)
             now = utcnow()
             for token in [t for t, p in self._live.items() if p.expires_at <= now]:
                 with contextlib.suppress(Exception):
                     await self._drop(token)
+            rounds += 1
+            if self._book is not None and rounds % 60 == 0:  # what restarted agents left
+                with contextlib.suppress(Exception):
+                    await self._book.purge()
 
 
 def new_token() -> str:

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hutch.api.services import Services
 from hutch.api.upgrade import PassThroughH11Protocol
-from hutch.cluster.tls import uvicorn_tls
+from hutch.cluster.tls import url_scheme, uvicorn_tls
 from hutch.core.access_tokens import AccessTokenService
 from hutch.core.deploys import DeployService
 from hutch.core.egress_service import EgressService
@@ -102,10 +102,11 @@ class ControlPreviews(PreviewService):
         self._port = port
 
     def ingress_template(self, sandbox: SandboxRecord) -> str | None:
-        port = self._port.get()
+        port = self._settings.public_proxy_port or self._port.get()  # a cluster: its entry
         if port is None or not sandbox.ingress_enabled or not sandbox.ingress_token:
             return None
-        return f"http://<port>-{sandbox.ingress_token}.{self._settings.preview_domain}:{port}/"
+        return (f"{url_scheme(self._settings)}://<port>-{sandbox.ingress_token}."
+                f"{self._settings.preview_domain}:{port}/")  # fmt: skip
 
 
 @asynccontextmanager
@@ -177,6 +178,11 @@ class ControlApp:
             from hutch.cluster.routing import ClusterRouter
 
             self.forwarder = ClusterRouter(settings, self.local.state)
+        self.entry = None
+        if settings.cluster:  # preview and ingress names: to the sandbox's host's proxy
+            from hutch.cluster.entry import PublicEntry
+
+            self.entry = PublicEntry(settings, self.local.state)
         self.answers = SandboxAnswers(_AgentProxyPort(agent_info_path(settings)).get)
         self._max_body = settings.max_json_body_bytes
         # In a cluster, a sandbox's guest agent is on its host, not beside this worker.
@@ -187,6 +193,9 @@ class ControlApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.local(scope, receive, send)
+            return
+        if self.entry is not None and (token := self.entry.token_of(scope)) is not None:
+            await self.entry(scope, receive, send, token)  # (hook: hutch.cluster.entry)
             return
 
         async def send_tagged(message: Message) -> None:

@@ -132,6 +132,9 @@ class Host(Base):
     """SHA-256 of the host token the agent got when it joined (it sends it with heartbeats)."""
     token_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
     """The same token sealed with the master key: the control plane sends it to the agent."""
+    proxy_address: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    """``host:port`` of a cluster agent's preview proxy, where the public entry
+    (:mod:`hutch.cluster.entry`) passes its sandboxes' preview and ingress requests."""
 
 
 class JoinToken(Base):
@@ -206,7 +209,7 @@ class SandboxRecord(Base):
     last_activity_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     """When the sandbox destroys itself (the Nullspace dialect's ``timeout_ms``)."""
-    ingress_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    ingress_token: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     """The secret part of the sandbox's ingress host names, made when ingress is enabled."""
     ssh_pubkeys: Mapped[list[str]] = mapped_column(JSON, default=list)
     """OpenSSH public keys, normalised and deduplicated; root's ``authorized_keys``."""
@@ -249,6 +252,19 @@ class SandboxAccessToken(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     rotated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class PreviewRoute(Base):
+    """A cluster's preview URL: which sandbox its token (only its SHA-256 kept) belongs
+    to, so that any control plane's public entry finds the host serving it."""
+
+    __tablename__ = "preview_routes"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sandbox_id: Mapped[str] = mapped_column(
+        ForeignKey("sandboxes.id", ondelete="CASCADE"), index=True
+    )
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class NetworkRecord(Base):
