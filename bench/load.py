@@ -7,7 +7,12 @@ from this process: ``--clients`` threads, spread over four users, each looping f
 ``--duration`` seconds through: create a sandbox, exec in it, write a file of random bytes
 and read it back, read every list endpoint, and delete it (every third sandbox a client
 makes is kept until the end instead, so deletes happen while others run). It prints
-throughput and p50/p99 per operation, then audits what a user would notice:
+throughput and p50/p99 per operation, next to two peers measured under the same load in
+the same run: a bare fork/exec of ``true`` every 50 ms (the peer of exec), and a bare
+``runc run -d`` of the same image (read-only root, runc's defaults, no network or agent;
+deleted after, untimed) every second (the peer of create: a create's speed is the bare
+one's p50 over the create's p50, so 0.5 means a create takes twice a bare ``runc run -d``
+started at the same moments). Then it audits what a user would notice:
 
 - every sandbox that was created is either running and answering (its file reads back
   byte for byte) or, if its delete was answered 2xx, destroyed;
@@ -68,9 +73,11 @@ class LoadReport:
     seconds: float
     timings: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     failures: list[str] = field(default_factory=list)
+    load_average: list[float] = field(default_factory=list)  # 1-min, at the start and end
     made: list[Made] = field(default_factory=list)
     audit: dict[str, Any] = field(default_factory=dict)
     peer: list[float] = field(default_factory=list)  # bare fork/exec under the same load
+    runc_peer: list[float] = field(default_factory=list)  # bare runc run -d, the same load
 
     def summary(self) -> dict[str, Any]:
         operations = {}
@@ -84,8 +91,19 @@ class LoadReport:
             }
         peer = percentiles([s * 1000 for s in self.peer] or [0.0])
         exec_p99 = operations.get("exec", {}).get("p99_ms", 0.0)
+        runc = percentiles([s * 1000 for s in self.runc_peer] or [0.0])
+        create_p50 = operations.get("create", {}).get("p50_ms", 0.0)
         return {
             "clients": self.clients,
+            "load_average": self.load_average,
+            "bare_runc_run_detached_under_load": {
+                "count": len(self.runc_peer),
+                "p50_ms": runc["p50"],
+                "p99_ms": runc["p99"],
+            },
+            "create_speed_p50_vs_bare_runc_run_detached": round(runc["p50"] / create_p50, 2)
+            if create_p50 and self.runc_peer
+            else None,
             "bare_fork_exec_under_load": {
                 "count": len(self.peer),
                 "p50_ms": peer["p50"],
@@ -185,6 +203,7 @@ def run_load(
     duration_s: float | None = None,
     rounds: int | None = None,
     seed: int = 1,
+    runc_peer: bool = False,
 ) -> LoadReport:
     """Drive the server; stop after ``duration_s`` or after ``rounds`` per client."""
     report = LoadReport(clients=clients, seconds=0.0)
@@ -209,14 +228,22 @@ def run_load(
         worker.http.close()
 
     started = time.monotonic()
+    report.load_average.append(round(os.getloadavg()[0], 2))
     finished = threading.Event()
-    peer = threading.Thread(target=_fork_exec_peer, args=(report, lock, finished), daemon=True)
-    peer.start()
+    peers = [threading.Thread(target=_fork_exec_peer, args=(report, lock, finished), daemon=True)]
+    if runc_peer:
+        peers.append(
+            threading.Thread(target=_runc_peer, args=(report, lock, finished), daemon=True)
+        )
+    for peer in peers:
+        peer.start()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
     report.seconds = time.monotonic() - started
+    report.load_average.append(round(os.getloadavg()[0], 2))
     finished.set()
-    peer.join()
+    for peer in peers:
+        peer.join()
     return report
 
 
@@ -227,6 +254,20 @@ def _fork_exec_peer(report: LoadReport, lock: threading.Lock, finished: threadin
         subprocess.run(["true"], check=False)
         with lock:
             report.peer.append(time.monotonic() - started)
+
+
+def _runc_peer(report: LoadReport, lock: threading.Lock, finished: threading.Event) -> None:
+    """The create's peer, under the same load: a bare ``runc run -d`` every second."""
+    from bench.sandboxes import BareRunc
+
+    bare = BareRunc(["/bin/sleep", "1000"])
+    try:
+        while not finished.wait(1.0):
+            took = bare.run_detached()
+            with lock:
+                report.runc_peer.append(took / 1000)
+    finally:
+        bare.close()
 
 
 def audit(base_url: str, keys: list[str], home: Path, report: LoadReport) -> dict[str, Any]:
@@ -302,7 +343,9 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="hutch-bench-load-")) / "home"
     server, keys = start_server(home)
     try:
-        report = run_load(server.url, keys, clients=options.clients, duration_s=options.duration)
+        report = run_load(
+            server.url, keys, clients=options.clients, duration_s=options.duration, runc_peer=True
+        )
         report.audit = audit(server.url, keys, home, report)
         report.audit["after_cleanup"] = cleanup_audit(server.url, keys, home, report)
     finally:

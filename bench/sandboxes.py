@@ -3,10 +3,15 @@
     .venv/bin/python bench/sandboxes.py [--quick] [--out bench/results/sandboxes.json]
 
 1. create -> first exec through the API: 50 sequential, and 10 concurrent (3 rounds),
-   next to a bare ``runc run`` of the same image running ``/bin/true`` (the floor).
+   next to a bare ``runc run`` of the same image running ``/bin/true`` (the floor); and
+   the create alone (``POST /v1/sandboxes`` until its answer) of those 10 concurrent
+   ones, next to 10 concurrent bare ``runc run -d`` of the same image (3 rounds, in
+   turn with hutch's, so both meet the same machine).
 2. exec round trip through the HTTP API (``true``), next to a bare fork/exec of ``true``.
 3. host memory per idle sandbox with 100 running (MemAvailable drop, and what the
    sandboxes' cgroups are charged).
+
+``--parts create,exec,memory`` picks which of them run (all by default).
 
 It starts its own ``hutch serve`` (runc driver) in a temp home, talks to it over loopback,
 destroys everything it made, and prints one JSON document. No thresholds: these machines
@@ -24,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -60,39 +66,103 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 
 def create_and_first_exec(api: httpx.Client) -> tuple[float, str, int]:
+    total, _, sandbox, spawn = timed_create(api)
+    return total, sandbox, spawn
+
+
+def timed_create(api: httpx.Client) -> tuple[float, float, str, int]:
+    """Create then first exec: (both, ms; the create alone, ms; id; spawn_ms)."""
     started = time.perf_counter()
     created = api.post("/v1/sandboxes", json={"shape": SHAPE, "disk_mib": 1024})
     created.raise_for_status()
+    answered = time.perf_counter()
     sandbox = created.json()["data"]
     ran = api.post(f"/v1/sandboxes/{sandbox['id']}/exec", json={"cmd": "true", "args": []})
     ran.raise_for_status()
     assert ran.json()["data"]["result"]["exit_code"] == 0
-    return (time.perf_counter() - started) * 1000, sandbox["id"], sandbox["spawn_ms"]
+    done = time.perf_counter()
+    return (
+        (done - started) * 1000,
+        (answered - started) * 1000,
+        sandbox["id"],
+        sandbox["spawn_ms"],
+    )
+
+
+class BareRunc:
+    """Bare ``runc`` containers of devbox:1 (read-only root, runc's default namespaces,
+    no network set up, no limits, no agent): the floor of a sandbox's start."""
+
+    def __init__(self, argv: list[str]) -> None:
+        rootfs = image_rootfs(IMAGES, "devbox:1")
+        assert rootfs is not None
+        self.work = Path(tempfile.mkdtemp(prefix="hutch-bench-runc-"))
+        subprocess.run(["runc", "spec"], cwd=self.work, check=True)
+        config = json.loads((self.work / "config.json").read_text())
+        config["root"] = {"path": str(rootfs), "readonly": True}
+        config["process"]["terminal"] = False
+        config["process"]["args"] = argv
+        (self.work / "config.json").write_text(json.dumps(config))
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def _runc(self, *args: str) -> list[str]:
+        return ["runc", "--root", str(self.work / "state"), *args]
+
+    def _name(self, kind: str) -> str:
+        with self._lock:
+            self._count += 1
+            return f"bench-{kind}-{os.getpid()}-{self._count}"
+
+    def run(self) -> float:
+        """``runc run`` of the container to its end, ms."""
+        name = self._name("r")
+        started = time.perf_counter()
+        subprocess.run(self._runc("run", "--bundle", str(self.work), name),
+                       check=True, stdin=subprocess.DEVNULL)  # fmt: skip
+        return (time.perf_counter() - started) * 1000
+
+    def run_detached(self) -> float:
+        """``runc run -d`` of one container, ms; it is deleted afterwards (not timed)."""
+        name = self._name("d")
+        started = time.perf_counter()
+        subprocess.run(
+            self._runc("run", "-d", "--bundle", str(self.work), name),
+            check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        took = (time.perf_counter() - started) * 1000
+        subprocess.run(self._runc("delete", "--force", name), check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        return took
+
+    def close(self) -> None:
+        for state in (self.work / "state").glob("*") if (self.work / "state").is_dir() else []:
+            subprocess.run(self._runc("delete", "--force", state.name), check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        shutil.rmtree(self.work, ignore_errors=True)
 
 
 def bare_runc_runs(count: int) -> list[float]:
     """``runc run`` of the same image, read-only root, running /bin/true: the floor."""
-    rootfs = image_rootfs(IMAGES, "devbox:1")
-    assert rootfs is not None
-    work = Path(tempfile.mkdtemp(prefix="hutch-bench-runc-"))
+    bare = BareRunc(["/bin/true"])
     try:
-        subprocess.run(["runc", "spec"], cwd=work, check=True)
-        config = json.loads((work / "config.json").read_text())
-        config["root"] = {"path": str(rootfs), "readonly": True}
-        config["process"]["terminal"] = False
-        config["process"]["args"] = ["/bin/true"]
-        (work / "config.json").write_text(json.dumps(config))
-        samples = []
-        for i in range(count):
-            started = time.perf_counter()
-            subprocess.run(
-                ["runc", "--root", str(work / "state"), "run", f"bench-{i}"],
-                cwd=work, check=True, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-            samples.append((time.perf_counter() - started) * 1000)
+        return [bare.run() for _ in range(count)]
+    finally:
+        bare.close()
+
+
+def bare_runc_detached_concurrent(count: int, rounds: int) -> list[float]:
+    """``rounds`` times, ``count`` bare ``runc run -d`` at once: each one's time, ms."""
+    bare = BareRunc(["/bin/sleep", "1000"])
+    try:
+        samples: list[float] = []
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            for _ in range(rounds):
+                samples += pool.map(lambda _: bare.run_detached(), range(count))
         return samples
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        bare.close()
 
 
 def bare_fork_exec(count: int) -> list[float]:
@@ -102,6 +172,94 @@ def bare_fork_exec(count: int) -> list[float]:
         subprocess.run(["true"], check=True)
         samples.append((time.perf_counter() - started) * 1000)
     return samples
+
+
+def creates(
+    server: HutchProcess, api: httpx.Client, *, sequential: int, rounds: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Create -> first exec, sequential (each next to a bare ``runc run``) and 10 at once;
+    the 10 concurrent creates alone next to 10 concurrent bare ``runc run -d``."""
+    p50 = statistics.median
+    bare = BareRunc(["/bin/true"])
+    seq, spawn, made, floor = [], [], [], []
+    try:
+        for _ in range(sequential):
+            ms, sandbox_id, spawn_ms = create_and_first_exec(api)
+            seq.append(ms)
+            spawn.append(float(spawn_ms))
+            made.append(sandbox_id)
+            floor.append(bare.run())
+    finally:
+        bare.close()
+    for sandbox_id in made:
+        api.delete(f"/v1/sandboxes/{sandbox_id}")
+
+    both: list[float] = []
+    alone: list[float] = []
+    detached: list[float] = []
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        for _ in range(rounds):
+            clients = [server.client(server.admin_key) for _ in range(10)]
+            results = list(pool.map(timed_create, clients))
+            both += [total for total, _, _, _ in results]
+            alone += [create for _, create, _, _ in results]
+            for _, _, sandbox_id, _ in results:
+                api.delete(f"/v1/sandboxes/{sandbox_id}")
+            for client in clients:
+                client.close()
+            detached += bare_runc_detached_concurrent(10, 1)
+    first_exec = {
+        "sequential": percentiles(seq),
+        "concurrent_10": percentiles(both),
+        "spawn_ms_reported": percentiles(spawn),
+        "bare_runc_run_true": percentiles(floor),
+        "ratio_p50_sequential_to_bare_runc": round(p50(seq) / p50(floor), 2),
+    }
+    concurrent = {
+        "create_10_at_once": percentiles(alone),
+        "bare_runc_run_detached_10_at_once": percentiles(detached),
+        "ratio_p50_create_to_bare_runc_run_detached": round(p50(alone) / p50(detached), 2),
+        "goal_p50_at_most_250_ms": p50(alone) <= 250,
+    }
+    return first_exec, concurrent
+
+
+def exec_round_trips(api: httpx.Client, count: int) -> dict[str, Any]:
+    _, box, _ = create_and_first_exec(api)
+    round_trips = []
+    for _ in range(count):
+        started = time.perf_counter()
+        api.post(f"/v1/sandboxes/{box}/exec", json={"cmd": "true", "args": []})
+        round_trips.append((time.perf_counter() - started) * 1000)
+    api.delete(f"/v1/sandboxes/{box}")
+    forks = bare_fork_exec(count)
+    return {
+        "api": percentiles(round_trips),
+        "bare_fork_exec": percentiles(forks),
+        "ratio_p50_api_to_fork_exec": round(
+            statistics.median(round_trips) / statistics.median(forks), 2
+        ),
+    }
+
+
+def idle_memory(home: Path, api: httpx.Client, count: int) -> dict[str, Any]:
+    time.sleep(2)
+    before = read_memory().available_mib
+    idle = []
+    for _ in range(count):
+        response = api.post("/v1/sandboxes", json={"shape": SHAPE, "disk_mib": 1024})
+        response.raise_for_status()
+        idle.append(response.json()["data"]["id"])
+    time.sleep(5)
+    after = read_memory().available_mib
+    charged = cgroup_memory(home, idle)
+    for sandbox_id in idle:
+        api.delete(f"/v1/sandboxes/{sandbox_id}")
+    return {
+        "sandboxes": count,
+        "host_mem_available_drop_mib_per_sandbox": round((before - after) / count, 2),
+        "cgroup_charged_mib_per_sandbox": round(charged / count / 2**20, 2),
+    }
 
 
 def cgroup_memory(home: Path, sandbox_ids: list[str]) -> int:
@@ -120,8 +278,10 @@ def cgroup_memory(home: Path, sandbox_ids: list[str]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples, 20 idle sandboxes")
+    parser.add_argument("--parts", default="create,exec,memory")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "sandboxes.json")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     sequential, rounds, exec_count, idle_count = (
         (10, 1, 50, 20) if args.quick else (50, 3, 300, 100)
     )
@@ -140,88 +300,34 @@ def main() -> None:
     assert server.admin_key
     report: dict[str, Any] = {
         "benchmark": "sandboxes",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
             "cpus": os.cpu_count(),
             "mem_mib": read_memory().total_mib,
             "kernel": platform.release(),
             "python": platform.python_version(),
         },
+        "load_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     try:
         api = server.client(server.admin_key)
         # Warm-up: the first create makes the disk template.
         _, warm_id, _ = create_and_first_exec(api)
         api.delete(f"/v1/sandboxes/{warm_id}")
-
-        seq, spawn, made = [], [], []
-        for _ in range(sequential):
-            ms, sandbox_id, spawn_ms = create_and_first_exec(api)
-            seq.append(ms)
-            spawn.append(float(spawn_ms))
-            made.append(sandbox_id)
-        for sandbox_id in made:
-            api.delete(f"/v1/sandboxes/{sandbox_id}")
-
-        concurrent: list[float] = []
-        with ThreadPoolExecutor(max_workers=10) as pool:
-            for _ in range(rounds):
-                clients = [server.client(server.admin_key) for _ in range(10)]
-                results = list(pool.map(create_and_first_exec, clients))
-                concurrent += [ms for ms, _, _ in results]
-                for ms_id in results:
-                    api.delete(f"/v1/sandboxes/{ms_id[1]}")
-                for client in clients:
-                    client.close()
-
-        floor = bare_runc_runs(max(10, sequential // 2))
-        report["create_to_first_exec_ms"] = {
-            "sequential": percentiles(seq),
-            "concurrent_10": percentiles(concurrent),
-            "spawn_ms_reported": percentiles(spawn),
-            "bare_runc_run_true": percentiles(floor),
-            "ratio_p50_sequential_to_bare_runc": round(
-                statistics.median(seq) / statistics.median(floor), 2
-            ),
-        }
-
-        _, box, _ = create_and_first_exec(api)
-        round_trips = []
-        for _ in range(exec_count):
-            started = time.perf_counter()
-            api.post(f"/v1/sandboxes/{box}/exec", json={"cmd": "true", "args": []})
-            round_trips.append((time.perf_counter() - started) * 1000)
-        api.delete(f"/v1/sandboxes/{box}")
-        forks = bare_fork_exec(exec_count)
-        report["exec_round_trip_ms"] = {
-            "api": percentiles(round_trips),
-            "bare_fork_exec": percentiles(forks),
-            "ratio_p50_api_to_fork_exec": round(
-                statistics.median(round_trips) / statistics.median(forks), 2
-            ),
-        }
-
-        time.sleep(2)
-        before = read_memory().available_mib
-        idle = []
-        for _ in range(idle_count):
-            response = api.post("/v1/sandboxes", json={"shape": SHAPE, "disk_mib": 1024})
-            response.raise_for_status()
-            idle.append(response.json()["data"]["id"])
-        time.sleep(5)
-        after = read_memory().available_mib
-        charged = cgroup_memory(home, idle)
-        report["idle_memory"] = {
-            "sandboxes": idle_count,
-            "host_mem_available_drop_mib_per_sandbox": round((before - after) / idle_count, 2),
-            "cgroup_charged_mib_per_sandbox": round(charged / idle_count / 2**20, 2),
-        }
-        for sandbox_id in idle:
-            api.delete(f"/v1/sandboxes/{sandbox_id}")
+        if "create" in parts:
+            report["create_to_first_exec_ms"], report["concurrent_creates_ms"] = creates(
+                server, api, sequential=sequential, rounds=rounds
+            )
+        if "exec" in parts:
+            report["exec_round_trip_ms"] = exec_round_trips(api, exec_count)
+        if "memory" in parts:
+            report["idle_memory"] = idle_memory(home, api, idle_count)
         api.close()
     finally:
         server.stop()
         remove_instance(home)
         shutil.rmtree(home.parent, ignore_errors=True)
+    report["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
 
     document = json.dumps(report, indent=2)
     print(document)

@@ -181,6 +181,60 @@ def test_execs_run_by_workers_keep_a_sandbox_awake_and_a_paused_one_is_woken(
         assert api.delete(url).status_code == 200
 
 
+def test_a_workers_plain_exec_answers_as_the_app_does(roles: Roles) -> None:
+    """A worker answers a plain exec (an ``X-Api-Key``, a JSON body, no stream) without
+    the framework (hutch.roles.exec_answer); the same request with the key as a Bearer
+    token goes through the app. Both answer alike: the same body (but for its timing),
+    the same headers, the same envelope for what the service refuses, and the app keeps
+    answering what the plain path leaves to it (a body the model refuses)."""
+    key = run_cli(roles.home, "keys", "create", "--user", "pia").stdout.strip()
+    plain = httpx.Client(base_url=roles.url, headers={"X-Api-Key": key}, timeout=60)
+    framed = httpx.Client(base_url=roles.url, headers={"Authorization": f"Bearer {key}"},
+                          timeout=60)  # fmt: skip
+    with plain, framed:
+        created = plain.post("/v1/sandboxes", json=SHAPE)
+        assert created.status_code == 201, created.text
+        url = f"/v1/sandboxes/{created.json()['data']['id']}/exec"
+        command = {"cmd": "printf 'h\u00e9\\n'; echo oops >&2; exit 3", "env": {"A": "1"}}
+        # A worker's first request with a key reads the key from the store (the app); the
+        # next ones, on the same connection, are the plain path's while nothing commits.
+        for attempt in range(5):
+            answers = [client.post(url, json=command, headers={"X-Request-ID": f"req-{n}"})
+                       for n, client in enumerate((plain, framed))]  # fmt: skip
+            for n, answer in enumerate(answers):
+                assert answer.status_code == 200, answer.text
+                assert answer.headers["x-request-id"] == f"req-{n}"
+                assert answer.headers["content-type"] == "application/json"
+            bodies = [answer.json() for answer in answers]
+            for body in bodies:
+                assert isinstance(body["data"].pop("exec_ms"), int)
+            assert bodies[0] == bodies[1] == {
+                "status": "success",
+                "data": {"result": {"stdout": "h\u00e9\n", "stderr": "oops\n",
+                                    "exit_code": 3, "error": None}},
+            }, attempt  # fmt: skip
+            assert {k for k in answers[0].headers if k != "date"} == {
+                k for k in answers[1].headers if k != "date"
+            }
+
+        refused = [
+            client.post(path, json=body)
+            for path, body in (
+                (url, {"cmd": "true", "timeout_secs": 10**9}),  # the service refuses it
+                ("/v1/sandboxes/no-such-box/exec", {"cmd": "true"}),  # no such sandbox
+                (url, {"cmd": "true", "colour": "red"}),  # the model refuses it: the app's
+            )
+            for client in (plain, framed)
+        ]
+        for first, second in zip(refused[::2], refused[1::2], strict=True):
+            assert first.status_code == second.status_code != 200, first.text
+            assert first.json() == second.json(), (first.text, second.text)
+            assert first.json()["status"] == "fail"
+        assert [r.status_code for r in refused[::2]] == [400, 404, 400]
+        assert "colour" in refused[4].json()["data"]
+        assert plain.delete(url.removesuffix("/exec")).status_code == 200
+
+
 def _children(pid: int) -> set[int]:
     return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
 

@@ -10,7 +10,9 @@ pause a sandbox for being idle (a ``stat``), and removes it with the sandbox.
 
 A file, not a message: a note costs the worker one ``utime`` and wakes no other process
 (a message per exec took the worker's CPU away to the agent twice per exec), and nothing
-is lost when the agent restarts: the next one reads the same files.
+is lost when the agent restarts: the next one reads the same files. A worker notes a
+sandbox at most once a second (:data:`NOTE_EVERY_S`; auto-pause counts in whole seconds,
+at least 60 of them), so a stream of short execs costs no ``utime`` each.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from pathlib import Path
 from hutch.roles.paths import run_dir
 from hutch.settings import Settings
 
-__all__ = ["ActivityFiles", "activity_dir"]
+__all__ = ["NOTE_EVERY_S", "ActivityFiles", "activity_dir"]
+
+NOTE_EVERY_S = 1.0
+_MOST_REMEMBERED = 4096
 
 
 def activity_dir(settings: Settings) -> Path:
@@ -36,6 +41,7 @@ class ActivityFiles:
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
+        self._noted: dict[str, float] = {}  # when this process last noted each sandbox
 
     def _path(self, sandbox_id: str) -> Path | None:
         if not sandbox_id or "/" in sandbox_id or sandbox_id.startswith("."):
@@ -43,10 +49,18 @@ class ActivityFiles:
         return self._directory / sandbox_id
 
     def note(self, sandbox_id: str) -> None:
-        """Activity in ``sandbox_id`` now."""
+        """Activity in ``sandbox_id`` now (written unless this process did so within the
+        last :data:`NOTE_EVERY_S`)."""
+        now = time.monotonic()
+        last = self._noted.get(sandbox_id)
+        if last is not None and now - last < NOTE_EVERY_S:
+            return
         path = self._path(sandbox_id)
         if path is None:
             return
+        if len(self._noted) >= _MOST_REMEMBERED:
+            self._noted.clear()
+        self._noted[sandbox_id] = now
         try:
             os.utime(path)
         except FileNotFoundError:
@@ -67,6 +81,7 @@ class ActivityFiles:
         return time.monotonic() - max(0.0, time.time() - stamp)
 
     def forget(self, sandbox_id: str) -> None:
+        self._noted.pop(sandbox_id, None)
         path = self._path(sandbox_id)
         if path is not None:
             with contextlib.suppress(FileNotFoundError):

@@ -49,6 +49,7 @@ from hutch.core.wallets import WalletAuth
 from hutch.host.agent import HostAgent
 from hutch.roles.activity import ActivityFiles, activity_dir
 from hutch.roles.answers import SANDBOX_PATH, SandboxAnswers
+from hutch.roles.exec_answer import answer_exec
 from hutch.roles.forward import AgentForwarder
 from hutch.roles.local_exec import EXEC_PATH, WorkerSandboxes, exec_here_or_agent
 from hutch.roles.paths import agent_info_path, agent_socket
@@ -190,6 +191,9 @@ class ControlApp:
         # Which worker answered (its pid): for operators reading logs, and for tests.
         self._tag = (WORKER_HEADER, str(os.getpid()).encode())
 
+    async def _answer_exec(self, scope: Scope, body: bytes, send: Send) -> bool:
+        return await answer_exec(scope, body, send, services=self.local.state.services)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.local(scope, receive, send)
@@ -214,12 +218,13 @@ class ControlApp:
         elif scope["method"] == "GET" and LOCAL_ROUTES.match(scope["path"]):
             await self.local(scope, receive, _access_logged(scope, send_tagged))
         elif self._exec_here and scope["method"] == "POST" and EXEC_PATH.match(scope["path"]):
-            # Run here if the sandbox runs on this host, else by the agent, which then
-            # writes the access log line (as for everything it answers).
+            # Run here if the sandbox runs on this host (its common form without the
+            # framework: hutch.roles.exec_answer), else by the agent, which then writes
+            # the access log line (as for everything it answers).
             await exec_here_or_agent(
                 scope, receive, send_tagged, local=self.local,
                 logged=lambda send: _access_logged(scope, send),
-                agent=self.forwarder, max_body=self._max_body,
+                agent=self.forwarder, max_body=self._max_body, plain=self._answer_exec,
             )  # fmt: skip
         else:  # the agent writes the access log line of what it answers
             await self.forwarder(scope, receive, send_tagged)

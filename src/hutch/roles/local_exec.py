@@ -78,10 +78,12 @@ async def exec_here_or_agent(
     logged: Callable[[Send], Send],
     agent: Callable[[Scope, Receive, Send], Awaitable[None]],
     max_body: int,
+    plain: Callable[[Scope, bytes, Send], Awaitable[bool]] | None = None,
 ) -> None:
-    """Answer an exec request with ``local`` (the worker's app; its answer goes through
-    ``logged(send)``), or, if it raises :class:`ToAgent`, with ``agent``; the body is read
-    first so that either can have it."""
+    """Answer an exec request with ``plain`` (:mod:`hutch.roles.exec_answer`: the common
+    form, without the framework) or ``local`` (the worker's app), both answering through
+    ``logged(send)``, or, if they raise :class:`ToAgent`, with ``agent``; the body is read
+    first so that any of them can have it."""
     length = _content_length(scope)
     if length is None or length > max_body:
         await agent(scope, receive, send)  # streamed or too large: the agent says so
@@ -96,8 +98,10 @@ async def exec_here_or_agent(
             break
     body = b"".join(parts)
 
-    passed = False
     answer = logged(send)
+    if plain is not None and await plain(scope, body, answer):
+        return
+    passed = False
 
     async def unless_to_agent(message: Message) -> None:
         nonlocal passed
