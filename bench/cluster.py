@@ -1,13 +1,17 @@
 """Placement decision time with many registered hosts (issue 19).
 
-    .venv/bin/python bench/cluster.py [--hosts 1000] [--decisions 500] [--out FILE]
+    .venv/bin/python bench/cluster.py [--hosts 1000] [--decisions 500] [--history 0]
+                                      [--store postgresql|sqlite|both] [--out FILE]
 
-Starts a throwaway PostgreSQL 15 (tests/support/postgres.py), migrates it, and registers
+Starts a throwaway PostgreSQL 15 (tests/support/postgres.py) and/or a SQLite file,
+migrates it, and registers
 ``--hosts`` simulated host rows (each with labels, images, capacity, and a few live
 sandboxes so their load differs), then times ``--decisions`` placements
 (:meth:`hutch.cluster.placement.Placer.place` then ``release``, as a create does): a
 plain one, one with a ``node_selector`` matching a tenth of the hosts, and one pinned
-with ``host_id``. The peer, in the same run, is the same placement with 10 hosts: the
+with ``host_id``. ``--history N`` adds N destroyed sandboxes per host (rows are kept after
+destroy: a placement must not read them). The peer, in the same run, is the same
+placement with 10 hosts: the
 ratio says how the decision grows with the cluster. The issue's goal: p99 <= 20 ms with
 1,000 hosts. No thresholds here: read the JSON.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -46,7 +51,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": at(0.50), "p90_ms": at(0.90), "p99_ms": at(0.99), "n": len(ordered)}
 
 
-async def fill(db: Database, hosts: int) -> None:
+async def fill(db: Database, hosts: int, history: int) -> None:
     user = (await IdentityService(db).issue_key("bench")).user_id
     now = utcnow()
     async with db.sessions.begin() as session:
@@ -63,13 +68,18 @@ async def fill(db: Database, hosts: int) -> None:
                     id=new_id("sb_"), user_id=user, name=f"s{n}-{k}", status="running",
                     host_id=f"h{n:05d}", mem_mib=256 * (k + 1), vcpu=1,
                 ))  # fmt: skip
+            for k in range(history):
+                session.add(SandboxRecord(
+                    id=new_id("sb_"), user_id=user, name=f"d{n}-{k}", status="destroyed",
+                    host_id=f"h{n:05d}", mem_mib=256, vcpu=1,
+                ))  # fmt: skip
 
 
-async def measure(url: str, hosts: int, decisions: int) -> dict[str, Any]:
+async def measure(url: str, hosts: int, decisions: int, history: int) -> dict[str, Any]:
     db = Database(url)
     await upgrade(db)
-    await fill(db, hosts)
-    placer = Placer(db, dead_after_s=60, cpu_overcommit=4)
+    await fill(db, hosts, history)
+    placer = Placer(db, dead_after_s=3600, cpu_overcommit=4)  # rows filled once
     kinds = {
         "any": PlacementRequest(mem_mib=512, vcpu=1, image="devbox:1"),
         "node_selector": PlacementRequest(mem_mib=512, vcpu=1, image="devbox:1",
@@ -92,21 +102,40 @@ async def measure(url: str, hosts: int, decisions: int) -> dict[str, Any]:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    server = PostgresServer(Path(tempfile.mkdtemp(prefix="hutch-bench-pg-")))
-    server.init()
-    server.start()
-    try:
-        peer = await measure(server.create_database("peer"), 10, args.decisions)
-        many = await measure(server.create_database("many"), args.hosts, args.decisions)
-    finally:
-        server.destroy()
+    stores: dict[str, Any] = {}
+    if args.store in ("postgresql", "both"):
+        server = PostgresServer(Path(tempfile.mkdtemp(prefix="hutch-bench-pg-")))
+        server.init()
+        server.start()
+        try:
+            peer = await measure(server.create_database("peer"), 10, args.decisions, args.history)
+            many = await measure(server.create_database("many"), args.hosts, args.decisions,
+                                 args.history)  # fmt: skip
+        finally:
+            server.destroy()
+        stores["postgresql 15"] = (many, peer)
+    if args.store in ("sqlite", "both"):
+        with tempfile.TemporaryDirectory(prefix="hutch-bench-sqlite-") as directory:
+            peer = await measure(f"sqlite:///{directory}/peer.db", 10, args.decisions,
+                                 args.history)  # fmt: skip
+            many = await measure(f"sqlite:///{directory}/many.db", args.hosts, args.decisions,
+                                 args.history)  # fmt: skip
+        stores["sqlite"] = (many, peer)
     return {
         "benchmark": "cluster_placement",
-        "store": "postgresql 15",
         "hosts": args.hosts,
-        "placement": many,
-        "peer_10_hosts": peer,
-        "ratio_p99": {k: round(many[k]["p99_ms"] / max(peer[k]["p99_ms"], 1e-6), 2) for k in many},
+        "history_per_host": args.history,
+        "stores": {
+            store: {
+                "placement": many,
+                "peer_10_hosts": peer,
+                "ratio_p99": {
+                    k: round(many[k]["p99_ms"] / max(peer[k]["p99_ms"], 1e-6), 2) for k in many
+                },
+            }
+            for store, (many, peer) in stores.items()
+        },
+        "load": os.getloadavg(),
         "goal": "p99 <= 20 ms with 1,000 hosts",
     }
 
@@ -115,6 +144,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--decisions", type=int, default=500)
+    parser.add_argument("--history", type=int, default=0)
+    parser.add_argument("--store", choices=("postgresql", "sqlite", "both"), default="both")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cluster.json")
     arguments = parser.parse_args()
     result = asyncio.run(main(arguments))

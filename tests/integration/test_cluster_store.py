@@ -202,3 +202,36 @@ async def test_concurrent_placements_never_overfill_a_host(db: Database) -> None
     refused = [o for o in outcomes if isinstance(o, BaseException)]
     assert placed == {"h0": 2, "h1": 2, "h2": 2}
     assert len(refused) == 6 and all(isinstance(o, Unavailable) for o in refused), refused
+
+
+async def test_a_host_lacking_the_image_is_placed_on_after_those_that_have_it(
+    db: Database,
+) -> None:
+    """Hosts that hold the image come first; one that lacks it is chosen when pinned or
+    when no holder fits, and the placement names the holders to fetch it from (a draining
+    holder too). An image no live host holds is still a 503 saying so."""
+    members, _ = await joined(
+        db, report("h1", templates=["tpl_a"], capacity_mib=512), report("h2"), report("h3")
+    )
+    placer = Placer(db, dead_after_s=30, cpu_overcommit=16, rng=random.Random(3))
+    want = PlacementRequest(mem_mib=256, vcpu=1, image="tpl_a")
+    placed = [await placer.place(want) for _ in range(2)]  # room for two on h1
+    assert [(p.host_id, p.sources) for p in placed] == [("h1", ()), ("h1", ())]
+    third = await placer.place(want)  # h1 is full: another host, which fetches from h1
+    assert third.host_id in ("h2", "h3") and third.sources == ("h1",)
+    for done in (*placed, third):
+        await placer.release(done)
+
+    pinned = await placer.place(PlacementRequest(mem_mib=256, vcpu=1, image="tpl_a",
+                                                 host_id="h2"))  # fmt: skip
+    assert (pinned.host_id, pinned.sources) == ("h2", ("h1",))
+    await placer.release(pinned)
+
+    await members.set_status("h1", "draining")  # no placements there, still a source
+    placer.forget()
+    moved = await placer.place(want)
+    assert moved.host_id in ("h2", "h3") and moved.sources == ("h1",)
+    await placer.release(moved)
+
+    with pytest.raises(Unavailable, match="no active host has the image 'tpl_nowhere'"):
+        await placer.place(PlacementRequest(mem_mib=1, vcpu=1, image="tpl_nowhere"))

@@ -311,9 +311,11 @@ def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
         app.add_middleware(ClientAddressMiddleware)
         app.include_router(internal_router)
         if settings.control_url:  # over TCP, only the control plane (its host token)
+            from hutch.cluster.images import router as images_router
             from hutch.cluster.joiner import AgentTokenMiddleware
 
             app.add_middleware(AgentTokenMiddleware)
+            app.include_router(images_router)  # images other hosts lack (cluster/images.py)
     if role == "control":
         from hutch.cluster.control import router as cluster_router
 

@@ -2,8 +2,12 @@
 
 A host is a candidate when it is ``active`` (not draining, heartbeat within
 ``HUTCH_HOST_DEAD_AFTER_S``), is the ``host_id`` asked for (if any), carries every label of
-the ``node_selector``, offers the runtime, and holds the image (a catalog rootfs it has
-built, or the template's image). Among the candidates, hutch takes a random sample of
+the ``node_selector``, and offers the runtime. A host that holds the image (a catalog
+rootfs it has built, or the template's image) is preferred; one that lacks it is a
+candidate too, as long as some live host (active or draining) holds it to fetch it from
+(:mod:`hutch.cluster.images`): the hosts that hold it are sampled first, and in a sample
+a host that lacks it ranks after every one that has it and fits (a fetch costs the create
+seconds, a rebuild never happens). Among the candidates, hutch takes a random sample of
 :data:`SAMPLE` and places on the least loaded of those where the shape fits:
 
 - *fits*: the shape's memory is within the host's real free memory and within its
@@ -31,12 +35,16 @@ released when the create ends (:meth:`Placer.release`) and expires on its own af
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hutch.core.errors import Unavailable
@@ -47,8 +55,11 @@ from hutch.store.models import Host, PlacementHold, SandboxRecord, utcnow
 
 __all__ = ["HOLD_S", "SAMPLE", "Placed", "PlacementRequest", "Placer"]
 
+log = logging.getLogger(__name__)
+
 SAMPLE = 3
 HOLD_S = 300.0
+_RECHECK_S = 0.25
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +78,8 @@ class Placed:
     host_id: str
     address: str | None
     hold_id: str
+    sources: tuple[str, ...] = ()
+    """When the host lacks the image: live hosts that hold it (to fetch it from)."""
 
 
 @dataclass(frozen=True)
@@ -78,13 +91,16 @@ class _Candidate:
     runtimes: frozenset[str]
     capacity_mib: int
     cpus: int
+    active: bool = True
+    """False: draining (no placements; still a host to fetch an image from)."""
 
 
 class Placer:
     """Places creates. Keep one per process: it caches the hosts' slow-changing facts
-    (labels, images, capacity) for ``refresh_s``, so a decision reads three host rows, not
-    all of them; what can change at any moment (status, heartbeat, free memory, what is
-    placed there) is read, under the row lock, for the sampled hosts only."""
+    (labels, images, capacity) and re-reads them in the background every ``refresh_s``
+    (a placement never waits for that read but the first), so a decision reads three host
+    rows, not all of them; what can change at any moment (status, heartbeat, free memory,
+    what is placed there) is read, under the row lock, for the sampled hosts only."""
 
     def __init__(
         self, db: Database, *, dead_after_s: float, cpu_overcommit: float,
@@ -95,68 +111,93 @@ class Placer:
         self._overcommit = cpu_overcommit
         self._rng = rng or random.Random()
         self._refresh_s = refresh_s
-        self._hosts: list[_Candidate] = []
+        self._known: _Directory | None = None
         self._read_at = -1e9
         self._reading = asyncio.Lock()
+        self._refreshing: asyncio.Task[None] | None = None
+        self._locking = db.url.get_backend_name() == "postgresql"
 
-    async def _directory(self) -> list[_Candidate]:
-        if time.monotonic() - self._read_at < self._refresh_s:
-            return self._hosts
-        async with self._reading:
-            if time.monotonic() - self._read_at >= self._refresh_s:
-                fresh = utcnow() - self._dead_after
-                query = select(
-                    Host.id, Host.address, Host.labels, Host.rootfses, Host.templates,
-                    Host.runtimes, Host.capacity_mib, Host.total_mib, Host.cpus,
-                ).where(Host.status == "active", Host.heartbeat_at >= fresh)  # fmt: skip
-                async with self._db.sessions() as session:
-                    rows = (await session.execute(query)).all()
-                self._hosts = [
-                    _Candidate(id=r.id, address=r.address, labels=dict(r.labels or {}),
-                               images=frozenset((r.rootfses or []) + (r.templates or [])),
-                               runtimes=frozenset(r.runtimes or []),
-                               capacity_mib=r.capacity_mib or r.total_mib, cpus=r.cpus)
-                    for r in rows
-                ]  # fmt: skip
-                self._read_at = time.monotonic()
-        return self._hosts
+    async def _read(self) -> None:
+        fresh = utcnow() - self._dead_after
+        query = select(
+            Host.id, Host.address, Host.labels, Host.rootfses, Host.templates,
+            Host.runtimes, Host.capacity_mib, Host.total_mib, Host.cpus, Host.status,
+        ).where(Host.status.in_(("active", "draining")), Host.heartbeat_at >= fresh)  # fmt: skip
+        started = time.monotonic()
+        async with self._db.sessions() as session:
+            rows = (await session.execute(query)).all()
+        self._known = _Directory([
+            _Candidate(id=r.id, address=r.address, labels=dict(r.labels or {}),
+                       images=frozenset((r.rootfses or []) + (r.templates or [])),
+                       runtimes=frozenset(r.runtimes or []),
+                       capacity_mib=r.capacity_mib or r.total_mib, cpus=r.cpus,
+                       active=r.status == "active")
+            for r in rows
+        ])  # fmt: skip
+        self._read_at = started
+
+    async def _refresh(self) -> None:
+        try:
+            async with self._reading:
+                await self._read()
+        except Exception:  # the one known stays in use; the next placement tries again
+            log.warning("reading the hosts for placement failed", exc_info=True)
+
+    async def _directory(self) -> _Directory:
+        known = self._known
+        if known is None:  # nothing to go on yet: read now
+            async with self._reading:
+                if self._known is None:
+                    await self._read()
+            assert self._known is not None
+            return self._known
+        stale = time.monotonic() - self._read_at >= self._refresh_s
+        if stale and (self._refreshing is None or self._refreshing.done()):
+            # Read again in the background; this placement uses what is known (the rows
+            # it picks are checked under their locks anyway).
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
+        return known
 
     def forget(self) -> None:
-        """Read the hosts again at the next placement (one joined, drained or died)."""
-        self._read_at = -1e9
+        """Read the hosts again before the next placement (one joined, drained or died)."""
+        self._known = None
 
     async def place(self, want: PlacementRequest) -> Placed:
         """The host for ``want``, with room held there; Unavailable (503) saying why none
         fits."""
-        hosts = await self._directory()
-        if want.host_id:
-            hosts = [h for h in hosts if h.id == want.host_id]
-        candidates = [h for h in hosts if _suits(h, want)]
-        self._rng.shuffle(candidates)
-        seen = _Seen()
+        directory = await self._directory()
+        pick = directory.candidates(want)
+        if not pick.holders and time.monotonic() - self._read_at > _RECHECK_S:
+            # No host known to hold the image: a template that became ready a moment ago
+            # may be in a heartbeat since. Read the hosts again before refusing.
+            self.forget()
+            pick = (await self._directory()).candidates(want)
+        seen = _Seen(holders=pick.holders)
         now = utcnow()
-        async with self._db.sessions.begin() as session:
-            # First every sample, passing over hosts another placement holds locked; then
-            # those, waiting for their locks (so a burst on a small cluster never fails
-            # for want of a free row). One sample's locks at a time: no deadlock.
-            for pool, wait in ((candidates, False), (seen.busy, True)):
-                for start in range(0, len(pool), SAMPLE):
-                    sample = pool[start : start + SAMPLE]
-                    placed = await self._try(session, sample, want, now, wait, seen)
-                    if placed is not None:
-                        return placed
+        # Those that hold the image first (each part in random order, drawn lazily: three
+        # at a time, not a shuffle of every host): a fetch only when none of them fits.
+        order = _drawn(self._rng, pick.holding, pick.lacking)
+        # First every sample, passing over hosts another placement holds locked; then
+        # those, waiting for their locks (so a burst on a small cluster never fails for
+        # want of a free row). One sample's locks at a time, in id order: no deadlock.
+        for wait in (False, True):
+            samples = _chunks(order, SAMPLE) if not wait else _chunks(iter(seen.busy), SAMPLE)
+            if wait:
+                seen.busy = []
+            for sample in samples:
+                placed = await self._try(sample, want, now, wait, seen)
+                if placed is not None:
+                    return placed
         if seen.gone:
             self.forget()
-        raise Unavailable(_why_none(hosts, candidates, want, seen))
+        raise Unavailable(_why_none(pick.hosts, pick.count, want, seen))
 
     async def _try(
-        self, session: AsyncSession, sample: list[_Candidate], want: PlacementRequest,
-        now: datetime, wait: bool, seen: _Seen,
+        self, sample: list[_Candidate], want: PlacementRequest, now: datetime, wait: bool,
+        seen: _Seen,
     ) -> Placed | None:  # fmt: skip
         """Lock ``sample``'s rows, and place on the least loaded one that fits (holding
-        its room); None, with the locks let go, when none does."""
-        locking = self._db.url.get_backend_name() == "postgresql"
-        savepoint = await session.begin_nested() if locking else None
+        its room, committed); None, with the locks let go, when none does."""
         ids = {c.id: c for c in sample}
         query = (
             select(Host.id, Host.free_mib)
@@ -164,13 +205,32 @@ class Placer:
             .where(Host.heartbeat_at >= now - self._dead_after)
             .order_by(Host.id)  # one lock order for every placement: no deadlock
         )
-        if locking:
+        if self._locking:
             query = query.with_for_update(skip_locked=not wait)
-        free = {host_id: int(mib) for host_id, mib in await session.execute(query)}
-        missing = [c for c in sample if c.id not in free]
-        # Passed over: locked by another placement (first pass), or no longer active.
-        (seen.busy if locking and not wait else seen.gone).extend(missing)
-        used = await _committed(session, set(free), now)
+        async with self._db.sessions() as session:
+            free = {host_id: int(mib) for host_id, mib in await session.execute(query)}
+            missing = [c for c in sample if c.id not in free]
+            # Passed over: locked by another placement (first pass), or no longer active.
+            (seen.busy if self._locking and not wait else seen.gone).extend(missing)
+            # Read after the locks are held (its own statement, so it sees every hold
+            # committed by the placement that held them before).
+            used = await _committed(session, list(free), now)
+            best = self._best(free, ids, used, want, seen)
+            if best is None:
+                await session.rollback()  # lets the locks go
+                return None
+            hold_id = new_id("ph_")
+            until = now + timedelta(seconds=HOLD_S)
+            session.add(PlacementHold(id=hold_id, host_id=best.id, mem_mib=want.mem_mib,
+                                      vcpu=want.vcpu, expires_at=until))  # fmt: skip
+            await session.commit()
+        sources = () if _holds(best, want) else tuple(h for h in seen.holders if h != best.id)
+        return Placed(host_id=best.id, address=best.address, hold_id=hold_id, sources=sources)
+
+    def _best(
+        self, free: dict[str, int], ids: dict[str, _Candidate],
+        used: dict[str, tuple[int, int]], want: PlacementRequest, seen: _Seen,
+    ) -> _Candidate | None:  # fmt: skip
         best: tuple[float, _Candidate] | None = None
         for host_id in sorted(free):
             host = ids[host_id]
@@ -184,19 +244,10 @@ class Placer:
                 seen.tight.append(f"{host_id} has {max(cpu_room, 0):g} vCPU free")
                 continue
             load = (mem + want.mem_mib) / max(host.capacity_mib, 1)
+            load += 0 if _holds(host, want) else 1  # after every host that has the image
             if best is None or load < best[0]:
                 best = (load, host)
-        if best is None:
-            if savepoint is not None:
-                await savepoint.rollback()
-            return None
-        until = now + timedelta(seconds=HOLD_S)
-        hold = PlacementHold(id=new_id("ph_"), host_id=best[1].id, mem_mib=want.mem_mib,
-                             vcpu=want.vcpu, expires_at=until)  # fmt: skip
-        session.add(hold)
-        if savepoint is not None:
-            await savepoint.commit()
-        return Placed(host_id=best[1].id, address=best[1].address, hold_id=hold.id)
+        return best[1] if best is not None else None
 
     async def release(self, placed: Placed) -> None:
         """Drop the hold once the create ended (its sandbox now counts, or it failed)."""
@@ -204,27 +255,88 @@ class Placer:
             await session.execute(delete(PlacementHold).where(PlacementHold.id == placed.hold_id))
 
 
+@dataclass(frozen=True)
+class _Pick:
+    hosts: list[_Candidate]
+    """Active hosts (the one ``host_id`` names, if any)."""
+    holding: list[_Candidate]
+    lacking: list[_Candidate]
+    holders: tuple[str, ...]
+    """Every live host that holds the image (active or draining): where to fetch it."""
+
+    @property
+    def count(self) -> int:
+        return len(self.holding) + len(self.lacking)
+
+
+class _Directory:
+    """The hosts as last read, and the candidates of each kind of request among them
+    (kept until the next read: a burst of creates of one shape filters the hosts once)."""
+
+    def __init__(self, hosts: list[_Candidate]) -> None:
+        self.hosts = hosts
+        self.active = [h for h in hosts if h.active]
+        self.by_id = {h.id: h for h in self.active}
+        self._picks: dict[tuple[object, ...], _Pick] = {}
+
+    def candidates(self, want: PlacementRequest) -> _Pick:
+        key = (want.host_id, want.image, want.runtime, tuple(sorted(want.node_selector.items())))
+        pick = self._picks.get(key)
+        if pick is None:
+            if want.host_id:
+                one = self.by_id.get(want.host_id)
+                hosts = [one] if one is not None else []
+            else:
+                hosts = self.active
+            holders = tuple(sorted(h.id for h in self.hosts if _holds(h, want)))
+            suited = [h for h in hosts if _suits(h, want)] if holders else []
+            holding = [h for h in suited if _holds(h, want)]
+            lacking = [h for h in suited if not _holds(h, want)]
+            pick = _Pick(hosts=hosts, holding=holding, lacking=lacking, holders=holders)
+            if len(self._picks) >= 1024:
+                self._picks.clear()
+            self._picks[key] = pick
+        return pick
+
+
+def _drawn(rng: random.Random, *parts: list[_Candidate]) -> Iterator[_Candidate]:
+    """Each part's hosts in random order, one part after the other, drawn as needed (a
+    partial Fisher-Yates shuffle: three draws cost three steps, whatever the part's size)."""
+    for part in parts:
+        pool = list(part)
+        for i in range(len(pool)):
+            j = rng.randrange(i, len(pool))
+            pool[i], pool[j] = pool[j], pool[i]
+            yield pool[i]
+
+
+def _chunks(items: Iterator[_Candidate], size: int) -> Iterator[list[_Candidate]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
 @dataclass
 class _Seen:
     """What a placement found on its way: why hosts did not fit, which were locked by
     another placement, which were no longer active."""
 
+    holders: tuple[str, ...] = ()
     tight: list[str] = field(default_factory=list)
     busy: list[_Candidate] = field(default_factory=list)
     gone: list[_Candidate] = field(default_factory=list)
 
 
 def _suits(host: _Candidate, want: PlacementRequest) -> bool:
-    return (
-        all(host.labels.get(k) == v for k, v in want.node_selector.items())
-        and (not want.runtime or want.runtime in host.runtimes)
-        and (not want.image or want.image in host.images)
+    return all(host.labels.get(k) == v for k, v in want.node_selector.items()) and (
+        not want.runtime or want.runtime in host.runtimes
     )
 
 
-def _why_none(
-    hosts: list[_Candidate], candidates: list[_Candidate], want: PlacementRequest, seen: _Seen
-) -> str:
+def _holds(host: _Candidate, want: PlacementRequest) -> bool:
+    return not want.image or want.image in host.images
+
+
+def _why_none(hosts: list[_Candidate], candidates: int, want: PlacementRequest, seen: _Seen) -> str:
     if want.host_id and not hosts:
         return f"host {want.host_id!r} is not an active host (see GET /v1/hosts)"
     if not hosts or (not seen.tight and seen.gone):
@@ -234,7 +346,7 @@ def _why_none(
         if want.node_selector:
             pairs = ", ".join(f"{k}={v}" for k, v in sorted(want.node_selector.items()))
             wanted.append(f"labels {pairs}")
-        if want.image:
+        if want.image and not seen.holders:
             wanted.append(f"the image {want.image!r}")
         if want.runtime:
             wanted.append(f"the runtime {want.runtime!r}")
@@ -246,23 +358,25 @@ def _why_none(
 
 
 async def _committed(
-    session: AsyncSession, hosts: set[str], now: datetime
+    session: AsyncSession, hosts: list[str], now: datetime
 ) -> dict[str, tuple[int, int]]:
-    """``{host: (MiB, vCPU)}`` held by live sandboxes and unexpired holds."""
+    """``{host: (MiB, vCPU)}`` held by live sandboxes and unexpired holds (one statement:
+    both sums, over the index on the sandboxes' host and status)."""
     if not hosts:
         return {}
     used: dict[str, tuple[int, int]] = {}
-    live = await session.execute(
+    live = (
         select(SandboxRecord.host_id, func.sum(SandboxRecord.mem_mib), func.sum(SandboxRecord.vcpu))
         .where(SandboxRecord.host_id.in_(hosts), SandboxRecord.status.in_(LIVE_STATUSES))
         .group_by(SandboxRecord.host_id)
     )
-    holds = await session.execute(
+    holds = (
         select(PlacementHold.host_id, func.sum(PlacementHold.mem_mib), func.sum(PlacementHold.vcpu))
         .where(PlacementHold.host_id.in_(hosts), PlacementHold.expires_at > now)
         .group_by(PlacementHold.host_id)
     )
-    for host_id, mem, vcpu in [*live, *holds]:
+    result: Any = await session.execute(union_all(live, holds))
+    for host_id, mem, vcpu in result:
         old = used.get(host_id, (0, 0))
         used[host_id] = (old[0] + int(mem or 0), old[1] + int(vcpu or 0))
     return used

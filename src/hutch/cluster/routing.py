@@ -33,6 +33,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from hutch.api.dialects import error_response
 from hutch.api.services import Services
+from hutch.cluster.images import ImageSource, ensure_image
 from hutch.cluster.joiner import AGENT_TOKEN_HEADER
 from hutch.cluster.membership import Membership
 from hutch.cluster.placement import Placed, PlacementRequest, Placer
@@ -138,6 +139,10 @@ class ClusterRouter:
             agent = await self._agent(placed.host_id)
             if agent is None:
                 raise Unavailable(f"host {placed.host_id!r} has no address to reach its agent")
+            if placed.sources:  # it lacks the image: its agent fetches it (cluster/images.py)
+                found = [await self._agent(h) for h in placed.sources]
+                holders = [_source(a) for a in found if a is not None]
+                await ensure_image(self._settings, _source(agent), want.image, holders)
             await self._forwarder(agent)(scope, replay, send_released)
         finally:
             if not released:
@@ -298,6 +303,10 @@ class ClusterRouter:
     async def aclose(self) -> None:
         for _, forwarder in self._forwarders.values():
             await forwarder.aclose()
+
+
+def _source(agent: _Agent) -> ImageSource:
+    return ImageSource(agent.host_id, agent.address, agent.token)
 
 
 def _is_sandbox_itself(scope: Scope, ident: str) -> bool:

@@ -173,6 +173,7 @@ class SandboxRecord(Base):
     __tablename__ = "sandboxes"
     __table_args__ = (
         Index("ix_sandboxes_user_status", "user_id", "status"),
+        Index("ix_sandboxes_host_status", "host_id", "status"),  # placement's sums
         Index(
             "uq_sandboxes_live_name",
             "user_id",
