@@ -268,6 +268,69 @@ def per_runtime(api: httpx.Client, home: Path, runtime: str, n: int) -> dict[str
     return out
 
 
+def meminfo_kib() -> dict[str, int]:
+    fields = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if rest.split():
+            fields[name] = int(rest.split()[0])
+    return fields
+
+
+KERNEL_FIELDS = ("SUnreclaim", "SReclaimable", "Percpu", "KernelStack", "PageTables", "Shmem")
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of process ``pid`` and its descendants (hutch serve, its host
+    agent and what they keep running), in MiB; runsc's processes excluded."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(proc.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo += children.get(current, [])
+        try:
+            if b"runsc" in Path(f"/proc/{current}/cmdline").read_bytes().split(b"\0")[0]:
+                continue
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return round(total / 1024, 2)
+
+
+def kept_by(home: Path, made: list[str]) -> dict[str, int]:
+    """What the host still holds for the sandboxes ``made``: mounts, network namespaces,
+    veths (host ends), cgroups."""
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
+                           check=False).stdout  # fmt: skip
+    netns = [n.name for n in Path("/run/netns").iterdir()] if Path("/run/netns").is_dir() else []
+    cgroups = [c.name for c in Path("/sys/fs/cgroup").glob("hutch-*/*") if c.is_dir()]
+    host_ifs = {host_interface(home, s) for s in made}
+    return {
+        "mounts": sum(1 for line in Path("/proc/mounts").read_text().splitlines()
+                      if str(home) in line and any(s in line for s in made)),
+        "netns": sum(1 for n in netns if any(n.endswith(s) for s in made)),
+        "veths": sum(1 for line in links.splitlines()
+                     if line.split(":")[1].strip().split("@")[0] in host_ifs),
+        "cgroups": sum(1 for c in cgroups if c in made),
+    }  # fmt: skip
+
+
+def host_interface(home: Path, sandbox_id: str) -> str:
+    from hutch.host.drivers.runc import instance_tag
+    from hutch.host.link import host_interface as named
+
+    return named(instance_tag(home), sandbox_id)
+
+
 def runtime_rss_mib(home: Path, ids: list[str]) -> float:
     """Resident memory of the runsc processes (Sentry and gofer) of sandboxes ``ids``
     (not the warm pool's), in MiB."""
@@ -290,31 +353,67 @@ def runtime_rss_mib(home: Path, ids: list[str]) -> float:
     return round(total / 1024, 2)
 
 
-def paused_memory(api: httpx.Client, home: Path, runtime: str, count: int) -> dict[str, Any]:
+def paused_memory(
+    api: httpx.Client, home: Path, runtime: str, count: int, server_pid: int
+) -> dict[str, Any]:
+    """MemAvailable with ``count`` paused sandboxes against before they were made, and
+    what is left: the kernel's own memory (slab, per-CPU, page tables, shmem), hutch's
+    processes (RSS), and what the host still holds for them."""
     time.sleep(2)
-    before = read_memory().available_mib
+    before, kernel_before = read_memory().available_mib, meminfo_kib()
+    rss_before = tree_rss_mib(server_pid)
     made = [create(api, runtime)["id"] for _ in range(count)]
     time.sleep(3)
     running, running_rss = read_memory().available_mib, runtime_rss_mib(home, made)
     for sandbox_id in made:
         ok(api.post(f"/v1/sandboxes/{sandbox_id}/pause"))
-    time.sleep(3)
+    # A hibernate's leftovers go in the background (the Sentry takes 1-2 s to exit) and a
+    # namespace's memory is freed by the kernel a moment after it is removed.
+    time.sleep(6)
     paused, paused_rss = read_memory().available_mib, runtime_rss_mib(home, made)
-    kept = {"mounts": sum(1 for line in Path("/proc/mounts").read_text().splitlines()
-                          if str(home) in line and any(s in line for s in made)),
-            "netns": sum(1 for n in Path("/run/netns").iterdir()
-                         if any(n.name.endswith(s) for s in made))
-            if Path("/run/netns").is_dir() else 0}  # fmt: skip
+    kernel_after, rss_after = meminfo_kib(), tree_rss_mib(server_pid)
+    kept = kept_by(home, made)
     for sandbox_id in made:
         api.delete(f"/v1/sandboxes/{sandbox_id}")
+    left = {field: round((kernel_after.get(field, 0) - kernel_before.get(field, 0)) / count)
+            for field in KERNEL_FIELDS}  # fmt: skip
+    left["hutch_rss"] = round((rss_after - rss_before) * 1024 / count)
     return {
         "sandboxes": count,
         "host_mem_available_drop_running_mib_per_sandbox": round((before - running) / count, 2),
         "host_mem_available_drop_paused_mib_per_sandbox": round((before - paused) / count, 2),
         "runsc_rss_running_mib_per_sandbox": round(running_rss / count, 2),
         "runsc_rss_paused_mib_per_sandbox": round(paused_rss / count, 2),
+        # What is left, per paused sandbox (KiB): kernel memory by kind, and hutch's RSS.
+        "left_per_paused_sandbox_kib": left,
         "kept_while_paused": kept,
     }
+
+
+def steps_breakdown(lines: list[str]) -> dict[str, Any]:
+    """The driver's ``steps wake|fork <id>: name=begin-end ... total=N ms`` log lines
+    (:class:`hutch.host.drivers.gvisor_host.Steps`): p50 of each step's duration and of
+    its end (from the driver's start), and of the driver's total, per kind."""
+    spans: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    totals: dict[str, list[float]] = {}
+    for line in lines:
+        if " steps " not in line:
+            continue
+        kind, rest = line.split(" steps ", 1)[1].split(" ", 1)
+        body, _, total = rest.split(": ", 1)[1].rpartition("total=")
+        totals.setdefault(kind, []).append(float(total.split()[0]))
+        for item in body.split():
+            name, _, span = item.partition("=")
+            begun, _, ended = span.partition("-")
+            spans.setdefault(kind, {}).setdefault(name, []).append((float(begun), float(ended)))
+    out: dict[str, Any] = {}
+    for kind, named in spans.items():
+        out[kind] = {"driver_total_ms": percentiles(totals[kind])}
+        for name, values in named.items():
+            durations = percentiles([e - b for b, e in values])["p50"]
+            ends = percentiles([e for _, e in values])["p50"]
+            out[kind][name] = {"ms_p50": durations, "ends_at_p50": ends}
+    return out
 
 
 def memory_growth(api: httpx.Client, home: Path) -> list[dict[str, Any]]:
@@ -343,16 +442,55 @@ def memory_growth(api: httpx.Client, home: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def focused(n: int, idle: int, out: Path) -> None:
+    """``--focus``: gvisor's own figures and their floors, in one short run."""
+    home = Path(tempfile.mkdtemp(prefix="hutch-bench-gv-")) / "home"
+    server = HutchProcess(home, "--log-level", "info", env={
+        "HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(IMAGES),
+        "HUTCH_LINK_POOL": "10.96.0.0/16", "HUTCH_MAX_RUNNING_PER_USER": "1000",
+    }).wait_ready()  # fmt: skip
+    assert server.admin_key
+    platform_name = os.environ.get("HUTCH_GVISOR_PLATFORM", "ptrace")
+    report: dict[str, Any] = {"benchmark": "gvisor --focus", "platform": platform_name,
+                              "load_average_at_start": os.getloadavg()}  # fmt: skip
+    try:
+        with server.client(server.admin_key) as api:
+            report["gvisor"] = per_runtime(api, home, "gvisor", n)
+            report["gvisor"]["steps"] = steps_breakdown(server.stderr_lines)
+            report["gvisor"]["paused_memory"] = paused_memory(
+                api, home, "gvisor", idle, server.proc.pid
+            )
+        report["bare_runsc_floors_python"] = bare_runsc_floors(
+            max(3, n // 2), platform_name, PYTHON_IDLE
+        )
+        report["load_average_at_end"] = os.getloadavg()
+    finally:
+        server.stop()
+        remove_instance(home)
+        shutil.rmtree(home.parent, ignore_errors=True)
+    text = json.dumps(report, indent=2)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "gvisor.json")
+    parser.add_argument("--focus", action="store_true",
+                        help="gvisor only: its create, exec, hibernate, resume, fork and memory "
+                             "per hibernated sandbox, with the bare runsc floors (no runc, no "
+                             "warm pool, no growth with memory)")  # fmt: skip
     args = parser.parse_args()
     n, idle = (6, 10) if args.quick else (20, 40)
+    if args.focus:
+        focused(n, idle, args.out)
+        return
 
     run_cli(Path("/tmp"), "images", "build", env={"HUTCH_IMAGES_DIR": str(IMAGES)})
     home = Path(tempfile.mkdtemp(prefix="hutch-bench-gv-")) / "home"
-    server = HutchProcess(home, env={
+    server = HutchProcess(home, "--log-level", "info", env={
         "HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(IMAGES),
         "HUTCH_LINK_POOL": "10.96.0.0/16", "HUTCH_MAX_RUNNING_PER_USER": "1000",
         "HUTCH_WARM_POOL": f"gvisor:devbox:1:{SHAPE}={WARM}",
@@ -374,6 +512,8 @@ def main() -> None:
             for runtime in RUNTIMES:
                 report[runtime] = per_runtime(api, home, runtime, n)
                 if runtime == "gvisor":
+                    # The driver's own steps of those resumes and forks (from its log).
+                    report["gvisor"]["steps"] = steps_breakdown(server.stderr_lines)
                     report["gvisor_warm"] = warm_creates(api, home, n)
             floor = bare_runsc_runs(n)
             report["bare_runsc_run_true_ms"] = percentiles(floor)
@@ -391,7 +531,9 @@ def main() -> None:
                 2,
             )
             for runtime in RUNTIMES:
-                report[runtime]["paused_memory"] = paused_memory(api, home, runtime, idle)
+                report[runtime]["paused_memory"] = paused_memory(
+                    api, home, runtime, idle, server.proc.pid
+                )
             report["gvisor"]["pause_resume_by_memory_touched"] = memory_growth(api, home)
         report["machine"]["load_average_at_end"] = os.getloadavg()
     finally:

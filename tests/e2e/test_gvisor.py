@@ -20,6 +20,7 @@ import pytest
 
 from hutch.host.drivers.gvisor_features import _build_sysview
 from hutch.host.drivers.gvisor_host import _HIDE_SYS_NET
+from tests.e2e.test_gvisor_network import network_on_host
 from tests.e2e.test_sandboxes_runc import create, new_pool, runc_server, sh
 from tests.support.seaweed import SeaweedS3
 from tests.support.server import HutchProcess, remove_instance
@@ -304,6 +305,8 @@ def test_kill_9_during_a_pause_converges_at_restart(
             assert not list((home / "snapshots").glob("*.partial"))  # never a half snapshot
             if view["status"] == "paused":
                 assert view["hibernated"] is (box["id"] not in runsc_sandboxes(home))
+            if view["status"] == "paused" and view["hibernated"]:
+                assert network_on_host(home, box["id"]) == []  # its leftovers went at start
             if view["status"] != "running":
                 resumed = api.post(f"/v1/sandboxes/{box['id']}/resume")
                 assert resumed.status_code == 202, resumed.text
@@ -344,6 +347,7 @@ def test_kill_9_during_a_resume_converges_at_restart(
             assert not list((home / "snapshots").glob("*.partial"))
             if view["status"] == "paused":
                 assert view["hibernated"] and box["id"] not in runsc_sandboxes(home)
+                assert network_on_host(home, box["id"]) == []
                 assert api.post(f"/v1/sandboxes/{box['id']}/resume").status_code == 202
             assert counts_on(api, box, count(api, box))  # the same processes, going on
         second.stop()

@@ -1,7 +1,8 @@
 """gvisor sandboxes on the network, through a real ``hutch serve``: the tests' small
 internet (tests.support.internet) with hutch's DNS forwarding to it, egress rules set at
 create and replaced live, the bandwidth quota, private networks (joined at create; a live
-join is a 409), preview URLs through the proxy, and a server killed with -9."""
+join is a 409), preview URLs through the proxy, a server killed with -9, and all of it
+after a hibernate, which takes the sandbox's network off the host."""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
+from hutch.host.drivers.runc import instance_tag
+from hutch.host.link import host_interface, netns_name
+from hutch.host.networks import BridgeNetworks
 from tests.e2e.test_nullspace_runc import serve_http, through_proxy
 from tests.e2e.test_sandboxes_runc import create, runc_server, sh
+from tests.e2e.test_wake_on_traffic import get, serve_app
 from tests.support.internet import Internet
 from tests.support.server import HutchProcess, remove_instance
 
@@ -44,6 +49,45 @@ def served(
 
 def reaches(api: httpx.Client, box: dict[str, Any], url: str) -> bool:
     return sh(api, box, f"curl -sS -m 5 -o /dev/null {url}")["exit_code"] == 0
+
+
+def _interfaces() -> set[str]:
+    with open("/proc/self/net/dev") as table:
+        return {line.split(":", 1)[0].strip() for line in table.readlines()[2:]}
+
+
+def network_on_host(home: Path, sandbox_id: str, *networks: str) -> list[str]:
+    """What the host holds of a sandbox's network: its namespace, the host end of its
+    link, its ports on ``networks``' bridges."""
+    tag = instance_tag(home)
+    netns = netns_name(tag, sandbox_id)
+    held = [netns] if (Path("/run/netns") / netns).exists() else []
+    wanted = [host_interface(tag, sandbox_id)]
+    wanted += [BridgeNetworks(tag=tag).port(sandbox_id, n) for n in networks]
+    return held + sorted(set(wanted) & _interfaces())
+
+
+def released(home: Path, sandbox_id: str, *networks: str, timeout_s: float = 30) -> list[str]:
+    """Wait for a hibernated sandbox's network to leave the host (it goes once its
+    Sentry has exited, in the background); what is left at the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while (held := network_on_host(home, sandbox_id, *networks)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return held
+
+
+def hibernate(api: httpx.Client, box: dict[str, Any]) -> None:
+    paused = api.post(f"/v1/sandboxes/{box['id']}/pause")
+    assert paused.status_code == 202 and paused.json()["data"]["hibernated"], paused.text
+
+
+def resume(api: httpx.Client, box: dict[str, Any]) -> None:
+    resumed = api.post(f"/v1/sandboxes/{box['id']}/resume")
+    assert resumed.status_code == 202, resumed.text
+
+
+def used_bytes(api: httpx.Client, box: dict[str, Any]) -> int:
+    return int(api.get(f"/v1/sandboxes/{box['id']}/bandwidth").json()["data"]["used_bytes"])
 
 
 def test_dns_and_egress_rules_hold_on_gvisor(
@@ -103,6 +147,44 @@ def test_private_networks_are_joined_at_create(served: tuple[HutchProcess, httpx
     assert live.status_code == 409 and "at create" in live.text
 
 
+def test_a_hibernated_sandbox_holds_no_network_and_wakes_with_all_of_it(
+    served: tuple[HutchProcess, httpx.Client], internet: Internet
+) -> None:
+    server, api = served
+    a, b = internet.address("example.test"), internet.address("evil.test")
+    net = api.post("/v1/networks", json={"name": f"gwake-{time.monotonic_ns()}"}).json()["data"]
+    sleeper = create(api, name="g-sleeper", networks=[{"id": net["id"]}], egress=[f"{a}:80"])
+    peer = create(api, name="g-peer", networks=[{"id": net["id"]}])
+    sh(api, peer, "setsid python3 -m http.server 8080 >/dev/null 2>&1 </dev/null &")
+    # Metered traffic before the pause, over UDP: a TCP connection closed in the last
+    # minute would have the pause keep the sandbox in memory for that minute.
+    send = (
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        f"for _ in range(40): s.sendto(b'x' * 1000, ('{a}', 80))"
+    )
+    assert sh(api, sleeper, f'python3 -c "{send}"')["exit_code"] == 0
+    spent = used_bytes(api, sleeper)
+    assert spent >= 40_000
+    for box in (sleeper, peer):
+        hibernate(api, box)
+    # Nothing of their network is left on the host: namespace, veth, network ports.
+    for box in (sleeper, peer):
+        assert released(server.home, box["id"], net["id"]) == [], box["name"]
+    assert used_bytes(api, sleeper) == spent  # the ledger, kept in the store meanwhile
+    for box in (sleeper, peer):
+        resume(api, box)
+    assert network_on_host(server.home, sleeper["id"], net["id"]) != []
+    # The same private network and names: the peer's restored server, by its name.
+    assert reaches(api, sleeper, "http://g-peer:8080/")
+    # The same egress policy, and the ledger goes on from where it was.
+    assert reaches(api, sleeper, f"http://{a}/")
+    assert not reaches(api, sleeper, f"http://{b}/")
+    assert used_bytes(api, sleeper) > spent
+    # DNS forwarded to the internet, for a sandbox with open egress.
+    resolved = sh(api, peer, "getent hosts example.test | awk '{print $1}'")["stdout"]
+    assert resolved.split() == [a] and reaches(api, peer, "http://example.test/")
+
+
 @pytest.fixture(scope="module")
 def proxied(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[HutchProcess]:
     process = runc_server(
@@ -133,6 +215,24 @@ def test_a_preview_url_serves_a_gvisor_sandbox(proxied: HutchProcess) -> None:
         assert through_proxy(preview).status_code == 404
 
 
+def test_ingress_serves_a_gvisor_sandbox_again_after_its_hibernate(
+    proxied: HutchProcess,
+) -> None:
+    """Its ingress URL is routed again once it runs (the wake on a request to it, with
+    ``auto_resume``, is tests/e2e/test_wake_on_traffic.py's, on gvisor too)."""
+    assert proxied.admin_key
+    with proxied.client(proxied.admin_key) as api:
+        box = create(api, ingress_enabled=True)
+        serve_app(api, box, "awake again")
+        ingress = box["ingress_url_template"].replace("<port>", "8080")
+        hibernate(api, box)  # (before any request: no connection in TIME_WAIT)
+        assert released(proxied.home, box["id"]) == []
+        resume(api, box)
+        page = get(ingress)
+        assert page.status_code == 200 and page.text == "awake again", page.text
+        api.delete(f"/v1/sandboxes/{box['id']}")
+
+
 def test_kill_9_of_the_server_keeps_gvisor_sandboxes(
     tmp_path: Path, images: Path, internet: Internet
 ) -> None:
@@ -159,8 +259,10 @@ def test_kill_9_of_the_server_keeps_gvisor_sandboxes(
             assert sh(api, victim, "hostname")["stdout"] == "g-victim\n"
             view = api.get(f"/v1/sandboxes/{sleeper['id']}").json()["data"]
             assert view["status"] == "paused" and view["hibernated"]
+            assert network_on_host(home, sleeper["id"]) == []  # gone, or went at the start
             assert api.post(f"/v1/sandboxes/{sleeper['id']}/resume").status_code == 202
             assert sh(api, sleeper, "echo awake")["stdout"] == "awake\n"
+            assert reaches(api, sleeper, f"http://{internet.address('example.test')}/")
             for box in (survivor, victim, sleeper):
                 assert api.delete(f"/v1/sandboxes/{box['id']}").status_code == 200
     finally:

@@ -228,6 +228,29 @@ class NetworkService:
                 sandbox_id, network.id, ifname=member.ifname, address=_address(member, network)
             )
 
+    async def unplug(self, sandbox_id: str) -> None:
+        """Take a hibernated sandbox's interfaces on its networks off the host (they go
+        with its network namespace; what admits their traffic goes here). Its memberships,
+        addresses and names stay: :meth:`plug` puts the interfaces back before it runs."""
+        async with self._db.sessions() as session:
+            memberships = await store.memberships_of(session, sandbox_id)
+        for member, network in memberships:
+            await self._host.networks.detach(
+                sandbox_id, network.id, ifname=member.ifname, address=_address(member, network)
+            )
+
+    async def plug(self, sandbox_id: str) -> None:
+        """Give a sandbox whose network namespace is new (a wake after a hibernate, a
+        restart) its interfaces on its networks again: the same names and addresses.
+        Raises :class:`NetworkError`."""
+        async with self._db.sessions() as session:
+            memberships = await store.memberships_of(session, sandbox_id)
+        layer = self._host.networks
+        for member, network in memberships:
+            if not await layer.attached(sandbox_id, network.id, ifname=member.ifname):
+                await layer.attach(sandbox_id, network.id, ifname=member.ifname,
+                                   address=_address(member, network))  # fmt: skip
+
     # -- recovery and DNS ---------------------------------------------------------------
 
     async def recover(self) -> None:
@@ -235,9 +258,15 @@ class NetworkService:
         async with self._db.sessions() as session:
             rows = await store.live_memberships_on_host(session, self._host.host_id)
             network_ids = await store.all_network_ids(session)
+            asleep = {r.id for r in await sandbox_store.live_on_host(session, self._host.host_id)
+                      if r.hibernated}  # fmt: skip
         layer = self._host.networks
         for member, network in rows:
             address = _address(member, network)
+            if member.sandbox_id in asleep:  # unplugged (its wake plugs it again)
+                await layer.detach(member.sandbox_id, network.id, ifname=member.ifname,
+                                   address=address)  # fmt: skip
+                continue
             try:
                 if await layer.attached(member.sandbox_id, network.id, ifname=member.ifname):
                     await layer.admit(member.sandbox_id, network.id, address=address)

@@ -442,6 +442,7 @@ class SandboxLifecycle(SandboxWarm):
             except DriverError as exc:
                 await self._update(sandbox_id, status=S.ERROR, reason=str(exc))
                 raise Unavailable(f"the sandbox could not be hibernated: {exc}") from exc
+            await self._networks.unplug(sandbox_id)  # (the driver removes its namespace)
             try:
                 await self._snapshots.put(sandbox_id, self._snapshot(sandbox_id))
             except SnapshotStoreError as exc:  # it stays on this host's disk, still whole
@@ -476,11 +477,17 @@ class SandboxLifecycle(SandboxWarm):
         """Where a hibernated sandbox's snapshot is (complete once it exists)."""
         return self._settings.home / "snapshots" / sandbox_id
 
-    def spec_of(self, record: SandboxRecord, link: LinkAddress) -> SandboxSpec:
+    def spec_of(
+        self, record: SandboxRecord, link: LinkAddress, *, plug: bool = False
+    ) -> SandboxSpec:
+        """``plug``: for a start on a network namespace the driver may make anew (a wake,
+        a restart), which then gets the sandbox's interfaces on its networks again."""
+        sandbox_id = record.id
         return SandboxSpec(
             id=record.id, hostname=record.name, rootfs=record.rootfs, vcpu=record.vcpu,
             mem_mib=record.mem_mib, disk_mib=record.disk_mib, link=link, env=dict(record.envs),
             pids_limit=self._settings.pids_limit, runtime=record.runtime,
+            on_link=(lambda: self._networks.plug(sandbox_id)) if plug else None,
         )  # fmt: skip
 
     async def resume(self, user: Principal, ident: str) -> SandboxRecord:
@@ -528,13 +535,13 @@ class SandboxLifecycle(SandboxWarm):
 
         async def wake() -> None:
             await self._snapshots.fetch(record.id, snapshot)
-            await self._host.driver.wake(self.spec_of(record, link), snapshot)
+            await self._host.driver.wake(self.spec_of(record, link, plug=True), snapshot)
 
         try:  # the egress policy (and the like) beside the driver's start, as at create
             woke, _ = await asyncio.gather(wake(), self._creating(record), return_exceptions=True)
             if isinstance(woke, BaseException):
                 raise woke
-        except (DriverError, SnapshotStoreError) as exc:
+        except (DriverError, SnapshotStoreError, NetworkError) as exc:
             await self._stopped(record.id)
             await self._update(record.id, status=S.ERROR, reason=f"resume failed: {exc}")
             raise Unavailable(f"the sandbox could not be resumed: {exc}") from exc
@@ -551,7 +558,7 @@ class SandboxLifecycle(SandboxWarm):
             await self._update(record.id, status=S.ERROR)
             raise Conflict("the sandbox's network address is gone; it cannot be started "
                            "again (delete it)", field="status")  # fmt: skip
-        spec = self.spec_of(record, link)
+        spec = self.spec_of(record, link, plug=True)
         # As at create: the egress policy (and the like) is in place before its first packet.
         await self._creating(record)
         try:
@@ -561,7 +568,7 @@ class SandboxLifecycle(SandboxWarm):
             await self._update(record.id, status=S.ERROR)
             raise Conflict(f"the sandbox cannot be started again: {exc} (delete it)",
                            field="status") from exc  # fmt: skip
-        except DriverError as exc:
+        except (DriverError, NetworkError) as exc:
             await self._stopped(record.id)
             await self._update(record.id, status=S.ERROR, reason=str(exc))
             raise Unavailable(f"the sandbox could not be started again: {exc}") from exc

@@ -77,6 +77,7 @@ class SandboxWake(SandboxLifecycle):
                 except DriverError as exc:
                     await self._update(sandbox_id, status=S.ERROR, reason=str(exc))
                     return
+                await self._networks.unplug(sandbox_id)
                 with contextlib.suppress(SnapshotStoreError):
                     await self._snapshots.put(sandbox_id, self._snapshot(sandbox_id))
                 await self._update(sandbox_id, hibernated=True, reason=None)

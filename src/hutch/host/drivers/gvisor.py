@@ -1,36 +1,13 @@
-"""The gvisor driver: each sandbox a gVisor sandbox run by ``runsc`` (Debian's by default).
+"""The gvisor driver (:class:`GvisorDriver`): hibernate, wake and fork of gVisor
+sandboxes; their start, names and ports are :class:`~hutch.host.drivers.gvisor_base.GvisorBase`'s
+(whose docstring says what differs from runc, and why).
 
-A sandbox's programs run on gVisor's own kernel (the Sentry, in user space on the
-``ptrace`` platform here, or ``systrap``/``kvm`` where the operator's runsc has them), so a
-kernel bug on the host is no longer one system call away. Everything around the sandbox is
-the runc driver's, reused: the disk (:mod:`hutch.host.storage`), the network namespace and
-its veth link (:mod:`hutch.host.link`), the firewall and the egress rules on the host's end
-of the link, the cgroup limits of its shape.
-
-What differs, and why:
-
-- **Networking.** runsc ``--network=sandbox`` runs inside the sandbox's namespace and takes
-  its interfaces over: at start it reads their addresses and routes and removes them from
-  the host kernel (gVisor's netstack answers instead, through a packet socket on the veth).
-  So interfaces must be there before the start (private networks are joined at create,
-  not later), and before every later start the driver puts back the addresses it recorded
-  (``addresses.json``). The Debian runsc of 2022 refuses to start when
-  ``/proc/sys/net/core/rmem_default`` exists in the namespace, which kernels since 6.x show
-  in every namespace (gVisor issue 10704); the driver detects that and runs ``runsc run``
-  and ``restore`` in a mount namespace of their own where ``/proc/sys/net`` is hidden.
-- **The guest agent's socket.** runsc passes no extra descriptors, so the agent binds its
-  unix socket itself in a directory of the host bind-mounted at ``/.hutch/run``
-  (``--host-uds=create``): the host connects to ``/run/hutch/<tag>/<id>/agent.sock``.
-- **Hibernate.** ``runsc checkpoint`` cannot save a socket bound on the host or a TCP
-  connection that is not closed. Before a checkpoint the agent closes its socket and every
-  connection, and reports the sandbox's own TCP connections (read from its
-  ``/proc/net/tcp``); with any open, the sandbox is not hibernated (a failed checkpoint
-  would stop it) and :class:`CannotHibernate` says why. After ``runsc restore`` the host
-  leaves a file in the socket directory and the agent binds its socket again.
-- **Names.** ``rename`` rewrites ``/etc/hostname`` and ``/etc/hosts`` at once; the kernel's
-  hostname is set with ``runsc exec`` (at once when running, at the next start otherwise).
-- **Ports.** Servers inside listen on gVisor's own loopback, which the host cannot reach:
-  :meth:`open_port` connects to the sandbox's address on its link only.
+**Hibernate.** ``runsc checkpoint`` cannot save a socket bound on the host or a TCP
+connection that is not closed. Before a checkpoint the agent closes its socket and every
+connection, and reports the sandbox's own TCP connections (read from its
+``/proc/net/tcp``); with any open, the sandbox is not hibernated (a failed checkpoint
+would stop it) and :class:`CannotHibernate` says why. After ``runsc restore`` the host
+leaves a file in the socket directory and the agent binds its socket again.
 """
 
 from __future__ import annotations
@@ -42,51 +19,36 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import time
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
 
 from hutch.host.conntrack import ClosedConnection, closed_connections
 from hutch.host.drivers.base import (
-    DriverCapabilities,
     DriverError,
     RuntimeInfo,
     RuntimeState,
     SandboxMissing,
     SandboxSpec,
 )
-from hutch.host.drivers.gvisor_features import (
-    _STATX_FIXED,
-    PLATFORMS,
-    GvisorFeatures,
-    _build_statx_shim,
-    _build_sysview,
-    detect_features,
-)
+from hutch.host.drivers.gvisor_base import GvisorBase
+from hutch.host.drivers.gvisor_features import GvisorFeatures, detect_features
 from hutch.host.drivers.gvisor_host import (
-    _HIDE_SYS_NET,
-    _alive,
+    Steps,
     _first_line,
-    _link_address,
-    _restore_addresses,
     _running_for_s,
     _write_names_in_place,
 )
-from hutch.host.drivers.oci import GUEST_PARENT
-from hutch.host.drivers.runc import RuncDriver, _tail
-from hutch.host.guest import GuestClient, GuestError, GuestUnreachable
+from hutch.host.drivers.runc import RuncDriver
+from hutch.host.guest import GuestError, GuestUnreachable
 from hutch.host.link import SandboxLink
-from hutch.host.ports import connect_port
 from hutch.host.proc import CommandFailed, run
-from hutch.host.storage import SandboxRootfs
+from hutch.host.storage import SandboxRootfs, clones_mount_as_they_are, sparse_copy
 
 __all__ = ["CannotHibernate", "GvisorDriver", "GvisorFeatures", "detect_features"]
 
 log = logging.getLogger(__name__)
 
-GUEST_RUN = f"{GUEST_PARENT}/run"  # the host directory holding the agent's socket
 # gVisor's TIME_WAIT (tcp.DefaultTCPTimeWaitTimeout), plus a margin for the clocks' skew.
 _TIME_WAIT_S = 62
 
@@ -100,265 +62,7 @@ class CannotHibernate(DriverError):
         self.retry_after_s = retry_after_s
 
 
-class GvisorDriver(RuncDriver):
-    capabilities = DriverCapabilities(name="gvisor", isolated=True, disk_limit=True,
-                                      memory_limit=True, hibernate=True,
-                                      live_networks=False)  # fmt: skip
-
-    def __init__(
-        self, home: Path, *, images: Path, runsc: str = "runsc", platform: str = "ptrace"
-    ) -> None:
-        super().__init__(home, images=images, runc=runsc)
-        if platform not in PLATFORMS:
-            raise DriverError(
-                f"unknown gVisor platform {platform!r}; one of {', '.join(PLATFORMS)}"
-            )
-        self.platform = platform
-        self.runc_root = home / "runsc"
-        self.features: GvisorFeatures | None = None
-        self._deleting: dict[str, asyncio.Task[None]] = {}
-        self.statx_shim: Path | None = None
-        self.sysview: Path | None = None
-        self._tools_wanted = False
-        self._tools_lock = asyncio.Lock()
-
-    async def prepare(self, *, dns_port: int | None = None) -> None:
-        """Check runsc and what it can do; make the directories. The firewall is the runc
-        driver's (the two share the host's side of every link): it is not installed here."""
-        self.features = await detect_features(self.runc)
-        if self.platform not in self.features.platforms:
-            raise DriverError(
-                f"{self.features.version} has no {self.platform!r} platform "
-                f"(it has {', '.join(self.features.platforms)}); set HUTCH_GVISOR_PLATFORM"
-            )
-        self.sandboxes.mkdir(parents=True, exist_ok=True)
-        self.runc_root.mkdir(parents=True, exist_ok=True)
-        self.sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # The statx shim and hutch-sysview are compiled when this driver's first sandbox
-        # starts (_tools), not here: about a second each of every start of a home, and
-        # most homes never run a gvisor sandbox.
-        self._tools_wanted = True
-
-    async def _tools(self) -> None:
-        """Build what runsc needs on this host besides itself, once per driver (a failed
-        build warns once, as before): before the first bundle that mounts the statx shim
-        and the first run or restore that starts under hutch-sysview."""
-        if not self._tools_wanted:
-            return
-        async with self._tools_lock:
-            if not self._tools_wanted or self.features is None:
-                return
-            if self.features.date is not None and self.features.date < _STATX_FIXED:
-                self.statx_shim = await _build_statx_shim(self.home / "gvisor")
-            if self.features.hide_sys_net:
-                self.sysview = await _build_sysview(self.home / "gvisor")
-            self._tools_wanted = False
-
-    def _runc(self, *args: str) -> tuple[str, ...]:
-        flags = ["--root", str(self.runc_root), f"--platform={self.platform}",
-                 "--network=sandbox", "--host-uds=create"]  # fmt: skip
-        if self.features is not None and "oci-seccomp" in self.features.flags:
-            flags.append("--oci-seccomp")
-        if self.features is not None and "overlay2" in self.features.flags:
-            flags.append("--overlay2=none")  # writes go to the sandbox's own disk
-        return (self.runc, *flags, *args)
-
-    def _networked(self, *args: str) -> tuple[str, ...]:
-        """A runsc command that sets up a sandbox's network (run, restore)."""
-        command = self._runc(*args)
-        if self.features is None or not self.features.hide_sys_net:
-            return command
-        view = self.sockets / ".sysctl"
-        view.mkdir(exist_ok=True)
-        if self.sysview is not None:
-            return (str(self.sysview), str(view), *command)
-        return ("unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-                _HIDE_SYS_NET, "sh", str(view), *command)  # fmt: skip
-
-    def agent_socket(self, sandbox_id: str) -> Path:
-        return self.sockets / sandbox_id / "agent.sock"
-
-    def guest(self, sandbox_id: str) -> GuestClient:
-        return GuestClient(self.agent_socket(sandbox_id), nofollow=True)
-
-    # -- start --------------------------------------------------------------------------
-
-    async def _bundle(
-        self, spec: SandboxSpec, directory: Path, disk: SandboxRootfs, link: SandboxLink
-    ) -> dict[str, Any]:
-        config = await super()._bundle(spec, directory, disk, link)
-        run_dir = self.agent_socket(spec.id).parent
-        args = list(config["process"]["args"])
-        at = args.index("--listen-fd")  # no descriptor is passed: the agent binds a socket
-        args[at : at + 2] = ["--socket", f"{GUEST_RUN}/agent.sock"]
-        config["process"]["args"] = args
-        mounts = [m for m in config["mounts"] if m["destination"] not in ("/sys/fs/cgroup",)]
-        mounts.append({"destination": GUEST_RUN, "type": "bind", "source": str(run_dir),
-                       "options": ["rbind", "rw", "nosuid", "nodev", "noexec"]})  # fmt: skip
-        await self._tools()
-        if self.statx_shim is not None:
-            mounts += [
-                {"destination": f"{GUEST_PARENT}/statx.so", "type": "bind",
-                 "source": str(self.statx_shim), "options": ["bind", "ro"]},
-                {"destination": "/etc/ld.so.preload", "type": "bind",
-                 "source": str(self.statx_shim.with_suffix(".preload")), "options": ["bind", "ro"]},
-            ]  # fmt: skip
-        config["mounts"] = mounts
-        # runc's profile, enforced inside gVisor's kernel (--oci-seccomp), so a sandbox
-        # may do the same things on either runtime. Debian's runsc answers every ERRNO rule
-        # with EPERM; clone3 must be ENOSYS (glibc then uses clone), which TRACE gives when
-        # no tracer is attached.
-        profile = config["linux"].get("seccomp")
-        if profile is not None:
-            for rule in profile["syscalls"]:
-                if rule.get("names") == ["clone3"]:
-                    rule["action"] = "SCMP_ACT_TRACE"
-                    rule.pop("errnoRet", None)
-        config["annotations"] = {"dev.hutch.runtime": "gvisor"}
-        return config
-
-    async def _launch(self, spec: SandboxSpec, directory: Path) -> RuntimeInfo:
-        await self._before_start(spec, directory)
-        log_path = directory / "console.log"
-        command = self._networked("run", "--detach", "--pid-file", str(directory / "init.pid"),
-                                  "--bundle", str(directory), spec.id)  # fmt: skip
-        await self._run_runsc(command, log_path, "start")
-        await self._wait_for_agent(spec.id)
-        return await self._started(spec.id, directory)
-
-    async def _before_start(self, spec: SandboxSpec, directory: Path) -> None:
-        run_dir = self.agent_socket(spec.id).parent
-        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for stale in run_dir.iterdir():
-            with contextlib.suppress(OSError):
-                stale.unlink()
-        (directory / "runtime").write_text("gvisor\n")
-        pending = self._deleting.pop(spec.id, None)
-        if pending is not None:
-            with contextlib.suppress(Exception):
-                await pending
-        link = SandboxLink(tag=self.tag, sandbox_id=spec.id)
-        await _restore_addresses(link.netns, directory / "addresses.json")
-        if await asyncio.to_thread(self._state_file(spec.id).exists):  # a stopped one's
-            await run(*self._runc("delete", "--force", spec.id), check=False)
-
-    async def _run_runsc(self, command: tuple[str, ...], log_path: Path, what: str) -> None:
-        console = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *command, stdin=asyncio.subprocess.DEVNULL, stdout=console, stderr=console
-            )
-            async with asyncio.timeout(60):
-                returncode = await proc.wait()
-        finally:
-            os.close(console)
-        if returncode != 0:
-            raise DriverError(f"runsc could not {what} the sandbox: {_tail(log_path, 600)}")
-
-    async def _started(self, sandbox_id: str, directory: Path) -> RuntimeInfo:
-        await self._pending_hostname(sandbox_id, directory)
-        pid = int((directory / "init.pid").read_text())
-        return RuntimeInfo(id=sandbox_id, state=RuntimeState.RUNNING, pid=pid)
-
-    async def _pending_hostname(self, sandbox_id: str, directory: Path) -> None:
-        """Set the hostname a rename (while stopped) or a fork left to be set."""
-        pending = directory / "hostname.pending"
-        if await asyncio.to_thread(pending.exists):
-            await self.set_hostname(sandbox_id, pending.read_text().strip())
-            pending.unlink()
-
-    def _state_file(self, sandbox_id: str) -> Path:
-        """Where runsc keeps what it knows of a sandbox (its ``state`` reads this)."""
-        return self.runc_root / f"{sandbox_id}_sandbox:{sandbox_id}.state"
-
-    async def get(self, sandbox_id: str) -> RuntimeInfo | None:
-        """The sandbox's state from runsc's state file, as ``runsc state`` reads it (a
-        sandbox whose process is gone is stopped) without starting runsc (50-70 ms on a
-        busy host, before every pause, resume and hibernate); ``runsc state`` if the file
-        cannot be read. One this driver checkpointed is stopped at once (runsc asks the
-        Sentry, which no longer answers while its process takes a second or two to go)."""
-        if sandbox_id in self._deleting:  # checkpointed: its Sentry is on its way out
-            return RuntimeInfo(id=sandbox_id, state=RuntimeState.STOPPED, pid=None)
-        try:
-            saved = json.loads(await asyncio.to_thread(self._state_file(sandbox_id).read_text))
-            status, pid = str(saved["status"]), int(saved["sandbox"]["pid"])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError):
-            return await super().get(sandbox_id)
-        if status in ("running", "paused") and not _alive(pid):
-            status = "stopped"
-        state = {"running": RuntimeState.RUNNING, "paused": RuntimeState.PAUSED}.get(
-            status, RuntimeState.STOPPED
-        )
-        return RuntimeInfo(id=sandbox_id, state=state, pid=pid if pid > 0 else None)
-
-    async def destroy(self, sandbox_id: str) -> None:
-        pending = self._deleting.pop(sandbox_id, None)
-        if pending is not None:
-            with contextlib.suppress(Exception):
-                await pending
-        await super().destroy(sandbox_id)
-        run_dir = self.agent_socket(sandbox_id).parent
-        if run_dir.is_dir():
-            await asyncio.to_thread(shutil.rmtree, run_dir, True)
-
-    async def cleanup(self, keep: set[str]) -> list[str]:
-        """Remove this runtime's sandboxes not in ``keep`` (the runc driver's cleanup does
-        the shared rest: netns, disks and cgroups of any sandbox)."""
-        found = {info.id for info in await self.list_sandboxes()}
-        if self.sandboxes.is_dir():
-            found |= {d.name for d in self.sandboxes.iterdir() if (d / "runtime").exists()}
-        if self.sockets.is_dir():
-            found |= {d.name for d in self.sockets.iterdir()
-                      if d.is_dir() and d.name.startswith("sb_")}  # fmt: skip
-        for sandbox_id in sorted(found - keep):
-            await self.destroy(sandbox_id)
-        return sorted(found - keep)
-
-    # -- names, ports -------------------------------------------------------------------
-
-    async def rename(self, sandbox_id: str, hostname: str) -> None:
-        info = await self.get(sandbox_id)
-        if info is None or info.state == RuntimeState.STOPPED:
-            raise SandboxMissing(f"no running sandbox {sandbox_id} on this host")
-        directory = self._dir(sandbox_id)
-        etc = directory / "etc"
-        try:
-            address = (etc / "hosts").read_text().splitlines()[-1].split()[0]
-            _write_names_in_place(etc, hostname, address)
-        except (OSError, IndexError) as exc:
-            raise DriverError(f"cannot rewrite the names of {sandbox_id}: {exc}") from exc
-        if info.state == RuntimeState.PAUSED:
-            (directory / "hostname.pending").write_text(hostname + "\n")
-            return
-        await self.set_hostname(sandbox_id, hostname)
-
-    def set_names(self, sandbox_id: str, hostname: str, address: str) -> None:
-        _write_names_in_place(self._dir(sandbox_id) / "etc", hostname, address)
-
-    async def set_hostname(self, sandbox_id: str, hostname: str) -> None:
-        """The kernel's hostname, gVisor's own: set inside with ``runsc exec``."""
-        try:
-            await run(*self._runc("exec", "--cap", "CAP_SYS_ADMIN", sandbox_id,
-                                  "/bin/hostname", hostname))  # fmt: skip
-        except CommandFailed as exc:
-            raise DriverError(f"cannot set the hostname of {sandbox_id}: {exc.detail}") from exc
-
-    async def resume(self, sandbox_id: str) -> None:
-        await super().resume(sandbox_id)
-        await self._pending_hostname(sandbox_id, self._dir(sandbox_id))
-
-    async def open_port(
-        self, sandbox_id: str, port: int, *, own_address: str | None = None
-    ) -> socket.socket:
-        # gVisor's loopback is inside its own kernel: only the sandbox's address is
-        # reachable, from the host's end of its link.
-        if await self.get(sandbox_id) is None:
-            raise SandboxMissing(f"no running sandbox {sandbox_id} on this host")
-        address = own_address or _link_address(self._dir(sandbox_id))
-        return await connect_port(None, [address], port)
-
+class GvisorDriver(GvisorBase):
     # -- hibernate ----------------------------------------------------------------------
 
     async def hibernate(self, sandbox_id: str, snapshot: Path) -> None:
@@ -366,7 +70,7 @@ class GvisorDriver(RuncDriver):
         if info is None or info.state == RuntimeState.STOPPED:
             raise SandboxMissing(f"no running sandbox {sandbox_id} on this host")
         if info.state == RuntimeState.PAUSED:
-            await super().resume(sandbox_id)
+            await RuncDriver.resume(self, sandbox_id)
         wake = f"wake-{secrets.token_hex(4)}"
         # The partial snapshot holds the wake name from the start, so that a host agent
         # killed from here on finds it at its next start (recover_snapshot).
@@ -449,17 +153,26 @@ class GvisorDriver(RuncDriver):
             return []
 
     async def _delete_stopped(self, sandbox_id: str) -> None:
-        """After a checkpoint: runsc's leftovers go, and the disk is unmounted (its files
-        are in its file; a mounted btrfs holds ~7 MiB of kernel memory): a hibernated
-        sandbox holds only its link and its rules. A wake mounts it again. Its filesystem
-        is synced first: were the unmount lazy (runsc's gofer still closing its files), a
+        """After a checkpoint (or at a start, for one that runs no more): what the host
+        holds for a running sandbox goes, so that a hibernated one costs the host its files
+        only. runsc's leftovers and its cgroups; its disk is unmounted (its files are in
+        its file; a mounted btrfs holds ~7 MiB of kernel memory); its network namespace
+        and veth pair go (~1 MiB of kernel memory; its interfaces on private networks go
+        with the namespace). Its address stays reserved, and its recorded addresses
+        (``addresses.json``): a wake makes the link again. Its filesystem is synced
+        before the unmount: were that lazy (runsc's gofer still closing its files), a
         fork's copy of the disk file would miss what btrfs had not yet written."""
         await run(*self._runc("delete", "--force", sandbox_id), check=False)
         await asyncio.to_thread(self._remove_cgroups, {sandbox_id})
         disk = SandboxRootfs(self._dir(sandbox_id), templates=self.templates)
-        if await asyncio.to_thread(disk.mounted):
-            await run("sync", "-f", str(disk.layer), check=False)
-        await disk.unmount()
+        link = SandboxLink(tag=self.tag, sandbox_id=sandbox_id)
+
+        async def unmount() -> None:
+            if await asyncio.to_thread(disk.mounted):
+                await run("sync", "-f", str(disk.layer), check=False)
+            await disk.unmount()
+
+        await _all(unmount(), link.remove())
 
     async def _settled(self, sandbox_id: str) -> None:
         """Wait until what a checkpoint left behind is gone (:meth:`_delete_stopped`),
@@ -480,7 +193,7 @@ class GvisorDriver(RuncDriver):
         cut = await asyncio.to_thread(partial.exists) or await asyncio.to_thread(snapshot.exists)
         if alive and cut:
             if info is not None and info.state == RuntimeState.PAUSED:
-                await super().resume(sandbox_id)
+                await RuncDriver.resume(self, sandbox_id)
             with contextlib.suppress(GuestUnreachable, GuestError):
                 await self.guest(sandbox_id).ping(timeout_s=1)
                 await asyncio.to_thread(shutil.rmtree, partial, True)
@@ -497,9 +210,16 @@ class GvisorDriver(RuncDriver):
             except DriverError:
                 alive = False
         await asyncio.to_thread(shutil.rmtree, partial, True)
+        if not alive and await asyncio.to_thread(self._dir(sandbox_id).is_dir):
+            # Hibernated (or stopped) when the agent was killed, maybe before its
+            # leftovers went: they go now (a wake or a restart makes them again).
+            await self._delete_stopped(sandbox_id)
         return alive
 
     async def wake(self, spec: SandboxSpec, snapshot: Path) -> RuntimeInfo:
+        """Start a hibernated sandbox again from ``snapshot``: its disk mounted and its
+        link made again (with its private networks' interfaces: ``spec.on_link``), side by
+        side, then ``runsc restore``. Each step's time is logged (:class:`Steps`)."""
         directory = self._dir(spec.id)
         if not (snapshot / "checkpoint.img").exists():
             raise SandboxMissing(f"sandbox {spec.id} has no complete snapshot")
@@ -507,31 +227,40 @@ class GvisorDriver(RuncDriver):
         if not disk.disk.exists():
             raise SandboxMissing(f"nothing of sandbox {spec.id} is left on this host")
         link = SandboxLink(tag=self.tag, sandbox_id=spec.id)
-        await self._settled(spec.id)
+        steps = Steps("wake", spec.id)
+        await steps.timed("settle", self._settled(spec.id))
         image, spec = self._image(spec)
 
         async def mount() -> None:  # a hibernate unmounted it
             if not await asyncio.to_thread(disk.mounted):
                 await disk.mount(image=image.lowers)
 
+        async def network() -> None:  # a hibernate removed it
+            made = False
+            if not await asyncio.to_thread(link.netns_path.exists):
+                await steps.timed("link", link.create(spec.link))
+                if spec.on_link is not None:
+                    await steps.timed("networks", spec.on_link())  # private networks
+                made = True
+            # A link made now has its addresses already (runsc removes them at a start).
+            await steps.timed("prepare", self._before_start(spec, directory, made=made))
+
         try:
-            if not link.netns_path.exists():
-                await link.create(spec.link)
             # The disk's mount (a loop device and a btrfs: the longest step before runsc)
-            # beside the rest of what comes before a start.
-            await _all(mount(), self._before_start(spec, directory))
-            return await self._restore(spec, directory, snapshot, prepared=True)
+            # beside the network and the rest of what comes before a start.
+            await _all(steps.timed("mount", mount()), network())
+            return await self._restore(spec, directory, snapshot, steps)
         except CommandFailed as exc:
             raise DriverError(f"{exc.argv[0]} failed: {exc.detail}") from exc
+        finally:
+            steps.log()
 
     async def _restore(
-        self, spec: SandboxSpec, directory: Path, snapshot: Path, *, prepared: bool = False
+        self, spec: SandboxSpec, directory: Path, snapshot: Path, steps: Steps
     ) -> RuntimeInfo:
-        """``runsc restore`` from ``snapshot`` (``prepared``: :meth:`_before_start` done).
-        The wake file is there before the restore, so the agent binds its socket again at
-        its first look; meanwhile a hostname left to set (a fork's) is set."""
-        if not prepared:
-            await self._before_start(spec, directory)
+        """``runsc restore`` from ``snapshot`` (:meth:`_before_start` done). The wake file
+        is there before the restore, so the agent binds its socket again at its first
+        look; meanwhile a hostname left to set (a fork's) is set."""
         await self._tools()  # hutch-sysview (after a restart, no bundle was made before)
         wake = (snapshot / "wake").read_text().strip()
         marker = self.agent_socket(spec.id).parent / wake
@@ -540,8 +269,11 @@ class GvisorDriver(RuncDriver):
                                   "--pid-file", str(directory / "init.pid"),
                                   "--bundle", str(directory), spec.id)  # fmt: skip
         try:
-            await self._run_runsc(command, directory / "console.log", "restore")
-            await _all(self._wait_for_agent(spec.id), self._pending_hostname(spec.id, directory))
+            restore = self._run_runsc(command, directory / "console.log", "restore")
+            await steps.timed("restore", restore)
+            hostname = self._pending_hostname(spec.id, directory)
+            await _all(steps.timed("agent", self._wait_for_agent(spec.id)),
+                       steps.timed("hostname", hostname))  # fmt: skip
         finally:
             with contextlib.suppress(OSError):
                 marker.unlink()
@@ -567,23 +299,66 @@ class GvisorDriver(RuncDriver):
             return await self._fork(source_id, spec, self._start)
         if not (snapshot / "checkpoint.img").exists():
             raise SandboxMissing(f"sandbox {source_id} has no complete snapshot")
-        await self._settled(source_id)  # its disk is copied: not while it is unmounted
+        image, spec = self._image(spec)
+        source = SandboxRootfs(self._dir(source_id), templates=self.templates)
+        directory = self._dir(spec.id)
+        steps = Steps("fork", spec.id)
+        await steps.timed("settle", self._settled(source_id))  # (its disk is unmounted)
+        if not await asyncio.to_thread(source.disk.exists):
+            raise SandboxMissing(f"nothing of sandbox {source_id} is left on this host")
+        try:
+            await asyncio.to_thread(directory.mkdir, parents=True)
+        except FileExistsError:
+            raise DriverError(f"sandbox {spec.id} already exists on this host") from None
+        disk = SandboxRootfs(directory, templates=self.templates)
+        link = SandboxLink(tag=self.tag, sandbox_id=spec.id)
 
-        async def start(
-            spec: SandboxSpec, directory: Path, disk: SandboxRootfs, link: SandboxLink
-        ) -> RuntimeInfo:
+        async def files() -> None:  # the copy of the disk, mounted; the bundle on it
+            await steps.timed("copy", _copy_disk(source, disk))
+            await steps.timed("mount", disk.mount(image=image.lowers))
+            config = await self._bundle(spec, directory, disk, link)
+            await asyncio.to_thread((directory / "config.json").write_text, json.dumps(config))
+
+        async def network() -> None:
+            await steps.timed("link", link.create(spec.link))
+            if spec.on_link is not None:
+                await steps.timed("networks", spec.on_link())
+            await steps.timed("prepare", self._before_start(spec, directory, made=True))
+
+        def names() -> None:
             etc = directory / "etc"
+            etc.mkdir()
             _write_names_in_place(etc, spec.hostname, str(spec.link.sandbox))
             (etc / "resolv.conf").write_text(
                 f"nameserver {spec.link.host}\noptions timeout:1 attempts:2\n"
             )
-            config = await self._bundle(spec, directory, disk, link)
-            (directory / "config.json").write_text(json.dumps(config))
             # The snapshot's kernel has the source's hostname: the child's is set after.
             (directory / "hostname.pending").write_text(spec.hostname + "\n")
-            return await self._restore(spec, directory, snapshot)
 
-        return await self._fork(source_id, spec, start)
+        try:
+            await asyncio.to_thread(names)
+            await _all(files(), network())
+            return await self._restore(spec, directory, snapshot, steps)
+        except BaseException as exc:
+            await asyncio.shield(self.destroy(spec.id))
+            if isinstance(exc, CommandFailed):
+                raise DriverError(f"{exc.argv[0]} failed: {exc.detail}") from exc
+            if isinstance(exc, OSError):
+                raise DriverError(f"the fork's files could not be made: {exc}") from exc
+            raise
+        finally:
+            steps.log()
+
+
+async def _copy_disk(source: SandboxRootfs, disk: SandboxRootfs) -> None:
+    """``disk`` a copy of ``source``'s disk file (unmounted, synced: hibernated), only its
+    data (a sparse copy in the kernel: no process); a fresh filesystem id only on kernels
+    that cannot mount copies side by side as they are (before 6.7)."""
+    await asyncio.to_thread(sparse_copy, source.disk, disk.disk)
+    if not clones_mount_as_they_are():
+        await run("btrfstune", "-f", "-m", str(disk.disk))
+    for directory in (disk.layer, disk.rootfs):
+        await asyncio.to_thread(directory.mkdir)
 
 
 async def _all(*steps: Awaitable[None]) -> None:

@@ -5,12 +5,20 @@ state, and the shell fallback of ``hutch-sysview``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
+import time
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
+from typing import TypeVar
 
-from hutch.host.drivers.base import SandboxMissing
+from hutch.host.drivers.base import SandboxMissing, SandboxSpec
 from hutch.host.proc import run
+
+log = logging.getLogger("hutch.host.drivers.gvisor")
+T = TypeVar("T")
 
 # Hide /proc/sys/net from runsc (keeping the rest of /proc/sys) in a mount namespace of its
 # own (see hutch.host.drivers.gvisor): what shim/sysview.c does, for a host without a C
@@ -67,6 +75,16 @@ async def _restore_addresses(netns: str, saved: Path) -> None:
         await asyncio.to_thread(saved.write_text, json.dumps(record))
 
 
+def _record_link(saved: Path, spec: SandboxSpec) -> None:
+    """Record a new sandbox's addresses when they are its link's alone (``eth0``, the
+    default route through the host's end): what :func:`_restore_addresses` reads, known
+    without asking the kernel."""
+    link = spec.link
+    record = {"addresses": [["eth0", str(link.sandbox), link.network.prefixlen]],
+              "gateway": str(link.host)}  # fmt: skip
+    saved.write_text(json.dumps(record))
+
+
 def _write_names_in_place(etc: Path, hostname: str, address: str) -> None:
     """Rewrite ``/etc/hostname`` and ``/etc/hosts`` in place (gVisor holds the files open
     through its gofer: a new file under the same name would not be seen inside)."""
@@ -91,3 +109,34 @@ def _link_address(directory: Path) -> str:
 def _first_line(detail: str) -> str:
     line = detail.strip().splitlines()[0] if detail.strip() else "no output"
     return line[:400]
+
+
+class Steps:
+    """When each step of one wake or fork began and ended (ms from the start), logged at
+    INFO as one line (``bench/gvisor.py`` reads them for its breakdown): steps side by
+    side show as overlapping spans."""
+
+    def __init__(self, what: str, sandbox_id: str) -> None:
+        self.what = what
+        self.sandbox_id = sandbox_id
+        self.started = time.monotonic()
+        self.spans: list[tuple[str, float, float]] = []
+
+    def _ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000
+
+    @contextlib.asynccontextmanager
+    async def step(self, name: str) -> AsyncIterator[None]:
+        begun = self._ms()
+        try:
+            yield
+        finally:
+            self.spans.append((name, begun, self._ms()))
+
+    async def timed(self, name: str, step: Awaitable[T]) -> T:
+        async with self.step(name):
+            return await step
+
+    def log(self) -> None:
+        shown = " ".join(f"{name}={begun:.0f}-{ended:.0f}" for name, begun, ended in self.spans)
+        log.info("steps %s %s: %s total=%.0f ms", self.what, self.sandbox_id, shown, self._ms())

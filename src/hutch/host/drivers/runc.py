@@ -285,6 +285,8 @@ class RuncDriver(Driver):
                 await disk.mount(image=image.lowers)
             if not link.netns_path.exists():
                 await link.create(spec.link)
+                if spec.on_link is not None:  # its private networks, on the new namespace
+                    await spec.on_link()
             return await self._start(spec, directory, disk, link)
         except CommandFailed as exc:
             raise DriverError(f"{exc.argv[0]} failed: {exc.detail}") from exc
