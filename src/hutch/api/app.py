@@ -155,6 +155,10 @@ def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
                 agent.dns.egress = DnsEgress(
                     policy_for_ip=egress.policy_for_ip, allow_resolved=egress.allow_resolved
                 )
+            if settings.control_url:  # a cluster's agent: members fit the VXLAN segments
+                from hutch.cluster.overlay import member_mtu
+
+                agent.networks.member_mtu = await member_mtu(settings)
             await sandboxes.recover()
             await networks.recover()
             await disks.recover()

@@ -24,13 +24,13 @@ from sqlalchemy import select
 
 from hutch.core.sandbox_status import LIVE_STATUSES
 from hutch.host.agent import HostAgent
-from hutch.host.networks import NetworkError
-from hutch.host.proc import CommandFailed
+from hutch.host.networks import VXLAN_OVERHEAD, NetworkError
+from hutch.host.proc import CommandFailed, run
 from hutch.settings import Settings
 from hutch.store.db import Database
 from hutch.store.models import Host, NetworkMember, NetworkRecord, SandboxRecord
 
-__all__ = ["Overlay", "overlay_address"]
+__all__ = ["Overlay", "member_mtu", "overlay_address"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,27 @@ def overlay_address(settings: Settings) -> IPv4Address | None:
     """This host's end of its VXLAN segments: the address the control plane reaches it at
     (a name is looked up: blocking, call it in a thread)."""
     return _resolve(settings.agent_url or f"http://{settings.agent_listen}")
+
+
+async def member_mtu(settings: Settings) -> int | None:
+    """The MTU for members of private networks on a cluster's agent: the MTU of the
+    interface holding this host's overlay address, less the VXLAN header (a member at
+    1500 on a 1500 underlay would have every full frame split in two IP fragments
+    between hosts); None when that interface is not found (the kernel's default)."""
+    local = await asyncio.to_thread(overlay_address, settings)
+    if local is None:
+        return None
+    shown = await run("ip", "-o", "-4", "addr", "show", check=False)
+    for line in shown.stdout.decode().splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[3].split("/")[0] == str(local):
+            link = await run("ip", "-o", "link", "show", "dev", fields[1].split("@")[0],
+                             check=False)  # fmt: skip
+            words = link.stdout.decode().split()
+            if "mtu" in words and words[words.index("mtu") + 1].isdigit():
+                return int(words[words.index("mtu") + 1]) - VXLAN_OVERHEAD
+    log.warning("no interface holds %s: private networks keep the default MTU", local)
+    return None
 
 
 _RESOLVED_FOR_S = 30.0

@@ -35,6 +35,7 @@ from hutch.host.proc import CommandFailed, run
 __all__ = ["BridgeNetworks", "FakeNetworks", "NetworkError", "NetworkLayer"]
 
 VXLAN_PORT = 4789
+VXLAN_OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 
 
 def _links() -> set[str]:
@@ -107,6 +108,11 @@ class NetworkLayer(ABC):
     async def allow_peers(self, peers: set[IPv4Address]) -> None:
         """Let exactly ``peers`` send this host VXLAN (a cluster); by default nothing."""
         return None
+
+    member_mtu: int | None = None
+    """The MTU of members' interfaces (a cluster's agent: its underlay's minus the VXLAN
+    header, :data:`VXLAN_OVERHEAD`, so that frames cross hosts without IP fragments);
+    None: the kernel's default (1500)."""
 
 
 class BridgeNetworks(NetworkLayer):
@@ -201,9 +207,10 @@ class BridgeNetworks(NetworkLayer):
         try:
             bridge = await self._ensure_bridge(network_id)
             await self._elements("add", port, address)
+            mtu = f" mtu {self.member_mtu}" if self.member_mtu else ""
             await run("ip", "-batch", "-", input=(
-                f"link add {port} type veth peer name {ifname} address {_mac(address)} "
-                f"netns {netns}\n"
+                f"link add {port}{mtu} type veth peer name {ifname} address {_mac(address)}"
+                f"{mtu} netns {netns}\n"
                 f"link set {port} master {bridge}\n"
                 f"link set {port} up\n"
             ).encode())  # fmt: skip
