@@ -24,7 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from websockets.sync.client import connect as ws_connect
 
+from tests.e2e.test_wake_on_traffic import serve_app
 from tests.support.cluster import Cluster
+from tests.support.postgres import free_port
 from tests.support.server import _env
 
 SHAPE = "s-1vcpu-256mb"
@@ -123,7 +125,12 @@ class TlsCluster(Cluster):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[TlsCluster]:
-    started = TlsCluster(tmp_path_factory.mktemp("wire"), images, {"h1": {}, "h2": {}})
+    # The hosts' proxies serve previews, reached through the control plane's port.
+    entry = free_port()
+    public = {"HUTCH_PUBLIC_PROXY_PORT": str(entry)}
+    proxy = {"HUTCH_PROXY_ENABLED": "true", "HUTCH_PROXY_HOST": "0.0.0.0", **public}
+    started = TlsCluster(tmp_path_factory.mktemp("wire"), images, {"h1": proxy, "h2": proxy},
+                         control_env=public, control_port=entry)  # fmt: skip
     try:
         yield started
     finally:
@@ -261,3 +268,27 @@ def test_agents_with_a_wrong_ca_or_no_tls_are_refused_with_the_reason(
     assert refused.status_code == 400, refused.text
     assert "this cluster uses TLS" in refused.json()["data"]["address"]
     assert "plain" not in cluster.hosts_view()
+
+
+def test_with_tls_preview_and_ingress_urls_are_https_at_the_control_plane(
+    cluster: TlsCluster, api: httpx.Client
+) -> None:
+    """The public entry is the control plane's port, which speaks TLS here: the URLs say
+    https, and a request there reaches the app of a sandbox on h2."""
+    try:
+        made = api.post("/v1/sandboxes", json={"shape": SHAPE, "host_id": "h2",
+                                               "ingress_enabled": True})  # fmt: skip
+        assert made.status_code == 201, made.text
+        box = made.json()["data"]
+        serve_app(api, box, "hello over tls")
+        template = box["ingress_url_template"]
+        assert template.startswith("https://<port>-") and template.endswith(
+            f":{cluster.control_port}/"
+        ), template
+        host = template.replace("<port>", "8080").split("//", 1)[1].split(":")[0]
+        with httpx.Client(verify=cluster.pki.client_context(), timeout=60) as client:
+            answer = client.get(f"https://{cluster.gateway}:{cluster.control_port}/",
+                                headers={"Host": host})  # fmt: skip
+        assert answer.status_code == 200 and answer.text == "hello over tls", answer.text
+    finally:
+        destroy_all(api)
