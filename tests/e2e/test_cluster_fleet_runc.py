@@ -7,8 +7,13 @@ module; see :mod:`tests.support.cluster`."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
+import secrets
+import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +24,7 @@ import pytest
 
 from tests.e2e.test_sandboxes_runc import sh
 from tests.support.cluster import AgentHost, Cluster
+from tests.support.seaweed import SeaweedS3
 
 SHAPE = "s-1vcpu-256mb"
 
@@ -191,3 +197,130 @@ def test_a_gvisor_sandbox_hibernates_and_resumes_on_a_cluster_host(
         assert sh(api, box, f"cat /proc/{pid.strip()}/cmdline")["stdout"].startswith("sleep")
     finally:
         api.delete(f"/v1/sandboxes/{box['id']}")
+
+
+# -- drain with the S3 snapshot store ----------------------------------------------------
+
+
+# One DNS query (example.test, A) to the sandbox's nameserver (its host's end of its link):
+# prints the address it left from and whether an answer came.
+_DNS_PROBE = (
+    "import socket; "
+    "ns = [l.split()[1] for l in open('/etc/resolv.conf') if l.startswith('nameserver')][0]; "
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5); s.connect((ns, 53)); "
+    "s.send(bytes.fromhex('123401000001000000000000076578616d706c65047465737400000100 01'"
+    ".replace(' ', ''))); "
+    "print(s.getsockname()[0], 'answered' if s.recv(512) else 'silent')"
+)
+
+
+class _Relay:
+    """TCP from ``listen`` (an address the hosts' namespaces reach: the test bridge's) to
+    the S3 server on this machine's loopback, which no host namespace reaches."""
+
+    def __init__(self, listen: str, target_port: int) -> None:
+        self._server = socket.create_server((listen, 0))
+        self.port = self._server.getsockname()[1]
+        self._target = target_port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(1 << 16):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._server.close()
+
+
+class _S3Cluster(Cluster):
+    """The cluster, each agent keeping hibernated snapshots in one S3 bucket, and every
+    part sharing one master key (as the README's "Run a cluster" says: a draining agent
+    opens the host token of the agent it moves a sandbox to)."""
+
+    def __init__(self, root: Path, images: Path, s3: SeaweedS3, bucket: str) -> None:
+        self._s3, self._bucket = s3, bucket
+        self._key = base64.b64encode(secrets.token_bytes(32)).decode()
+        self.relay: _Relay | None = None
+        super().__init__(root, images, {"d1": {}, "d2": {}})
+
+    def _control_env(self) -> dict[str, str]:
+        return {**super()._control_env(), "HUTCH_DISK_MASTER_KEY": self._key}
+
+    def _network(self, hosts: dict[str, dict[str, str]]) -> None:
+        super()._network(hosts)
+        self.relay = _Relay(str(self.gateway), self._s3.port)
+        for host in self.hosts.values():
+            host.env.update({
+                "HUTCH_SNAPSHOT_STORE": f"s3://{self._bucket}/hutch",
+                "HUTCH_SNAPSHOT_STORE_ENDPOINT": f"http://{self.gateway}:{self.relay.port}",
+                "HUTCH_SNAPSHOT_STORE_ACCESS_KEY": self._s3.access_key,
+                "HUTCH_SNAPSHOT_STORE_SECRET_KEY": self._s3.secret_key,
+                "HUTCH_DISK_MASTER_KEY": self._key,
+            })  # fmt: skip
+
+    def stop(self) -> None:
+        super().stop()
+        if self.relay is not None:
+            self.relay.close()
+
+
+def test_drain_moves_hibernated_gvisor_sandboxes_through_s3(
+    tmp_path: Path, images: Path, s3: SeaweedS3
+) -> None:
+    bucket = s3.make_bucket(f"drain-{time.monotonic_ns()}")
+    cluster = _S3Cluster(tmp_path / "drain", images, s3, bucket)
+    try:
+        with cluster.client() as api:
+            sleeper = create(api, runtime="gvisor", host_id="d1")
+            assert sleeper.status_code == 201, sleeper.text
+            box = sleeper.json()["data"]
+            sh(api, box, "echo kept > /workspace/kept")
+            pid = sh(api, box, "setsid sleep 900 >/dev/null 2>&1 </dev/null & echo $!")["stdout"]
+            awake = create(api, host_id="d1")  # runc, running: it stays
+            assert awake.status_code == 201, awake.text
+            assert api.post(f"/v1/sandboxes/{box['id']}/pause").status_code == 202
+            view = eventually(lambda: (v := api.get(f"/v1/sandboxes/{box['id']}").json()["data"])
+                              ["status"] == "paused" and v)  # fmt: skip
+            assert view["hibernated"], view
+            assert counts(cluster) == {"d1": 2, "d2": 0}
+
+            cluster.cli("hosts", "drain", "d1")
+            eventually(lambda: counts(cluster) == {"d1": 1, "d2": 1}, timeout=120)
+            moved = api.get(f"/v1/sandboxes/{box['id']}").json()["data"]
+            assert moved["status"] == "paused" and moved["hibernated"], moved
+            assert moved["ip"] != box["ip"]  # an address of the other host's pool
+            assert api.post(f"/v1/sandboxes/{box['id']}/resume").status_code == 202
+            eventually(lambda: api.get(f"/v1/sandboxes/{box['id']}").json()["data"]["status"]
+                       == "running")  # fmt: skip
+            assert sh(api, box, "cat /workspace/kept")["stdout"] == "kept\n"
+            assert sh(api, box, f"cat /proc/{pid.strip()}/cmdline")["stdout"].startswith("sleep")
+            # Its network is the new host's: a DNS query to the new host's end of its link
+            # leaves from its new address and is answered.
+            asked = sh(api, box, f'python3 -c "{_DNS_PROBE}"')
+            assert asked["stdout"].split() == [moved["ip"], "answered"], asked
+            # The running one kept running where it was; new ones go to the other host.
+            assert sh(api, awake.json()["data"], "echo up")["stdout"] == "up\n"
+            assert create(api).status_code == 201
+            assert counts(cluster) == {"d1": 1, "d2": 2}
+            leftover = s3.client().list_objects_v2(Bucket=bucket, Prefix=f"hutch/{box['id']}")
+            assert leftover.get("KeyCount", 0) == 0, leftover
+    except BaseException:
+        for host in cluster.hosts.values():  # what the agents said, for the failure
+            print(f"--- agent {host.name}:\n" + "".join(host.output[-60:]))
+        raise
+    finally:
+        cluster.stop()

@@ -166,8 +166,10 @@ def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
             monitor = asyncio.create_task(sandboxes.monitor_forever(), name="hutch-monitor")
             disk_checks = asyncio.create_task(disks.monitor_forever(), name="hutch-disk-checks")
             counters = asyncio.create_task(egress.flush_forever(), name="hutch-bandwidth")
-            overlay = None
+            overlay = mover = None
             if settings.control_url:  # a cluster's agent: networks span hosts (VXLAN)
+                from hutch.cluster.control import make_membership
+                from hutch.cluster.drain import DrainMover
                 from hutch.cluster.overlay import Overlay
 
                 overlay = asyncio.create_task(
@@ -176,6 +178,12 @@ def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
                     ),
                     name="hutch-overlay",
                 )
+                # Draining: hibernated gvisor sandboxes move away (cluster/drain.py).
+                mover = asyncio.create_task(
+                    DrainMover(settings, db, sandboxes, make_membership(settings, db))
+                    .run_forever(max(settings.heartbeat_interval_s, 1.0)),
+                    name="hutch-drain-mover",
+                )  # fmt: skip
             proxy = await _start_proxy(settings)
             book = None
             if settings.control_url:  # a cluster's agent: its previews for the public entry
@@ -270,7 +278,7 @@ def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
                 await templates.stop()
                 await deploys.stop()
                 for task in (monitor, disk_checks, counters, expiry, delivering, sampling,
-                             overlay):  # fmt: skip
+                             overlay, mover):  # fmt: skip
                     if task is None:
                         continue
                     task.cancel()
@@ -315,11 +323,13 @@ def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
         app.add_middleware(ClientAddressMiddleware)
         app.include_router(internal_router)
         if settings.control_url:  # over TCP, only the control plane (its host token)
+            from hutch.cluster.drain import router as moves_router
             from hutch.cluster.images import router as images_router
             from hutch.cluster.joiner import AgentTokenMiddleware
 
             app.add_middleware(AgentTokenMiddleware)
             app.include_router(images_router)  # images other hosts lack (cluster/images.py)
+            app.include_router(moves_router)  # sandboxes off a draining host (cluster/drain.py)
     if role == "control":
         from hutch.cluster.control import router as cluster_router
 
