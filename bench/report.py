@@ -67,11 +67,18 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         out["exec_round_trip_p50_vs_bare_fork_exec"] = sandboxes["exec_round_trip_ms"][
             "ratio_p50_api_to_fork_exec"
         ]
+        if concurrent := sandboxes.get("concurrent_creates_ms"):
+            out["ten_concurrent_creates_p50_vs_ten_bare_runc_run_d"] = concurrent[
+                "ratio_p50_create_to_bare_runc_run_detached"
+            ]
     if proxy := results.get("proxy"):
         out["proxy_throughput_vs_nginx"] = proxy.get("hutch_to_nginx_throughput")
     if load_ := results.get("load"):
         out["exec_p99_under_load_vs_bare_fork_exec_under_load"] = load_.get(
             "ratio_exec_p99_to_bare_fork_exec_p99"
+        )
+        out["create_speed_under_load_vs_bare_runc_run_d_under_load"] = load_.get(
+            "create_speed_p50_vs_bare_runc_run_detached"
         )
     if capacity := results.get("capacity"):
         out["create_rate_vs_bare_runc"] = capacity["ratio_create_rate_to_bare_runc"]
@@ -110,6 +117,11 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
             "template_vs_devbox"
         ]
         out["five_step_template_build_vs_by_hand"] = templates["build_vs_by_hand"]["ratio"]
+    if api := results.get("api"):
+        out["exec_round_trip_p50_by_workers_vs_bare_fork_exec"] = api.get(
+            "exec_p50_ratio_to_fork_exec"
+        )
+        out["reads_by_workers_vs_one_process"] = api.get("reads_ratio_to_one_process")
     if warm := results.get("warm"):
         create = warm["create_to_first_exec_ms"]
         out["create_to_first_exec_p50_warm_pool_vs_bare_runc_run"] = create[
