@@ -27,6 +27,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from hutch.host.loop import LoopUnsupported, loop_mount
 from hutch.host.proc import CommandFailed, CommandResult, run
 
 __all__ = ["LayerCannotGrow", "SandboxRootfs", "mounts_under"]
@@ -125,9 +126,15 @@ class SandboxRootfs:
 
     async def mount(self, *, image: Path | Sequence[Path]) -> None:
         """Mount an existing disk and its overlay again (after the host restarted, or a
-        hibernate unmounted them): the files written before are all there."""
+        hibernate unmounted them): the files written before are all there. The loop
+        device is set up in-process (:mod:`hutch.host.loop`), else by ``mount``."""
         await self.unmount()
-        await run("mount", "-o", "loop,noatime", str(self.disk), str(self.layer))
+        try:
+            if not await asyncio.to_thread(_is_btrfs, self.disk):
+                raise LoopUnsupported("not btrfs")  # an ext4 layer of an earlier hutch
+            await asyncio.to_thread(loop_mount, self.disk, self.layer, "btrfs")
+        except LoopUnsupported:
+            await run("mount", "-o", "loop,noatime", str(self.disk), str(self.layer))
         await self._mount_overlay(image)
 
     def size_mib(self) -> int:
@@ -251,6 +258,13 @@ def mount(source: str, target: Path, fstype: str, options: str) -> None:
 def _relative(paths: Sequence[Path], start: str) -> list[Path]:
     """``paths`` relative to ``start`` (pure string work: nothing is looked up)."""
     return [Path(os.path.relpath(path, start)) for path in paths]
+
+
+def _is_btrfs(disk: Path) -> bool:
+    """Whether the disk file holds a btrfs (its superblock's magic, at 64 KiB + 64)."""
+    with open(disk, "rb") as image:
+        image.seek(0x10040)
+        return image.read(8) == b"_BHRfS_M"
 
 
 def _mount_of(point: Path) -> tuple[str, str] | None:

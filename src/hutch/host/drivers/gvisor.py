@@ -272,13 +272,24 @@ class GvisorDriver(GvisorBase):
             restore = self._run_runsc(command, directory / "console.log", "restore")
             await steps.timed("restore", restore)
             hostname = self._pending_hostname(spec.id, directory)
-            await _all(steps.timed("agent", self._wait_for_agent(spec.id)),
+            await _all(steps.timed("agent", self._agent_back(spec.id)),
                        steps.timed("hostname", hostname))  # fmt: skip
         finally:
             with contextlib.suppress(OSError):
                 marker.unlink()
         pid = int((directory / "init.pid").read_text())
         return RuntimeInfo(id=spec.id, state=RuntimeState.RUNNING, pid=pid)
+
+    async def _agent_back(self, sandbox_id: str) -> None:
+        """Wait for a restored agent: its socket appears on the host when it binds it
+        (looked for every millisecond, where pings are 10 ms apart), then it answers."""
+        socket_path = self.agent_socket(sandbox_id)
+        deadline = time.monotonic() + 5
+        while not await asyncio.to_thread(socket_path.exists):
+            if time.monotonic() > deadline:
+                break  # (_wait_for_agent says why, in its own time)
+            await asyncio.sleep(0.001)
+        await self._wait_for_agent(sandbox_id)
 
     async def _wake_agent(self, sandbox_id: str, wake: str) -> None:
         """Tell an agent that closed its socket for a checkpoint to bind it again."""
