@@ -77,14 +77,49 @@ def page_pixel(png: bytes) -> tuple[int, int, int]:
     return r, g, b
 
 
-def create_to_screen(api: httpx.Client) -> tuple[float, str]:
-    started = time.perf_counter()
-    made = api.post("/v1/sandboxes", json={"shape": SHAPE, "rootfs": "desktop:1"})
+def create_to_screen(
+    api: httpx.Client, phases: dict[str, list[float]], runtime: str = "runc"
+) -> tuple[float, str]:
+    """Create -> /screen answering 200; ``phases`` gets where the time went, from the
+    supervisor's status (wall-clock times, as the host's: runc and gVisor share its clock)."""
+    wall, started = time.time(), time.perf_counter()
+    made = api.post("/v1/sandboxes", json={"shape": SHAPE, "rootfs": "desktop:1",
+                                           "runtime": runtime})  # fmt: skip
     made.raise_for_status()
+    created = ms(started)
     box = made.json()["data"]
     screen = f"/v1/sandboxes/{box['id']}/computer/screen"
     wait_for(lambda: api.get(screen).status_code == 200)
-    return ms(started), box["id"]
+    took = ms(started)
+    status = api.get(f"/v1/sandboxes/{box['id']}/files",
+                     params={"path": "/run/hutch-desktop/status.json"}).json()  # fmt: skip
+    at = status["screens"]["0"]["at"]
+    marks = {"created": created, "supervisor_started": (status["started_at"] - wall) * 1000,
+             "screen_start": (at["start"] - wall) * 1000, "x_up": (at["x"] - wall) * 1000,
+             "wm_up": (at["wm"] - wall) * 1000, "screen_answered": took}  # fmt: skip
+    for name, value in marks.items():
+        phases.setdefault(name, []).append(value)
+    return took, box["id"]
+
+
+# Inside the sandbox: start a bare Xvfb on another display and time it until its socket
+# takes a connection (the X server's own start, the floor of a screen's).
+BARE_XVFB = """
+import os, socket, subprocess, time
+t = time.perf_counter()
+p = subprocess.Popen(["Xvfb", ":9", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+while True:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect("/tmp/.X11-unix/X9"); break
+    except OSError:
+        time.sleep(0.002)
+    finally:
+        s.close()
+print((time.perf_counter() - t) * 1000)
+p.terminate(); p.wait()
+"""
 
 
 def create_to_exec(api: httpx.Client) -> tuple[float, str]:
@@ -126,16 +161,25 @@ def main() -> None:
         with server.client(key) as api:
             api.timeout = httpx.Timeout(120)
             # 1. create -> /screen, next to create -> exec of a plain sandbox
-            desktop, plain = [], []
+            desktop, plain, phases = [], [], {}
             for _ in range(rounds["create"]):
-                took, box = create_to_screen(api)
+                took, box = create_to_screen(api, phases)
                 desktop.append(took)
                 made.append(box)
                 took, box = create_to_exec(api)
                 plain.append(took)
                 made.append(box)
             result["create_to_screen_ms"] = percentiles(desktop)
+            result["create_to_screen_phases_ms"] = {
+                name: percentiles(values) for name, values in phases.items()
+            }
             result["devbox_create_to_exec_ms"] = percentiles(plain)
+            bare = []
+            for _ in range(rounds["create"]):
+                ran = api.post(f"/v1/sandboxes/{made[0]}/exec",
+                               json={"cmd": "python3", "args": ["-c", BARE_XVFB]})  # fmt: skip
+                bare.append(float(ran.json()["data"]["result"]["stdout"]))
+            result["bare_xvfb_start_in_the_sandbox_ms"] = percentiles(bare)
             for box in made[1:]:
                 api.delete(f"/v1/sandboxes/{box}")
             box, made = made[0], made[:1]

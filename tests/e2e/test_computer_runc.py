@@ -46,6 +46,7 @@ def server(
     home = tmp_path_factory.mktemp("computer") / "home"
     env = {
         "HUTCH_PROXY_ENABLED": "true",
+        "HUTCH_PROXY_PORT": "0",  # a free port: another hutch on this machine may hold 8701
         "HUTCH_COMPUTER_CONNECT_TTL_S": str(CONNECT_TTL_S),
         "HUTCH_COMPUTER_SCREENSHOTS_PER_MINUTE": "30",
     }
@@ -208,13 +209,13 @@ def test_windows_are_moved_resized_and_closed(
 ) -> None:
     base = desk["base"]
     assert api.post(f"{base}/launch", json={"application": "terminal"}).status_code == 200
-    term = poll(lambda: api.get(f"{base}/windows", params={"application": "xterm"})
-                .json()["data"], what="an xterm")[0]  # fmt: skip
+    term = poll(lambda: api.get(f"{base}/windows", params={"application": "st-256color"})
+                .json()["data"], what="a terminal (st)")[0]  # fmt: skip
     wid = term["id"]
     assert api.post(f"{base}/windows/{wid}/move", json={"x": 100, "y": 120}).status_code == 200
     geometry = api.get(f"{base}/windows/{wid}/geometry").json()["data"]
     assert (geometry["x"], geometry["y"], geometry["screen"]) == (100, 120, "screen-0")
-    # xterm sizes itself in whole characters: the chromium window takes any size.
+    # The terminal sizes itself in whole characters: the chromium window takes any size.
     chromium = page["id"]
     assert api.post(f"{base}/windows/{chromium}/restore").status_code == 200
     resized = api.post(f"{base}/windows/{chromium}/resize", json={"width": 640, "height": 480})
@@ -227,7 +228,7 @@ def test_windows_are_moved_resized_and_closed(
     assert api.get(f"{base}/windows/current").json()["data"]["id"] == wid
     assert api.delete(f"{base}/windows/{wid}").status_code == 200
     poll(lambda: all(w["id"] != wid for w in api.get(f"{base}/windows").json()["data"]),
-         what="the xterm to close")  # fmt: skip
+         what="the terminal to close")  # fmt: skip
     gone = api.get(f"{base}/windows/{wid}")
     assert gone.status_code == 404 and gone.json()["status"] == "fail"
 

@@ -56,7 +56,7 @@ ROOTFS_CATALOG: tuple[RootfsImage, ...] = (
         name="desktop:1",
         description=(
             "Debian 12 with a desktop for computer use (/v1/sandboxes/{id}/computer): Xvfb, "
-            "openbox, Chromium, xterm, xdotool, wmctrl, xclip, x11vnc and noVNC"
+            "openbox, Chromium, st and xterm, xdotool, wmctrl, xclip, x11vnc and noVNC"
         ),
     ),
 )

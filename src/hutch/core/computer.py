@@ -88,6 +88,7 @@ class ScreenState:
     height: int
     state: str
     error: str
+    vnc: str = "off"
 
     @property
     def screen_id(self) -> str:
@@ -247,7 +248,8 @@ class DesktopService:
                 found[number] = ScreenState(number=number, width=int(item["width"]),
                                             height=int(item["height"]),
                                             state=str(item["state"]),
-                                            error=str(item.get("error") or ""))  # fmt: skip
+                                            error=str(item.get("error") or ""),
+                                            vnc=str(item.get("vnc") or "off"))  # fmt: skip
             except (KeyError, TypeError, ValueError):
                 continue
         return found
@@ -403,10 +405,12 @@ class DesktopService:
         await desk.spawn(screen.number, [program, *([uri] if uri else [])], field="application")
 
 
+# The terminal is st (window class st-256color): xterm cannot start on gvisor with
+# Debian's runsc (its child opens /dev/tty, which that runsc answers with EIO).
 APPLICATIONS = {
     "browser": "chromium", "chrome": "chromium", "google-chrome": "chromium",
-    "chromium-browser": "chromium", "terminal": "xterm", "x-terminal-emulator": "xterm",
-    "xfce4-terminal": "xterm",
+    "chromium-browser": "chromium", "terminal": "st", "x-terminal-emulator": "st",
+    "xfce4-terminal": "st",
 }  # fmt: skip
 
 

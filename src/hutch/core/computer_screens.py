@@ -157,6 +157,20 @@ class ComputerService(DesktopService):
                 raise desktop_unavailable(f"screen-{number} is not up yet: {why}")
             await asyncio.sleep(0.05)
 
+    async def _await_viewers(self, desk: Desktop, number: int) -> None:
+        """Wait for the screen's VNC server and websockify, which the supervisor starts
+        when ``connect.json`` first names the screen."""
+        deadline = time.monotonic() + SCREEN_START_S
+        while True:
+            found = (await self.screens(desk)).get(number)
+            if found is None:
+                raise NotFound(f"no screen screen-{number} in this sandbox", field="screen_id")
+            if found.vnc == "ready":
+                return
+            if time.monotonic() > deadline:
+                raise desktop_unavailable(f"screen-{number}'s VNC server is not up yet")
+            await asyncio.sleep(0.05)
+
     async def connect(self, user: Principal, ident: str, screen_id: str) -> ScreenLink:
         desk = await self.desktop(user, ident)
         template = self._previews.ingress_template(desk.record)
@@ -180,6 +194,7 @@ class ComputerService(DesktopService):
             links = {k: v for k, v in links.items() if _expires_at(v) > now}
             links[str(screen.number)] = {"token": token, "expires_at": expires}
             await desk.write(desktop.CONNECT, json.dumps(links).encode())
+        await self._await_viewers(desk, screen.number)
         base = template.replace("<port>", str(screen.novnc_port))
         path = f"websockify?token={token}"
         query = f"autoconnect=true&reconnect=false&resize=scale&path={quote(path, safe='')}"

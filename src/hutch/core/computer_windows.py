@@ -50,7 +50,7 @@ def _missing(number: int) -> NotFound:
 
 async def list_windows(desk: Desktop, screen: int, application: str | None) -> list[Window]:
     """The screen's top-level windows (the window manager's client list), oldest first;
-    only those whose class (WM_CLASS, e.g. ``chromium``, ``xterm``) is ``application``
+    only those whose class (WM_CLASS, e.g. ``chromium``, ``st-256color``) is ``application``
     when it is given (case-insensitive)."""
     out = await desk.act(screen, ["wmctrl", "-l", "-x"])
     windows = []

@@ -6,21 +6,28 @@ recipe ``desktop_1.toml``), or by the host when it finds none running
 
 - ``Xvfb :n`` with its framebuffer in ``/dev/shm/hutch-desktop/n/Xvfb_screen0`` (an XWD
   file the host reads for a screenshot: no X round trip, no screenshot program),
-- ``openbox``, the window manager,
-- ``x11vnc`` on 127.0.0.1:(5900+n) (loopback only: no other sandbox reaches it),
-- ``websockify`` on 0.0.0.0:(6080+n), serving noVNC and bridging to x11vnc only for a
+- ``openbox``, the window manager; the screen is ready once it manages the screen (the
+  root window's ``_NET_SUPPORTING_WM_CHECK``, what wmctrl and xdotool's window commands
+  need, asked over X's own protocol: :func:`wm_running`),
+- ``x11vnc`` on 127.0.0.1:(5900+n) (loopback only: no other sandbox reaches it) and
+  ``websockify`` on 0.0.0.0:(6080+n), serving noVNC and bridging to x11vnc only for a
   connection whose token is the screen's current one and unexpired (:class:`ConnectTokens`;
-  the host writes ``connect.json`` for ``…/screens/{id}/connect``).
+  the host writes ``connect.json`` for ``…/screens/{id}/connect``). These two start when
+  ``connect.json`` first names the screen (a noVNC link was asked for), not before: a
+  desktop no person watches never pays for them, in start time or memory.
 
 Files under ``/run/hutch-desktop``: ``screens.json`` (the host's wish: ``{"screens":
 {"n": {"width", "height"}}}``; absent, screen 0 at 1280x800), ``status.json`` (this
-supervisor's: ``{"pid", "screens": {"n": {"width", "height", "state": "starting" |
-"ready" | "failed", "error", "restarts"}}}``, rewritten on every change) and
-``connect.json``. The supervisor checks the wish and its children every 0.1 s: a child
-that died is started again (after 0.2 s, doubling to 5 s while it keeps dying); when the
-X server dies, the whole screen starts again. A changed size starts the screen again at
-that size (its windows close). Only one supervisor runs (a lock); a new one first ends
-whatever a previous one left (children are marked with ``HUTCH_DESKTOP_CHILD``).
+supervisor's: ``{"pid", "started_at", "screens": {"n": {"width", "height", "state":
+"starting" | "ready", "error", "restarts", "vnc": "off" | "starting" | "ready", "at"}}}``,
+rewritten on every change; ``at`` holds the wall-clock times a screen's start began and
+its X server, window manager and VNC were up, for profiling) and ``connect.json``. The
+supervisor checks the wish and its children every 0.1 s (every 0.01 s while something
+starts): a child that died is started again (after 0.2 s, doubling to 5 s while it keeps
+dying); when the X server dies, the whole screen starts again. A changed size starts the
+screen again at that size (its windows close). Only one supervisor runs (a lock); a new
+one first ends whatever a previous one left (children are marked with
+``HUTCH_DESKTOP_CHILD``).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -53,6 +61,7 @@ NOVNC_BASE = 6080
 NOVNC_WEB = "/usr/share/novnc"
 MARK = "HUTCH_DESKTOP_CHILD"
 TICK_S = 0.1
+BUSY_TICK_S = 0.01
 READY_TIMEOUT_S = 20.0
 MAX_BACKOFF_S = 5.0
 
@@ -117,6 +126,10 @@ class Screen:
         self.state = "starting"
         self.error = ""
         self.since = time.monotonic()
+        self.vnc_wanted = False
+        self.vnc = "off"
+        self.vnc_since = self.since
+        self.at: dict[str, float] = {"start": time.time()}
         env = {
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": os.environ.get("HOME") or "/root",
@@ -130,6 +143,7 @@ class Screen:
             "Xvfb", f":{n}", "-screen", "0", f"{width}x{height}x24",
             "-fbdir", f"{FRAMEBUFFERS}/{n}", "-nolisten", "tcp", "-noreset", "-dpi", "96",
         ], env, log)  # fmt: skip
+        self.wm = Child("openbox", ["openbox", "--sm-disable"], env, log)
         vnc = [
             "x11vnc", "-display", f":{n}", "-localhost", "-rfbport", str(VNC_BASE + n),
             "-forever", "-shared", "-nopw", "-quiet", "-noxrecord", "-nobell",
@@ -138,39 +152,74 @@ class Screen:
             "websockify", "--web", NOVNC_WEB, "--token-plugin", "guest.desktop.ConnectTokens",
             "--token-source", str(n), f"0.0.0.0:{NOVNC_BASE + n}",
         ]  # fmt: skip
-        self.others = [
-            Child("openbox", ["openbox", "--sm-disable"], env, log),
+        self.viewers = [
             Child("x11vnc", vnc, env, log),
             Child("websockify", novnc, {**env, "PYTHONPATH": "/.hutch"}, log),
         ]
 
     @property
+    def others(self) -> list[Child]:
+        return [self.wm, *self.viewers]
+
+    @property
     def children(self) -> list[Child]:
         return [self.x, *self.others]
 
+    @property
+    def busy(self) -> bool:
+        """Whether something of it is starting (the supervisor then looks more often), for
+        at most :data:`READY_TIMEOUT_S` (one that never starts is looked at as the rest)."""
+        now = time.monotonic()
+        return (self.state == "starting" and now - self.since < READY_TIMEOUT_S) or (
+            self.vnc == "starting" and now - self.vnc_since < READY_TIMEOUT_S
+        )
+
     def step(self, now: float) -> bool:
         """Start what is not running; True if the state changed."""
-        before = (self.state, self.error)
+        before = (self.state, self.error, self.vnc)
         if not self.x.alive():
             if self.state != "starting" or self.x.proc is not None:
                 for child in self.others:
                     child.stop()
                 self._clean_display()
                 self.state, self.since = "starting", now
+                self.at = {"start": time.time()}
+                self.vnc, self.vnc_since = ("starting" if self.vnc_wanted else "off"), now
             self.x.start(now)
-        elif self.state == "starting" and _accepts(f"/tmp/.X11-unix/X{self.n}"):
-            for child in self.others:
-                if not child.alive():
-                    child.start(now)
-            if _accepts_tcp(VNC_BASE + self.n) and _accepts_tcp(NOVNC_BASE + self.n):
+        elif self.state == "starting" and ("x" in self.at or self._x_up()):
+            self._keep_wm(now)
+            if self.wm.alive() and wm_running(self.n):
                 self.state, self.error = "ready", ""
+                self.at["wm"] = time.time()
         elif self.state != "starting":
-            for child in self.others:
-                if not child.alive():
-                    child.start(now)
+            self._keep_wm(now)
+        if "x" in self.at and self.vnc_wanted:
+            self._keep_viewers(now)
         if self.state == "starting" and now - self.since > READY_TIMEOUT_S:
             self.error = f"screen-{self.n} did not start in {READY_TIMEOUT_S:g} s"
-        return (self.state, self.error) != before
+        return (self.state, self.error, self.vnc) != before
+
+    def _x_up(self) -> bool:
+        if _accepts(f"/tmp/.X11-unix/X{self.n}"):
+            self.at["x"] = time.time()
+            return True
+        return False
+
+    def _keep_wm(self, now: float) -> None:
+        if not self.wm.alive():
+            self.wm.start(now)
+
+    def _keep_viewers(self, now: float) -> None:
+        """x11vnc and websockify: started (again) while wanted; ready once both listen."""
+        dead = [child for child in self.viewers if not child.alive()]
+        for child in dead:
+            child.start(now)
+        if self.vnc != "starting" and (dead or self.vnc != "ready"):
+            self.vnc, self.vnc_since = "starting", now
+        listening = not dead and self.vnc == "starting" and _accepts_tcp(VNC_BASE + self.n)
+        if listening and _accepts_tcp(NOVNC_BASE + self.n):
+            self.vnc = "ready"
+            self.at["vnc"] = time.time()
 
     def _clean_display(self) -> None:
         """A dead X server's lock and socket, so that the next one may take the display."""
@@ -192,6 +241,8 @@ class Screen:
             "state": self.state,
             "error": self.error,
             "restarts": sum(child.restarts for child in self.children),
+            "vnc": self.vnc,
+            "at": self.at,
         }
 
 
@@ -214,6 +265,60 @@ def _accepts(path: str) -> bool:
         return False
     finally:
         sock.close()
+
+
+def wm_running(n: int) -> bool:
+    """Whether a window manager manages display ``:n``: the root window has the EWMH
+    property ``_NET_SUPPORTING_WM_CHECK``. Asked over the X protocol itself (no client
+    library here, and no program to start: this runs every tick while a screen starts)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(2)
+    try:
+        sock.connect(f"/tmp/.X11-unix/X{n}")
+        sock.sendall(struct.pack("<BxHHHHxx", ord("l"), 11, 0, 0, 0))
+        head = _read(sock, 8)
+        if head[0] != 1:  # refused (0) or more authentication wanted (2)
+            return False
+        setup = _read(sock, struct.unpack_from("<H", head, 6)[0] * 4)
+        vendor, formats = struct.unpack_from("<H", setup, 16)[0], setup[21]
+        root = struct.unpack_from("<I", setup, 32 + _pad4(vendor) + 8 * formats)[0]
+        name = b"_NET_SUPPORTING_WM_CHECK"
+        sock.sendall(struct.pack("<BBHHxx", 16, 1, 2 + _pad4(len(name)) // 4, len(name))
+                     + name.ljust(_pad4(len(name)), b"\0"))  # fmt: skip
+        atom = struct.unpack_from("<I", _reply(sock), 8)[0]
+        if not atom:
+            return False
+        sock.sendall(struct.pack("<BxHIIIII", 20, 6, root, atom, 0, 0, 1))
+        length: int = struct.unpack_from("<I", _reply(sock), 16)[0]  # the value's
+        return length > 0
+    except (OSError, struct.error, IndexError):
+        return False
+    finally:
+        sock.close()
+
+
+def _pad4(length: int) -> int:
+    return (length + 3) & ~3
+
+
+def _read(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise OSError("the X server closed the connection")
+        data += chunk
+    return data
+
+
+def _reply(sock: socket.socket) -> bytes:
+    """The next reply (events are skipped; an error is an OSError)."""
+    while True:
+        head = _read(sock, 32)
+        if head[0] == 0:
+            raise OSError(f"X error {head[1]}")
+        if head[0] == 1:
+            return head + _read(sock, struct.unpack_from("<I", head, 4)[0] * 4)
 
 
 def _accepts_tcp(port: int) -> bool:
@@ -257,7 +362,26 @@ def end_leftovers() -> None:
                 os.kill(int(entry), signal.SIGKILL)
 
 
+def _stamp(path: str) -> object:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_mtime_ns, info.st_ino, info.st_size)
+
+
+def linked_screens() -> set[int]:
+    """The screens ``connect.json`` names (a noVNC link was asked for them)."""
+    try:
+        with open(CONNECT) as handle:
+            links = json.load(handle)
+        return {int(n) for n in links if str(n).isdigit()} if isinstance(links, dict) else set()
+    except (OSError, ValueError):
+        return set()
+
+
 def main() -> None:
+    started_at = time.time()
     os.makedirs(STATE_DIR, exist_ok=True)
     lock = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -269,15 +393,13 @@ def main() -> None:
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     wish_stamp: object = None
+    links_stamp: object = None
     wish: dict[int, tuple[int, int]] = {}
-    write_json(STATUS, {"pid": os.getpid(), "screens": {}})
+    linked: set[int] = set()
+    write_json(STATUS, {"pid": os.getpid(), "started_at": started_at, "screens": {}})
     while not stopping:
         now = time.monotonic()
-        try:
-            info = os.stat(WISH)
-            stamp: object = (info.st_mtime_ns, info.st_ino, info.st_size)
-        except OSError:
-            stamp = None
+        stamp = _stamp(WISH)
         changed = stamp != wish_stamp or (not screens and not wish)
         if changed:
             wish_stamp, wish = stamp, read_wish()
@@ -290,14 +412,20 @@ def main() -> None:
             for n, (width, height) in wish.items():
                 if n not in screens:
                     screens[n] = Screen(n, width, height)
-        for screen in screens.values():
+        stamp = _stamp(CONNECT)
+        if stamp != links_stamp:
+            links_stamp, linked = stamp, linked | linked_screens()
+        for n, screen in screens.items():
+            screen.vnc_wanted = screen.vnc_wanted or n in linked
             changed = screen.step(now) or changed
         if changed:
             write_json(STATUS, {
                 "pid": os.getpid(),
+                "started_at": started_at,
                 "screens": {str(n): s.status() for n, s in sorted(screens.items())},
             })  # fmt: skip
-        time.sleep(TICK_S)
+        busy = any(screen.busy for screen in screens.values())
+        time.sleep(BUSY_TICK_S if busy else TICK_S)
     for screen in screens.values():
         screen.stop()
 

@@ -68,9 +68,10 @@ class Recipe:
     ``start`` (the command the guest agent starts with every sandbox of the image, as an
     OCI image's Cmd), ``env`` (every sandbox's environment, as its Env), ``files`` (paths
     in the image and their text, written after the packages are installed), ``exclude``
-    (dpkg ``path-exclude`` globs: files of installed packages left out) and ``unpack``
+    (dpkg ``path-exclude`` globs: files of installed packages left out), ``unpack``
     (Debian packages whose files are unpacked without installing them or their
-    dependencies: for a package that is only data, with heavy dependencies it needs not)."""
+    dependencies: for a package that is only data, with heavy dependencies it needs not)
+    and ``finish`` (shell commands run in the image last, after every package's triggers)."""
 
     name: str
     suite: str
@@ -81,9 +82,10 @@ class Recipe:
     files: tuple[tuple[str, str], ...] = ()
     exclude: tuple[str, ...] = ()
     unpack: tuple[str, ...] = ()
+    finish: tuple[str, ...] = ()
 
     def build_options(self) -> list[str]:
-        """mmdebstrap's options for ``exclude`` and ``unpack``."""
+        """mmdebstrap's options for ``exclude``, ``unpack`` and ``finish``."""
         options = [f"--dpkgopt=path-exclude={glob}" for glob in self.exclude]
         for package in self.unpack:
             if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", package):
@@ -93,6 +95,10 @@ class Recipe:
                 f'{package}\' && dpkg-deb -x "$1"/tmp/{package}_*.deb "$1" '
                 f'&& rm "$1"/tmp/{package}_*.deb'
             )
+        for command in self.finish:
+            if "'" in command:
+                raise ImageBuildError(f"recipe finish {command!r} may not hold a single quote")
+            options.append(f"--customize-hook=chroot \"$1\" sh -ec '{command}'")
         return options
 
     @property
@@ -123,6 +129,7 @@ def load_recipe(name: str) -> Recipe:
         files=tuple(sorted(data.get("files", {}).items())),
         exclude=tuple(data.get("exclude", ())),
         unpack=tuple(data.get("unpack", ())),
+        finish=tuple(data.get("finish", ())),
     )
 
 
