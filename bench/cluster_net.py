@@ -43,18 +43,28 @@ IMAGES = Path(os.environ.get("HUTCH_IMAGES_DIR", "/var/cache/hutch-test-images")
 SHAPE = "s-1vcpu-256mb"
 
 
-def create_to_exec(api: httpx.Client, n: int, **body: Any) -> list[float]:
+def create_to_exec(
+    api: httpx.Client, n: int, parts: dict[str, list[float]] | None = None, **body: Any
+) -> list[float]:
     samples = []
     for _ in range(n):
         start = time.perf_counter()
         made = api.post("/v1/sandboxes", json={"shape": SHAPE, **body})
         assert made.status_code == 201, made.text
+        created = time.perf_counter()
         sandbox = made.json()["data"]["id"]
         ran = api.post(f"/v1/sandboxes/{sandbox}/exec", json={"cmd": "true"})
         assert ran.status_code == 200, ran.text
         samples.append((time.perf_counter() - start) * 1000)
+        if parts is not None:
+            parts.setdefault("create", []).append((created - start) * 1000)
+            parts.setdefault("exec", []).append((time.perf_counter() - created) * 1000)
         api.delete(f"/v1/sandboxes/{sandbox}")
     return samples
+
+
+def p50s(parts: dict[str, list[float]]) -> dict[str, float]:
+    return {name: round(statistics.median(values), 1) for name, values in parts.items()}
 
 
 def sh(api: httpx.Client, sandbox: str, script: str) -> dict[str, Any]:
@@ -119,7 +129,18 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         with cluster.client() as api:
             create_to_exec(api, 2)  # warm
-            placed = create_to_exec(api, args.creates)
+            placed_parts: dict[str, list[float]] = {}
+            placed = create_to_exec(api, args.creates, placed_parts)
+        # The same, straight to one agent's unix socket (no control plane, no placement,
+        # the same PostgreSQL): what the control plane adds, apart from the store.
+        socket_path = cluster.hosts["h1"].home / "run" / "agent.sock"
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)),
+                          base_url="http://agent", headers={"X-Api-Key": cluster.key},
+                          timeout=120) as direct:  # fmt: skip
+            create_to_exec(direct, 2)
+            direct_parts: dict[str, list[float]] = {}
+            direct_samples = create_to_exec(direct, args.creates, direct_parts)
+        with cluster.client() as api:
             assert api.post("/v1/networks", json={"name": "bench"}).status_code == 200
             boxes = {}
             for name, host in (("a", "h1"), ("b", "h1"), ("c", "h2")):
@@ -150,7 +171,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         key = run_cli(one.home, "keys", "create", "--user", "bench").stdout.strip()
         with one.client(key) as api:
             create_to_exec(api, 2)
-            single = create_to_exec(api, args.creates)
+            single_parts: dict[str, list[float]] = {}
+            single = create_to_exec(api, args.creates, single_parts)
     finally:
         one.stop()
         remove_instance(one.home)
@@ -158,8 +180,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "cluster_p50": round(statistics.median(placed), 1),
         "one_host_p50": round(statistics.median(single), 1),
         "difference_p50": round(statistics.median(placed) - statistics.median(single), 1),
+        "agent_direct_p50": round(statistics.median(direct_samples), 1),
+        "parts_p50": {"cluster": p50s(placed_parts), "agent_direct": p50s(direct_parts),
+                      "one_host": p50s(single_parts)},
         "n": args.creates,
-    }
+    }  # fmt: skip
     result["tcp_between_members_mib_s"] = {
         "cross_host_best": max(cross), "same_host_best": max(same),
         "ratio": round(max(cross) / max(same), 2),

@@ -53,7 +53,9 @@ def worker_count(settings: Settings, workers: int | None) -> int:
 def bind_listener(host: str, port: int) -> socket.socket:
     """The public listening socket, shared by every worker (OSError if it cannot be had)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets whose proto says TCP (accepted
+    # ones take the listener's); with 0, answers written in parts met Nagle's algorithm.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
