@@ -367,17 +367,35 @@ def paused_memory(
     running, running_rss = read_memory().available_mib, runtime_rss_mib(home, made)
     for sandbox_id in made:
         ok(api.post(f"/v1/sandboxes/{sandbox_id}/pause"))
-    # A hibernate's leftovers go in the background (the Sentry takes 1-2 s to exit) and a
-    # namespace's memory is freed by the kernel a moment after it is removed.
-    time.sleep(6)
+    # A hibernate's leftovers go in the background (the Sentry takes 1-2 s to exit, more
+    # with many at once) and a namespace's memory is freed by the kernel a moment after it
+    # is removed: wait until they are gone (or a minute), then a little more.
+    deadline = time.monotonic() + 60
+    while runtime == "gvisor" and time.monotonic() < deadline:
+        left = kept_by(home, made)
+        if left["netns"] == left["mounts"] == left["cgroups"] == 0:
+            break
+        time.sleep(0.5)
+    time.sleep(3)
     paused, paused_rss = read_memory().available_mib, runtime_rss_mib(home, made)
     kernel_after, rss_after = meminfo_kib(), tree_rss_mib(server_pid)
     kept = kept_by(home, made)
     for sandbox_id in made:
         api.delete(f"/v1/sandboxes/{sandbox_id}")
+    # The same readings once they are destroyed, a few seconds later: less drift from the
+    # rest of the host than against the first ones (what destroy frees beyond a hibernate).
+    time.sleep(4)
+    destroyed, kernel_gone = read_memory().available_mib, meminfo_kib()
+    rss_gone = tree_rss_mib(server_pid)
     left = {field: round((kernel_after.get(field, 0) - kernel_before.get(field, 0)) / count)
             for field in KERNEL_FIELDS}  # fmt: skip
     left["hutch_rss"] = round((rss_after - rss_before) * 1024 / count)
+    against_destroyed = {
+        field: round((kernel_after.get(field, 0) - kernel_gone.get(field, 0)) / count)
+        for field in KERNEL_FIELDS
+    }
+    against_destroyed["hutch_rss"] = round((rss_after - rss_gone) * 1024 / count)
+    against_destroyed["MemAvailable"] = round((destroyed - paused) * 1024 / count)
     return {
         "sandboxes": count,
         "host_mem_available_drop_running_mib_per_sandbox": round((before - running) / count, 2),
@@ -386,6 +404,8 @@ def paused_memory(
         "runsc_rss_paused_mib_per_sandbox": round(paused_rss / count, 2),
         # What is left, per paused sandbox (KiB): kernel memory by kind, and hutch's RSS.
         "left_per_paused_sandbox_kib": left,
+        # Paused against destroyed (KiB per sandbox; MemAvailable: how much less there was).
+        "paused_minus_destroyed_kib": against_destroyed,
         "kept_while_paused": kept,
     }
 
