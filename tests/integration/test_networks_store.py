@@ -4,11 +4,16 @@ membership and the DNS lookup, with the fake network layer (the real one is in e
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+from datetime import UTC, datetime
 from ipaddress import IPv4Network
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import text
 
+import hutch.store
 from hutch.core.errors import Conflict, InvalidInput, NotFound
 from hutch.core.identity import IdentityService, Principal
 from hutch.core.ids import new_id
@@ -16,6 +21,7 @@ from hutch.core.networks import NetworkService
 from hutch.host.agent import HostAgent
 from hutch.settings import Settings
 from hutch.store.db import Database
+from hutch.store.migrate import upgrade
 from hutch.store.models import SandboxRecord
 
 pytestmark = pytest.mark.anyio
@@ -116,3 +122,59 @@ async def test_every_network_gets_its_own_vxlan_id_even_when_the_draw_repeats(
     await service.delete(alice, "n0")
     draws = iter([vnis[0]])
     assert (await service.create(bob, "c")).network.vni == vnis[0]
+
+
+def _migration_0018() -> Any:
+    path = Path(hutch.store.__file__).parent / "migrations" / "versions" / "0018_multi.py"
+    spec = importlib.util.spec_from_file_location("hutch_migration_0018", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_networks_made_before_0018_keep_their_vxlan_id_and_a_clash_is_moved(
+    database_url: str,
+) -> None:
+    """The upgrade gives each existing network the id hutch derived from its id before
+    (what its VXLAN devices were made with); of two whose ids clashed, the later one gets
+    another, so no two share one. Their other columns are kept."""
+    derived = _migration_0018()._derived
+    first_seen: dict[int, str] = {}
+    n = 0
+    while True:  # two ids whose derived VXLAN ids clash (a birthday search: ~5,000 tries)
+        candidate = f"net-{n}"
+        n += 1
+        if derived(candidate) in first_seen:
+            older, newer = first_seen[derived(candidate)], candidate
+            break
+        first_seen[derived(candidate)] = candidate
+    database = Database(database_url)
+    try:
+        await upgrade(database, "0017")
+        async with database.engine.begin() as connection:
+            await connection.execute(text("INSERT INTO users (id, name, is_admin, created_at) "
+                                          "VALUES ('u1', 'alice', false, :at)"),
+                                     {"at": datetime(2026, 1, 1, tzinfo=UTC)})  # fmt: skip
+            for k, network_id in enumerate((older, newer, "net-alone")):
+                await connection.execute(
+                    text("INSERT INTO networks (id, user_id, name, subnet, created_at) "
+                         "VALUES (:id, 'u1', :name, :subnet, :at)"),
+                    {"id": network_id, "name": f"n{k}", "subnet": f"10.9.{k}.0/24",
+                     "at": datetime(2026, 1, k + 1, tzinfo=UTC)},
+                )  # fmt: skip
+        await upgrade(database)
+        async with database.engine.connect() as connection:
+            rows = (
+                await connection.execute(text("SELECT id, vni, name, subnet FROM networks"))
+            ).all()
+        vnis = {row[0]: row[1] for row in rows}
+        assert vnis[older] == derived(older) and vnis["net-alone"] == derived("net-alone")
+        assert vnis[newer] != derived(newer) and len(set(vnis.values())) == 3
+        assert sorted((row[2], row[3]) for row in rows) == [
+            ("n0", "10.9.0.0/24"),
+            ("n1", "10.9.1.0/24"),
+            ("n2", "10.9.2.0/24"),
+        ]
+    finally:
+        await database.dispose()
