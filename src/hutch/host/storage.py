@@ -78,7 +78,7 @@ class SandboxRootfs:
         if not clones_mount_as_they_are():
             await run("btrfstune", "-f", "-m", str(self.disk))
         self.layer.mkdir()
-        await run("mount", "-o", "loop,noatime", str(self.disk), str(self.layer))
+        await self._mount_layer(btrfs=True)  # (a new layer is btrfs: the template is)
         (self.layer / "upper").mkdir()
         (self.layer / "work").mkdir()
         self.rootfs.mkdir()
@@ -129,13 +129,19 @@ class SandboxRootfs:
         hibernate unmounted them): the files written before are all there. The loop
         device is set up in-process (:mod:`hutch.host.loop`), else by ``mount``."""
         await self.unmount()
+        await self._mount_layer(btrfs=await asyncio.to_thread(_is_btrfs, self.disk))
+        await self._mount_overlay(image)
+
+    async def _mount_layer(self, *, btrfs: bool) -> None:
+        """The disk at ``layer``: a btrfs one through a loop device set up in-process
+        (:mod:`hutch.host.loop`), anything else (an ext4 layer of an earlier hutch), or
+        where the kernel lacks ``LOOP_CONFIGURE``, by ``mount -o loop``."""
         try:
-            if not await asyncio.to_thread(_is_btrfs, self.disk):
-                raise LoopUnsupported("not btrfs")  # an ext4 layer of an earlier hutch
+            if not btrfs:
+                raise LoopUnsupported("not btrfs")
             await asyncio.to_thread(loop_mount, self.disk, self.layer, "btrfs")
         except LoopUnsupported:
             await run("mount", "-o", "loop,noatime", str(self.disk), str(self.layer))
-        await self._mount_overlay(image)
 
     def size_mib(self) -> int:
         """The size of the writable layer's disk, in MiB."""
