@@ -9,7 +9,10 @@ migrates it, and registers
 sandboxes so their load differs), then times ``--decisions`` placements
 (:meth:`hutch.cluster.placement.Placer.place` then ``release``, as a create does): a
 plain one, one with a ``node_selector`` matching a tenth of the hosts, and one pinned
-with ``host_id``. ``--history N`` adds N destroyed sandboxes per host (rows are kept after
+with ``host_id``. ``--peer-placement FILE`` times
+another version of placement.py (``git show REV:src/hutch/cluster/placement.py``) in turn
+with this one, decision by decision, on the same 1,000 rows. ``--history N`` adds N
+destroyed sandboxes per host (rows are kept after
 destroy: a placement must not read them). The peer, in the same run, is the same
 placement with 10 hosts: the
 ratio says how the decision grows with the cluster. The issue's goal: p99 <= 20 ms with
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import sys
@@ -75,11 +79,26 @@ async def fill(db: Database, hosts: int, history: int) -> None:
                 ))  # fmt: skip
 
 
-async def measure(url: str, hosts: int, decisions: int, history: int) -> dict[str, Any]:
+def peer_placer(path: Path | None) -> Any:
+    """``Placer`` of another version of placement.py (``--peer-placement``), or None."""
+    if path is None:
+        return None
+    spec = importlib.util.spec_from_file_location("peer_placement", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["peer_placement"] = module  # (dataclasses look their module up)
+    spec.loader.exec_module(module)
+    return module.Placer
+
+
+async def measure(
+    url: str, hosts: int, decisions: int, history: int, peer: Any = None
+) -> dict[str, Any]:
     db = Database(url)
     await upgrade(db)
     await fill(db, hosts, history)
     placer = Placer(db, dead_after_s=3600, cpu_overcommit=4)  # rows filled once
+    other = peer(db, dead_after_s=3600, cpu_overcommit=4) if peer is not None else None
     kinds = {
         "any": PlacementRequest(mem_mib=512, vcpu=1, image="devbox:1"),
         "node_selector": PlacementRequest(mem_mib=512, vcpu=1, image="devbox:1",
@@ -88,15 +107,24 @@ async def measure(url: str, hosts: int, decisions: int, history: int) -> dict[st
     }  # fmt: skip
     out: dict[str, Any] = {}
     for name, want in kinds.items():
+        both = [p for p in (placer, other) if p is not None]
         for _ in range(20):  # warm the pool and the statement cache
-            await placer.release(await placer.place(want))
-        samples = []
-        for _ in range(decisions):
-            start = time.perf_counter()
-            placed = await placer.place(want)
-            samples.append((time.perf_counter() - start) * 1000)
-            await placer.release(placed)
-        out[name] = percentiles(samples)
+            for one in both:
+                await one.release(await one.place(want))
+        samples: list[list[float]] = [[] for _ in both]
+        cpu = [0.0 for _ in both]  # this process's CPU time in place(): less load-bound
+        for _ in range(decisions):  # with a peer: one each in turn, under the same load
+            for n, (one, times) in enumerate(zip(both, samples, strict=True)):
+                start, used = time.perf_counter(), time.process_time()
+                placed = await one.place(want)
+                times.append((time.perf_counter() - start) * 1000)
+                cpu[n] += time.process_time() - used
+                await one.release(placed)
+        out[name] = percentiles(samples[0]) | {"cpu_ms_mean": round(cpu[0] / decisions * 1e3, 3)}
+        if other is not None:
+            out[name]["peer_placement"] = percentiles(samples[1]) | {
+                "cpu_ms_mean": round(cpu[1] / decisions * 1e3, 3)
+            }
     await db.dispose()
     return out
 
@@ -110,7 +138,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         try:
             peer = await measure(server.create_database("peer"), 10, args.decisions, args.history)
             many = await measure(server.create_database("many"), args.hosts, args.decisions,
-                                 args.history)  # fmt: skip
+                                 args.history, peer_placer(args.peer_placement))  # fmt: skip
         finally:
             server.destroy()
         stores["postgresql 15"] = (many, peer)
@@ -119,7 +147,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             peer = await measure(f"sqlite:///{directory}/peer.db", 10, args.decisions,
                                  args.history)  # fmt: skip
             many = await measure(f"sqlite:///{directory}/many.db", args.hosts, args.decisions,
-                                 args.history)  # fmt: skip
+                                 args.history, peer_placer(args.peer_placement))  # fmt: skip
         stores["sqlite"] = (many, peer)
     return {
         "benchmark": "cluster_placement",
@@ -146,6 +174,9 @@ if __name__ == "__main__":
     parser.add_argument("--decisions", type=int, default=500)
     parser.add_argument("--history", type=int, default=0)
     parser.add_argument("--store", choices=("postgresql", "sqlite", "both"), default="both")
+    parser.add_argument("--peer-placement", type=Path, default=None,
+                        help="another placement.py (e.g. main's) timed in turn with this one "
+                             "on the 1,000 hosts: 'peer_placement' in each kind")  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cluster.json")
     arguments = parser.parse_args()
     result = asyncio.run(main(arguments))
