@@ -74,6 +74,7 @@ class DrainMover:
         self._membership = membership
         self._placer = Placer(db, dead_after_s=settings.host_dead_after_s,
                               cpu_overcommit=settings.cpu_overcommit)  # fmt: skip
+        self._said: dict[str, str] = {}  # why each sandbox was not moved, last said
 
     @property
     def _host(self) -> Any:
@@ -110,7 +111,10 @@ class DrainMover:
                 if await self.move(sandbox_id):
                     moved.append(sandbox_id)
             except (HutchError, SnapshotStoreError, OSError) as exc:
-                log.warning("%s stays on this draining host for now: %s", sandbox_id, exc)
+                # Said once per sandbox and reason (this runs every few seconds).
+                if self._said.get(sandbox_id) != str(exc):
+                    self._said[sandbox_id] = str(exc)
+                    log.warning("%s stays on this draining host for now: %s", sandbox_id, exc)
         return moved
 
     async def move(self, sandbox_id: str) -> bool:
