@@ -13,6 +13,13 @@
    screenshot with the new colour.
 4. memory of an idle desktop sandbox (its cgroup's charge, the desktop up, no browser),
    next to an idle devbox:1 sandbox.
+5. create -> ``/screen`` from a warm pool entry of desktop:1 (``HUTCH_WARM_POOL``), on runc
+   and on gvisor, next to a cold create of the same runtime in the same server; and
+   gvisor's phases.
+
+Step 1 also reports where the time went (the supervisor's status says when it started
+and when the X server and the window manager were up) and, as a peer, a bare ``Xvfb``
+started in the same sandbox.
 
 Needs ``desktop:1`` built (``hutch images build desktop:1``, into ``HUTCH_IMAGES_DIR``). It
 starts its own ``hutch serve`` (runc), destroys everything it made, prints one JSON
@@ -78,12 +85,12 @@ def page_pixel(png: bytes) -> tuple[int, int, int]:
 
 
 def create_to_screen(
-    api: httpx.Client, phases: dict[str, list[float]], runtime: str = "runc"
+    api: httpx.Client, phases: dict[str, list[float]], runtime: str = "runc", shape: str = SHAPE
 ) -> tuple[float, str]:
     """Create -> /screen answering 200; ``phases`` gets where the time went, from the
     supervisor's status (wall-clock times, as the host's: runc and gVisor share its clock)."""
     wall, started = time.time(), time.perf_counter()
-    made = api.post("/v1/sandboxes", json={"shape": SHAPE, "rootfs": "desktop:1",
+    made = api.post("/v1/sandboxes", json={"shape": shape, "rootfs": "desktop:1",
                                            "runtime": runtime})  # fmt: skip
     made.raise_for_status()
     created = ms(started)
@@ -139,6 +146,50 @@ def timed(count: int, call: Any) -> list[float]:
         call()
         samples.append(ms(started))
     return samples
+
+
+def prepared(home: Path) -> int:
+    """How many warm pool sandboxes are ready on the host (their directories' marker)."""
+    return sum(1 for d in (home / "sandboxes").glob("*") if (d / "warm").exists())
+
+
+def warm_and_gvisor(count: int) -> dict[str, Any]:
+    """create -> /screen with a warm pool entry of desktop:1 (runc and gvisor; each create
+    waits for the pool to be refilled first), next to a cold create of the same runtime in
+    the same server (a shape the pool has not), and gvisor's phases."""
+    home = Path(f"/tmp/hutch-bench-computer-warm-{os.getpid()}") / "home"
+    env = {"HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(IMAGES), "HUTCH_LINK_POOL": new_pool(),
+           "HUTCH_WARM_POOL": f"desktop:1:{SHAPE}=1,gvisor:desktop:1:{SHAPE}=1"}  # fmt: skip
+    server = HutchProcess(home, env=env).wait_ready()
+    key = run_cli(home, "keys", "create", "--user", "bench").stdout.strip()
+    found: dict[str, Any] = {"load_before": os.getloadavg()}
+    try:
+        with server.client(key) as api:
+            api.timeout = httpx.Timeout(120)
+            for runtime in ("runc", "gvisor"):
+                warm: list[float] = []
+                cold: list[float] = []
+                phases: dict[str, list[float]] = {}
+                for _ in range(count):
+                    wait_for(lambda: prepared(home) >= 2, what="the warm pool")
+                    time.sleep(0.5)  # the last one's checks settle after its marker
+                    took, box = create_to_screen(api, {}, runtime)
+                    warm.append(took)
+                    api.delete(f"/v1/sandboxes/{box}")
+                    took, box = create_to_screen(api, phases, runtime, shape="s-2vcpu-4gb")
+                    cold.append(took)
+                    api.delete(f"/v1/sandboxes/{box}")
+                found[runtime] = {"warm_create_to_screen_ms": percentiles(warm),
+                                  "cold_create_to_screen_ms": percentiles(cold)}  # fmt: skip
+                if runtime == "gvisor":
+                    found[runtime]["cold_phases_ms"] = {
+                        name: percentiles(values) for name, values in phases.items()
+                    }
+    finally:
+        server.stop()
+        remove_instance(home)
+    found["load_after"] = os.getloadavg()
+    return found
 
 
 def main() -> None:
@@ -256,6 +307,7 @@ def main() -> None:
                 owner.delete(f"/v1/sandboxes/{box}")
         server.stop()
         remove_instance(home)
+    result["warm_pool_and_gvisor"] = warm_and_gvisor(rounds["create"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

@@ -538,3 +538,27 @@ def test_screenshots_above_the_rate_are_429s(api: httpx.Client, desk: dict[str, 
     assert int(limited[0].headers["Retry-After"]) >= 1
     assert limited[0].json()["status"] == "fail"
     assert api.get(f"{base}/screen").status_code == 200, "other routes are not limited"
+
+
+def test_a_desktop_from_the_warm_pool_starts_for_its_owner(
+    tmp_path: Path, desktop_images: Path
+) -> None:
+    """A warm pool entry of desktop:1 is prepared without its desktop (a prepared sandbox
+    runs nothing but its init, or it is never handed out) and the desktop starts at the
+    hand-out: the create is warm, and its desktop comes up."""
+    from tests.e2e.test_warm_pool_runc import wait_for_pool, warm_server
+
+    server = warm_server(tmp_path / "home", desktop_images, 1,
+                         HUTCH_WARM_POOL="desktop:1:s-2vcpu-2gb=1")  # fmt: skip
+    try:
+        with server.client(server.new_key("warm-desk")) as api:
+            wait_for_pool(server.home, 1)
+            made = api.post("/v1/sandboxes", json={"shape": "s-2vcpu-2gb", "rootfs": "desktop:1"})
+            assert made.status_code == 201, made.text
+            assert made.headers["X-Hutch-Warm"] == "1"
+            base = f"/v1/sandboxes/{made.json()['data']['id']}/computer"
+            poll(lambda: api.get(f"{base}/screen").status_code == 200, what="the desktop")
+            assert png_size(api.get(f"{base}/screenshot").content) == (1280, 800)
+    finally:
+        server.stop()
+        remove_instance(server.home)

@@ -301,11 +301,16 @@ class Agent:
             conn.send_error("used", f"this sandbox is not as prepared: {busy}")
             return
         self.configured = True
+        # The image's start command (desktop:1's desktop), which a warm sandbox was
+        # prepared without (hutch.host.warm_pool): it starts now that it has an owner.
+        start = env.get("HUTCH_GUEST_START", "")
         for key in _AGENT_SETTINGS:
             env.pop(key, None)
         os.environ.clear()
         os.environ.update(env)
         conn.send_json({"ok": True})
+        if start:
+            threading.Thread(target=_start_command, args=(self, start), daemon=True).start()
 
     # -- hibernate -----------------------------------------------------------------------
 

@@ -33,7 +33,6 @@ one first ends whatever a previous one left (children are marked with
 from __future__ import annotations
 
 import fcntl
-import hmac
 import json
 import os
 import signal
@@ -439,6 +438,8 @@ class ConnectTokens:
         self.screen = str(source)
 
     def lookup(self, token: str) -> tuple[str, str] | None:
+        import hmac  # here, not at the top: it costs the supervisor's start ~10 ms
+
         try:
             with open(CONNECT) as handle:
                 entry = json.load(handle)[self.screen]

@@ -51,6 +51,7 @@ from hutch.host.drivers.base import DriverError, LinkAddress, SandboxSpec
 from hutch.host.drivers.gvisor import GvisorDriver
 from hutch.host.drivers.runc import RuncDriver
 from hutch.host.guest import GuestError, GuestUnreachable
+from hutch.host.layers import GUEST_START
 from hutch.host.proc import CommandFailed
 from hutch.host.storage import SandboxRootfs
 from hutch.host.uts import in_own_thread, set_hostname_here
@@ -409,6 +410,9 @@ class WarmPool:
                 link=link,
                 pids_limit=self._pids_limit,
                 runtime=entry.runtime,
+                # No start command yet (desktop:1's desktop): the hand-out's configure
+                # starts it, for its owner; before, it would fail the processes check.
+                env={GUEST_START: ""},
             )
             try:
                 info = await driver.create(spec)
