@@ -22,8 +22,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.test_cluster_runc import at_the_entry
 from tests.e2e.test_sandboxes_runc import sh
+from tests.e2e.test_wake_on_traffic import serve_app
 from tests.support.cluster import AgentHost, Cluster
+from tests.support.postgres import free_port
 from tests.support.seaweed import SeaweedS3
 
 SHAPE = "s-1vcpu-256mb"
@@ -255,7 +258,12 @@ class _S3Cluster(Cluster):
         self._s3, self._bucket = s3, bucket
         self._key = base64.b64encode(secrets.token_bytes(32)).decode()
         self.relay: _Relay | None = None
-        super().__init__(root, images, {"d1": {}, "d2": {}})
+        # Each host's proxy behind the public entry (the control plane's port).
+        entry = free_port()
+        public = {"HUTCH_PUBLIC_PROXY_PORT": str(entry)}
+        proxy = {"HUTCH_PROXY_ENABLED": "true", "HUTCH_PROXY_HOST": "0.0.0.0", **public}
+        super().__init__(root, images, {"d1": proxy, "d2": proxy}, control_env=public,
+                         control_port=entry)  # fmt: skip
 
     def _control_env(self) -> dict[str, str]:
         return {**super()._control_env(), "HUTCH_DISK_MASTER_KEY": self._key}
@@ -278,6 +286,13 @@ class _S3Cluster(Cluster):
             self.relay.close()
 
 
+def at_a_proxy(host: AgentHost, url: str) -> httpx.Response:
+    """A request for a preview or ingress URL sent straight to ``host``'s own proxy."""
+    authority, _, path = url.split("//", 1)[1].partition("/")
+    return httpx.get(f"http://{host.address}:8701/{path}",
+                     headers={"Host": authority.rsplit(":", 1)[0]}, timeout=120)  # fmt: skip
+
+
 def test_drain_moves_hibernated_gvisor_sandboxes_through_s3(
     tmp_path: Path, images: Path, s3: SeaweedS3
 ) -> None:
@@ -285,10 +300,13 @@ def test_drain_moves_hibernated_gvisor_sandboxes_through_s3(
     cluster = _S3Cluster(tmp_path / "drain", images, s3, bucket)
     try:
         with cluster.client() as api:
-            sleeper = create(api, runtime="gvisor", host_id="d1")
+            sleeper = create(api, runtime="gvisor", host_id="d1", auto_resume=True,
+                             ingress_enabled=True)  # fmt: skip
             assert sleeper.status_code == 201, sleeper.text
             box = sleeper.json()["data"]
             sh(api, box, "echo kept > /workspace/kept")
+            serve_app(api, box, "moved and woken")
+            ingress = box["ingress_url_template"].replace("<port>", "8080")
             pid = sh(api, box, "setsid sleep 900 >/dev/null 2>&1 </dev/null & echo $!")["stdout"]
             awake = create(api, host_id="d1")  # runc, running: it stays
             assert awake.status_code == 201, awake.text
@@ -303,9 +321,19 @@ def test_drain_moves_hibernated_gvisor_sandboxes_through_s3(
             moved = api.get(f"/v1/sandboxes/{box['id']}").json()["data"]
             assert moved["status"] == "paused" and moved["hibernated"], moved
             assert moved["ip"] != box["ip"]  # an address of the other host's pool
-            assert api.post(f"/v1/sandboxes/{box['id']}/resume").status_code == 202
-            eventually(lambda: api.get(f"/v1/sandboxes/{box['id']}").json()["data"]["status"]
-                       == "running")  # fmt: skip
+            # Once the drained host has let go of what it had of it (its directory last),
+            # its ingress route is gone too: a request that still reaches its proxy finds
+            # nothing there, and wakes nothing on the wrong host.
+            left = cluster.hosts["d1"].home / "sandboxes" / box["id"]
+            eventually(lambda: not left.exists())
+            stale = at_a_proxy(cluster.hosts["d1"], ingress)
+            assert stale.status_code == 404, stale.text
+            still = api.get(f"/v1/sandboxes/{box['id']}").json()["data"]
+            assert (still["status"], still["reason"]) == ("paused", moved["reason"]), still
+            # A request to its ingress URL at the public entry wakes it on its new host.
+            woken = at_the_entry(cluster, ingress)
+            assert woken.status_code == 200 and woken.text == "moved and woken", woken.text
+            assert api.get(f"/v1/sandboxes/{box['id']}").json()["data"]["status"] == "running"
             assert sh(api, box, "cat /workspace/kept")["stdout"] == "kept\n"
             assert sh(api, box, f"cat /proc/{pid.strip()}/cmdline")["stdout"].startswith("sleep")
             # Its network is the new host's: a DNS query to the new host's end of its link

@@ -303,4 +303,9 @@ async def adopt_route(sandbox_id: str, body: _AdoptIn, request: Request) -> dict
     """Take a hibernated sandbox a draining host moves here (that host's agent asks)."""
     services = request.app.state.services
     done = await adopt(services.settings, services.sandboxes, sandbox_id, body.from_host)
+    # Its ingress names, asleep on this host's proxy, as a start does for its own paused
+    # ones: a request to them wakes it here (the draining host let go of its routes).
+    record = await services.sandboxes._load(sandbox_id)
+    if record.auto_resume:
+        await services.previews.sleep_ingress(record)
     return {"status": "success", "data": done}

@@ -220,6 +220,11 @@ class SandboxBase:
             record = await session.get(SandboxRecord, sandbox_id)
         return record is not None and record.host_id not in (None, self._host.host_id)
 
+    def _elsewhere(self, record: SandboxRecord) -> bool:
+        """Whether the row is another host's now (a drain moved it meanwhile:
+        :mod:`hutch.cluster.drain`): this host must not resume or wake it."""
+        return record.host_id not in (None, self._host.host_id)
+
     async def _load(self, sandbox_id: str) -> SandboxRecord:
         async with self._db.sessions() as session:
             record = await session.get(SandboxRecord, sandbox_id)

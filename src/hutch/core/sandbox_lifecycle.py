@@ -499,6 +499,9 @@ class SandboxLifecycle(SandboxWarm):
         record = await self.get(user, ident)
         async with self._sandbox_locks[record.id]:
             record = await self._load(record.id)
+            if self._elsewhere(record):  # moved off this (draining) host while we waited
+                raise Unavailable(f"sandbox {record.name} now lives on host {record.host_id}; "
+                                  "try again", headers={"Retry-After": "1"})  # fmt: skip
             if record.status == S.RUNNING:
                 return Transition(record=record, happened=False)
             if record.status not in (S.PAUSED, S.ERROR):

@@ -29,8 +29,11 @@ log = logging.getLogger(__name__)
 class SandboxWake(SandboxLifecycle):
     async def wakes_on_traffic(self, sandbox_id: str) -> bool:
         """Whether a request to the sandbox's previews is to wake it: it is pausing or
-        paused, with ``auto_resume``."""
+        paused, with ``auto_resume``, and still this host's (one a drain moved away has its
+        URLs routed, asleep, by the host that took it)."""
         record = await self._load(sandbox_id)
+        if self._elsewhere(record):
+            return False
         return bool(record.auto_resume) and record.status in (S.PAUSING, S.PAUSED)
 
     async def wake_for_traffic(self, sandbox_id: str) -> None:

@@ -1,0 +1,79 @@
+"""A host never resumes or wakes a sandbox whose row another host holds now.
+
+A drain (hutch.cluster.drain) moves a hibernated sandbox's row to the host that adopted
+it while requests for it may still reach the draining host: a resume that waited on the
+sandbox's lock there, or a request to the ingress route the draining host had kept
+asleep. Either woke the sandbox on the wrong host and wrote ``error`` into the row of a
+sandbox that is whole on the other. In-process on the fake driver: the row is moved as
+the adopting agent moves it (its ``host_id``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from hutch.api.app import create_app
+from hutch.host.drivers.fake import FakeDriver
+from hutch.settings import Settings
+from hutch.store.models import SandboxRecord
+from tests.support.images import fake_image
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    fake_image(tmp_path / "images", "devbox:1")
+    settings = Settings(home=tmp_path / "home", images_dir=tmp_path / "images", driver="fake",
+                        proxy_enabled=False)  # fmt: skip
+    with TestClient(create_app(settings)) as client:
+        services: Any = client.app.state.services  # type: ignore[attr-defined]
+        portal: Any = client.portal
+        client.headers["X-Api-Key"] = str(portal.call(services.identity.issue_key, "alice").key)
+        yield client
+    asyncio.run(FakeDriver(settings.home / "fake-sandboxes").cleanup(set()))
+
+
+def _move(client: TestClient, sandbox_id: str, host_id: str) -> None:
+    services: Any = client.app.state.services  # type: ignore[attr-defined]
+
+    async def move() -> None:
+        async with services.db.sessions.begin() as session:
+            await session.execute(
+                update(SandboxRecord).where(SandboxRecord.id == sandbox_id).values(host_id=host_id)
+            )
+
+    client.portal.call(move)  # type: ignore[union-attr]
+
+
+def test_a_sandbox_moved_to_another_host_is_neither_resumed_nor_woken_here(
+    client: TestClient,
+) -> None:
+    services: Any = client.app.state.services  # type: ignore[attr-defined]
+    made = client.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb", "auto_resume": True})
+    assert made.status_code == 201, made.text
+    box = made.json()["data"]
+    assert client.post(f"/v1/sandboxes/{box['id']}/pause").status_code == 202
+    here = client.get(f"/v1/sandboxes/{box['id']}").json()["data"]
+    assert here["status"] == "paused"
+    wakes = services.sandboxes.wakes_on_traffic
+    assert client.portal.call(wakes, box["id"]) is True  # type: ignore[union-attr]
+
+    _move(client, box["id"], "another-host")
+    # Its URLs here are let go of at the move (not kept asleep), and a resume that reaches
+    # this host is refused, saying where it lives, with the row left as the other host has it.
+    assert client.portal.call(wakes, box["id"]) is False  # type: ignore[union-attr]
+    resumed = client.post(f"/v1/sandboxes/{box['id']}/resume")
+    assert resumed.status_code == 503, resumed.text
+    assert "another-host" in resumed.json()["message"], resumed.text
+    assert resumed.headers["retry-after"] == "1"
+    after = client.get(f"/v1/sandboxes/{box['id']}").json()["data"]
+    assert (after["status"], after["reason"]) == ("paused", here["reason"]), after
+
+    # Back on this host: it resumes as ever.
+    _move(client, box["id"], services.host_agent.host_id)
+    assert client.post(f"/v1/sandboxes/{box['id']}/resume").status_code == 202
