@@ -268,6 +268,28 @@ def test_agents_with_a_wrong_ca_or_no_tls_are_refused_with_the_reason(
     assert refused.status_code == 400, refused.text
     assert "this cluster uses TLS" in refused.json()["data"]["address"]
     assert "plain" not in cluster.hosts_view()
+    # Nor a heartbeat, with a good host token, that would move a joined agent to a plain
+    # HTTP address (every heartbeat writes the address the control plane reaches it at).
+    with httpx.Client(verify=cluster.pki.client_context(), timeout=30) as client:
+        joined = client.post(
+            f"{cluster.url}/internal/v1/hosts/join",
+            json={"id": "tls-then-plain", "address": "https://10.0.0.9:8702"},
+            headers={"Authorization": f"Bearer {cluster.token}"},
+        )
+        assert joined.status_code == 200, joined.text
+        host_token = joined.json()["data"]["host_token"]
+        try:
+            moved = client.post(
+                f"{cluster.url}/internal/v1/hosts/tls-then-plain/heartbeat",
+                json={"id": "tls-then-plain", "address": "http://10.0.0.9:8702"},
+                headers={"Authorization": f"Bearer {host_token}"},
+            )
+            assert moved.status_code == 400, moved.text
+            assert "this cluster uses TLS" in moved.json()["data"]["address"]
+            listed = cluster.cli("hosts", "ls").stdout
+            assert "https://10.0.0.9:8702" in listed and "http://10.0.0.9" not in listed, listed
+        finally:
+            cluster.cli("hosts", "rm", "tls-then-plain")
 
 
 def test_with_tls_preview_and_ingress_urls_are_https_at_the_control_plane(

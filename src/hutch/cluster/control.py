@@ -109,8 +109,12 @@ async def join(
 
 @router.post("/{host_id}/heartbeat")
 async def heartbeat(
-    host_id: str, body: HostReportIn, token: TokenDep, membership: MembershipDep
-) -> dict[str, Any]:
+    host_id: str, body: HostReportIn, token: TokenDep, membership: MembershipDep,
+    request: Request,
+) -> dict[str, Any]:  # fmt: skip
+    # Every heartbeat writes the agent's address: checked as at the join, or a TLS
+    # cluster would reach an agent that later named an http:// address in clear text.
+    _check_scheme(request, body.address)
     status = await membership.heartbeat(host_id, token, body.report())
     return {"status": "success", "data": {"status": status}}
 
