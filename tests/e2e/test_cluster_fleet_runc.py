@@ -334,6 +334,10 @@ def test_drain_moves_hibernated_gvisor_sandboxes_through_s3(
             woken = at_the_entry(cluster, ingress)
             assert woken.status_code == 200 and woken.text == "moved and woken", woken.text
             assert api.get(f"/v1/sandboxes/{box['id']}").json()["data"]["status"] == "running"
+            # Its recorded addresses are the new host's (a pause reads them to find its
+            # connections in TIME_WAIT, which gVisor cannot save).
+            kept = cluster.hosts["d2"].home / "sandboxes" / box["id"] / "addresses.json"
+            assert [a[1] for a in json.loads(kept.read_text())["addresses"]] == [moved["ip"]]
             assert sh(api, box, "cat /workspace/kept")["stdout"] == "kept\n"
             assert sh(api, box, f"cat /proc/{pid.strip()}/cmdline")["stdout"].startswith("sleep")
             # Its network is the new host's: a DNS query to the new host's end of its link

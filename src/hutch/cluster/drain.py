@@ -213,9 +213,14 @@ async def adopt(settings: Settings, sandboxes: SandboxService, sandbox_id: str,
             old = json.loads((directory / "config.json").read_text())
             await asyncio.to_thread(_rewrite_bundle, directory, old, driver, sandbox_id)
             # (HostRuntimes picks a sandbox's driver by its directory's ``runtime`` file.)
-            for stale in ("addresses.json", "init.pid"):
-                with contextlib.suppress(FileNotFoundError):
-                    (directory / stale).unlink()
+            with contextlib.suppress(FileNotFoundError):
+                (directory / "init.pid").unlink()
+            # Its addresses here (the old ones named the other host's link): what a pause's
+            # check for connections gVisor cannot save reads (hutch.host.drivers.gvisor).
+            (directory / "addresses.json").write_text(json.dumps({
+                "addresses": [["eth0", str(link.sandbox), link.network.prefixlen]],
+                "gateway": str(link.host),
+            }))  # fmt: skip
             gvisor = driver.for_runtime("gvisor")
             gvisor.set_names(sandbox_id, record.name, str(link.sandbox))
             (directory / "etc" / "resolv.conf").write_text(
