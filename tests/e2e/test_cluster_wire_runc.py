@@ -314,3 +314,21 @@ def test_with_tls_preview_and_ingress_urls_are_https_at_the_control_plane(
         assert answer.status_code == 200 and answer.text == "hello over tls", answer.text
     finally:
         destroy_all(api)
+
+
+@pytest.mark.parametrize("form", [[], ["--one-process"]])
+def test_a_server_outside_a_cluster_refuses_tls_settings_it_would_ignore(
+    tmp_path: Path, form: list[str]
+) -> None:
+    """HUTCH_TLS_* secures a cluster's parts; a plain ``hutch serve`` would speak HTTP
+    with them set, so it refuses to start and says why, before it binds or makes a key."""
+    pki = make_pki(tmp_path / "pki", "one", [IPv4Address("127.0.0.1")])
+    done = subprocess.run(
+        [sys.executable, "-m", "hutch", "serve", "--port", "0", *form],
+        env=_env(tmp_path / "home", pki.env()), capture_output=True, text=True, timeout=120,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "plain HTTP" in done.stderr and "TLS proxy" in done.stderr, done.stderr
+    assert "could not serve" not in done.stderr, done.stderr
+    assert "admin API key" not in done.stdout, done.stdout

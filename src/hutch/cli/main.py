@@ -89,6 +89,14 @@ def _prepared(log_level: str, **options: object) -> Settings:
     return settings
 
 
+def _refuse_unused_tls(settings: Settings) -> None:
+    """HUTCH_TLS_* set for a server that would ignore it: exit 2 before binding anything."""
+    from hutch.cluster.tls import unused_outside_cluster
+
+    if (why := unused_outside_cluster(settings)) is not None:
+        fail(why, hint="unset them, or put a TLS proxy (nginx, caddy) in front of hutch", code=2)
+
+
 @app.command()
 def serve(
     host: HostOpt = None,
@@ -111,6 +119,7 @@ def serve(
     from hutch.cli import serve as roles
 
     settings = _prepared(log_level, host=host, port=port, home=home, database_url=database_url)
+    _refuse_unused_tls(settings)
     if one_process:
         code = asyncio.run(roles.serve_one_process(settings, log_level=log_level))
     else:
@@ -188,6 +197,7 @@ def control(
     from hutch.cli import serve as roles
 
     settings = _prepared(log_level, host=host, port=port, home=home, database_url=database_url)
+    _refuse_unused_tls(settings)
     if worker_fd is not None:
         code = asyncio.run(roles.control_worker(settings, fd=worker_fd, log_level=log_level))
         raise typer.Exit(code)

@@ -39,6 +39,7 @@ __all__ = [
     "explain",
     "server_context",
     "tls_enabled",
+    "unused_outside_cluster",
     "url_scheme",
     "uvicorn_tls",
 ]
@@ -46,6 +47,19 @@ __all__ = [
 
 def tls_enabled(settings: Settings) -> bool:
     return None not in (settings.tls_cert, settings.tls_key, settings.tls_ca)
+
+
+def unused_outside_cluster(settings: Settings) -> str | None:
+    """Why ``HUTCH_TLS_*`` cannot be honoured by a server that is not a cluster's part, or
+    None: such a server speaks plain HTTP, and starting it anyway would let an operator
+    believe the API is encrypted."""
+    if not tls_enabled(settings) or settings.cluster:
+        return None
+    return (
+        "HUTCH_TLS_CERT/KEY/CA secure a cluster's control plane and agents "
+        "(HUTCH_CLUSTER=true, hutch control and hutch agent); this server would speak "
+        "plain HTTP"
+    )
 
 
 class TlsUnusable(ValueError):
