@@ -176,7 +176,8 @@ class Joiner:
 
 class AgentTokenMiddleware:
     """Requests over TCP must carry this agent's host token in :data:`AGENT_TOKEN_HEADER`
-    (only the control plane has it); others get a 401 and reach nothing. Requests on the
+    (the control planes have it, and other agents for image fetches and drain moves);
+    others get a 401 and reach nothing. Requests on the
     home's unix socket (0700 directory) need none. The token is read from the app's
     services (``host_agent.joiner``) once its lifespan has joined."""
 

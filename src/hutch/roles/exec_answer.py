@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Scope, Send
 
 from hutch import logs
-from hutch.api.createos.sandboxes import ExecBody, ExecOut, ExecResultOut, _command
+from hutch.api.createos.sandboxes import ExecBody, ExecOut, _command
 from hutch.api.dialects import error_response
 from hutch.api.envelopes import JSend
 from hutch.api.errors import translate
@@ -94,16 +94,7 @@ async def answer_exec(scope: Scope, body: bytes, send: Send, *, services: Servic
             log.warning("POST %s: %s (%s)", scope["path"], error.message, exc, exc_info=exc)
         response = error_response(scope["path"], error, request_id)
     else:
-        out = ExecOut(
-            result=ExecResultOut(
-                stdout=result.stdout,
-                stderr=result.stderr,
-                exit_code=result.exit_code,
-                error=result.error,
-            ),
-            exec_ms=result.exec_ms,
-        )
-        response = JSONResponse(JSend(data=out).model_dump(mode="json"))
+        response = JSONResponse(JSend(data=ExecOut.of(result)).model_dump(mode="json"))
     response.headers["X-Request-ID"] = request_id
     observe_request(_TEMPLATE, "POST", response.status_code, time.monotonic() - started)
     await send(

@@ -19,7 +19,7 @@ from hutch.api.deps import CurrentUser, PageParams, ServicesDep
 from hutch.api.envelopes import WARM_HEADER, JSend, JSendFail, Page
 from hutch.core.disks import DiskRef as DiskToMount
 from hutch.core.previews import PreviewService
-from hutch.core.sandboxes import ExecCommand, SandboxCreate, SandboxPatch, Transition
+from hutch.core.sandboxes import ExecCommand, ExecResult, SandboxCreate, SandboxPatch, Transition
 from hutch.host.guest import ExecExit, ExecOutput
 from hutch.store.models import SandboxRecord
 
@@ -226,6 +226,14 @@ class ExecOut(BaseModel):
     result: ExecResultOut
     exec_ms: int
 
+    @classmethod
+    def of(cls, result: ExecResult) -> ExecOut:
+        return cls(
+            result=ExecResultOut(stdout=result.stdout, stderr=result.stderr,
+                                 exit_code=result.exit_code, error=result.error),
+            exec_ms=result.exec_ms,
+        )  # fmt: skip
+
 
 class FileWritten(BaseModel):
     bytes: int = Field(description="How many bytes the file now has.")
@@ -424,17 +432,7 @@ async def exec_in_sandbox(
     command = _command(body)
     if not (stream or body.stream):
         result = await services.sandboxes.exec(user, sandbox_id, command)
-        return JSend(
-            data=ExecOut(
-                result=ExecResultOut(
-                    stdout=result.stdout,
-                    stderr=result.stderr,
-                    exit_code=result.exit_code,
-                    error=result.error,
-                ),
-                exec_ms=result.exec_ms,
-            )
-        )
+        return JSend(data=ExecOut.of(result))
     events = await services.sandboxes.exec_stream(user, sandbox_id, command)
     return StreamingResponse(_ndjson(events), media_type="application/x-ndjson")
 
