@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_cluster_runc import at_the_entry
+from tests.e2e.test_cluster_runc import at_the_entry, counts, create
 from tests.e2e.test_sandboxes_runc import sh
 from tests.e2e.test_wake_on_traffic import serve_app
 from tests.support.cluster import AgentHost, Cluster
@@ -47,14 +47,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[
 def api(cluster: Cluster) -> Iterator[httpx.Client]:
     with cluster.client() as client:
         yield client
-
-
-def create(api: httpx.Client, **body: Any) -> httpx.Response:
-    return api.post("/v1/sandboxes", json={"shape": SHAPE, **body})
-
-
-def counts(cluster: Cluster) -> dict[str, int]:
-    return {name: host["vm_count"] for name, host in cluster.hosts_view().items()}
 
 
 def eventually(check: Any, timeout: float = 60) -> Any:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from websockets.sync.client import connect as ws_connect
 
+from tests.e2e.test_cluster_runc import destroy_all
 from tests.e2e.test_wake_on_traffic import serve_app
 from tests.support.cluster import Cluster
 from tests.support.postgres import free_port
@@ -141,12 +142,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[
 def api(cluster: TlsCluster) -> Iterator[httpx.Client]:
     with cluster.client() as client:
         yield client
-
-
-def destroy_all(api: httpx.Client) -> None:
-    for box in api.get("/v1/sandboxes", params={"limit": 500}).json()["data"]["data"]:
-        if box["status"] not in ("destroyed", "failed"):
-            assert api.delete(f"/v1/sandboxes/{box['id']}").status_code == 200
 
 
 def in_host(cluster: Cluster, name: str, *argv: str) -> subprocess.CompletedProcess[str]:
