@@ -136,12 +136,13 @@ class SandboxRootfs:
         """The disk at ``layer``: a btrfs one through a loop device set up in-process
         (:mod:`hutch.host.loop`), anything else (an ext4 layer of an earlier hutch), or
         where the kernel lacks ``LOOP_CONFIGURE``, by ``mount -o loop``."""
-        try:
-            if not btrfs:
-                raise LoopUnsupported("not btrfs")
-            await asyncio.to_thread(loop_mount, self.disk, self.layer, "btrfs")
-        except LoopUnsupported:
-            await run("mount", "-o", "loop,noatime", str(self.disk), str(self.layer))
+        if btrfs:
+            try:
+                await asyncio.to_thread(loop_mount, self.disk, self.layer, "btrfs")
+                return
+            except LoopUnsupported:
+                pass
+        await run("mount", "-o", "loop,noatime", str(self.disk), str(self.layer))
 
     def size_mib(self) -> int:
         """The size of the writable layer's disk, in MiB."""
