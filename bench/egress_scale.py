@@ -29,13 +29,14 @@ from bench.egress_net import (
 )
 from bench.sandboxes import percentiles
 
-from hutch.host.egress import EgressSpec, apply_script
+from hutch.host.egress import EgressSpec
+from hutch.host.egress_rules import apply_script
 from hutch.host.firewall import Firewall
 
 # Run in a namespace holding hutch's table: its own nft calls, timed (ms).
 NFT_TIMING = """\
 import asyncio, json, sys, time
-from hutch.host.egress import resolved_elements
+from hutch.host.egress_rules import resolved_elements
 from hutch.host.nfnetlink import add_timed_elements, read_counter
 from hutch.host.nft import nft
 table, link, n, script = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.stdin.read()

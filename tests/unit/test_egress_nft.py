@@ -14,7 +14,8 @@ from ipaddress import IPv4Network
 
 import pytest
 
-from hutch.host.egress import EgressSpec, Resolved, apply_script, remove_script
+from hutch.host.egress import EgressSpec
+from hutch.host.egress_rules import Resolved, apply_script, remove_script
 from hutch.host.firewall import Firewall
 from hutch.host.proc import CommandFailed
 from hutch.settings import Settings
@@ -52,7 +53,7 @@ def shown(netns: str, *what: str) -> str:
 
 ALLOW_RESOLVED = """
 import asyncio, json, sys
-from hutch.host.egress import resolved_elements
+from hutch.host.egress_rules import resolved_elements
 from hutch.host.nfnetlink import add_timed_elements
 table, ifname, addresses, port, ttl, name = json.loads(sys.argv[1])
 set_name, keys = resolved_elements(ifname, addresses, port)
@@ -236,7 +237,8 @@ def test_overlapping_blocks_are_merged_so_the_kernel_takes_them(netns: str) -> N
 POLICY_BATCH = """
 import asyncio, json, sys
 from ipaddress import IPv4Network
-from hutch.host.egress import EgressSpec, Resolved, policy_batch
+from hutch.host.egress import EgressSpec
+from hutch.host.egress_rules import Resolved, policy_batch
 from hutch.host.nfnetlink import batch
 table, ifname, networks, restricted, was_open, prune = json.loads(sys.argv[1])
 spec = EgressSpec(sandbox_id="sb_x", ip="10.93.0.2", restricted=restricted,
@@ -292,7 +294,9 @@ EXPIRED_WHILE_LISTED = """
 import asyncio, subprocess
 from dataclasses import replace
 from ipaddress import IPv4Network
-from hutch.host.egress import EgressFirewall, EgressSpec, resolved_elements
+from hutch.host.egress import EgressSpec
+from hutch.host.egress_firewall import EgressFirewall
+from hutch.host.egress_rules import resolved_elements
 from hutch.host.nfnetlink import add_timed_elements
 from tests.unit.test_egress_nft import firewall
 
@@ -338,7 +342,8 @@ def test_a_resolved_element_that_expired_after_it_was_listed_does_not_fail_the_p
 MANY_RESOLVED = """
 import asyncio
 from dataclasses import replace
-from hutch.host.egress import EgressFirewall, EgressSpec
+from hutch.host.egress import EgressSpec
+from hutch.host.egress_firewall import EgressFirewall
 from hutch.host.nft import nft
 from tests.unit.test_egress_nft import firewall
 

@@ -23,7 +23,8 @@ from hutch.host.drivers.fake import FakeDriver
 from hutch.host.drivers.gvisor import GvisorDriver
 from hutch.host.drivers.runc import RuncDriver
 from hutch.host.drivers.runtimes import HostRuntimes
-from hutch.host.egress import EgressFirewall, EgressLayer, FakeEgress
+from hutch.host.egress import EgressLayer, FakeEgress
+from hutch.host.egress_firewall import EgressFirewall
 from hutch.host.images import built_images
 from hutch.host.machine import host_address, read_memory
 from hutch.host.networks import VXLAN_PORT, BridgeNetworks, FakeNetworks, NetworkLayer
