@@ -125,6 +125,9 @@ async def measure(
             out[name]["peer_placement"] = percentiles(samples[1]) | {
                 "cpu_ms_mean": round(cpu[1] / decisions * 1e3, 3)
             }
+    for one in (placer, other):
+        if one is not None and hasattr(one, "aclose"):
+            await one.aclose()
     await db.dispose()
     return out
 

@@ -192,12 +192,17 @@ async def test_a_host_with_live_sandboxes_is_removed_only_with_force(db: Databas
 @pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)],
                          indirect=True)  # fmt: skip
 async def test_concurrent_placements_never_overfill_a_host(db: Database) -> None:
-    """Twelve creates at once on three hosts with room for two each: six are placed, two
-    per host, and six are refused; none waits forever or fails on a lock."""
+    """Twelve creates at once on three hosts with room for two each, through two placers
+    (two control planes: each its own connections): six are placed, two per host, and six
+    are refused; none waits forever or fails on a lock."""
     await joined(db, *(report(f"h{n}", capacity_mib=512) for n in range(3)))
-    placer = Placer(db, dead_after_s=30, cpu_overcommit=16)
-    outcomes = await asyncio.gather(*(placer.place(SMALL) for _ in range(12)),
-                                    return_exceptions=True)  # fmt: skip
+    placers = [Placer(db, dead_after_s=30, cpu_overcommit=16) for _ in range(2)]
+    try:
+        outcomes = await asyncio.gather(*(placers[n % 2].place(SMALL) for n in range(12)),
+                                        return_exceptions=True)  # fmt: skip
+    finally:
+        for placer in placers:
+            await placer.aclose()
     placed = Counter(o.host_id for o in outcomes if not isinstance(o, BaseException))
     refused = [o for o in outcomes if isinstance(o, BaseException)]
     assert placed == {"h0": 2, "h1": 2, "h2": 2}

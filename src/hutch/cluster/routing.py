@@ -303,6 +303,8 @@ class ClusterRouter:
     async def aclose(self) -> None:
         for _, forwarder in self._forwarders.values():
             await forwarder.aclose()
+        if self._placing is not None:
+            await self._placing.aclose()
 
 
 def _source(agent: _Agent) -> ImageSource:
