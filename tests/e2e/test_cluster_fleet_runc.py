@@ -11,6 +11,7 @@ import base64
 import contextlib
 import json
 import secrets
+import shutil
 import socket
 import sys
 import threading
@@ -164,6 +165,34 @@ def test_a_template_built_on_one_host_runs_on_another_that_fetches_it(
         for box in api.get("/v1/sandboxes", params={"limit": 500}).json()["data"]["data"]:
             if box["status"] not in ("destroyed", "failed"):
                 api.delete(f"/v1/sandboxes/{box['id']}")
+
+
+def test_a_root_filesystem_fetch_cut_by_a_kill_is_swept_at_the_next_start(
+    cluster: Cluster, api: httpx.Client
+) -> None:
+    """What a kill -9 mid-fetch leaves (a catalog root filesystem unpacked into
+    ``images/<name>/<build>.fetching-<host>-…``) goes when that host's agent starts again;
+    another host's (the images directory may be shared, as here) stays."""
+    catalog = cluster.images / "devbox_1"  # built for every test run, never rebuilt
+    mine = catalog / f"0000.fetching-f2-{secrets.token_hex(4)}"
+    theirs = catalog / f"0000.fetching-f1-{secrets.token_hex(4)}"
+    for partial in (mine, theirs):
+        (partial / "rootfs" / "etc").mkdir(parents=True)
+        (partial / "rootfs" / "etc" / "half").write_text("cut\n")
+    try:
+        host = cluster.hosts["f2"]
+        host.kill()
+        host.start(cluster.url, cluster.token)
+        eventually(lambda: not mine.exists())
+        assert theirs.is_dir(), "".join(cluster.hosts["f1"].output + host.output)
+        cluster.wait_hosts({"f2"}, status="active")
+        made = create(api, host_id="f2")  # the restarted host runs sandboxes as before
+        assert made.status_code == 201, made.text
+        assert sh(api, made.json()["data"], "echo up")["stdout"] == "up\n"
+        api.delete(f"/v1/sandboxes/{made.json()['data']['id']}")
+    finally:
+        for partial in (mine, theirs):
+            shutil.rmtree(partial, ignore_errors=True)
 
 
 def test_a_gvisor_sandbox_hibernates_and_resumes_on_a_cluster_host(

@@ -55,7 +55,14 @@ from hutch.host.images import COMPLETE_MARKER, _point_current, image_rootfs
 from hutch.host.layers import LayerStore, StartSettings, image_path, write_image
 from hutch.settings import Settings
 
-__all__ = ["ImageSource", "ensure_image", "fetch_image", "image_manifest", "router"]
+__all__ = [
+    "ImageSource",
+    "ensure_image",
+    "fetch_image",
+    "image_manifest",
+    "router",
+    "sweep_partial_fetches",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 _CATALOG = {image.name for image in ROOTFS_CATALOG}
 _TAR_FLAGS = ("--xattrs", "--xattrs-include=*", "--numeric-owner")
 _CHUNK = 1 << 20
+_FETCHING = ".fetching-"
 _locks: dict[str, asyncio.Lock] = {}
 
 
@@ -205,12 +213,12 @@ async def _fetch_from(settings: Settings, name: str, source: ImageSource) -> int
             raise _FetchFailed(f"cannot reach its agent: {exc!r}") from None
         if answer.status_code != 200:
             raise _FetchFailed(f"its agent answered {answer.status_code}: {answer.text[:300]}")
-        manifest = answer.json()
+        manifest = _checked_manifest(answer)
         lowers: list[Path] = []  # top first, as the manifest lists them
         for index, entry in enumerate(manifest["lowers"]):
             target = _lower_directory(settings, entry)
             if not _complete(settings, entry, target):
-                copied += await _copy_lower(peer, name, index, entry, target)
+                copied += await _copy_lower(settings, peer, name, index, entry, target)
             lowers.append(target if "layer" in entry else target / "rootfs")
     if manifest["env"] is None:  # a catalog image: its build directory is the whole of it
         build = lowers[0].parent
@@ -225,6 +233,36 @@ async def _fetch_from(settings: Settings, name: str, source: ImageSource) -> int
     return copied
 
 
+def _checked_manifest(answer: httpx.Response) -> dict[str, Any]:
+    """The holder's manifest, or :class:`_FetchFailed` saying what is wrong with it (the
+    next holder is tried): a list of lowers, each one layer key or one root filesystem
+    path (strings), and an environment of strings or None."""
+    try:
+        manifest = answer.json()
+    except ValueError:
+        raise _FetchFailed(
+            f"its agent sent a manifest that is not JSON: {answer.text[:120]!r}"
+        ) from None
+    lowers = manifest.get("lowers") if isinstance(manifest, dict) else None
+    env = manifest.get("env") if isinstance(manifest, dict) else None
+    if (
+        not isinstance(lowers, list)
+        or not lowers
+        or not all(
+            isinstance(entry, dict)
+            and len(entry.keys() & {"layer", "rootfs"}) == 1
+            and isinstance(entry.get("layer", entry.get("rootfs")), str)
+            and isinstance(entry.get("size", 0), int)
+            for entry in lowers
+        )
+        or not (
+            env is None or (isinstance(env, dict) and all(isinstance(v, str) for v in env.values()))
+        )
+    ):
+        raise _FetchFailed(f"its agent sent a manifest that is not one: {answer.text[:200]!r}")
+    return {"lowers": lowers, "env": env}
+
+
 def _complete(settings: Settings, entry: dict[str, Any], target: Path) -> bool:
     if "layer" in entry:
         return LayerStore(settings.home / "layers").has(str(entry["layer"]))
@@ -232,14 +270,45 @@ def _complete(settings: Settings, entry: dict[str, Any], target: Path) -> bool:
 
 
 async def _copy_lower(
-    peer: httpx.AsyncClient, name: str, index: int, entry: dict[str, Any], target: Path
+    settings: Settings,
+    peer: httpx.AsyncClient,
+    name: str,
+    index: int,
+    entry: dict[str, Any],
+    target: Path,
 ) -> int:
-    """Unpack lower ``index`` into a partial directory, renamed to ``target`` once whole."""
+    """Unpack lower ``index`` into a partial directory, renamed to ``target`` once whole.
+    One copy of a lower at a time on this host: two images that share it (fetched at
+    once: their locks are per image) wait for each other, and the second finds it."""
     if "layer" in entry and not re.fullmatch(r"[A-Za-z0-9_.-]+", str(entry["layer"])):
         raise _FetchFailed(f"a layer key {entry['layer']!r} that is not one")
     if "rootfs" in entry and (".." in Path(entry["rootfs"]).parts or entry["rootfs"][:1] == "/"):
         raise _FetchFailed(f"a root filesystem path {entry['rootfs']!r} outside the images")
-    partial = target.with_name(f"{target.name}.fetching-{secrets.token_hex(4)}")
+    async with _locks.setdefault(f"lower:{target}", asyncio.Lock()):
+        if _complete(settings, entry, target):
+            return 0
+        return await _unpack_lower(settings, peer, name, index, entry, target)
+
+
+def _partial_name(settings: Settings, target: Path) -> Path:
+    """Where a lower is unpacked before it is whole: named for this host (an images
+    directory may be shared by hosts; each sweeps only its own at its start)."""
+    return target.with_name(f"{target.name}{_FETCHING}{_host_tag(settings)}-{secrets.token_hex(4)}")
+
+
+def _host_tag(settings: Settings) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]", "_", settings.host_id or "host")
+
+
+async def _unpack_lower(
+    settings: Settings,
+    peer: httpx.AsyncClient,
+    name: str,
+    index: int,
+    entry: dict[str, Any],
+    target: Path,
+) -> int:
+    partial = _partial_name(settings, target)
     partial.mkdir(parents=True)
     size = 0
     try:
@@ -260,6 +329,11 @@ async def _copy_lower(
                     await proc.stdin.drain()
         except httpx.HTTPError as exc:
             raise _FetchFailed(f"the copy was cut after {size} bytes: {exc!r}") from None
+        except (BrokenPipeError, ConnectionResetError):
+            # tar stopped reading before the stream's end: it refused what it was sent.
+            stopped = (await proc.stderr.read()).decode(errors="replace")[:300]
+            raise _FetchFailed(f"tar stopped reading the copy after {size} bytes "
+                               f"(exit {await proc.wait()}): {stopped}") from None  # fmt: skip
         finally:
             with contextlib.suppress(OSError):
                 proc.stdin.close()
@@ -270,7 +344,7 @@ async def _copy_lower(
         if "layer" in entry:
             meta = target.with_name(f"{target.name}.json")
             await asyncio.to_thread(_install, partial, target)
-            temp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
+            temp = meta.with_name(f".{meta.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
             temp.write_text(json.dumps({"size": int(entry.get("size") or size),
                                         "made": time.time(), "fetched": True}))  # fmt: skip
             temp.replace(meta)
@@ -293,6 +367,24 @@ def _install(partial: Path, target: Path) -> None:
         if not target.is_dir():
             raise
         shutil.rmtree(partial, ignore_errors=True)
+
+
+def sweep_partial_fetches(settings: Settings) -> list[Path]:
+    """Remove the root filesystems this host was fetching when it was stopped (a kill -9
+    mid-copy leaves ``images/<name>/<build>.fetching-<host>-…``); return them. A partial
+    layer (``layers/<key>.fetching-…``, never marked complete) goes with the layer
+    store's own sweep (:meth:`~hutch.host.layers.LayerStore.sweep_partials`)."""
+    images = settings.images_path
+    mine = f"{_FETCHING}{_host_tag(settings)}-"
+    if not images.is_dir():
+        return []
+    removed = []
+    for partial in images.glob(f"*/*{mine}*"):
+        if partial.is_dir() and not partial.is_symlink():
+            shutil.rmtree(partial, ignore_errors=True)
+            removed.append(partial)
+            log.warning("removed %s, a fetch this host did not finish", partial)
+    return removed
 
 
 # -- the control plane's side -----------------------------------------------------------
