@@ -546,13 +546,14 @@ def test_a_desktop_from_the_warm_pool_starts_for_its_owner(
     """A warm pool entry of desktop:1 is prepared without its desktop (a prepared sandbox
     runs nothing but its init, or it is never handed out) and the desktop starts at the
     hand-out: the create is warm, and its desktop comes up."""
-    from tests.e2e.test_warm_pool_runc import wait_for_pool, warm_server
+    from tests.e2e.test_warm_pool_runc import warm_server
+    from tests.support.warm import wait_for_pool
 
     server = warm_server(tmp_path / "home", desktop_images, 1,
                          HUTCH_WARM_POOL="desktop:1:s-2vcpu-2gb=1")  # fmt: skip
     try:
         with server.client(server.new_key("warm-desk")) as api:
-            wait_for_pool(server.home, 1)
+            wait_for_pool(server, 1)
             made = api.post("/v1/sandboxes", json={"shape": "s-2vcpu-2gb", "rootfs": "desktop:1"})
             assert made.status_code == 201, made.text
             assert made.headers["X-Hutch-Warm"] == "1"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,16 @@ import pytest
 
 from tests.e2e.test_gvisor import runsc_sandboxes
 from tests.e2e.test_sandboxes_runc import new_pool, runc_server, sh
-from tests.e2e.test_warm_pool_runc import env_of, prepared
+from tests.e2e.test_warm_pool_runc import env_of
 from tests.support.server import HutchProcess, remove_instance, run_cli
+from tests.support.warm import metrics_env, prepared, wait_for_pool
 
 SHAPE = "s-1vcpu-256mb"
 POOL = f"gvisor:devbox:1:{SHAPE}=2"
 
 
 def warm_server(home: Path, images: Path, pool: str) -> HutchProcess:
-    return runc_server(home, images, pool=pool, env={"HUTCH_WARM_POOL": POOL})
+    return runc_server(home, images, pool=pool, env={"HUTCH_WARM_POOL": POOL, **metrics_env()})
 
 
 @pytest.fixture(scope="module")
@@ -42,17 +42,6 @@ def served(
     finally:
         server.stop()
         remove_instance(home)
-
-
-def wait_for_pool(home: Path, count: int, timeout: float = 180) -> list[str]:
-    """The pool's prepared sandboxes, once ``count`` are ready (their runsc sandbox runs
-    and the marker is written after their agent answered)."""
-    deadline = time.monotonic() + timeout
-    while len(ready := prepared(home)) < count:
-        assert time.monotonic() < deadline, f"the pool has {len(ready)} of {count}"
-        time.sleep(0.1)
-    time.sleep(1.2)  # the last one's file state settles after its marker is written
-    return ready
 
 
 def create(api: httpx.Client, **body: Any) -> tuple[dict[str, Any], str]:
@@ -73,7 +62,7 @@ def test_a_gvisor_create_from_the_pool_has_its_own_name_and_environment_only(
     served: tuple[HutchProcess, httpx.Client, str],
 ) -> None:
     server, api, _ = served
-    ready = wait_for_pool(server.home, 2)
+    ready = wait_for_pool(server, 2)
     assert api.get("/v1/sandboxes").json()["data"]["pagination"]["total"] == 0
     assert [h["vm_count"] for h in api.get("/v1/hosts").json()["data"]["data"]] == [0]
     box, warm = create(api, name="warm-gecko", envs={"ONLY": "warm", "SHARED": "x"})
@@ -116,7 +105,7 @@ def test_a_prepared_gvisor_sandbox_that_was_touched_is_never_handed_out(
     served: tuple[HutchProcess, httpx.Client, str],
 ) -> None:
     server, api, _ = served
-    one, two = wait_for_pool(server.home, 2)
+    one, two = wait_for_pool(server, 2)
     # In one, a process the host started left a child behind (an orphan: its parent is
     # now the guest agent, the init) and a file in /dev/shm (gVisor's memory: only the
     # agent can see it); in the other a file appeared in its writable layer.
@@ -139,12 +128,12 @@ def test_a_restart_after_kill_9_leaves_nothing_of_the_old_gvisor_pool(
     server, api, pool = served
     box, warm = create(api, name="kept-gecko")
     assert warm in ("0", "1")
-    old = wait_for_pool(server.home, 2)
+    old = wait_for_pool(server, 2)
     server.stop(signal.SIGKILL)
     assert set(old) <= set(runsc_sandboxes(server.home))  # kill -9 leaves them running...
     again = warm_server(server.home, images, pool)
     try:
-        new = wait_for_pool(again.home, 2)
+        new = wait_for_pool(again, 2)
         assert not set(new) & set(old)  # ...and the next start destroys them
         assert set(runsc_sandboxes(again.home)) == {box["id"], *new}
         assert not any((again.home / "sandboxes" / sid).exists() for sid in old)

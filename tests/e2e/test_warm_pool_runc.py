@@ -25,6 +25,7 @@ from tests.e2e.test_egress_kernel_runc import reaches, refused
 from tests.e2e.test_sandboxes_runc import leftovers, runc_server, sh
 from tests.support.internet import Internet
 from tests.support.server import HutchProcess, remove_instance
+from tests.support.warm import metrics_env, prepared, wait_for_pool
 
 SHAPE = "s-1vcpu-256mb"
 _pools = itertools.count()
@@ -36,27 +37,11 @@ def own_pool() -> str:
 
 
 def warm_server(home: Path, images: Path, count: int, **env: str) -> HutchProcess:
+    """A runc server with a pool of ``count`` and its /metrics (for :func:`wait_for_pool`)."""
     return runc_server(
         home, images, pool=env.pop("pool", own_pool()),
-        env={"HUTCH_WARM_POOL": f"devbox:1:{SHAPE}={count}", **env},
+        env={"HUTCH_WARM_POOL": f"devbox:1:{SHAPE}={count}", **metrics_env(), **env},
     )  # fmt: skip
-
-
-def prepared(home: Path) -> list[str]:
-    """The ids of the pool's prepared sandboxes on the host (their directories' marker)."""
-    sandboxes = home / "sandboxes"
-    if not sandboxes.is_dir():
-        return []
-    return sorted(d.name for d in sandboxes.iterdir() if (d / "warm").exists())
-
-
-def wait_for_pool(home: Path, count: int, timeout: float = 120) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while len(ready := prepared(home)) < count:
-        assert time.monotonic() < deadline, f"the pool has {len(ready)} of {count}"
-        time.sleep(0.1)
-    time.sleep(0.3)  # the last one's checks settle after its marker is written
-    return ready
 
 
 def create(api: httpx.Client, **body: Any) -> tuple[dict[str, Any], str]:
@@ -103,12 +88,12 @@ def test_a_create_from_the_pool_has_exactly_what_it_asked_for_and_nothing_else(
     served: tuple[HutchProcess, httpx.Client],
 ) -> None:
     server, api = served
-    wait_for_pool(server.home, 2)
+    wait_for_pool(server, 2)
     net = api.post("/v1/networks", json={"name": "warmnet"}).json()["data"]
     first, warm = create(api, name="first-otter", envs={"ONLY_FIRST": "1", "SHARED": "first"},
                          networks=[{"id": net["id"]}])  # fmt: skip
     assert warm == "1"
-    ready = wait_for_pool(server.home, 2)
+    ready = wait_for_pool(server, 2)
     # A create refused for its name takes nothing from the pool.
     taken = api.post("/v1/sandboxes", json={"shape": SHAPE, "name": "first-otter"})
     assert taken.status_code == 409, taken.text
@@ -148,7 +133,7 @@ def test_a_prepared_sandbox_that_was_touched_is_never_handed_out(
     served: tuple[HutchProcess, httpx.Client],
 ) -> None:
     server, api = served
-    one, two = wait_for_pool(server.home, 2)
+    one, two = wait_for_pool(server, 2)
     # In one, a command ran (through its guest agent) and left a file and a process; in
     # the other a file appeared in its writable layer from the host's side.
     assert guest_exec(server.home, one, "echo secret > /tmp/leak; sleep 600 & true") == 0
@@ -162,7 +147,7 @@ def test_a_prepared_sandbox_that_was_touched_is_never_handed_out(
         result = sh(api, box, "ls /tmp/leak; pgrep -c sleep")
         assert "No such file" in str(result["stderr"]) and str(result["stdout"]).strip() == "0"
     # The pool fills again, with untouched ones, which are handed out.
-    wait_for_pool(server.home, 2)
+    wait_for_pool(server, 2)
     box, warm = create(api)
     assert warm == "1" and sh(api, box, "test -e /tmp/leak")["exit_code"] == 1
 
@@ -171,7 +156,7 @@ def test_a_burst_larger_than_the_pool_starts_the_rest_cold_and_the_pool_keeps_it
     served: tuple[HutchProcess, httpx.Client],
 ) -> None:
     server, api = served
-    ready = wait_for_pool(server.home, 2)
+    ready = wait_for_pool(server, 2)
     key = api.headers["X-Api-Key"]
     clients = [server.client(key) for _ in range(5)]
     seen: list[int] = []
@@ -199,7 +184,7 @@ def test_a_burst_larger_than_the_pool_starts_the_rest_cold_and_the_pool_keeps_it
     assert max(seen) <= 2, max(seen)
     for box, _ in made:
         assert sh(api, box, "true")["exit_code"] == 0
-    ready = wait_for_pool(server.home, 2)
+    ready = wait_for_pool(server, 2)
     time.sleep(2)  # and no more than that comes
     assert len(prepared(server.home)) == 2 and len(ready) == 2
     assert len(leftovers(server.home)["runc"]) == 5 + 2
@@ -210,7 +195,7 @@ def test_users_never_see_or_count_the_pools_sandboxes(tmp_path: Path, images: Pa
     try:
         key = server.new_key("solo")
         with server.client(key) as api:
-            wait_for_pool(server.home, 3)
+            wait_for_pool(server, 3)
             assert api.get("/v1/sandboxes").json()["data"]["pagination"]["total"] == 0
             hosts = api.get("/v1/hosts").json()["data"]["data"]
             assert [h["vm_count"] for h in hosts] == [0]
@@ -236,15 +221,15 @@ def test_a_restart_leaves_nothing_of_the_old_pool_and_keeps_what_users_have(
     key = server.new_key("kept")
     try:
         with server.client(key) as api:
-            wait_for_pool(home, 2)
+            wait_for_pool(server, 2)
             box, warm = create(api, name="kept-otter")
             assert warm == "1"
-            old = wait_for_pool(home, 2)
+            old = wait_for_pool(server, 2)
         server.stop(signal.SIGKILL)
         assert prepared(home) == old  # kill -9 leaves them on the host...
         server = warm_server(home, images, 2, pool=pool)
         with server.client(key) as api:
-            new = wait_for_pool(home, 2)
+            new = wait_for_pool(server, 2)
             assert not set(new) & set(old)  # ...and the next start destroys them
             on_host = set(leftovers(home)["runc"])
             assert on_host == {box["id"], *new}, on_host
@@ -271,10 +256,10 @@ def test_egress_of_a_sandbox_from_the_pool_is_its_own(
         key = server.new_key("egress")
         example, evil = internet.address("example.test"), internet.address("evil.test")
         with server.client(key) as api:
-            wait_for_pool(server.home, 2)
+            wait_for_pool(server, 2)
             closed, warm = create(api, egress=[f"{example}/32"])
             assert warm == "1"
-            wait_for_pool(server.home, 2)
+            wait_for_pool(server, 2)
             opened, warm = create(api)
             assert warm == "1"
             assert reaches(api, closed, example, 80) and refused(api, closed, evil, 80)

@@ -61,6 +61,8 @@ class HutchProcess:
         self, home: Path, *args: str, env: Mapping[str, str] | None = None, port: int | None = 0
     ) -> None:
         self.home = home
+        # Where its Prometheus /metrics is served, if it was given one (tests.support.warm).
+        self.metrics_addr = (env or {}).get("HUTCH_METRICS_ADDR")
         command = [sys.executable, "-m", "hutch", "serve", "--log-level", "warning", *args]
         if port is not None and "--port" not in args and "HUTCH_PORT" not in (env or {}):
             command += ["--port", str(port)]

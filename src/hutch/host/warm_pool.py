@@ -39,7 +39,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -304,9 +304,16 @@ class WarmPool:
                 return
             # The host's part (checks, names, hostname) in one short-lived thread, beside
             # the guest's (its environment): a sandbox that fails a check is destroyed anyway.
+            # But the configure starts the image's start command (desktop:1's desktop), whose
+            # processes and files the checks would see: with one, the checks come first.
+            beside: list[Awaitable[object]] = []
+            checked = in_own_thread(lambda: self._check_and_name(driver, prepared, spec))
+            if env.get(GUEST_START):
+                await checked
+            else:
+                beside.append(checked)
             await asyncio.gather(
-                in_own_thread(lambda: self._check_and_name(driver, prepared, spec)),
-                driver.guest(prepared.id).call({"op": "configure", "env": env}),
+                *beside, driver.guest(prepared.id).call({"op": "configure", "env": env})
             )
         except (OSError, GuestError, GuestUnreachable, DriverError) as exc:
             raise WarmUnusable(f"warm sandbox {prepared.id} not handed out: {exc}") from exc
@@ -322,8 +329,13 @@ class WarmPool:
             self._check_files(driver, prepared)
             driver.set_names(prepared.id, spec.hostname, str(spec.link.sandbox))
 
+        beside: list[Awaitable[object]] = []
+        if env.get(GUEST_START):  # the configure starts it, and its files: check first
+            await asyncio.to_thread(check_and_name)
+        else:
+            beside.append(asyncio.to_thread(check_and_name))
         await asyncio.gather(
-            asyncio.to_thread(check_and_name),
+            *beside,
             driver.guest(prepared.id).call({"op": "configure", "env": env, "alone": True}),
             driver.set_hostname(prepared.id, spec.hostname),
         )
