@@ -15,11 +15,13 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import IntegrityError
 
 from hutch.core.disks import DiskService
-from hutch.core.errors import NotFound, RateLimited, Unavailable
+from hutch.core.errors import Conflict, NotFound, RateLimited, Unavailable
 from hutch.core.identity import Principal
+from hutch.core.ids import new_id
+from hutch.core.names import generate_name
 from hutch.core.networks import NetworkService
 from hutch.core.sandbox_status import SandboxStatus as S
 from hutch.core.snapshot_store import snapshot_store
@@ -68,7 +70,6 @@ class SandboxBase:
         self._disks = disks
         self._shapes = {shape.id: shape for shape in settings.shapes}
         self._snapshots = snapshot_store(settings)
-        self._user_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._sandbox_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._activity: dict[str, float] = {}
         # Activity other processes of this host saw (a control worker's execs); read by
@@ -162,20 +163,47 @@ class SandboxBase:
             raise NotFound(f"no sandbox {ident!r}", field="sandbox")
         return record
 
-    async def _check_cap(self, user_id: str, session: AsyncSession | None = None) -> None:
-        """Raise :class:`RateLimited` if the user runs as many sandboxes as allowed
-        (read in ``session`` if given, else in a session of its own)."""
-        if session is None:
-            async with self._db.sessions() as own:
-                counted = await store.count_user_in(own, user_id, _COUNTED)
-        else:
-            counted = await store.count_user_in(session, user_id, _COUNTED)
-        if counted >= self._settings.max_running_per_user:
-            raise RateLimited(
-                f"you have {counted} running sandboxes, the most allowed; "
-                "pause or delete one first",
-                headers={"Retry-After": "5"},
-            )
+    def _over_cap(self) -> RateLimited:
+        cap = self._settings.max_running_per_user
+        return RateLimited(f"you have {cap} running sandboxes, the most allowed; "
+                           "pause or delete one first", headers={"Retry-After": "5"})  # fmt: skip
+
+    async def _insert_new(self, record: SandboxRecord, *, capped: bool, named: bool) -> None:
+        """Write a new sandbox's record: within its user's running cap if ``capped``
+        (:class:`RateLimited` otherwise), checked by the insert itself, so that creates at
+        once (from any process) never pass it and wait for no lock of ours. A live name the
+        user already has: :class:`Conflict` if they gave it (``named``), else another
+        generated name is tried."""
+        cap = self._settings.max_running_per_user if capped else None
+        for attempt in range(50):
+            try:
+                async with self._db.sessions.begin() as session:
+                    inserted = await store.insert_within_cap(
+                        session, record, counted=_COUNTED, cap=cap
+                    )
+            except IntegrityError:
+                if named:
+                    raise Conflict(f"you already have a sandbox named {record.name!r}",
+                                   field="name") from None  # fmt: skip
+                record.name = generate_name()
+                if attempt >= 20:
+                    record.name = f"{record.name}-{new_id('')[-4:].lower()}"
+                continue
+            if not inserted:
+                raise self._over_cap()
+            return
+        raise Unavailable("could not find a free name; give one with 'name'")
+
+    async def _resuming_within_cap(self, record: SandboxRecord) -> None:
+        """Mark a paused sandbox ``resuming``, within its user's running cap (checked by
+        the update itself, as :meth:`_insert_new`'s insert)."""
+        async with self._db.sessions.begin() as session:
+            moved = await store.set_status_within_cap(
+                session, record.id, record.user_id, S.RESUMING, counted=_COUNTED,
+                cap=self._settings.max_running_per_user,
+            )  # fmt: skip
+        if not moved:
+            raise self._over_cap()
 
     async def _driver_step(
         self, sandbox_id: str, done: str, step: Callable[[str], Awaitable[None]]

@@ -18,12 +18,11 @@ import logging
 import time
 from collections import Counter
 
-from sqlalchemy.exc import IntegrityError
-
 from hutch.core.egress import parse_rules
 from hutch.core.errors import Conflict, InvalidInput, Unavailable
 from hutch.core.identity import Principal
 from hutch.core.ids import new_id
+from hutch.core.names import generate_name
 from hutch.core.previews import new_token
 from hutch.core.sandbox_lifecycle import SandboxLifecycle
 from hutch.core.sandbox_requests import ForkOptions, check_envs
@@ -87,40 +86,33 @@ class SandboxForks(SandboxLifecycle):
         )
         keys = source.ssh_pubkeys if options.ssh_pubkeys is None else options.ssh_pubkeys
         envs = dict(source.envs if options.envs is None else options.envs)
-        async with self._user_locks[user.user_id]:
-            if not options.start_paused:
-                await self._check_cap(user.user_id)
-            async with self._db.sessions() as session:
-                name = await self._free_name(session, user.user_id)
-            child_id = new_id("sb_")
-            try:
-                link = self._host.links.allocate(child_id)
-            except PoolExhausted as exc:
-                raise Unavailable("this host has no free sandbox addresses left") from exc
-            record = SandboxRecord(
-                id=child_id, user_id=user.user_id, name=name, status=S.FORKING,
-                host_id=self._host.host_id, shape=source.shape, rootfs=source.rootfs,
-                vcpu=source.vcpu, mem_mib=source.mem_mib, disk_mib=source.disk_mib,
-                ip=str(link.sandbox), envs=envs,
-                egress=list(source.egress if options.egress is None else options.egress),
-                bandwidth_quota_bytes=(
-                    self._settings.bandwidth_quota_bytes
-                    if options.bandwidth_quota_bytes is None
-                    else options.bandwidth_quota_bytes
-                ),
-                ingress_enabled=ingress, ingress_token=new_token() if ingress else None,
-                auto_pause_after_seconds=source.auto_pause_after_seconds,
-                auto_resume=source.auto_resume,
-                ssh_pubkeys=normalise_keys(keys), region=source.region,
-                created_by=user.key_id, forked_from=source.id, runtime=source.runtime,
-            )  # fmt: skip
-            try:
-                async with self._db.sessions.begin() as session:
-                    session.add(record)
-            except IntegrityError:
-                self._host.links.release(child_id)
-                raise Conflict("a sandbox with that name appeared meanwhile; try again",
-                               field="name") from None  # fmt: skip
+        child_id = new_id("sb_")
+        try:
+            link = self._host.links.allocate(child_id)
+        except PoolExhausted as exc:
+            raise Unavailable("this host has no free sandbox addresses left") from exc
+        record = SandboxRecord(
+            id=child_id, user_id=user.user_id, name=generate_name(), status=S.FORKING,
+            host_id=self._host.host_id, shape=source.shape, rootfs=source.rootfs,
+            vcpu=source.vcpu, mem_mib=source.mem_mib, disk_mib=source.disk_mib,
+            ip=str(link.sandbox), envs=envs,
+            egress=list(source.egress if options.egress is None else options.egress),
+            bandwidth_quota_bytes=(
+                self._settings.bandwidth_quota_bytes
+                if options.bandwidth_quota_bytes is None
+                else options.bandwidth_quota_bytes
+            ),
+            ingress_enabled=ingress, ingress_token=new_token() if ingress else None,
+            auto_pause_after_seconds=source.auto_pause_after_seconds,
+            auto_resume=source.auto_resume,
+            ssh_pubkeys=normalise_keys(keys), region=source.region,
+            created_by=user.key_id, forked_from=source.id, runtime=source.runtime,
+        )  # fmt: skip
+        try:  # the cap is held by the insert itself (see _insert_new)
+            await self._insert_new(record, capped=not options.start_paused, named=False)
+        except Exception:
+            self._host.links.release(child_id)
+            raise
         snapshot = self._snapshot(source.id) if source.hibernated else None
         spec = self.spec_of(record, link)
         started = time.monotonic()

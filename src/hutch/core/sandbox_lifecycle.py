@@ -44,7 +44,6 @@ from hutch.host.drivers.base import DriverError, LinkAddress, SandboxMissing, Sa
 from hutch.host.drivers.gvisor import CannotHibernate
 from hutch.host.images import built_images
 from hutch.host.networks import NetworkError
-from hutch.store import sandboxes as store
 from hutch.store.models import NetworkRecord, SandboxRecord, utcnow
 
 __all__ = ["SandboxLifecycle"]
@@ -73,57 +72,55 @@ class SandboxLifecycle(SandboxWarm):
         ssh_pubkeys = normalise_keys(request.ssh_pubkeys)
         networks = await self._networks.find_all(user, request.networks)
         disks = await self._disks.check_refs(user, request.disks)
-        async with self._user_locks[user.user_id]:
-            async with self._db.sessions() as session:  # one read for the cap and the name
-                if request.build_of is None:
-                    await self._check_cap(user.user_id, session)
-                name = request.name or await self._free_name(session, user.user_id)
-            prepared = self._take_warm(request, runtime=runtime, rootfs=rootfs, shape=shape,
-                                       disk_mib=disk_mib)  # fmt: skip
-            sandbox_id = prepared.id if prepared is not None else new_id("sb_")
-            try:
-                link = prepared.link if prepared else self._host.links.allocate(sandbox_id)
-            except PoolExhausted as exc:
-                raise Unavailable("this host has no free sandbox addresses left") from exc
-            record = SandboxRecord(
-                id=sandbox_id,
-                user_id=user.user_id,
-                name=name,
-                status=S.CREATING,
-                host_id=self._host.host_id,
-                shape=shape.id,
-                rootfs=rootfs,
-                vcpu=shape.vcpu,
-                mem_mib=shape.mem_mib,
-                disk_mib=disk_mib,
-                ip=str(link.sandbox),
-                envs=dict(request.envs),
-                egress=list(request.egress),
-                bandwidth_quota_bytes=self._settings.bandwidth_quota_bytes,
-                ingress_enabled=request.ingress_enabled,
-                ingress_token=new_token() if request.ingress_enabled else None,
-                auto_pause_after_seconds=request.auto_pause_after_seconds,
-                ssh_pubkeys=ssh_pubkeys,
-                runtime=runtime,
-                auto_resume=request.auto_resume,
-                build_of=request.build_of,
-                region=self._settings.region,
-                created_by=user.key_id,
-                expires_at=(
-                    utcnow() + timedelta(seconds=request.timeout_s)
-                    if request.timeout_s is not None
-                    else None
-                ),
-            )
-            try:
-                async with self._db.sessions.begin() as session:
-                    session.add(record)
-            except IntegrityError:
-                if prepared is not None:
-                    self._host.warm.give_back(prepared)
-                else:
-                    self._host.links.release(sandbox_id)
-                raise Conflict(f"you already have a sandbox named {name!r}", field="name") from None
+        # No lock: the insert holds the cap (store.insert_within_cap), and a generated
+        # name that is taken is drawn again.
+        prepared = self._take_warm(request, runtime=runtime, rootfs=rootfs, shape=shape,
+                                   disk_mib=disk_mib)  # fmt: skip
+        sandbox_id = prepared.id if prepared is not None else new_id("sb_")
+        try:
+            link = prepared.link if prepared else self._host.links.allocate(sandbox_id)
+        except PoolExhausted as exc:
+            raise Unavailable("this host has no free sandbox addresses left") from exc
+        record = SandboxRecord(
+            id=sandbox_id,
+            user_id=user.user_id,
+            name=request.name or generate_name(),
+            status=S.CREATING,
+            host_id=self._host.host_id,
+            shape=shape.id,
+            rootfs=rootfs,
+            vcpu=shape.vcpu,
+            mem_mib=shape.mem_mib,
+            disk_mib=disk_mib,
+            ip=str(link.sandbox),
+            envs=dict(request.envs),
+            egress=list(request.egress),
+            bandwidth_quota_bytes=self._settings.bandwidth_quota_bytes,
+            ingress_enabled=request.ingress_enabled,
+            ingress_token=new_token() if request.ingress_enabled else None,
+            auto_pause_after_seconds=request.auto_pause_after_seconds,
+            ssh_pubkeys=ssh_pubkeys,
+            runtime=runtime,
+            auto_resume=request.auto_resume,
+            build_of=request.build_of,
+            region=self._settings.region,
+            created_by=user.key_id,
+            expires_at=(
+                utcnow() + timedelta(seconds=request.timeout_s)
+                if request.timeout_s is not None
+                else None
+            ),
+        )
+        try:
+            await self._insert_new(record, capped=request.build_of is None,
+                                   named=request.name is not None)  # fmt: skip
+        except Exception:  # not written: nothing of it is kept
+            if prepared is not None:
+                self._host.warm.give_back(prepared)
+            else:
+                self._host.links.release(sandbox_id)
+            raise
+        name = record.name
 
         spec = SandboxSpec(
             id=sandbox_id,
@@ -301,15 +298,6 @@ class SandboxLifecycle(SandboxWarm):
                 "(leave it out, or send null, for no auto-pause)",
                 field="auto_pause_after_seconds",
             )
-
-    async def _free_name(self, session: Any, user_id: str) -> str:
-        for attempt in range(50):
-            name = generate_name()
-            if attempt >= 20:
-                name = f"{name}-{new_id('')[-4:].lower()}"
-            if not await store.name_taken(session, user_id, name):
-                return name
-        raise Unavailable("could not find a free name; give one with 'name'")
 
     # -- change -------------------------------------------------------------------------
 
@@ -509,9 +497,7 @@ class SandboxLifecycle(SandboxWarm):
                                "error) can be resumed", field="status")  # fmt: skip
             self._no_fork_of(record.id)
             was = record.status
-            async with self._user_locks[user.user_id]:
-                await self._check_cap(user.user_id)
-                await self._update(record.id, status=S.RESUMING)
+            await self._resuming_within_cap(record)
             if record.hibernated:
                 await self._wake(record)
             elif was == S.ERROR:

@@ -47,6 +47,7 @@ __all__ = [
     "EVENT_TYPES",
     "RecordingSession",
     "append_deployment_event",
+    "created_events",
     "event_payload",
     "new_event",
 ]
@@ -187,6 +188,16 @@ def deliveries_for(session: Session, events: Iterable[EventRecord]) -> list[Webh
                 )
             )
     return out
+
+
+def created_events(session: Session, record: SandboxRecord) -> None:
+    """Add the events of ``record``'s creation (and their deliveries) to ``session``: for
+    a sandbox inserted by a statement rather than by a flush
+    (:func:`hutch.store.sandboxes.insert_within_cap`)."""
+    made = _sandbox_events(record, None)
+    if made:
+        session.add_all(made)
+        session.add_all(deliveries_for(session, made))
 
 
 @event.listens_for(RecordingSession, "before_flush")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Table, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
-from hutch.store.models import SandboxRecord
+from hutch.store.events import created_events
+from hutch.store.models import SandboxRecord, User
 
 __all__ = [
     "count_by_status",
@@ -15,9 +18,11 @@ __all__ = [
     "count_user_in",
     "find_by_ip",
     "find_for_user",
+    "insert_within_cap",
     "list_for_user",
     "live_on_host",
     "name_taken",
+    "set_status_within_cap",
 ]
 
 _TERMINAL = ("destroyed", "failed")
@@ -132,3 +137,98 @@ async def live_on_host(session: AsyncSession, host_id: str) -> Sequence[SandboxR
         )
     )
     return rows.all()
+
+
+# -- the running cap, held by the store itself ----------------------------------------------
+#
+# The cap is checked in the statement that would pass it, so that no lock of the process's
+# own is needed and any number of creates (and resumes), from any number of processes, at
+# once never take a user past it. On SQLite the statement is the transaction's first write:
+# it holds the database's write lock from its start, so its count is exact. On PostgreSQL
+# (read committed: a statement's count would not see a concurrent uncommitted insert) the
+# transaction first locks the user's row (``FOR NO KEY UPDATE``: foreign-key checks of other
+# inserts are not held up), which the other capped writes of that user wait for; each
+# statement after it counts afresh.
+
+
+def _under_cap(user_id: str, counted: Collection[str], cap: int) -> ColumnElement[bool]:
+    running = (
+        select(func.count())
+        .select_from(SandboxRecord)
+        .where(SandboxRecord.user_id == user_id, SandboxRecord.status.in_(counted), _USERS_OWN)
+        .scalar_subquery()
+    )
+    return running < cap
+
+
+async def _hold_user(session: AsyncSession, user_id: str) -> None:
+    """On PostgreSQL, lock the user's row until the transaction ends (see above)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            select(User.id).where(User.id == user_id).with_for_update(key_share=True)
+        )
+
+
+def _filled(record: SandboxRecord) -> dict[str, Any]:
+    """``record``'s column values, its columns' Python defaults filled in (on it too)."""
+    values: dict[str, Any] = {}
+    for column in SandboxRecord.__table__.columns:
+        value = getattr(record, column.key)
+        default = column.default
+        if value is None and default is not None and not column.nullable:
+            value = default.arg(None) if default.is_callable else default.arg
+            setattr(record, column.key, value)
+        values[column.key] = value
+    return values
+
+
+async def insert_within_cap(
+    session: AsyncSession, record: SandboxRecord, *, counted: Collection[str], cap: int | None
+) -> bool:
+    """Insert ``record`` (a new sandbox) with its ``sandbox.created`` events, in one
+    statement that inserts nothing when its user already has ``cap`` of their own sandboxes
+    in ``counted``; False then. ``cap`` None: no cap (a build's sandbox, a paused fork).
+    Call in a transaction (``sessions.begin()``); raises ``IntegrityError`` for a taken
+    live name."""
+    values = _filled(record)
+    if cap is None:
+        await session.execute(insert(SandboxRecord), [values])
+    else:
+        await _hold_user(session, record.user_id)
+        table = cast(Table, SandboxRecord.__table__)
+        row = select(
+            *(literal(values[c.key], type_=c.type).label(c.name) for c in table.columns)
+        ).where(_under_cap(record.user_id, counted, cap))
+        result = await session.execute(
+            insert(table).from_select([c.name for c in table.columns], row)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+
+    def add_events(sync: Session) -> None:
+        created_events(sync, record)
+
+    await session.run_sync(add_events)
+    return True
+
+
+async def set_status_within_cap(
+    session: AsyncSession,
+    sandbox_id: str,
+    user_id: str,
+    status: str,
+    *,
+    counted: Collection[str],
+    cap: int,
+) -> bool:
+    """Set the sandbox's ``status`` (one of ``counted``: a resume) in one statement that
+    changes nothing when its user already has ``cap`` sandboxes in ``counted``; False then.
+    Call in a transaction."""
+    await _hold_user(session, user_id)
+    result = await session.execute(
+        update(SandboxRecord)
+        .where(SandboxRecord.id == sandbox_id, _under_cap(user_id, counted, cap))
+        .values(status=status)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]

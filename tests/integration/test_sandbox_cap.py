@@ -1,0 +1,139 @@
+"""The per-user running cap under a burst, held by the store's own statements (no lock of
+the process), on real SQLite and a real PostgreSQL 15: inserts and resumes from several
+connections at once (as from several processes), and creates through the service."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from hutch.api.app import create_app
+from hutch.core.identity import IdentityService
+from hutch.core.ids import new_id
+from hutch.host.drivers.fake import FakeDriver
+from hutch.settings import Settings
+from hutch.store import sandboxes as store
+from hutch.store.db import Database
+from hutch.store.models import EventRecord, SandboxRecord
+from tests.support.images import fake_image
+
+pytestmark = pytest.mark.anyio
+
+COUNTED = ("creating", "running", "resuming", "pausing")
+
+
+def _sandbox(user_id: str, name: str, status: str = "creating") -> SandboxRecord:
+    return SandboxRecord(id=new_id("sb_"), user_id=user_id, name=name, status=status)
+
+
+async def _insert(url: str, record: SandboxRecord, cap: int | None) -> bool:
+    other = Database(url)  # its own connection, as another process's
+    try:
+        async with other.sessions.begin() as session:
+            return await store.insert_within_cap(session, record, counted=COUNTED, cap=cap)
+    finally:
+        await other.dispose()
+
+
+async def _count(db: Database, model: type[SandboxRecord] | type[EventRecord]) -> int:
+    async with db.sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def test_ten_inserts_at_once_from_ten_connections_pass_a_cap_of_three_three_times(
+    db: Database, database_url: str
+) -> None:
+    user = (await IdentityService(db).issue_key("alice")).user_id
+    records = [_sandbox(user, f"box-{i}") for i in range(10)]
+    done = await asyncio.gather(*(_insert(database_url, r, 3) for r in records))
+    assert sorted(done) == [False] * 7 + [True] * 3
+    assert await _count(db, SandboxRecord) == 3
+    async with db.sessions() as session:  # the three written have their event, no others
+        events = (await session.scalars(select(EventRecord))).all()
+    written = {r.id for r, ok in zip(records, done, strict=True) if ok}
+    assert {e.subject_id for e in events} == written
+    assert {e.type for e in events} == {"sandbox.created"}
+    # Stopped sandboxes do not count; a build's (cap None) is never held back.
+    async with db.sessions.begin() as session:
+        stopped = await session.get(SandboxRecord, next(iter(written)))
+        assert stopped is not None
+        stopped.status = "paused"
+    assert await _insert(database_url, _sandbox(user, "after-pause"), 3)
+    assert not await _insert(database_url, _sandbox(user, "over"), 3)
+    build = _sandbox(user, "build")
+    build.build_of = "tpl_x"
+    assert await _insert(database_url, build, None)
+
+
+async def test_a_burst_of_resumes_passes_the_cap_only_as_far_as_it_allows(
+    db: Database, database_url: str
+) -> None:
+    user = (await IdentityService(db).issue_key("bob")).user_id
+    paused = [_sandbox(user, f"p-{i}", "paused") for i in range(6)]
+    running = _sandbox(user, "r", "running")
+    async with db.sessions.begin() as session:
+        session.add_all([*paused, running])
+
+    async def resume(record: SandboxRecord) -> bool:
+        other = Database(database_url)
+        try:
+            async with other.sessions.begin() as session:
+                return await store.set_status_within_cap(
+                    session, record.id, user, "resuming", counted=COUNTED, cap=3
+                )
+        finally:
+            await other.dispose()
+
+    done = await asyncio.gather(*(resume(r) for r in paused))
+    assert done.count(True) == 2  # with the running one: 3
+    async with db.sessions() as session:
+        statuses = [s for (s,) in await session.execute(select(SandboxRecord.status))]
+    assert statuses.count("resuming") == 2 and statuses.count("paused") == 4
+
+
+async def test_a_taken_name_is_refused_by_the_insert(db: Database, database_url: str) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    user = (await IdentityService(db).issue_key("carol")).user_id
+    assert await _insert(database_url, _sandbox(user, "same"), 3)
+    with pytest.raises(IntegrityError):
+        await _insert(database_url, _sandbox(user, "same"), 3)
+    assert await _count(db, SandboxRecord) == 1
+
+
+@pytest.fixture
+def capped_client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
+    fake_image(tmp_path / "images", "devbox:1")
+    settings = Settings(home=tmp_path / "home", images_dir=tmp_path / "images", driver="fake",
+                        database_url=database_url, max_running_per_user=3,
+                        proxy_enabled=False)  # fmt: skip
+    with TestClient(create_app(settings)) as client:
+        services = client.app.state.services  # type: ignore[attr-defined]
+        issued = client.portal.call(services.identity.issue_key, "dana")  # type: ignore[union-attr]
+        client.headers["X-Api-Key"] = issued.key
+        yield client
+    asyncio.run(FakeDriver(settings.home / "fake-sandboxes").cleanup(set()))
+    shutil.rmtree(tmp_path / "home", ignore_errors=True)
+
+
+def test_ten_creates_at_once_start_three_and_answer_429_to_seven(
+    capped_client: TestClient,
+) -> None:
+    import concurrent.futures
+
+    def create(i: int) -> int:
+        body = {"shape": "s-1vcpu-256mb", **({"name": f"named-{i}"} if i % 2 else {})}
+        return capped_client.post("/v1/sandboxes", json=body).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(create, range(10)))
+    assert sorted(codes) == [201] * 3 + [429] * 7
+    listed = capped_client.get("/v1/sandboxes").json()["data"]
+    assert listed["pagination"]["total"] == 3
+    assert {s["status"] for s in listed["data"]} == {"running"}
