@@ -12,13 +12,13 @@ falls back to the ``mount`` command (:func:`loop_mount` raises :class:`LoopUnsup
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
 import struct
 from pathlib import Path
 
+from hutch.host.libc import libc as c_library
 from hutch.host.proc import CommandFailed, CommandResult
 
 __all__ = ["LoopUnsupported", "loop_mount"]
@@ -43,7 +43,7 @@ def loop_mount(image: Path, point: Path, fstype: str) -> str:
     thread."""
     device, fd = _attach(image)
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = c_library()
         if libc.mount(device.encode(), str(point).encode(), fstype.encode(), _MS_NOATIME, None):
             err = ctypes.get_errno()
             raise _failed(image, point, f"mount: {os.strerror(err)}")

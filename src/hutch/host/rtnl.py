@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import os
 import socket
 import struct
 import threading
 from ipaddress import IPv4Address
+
+from hutch.host.libc import libc as c_library
 
 __all__ = ["NETNS_DIR", "add_netns_with_veth", "delete_link", "delete_netns"]
 
@@ -43,7 +44,7 @@ _netns_dir_ready = False
 
 
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return c_library()
 
 
 def _check(result: int, what: str) -> None:

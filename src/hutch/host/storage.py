@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import functools
 import os
@@ -27,6 +26,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from hutch.host.libc import libc as c_library
 from hutch.host.loop import LoopUnsupported, loop_mount
 from hutch.host.proc import CommandFailed, CommandResult, run
 
@@ -255,7 +255,7 @@ def clones_mount_as_they_are() -> bool:
 def mount(source: str, target: Path, fstype: str, options: str) -> None:
     """``mount -t fstype -o options source target`` as one system call (no process).
     Raises :class:`CommandFailed`, as the ``mount`` command failing would."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = c_library()
     if libc.mount(source.encode(), str(target).encode(), fstype.encode(), 0, options.encode()):
         err = ctypes.get_errno()
         argv = ("mount", "-t", fstype, source, str(target))

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import os
 import threading
 from collections.abc import Callable
 from typing import TypeVar
+
+from hutch.host.libc import libc as c_library
 
 __all__ = ["in_own_thread", "set_hostname", "set_hostname_here"]
 
@@ -24,7 +25,7 @@ _T = TypeVar("_T")
 
 
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return c_library()
 
 
 def set_hostname_here(pid: int, hostname: str) -> None:
