@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
+import re
 import secrets
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -238,6 +241,9 @@ _DNS_PROBE = (
 )
 
 
+_REQUEST_LINE = re.compile(rb"(?:GET|PUT|POST|DELETE|HEAD) /[^ \r\n]* HTTP/1\.1")
+
+
 class _Relay:
     """TCP from ``listen`` (an address the hosts' namespaces reach: the test bridge's) to
     the S3 server on this machine's loopback, which no host namespace reaches."""
@@ -246,6 +252,8 @@ class _Relay:
         self._server = socket.create_server((listen, 0))
         self.port = self._server.getsockname()[1]
         self._target = target_port
+        self.requests: list[str] = []
+        """The request lines the hosts sent to S3 (``PUT /bucket/key…``), in order."""
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -255,13 +263,15 @@ class _Relay:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self._target))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, seen in ((client, upstream, self.requests), (upstream, client, None)):
+                threading.Thread(target=self._pipe, args=(a, b, seen), daemon=True).start()
 
     @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(source: socket.socket, sink: socket.socket, seen: list[str] | None) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(1 << 16):
+                if seen is not None:
+                    seen += [m.decode() for m in _REQUEST_LINE.findall(data)]
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
@@ -276,7 +286,7 @@ class _S3Cluster(Cluster):
     opens the host token of the agent it moves a sandbox to)."""
 
     def __init__(self, root: Path, images: Path, s3: SeaweedS3, bucket: str) -> None:
-        self._s3, self._bucket = s3, bucket
+        self._s3, self.bucket = s3, bucket
         self._key = base64.b64encode(secrets.token_bytes(32)).decode()
         self.relay: _Relay | None = None
         # Each host's proxy behind the public entry (the control plane's port).
@@ -294,7 +304,7 @@ class _S3Cluster(Cluster):
         self.relay = _Relay(str(self.gateway), self._s3.port)
         for host in self.hosts.values():
             host.env.update({
-                "HUTCH_SNAPSHOT_STORE": f"s3://{self._bucket}/hutch",
+                "HUTCH_SNAPSHOT_STORE": f"s3://{self.bucket}/hutch",
                 "HUTCH_SNAPSHOT_STORE_ENDPOINT": f"http://{self.gateway}:{self.relay.port}",
                 "HUTCH_SNAPSHOT_STORE_ACCESS_KEY": self._s3.access_key,
                 "HUTCH_SNAPSHOT_STORE_SECRET_KEY": self._s3.secret_key,
@@ -314,11 +324,50 @@ def at_a_proxy(host: AgentHost, url: str) -> httpx.Response:
                      headers={"Host": authority.rsplit(":", 1)[0]}, timeout=120)  # fmt: skip
 
 
-def test_drain_moves_hibernated_gvisor_sandboxes_through_s3(
-    tmp_path: Path, images: Path, s3: SeaweedS3
-) -> None:
+@pytest.fixture(scope="module")
+def drained(
+    tmp_path_factory: pytest.TempPathFactory, images: Path, s3: SeaweedS3
+) -> Iterator[_S3Cluster]:
+    """Two hosts, d1 and d2, keeping snapshots in one bucket (``cluster.bucket``)."""
     bucket = s3.make_bucket(f"drain-{time.monotonic_ns()}")
-    cluster = _S3Cluster(tmp_path / "drain", images, s3, bucket)
+    cluster = _S3Cluster(tmp_path_factory.mktemp("drain"), images, s3, bucket)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _hibernated(api: httpx.Client, sandbox_id: str) -> dict[str, Any]:
+    assert api.post(f"/v1/sandboxes/{sandbox_id}/pause").status_code == 202
+    view: dict[str, Any] = eventually(
+        lambda: (
+            (v := api.get(f"/v1/sandboxes/{sandbox_id}").json()["data"])["status"] == "paused" and v
+        )
+    )
+    assert view["hibernated"], view
+    return view
+
+
+def _said(host: AgentHost, *words: str) -> str | None:
+    return next((line for line in host.output if all(w in line for w in words)), None)
+
+
+def _uploads(requests: list[str], sandbox_id: str) -> list[str]:
+    """The uploads of a sandbox's moving disk: one PUT, or a multipart upload's start."""
+    return [
+        r for r in requests
+        if f"{sandbox_id}.moving" in r
+        and ((r.startswith("POST") and "uploads" in r)
+             or (r.startswith("PUT") and "partNumber" not in r))
+    ]  # fmt: skip
+
+
+def test_drain_moves_hibernated_gvisor_sandboxes_through_s3(
+    drained: _S3Cluster, s3: SeaweedS3
+) -> None:
+    cluster = drained
+    assert cluster.relay is not None
+    requests = cluster.relay.requests
     try:
         with cluster.client() as api:
             sleeper = create(api, runtime="gvisor", host_id="d1", auto_resume=True,
@@ -331,17 +380,30 @@ def test_drain_moves_hibernated_gvisor_sandboxes_through_s3(
             pid = sh(api, box, "setsid sleep 900 >/dev/null 2>&1 </dev/null & echo $!")["stdout"]
             awake = create(api, host_id="d1")  # runc, running: it stays
             assert awake.status_code == 201, awake.text
-            assert api.post(f"/v1/sandboxes/{box['id']}/pause").status_code == 202
-            view = eventually(lambda: (v := api.get(f"/v1/sandboxes/{box['id']}").json()["data"])
-                              ["status"] == "paused" and v)  # fmt: skip
-            assert view["hibernated"], view
+            _hibernated(api, box["id"])
             assert counts(cluster) == {"d1": 2, "d2": 0}
 
+            # No host can take it (the other one drains too): nothing is uploaded, and the
+            # draining host's log says why; it stays whole where it is.
+            cluster.cli("hosts", "drain", "d2")
             cluster.cli("hosts", "drain", "d1")
+            said = eventually(lambda: _said(cluster.hosts["d1"], box["id"], "stays on this"))
+            assert "no host can take it now" in said and "nothing was uploaded" in said, said
+            assert [r for r in requests if f"{box['id']}.moving" in r] == []
+            assert counts(cluster) == {"d1": 2, "d2": 0}
+            # Room again: it moves, its disk uploaded once.
+            cluster.cli("hosts", "undrain", "d2")
             eventually(lambda: counts(cluster) == {"d1": 1, "d2": 1}, timeout=120)
+            assert len(_uploads(requests, box["id"])) == 1, requests
             moved = api.get(f"/v1/sandboxes/{box['id']}").json()["data"]
             assert moved["status"] == "paused" and moved["hibernated"], moved
             assert moved["ip"] != box["ip"]  # an address of the other host's pool
+            # Its bundle is the new host's own, made there from the record (not a file
+            # that came through the bucket): its paths are that host's.
+            there = cluster.hosts["d2"].home / "sandboxes" / box["id"]
+            config = json.loads((there / "config.json").read_text())
+            assert config["root"]["path"] == str(there / "rootfs")
+            assert str(cluster.hosts["d1"].home) not in json.dumps(config)
             # Once the drained host has let go of what it had of it (its directory last),
             # its ingress route is gone too: a request that still reaches its proxy finds
             # nothing there, and wakes nothing on the wrong host.
@@ -357,10 +419,11 @@ def test_drain_moves_hibernated_gvisor_sandboxes_through_s3(
             assert api.get(f"/v1/sandboxes/{box['id']}").json()["data"]["status"] == "running"
             # Its recorded addresses are the new host's (a pause reads them to find its
             # connections in TIME_WAIT, which gVisor cannot save).
-            kept = cluster.hosts["d2"].home / "sandboxes" / box["id"] / "addresses.json"
+            kept = there / "addresses.json"
             assert [a[1] for a in json.loads(kept.read_text())["addresses"]] == [moved["ip"]]
             assert sh(api, box, "cat /workspace/kept")["stdout"] == "kept\n"
             assert sh(api, box, f"cat /proc/{pid.strip()}/cmdline")["stdout"].startswith("sleep")
+            assert sh(api, box, "hostname")["stdout"].strip() == box["name"]
             # Its network is the new host's: a DNS query to the new host's end of its link
             # leaves from its new address and is answered.
             asked = sh(api, box, f'python3 -c "{_DNS_PROBE}"')
@@ -369,11 +432,87 @@ def test_drain_moves_hibernated_gvisor_sandboxes_through_s3(
             assert sh(api, awake.json()["data"], "echo up")["stdout"] == "up\n"
             assert create(api).status_code == 201
             assert counts(cluster) == {"d1": 1, "d2": 2}
-            leftover = s3.client().list_objects_v2(Bucket=bucket, Prefix=f"hutch/{box['id']}")
+            leftover = s3.client().list_objects_v2(Bucket=cluster.bucket,
+                                                   Prefix=f"hutch/{box['id']}")  # fmt: skip
             assert leftover.get("KeyCount", 0) == 0, leftover
+            for view in api.get("/v1/sandboxes", params={"limit": 500}).json()["data"]["data"]:
+                if view["status"] not in ("destroyed", "failed"):
+                    api.delete(f"/v1/sandboxes/{view['id']}")
     except BaseException:
         for host in cluster.hosts.values():  # what the agents said, for the failure
             print(f"--- agent {host.name}:\n" + "".join(host.output[-60:]))
         raise
-    finally:
-        cluster.stop()
+
+
+def _tar(directory: Path, archive: Path, *names: str) -> str:
+    subprocess.run(["tar", "--sparse", "-C", str(directory), "-cf", str(archive), *names],
+                   check=True)  # fmt: skip
+    return hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+def test_a_disk_upload_changed_in_the_bucket_is_refused_and_nothing_of_it_runs(
+    drained: _S3Cluster, s3: SeaweedS3, tmp_path: Path
+) -> None:
+    """Whoever can write the snapshot bucket cannot run anything on the host that takes a
+    moved sandbox: the object the adopting host reads must be the draining host's upload
+    (its digest comes over the agents' own link) and only a disk file; the bundle is
+    always made on the adopting host. Here the bucket's object carries a bundle with an OCI
+    hook and a bind mount of the host's root, as an attacker would put there."""
+    cluster = drained
+    cluster.cli("hosts", "undrain", "d1")
+    cluster.wait_hosts({"d1", "d2"}, status="active")
+    ran = tmp_path / "the-hook-ran"
+    with cluster.client() as api:
+        made = create(api, runtime="gvisor", host_id="d2")
+        assert made.status_code == 201, made.text
+        box = made.json()["data"]
+        try:
+            sh(api, box, "echo mine > /workspace/mine")
+            _hibernated(api, box["id"])
+            source = cluster.hosts["d2"].home / "sandboxes" / box["id"]
+            hostile = tmp_path / "hostile"
+            hostile.mkdir()
+            subprocess.run(["cp", "--sparse=always", str(source / "disk.img"),
+                            str(hostile / "disk.img")], check=True)  # fmt: skip
+            bundle = json.loads((source / "config.json").read_text())
+            bundle.setdefault("hooks", {})["prestart"] = [
+                {"path": "/bin/sh", "args": ["sh", "-c", f"touch {ran}"]}
+            ]
+            bundle["mounts"].append({"destination": "/host", "type": "bind", "source": "/",
+                                     "options": ["rbind", "rw"]})  # fmt: skip
+            (hostile / "config.json").write_text(json.dumps(bundle))
+            honest = _tar(hostile, tmp_path / "honest.tar", "disk.img")
+            tampered = _tar(hostile, tmp_path / "tampered.tar", "disk.img", "config.json")
+            key = f"hutch/{box['id']}.moving/sandbox.tar"
+            s3.client().upload_file(str(tmp_path / "tampered.tar"), cluster.bucket, key)
+
+            # Asked (over its own socket) to take the sandbox from d2 with the digest of
+            # what d2 would have sent, d1 finds another object in the bucket: refused.
+            home = cluster.hosts["d1"].home
+            transport = httpx.HTTPTransport(uds=str(home / "run" / "agent.sock"))
+            with httpx.Client(transport=transport, base_url="http://agent", timeout=120) as d1:
+                url = f"/internal/v1/moves/{box['id']}"
+                refused = d1.post(url, json={"from_host": "d2", "disk_sha256": honest})
+                assert refused.status_code == 409, refused.text
+                assert "not the one d2 sent" in refused.text, refused.text
+                # Even with the digest of the changed object itself (as if the draining
+                # host had uploaded it), an archive with more than the disk file is refused.
+                refused = d1.post(url, json={"from_host": "d2", "disk_sha256": tampered})
+                assert refused.status_code == 409, refused.text
+                assert "something else than one disk file" in refused.text, refused.text
+            assert not (home / "sandboxes" / box["id"]).exists()
+            assert not ran.exists()
+            # The sandbox is where it was, whole: it resumes on d2 with its file.
+            view = api.get(f"/v1/sandboxes/{box['id']}").json()["data"]
+            assert (view["status"], view["hibernated"]) == ("paused", True), view
+            assert counts(cluster) == {"d1": 0, "d2": 1}
+            assert api.post(f"/v1/sandboxes/{box['id']}/resume").status_code == 202
+            assert sh(api, box, "cat /workspace/mine")["stdout"] == "mine\n"
+            assert (
+                sh(api, box, "ls /host 2>&1; true")["stdout"]
+                .strip()
+                .endswith("No such file or directory")
+            )
+            assert not ran.exists()
+        finally:
+            api.delete(f"/v1/sandboxes/{box['id']}")

@@ -1,56 +1,60 @@
 """Draining with the S3 snapshot store: a draining host's hibernated gVisor sandboxes move
 to other hosts, where they resume with their processes.
 
-A hibernated gVisor sandbox is two things: its memory snapshot (``runsc checkpoint``),
-which the snapshot store keeps in S3 already (``HUTCH_SNAPSHOT_STORE``,
-:mod:`hutch.core.snapshot_store`), and its directory on the host: its writable disk (a
-sparse btrfs file), its OCI bundle and its ``/etc`` names. Running sandboxes are not moved
-(they keep running until stopped); neither are paused-in-memory or runc ones.
+A hibernated gVisor sandbox is its memory snapshot (``runsc checkpoint``), which the
+snapshot store keeps in S3 already (``HUTCH_SNAPSHOT_STORE``,
+:mod:`hutch.core.snapshot_store`), and its disk file on the host (a sparse btrfs file).
+Everything else a host runs it with (its OCI bundle, its ``/etc`` names, its addresses)
+is made by the host that takes it, from the store's record, as a create makes it: nothing
+that could change what runs on a host (hooks, mounts, capabilities) comes from the
+bucket. Running sandboxes are not moved (they keep running until stopped); neither are
+paused-in-memory, runc or private-network ones.
 
-The agent of a ``draining`` host, every few seconds, for each such sandbox of its own:
+The agent of a ``draining`` host, every few seconds, for each such sandbox of its own
+(the service's side: :mod:`hutch.core.sandbox_move`), under the sandbox's lock:
 
-1. under the sandbox's lock, checks it is still paused and hibernated, and puts its
-   snapshot in the store if it is still here;
-2. uploads its directory (``tar --sparse``) as ``<prefix>/<id>.moving/sandbox.tar``;
-3. places it like a create (:class:`~hutch.cluster.placement.Placer`: an active host with
-   the gvisor runtime and room; the image fetched there if it lacks it) and asks that
-   host's agent to adopt it (``POST /internal/v1/moves/{id}``, with its host token);
-4. the adopting agent takes an address from its own link pool, unpacks the directory,
-   rewrites what named the old host (paths, its address in ``/etc``), and moves the
-   sandbox's row to itself with the new address, still ``paused``: a resume there fetches
-   the snapshot from the store and restores it (:meth:`SandboxService.resume`);
-5. the draining host then removes what is left of it here.
-
-Anything failing before step 4's row change leaves the sandbox where it was, paused and
-whole (the uploaded copy is removed); it is tried again later.
+1. places it like a create (:class:`~hutch.cluster.placement.Placer`: an active host
+   with the gvisor runtime and room, its room held for the move; the image fetched there
+   if it lacks it). No host can take it: nothing is uploaded, the agent's log says why
+   (once per reason), and the next pass tries again;
+2. puts its snapshot in the store if it is not there yet, and uploads its disk file
+   once (``tar --sparse``, as ``<prefix>/<id>.moving/sandbox.tar``), keeping its SHA-256;
+3. asks the chosen host's agent to take it (``POST /internal/v1/moves/{id}`` with its
+   host token and the digest): that agent downloads the disk, refuses it unless its
+   digest is the one the draining host sent (over the agents' authenticated link, not
+   through the bucket) and it is one regular file, makes the rest itself, and moves the
+   row to itself with an address of its own pool, still ``paused``: a resume there
+   fetches the snapshot and restores it (:meth:`SandboxService.resume`);
+4. when the row is another host's (also when that host's answer was lost), what is left
+   of it on the draining host goes; otherwise nothing changed and the upload is removed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import hashlib
 import logging
 import shutil
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
 from hutch.cluster.images import TOKEN_HEADER, ImageSource, _verify, ensure_image
 from hutch.cluster.membership import Membership
 from hutch.cluster.placement import PlacementRequest, Placer
 from hutch.core.errors import Conflict, HutchError, Unavailable
-from hutch.core.sandbox_status import SandboxStatus as S
 from hutch.core.sandboxes import SandboxService
 from hutch.core.snapshot_store import S3SnapshotStore, SnapshotStoreError
-from hutch.host.proc import run
+from hutch.host.drivers.base import DriverError
+from hutch.host.proc import CommandFailed, run
 from hutch.settings import Settings
 from hutch.store.db import Database
-from hutch.store.models import Host, NetworkMember, SandboxRecord
+from hutch.store.models import Host, SandboxRecord
 
 __all__ = ["DrainMover", "router"]
 
@@ -76,19 +80,10 @@ class DrainMover:
                               cpu_overcommit=settings.cpu_overcommit)  # fmt: skip
         self._said: dict[str, str] = {}  # why each sandbox was not moved, last said
 
-    @property
-    def _host(self) -> Any:
-        return self._sandboxes._host
-
-    def _store(self) -> S3SnapshotStore | None:
-        store = self._sandboxes._snapshots
-        return store if isinstance(store, S3SnapshotStore) else None
-
     async def run_forever(self, every_s: float) -> None:
         while True:
             await asyncio.sleep(every_s)
-            joiner = self._host.joiner
-            if joiner is None or joiner.status != "draining" or self._store() is None:
+            if not self._sandboxes.draining() or self._sandboxes.s3_snapshots is None:
                 continue
             try:
                 await self.move_all()
@@ -97,20 +92,15 @@ class DrainMover:
 
     async def move_all(self) -> list[str]:
         """Move every hibernated gVisor sandbox of this host; return those moved."""
-        async with self._db.sessions() as session:
-            ids = list(await session.scalars(
-                select(SandboxRecord.id).where(
-                    SandboxRecord.host_id == self._host.host_id,
-                    SandboxRecord.status == S.PAUSED, SandboxRecord.hibernated.is_(True),
-                    SandboxRecord.runtime == "gvisor",
-                )
-            ))  # fmt: skip
+        for sandbox_id in await self._sandboxes.let_go_of_moved():
+            log.info("removed what was left of %s, which another host took", sandbox_id)
         moved = []
-        for sandbox_id in ids:
+        for sandbox_id in await self._sandboxes.movable_here():
             try:
                 if await self.move(sandbox_id):
                     moved.append(sandbox_id)
-            except (HutchError, SnapshotStoreError, OSError) as exc:
+                    self._said.pop(sandbox_id, None)
+            except (HutchError, SnapshotStoreError, DriverError, OSError) as exc:
                 # Said once per sandbox and reason (this runs every few seconds).
                 if self._said.get(sandbox_id) != str(exc):
                     self._said[sandbox_id] = str(exc)
@@ -118,64 +108,63 @@ class DrainMover:
         return moved
 
     async def move(self, sandbox_id: str) -> bool:
-        store = self._store()
+        """Move one sandbox (see the module's docstring); whether it moved."""
+        store = self._sandboxes.s3_snapshots
         if store is None:
             return False
-        service = self._sandboxes
-        async with service._sandbox_locks[sandbox_id]:
-            record = await service._load(sandbox_id)
-            here = self._host.host_id
-            if not (record.host_id == here and record.status == S.PAUSED and record.hibernated
-                    and record.runtime == "gvisor"):  # fmt: skip
-                return False
-            async with self._db.sessions() as session:
-                member = await session.scalar(
-                    select(NetworkMember.sandbox_id).where(NetworkMember.sandbox_id == sandbox_id)
-                )
-            if member is not None:
-                raise Conflict("it is a member of a private network (not moved across hosts)")
-            snapshot = service._snapshot(sandbox_id)
-            if not await store.has(sandbox_id):
-                await store.put(sandbox_id, snapshot)
-            # Its disk is unmounted in the background after the checkpoint: wait for that.
-            await self._host.driver.for_runtime("gvisor")._settled(sandbox_id)
-            directory = self._host.driver.sandboxes / sandbox_id
-            await _upload_directory(store, sandbox_id, directory)
-            try:
-                await self._adopt_elsewhere(record)
-            except BaseException:
+        failed: BaseException | None = None
+        uploading = moved = False
+        try:
+            async with self._sandboxes.moving_out(sandbox_id) as out:
+                if out is None:
+                    return False
+                record = out.record
+                want = PlacementRequest(mem_mib=record.mem_mib, vcpu=record.vcpu,
+                                        image=record.rootfs, runtime="gvisor")  # fmt: skip
+                try:
+                    placed = await self._placer.place(want)
+                except Unavailable as exc:  # before anything is uploaded
+                    why = f"no host can take it now ({exc}); nothing was uploaded"
+                    raise Unavailable(f"{why}, tried again at the next pass") from None
+                try:
+                    target = await self._agent(placed.host_id)
+                    if placed.sources:
+                        holders = [await self._agent(h) for h in placed.sources]
+                        await ensure_image(self._settings, target, record.rootfs, holders)
+                    disk = await out.ready()  # its snapshot in the store; its disk settled
+                    uploading = True
+                    digest = await _upload_disk(store, sandbox_id, disk)
+                    try:
+                        await self._ask(target, record, digest)
+                    except (HutchError, httpx.HTTPError) as exc:
+                        failed = exc  # the row says whether it moved all the same
+                finally:
+                    await self._placer.release(placed)
+            moved = out.moved
+        finally:
+            if uploading and not moved:  # (once taken, the other host deletes it)
                 await _delete_object(store, sandbox_id)
-                raise
-            # Its row is the other host's now: what is left here goes.
-            await service._stopped(sandbox_id)
-            await self._host.driver.destroy(sandbox_id)
-            self._host.links.release(sandbox_id)
-            await asyncio.to_thread(shutil.rmtree, snapshot, True)
+        if moved:
             log.info("moved hibernated %s off this draining host", sandbox_id)
             return True
+        if isinstance(failed, HutchError):
+            raise failed
+        if failed is not None:
+            raise Unavailable(f"the host chosen could not be asked to take it: {failed!r}")
+        return False
 
-    async def _adopt_elsewhere(self, record: SandboxRecord) -> None:
-        want = PlacementRequest(mem_mib=record.mem_mib, vcpu=record.vcpu, image=record.rootfs,
-                                runtime="gvisor")  # fmt: skip
-        placed = await self._placer.place(want)
-        try:
-            target = await self._agent(placed.host_id)
-            if placed.sources:
-                holders = [a for a in [await self._agent(h) for h in placed.sources] if a]
-                await ensure_image(self._settings, target, record.rootfs, holders)
-            timeout = httpx.Timeout(600.0, connect=5.0)
-            verify = _verify(self._settings)  # the cluster's TLS, when it has it
-            async with httpx.AsyncClient(timeout=timeout, verify=verify) as client:
-                answer = await client.post(
-                    f"{target.address}/internal/v1/moves/{record.id}",
-                    json={"from_host": self._host.host_id},
-                    headers={TOKEN_HEADER: target.token},
-                )
-            if answer.status_code != 200:
-                raise Unavailable(f"host {target.host_id} did not adopt it ({answer.status_code}):"
-                                  f" {answer.text[:300]}")  # fmt: skip
-        finally:
-            await self._placer.release(placed)
+    async def _ask(self, target: ImageSource, record: SandboxRecord, digest: str) -> None:
+        timeout = httpx.Timeout(600.0, connect=5.0)
+        verify = _verify(self._settings)  # the cluster's TLS, when it has it
+        async with httpx.AsyncClient(timeout=timeout, verify=verify) as client:
+            answer = await client.post(
+                f"{target.address}/internal/v1/moves/{record.id}",
+                json={"from_host": self._sandboxes.host_id, "disk_sha256": digest},
+                headers={TOKEN_HEADER: target.token},
+            )
+        if answer.status_code != 200:
+            raise Unavailable(f"host {target.host_id} did not take it ({answer.status_code}): "
+                              f"{answer.text[:300]}")  # fmt: skip
 
     async def _agent(self, host_id: str) -> ImageSource:
         async with self._db.sessions() as session:
@@ -190,84 +179,64 @@ class DrainMover:
         return ImageSource(host.id, host.address.rstrip("/"), token)
 
 
-async def adopt(settings: Settings, sandboxes: SandboxService, sandbox_id: str,
-                from_host: str) -> dict[str, Any]:  # fmt: skip
-    """Take a hibernated sandbox moving off ``from_host``: its directory from the store,
-    an address of this host's pool, its row."""
-    service = sandboxes
-    host: Any = service._host
-    store = service._snapshots
-    if not isinstance(store, S3SnapshotStore):
+async def adopt(
+    sandboxes: SandboxService, sandbox_id: str, from_host: str, disk_sha256: str
+) -> SandboxRecord:
+    """Take a hibernated sandbox moving off ``from_host``: its disk from the store (if it
+    is the one that host sent), the rest made here, an address of this host's pool, its
+    row (:meth:`SandboxService.moving_in`)."""
+    store = sandboxes.s3_snapshots
+    if store is None:
         raise Conflict("this host has no S3 snapshot store (HUTCH_SNAPSHOT_STORE)")
-    async with service._sandbox_locks[sandbox_id]:
-        record = await service._load(sandbox_id)
-        if not (record.host_id == from_host and record.status == S.PAUSED and record.hibernated):
-            raise Conflict(f"sandbox {sandbox_id} is not a hibernated sandbox of {from_host}")
-        driver = host.driver
-        directory: Path = driver.sandboxes / sandbox_id
-        if await asyncio.to_thread(directory.exists):
-            raise Conflict(f"sandbox {sandbox_id} already has a directory on this host")
-        link = host.links.allocate(sandbox_id)
-        try:
-            await _download_directory(store, sandbox_id, directory)
-            old = json.loads((directory / "config.json").read_text())
-            await asyncio.to_thread(_rewrite_bundle, directory, old, driver, sandbox_id)
-            # (HostRuntimes picks a sandbox's driver by its directory's ``runtime`` file.)
-            with contextlib.suppress(FileNotFoundError):
-                (directory / "init.pid").unlink()
-            # Its addresses here (the old ones named the other host's link): what a pause's
-            # check for connections gVisor cannot save reads (hutch.host.drivers.gvisor).
-            (directory / "addresses.json").write_text(json.dumps({
-                "addresses": [["eth0", str(link.sandbox), link.network.prefixlen]],
-                "gateway": str(link.host),
-            }))  # fmt: skip
-            gvisor = driver.for_runtime("gvisor")
-            gvisor.set_names(sandbox_id, record.name, str(link.sandbox))
-            (directory / "etc" / "resolv.conf").write_text(
-                f"nameserver {link.host}\noptions timeout:1 attempts:2\n"
-            )
-            await service._update(sandbox_id, host_id=host.host_id, ip=str(link.sandbox))
-        except BaseException:
-            host.links.release(sandbox_id)
-            await asyncio.to_thread(shutil.rmtree, directory, True)
-            raise
+    async with sandboxes.moving_in(sandbox_id, from_host) as incoming:
+        await _download_disk(store, sandbox_id, incoming.disk, disk_sha256, from_host)
     await _delete_object(store, sandbox_id)
-    return {"id": sandbox_id, "host_id": host.host_id, "ip": str(link.sandbox)}
+    return incoming.record
 
 
-def _rewrite_bundle(directory: Path, config: dict[str, Any], driver: Any, sandbox_id: str) -> None:
-    """The bundle named the old host's home, tag (netns, sockets, cgroups): this host's."""
-    text = json.dumps(config)
-    root = str(config["root"]["path"])  # <old home>/sandboxes/<id>/rootfs
-    old_home = root.removesuffix(f"/sandboxes/{sandbox_id}/rootfs")
-    # The tag (a short lowercase hex name of the home) from the cgroup path, /hutch-<tag>/<id>;
-    # it also names the netns and the sockets' directory. (Sandbox ids are upper case.)
-    cgroups = str(config.get("linux", {}).get("cgroupsPath", ""))
-    old_tag = cgroups.split("/")[1].removeprefix("hutch-") if cgroups.count("/") >= 2 else ""
-    text = text.replace(old_home, str(driver.home))
-    if old_tag:
-        text = text.replace(old_tag, driver.tag)
-    (directory / "config.json").write_text(text)
+_DISK = "disk.img"
 
 
-async def _upload_directory(store: S3SnapshotStore, sandbox_id: str, directory: Path) -> None:
-    archive = directory.with_name(f".{sandbox_id}.moving.tar")
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def _upload_disk(store: S3SnapshotStore, sandbox_id: str, disk: Path) -> str:
+    """Upload the disk file (sparse: its holes are not sent); return the upload's SHA-256."""
+    archive = disk.parent.with_name(f".{sandbox_id}.moving.tar")
     try:
-        await run("tar", "--sparse", "--xattrs", "--numeric-owner", "-C", str(directory),
-                  "--exclude=./layer/*", "--exclude=./rootfs/*", "-cf", str(archive),
-                  ".")  # fmt: skip
+        await run("tar", "--sparse", "--numeric-owner", "-C", str(disk.parent), "-cf",
+                  str(archive), disk.name)  # fmt: skip
+        digest = await asyncio.to_thread(_sha256, archive)
         await store._call(
             lambda: store._s3().upload_file(str(archive), store.bucket, _object(store, sandbox_id)),
             "upload",
         )
+        return digest
     finally:
         with contextlib.suppress(FileNotFoundError):
             archive.unlink()
 
 
-async def _download_directory(store: S3SnapshotStore, sandbox_id: str, directory: Path) -> None:
-    archive = directory.with_name(f".{sandbox_id}.adopting.tar")
-    partial = directory.with_name(f".{sandbox_id}.adopting")
+def _one_disk(archive: Path) -> None:
+    """Conflict unless ``archive`` holds one regular file, the disk."""
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+    except (tarfile.TarError, OSError) as exc:
+        raise Conflict(f"the moved disk is not a readable archive: {exc}") from None
+    if [(m.name, m.isreg()) for m in members] != [(_DISK, True)]:
+        raise Conflict("the moved disk's archive holds something else than one disk file")
+
+
+async def _download_disk(store: S3SnapshotStore, sandbox_id: str, disk: Path, digest: str,
+                         from_host: str) -> None:  # fmt: skip
+    archive = disk.parent.with_name(f".{sandbox_id}.adopting.tar")
+    partial = disk.parent.with_name(f".{sandbox_id}.adopting")
     try:
         await store._call(
             lambda: store._s3().download_file(
@@ -275,11 +244,23 @@ async def _download_directory(store: S3SnapshotStore, sandbox_id: str, directory
             ),
             "download",
         )
+        got = await asyncio.to_thread(_sha256, archive)
+        if got != digest:
+            raise Conflict(f"the disk of {sandbox_id} in the snapshot bucket is not the one "
+                           f"{from_host} sent (SHA-256 {got[:16]}…, not {digest[:16]}…): "
+                           "not taken")  # fmt: skip
+        await asyncio.to_thread(_one_disk, archive)
         await asyncio.to_thread(shutil.rmtree, partial, True)
         partial.mkdir(parents=True)
-        await run("tar", "--sparse", "--xattrs", "--numeric-owner", "--same-owner", "-C",
-                  str(partial), "-xf", str(archive))  # fmt: skip
-        partial.rename(directory)
+        try:
+            await run("tar", "--sparse", "--numeric-owner", "-C", str(partial), "-xf",
+                      str(archive), _DISK)  # fmt: skip
+        except CommandFailed as exc:
+            raise Conflict(f"the moved disk could not be unpacked: {exc.detail}") from None
+        unpacked = partial / _DISK
+        if unpacked.is_symlink() or not unpacked.is_file():
+            raise Conflict("the moved disk is not a regular file")
+        unpacked.rename(disk)
     finally:
         with contextlib.suppress(FileNotFoundError):
             archive.unlink()
@@ -301,16 +282,19 @@ class _AdoptIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     from_host: str = Field(min_length=1, max_length=64)
+    disk_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """The SHA-256 of the disk's upload, as the draining host computed it: the download
+    from the bucket must match it."""
 
 
 @router.post("/{sandbox_id}")
 async def adopt_route(sandbox_id: str, body: _AdoptIn, request: Request) -> dict[str, Any]:
     """Take a hibernated sandbox a draining host moves here (that host's agent asks)."""
     services = request.app.state.services
-    done = await adopt(services.settings, services.sandboxes, sandbox_id, body.from_host)
+    record = await adopt(services.sandboxes, sandbox_id, body.from_host, body.disk_sha256)
     # Its ingress names, asleep on this host's proxy, as a start does for its own paused
     # ones: a request to them wakes it here (the draining host let go of its routes).
-    record = await services.sandboxes._load(sandbox_id)
     if record.auto_resume:
         await services.previews.sleep_ingress(record)
-    return {"status": "success", "data": done}
+    return {"status": "success",
+            "data": {"id": record.id, "host_id": record.host_id, "ip": record.ip}}  # fmt: skip

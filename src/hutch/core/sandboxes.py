@@ -12,6 +12,7 @@ from hutch.core.errors import InvalidInput, NotFound
 from hutch.core.identity import Principal
 from hutch.core.sandbox_exec import SandboxExec
 from hutch.core.sandbox_fork import SandboxForks
+from hutch.core.sandbox_move import SandboxMoves
 from hutch.core.sandbox_recovery import SandboxRecovery
 from hutch.core.sandbox_requests import (
     ExecCommand,
@@ -42,14 +43,21 @@ __all__ = [
 
 
 class SandboxService(
-    SandboxRecovery, SandboxForks, SandboxWake, SandboxExec, SandboxResize, SandboxSnapshot
+    SandboxRecovery,
+    SandboxForks,
+    SandboxWake,
+    SandboxMoves,
+    SandboxExec,
+    SandboxResize,
+    SandboxSnapshot,
 ):
     """Every operation on sandboxes. Its parts live in their own modules: the shared state
     (:mod:`~hutch.core.sandbox_base`), lifecycle (:mod:`~hutch.core.sandbox_lifecycle`), exec
     and files (:mod:`~hutch.core.sandbox_exec`), recovery and monitoring
     (:mod:`~hutch.core.sandbox_recovery`), disk growth (:mod:`~hutch.core.sandbox_resize`),
     snapshots (:mod:`~hutch.core.sandbox_snapshot`), wake on traffic
-    (:mod:`~hutch.core.sandbox_wake`); the reading of lists is here."""
+    (:mod:`~hutch.core.sandbox_wake`), moves between hosts
+    (:mod:`~hutch.core.sandbox_move`); the reading of lists is here."""
 
     async def get_by_ip(self, user: Principal, ip: str) -> SandboxRecord:
         async with self._db.sessions() as session:
