@@ -516,3 +516,49 @@ def test_a_disk_upload_changed_in_the_bucket_is_refused_and_nothing_of_it_runs(
             assert not ran.exists()
         finally:
             api.delete(f"/v1/sandboxes/{box['id']}")
+
+
+def test_a_move_whose_answer_was_lost_is_finished_by_the_draining_host(
+    drained: _S3Cluster, s3: SeaweedS3, tmp_path: Path
+) -> None:
+    """The host that took a sandbox moved its row, but the draining host never heard so
+    (its request timed out): the draining host's next pass removes what is left there."""
+    cluster = drained
+    cluster.cli("hosts", "undrain", "d1")
+    cluster.wait_hosts({"d1", "d2"}, status="active")
+    with cluster.client() as api:
+        # (placement sees d1 active again within its next read of the hosts)
+        made = eventually(lambda: (r := create(api, runtime="gvisor", host_id="d1"))
+                          .status_code == 201 and r)  # fmt: skip
+        box = made.json()["data"]
+        try:
+            sh(api, box, "echo moved-anyway > /workspace/kept")
+            _hibernated(api, box["id"])
+            left = cluster.hosts["d1"].home / "sandboxes" / box["id"]
+            # What the draining host sends, once the checkpoint's unmount is done.
+            eventually(lambda: f"{left}/" not in Path("/proc/mounts").read_text())
+            digest = _tar(left, tmp_path / "disk.tar", "disk.img")
+            key = f"hutch/{box['id']}.moving/sandbox.tar"
+            s3.client().upload_file(str(tmp_path / "disk.tar"), cluster.bucket, key)
+            home = cluster.hosts["d2"].home
+            transport = httpx.HTTPTransport(uds=str(home / "run" / "agent.sock"))
+            with httpx.Client(transport=transport, base_url="http://agent", timeout=120) as d2:
+                taken = d2.post(f"/internal/v1/moves/{box['id']}",
+                                json={"from_host": "d1", "disk_sha256": digest})  # fmt: skip
+            assert taken.status_code == 200, taken.text
+            assert counts(cluster) == {"d1": 0, "d2": 1}
+            assert left.is_dir()  # d1 did not hear: its copy is still there
+            cluster.cli("hosts", "drain", "d1")
+            eventually(lambda: not left.exists())
+            # On d2 it resumes with its file.
+            assert api.post(f"/v1/sandboxes/{box['id']}/resume").status_code == 202
+            assert sh(api, box, "cat /workspace/kept")["stdout"] == "moved-anyway\n"
+            view = api.get(f"/v1/sandboxes/{box['id']}").json()["data"]
+            assert view["status"] == "running", view
+        except BaseException:
+            for host in cluster.hosts.values():
+                print(f"--- agent {host.name}:\n" + "".join(host.output[-40:]))
+            raise
+        finally:
+            api.delete(f"/v1/sandboxes/{box['id']}")
+            cluster.cli("hosts", "undrain", "d1")
