@@ -1,18 +1,21 @@
 """A cluster on one machine against one host, in the same run (issue 19).
 
-    .venv/bin/python bench/cluster_net.py [--creates 10] [--mib 256] [--out FILE]
+    .venv/bin/python bench/cluster_net.py [--creates 20] [--mib 256] [--rounds 6] [--out FILE]
 
 Starts the test cluster of tests/support/cluster.py (a bridge and three network
 namespaces, one ``hutch agent`` each, ``hutch control`` on PostgreSQL) and measures:
 
 - create -> first exec (``true``) through the cluster's control plane, the sandbox
-  placed on any host, against the same through a one-machine ``hutch serve`` started in
-  the same run (the issue's goal: p50 within +10 ms);
+  placed on any host, against the same through a one-machine ``hutch serve`` (SQLite)
+  running beside it, and straight to one agent's unix socket (PostgreSQL, no control
+  plane): one of each in turn, so all three see the same load (the issue's goal: p50
+  within +10 ms of one host);
 - TCP throughput between two members of one private network, on two hosts (over the
   VXLAN segment) against two members on the same host (over the bridge only), by a
-  Python sender and receiver inside the sandboxes moving ``--mib`` MiB (goal >= 0.8x);
-  then the cross-host pair again with GRO on the links between the hosts (the test's
-  veths have it off by default, real NICs on), in the same run.
+  Python sender and receiver inside the sandboxes moving ``--mib`` MiB (goal >= 0.8x),
+  as the agents set the hosts up (each turns GRO on for its underlay: the test's veths
+  have it off by default, real NICs on); then the cross-host pair again with GRO turned
+  off on the links between the hosts, in the same run (what the agents' change is worth).
 
 Both peers run on the same loaded cores as everything else: read the ratios.
 """
@@ -99,21 +102,30 @@ def throughput(api: httpx.Client, sender: str, receiver: str, target: str, mib: 
     return round(mib / seconds, 1)
 
 
-# Turns GRO on for eth0 of the namespace it runs in (SIOCETHTOOL, ETHTOOL_SGRO): the
-# test cluster's links between hosts are veths, where GRO is off by default (the NICs of
-# real hosts have it on), and without it every VXLAN datagram is decapsulated alone.
-GRO_ON = """
-import ctypes, fcntl, socket, struct
-value = ctypes.create_string_buffer(struct.pack("II", 0x2C, 1))
-request = struct.pack("16sP", b"eth0", ctypes.addressof(value))
-fcntl.ioctl(socket.socket(), 0x8946, request)
+# GRO of eth0 of the namespace it runs in (SIOCETHTOOL: ETHTOOL_GGRO, then ETHTOOL_SGRO
+# with argv[1] unless it is "read"): the test cluster's links between hosts are veths,
+# where GRO is off by default; each agent turns it on for its underlay (cluster/overlay.py).
+GRO = """
+import ctypes, fcntl, socket, struct, sys
+def ethtool(command, data=0):
+    value = ctypes.create_string_buffer(struct.pack("II", command, data))
+    fcntl.ioctl(socket.socket(), 0x8946, struct.pack("16sP", b"eth0", ctypes.addressof(value)))
+    return struct.unpack("II", value.raw[:8])[1]
+if sys.argv[1] != "read":
+    ethtool(0x2C, int(sys.argv[1]))
+print(ethtool(0x2B))
 """
 
 
-def gro_on(cluster: Cluster) -> None:
-    for host in cluster.hosts.values():
-        subprocess.run(["nsenter", f"--net=/run/netns/{host.netns}", sys.executable, "-c",
-                        GRO_ON], check=True, timeout=30)  # fmt: skip
+def gro(cluster: Cluster, value: str) -> dict[str, bool]:
+    """Each host's underlay GRO after setting it to ``value`` ("1", "0", or "read")."""
+    out = {}
+    for name, host in cluster.hosts.items():
+        done = subprocess.run(["nsenter", f"--net=/run/netns/{host.netns}", sys.executable,
+                               "-c", GRO, value], check=True, timeout=30,
+                              capture_output=True, text=True)  # fmt: skip
+        out[name] = done.stdout.strip() == "1"
+    return out
 
 
 def member_ip(api: httpx.Client, sandbox: str) -> str:
@@ -121,58 +133,78 @@ def member_ip(api: httpx.Client, sandbox: str) -> str:
     return next(str(m["ip"]) for m in members if m["sandbox_id"] == sandbox)
 
 
+def network(cluster: Cluster, args: argparse.Namespace, result: dict[str, Any]) -> None:
+    with cluster.client() as api:
+        assert api.post("/v1/networks", json={"name": "bench"}).status_code == 200
+        boxes = {}
+        for name, host in (("a", "h1"), ("b", "h1"), ("c", "h2")):
+            made = api.post("/v1/sandboxes", json={"shape": SHAPE, "host_id": host,
+                                                   "networks": [{"id": "bench"}]})  # fmt: skip
+            assert made.status_code == 201, made.text
+            boxes[name] = made.json()["data"]["id"]
+        time.sleep(2)  # the overlay loop joins h1 and h2 (once a second)
+        result["underlay_gro_as_agents_left_it"] = gro(cluster, "read")
+        same, cross, same_off, cross_off = [], [], [], []
+        b_ip, c_ip = member_ip(api, boxes["b"]), member_ip(api, boxes["c"])
+        for _ in range(args.rounds):  # each cross-host run right after a same-host one
+            same.append(throughput(api, boxes["a"], boxes["b"], b_ip, args.mib))
+            cross.append(throughput(api, boxes["a"], boxes["c"], c_ip, args.mib))
+        gro(cluster, "0")  # then the same with GRO off on the links (the veths' default)
+        for _ in range(args.rounds):
+            same_off.append(throughput(api, boxes["a"], boxes["b"], b_ip, args.mib))
+            cross_off.append(throughput(api, boxes["a"], boxes["c"], c_ip, args.mib))
+        for sandbox in boxes.values():
+            api.delete(f"/v1/sandboxes/{sandbox}")
+
+    def pairs(a: list[float], b: list[float]) -> float:  # the median of run-by-run ratios
+        return round(statistics.median(x / y for x, y in zip(a, b, strict=True)), 2)
+
+    result["tcp_between_members_mib_s"] = {
+        "cross_host_best": max(cross), "same_host_best": max(same),
+        "ratio_best": round(max(cross) / max(same), 2), "ratio_pairs_median": pairs(cross, same),
+        "gro_off": {"cross_host_best": max(cross_off), "same_host_best": max(same_off),
+                    "ratio_best": round(max(cross_off) / max(same_off), 2),
+                    "ratio_pairs_median": pairs(cross_off, same_off)},
+        "runs": {"cross": cross, "same": same, "cross_gro_off": cross_off,
+                 "same_gro_off": same_off},
+        "mib": args.mib,
+    }  # fmt: skip
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="hutch-bench-cluster-"))
     offer = {"HUTCH_HOST_CAPACITY_MIB": "4096"}
-    cluster = Cluster(root, IMAGES, {"h1": offer, "h2": offer, "h3": offer})
-    result: dict[str, Any] = {"benchmark": "cluster_vs_one_host"}
-    try:
-        with cluster.client() as api:
-            create_to_exec(api, 2)  # warm
-            placed_parts: dict[str, list[float]] = {}
-            placed = create_to_exec(api, args.creates, placed_parts)
-        # The same, straight to one agent's unix socket (no control plane, no placement,
-        # the same PostgreSQL): what the control plane adds, apart from the store.
-        socket_path = cluster.hosts["h1"].home / "run" / "agent.sock"
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)),
-                          base_url="http://agent", headers={"X-Api-Key": cluster.key},
-                          timeout=120) as direct:  # fmt: skip
-            create_to_exec(direct, 2)
-            direct_parts: dict[str, list[float]] = {}
-            direct_samples = create_to_exec(direct, args.creates, direct_parts)
-        with cluster.client() as api:
-            assert api.post("/v1/networks", json={"name": "bench"}).status_code == 200
-            boxes = {}
-            for name, host in (("a", "h1"), ("b", "h1"), ("c", "h2")):
-                made = api.post("/v1/sandboxes", json={"shape": SHAPE, "host_id": host,
-                                                       "networks": [{"id": "bench"}]})  # fmt: skip
-                assert made.status_code == 201, made.text
-                boxes[name] = made.json()["data"]["id"]
-            time.sleep(2)  # the overlay loop joins h1 and h2 (once a second)
-            same, cross, cross_gro = [], [], []
-            for _ in range(3):
-                same.append(throughput(api, boxes["a"], boxes["b"],
-                                       member_ip(api, boxes["b"]), args.mib))  # fmt: skip
-                cross.append(throughput(api, boxes["a"], boxes["c"],
-                                        member_ip(api, boxes["c"]), args.mib))  # fmt: skip
-            gro_on(cluster)  # then the same with GRO on the links between hosts
-            for _ in range(3):
-                same.append(throughput(api, boxes["a"], boxes["b"],
-                                       member_ip(api, boxes["b"]), args.mib))  # fmt: skip
-                cross_gro.append(throughput(api, boxes["a"], boxes["c"],
-                                            member_ip(api, boxes["c"]), args.mib))  # fmt: skip
-            for sandbox in boxes.values():
-                api.delete(f"/v1/sandboxes/{sandbox}")
-    finally:
-        cluster.stop()
+    result: dict[str, Any] = {"benchmark": "cluster_vs_one_host", "load_at_start": os.getloadavg()}
+    # The one-host peer runs beside the cluster: creates alternate between the two (and
+    # one agent's own socket), so both see the same load.
     one = HutchProcess(root / "one", env={"HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(IMAGES),
                                           "HUTCH_LINK_POOL": new_pool()}).wait_ready()  # fmt: skip
     try:
         key = run_cli(one.home, "keys", "create", "--user", "bench").stdout.strip()
-        with one.client(key) as api:
-            create_to_exec(api, 2)
+        cluster = Cluster(root, IMAGES, {"h1": offer, "h2": offer, "h3": offer})
+        try:
+            # Straight to one agent's unix socket (no control plane, no placement, the
+            # same PostgreSQL): what the control plane adds, apart from the store.
+            socket_path = cluster.hosts["h1"].home / "run" / "agent.sock"
+            placed: list[float] = []
+            single: list[float] = []
+            direct_samples: list[float] = []
+            placed_parts: dict[str, list[float]] = {}
             single_parts: dict[str, list[float]] = {}
-            single = create_to_exec(api, args.creates, single_parts)
+            direct_parts: dict[str, list[float]] = {}
+            with cluster.client() as api, one.client(key) as alone, httpx.Client(
+                transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://agent",
+                headers={"X-Api-Key": cluster.key}, timeout=120,
+            ) as direct:  # fmt: skip
+                for client in (api, alone, direct):
+                    create_to_exec(client, 2)  # warm
+                for _ in range(args.creates):
+                    placed += create_to_exec(api, 1, placed_parts)
+                    single += create_to_exec(alone, 1, single_parts)
+                    direct_samples += create_to_exec(direct, 1, direct_parts)
+            network(cluster, args, result)
+        finally:
+            cluster.stop()
     finally:
         one.stop()
         remove_instance(one.home)
@@ -185,12 +217,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                       "one_host": p50s(single_parts)},
         "n": args.creates,
     }  # fmt: skip
-    result["tcp_between_members_mib_s"] = {
-        "cross_host_best": max(cross), "same_host_best": max(same),
-        "ratio": round(max(cross) / max(same), 2),
-        "cross_host_gro_best": max(cross_gro), "ratio_gro": round(max(cross_gro) / max(same), 2),
-        "runs": {"cross": cross, "cross_gro": cross_gro, "same": same}, "mib": args.mib,
-    }  # fmt: skip
     result["load_average"] = os.getloadavg()
     result["goals"] = "create->exec p50 within +10 ms of one host; cross-host TCP >= 0.8x"
     return result
@@ -198,8 +224,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--creates", type=int, default=10)
+    parser.add_argument("--creates", type=int, default=20)
     parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=6, help="TCP runs of each pair, per phase")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cluster_net.json")
     arguments = parser.parse_args()
     outcome = main(arguments)

@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import LocalChains
+from tests.e2e.test_deploys_runc import MONTH, PAY_TO, files, finished, paid_deploy
 from tests.e2e.test_faults_runc import Traffic
 from tests.e2e.test_networks_runc import http_code, member_ip, resolves, serve_http
 from tests.e2e.test_nullspace_runc import WS_ECHO
@@ -26,6 +28,7 @@ from tests.e2e.test_wake_on_traffic import pause, serve_app
 from tests.support.cluster import AgentHost, Cluster
 from tests.support.postgres import PG_BIN, PostgresServer, free_port
 from tests.support.server import _env
+from tests.support.wallet import Wallet
 
 SHAPE = "s-1vcpu-256mb"
 
@@ -33,13 +36,18 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="network namespa
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[Cluster]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, images: Path, chains: LocalChains
+) -> Iterator[Cluster]:
     # Each host offers 1 GiB: four 256 MiB sandboxes fill one. Each serves previews on
     # its own proxy, and the URLs name the control plane's port: the public entry.
+    # Deploys are paid on the local chains, which agents reach through relays.
     entry = free_port()
-    public = {"HUTCH_PUBLIC_PROXY_PORT": str(entry)}
+    public = {"HUTCH_PUBLIC_PROXY_PORT": str(entry), "HUTCH_PAY_TO": PAY_TO,
+              **{f"HUTCH_{k.upper()}": v for k, v in chains.env().items()}}  # fmt: skip
     offer = {"HUTCH_HOST_CAPACITY_MIB": "1024", "HUTCH_PROXY_ENABLED": "true",
-             "HUTCH_PROXY_HOST": "0.0.0.0", **public}  # fmt: skip
+             "HUTCH_PROXY_HOST": "0.0.0.0", "HUTCH_DEPLOY_HEALTH_TIMEOUT_S": "30",
+             **public}  # fmt: skip
     started = Cluster(
         tmp_path_factory.mktemp("cluster"),
         images,
@@ -47,6 +55,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[
          "h2": {"HUTCH_HOST_LABELS": "zone=b,disk=ssd", **offer},
          "h3": {"HUTCH_HOST_LABELS": "zone=a", **offer}},
         control_env=public, control_port=entry,
+        relayed={"HUTCH_CHAIN_ARBITRUM_RPC_URL": chains.arbitrum.port,
+                 "HUTCH_CHAIN_BASE_RPC_URL": chains.base.port},
     )  # fmt: skip
     try:
         yield started
@@ -263,15 +273,19 @@ def vxlan_devices(host: AgentHost) -> list[str]:
     return [line.split(":")[1].strip().split("@")[0] for line in shown.splitlines() if line]
 
 
-def stored_vni(cluster: Cluster, network_id: str) -> int:
-    """The network's VXLAN id, as the store handed it out."""
-    query = subprocess.run(
+def stored(cluster: Cluster, query: str) -> str:
+    """One value from the cluster's store (``psql``)."""
+    done = subprocess.run(
         [str(PG_BIN / "psql"), "-h", str(cluster.postgres.root), "-p", str(cluster.postgres.port),
-         "-U", PostgresServer.user, "-d", "cluster", "-tAc",
-         f"SELECT vni FROM networks WHERE id = '{network_id}'"],
+         "-U", PostgresServer.user, "-d", "cluster", "-tAc", query],
         capture_output=True, text=True, check=True, timeout=30,
     )  # fmt: skip
-    return int(query.stdout.strip())
+    return done.stdout.strip()
+
+
+def stored_vni(cluster: Cluster, network_id: str) -> int:
+    """The network's VXLAN id, as the store handed it out."""
+    return int(stored(cluster, f"SELECT vni FROM networks WHERE id = '{network_id}'"))
 
 
 def vxlan_ids(host: AgentHost) -> set[int]:
@@ -478,3 +492,30 @@ def test_previews_and_ingress_of_any_host_answer_at_the_control_plane(
     finally:
         nullspace.close()
         destroy_all(api)
+
+
+def test_a_deployed_project_answers_at_the_entry_whichever_host_runs_it(
+    cluster: Cluster, chains: LocalChains
+) -> None:
+    """A project deployed through the control plane runs on whichever host's agent took
+    the deploy; its URL names the public entry, which passes it to that host's proxy. An
+    unknown name, and the project once deleted, are a 404 there."""
+    wallet = Wallet.new()
+    wallet.fund(chains.arbitrum, chains.tokens["arbitrum"]["usdc"], 2 * MONTH)
+    site = {"index.html": "<h1>deployed in a cluster</h1>"}
+    with httpx.Client(base_url=f"{cluster.url}/agent", timeout=60) as agent:
+        started = paid_deploy(agent, chains, wallet, "fleet-site", files(site))
+        ready = finished(agent, wallet, started)
+        assert ready["status"] == "ready", ready
+        assert ready["endpoint"] == f"http://fleet-site.localhost:{cluster.control_port}"
+        host = stored(cluster, "SELECT s.host_id FROM projects p JOIN sandboxes s "
+                      "ON s.id = p.sandbox_id WHERE p.unique_name = 'fleet-site'")  # fmt: skip
+        assert host in cluster.hosts
+        page = at_the_entry(cluster, ready["endpoint"] + "/")
+        assert page.status_code == 200, (host, page.text)
+        assert page.text == "<h1>deployed in a cluster</h1>"
+        unknown = at_the_entry(cluster, f"http://nobody-here.localhost:{cluster.control_port}/")
+        assert unknown.status_code == 404 and "no such project" in unknown.text
+        deleted = agent.delete(f"/projects/{started['projectId']}", headers=wallet.headers())
+        assert deleted.json()["status"] == "deleted", deleted.text
+    assert eventually(lambda: at_the_entry(cluster, ready["endpoint"] + "/").status_code == 404)

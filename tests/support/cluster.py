@@ -17,6 +17,7 @@ import contextlib
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,7 @@ import httpx
 from tests.support.postgres import PostgresServer
 from tests.support.server import _env, run_cli
 
-__all__ = ["AgentHost", "Cluster"]
+__all__ = ["AgentHost", "Cluster", "Relay"]
 
 _CONTROL_LINE = re.compile(r"hutch control is serving on (https?://\S+)")
 
@@ -50,6 +51,38 @@ def _free_subnet() -> int:
         if n not in used:
             return n
     raise RuntimeError("no free 10.250.N.0/24 for the test cluster")
+
+
+class Relay:
+    """TCP from ``listen`` (the test bridge's address, which the hosts' namespaces reach)
+    to a server on this machine's loopback, which none of them reaches."""
+
+    def __init__(self, listen: str, target_port: int) -> None:
+        self._server = socket.create_server((listen, 0))
+        self.port = int(self._server.getsockname()[1])
+        self._target = target_port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(1 << 16):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._server.close()
 
 
 @dataclass
@@ -114,8 +147,13 @@ class Cluster:
         *,
         control_env: dict[str, str] | None = None,
         control_port: int = 0,
+        relayed: dict[str, int] | None = None,
     ) -> None:
+        """``relayed``: agents' settings naming a server on this machine's loopback (the
+        variable, the server's port): each agent gets ``http://<bridge>:<relay>`` instead."""
         self.root = root
+        self.relayed = dict(relayed or {})
+        self.relays: list[Relay] = []
         self.control_extra = dict(control_env or {})
         self.control_port = control_port  # the first control plane's (0: any free one)
         self.suffix = secrets.token_hex(2)
@@ -157,6 +195,10 @@ class Cluster:
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
+        via: dict[str, str] = {}
+        for variable, port in self.relayed.items():
+            self.relays.append(Relay(str(self.gateway), port))
+            via[variable] = f"http://{self.gateway}:{self.relays[-1].port}"
         for n, (name, extra) in enumerate(hosts.items(), start=1):
             netns = f"hcl{self.suffix}{name}"
             outside = f"hcv{self.suffix}{n}"
@@ -173,7 +215,7 @@ class Cluster:
             host.env = _env(host.home, {
                 "HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(self.images),
                 "HUTCH_LINK_POOL": new_pool(), "HUTCH_HOST_ID": name,
-                "HUTCH_HEARTBEAT_INTERVAL_S": "0.5", **extra,
+                "HUTCH_HEARTBEAT_INTERVAL_S": "0.5", **extra, **via,
             })  # fmt: skip
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -252,5 +294,7 @@ class Cluster:
             with contextlib.suppress(Exception):
                 host.cleanup()
             _ip("netns", "del", host.netns, check=False)
+        for relay in self.relays:
+            relay.close()
         _ip("link", "del", self.bridge, check=False)
         self.postgres.destroy()

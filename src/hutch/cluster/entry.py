@@ -1,4 +1,4 @@
-"""One public entry point for a cluster's preview and ingress URLs.
+"""One public entry point for a cluster's preview and ingress URLs and deployed projects.
 
 On one machine a preview (``{port}-{token}.{HUTCH_PREVIEW_DOMAIN}``) is served by that
 machine's proxy (nginx, :mod:`hutch.proxy.nginx`). In a cluster the URL names the public
@@ -11,6 +11,12 @@ that made it: :class:`PreviewBook`), and passes the request, unbuffered and with
 come with the agent's heartbeats). That proxy does what it does on one machine: route to
 the sandbox, or hold the request while a paused ``auto_resume`` sandbox wakes. WebSockets
 are spliced through as for the API (:mod:`hutch.roles.forward`).
+
+A deployed project's name (``{uniqueName}.{HUTCH_APPS_DOMAIN}``) is claimed the same way:
+the project's live sandbox is found in the store, and the request goes to the proxy of
+its host, which serves it as on one machine (the agent that ran the deploy routed the
+name there, :meth:`hutch.core.previews.PreviewService.route_app`). A name no live project
+has is a 404 here, so the control planes' own API name must not be under the apps domain.
 
 The hop from the control plane to a host's proxy is plain HTTP (the preview's own bytes,
 as a browser sent them; no token of the cluster's travels on it).
@@ -33,13 +39,18 @@ from hutch.core.sandbox_status import LIVE_STATUSES
 from hutch.roles.forward import AgentForwarder
 from hutch.settings import Settings
 from hutch.store.db import Database
-from hutch.store.models import Host, PreviewRoute, SandboxRecord, utcnow
+from hutch.store.models import Host, PreviewRoute, Project, SandboxRecord, utcnow
 
 __all__ = ["PreviewBook", "PublicEntry", "public_port"]
 
 _NAME = re.compile(rb"^([0-9]{1,5})-([a-z0-9]{1,64})\.([^:]+)(?::[0-9]{1,5})?$")
+# A project's uniqueName (hutch.api.deploy.projects.NAME_PATTERN) under the apps domain.
+_APP = re.compile(rb"^([a-z0-9][a-z0-9-]{2,30}[a-z0-9])\.([^:]+)(?::[0-9]{1,5})?$")
+APP_MARK = "@"
+"""What :meth:`PublicEntry.token_of` puts before a project's name (tokens have no ``@``)."""
 _KEEP_S = 2.0  # how long where a token lives is kept (a sandbox moves hosts rarely)
 NOT_FOUND = b"no such preview (it may have expired, or its sandbox is paused or gone)\n"
+NO_PROJECT = b"no such project (not deployed, deleted, or its app is not running)\n"
 
 
 def public_port(settings: Settings, own: int) -> int:
@@ -81,26 +92,41 @@ class PublicEntry:
 
     def __init__(self, settings: Settings, state: Any) -> None:
         self._domain = settings.preview_domain.lower().encode()
+        self._apps = settings.apps_domain.lower().encode()
         self._state = state  # the worker app's state: its services, once its lifespan ran
         self._where: dict[str, tuple[float, tuple[str, str | None] | None]] = {}
         self._forwarders: dict[str, AgentForwarder] = {}
 
     def token_of(self, scope: Scope) -> str | None:
-        """The token of a preview or ingress name in ``Host``; None for anything else."""
+        """What a preview, ingress or project name in ``Host`` names: the preview's (or
+        ingress's) token, or :data:`APP_MARK` and a project's name; None for anything
+        else (an API request)."""
         if scope["type"] != "http":
             return None
         for name, value in scope["headers"]:
             if name == b"host":
-                found = _NAME.match(value.lower())
+                value = value.lower()
+                found = _NAME.match(value)
                 if found is not None and found.group(3) == self._domain:
+                    # On one machine nginx prefers a project's exact name over the
+                    # preview pattern; here the token is looked up first, then the name.
+                    app = _APP.match(value)
+                    if app is not None and app.group(2) == self._apps:
+                        return f"{found.group(2).decode()}{APP_MARK}{app.group(1).decode()}"
                     return found.group(2).decode()
+                app = _APP.match(value)
+                if app is not None and app.group(2) == self._apps:
+                    return APP_MARK + app.group(1).decode()
                 return None
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, token: str) -> None:
-        where = await self._where_is(token)
-        if where is None:
-            await _plain(send, 404, NOT_FOUND)
+        token, mark, app = token.partition(APP_MARK)
+        where = await self._where_is(token) if token else None
+        if where is None and mark:
+            where = await self._where_is_app(app)
+        if where is None:  # (a name that fits a preview's is answered as one)
+            await _plain(send, 404, NOT_FOUND if token else NO_PROJECT)
             return
         host_id, proxy = where
         if proxy is None:
@@ -109,6 +135,31 @@ class PublicEntry:
                          "to an address the control planes reach)\n".encode())  # fmt: skip
             return
         await self._forwarder(proxy)(scope, receive, send)
+
+    async def _where_is_app(self, name: str) -> tuple[str, str | None] | None:
+        """The host of the project ``name``'s live sandbox and its proxy (kept a moment)."""
+        key = APP_MARK + name
+        now = time.monotonic()
+        kept = self._where.get(key)
+        if kept is not None and now - kept[0] < _KEEP_S:
+            return kept[1]
+        services: Services = self._state.services
+        async with services.db.sessions() as session:
+            row = (await session.execute(
+                select(Host.id, Host.proxy_address)
+                .join(SandboxRecord, SandboxRecord.host_id == Host.id)
+                .join(Project, Project.sandbox_id == SandboxRecord.id)
+                .where(Project.unique_name == name, Project.deleted_at.is_(None))
+                .where(SandboxRecord.status.in_(LIVE_STATUSES))
+            )).first()  # fmt: skip
+        where = (str(row[0]), row[1]) if row is not None else None
+        self._keep(key, now, where)
+        return where
+
+    def _keep(self, key: str, now: float, where: tuple[str, str | None] | None) -> None:
+        if len(self._where) > 10_000:
+            self._where.clear()
+        self._where[key] = (now, where)
 
     async def _where_is(self, token: str) -> tuple[str, str | None] | None:
         """The host the token's sandbox is on and its proxy's ``host:port``; None when
@@ -134,9 +185,7 @@ class PublicEntry:
                     .where(PreviewRoute.expires_at > utcnow())
                 )).first()  # fmt: skip
         where = (str(row[0]), row[1]) if row is not None else None
-        if len(self._where) > 10_000:
-            self._where.clear()
-        self._where[token] = (now, where)
+        self._keep(token, now, where)
         return where
 
     def _forwarder(self, proxy: str) -> AgentForwarder:

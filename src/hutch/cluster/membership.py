@@ -90,6 +90,7 @@ class Membership:
         self._db = db
         self._box = box
         self.dead_after = timedelta(seconds=dead_after_s)
+        self._opened: dict[str, str] = {}  # sealed host token -> the token
 
     # -- join tokens ----------------------------------------------------------------------
 
@@ -185,9 +186,19 @@ class Membership:
 
     def host_token(self, host: Host) -> str | None:
         """The plaintext token the control plane presents to ``host``'s agent."""
-        if self._box is None or host.token_sealed is None:
+        return self.token_of(host.token_sealed)
+
+    def token_of(self, sealed: str | None) -> str | None:
+        """A host's token from its sealed form (``hosts.token_sealed``); opened once."""
+        if self._box is None or sealed is None:
             return None
-        return self._box.open(host.token_sealed, context=_SEAL_CONTEXT).decode()
+        known = self._opened.get(sealed)
+        if known is None:
+            known = self._box.open(sealed, context=_SEAL_CONTEXT).decode()
+            if len(self._opened) > 10_000:
+                self._opened.clear()
+            self._opened[sealed] = known
+        return known
 
     async def set_status(self, host_id: str, status: str) -> None:
         """``draining`` (no new placements) or ``active`` again."""

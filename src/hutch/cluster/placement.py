@@ -49,9 +49,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Text, cast, delete, func, insert, select, text, union_all
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hutch.cluster.oneshot import OneShot
 from hutch.core.errors import Unavailable
 from hutch.core.ids import new_id
 from hutch.core.sandbox_status import LIVE_STATUSES
@@ -113,7 +113,7 @@ class Placer:
 
     def __init__(
         self, db: Database, *, dead_after_s: float, cpu_overcommit: float,
-        rng: random.Random | None = None, refresh_s: float = 1.0,
+        rng: random.Random | None = None, refresh_s: float = 1.0, oneshot: OneShot | None = None,
     ) -> None:  # fmt: skip
         self._db = db
         self._dead_after = timedelta(seconds=dead_after_s)
@@ -125,7 +125,7 @@ class Placer:
         self._reading = asyncio.Lock()
         self._refreshing: asyncio.Task[None] | None = None
         self._locking = db.url.get_backend_name() == "postgresql"
-        self._own: AsyncEngine | None = None  # PostgreSQL: this placer's connections
+        self._oneshot = oneshot or OneShot(db)  # one statement, one round trip
         self._decoded: dict[tuple[Any, ...], _Candidate] = {}  # by the row it came from
 
     async def _read(self) -> None:
@@ -251,38 +251,14 @@ class Placer:
             "now": now, "wait": wait, "hold_id": hold_id,
             "until": now + timedelta(seconds=HOLD_S),
         }  # fmt: skip
-        rows = await self._autocommit(_PLACE, params)
+        rows = await self._oneshot.rows(_PLACE, params)
         free = {str(r[0]): int(r[1]) for r in rows}
         used = {str(r[0]): (int(r[2]), int(r[3])) for r in rows}
         chosen = next((str(r[0]) for r in rows if r[4]), None)
         return free, used, chosen
 
-    async def _autocommit(self, statement: Any, params: dict[str, Any]) -> list[Any]:
-        """``statement`` alone, committed by itself, on this placer's own connections (no
-        ping before each: a connection the server dropped is retried once on a new one)."""
-        engine = self._engine()
-        for attempt in (1, 2):
-            try:
-                async with engine.connect() as conn:
-                    result = await conn.execute(statement, params)
-                    return list(result) if result.returns_rows else []
-            except DBAPIError as exc:
-                if attempt == 2 or not exc.connection_invalidated:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _engine(self) -> AsyncEngine:
-        if self._own is None:
-            self._own = create_async_engine(
-                self._db.url, isolation_level="AUTOCOMMIT", pool_size=4, max_overflow=16,
-                connect_args={"timeout": self._db.timeout_s, "command_timeout": 30},
-            )  # fmt: skip
-        return self._own
-
     async def aclose(self) -> None:
-        if self._own is not None:
-            await self._own.dispose()
-            self._own = None
+        await self._oneshot.aclose()
 
     async def _try_in_three(
         self, ids: dict[str, _Candidate], want: PlacementRequest, now: datetime, hold_id: str,
@@ -335,7 +311,7 @@ class Placer:
         """Drop the hold once the create ended (its sandbox now counts, or it failed)."""
         drop = delete(PlacementHold).where(PlacementHold.id == placed.hold_id)
         if self._locking:
-            await self._autocommit(drop, {})
+            await self._oneshot.rows(drop)
             return
         async with self._db.engine.begin() as conn:
             await conn.execute(drop)

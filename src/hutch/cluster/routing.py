@@ -22,6 +22,7 @@ import logging
 import random
 import re
 import ssl
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,6 +37,7 @@ from hutch.api.services import Services
 from hutch.cluster.images import ImageSource, ensure_image
 from hutch.cluster.joiner import AGENT_TOKEN_HEADER
 from hutch.cluster.membership import Membership
+from hutch.cluster.oneshot import OneShot
 from hutch.cluster.placement import Placed, PlacementRequest, Placer
 from hutch.cluster.tls import client_context, explain, tls_enabled
 from hutch.core.access_tokens import RouteCall
@@ -56,6 +58,7 @@ _ONE_SANDBOX = re.compile(r"^/(?:nullspace/)?v1/sandboxes/([^/]+)(?:/.*)?$")
 _NULLSPACE_TEMPLATES = {"base": "devbox:1", "node": "node"}
 _CATALOG = {image.name for image in ROOTFS_CATALOG}
 _RUNTIMES = ("runc", "gvisor")  # what a create's ``runtime`` may say
+_AGENT_KEEP_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -77,13 +80,21 @@ class ClusterRouter:
         self._forwarders: dict[str, tuple[_Agent, AgentForwarder]] = {}
         self._rng = random.Random()
         self._placing: Placer | None = None
+        self._oneshot: OneShot | None = None
+        self._agents: dict[str, tuple[float, _Agent | None]] = {}  # by host, kept a moment
         self._tls: ssl.SSLContext | None = None
 
     def _placer(self) -> Placer:
         if self._placing is None:
             self._placing = Placer(self._db, dead_after_s=self._settings.host_dead_after_s,
-                                   cpu_overcommit=self._settings.cpu_overcommit)  # fmt: skip
+                                   cpu_overcommit=self._settings.cpu_overcommit,
+                                   oneshot=self._reads())  # fmt: skip
         return self._placing
+
+    def _reads(self) -> OneShot:
+        if self._oneshot is None:
+            self._oneshot = OneShot(self._db)
+        return self._oneshot
 
     def _services(self) -> Services:
         services: Services = self._state.services
@@ -190,22 +201,31 @@ class ClusterRouter:
     # -- which agent --------------------------------------------------------------------
 
     async def _agent_of_sandbox(self, scope: Scope, ident: str) -> _Agent | None:
-        async with self._db.sessions() as session:
-            record = await session.get(SandboxRecord, ident)
-            if record is None:
-                user_id = await self._caller(scope, ident)
-                if user_id is not None:
+        # By id (what clients use most): its host's agent in one statement.
+        rows = await self._reads().rows(
+            select(SandboxRecord.host_id, Host.address, Host.token_sealed)
+            .outerjoin(Host, Host.id == SandboxRecord.host_id)
+            .where(SandboxRecord.id == ident)
+        )
+        host_id: str | None = rows[0][0] if rows else None
+        agent = self._agent_of(host_id, rows[0][1], rows[0][2]) if rows and host_id else None
+        if not rows:
+            user_id = await self._caller(scope, ident)
+            if user_id is not None:
+                async with self._db.sessions() as session:
                     record = await sandbox_store.find_for_user(session, user_id, ident)
-        if record is None or record.host_id is None:
+                if record is not None and record.host_id is not None:
+                    host_id = record.host_id
+                    agent = await self._agent(host_id)
+        if host_id is None:
             return None  # any agent answers the 404 (or 401) in the dialect's words
-        agent = await self._agent(record.host_id)
         if agent is None and scope["method"] == "DELETE" and _is_sandbox_itself(scope, ident):
             # Its host was removed (hutch hosts rm --force): nothing of it is left to reach,
             # and any agent can mark it destroyed (else it would stay, undeletable).
             return None
         if agent is None:
             raise Unavailable(
-                f"the sandbox's host {record.host_id!r} has left the cluster",
+                f"the sandbox's host {host_id!r} has left the cluster",
                 headers={"Retry-After": "5"},
             )
         return agent
@@ -238,15 +258,29 @@ class ClusterRouter:
         return str(principal.user_id)
 
     async def _agent(self, host_id: str) -> _Agent | None:
-        async with self._db.sessions() as session:
-            host = await session.get(Host, host_id)
-        return self._agent_for(host) if host is not None else None
+        """The agent of ``host_id`` (kept a second: its address and token change only when
+        it joins again, and a create asks right after its placement)."""
+        now = time.monotonic()
+        kept = self._agents.get(host_id)
+        if kept is not None and now - kept[0] < _AGENT_KEEP_S:
+            return kept[1]
+        rows = await self._reads().rows(
+            select(Host.address, Host.token_sealed).where(Host.id == host_id)
+        )
+        agent = self._agent_of(host_id, rows[0][0], rows[0][1]) if rows else None
+        if len(self._agents) > 10_000:
+            self._agents.clear()
+        self._agents[host_id] = (now, agent)
+        return agent
+
+    def _agent_of(self, host_id: str, address: str | None, sealed: str | None) -> _Agent | None:
+        token = self._membership().token_of(sealed)
+        if address is None or token is None:
+            return None
+        return _Agent(host_id, address, token)
 
     def _agent_for(self, host: Host) -> _Agent | None:
-        token = self._membership().host_token(host)
-        if host.address is None or token is None:
-            return None
-        return _Agent(host.id, host.address, token)
+        return self._agent_of(host.id, host.address, host.token_sealed)
 
     async def _any_agent(self) -> _Agent:
         fresh = utcnow() - timedelta(seconds=self._settings.host_dead_after_s)
@@ -303,8 +337,8 @@ class ClusterRouter:
     async def aclose(self) -> None:
         for _, forwarder in self._forwarders.values():
             await forwarder.aclose()
-        if self._placing is not None:
-            await self._placing.aclose()
+        if self._oneshot is not None:
+            await self._oneshot.aclose()
 
 
 def _source(agent: _Agent) -> ImageSource:

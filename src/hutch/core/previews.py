@@ -225,8 +225,12 @@ class PreviewService:
             await proxy.add_route(_app_id(route_key), host=host, upstream=upstream)
         except ProxyError as exc:
             raise Unavailable(str(exc)) from exc
-        port = "" if proxy.listen_port == 80 else f":{proxy.listen_port}"
-        return f"http://{host}{port}"
+        # In a cluster with a public entry the URL names it: any control plane passes the
+        # name to this host's proxy (hutch.cluster.entry).
+        public = self._public_port()
+        scheme = url_scheme(self._settings)
+        port = "" if public == {"http": 80, "https": 443}[scheme] else f":{public}"
+        return f"{scheme}://{host}{port}"
 
     async def unroute_app(self, route_key: str) -> None:
         if self._proxy is not None:
