@@ -155,11 +155,13 @@ def build_world(client: TestClient, s3: SeaweedS3, owner: dict[str, str], tag: s
     return World(real=real, secrets=secrets)
 
 
-def start_process(client: TestClient, owner: dict[str, str], sandbox_id: str) -> str:
+def start_process(
+    client: TestClient, owner: dict[str, str], sandbox_id: str, args: tuple[str, ...] = ("60",)
+) -> str:
     started = client.post(
         f"/v1/sandboxes/{sandbox_id}/processes",
         headers=owner,
-        json={"cmd": "sleep", "args": ["60"]},
+        json={"cmd": "sleep", "args": list(args)},
     )
     assert started.status_code == 201, started.text
     data = started.json()["data"]
@@ -324,7 +326,11 @@ def test_a_sandbox_access_token_reaches_its_own_sandbox_only(
         assert made_up_answer[0] in (400, 403, 404), (method, path, made_up_answer)
         if method == "DELETE" and scoped[1] == "":
             continue  # destroying its own sandbox comes last, below
-        own_answer = ask(token, method, path, mine)
+        target = mine
+        if scoped[1].endswith("/connect"):  # it follows the output to the exit: one that ends
+            ended = start_process(client, alice, own["id"], ("0",))
+            target = {**mine, "process_id": ended}
+        own_answer = ask(token, method, path, target)
         if TOKEN_MAY_NOT.match(route):
             assert own_answer[0] == 403, (method, path, own_answer)
             assert made_up_answer[0] == 403, (method, path, made_up_answer)
