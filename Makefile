@@ -21,11 +21,13 @@ run: debs-run venv
 	$(BIN)/hutch images build
 	$(BIN)/hutch serve
 
+# The suite as two pytest processes at once (tests/e2e beside the rest; see
+# tests/support/run_suite.py for why they share nothing); HUTCH_TEST_SERIAL=1 runs one.
 test: debs-test venv chain registry
-	$(BIN)/pytest
+	$(BIN)/python -m tests.support.run_suite
 
 check: debs-test venv chain registry lint types
-	$(BIN)/pytest
+	$(BIN)/python -m tests.support.run_suite
 
 lint: venv
 	$(BIN)/ruff check src tests bench

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8700, ge=0, le=65535)
     workers: int = Field(default=0, ge=0, le=256)
     """Control-plane workers (``hutch serve``, ``hutch control``); 0: one per core."""
+    agent_wait_s: float = Field(default=15.0, gt=0, le=300)
+    """How long an API worker holds a request while its host agent is away (restarting, or
+    not started), before it answers 503 with ``Retry-After``."""
     database_url: str = ""
     """SQLAlchemy URL; empty means SQLite at ``$HUTCH_HOME/hutch.db``."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,11 +44,15 @@ def fake_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HutchProce
 
 @pytest.fixture(scope="package")
 def runc(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Iterator[HutchProcess]:
+    # Pools of its own, apart from every e2e server's (make test runs tests/e2e beside this).
+    block = (os.getpid() % 64) * 4
     server = runc_server(
         tmp_path_factory.mktemp("contract-runc") / "home",
         images,
-        env={"HUTCH_FILES_MAX_BYTES": str(FILES_MAX_BYTES), "HUTCH_MONITOR_INTERVAL_S": "0.2"},
-    )
+        pool=f"10.110.{block}.0/22",
+        env={"HUTCH_FILES_MAX_BYTES": str(FILES_MAX_BYTES), "HUTCH_MONITOR_INTERVAL_S": "0.2",
+             "HUTCH_NETWORK_POOL": f"10.111.{block}.0/22"},
+    )  # fmt: skip
     yield server
     server.stop()
     remove_instance(server.home)

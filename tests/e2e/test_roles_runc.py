@@ -359,8 +359,9 @@ def test_without_an_agent_workers_answer_reads_and_refuse_the_rest_with_a_503(
     run_cli(home, "keys", "create", "--user", "ned")  # migrates the store, as an agent would
     control = subprocess.Popen(
         [sys.executable, "-m", "hutch", "control", "--workers", "1", "--port", "0",
-         "--log-level", "warning"],
-        env=_env(home, None), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+         "--log-level", "warning"],  # a request is held 1 s (not 15) for the agent, then a 503
+        env=_env(home, {"HUTCH_AGENT_WAIT_S": "1"}), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert control.stdout is not None

@@ -106,7 +106,7 @@ async def runc(settings_for: Settings) -> AsyncIterator[RuncDriver]:
 
 def spec_for(rootfs: str) -> SandboxSpec:
     sandbox_id = new_id("sb_")
-    pool = LinkPool(IPv4Network(f"10.91.{next(_pools) % 200}.0/24"))
+    pool = LinkPool(IPv4Network(f"10.109.{next(_pools) % 200}.0/24"))  # no e2e test's
     return SandboxSpec(
         id=sandbox_id,
         hostname="oci-test",

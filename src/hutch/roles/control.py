@@ -174,7 +174,9 @@ class ControlApp:
         from hutch.api.app import create_app
 
         self.local = create_app(settings, role="control")
-        self.forwarder: ASGIApp = AgentForwarder(agent_socket(settings))
+        self.forwarder: ASGIApp = AgentForwarder(
+            agent_socket(settings), wait_s=settings.agent_wait_s
+        )
         if settings.cluster:  # each request to its host's agent (hook: hutch.cluster)
             from hutch.cluster.routing import ClusterRouter
 
