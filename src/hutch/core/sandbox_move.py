@@ -153,12 +153,18 @@ class SandboxMoves(SandboxLifecycle):
         names = await asyncio.to_thread(
             lambda: [p.name for p in directory.iterdir() if not p.name.startswith(".")]
         )
+        elsewhere: list[str] = []
+        async with self._db.sessions() as session:  # one read per 500 directories
+            for at in range(0, len(names), 500):
+                elsewhere += await session.scalars(
+                    select(SandboxRecord.id).where(
+                        SandboxRecord.id.in_(names[at : at + 500]),
+                        SandboxRecord.host_id.is_not(None),
+                        SandboxRecord.host_id != self._host.host_id,
+                    )
+                )
         released = []
-        for sandbox_id in names:
-            async with self._db.sessions() as session:
-                record = await session.get(SandboxRecord, sandbox_id)
-            if record is None or not self._elsewhere(record):
-                continue
+        for sandbox_id in elsewhere:
             async with self._sandbox_locks[sandbox_id]:
                 record = await self._load(sandbox_id)
                 left = await asyncio.to_thread((directory / sandbox_id).exists)
