@@ -78,6 +78,7 @@ class LoadReport:
     audit: dict[str, Any] = field(default_factory=dict)
     peer: list[float] = field(default_factory=list)  # bare fork/exec under the same load
     runc_peer: list[float] = field(default_factory=list)  # bare runc run -d, the same load
+    warm: list[str] = field(default_factory=list)  # each create's X-Hutch-Warm
 
     def summary(self) -> dict[str, Any]:
         operations = {}
@@ -104,6 +105,9 @@ class LoadReport:
             "create_speed_p50_vs_bare_runc_run_detached": round(runc["p50"] / create_p50, 2)
             if create_p50 and self.runc_peer
             else None,
+            # No warm pool here: every create should be cold (X-Hutch-Warm: 0).
+            "creates_from_warm_pool": self.warm.count("1"),
+            "creates_cold": self.warm.count("0"),
             "bare_fork_exec_under_load": {
                 "count": len(self.peer),
                 "p50_ms": peer["p50"],
@@ -161,6 +165,8 @@ class _Client:
         created = self.timed("create", "POST", "/v1/sandboxes", json={"shape": SHAPE})
         if created is None or created.status_code != 201:
             return
+        with self.lock:
+            self.report.warm.append(created.headers.get("X-Hutch-Warm", "?"))
         box = created.json()["data"]
         data = self.rng.randbytes(self.rng.randint(1, 256 * 1024))
         made = Made(id=box["id"], user=self.user, path=f"/tmp/load-{box['id']}.bin", data=data)

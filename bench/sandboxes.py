@@ -6,7 +6,11 @@
    next to a bare ``runc run`` of the same image running ``/bin/true`` (the floor); and
    the create alone (``POST /v1/sandboxes`` until its answer) of those 10 concurrent
    ones, next to 10 concurrent bare ``runc run -d`` of the same image (3 rounds, in
-   turn with hutch's, so both meet the same machine).
+   turn with hutch's, so both meet the same machine). These creates are cold (no pool;
+   each answer's ``X-Hutch-Warm`` is counted and reported). With ``--warm-pool 10`` the
+   server also keeps a pool of 10 prepared sandboxes of another shape, and each round
+   also makes 10 creates at once from it, once it is full again (``create_10_at_once_warm``;
+   the pool's case of issue 18's goal), beside the cold round and the bare one.
 2. exec round trip through the HTTP API (``true``), next to a bare fork/exec of ``true``.
 3. host memory per idle sandbox with 100 running (MemAvailable drop, and what the
    sandboxes' cgroups are charged).
@@ -40,6 +44,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.support.postgres import free_port  # noqa: E402
 from tests.support.server import HutchProcess, remove_instance, run_cli  # noqa: E402
 
 from hutch.host.drivers.runc import RuncDriver  # noqa: E402
@@ -48,6 +53,7 @@ from hutch.host.machine import read_memory  # noqa: E402
 
 IMAGES = Path(os.environ.get("HUTCH_IMAGES_DIR", "/var/cache/hutch-test-images"))
 SHAPE = "s-1vcpu-256mb"
+WARM_SHAPE = "s-1vcpu-512mb"  # the pool's (--warm-pool): SHAPE's creates stay cold
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -70,11 +76,16 @@ def create_and_first_exec(api: httpx.Client) -> tuple[float, str, int]:
     return total, sandbox, spawn
 
 
-def timed_create(api: httpx.Client) -> tuple[float, float, str, int]:
-    """Create then first exec: (both, ms; the create alone, ms; id; spawn_ms)."""
+def timed_create(
+    api: httpx.Client, body: dict[str, Any] | None = None, warm: list[str] | None = None
+) -> tuple[float, float, str, int]:
+    """Create then first exec: (both, ms; the create alone, ms; id; spawn_ms). ``warm``
+    gets the answer's ``X-Hutch-Warm``."""
     started = time.perf_counter()
-    created = api.post("/v1/sandboxes", json={"shape": SHAPE, "disk_mib": 1024})
+    created = api.post("/v1/sandboxes", json=body or {"shape": SHAPE, "disk_mib": 1024})
     created.raise_for_status()
+    if warm is not None:
+        warm.append(created.headers.get("X-Hutch-Warm", "?"))
     answered = time.perf_counter()
     sandbox = created.json()["data"]
     ran = api.post(f"/v1/sandboxes/{sandbox['id']}/exec", json={"cmd": "true", "args": []})
@@ -174,11 +185,50 @@ def bare_fork_exec(count: int) -> list[float]:
     return samples
 
 
+def pool_ready(server: HutchProcess) -> int:
+    """Prepared sandboxes the server has ready (its ``hutch_warm_pool_ready`` gauge)."""
+    text = httpx.get(f"http://{server.metrics_addr}/metrics", timeout=10).text
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("hutch_warm_pool_ready")
+        )
+    )
+
+
+def wait_for_pool(server: HutchProcess, size: int) -> None:
+    """Until the pool is full again (its refills would otherwise run beside what is timed)."""
+    deadline = time.monotonic() + 300
+    while pool_ready(server) < size:
+        assert time.monotonic() < deadline, "the warm pool did not fill"
+        time.sleep(0.1)
+    time.sleep(0.5)  # the last refill's store writes
+
+
+def warm_burst(server: HutchProcess, pool: ThreadPoolExecutor, size: int) -> list[float]:
+    """Once the pool is full, ``size`` creates of its shape at once: each one's ms (the
+    create alone); every answer must say it came from the pool."""
+    wait_for_pool(server, size)
+    clients = [server.client(server.admin_key) for _ in range(size)]
+    warm: list[str] = []
+    body = {"shape": WARM_SHAPE}
+    results = list(pool.map(lambda c: timed_create(c, body, warm), clients))
+    assert warm == ["1"] * size, f"not all from the pool: {warm}"
+    with server.client(server.admin_key) as api:
+        for _, _, sandbox_id, _ in results:
+            api.delete(f"/v1/sandboxes/{sandbox_id}")
+    for client in clients:
+        client.close()
+    return [create for _, create, _, _ in results]
+
+
 def creates(
-    server: HutchProcess, api: httpx.Client, *, sequential: int, rounds: int
+    server: HutchProcess, api: httpx.Client, *, sequential: int, rounds: int, warm_pool: int = 0
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Create -> first exec, sequential (each next to a bare ``runc run``) and 10 at once;
-    the 10 concurrent creates alone next to 10 concurrent bare ``runc run -d``."""
+    the 10 concurrent creates alone next to 10 concurrent bare ``runc run -d``; with
+    ``warm_pool``, also 10 at once from a full pool of that size, in the same rounds."""
     p50 = statistics.median
     bare = BareRunc(["/bin/true"])
     seq, spawn, made, floor = [], [], [], []
@@ -197,10 +247,14 @@ def creates(
     both: list[float] = []
     alone: list[float] = []
     detached: list[float] = []
+    from_pool: list[float] = []
+    cold_warm_header: list[str] = []
     with ThreadPoolExecutor(max_workers=10) as pool:
         for _ in range(rounds):
+            if warm_pool:
+                wait_for_pool(server, warm_pool)
             clients = [server.client(server.admin_key) for _ in range(10)]
-            results = list(pool.map(timed_create, clients))
+            results = list(pool.map(lambda c: timed_create(c, None, cold_warm_header), clients))
             both += [total for total, _, _, _ in results]
             alone += [create for _, create, _, _ in results]
             for _, _, sandbox_id, _ in results:
@@ -208,6 +262,8 @@ def creates(
             for client in clients:
                 client.close()
             detached += bare_runc_detached_concurrent(10, 1)
+            if warm_pool:
+                from_pool += warm_burst(server, pool, warm_pool)
     first_exec = {
         "sequential": percentiles(seq),
         "concurrent_10": percentiles(both),
@@ -215,12 +271,22 @@ def creates(
         "bare_runc_run_true": percentiles(floor),
         "ratio_p50_sequential_to_bare_runc": round(p50(seq) / p50(floor), 2),
     }
-    concurrent = {
+    concurrent: dict[str, Any] = {
         "create_10_at_once": percentiles(alone),
+        "create_10_at_once_came_from": (
+            "cold" if set(cold_warm_header) == {"0"} else f"X-Hutch-Warm: {cold_warm_header}"
+        ),
         "bare_runc_run_detached_10_at_once": percentiles(detached),
         "ratio_p50_create_to_bare_runc_run_detached": round(p50(alone) / p50(detached), 2),
         "goal_p50_at_most_250_ms": p50(alone) <= 250,
     }
+    if from_pool:
+        concurrent["create_10_at_once_warm"] = percentiles(from_pool)
+        concurrent["warm_pool_size"] = warm_pool
+        concurrent["ratio_p50_warm_to_bare_runc_run_detached"] = round(
+            p50(from_pool) / p50(detached), 2
+        )
+        concurrent["goal_p50_at_most_250_ms_warm"] = p50(from_pool) <= 250
     return first_exec, concurrent
 
 
@@ -279,6 +345,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples, 20 idle sandboxes")
     parser.add_argument("--parts", default="create,exec,memory")
+    parser.add_argument(
+        "--warm-pool",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also 10 creates at once from a full pool of N (10 or more)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "sandboxes.json")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -288,15 +361,16 @@ def main() -> None:
 
     run_cli(Path("/tmp"), "images", "build", env={"HUTCH_IMAGES_DIR": str(IMAGES)})
     home = Path(tempfile.mkdtemp(prefix="hutch-bench-")) / "home"
-    server = HutchProcess(
-        home,
-        env={
-            "HUTCH_DRIVER": "runc",
-            "HUTCH_IMAGES_DIR": str(IMAGES),
-            "HUTCH_LINK_POOL": "10.95.0.0/16",
-            "HUTCH_MAX_RUNNING_PER_USER": "1000",
-        },
-    ).wait_ready()
+    env = {
+        "HUTCH_DRIVER": "runc",
+        "HUTCH_IMAGES_DIR": str(IMAGES),
+        "HUTCH_LINK_POOL": "10.95.0.0/16",
+        "HUTCH_MAX_RUNNING_PER_USER": "1000",
+    }
+    if args.warm_pool:
+        env["HUTCH_WARM_POOL"] = f"devbox:1:{WARM_SHAPE}={args.warm_pool}"
+        env["HUTCH_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"
+    server = HutchProcess(home, env=env).wait_ready()
     assert server.admin_key
     report: dict[str, Any] = {
         "benchmark": "sandboxes",
@@ -316,7 +390,7 @@ def main() -> None:
         api.delete(f"/v1/sandboxes/{warm_id}")
         if "create" in parts:
             report["create_to_first_exec_ms"], report["concurrent_creates_ms"] = creates(
-                server, api, sequential=sequential, rounds=rounds
+                server, api, sequential=sequential, rounds=rounds, warm_pool=args.warm_pool
             )
         if "exec" in parts:
             report["exec_round_trip_ms"] = exec_round_trips(api, exec_count)

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from hutch.api.app import create_app
 from hutch.core.identity import IdentityService
@@ -35,8 +38,9 @@ def _sandbox(user_id: str, name: str, status: str = "creating") -> SandboxRecord
 async def _insert(url: str, record: SandboxRecord, cap: int | None) -> bool:
     other = Database(url)  # its own connection, as another process's
     try:
-        async with other.sessions.begin() as session:
-            return await store.insert_within_cap(session, record, counted=COUNTED, cap=cap)
+        return await other.write(
+            lambda session: store.insert_within_cap(session, record, counted=COUNTED, cap=cap)
+        )
     finally:
         await other.dispose()
 
@@ -83,10 +87,11 @@ async def test_a_burst_of_resumes_passes_the_cap_only_as_far_as_it_allows(
     async def resume(record: SandboxRecord) -> bool:
         other = Database(database_url)
         try:
-            async with other.sessions.begin() as session:
-                return await store.set_status_within_cap(
+            return await other.write(
+                lambda session: store.set_status_within_cap(
                     session, record.id, user, "resuming", counted=COUNTED, cap=3
                 )
+            )
         finally:
             await other.dispose()
 
@@ -95,6 +100,49 @@ async def test_a_burst_of_resumes_passes_the_cap_only_as_far_as_it_allows(
     async with db.sessions() as session:
         statuses = [s for (s,) in await session.execute(select(SandboxRecord.status))]
     assert statuses.count("resuming") == 2 and statuses.count("paused") == 4
+
+
+async def test_inserts_at_once_from_one_process_pass_the_cap_as_far_as_it_allows(
+    db: Database,
+) -> None:
+    # One Database (as one agent): on SQLite its writes queue on its writer thread.
+    user = (await IdentityService(db).issue_key("erin")).user_id
+
+    async def insert(i: int) -> bool:
+        record = _sandbox(user, f"one-{i}")
+        return await db.write(lambda s: store.insert_within_cap(s, record, counted=COUNTED, cap=4))
+
+    assert (await asyncio.gather(*(insert(i) for i in range(12)))).count(True) == 4
+    assert await _count(db, SandboxRecord) == 4
+
+
+async def test_a_write_that_raises_leaves_nothing_and_a_cancelled_one_is_whole(
+    db: Database,
+) -> None:
+    user = (await IdentityService(db).issue_key("fay")).user_id
+
+    def half(session: Session) -> None:
+        session.add(_sandbox(user, "half"))
+        session.flush()
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError):
+        await db.write(half)
+    assert await _count(db, SandboxRecord) == 0
+    # A caller cancelled while its write runs: the write ends committed, not half done.
+    started = threading.Event()
+
+    def slow(session: Session) -> None:
+        started.set()
+        session.add(_sandbox(user, "whole"))
+        time.sleep(0.2)
+
+    task = asyncio.ensure_future(db.write(slow))
+    await asyncio.to_thread(started.wait, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await _count(db, SandboxRecord) == 1
 
 
 async def test_a_taken_name_is_refused_by_the_insert(db: Database, database_url: str) -> None:
@@ -129,7 +177,7 @@ def test_ten_creates_at_once_start_three_and_answer_429_to_seven(
 
     def create(i: int) -> int:
         body = {"shape": "s-1vcpu-256mb", **({"name": f"named-{i}"} if i % 2 else {})}
-        return capped_client.post("/v1/sandboxes", json=body).status_code
+        return int(capped_client.post("/v1/sandboxes", json=body).status_code)
 
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
         codes = list(pool.map(create, range(10)))

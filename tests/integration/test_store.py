@@ -253,3 +253,35 @@ async def test_the_migrations_make_what_the_models_describe(db: Database) -> Non
             lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
         )
     assert drift == []
+
+
+async def test_a_key_read_at_once_is_the_key_as_stored_and_a_revoked_one_is_refused(
+    db: Database,
+) -> None:
+    from hutch.store import users as user_store
+
+    identity = IdentityService(db)
+    issued = await identity.issue_key("gail")
+    await identity.authenticate(issued.key)  # notes its use
+    async with db.sessions() as session:
+        found = await user_store.key_by_hash(session, hash_key(issued.key))
+    assert found is not None
+    answered, owner = user_store.key_by_hash_now(db, hash_key(issued.key))
+    if not db.is_sqlite:  # nothing is read so on PostgreSQL: the usual read serves
+        assert (answered, owner) == (False, None)
+        return
+    assert answered and owner is not None
+    assert (owner.key_id, owner.user_id, owner.user_name, owner.is_admin, owner.revoked) == (
+        found[0].id, found[1].id, "gail", False, False,
+    )  # fmt: skip
+    assert owner.last_used_at == found[0].last_used_at
+    assert user_store.key_by_hash_now(db, hash_key("hk_nope")) == (True, None)
+    # Revoked by another process: refused on the next request, through this read.
+    other = Database(str(db.url).replace("+aiosqlite", ""))
+    try:
+        await IdentityService(other).revoke(issued.key_id)
+    finally:
+        await other.dispose()
+    assert user_store.key_by_hash_now(db, hash_key(issued.key))[1].revoked  # type: ignore[union-attr]
+    with pytest.raises(Unauthenticated):
+        await identity.authenticate(issued.key)

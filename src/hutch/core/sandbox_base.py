@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from hutch.core.disks import DiskService
 from hutch.core.errors import Conflict, NotFound, RateLimited, Unavailable
@@ -177,10 +178,11 @@ class SandboxBase:
         cap = self._settings.max_running_per_user if capped else None
         for attempt in range(50):
             try:
-                async with self._db.sessions.begin() as session:
-                    inserted = await store.insert_within_cap(
+                inserted = await self._db.write(
+                    lambda session: store.insert_within_cap(
                         session, record, counted=_COUNTED, cap=cap
                     )
+                )
             except IntegrityError:
                 if named:
                     raise Conflict(f"you already have a sandbox named {record.name!r}",
@@ -197,11 +199,12 @@ class SandboxBase:
     async def _resuming_within_cap(self, record: SandboxRecord) -> None:
         """Mark a paused sandbox ``resuming``, within its user's running cap (checked by
         the update itself, as :meth:`_insert_new`'s insert)."""
-        async with self._db.sessions.begin() as session:
-            moved = await store.set_status_within_cap(
-                session, record.id, record.user_id, S.RESUMING, counted=_COUNTED,
-                cap=self._settings.max_running_per_user,
-            )  # fmt: skip
+        cap = self._settings.max_running_per_user
+        moved = await self._db.write(
+            lambda session: store.set_status_within_cap(
+                session, record.id, record.user_id, S.RESUMING, counted=_COUNTED, cap=cap
+            )
+        )
         if not moved:
             raise self._over_cap()
 
@@ -261,10 +264,12 @@ class SandboxBase:
         return record
 
     async def _update(self, sandbox_id: str, **changes: Any) -> SandboxRecord:
-        async with self._db.sessions.begin() as session:
-            record = await session.get(SandboxRecord, sandbox_id)
+        def change(session: Session) -> SandboxRecord:
+            record = session.get(SandboxRecord, sandbox_id)
             if record is None:
                 raise NotFound(f"no sandbox {sandbox_id!r}", field="sandbox")
             for key, value in changes.items():
                 setattr(record, key, value)
-        return record
+            return record
+
+        return await self._db.write(change)

@@ -161,12 +161,10 @@ def _under_cap(user_id: str, counted: Collection[str], cap: int) -> ColumnElemen
     return running < cap
 
 
-async def _hold_user(session: AsyncSession, user_id: str) -> None:
+def _hold_user(session: Session, user_id: str) -> None:
     """On PostgreSQL, lock the user's row until the transaction ends (see above)."""
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(
-            select(User.id).where(User.id == user_id).with_for_update(key_share=True)
-        )
+        session.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
 
 
 def _filled(record: SandboxRecord) -> dict[str, Any]:
@@ -182,38 +180,32 @@ def _filled(record: SandboxRecord) -> dict[str, Any]:
     return values
 
 
-async def insert_within_cap(
-    session: AsyncSession, record: SandboxRecord, *, counted: Collection[str], cap: int | None
+def insert_within_cap(
+    session: Session, record: SandboxRecord, *, counted: Collection[str], cap: int | None
 ) -> bool:
     """Insert ``record`` (a new sandbox) with its ``sandbox.created`` events, in one
     statement that inserts nothing when its user already has ``cap`` of their own sandboxes
     in ``counted``; False then. ``cap`` None: no cap (a build's sandbox, a paused fork).
-    Call in a transaction (``sessions.begin()``); raises ``IntegrityError`` for a taken
-    live name."""
+    Call in a transaction (:meth:`~hutch.store.db.Database.write`); raises
+    ``IntegrityError`` for a taken live name."""
     values = _filled(record)
     if cap is None:
-        await session.execute(insert(SandboxRecord), [values])
+        session.execute(insert(SandboxRecord), [values])
     else:
-        await _hold_user(session, record.user_id)
+        _hold_user(session, record.user_id)
         table = cast(Table, SandboxRecord.__table__)
         row = select(
             *(literal(values[c.key], type_=c.type).label(c.name) for c in table.columns)
         ).where(_under_cap(record.user_id, counted, cap))
-        result = await session.execute(
-            insert(table).from_select([c.name for c in table.columns], row)
-        )
+        result = session.execute(insert(table).from_select([c.name for c in table.columns], row))
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return False
-
-    def add_events(sync: Session) -> None:
-        created_events(sync, record)
-
-    await session.run_sync(add_events)
+    created_events(session, record)
     return True
 
 
-async def set_status_within_cap(
-    session: AsyncSession,
+def set_status_within_cap(
+    session: Session,
     sandbox_id: str,
     user_id: str,
     status: str,
@@ -224,8 +216,8 @@ async def set_status_within_cap(
     """Set the sandbox's ``status`` (one of ``counted``: a resume) in one statement that
     changes nothing when its user already has ``cap`` sandboxes in ``counted``; False then.
     Call in a transaction."""
-    await _hold_user(session, user_id)
-    result = await session.execute(
+    _hold_user(session, user_id)
+    result = session.execute(
         update(SandboxRecord)
         .where(SandboxRecord.id == sandbox_id, _under_cap(user_id, counted, cap))
         .values(status=status)
