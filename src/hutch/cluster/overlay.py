@@ -13,11 +13,8 @@ from the store (:func:`hutch.store.networks.peers_named`), whatever host a peer 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import fcntl
 import logging
 import socket
-import struct
 import time
 from collections import defaultdict
 from ipaddress import IPv4Address
@@ -33,7 +30,7 @@ from hutch.settings import Settings
 from hutch.store.db import Database
 from hutch.store.models import Host, NetworkMember, NetworkRecord, SandboxRecord
 
-__all__ = ["Overlay", "gro_on", "member_mtu", "overlay_address"]
+__all__ = ["Overlay", "member_mtu", "overlay_address"]
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +42,17 @@ def overlay_address(settings: Settings) -> IPv4Address | None:
 
 
 async def member_mtu(settings: Settings) -> int | None:
-    """Ready this host's underlay for VXLAN and say what MTU members of private networks get.
+    """The MTU for members of private networks on a cluster's agent: the MTU of the
+    interface holding this host's overlay address, less the VXLAN header (a member at
+    1500 on a 1500 underlay would have every full frame split in two IP fragments
+    between hosts); None when that interface is not found (the kernel's default).
 
-    The MTU: the interface holding this host's overlay address's, less the VXLAN header (a
-    member at 1500 on a 1500 underlay would have every full frame split in two IP
-    fragments between hosts); None when that interface is not found (the kernel's default).
-
-    GRO: turned on there if it is off (:func:`gro_on`). Without it every VXLAN datagram
-    that comes in is decapsulated and passed up the peer's bridge to the member alone;
-    with it the kernel merges a burst of them into one large packet first (UDP tunnel
-    GRO) and the member's TCP gets a few large segments instead of many small ones. A
-    physical NIC has it on already (nothing changes); a veth, the underlay of hosts that
-    are themselves containers or namespaces (the test cluster's), has it off by default:
-    the kernel takes a veth's packets without NAPI, the engine GRO runs in, unless GRO is
-    asked for."""
+    GRO is left as the host has it. On one machine's test cluster (veths between hosts'
+    namespaces, GRO off as veths have it by default: a veth passes packets up without
+    NAPI, where GRO runs, unless GRO or XDP is asked for) the VXLAN datagrams cross
+    unsegmented, ~56 KB each (GSO all the way), so GRO has nothing to merge there and
+    turning it on changed nothing measurable (bench/cluster_net.py); on real hosts the
+    NIC, whose GRO is on by default, merges what comes off the wire."""
     local = await asyncio.to_thread(overlay_address, settings)
     if local is None:
         return None
@@ -66,44 +60,13 @@ async def member_mtu(settings: Settings) -> int | None:
     for line in shown.stdout.decode().splitlines():
         fields = line.split()
         if len(fields) > 3 and fields[3].split("/")[0] == str(local):
-            device = fields[1].split("@")[0]
-            try:
-                if await asyncio.to_thread(gro_on, device):
-                    log.info("GRO turned on for %s (the VXLAN segments' underlay)", device)
-            except OSError as exc:
-                log.warning("GRO stays off on %s (the kernel refused: %s): traffic between "
-                            "hosts' private networks is slower", device, exc)  # fmt: skip
-            link = await run("ip", "-o", "link", "show", "dev", device, check=False)
+            link = await run("ip", "-o", "link", "show", "dev", fields[1].split("@")[0],
+                             check=False)  # fmt: skip
             words = link.stdout.decode().split()
             if "mtu" in words and words[words.index("mtu") + 1].isdigit():
                 return int(words[words.index("mtu") + 1]) - VXLAN_OVERHEAD
     log.warning("no interface holds %s: private networks keep the default MTU", local)
     return None
-
-
-_SIOCETHTOOL = 0x8946
-_ETHTOOL_GGRO = 0x2B
-_ETHTOOL_SGRO = 0x2C
-
-
-def _ethtool(device: str, command: int, data: int = 0) -> int:
-    """One ``struct ethtool_value`` ioctl on ``device`` (this network namespace's)."""
-    value = ctypes.create_string_buffer(struct.pack("II", command, data))
-    request = struct.pack("16sP", device.encode()[:15], ctypes.addressof(value))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        fcntl.ioctl(sock, _SIOCETHTOOL, request)
-    return int(struct.unpack("II", value.raw[:8])[1])
-
-
-def gro_on(device: str) -> bool:
-    """Turn generic receive offload on for ``device`` (``ethtool -K DEV gro on``); True
-    if this turned it on, False if it was on. OSError if the kernel refuses. Blocking."""
-    if _ethtool(device, _ETHTOOL_GGRO):
-        return False
-    _ethtool(device, _ETHTOOL_SGRO, 1)
-    if not _ethtool(device, _ETHTOOL_GGRO):
-        raise OSError(f"GRO is still off on {device}")
-    return True
 
 
 _RESOLVED_FOR_S = 30.0
