@@ -14,12 +14,17 @@ Through one ``hutch serve`` (both runtimes on one host), for each runtime:
 5. host memory per paused sandbox (MemAvailable, with N paused: gvisor's hibernated hold
    no process; and what each keeps: mounts, network namespaces), and snapshot size;
 6. gvisor pause/resume as the memory a sandbox really uses grows (64 MiB -> 1 GiB);
-7. the floors, by hand with runsc on the same image and platform (``bare_runsc_floors``):
-   ``run --detach``, ``exec true``, ``checkpoint``, ``restore`` and one spawn of ``true``
-   inside gVisor (what any in-sandbox agent pays per exec).
+7. the floors, by hand with runsc on the same image and platform
+   (``bench/gvisor_floors.py``): ``run --detach``, ``exec true``, ``checkpoint``,
+   ``restore`` (with ``sleep`` or an idle ``python3`` as init, with and without a network
+   namespace), and one spawn of ``true`` inside gVisor by how it is made (C ``fork``,
+   ``vfork``, ``posix_spawn``; Python's ``subprocess``), what any in-sandbox agent pays
+   per exec;
+8. ``against_goals``: each figure of issue 17 beside its goal and its peer of the same
+   run, with their ratio.
 
-Prints one JSON document with the platform; no thresholds (a shared, noisy machine: read
-the ratios between peers measured together).
+Prints one JSON document with the platform and the load average at start and end; no
+thresholds (a shared, noisy machine: read the ratios between peers measured together).
 """
 
 from __future__ import annotations
@@ -44,23 +49,21 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.server import HutchProcess, remove_instance, run_cli  # noqa: E402
 
-from hutch.host.images import image_rootfs  # noqa: E402
 from hutch.host.machine import read_memory  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from gvisor_floors import (  # noqa: E402
+    PYTHON_IDLE,
+    bare_runsc_floors,
+    bare_runsc_runs,
+    percentiles,
+    spawn_floors,
+)
 
 IMAGES = Path(os.environ.get("HUTCH_IMAGES_DIR", "/var/cache/hutch-test-images"))
 SHAPE = "s-1vcpu-256mb"
 RUNTIMES = ("gvisor", "runc")
 WARM = 2
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-
-    def at(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
-
-    return {"n": len(ordered), "p50": at(0.50), "p95": at(0.95),
-            "mean": round(statistics.fmean(ordered), 2)}  # fmt: skip
 
 
 def timed(call: Any) -> tuple[float, Any]:
@@ -116,104 +119,6 @@ def warm_creates(api: httpx.Client, home: Path, n: int) -> dict[str, Any]:
         api.delete(f"/v1/sandboxes/{box['id']}")
     return {"create_to_first_exec_ms": percentiles(firsts), "hand_out_ms": percentiles(spawns),
             "pool": f"gvisor:devbox:1:{SHAPE}={WARM}"}  # fmt: skip
-
-
-def bare_runsc_runs(count: int) -> list[float]:
-    """``runsc run`` of the same image, read-only root, no network, running /bin/true."""
-    rootfs = image_rootfs(IMAGES, "devbox:1")
-    assert rootfs is not None
-    work = Path(tempfile.mkdtemp(prefix="hutch-bench-runsc-"))
-    try:
-        subprocess.run(["runsc", "spec"], cwd=work, check=True)
-        config = json.loads((work / "config.json").read_text())
-        config["root"] = {"path": str(rootfs), "readonly": True}
-        config["process"]["terminal"] = False
-        config["process"]["args"] = ["/bin/true"]
-        (work / "config.json").write_text(json.dumps(config))
-        samples = []
-        for i in range(count):
-            started = time.perf_counter()
-            subprocess.run(
-                ["runsc", "--root", str(work / "state"), "--network=none", "run", f"bench-{i}"],
-                cwd=work, check=True, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-            samples.append((time.perf_counter() - started) * 1000)
-        return samples
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-PYTHON_IDLE = ["/usr/bin/python3", "-c",
-               "import json, socket, subprocess, threading, time; time.sleep(1e9)"]  # fmt: skip
-
-
-def bare_runsc_floors(
-    count: int, platform_name: str, init: list[str] | None = None
-) -> dict[str, Any]:
-    """The same steps hutch takes, by hand with runsc on the same image (read-only root, no
-    network, a ``sleep`` as init), with hutch's platform: ``run --detach`` until running,
-    ``exec true``, ``checkpoint`` of the idle sandbox, ``restore --detach``, and the cost of
-    one ``fork+exec+wait`` of ``true`` inside gVisor (what any in-sandbox agent pays per
-    exec). The floors hutch's figures sit on."""
-    rootfs = image_rootfs(IMAGES, "devbox:1")
-    assert rootfs is not None
-    work = Path(tempfile.mkdtemp(prefix="hutch-bench-runsc-"))
-    flags = ["runsc", "--root", str(work / "state"), f"--platform={platform_name}",
-             "--network=none"]  # fmt: skip
-    out: dict[str, list[float]] = {k: [] for k in ("run_detached_ms", "exec_true_ms",
-                                                   "checkpoint_ms", "restore_ms",
-                                                   "delete_after_checkpoint_ms")}  # fmt: skip
-    spawn: list[float] = []
-    image_size = 0
-    try:
-        subprocess.run(["runsc", "spec"], cwd=work, check=True)
-        config = json.loads((work / "config.json").read_text())
-        config["root"] = {"path": str(rootfs), "readonly": True}
-        config["process"]["terminal"] = False
-        config["process"]["args"] = init or ["/bin/sleep", "infinity"]
-        (work / "config.json").write_text(json.dumps(config))
-
-        def sh(*args: str) -> float:
-            started = time.perf_counter()
-            subprocess.run([*flags, *args], cwd=work, check=True, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL)  # fmt: skip
-            return (time.perf_counter() - started) * 1000
-
-        for i in range(count):
-            name, image = f"bench-{i}", work / f"image-{i}"
-            out["run_detached_ms"].append(sh("run", "--detach", "--bundle", str(work), name))
-            for _ in range(3):
-                out["exec_true_ms"].append(sh("exec", name, "/bin/true"))
-            if i < 3:
-                per = subprocess.run(
-                    [*flags, "exec", name, "python3", "-c",
-                     "import subprocess, time; t = time.perf_counter()\n"
-                     "for _ in range(20): subprocess.run(['/bin/true'])\n"
-                     "print((time.perf_counter() - t) / 20 * 1000)"],
-                    cwd=work, check=True, capture_output=True, text=True,
-                )  # fmt: skip
-                spawn.append(float(per.stdout.strip()))
-            image.mkdir()
-            out["checkpoint_ms"].append(sh("checkpoint", "--image-path", str(image), name))
-            image_size = (image / "checkpoint.img").stat().st_size
-            out["delete_after_checkpoint_ms"].append(sh("delete", "--force", name))
-            out["restore_ms"].append(
-                sh("restore", "--detach", "--image-path", str(image), "--bundle", str(work), name)
-            )
-            sh("delete", "--force", name)
-            shutil.rmtree(image, ignore_errors=True)
-        floors: dict[str, Any] = {k: percentiles(v) for k, v in out.items()}
-        floors["spawn_true_inside_ms"] = percentiles(spawn)
-        floors["platform"] = platform_name
-        floors["init"] = " ".join(config["process"]["args"])
-        floors["checkpoint_image_kib"] = round(image_size / 1024, 1)
-        return floors
-    finally:
-        subprocess.run([*flags, "list", "-quiet"], capture_output=True, check=False)
-        for line in subprocess.run([*flags, "list", "-quiet"], capture_output=True, text=True,
-                                   check=False).stdout.split():  # fmt: skip
-            subprocess.run([*flags, "delete", "--force", line], capture_output=True, check=False)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def du_mib(path: Path) -> float:
@@ -462,6 +367,64 @@ def memory_growth(api: httpx.Client, home: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _p50(report: dict[str, Any], *path: str) -> float | None:
+    value: Any = report
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    if isinstance(value, dict):
+        value = value.get("p50")
+    return float(value) if isinstance(value, int | float) else None
+
+
+# (figure, where in the report, goal, unit, its peer: (name, where in the report))
+GOALS = [
+    ("create -> first exec, warm pool", ("gvisor_warm", "create_to_first_exec_ms"), 250, "ms",
+     ("bare runsc run of /bin/true", ("bare_runsc_run_true_ms",))),
+    ("create -> first exec, cold", ("gvisor", "create_to_first_exec_ms"), 250, "ms",
+     ("bare run --detach (idle python3, network)", ("bare_runsc_floors_net", "run_detached_ms"))),
+    ("exec round trip", ("gvisor", "exec_round_trip_ms"), 10, "ms",
+     ("vfork+execve of /bin/true inside gVisor (C)", ("spawn_floors", "c_vfork_dynamic_true_ms"))),
+    ("hibernate", ("gvisor", "pause_ms"), 300, "ms",
+     ("bare checkpoint (idle python3, network)", ("bare_runsc_floors_net", "checkpoint_ms"))),
+    ("resume", ("gvisor", "resume_ms"), 300, "ms",
+     ("bare restore (idle python3, network)", ("bare_runsc_floors_net", "restore_ms"))),
+    ("fork -> child answering an exec", ("gvisor", "fork_to_child_exec_ms"), 500, "ms",
+     ("bare restore (idle python3, network)", ("bare_runsc_floors_net", "restore_ms"))),
+    ("host memory per hibernated sandbox",
+     ("gvisor", "paused_memory", "host_mem_available_drop_paused_mib_per_sandbox"), 0.5, "MiB",
+     ("per running sandbox", ("gvisor", "paused_memory",
+                              "host_mem_available_drop_running_mib_per_sandbox"))),
+]  # fmt: skip
+
+
+def against_goals(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each figure of issue 17 beside its goal and its peer of the same run (p50s)."""
+    rows = []
+    for figure, where, goal, unit, (peer, peer_where) in GOALS:
+        value, floor = _p50(report, *where), _p50(report, *peer_where)
+        if value is None:
+            continue
+        # A negative memory figure is the rest of the host moving (others' work): unread.
+        rows.append({"figure": figure, "p50": value, "goal": goal, "unit": unit,
+                     "met": value <= goal if value >= 0 else None, "peer": peer,
+                     "peer_p50": floor,
+                     "ratio_to_peer": round(value / floor, 2) if floor else None})  # fmt: skip
+    return rows
+
+
+def floors(report: dict[str, Any], n: int, platform_name: str) -> None:
+    """The floors of the same run (``bench/gvisor_floors.py``) into ``report``."""
+    report["bare_runsc_floors_net"] = bare_runsc_floors(
+        IMAGES, max(3, n // 2), platform_name, PYTHON_IDLE, network=True
+    )
+    report["bare_runsc_floors_python"] = bare_runsc_floors(
+        IMAGES, max(3, n // 2), platform_name, PYTHON_IDLE
+    )
+    report["spawn_floors"] = spawn_floors(IMAGES, platform_name)
+
+
 def focused(n: int, idle: int, out: Path) -> None:
     """``--focus``: gvisor's own figures and their floors, in one short run."""
     home = Path(tempfile.mkdtemp(prefix="hutch-bench-gv-")) / "home"
@@ -480,9 +443,8 @@ def focused(n: int, idle: int, out: Path) -> None:
             report["gvisor"]["paused_memory"] = paused_memory(
                 api, home, "gvisor", idle, server.proc.pid
             )
-        report["bare_runsc_floors_python"] = bare_runsc_floors(
-            max(3, n // 2), platform_name, PYTHON_IDLE
-        )
+        floors(report, n, platform_name)
+        report["against_goals"] = against_goals(report)
         report["load_average_at_end"] = os.getloadavg()
     finally:
         server.stop()
@@ -535,14 +497,13 @@ def main() -> None:
                     # The driver's own steps of those resumes and forks (from its log).
                     report["gvisor"]["steps"] = steps_breakdown(server.stderr_lines)
                     report["gvisor_warm"] = warm_creates(api, home, n)
-            floor = bare_runsc_runs(n)
+            floor = bare_runsc_runs(IMAGES, n)
             report["bare_runsc_run_true_ms"] = percentiles(floor)
-            report["bare_runsc_floors"] = bare_runsc_floors(max(3, n // 2), platform_name)
-            # The same with a Python process holding what the guest agent imports: a
-            # checkpoint and restore grow with the memory and files a sandbox holds.
-            report["bare_runsc_floors_python"] = bare_runsc_floors(
-                max(3, n // 2), platform_name, PYTHON_IDLE
-            )
+            report["bare_runsc_floors"] = bare_runsc_floors(IMAGES, max(3, n // 2), platform_name)
+            # The same with a Python process holding what the guest agent imports (a
+            # checkpoint and restore grow with the memory and files a sandbox holds), with
+            # and without a network; and one spawn inside gVisor, by how it is made.
+            floors(report, n, platform_name)
             report["ratio_p50_gvisor_create_to_bare_runsc"] = round(
                 report["gvisor"]["create_to_first_exec_ms"]["p50"] / statistics.median(floor), 2
             )
@@ -555,6 +516,7 @@ def main() -> None:
                     api, home, runtime, idle, server.proc.pid
                 )
             report["gvisor"]["pause_resume_by_memory_touched"] = memory_growth(api, home)
+        report["against_goals"] = against_goals(report)
         report["machine"]["load_average_at_end"] = os.getloadavg()
     finally:
         server.stop()

@@ -61,6 +61,17 @@ async def sh(driver: GvisorDriver, sandbox_id: str, script: str) -> str:
     return out.decode()
 
 
+def cpu_quota(driver: GvisorDriver, sandbox_id: str) -> tuple[int, int]:
+    """The (quota, period) on the sandbox's cgroup, in µs (-1: none)."""
+    root, parent = Path("/sys/fs/cgroup"), driver.cgroup_parent.strip("/")
+    if (root / "cgroup.controllers").exists():
+        quota, period = (root / parent / sandbox_id / "cpu.max").read_text().split()
+        return (-1 if quota == "max" else int(quota)), int(period)
+    cgroup = root / "cpu" / parent / sandbox_id
+    return (int((cgroup / "cpu.cfs_quota_us").read_text()),
+            int((cgroup / "cpu.cfs_period_us").read_text()))  # fmt: skip
+
+
 async def count(driver: GvisorDriver, sandbox_id: str) -> int:
     return int((await sh(driver, sandbox_id, "cat /workspace/count")).strip())
 
@@ -81,6 +92,8 @@ async def test_hibernate_stops_it_and_wake_continues_the_same_processes(
 ) -> None:
     spec = spec_for(pool)
     await gvisor.create(spec)
+    # The shape's CPU quota is the sandbox's (hutch sets it once runsc has started it).
+    assert cpu_quota(gvisor, spec.id) == (100_000, 100_000)
     pid = await start_counter(gvisor, spec.id)
     await sh(gvisor, spec.id, "echo kept > /workspace/file; echo mem > /tmp/in-memory")
     snapshot = tmp_path / "snap"
@@ -95,6 +108,7 @@ async def test_hibernate_stops_it_and_wake_continues_the_same_processes(
 
     woke = await gvisor.wake(spec, snapshot)
     assert woke.state == RuntimeState.RUNNING
+    assert cpu_quota(gvisor, spec.id) == (100_000, 100_000)  # again, after the restore
     assert await sh(gvisor, spec.id, "cat /workspace/file /tmp/in-memory") == "kept\nmem\n"
     assert "while true" in await sh(gvisor, spec.id, f"tr '\\0' ' ' < /proc/{pid}/cmdline")
     first = await count(gvisor, spec.id)
@@ -157,6 +171,7 @@ async def test_fork_continues_the_processes_in_a_copy_with_its_own_address(
     children = [spec_for(pool, hostname=f"child-{i}") for i in range(2)]
     await asyncio.gather(*(gvisor.fork(source.id, child, snapshot) for child in children))
     for i, child in enumerate(children):
+        assert cpu_quota(gvisor, child.id) == (100_000, 100_000)
         assert await sh(gvisor, child.id, "cat /workspace/shared") == "before\n"
         await sh(gvisor, child.id, f"echo {i} > /workspace/mine")
         assert (await sh(gvisor, child.id, "hostname")).strip() == f"child-{i}"

@@ -36,6 +36,7 @@ from hutch.host.drivers.gvisor_features import GvisorFeatures, detect_features
 from hutch.host.drivers.gvisor_host import (
     Steps,
     _first_line,
+    _hold_cpu_quota,
     _running_for_s,
     _write_names_in_place,
 )
@@ -262,6 +263,7 @@ class GvisorDriver(GvisorBase):
         is there before the restore, so the agent binds its socket again at its first
         look; meanwhile a hostname left to set (a fork's) is set."""
         await self._tools()  # hutch-sysview (after a restart, no bundle was made before)
+        await asyncio.to_thread(_bundle_without_cpu_quota, directory)  # (an older bundle)
         wake = (snapshot / "wake").read_text().strip()
         marker = self.agent_socket(spec.id).parent / wake
         await asyncio.to_thread(marker.write_text, "")
@@ -271,6 +273,7 @@ class GvisorDriver(GvisorBase):
         try:
             restore = self._run_runsc(command, directory / "console.log", "restore")
             await steps.timed("restore", restore)
+            await self._cpu_quota(spec.id, directory)
             hostname = self._pending_hostname(spec.id, directory)
             await _all(steps.timed("agent", self._agent_back(spec.id)),
                        steps.timed("hostname", hostname))  # fmt: skip
@@ -370,6 +373,17 @@ async def _copy_disk(source: SandboxRootfs, disk: SandboxRootfs) -> None:
         await run("btrfstune", "-f", "-m", str(disk.disk))
     for directory in (disk.layer, disk.rootfs):
         await asyncio.to_thread(directory.mkdir)
+
+
+def _bundle_without_cpu_quota(directory: Path) -> None:
+    """A bundle made before hutch held the CPU quota back from runsc: rewritten once
+    without it (:func:`~hutch.host.drivers.gvisor_host._hold_cpu_quota`)."""
+    path = directory / "config.json"
+    config = json.loads(path.read_text())
+    if _hold_cpu_quota(config):
+        partial = path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(config))
+        os.rename(partial, path)
 
 
 async def _all(*steps: Awaitable[None]) -> None:

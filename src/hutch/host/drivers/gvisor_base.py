@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -60,6 +61,8 @@ from hutch.host.drivers.gvisor_features import (
 from hutch.host.drivers.gvisor_host import (
     _HIDE_SYS_NET,
     _alive,
+    _apply_cpu_quota,
+    _hold_cpu_quota,
     _link_address,
     _record_link,
     _restore_addresses,
@@ -74,6 +77,8 @@ from hutch.host.proc import CommandFailed, run
 from hutch.host.storage import SandboxRootfs
 
 __all__ = ["GUEST_RUN", "GvisorBase"]
+
+log = logging.getLogger("hutch.host.drivers.gvisor")
 
 GUEST_RUN = f"{GUEST_PARENT}/run"  # the host directory holding the agent's socket
 
@@ -193,6 +198,7 @@ class GvisorBase(RuncDriver):
                     rule["action"] = "SCMP_ACT_TRACE"
                     rule.pop("errnoRet", None)
         config["annotations"] = {"dev.hutch.runtime": "gvisor"}
+        _hold_cpu_quota(config)  # applied once runsc has started it (_cpu_quota)
         return config
 
     async def _launch(self, spec: SandboxSpec, directory: Path) -> RuntimeInfo:
@@ -201,8 +207,23 @@ class GvisorBase(RuncDriver):
         command = self._networked("run", "--detach", "--pid-file", str(directory / "init.pid"),
                                   "--bundle", str(directory), spec.id)  # fmt: skip
         await self._run_runsc(command, log_path, "start")
+        await self._cpu_quota(spec.id, directory)
         await self._wait_for_agent(spec.id)
         return await self._started(spec.id, directory)
+
+    async def _cpu_quota(self, sandbox_id: str, directory: Path) -> None:
+        """The shape's CPU quota on the sandbox's cgroup, now that runsc's own work (a
+        start, a restore) is done: runsc is not given it (see
+        :func:`~hutch.host.drivers.gvisor_host._hold_cpu_quota`)."""
+        try:
+            applied = await asyncio.to_thread(
+                _apply_cpu_quota, self.cgroup_parent, sandbox_id, directory
+            )
+        except OSError as exc:
+            log.error("%s runs without its CPU quota: %s", sandbox_id, exc)
+            return
+        if not applied:  # an older bundle (runsc set it), or no cgroup
+            log.debug("%s: no CPU quota held in its bundle, or no cgroup", sandbox_id)
 
     async def _before_start(
         self, spec: SandboxSpec, directory: Path, *, made: bool = False
@@ -301,6 +322,14 @@ class GvisorBase(RuncDriver):
                       if d.is_dir() and d.name.startswith("sb_")}  # fmt: skip
         for sandbox_id in sorted(found - keep):
             await self.destroy(sandbox_id)
+        # A sandbox started (or restored) just before the host agent was killed may not
+        # have its CPU quota yet: the kept running ones get it again (the same value).
+        for info in await self.list_sandboxes():
+            if info.id in keep and info.state != RuntimeState.STOPPED:
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(
+                        _apply_cpu_quota, self.cgroup_parent, info.id, self._dir(info.id)
+                    )
         return sorted(found - keep)
 
     # -- names, ports -------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Host-side helpers of the gvisor driver (:mod:`hutch.host.drivers.gvisor`): the
 namespace's addresses kept across starts, names rewritten in place, a Sentry's process
-state, and the shell fallback of ``hutch-sysview``."""
+state, the shape's CPU quota applied after runsc's own work, and the shell fallback of
+``hutch-sysview``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hutch.host.drivers.base import SandboxMissing, SandboxSpec
 from hutch.host.proc import run
@@ -29,6 +30,52 @@ _HIDE_SYS_NET = (
     'mkdir "$view/$n"; mount --bind "$d" "$view/$n"; done; '
     'mount --move "$view" /proc/sys; exec "$@"'
 )
+
+
+# The annotation of a bundle carrying its shape's CPU quota ("<quota> <period>", µs), which
+# runsc is not given (see _hold_cpu_quota).
+CPU_ANNOTATION = "dev.hutch.cpu"
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _hold_cpu_quota(config: dict[str, Any]) -> bool:
+    """Take the shape's CPU quota out of a bundle's ``config`` (into its annotations);
+    return whether it changed. runsc would put the quota on the sandbox's cgroup before
+    its own work: a ``runsc restore`` (the saved kernel decoded, its memory loaded) and a
+    ``runsc run`` use up to two cores when they can, and one vCPU's quota holds them to
+    one (a restore's ~250 ms of CPU, then, cannot take less than ~300 ms). hutch applies
+    the quota itself once runsc has returned (:func:`_apply_cpu_quota`)."""
+    resources = config.get("linux", {}).get("resources") or {}
+    cpu = resources.pop("cpu", None)
+    if not cpu:
+        return False
+    annotations = config.setdefault("annotations", {})
+    annotations[CPU_ANNOTATION] = f"{int(cpu['quota'])} {int(cpu['period'])}"
+    return True
+
+
+def _apply_cpu_quota(cgroup_parent: str, sandbox_id: str, directory: Path) -> bool:
+    """Put the CPU quota held in the bundle at ``directory`` on the sandbox's cgroup (v2:
+    ``cpu.max``; v1: the ``cpu`` hierarchy's period and quota). False when the bundle
+    holds none or the cgroup is not there (runsc made none). Blocking: call from a thread."""
+    try:
+        config = json.loads((directory / "config.json").read_text())
+        quota, period = config["annotations"][CPU_ANNOTATION].split()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    parent = cgroup_parent.strip("/")
+    if (_CGROUP_ROOT / "cgroup.controllers").exists():
+        cgroup = _CGROUP_ROOT / parent / sandbox_id
+        if not cgroup.is_dir():
+            return False
+        (cgroup / "cpu.max").write_text(f"{quota} {period}\n")
+        return True
+    cgroup = _CGROUP_ROOT / "cpu" / parent / sandbox_id
+    if not cgroup.is_dir():
+        return False
+    (cgroup / "cpu.cfs_period_us").write_text(f"{period}\n")
+    (cgroup / "cpu.cfs_quota_us").write_text(f"{quota}\n")
+    return True
 
 
 def _alive(pid: int) -> bool:
