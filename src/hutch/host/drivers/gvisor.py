@@ -261,7 +261,9 @@ class GvisorDriver(GvisorBase):
     ) -> RuntimeInfo:
         """``runsc restore`` from ``snapshot`` (:meth:`_before_start` done). The wake file
         is there before the restore, so the agent binds its socket again at its first
-        look; meanwhile a hostname left to set (a fork's) is set."""
+        look; a hostname left to set (a fork's) is set by an exec that waits for the
+        restore (:meth:`_hostname_early`); the shape's CPU quota is put on once runsc
+        returns."""
         await self._tools()  # hutch-sysview (after a restart, no bundle was made before)
         await asyncio.to_thread(_bundle_without_cpu_quota, directory)  # (an older bundle)
         wake = (snapshot / "wake").read_text().strip()
@@ -270,18 +272,64 @@ class GvisorDriver(GvisorBase):
         command = self._networked("restore", "--detach", "--image-path", str(snapshot),
                                   "--pid-file", str(directory / "init.pid"),
                                   "--bundle", str(directory), spec.id)  # fmt: skip
+        pending = directory / "hostname.pending"
+        name = (await asyncio.to_thread(pending.read_text)).strip() if pending.exists() else ""
+        restoring = asyncio.ensure_future(
+            steps.timed("restore", self._run_runsc(command, directory / "console.log", "restore"))
+        )
+        # A hostname to set (a fork's): its `runsc exec` starts during the restore and
+        # waits on runsc's lock of the container, which the restore holds until the
+        # restored sandbox runs; one that came too early fails and is run again after.
+        early = (
+            asyncio.ensure_future(
+                steps.timed("hostname-early", self._hostname_early(spec.id, name, restoring))
+            )
+            if name
+            else None
+        )
+
+        async def hostname() -> None:
+            if early is not None and await early:
+                await asyncio.to_thread(pending.unlink, missing_ok=True)
+                return
+            await self._pending_hostname(spec.id, directory)
+
         try:
-            restore = self._run_runsc(command, directory / "console.log", "restore")
-            await steps.timed("restore", restore)
+            await restoring
             await self._cpu_quota(spec.id, directory)
-            hostname = self._pending_hostname(spec.id, directory)
             await _all(steps.timed("agent", self._agent_back(spec.id)),
-                       steps.timed("hostname", hostname))  # fmt: skip
+                       steps.timed("hostname", hostname()))  # fmt: skip
         finally:
+            for task in (restoring, early):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
             with contextlib.suppress(OSError):
                 marker.unlink()
         pid = int((directory / "init.pid").read_text())
         return RuntimeInfo(id=spec.id, state=RuntimeState.RUNNING, pid=pid)
+
+    async def _hostname_early(
+        self, sandbox_id: str, hostname: str, restoring: asyncio.Future[None]
+    ) -> bool:
+        """Set the kernel's hostname with a ``runsc exec`` started while ``restoring``
+        runs, once runsc knows the container (its state file): the exec waits on runsc's
+        lock of the container, which the restore holds until the restored kernel runs,
+        so runsc's own start (~20-60 ms) is done beside the restore. Whether it was set
+        (False: it came too early and was refused, or the restore failed: the caller
+        sets it after the restore)."""
+        state = self._state_file(sandbox_id)
+        while not await asyncio.to_thread(state.exists):
+            if restoring.done():
+                return False
+            await asyncio.sleep(0.002)
+        done = await run(*self._runc("exec", "--cap", "CAP_SYS_ADMIN", sandbox_id,
+                                     "/bin/hostname", hostname), check=False)  # fmt: skip
+        if done.returncode != 0:
+            return False  # (a sandbox not restored yet refuses an exec: not started)
+        await asyncio.wait([restoring])
+        return not restoring.cancelled() and restoring.exception() is None
 
     async def _agent_back(self, sandbox_id: str) -> None:
         """Wait for a restored agent: its socket appears on the host when it binds it
