@@ -52,8 +52,10 @@ def main(argv: list[str]) -> int:
     procs: dict[str, subprocess.Popen[bytes]] = {}
     pumps = []
     for name, paths in PARTS.items():
+        # Each its own cache directory: both write theirs at the end.
+        cache = ["-o", f"cache_dir=.pytest_cache/{name}"]
         proc = subprocess.Popen(
-            [*pytest, *paths], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            [*pytest, *cache, *paths], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         procs[name] = proc
