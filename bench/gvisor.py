@@ -20,7 +20,10 @@ Through one ``hutch serve`` (both runtimes on one host), for each runtime:
    namespace), and one spawn of ``true`` inside gVisor by how it is made (C ``fork``,
    ``vfork``, ``posix_spawn``; Python's ``subprocess``), what any in-sandbox agent pays
    per exec;
-8. ``against_goals``: each figure of issue 17 beside its goal and its peer of the same
+8. resume paired with its peer (``resume_paired``): a resume and a bare restore of the
+   same size timed one right after the other, ``n`` times, the order alternating: the
+   ratio of each pair (the load moves between a run's phases on a shared machine);
+9. ``against_goals``: each figure of issue 17 beside its goal and its peer of the same
    run, with their ratio.
 
 Prints one JSON document with the platform and the load average at start and end; no
@@ -54,6 +57,7 @@ from hutch.host.machine import read_memory  # noqa: E402
 sys.path.insert(0, str(REPO / "bench"))
 from gvisor_floors import (  # noqa: E402
     PYTHON_IDLE,
+    PairedRestore,
     bare_runsc_floors,
     bare_runsc_runs,
     percentiles,
@@ -390,6 +394,9 @@ GOALS = [
      ("bare checkpoint (idle python3, network)", ("bare_runsc_floors_net", "checkpoint_ms"))),
     ("resume", ("gvisor", "resume_ms"), 300, "ms",
      ("bare restore (idle python3, network)", ("bare_runsc_floors_net", "restore_ms"))),
+    ("resume, paired with its peer", ("gvisor", "resume_paired", "resume_ms"), 300, "ms",
+     ("bare restore right beside each (idle python3, network)",
+      ("gvisor", "resume_paired", "bare_restore_ms"))),
     ("fork -> child answering an exec", ("gvisor", "fork_to_child_exec_ms"), 500, "ms",
      ("bare restore (idle python3, network)", ("bare_runsc_floors_net", "restore_ms"))),
     ("host memory per hibernated sandbox",
@@ -425,6 +432,36 @@ def floors(report: dict[str, Any], n: int, platform_name: str) -> None:
     report["spawn_floors"] = spawn_floors(IMAGES, platform_name)
 
 
+def paired_resumes(api: httpx.Client, count: int, platform_name: str) -> dict[str, Any]:
+    """Resume of an idle hibernated sandbox and a bare restore of an idle ``python3``
+    (the same size, a network namespace: :class:`PairedRestore`), timed one right after
+    the other, the order alternating, ``count`` times: the ratio of each pair, whose two
+    figures met the same load."""
+    bare = PairedRestore(IMAGES, platform_name)
+    box = create(api, "gvisor")["id"]
+    run(api, box, "true")
+    resumes, restores, ratios = [], [], []
+    try:
+        for i in range(count):
+            ok(api.post(f"/v1/sandboxes/{box}/pause"))
+            image = bare.prepare()  # (also lets the hibernated Sentry exit: 1-2 s)
+            if i % 2:
+                restore_ms = bare.restore(image)
+                resume_ms = timed(lambda: ok(api.post(f"/v1/sandboxes/{box}/resume")))[0]
+            else:
+                resume_ms = timed(lambda: ok(api.post(f"/v1/sandboxes/{box}/resume")))[0]
+                restore_ms = bare.restore(image)
+            resumes.append(resume_ms)
+            restores.append(restore_ms)
+            ratios.append(resume_ms / restore_ms)
+    finally:
+        bare.close()
+        api.delete(f"/v1/sandboxes/{box}")
+    return {"resume_ms": percentiles(resumes), "bare_restore_ms": percentiles(restores),
+            "ratio_p50": round(statistics.median(ratios), 2),
+            "ratios": [round(r, 2) for r in ratios]}  # fmt: skip
+
+
 def focused(n: int, idle: int, out: Path) -> None:
     """``--focus``: gvisor's own figures and their floors, in one short run."""
     home = Path(tempfile.mkdtemp(prefix="hutch-bench-gv-")) / "home"
@@ -443,6 +480,7 @@ def focused(n: int, idle: int, out: Path) -> None:
             report["gvisor"]["paused_memory"] = paused_memory(
                 api, home, "gvisor", idle, server.proc.pid
             )
+            report["gvisor"]["resume_paired"] = paired_resumes(api, n, platform_name)
         floors(report, n, platform_name)
         report["against_goals"] = against_goals(report)
         report["load_average_at_end"] = os.getloadavg()
@@ -516,6 +554,7 @@ def main() -> None:
                     api, home, runtime, idle, server.proc.pid
                 )
             report["gvisor"]["pause_resume_by_memory_touched"] = memory_growth(api, home)
+            report["gvisor"]["resume_paired"] = paired_resumes(api, max(6, n // 2), platform_name)
         report["against_goals"] = against_goals(report)
         report["machine"]["load_average_at_end"] = os.getloadavg()
     finally:

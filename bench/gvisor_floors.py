@@ -294,3 +294,63 @@ def spawn_floors(images: Path, platform_name: str, count: int = 40) -> dict[str,
     finally:
         _delete_all(flags)
         shutil.rmtree(work, ignore_errors=True)
+
+
+class PairedRestore:
+    """A bare ``runsc restore`` of an idle ``python3`` in a network namespace (hutch's
+    way: ``--network=sandbox`` under hutch-sysview), made ready (run, checkpoint,
+    delete) before each timed restore, so that it can be timed right beside the figure
+    it is the peer of: on a shared machine the load moves between a run's phases, and
+    only peers measured side by side give a ratio that holds."""
+
+    def __init__(self, images: Path, platform_name: str) -> None:
+        self.work = Path(tempfile.mkdtemp(prefix="hutch-bench-paired-"))
+        self.flags = ["runsc", "--root", str(self.work / "state"),
+                      f"--platform={platform_name}", "--network=sandbox"]  # fmt: skip
+        self.netns = f"hutch-bench-{self.work.name[-6:]}"
+        self.count = 0
+        _bundle(images, self.work, PYTHON_IDLE, [])
+        sysview = asyncio.run(_build_sysview(self.work / "tools"))
+        assert sysview is not None, "no C compiler for hutch-sysview"
+        (self.work / "view").mkdir()
+        self.wrap = [str(sysview), str(self.work / "view")]
+        self._space = _netns(self.netns)
+        path = self._space.__enter__()
+        config = json.loads((self.work / "config.json").read_text())
+        config["linux"]["namespaces"] = [
+            s for s in config["linux"]["namespaces"] if s["type"] != "network"
+        ] + [{"type": "network", "path": path}]
+        (self.work / "config.json").write_text(json.dumps(config))
+
+    def _runsc(self, *args: str, wrapped: bool = False) -> None:
+        subprocess.run([*(self.wrap if wrapped else []), *self.flags, *args], cwd=self.work,
+                       check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # fmt: skip
+
+    def prepare(self) -> Path:
+        """An idle sandbox run, checkpointed and deleted: its image."""
+        self.count += 1
+        image = self.work / f"image-{self.count}"
+        image.mkdir()
+        self._runsc("run", "--detach", "--bundle", str(self.work), "paired", wrapped=True)
+        time.sleep(1)
+        self._runsc("checkpoint", "--image-path", str(image), "paired")
+        self._runsc("delete", "--force", "paired")
+        for args in (("addr", "replace", "10.99.254.2/30", "dev", "eth0"),
+                     ("route", "replace", "default", "via", "10.99.254.1")):  # fmt: skip
+            subprocess.run(["ip", "-n", self.netns, *args], check=False)
+        return image
+
+    def restore(self, image: Path) -> float:
+        """``runsc restore --detach`` of ``image`` (ms), then the sandbox deleted."""
+        started = time.perf_counter()
+        self._runsc("restore", "--detach", "--image-path", str(image), "--bundle",
+                    str(self.work), "paired", wrapped=True)  # fmt: skip
+        took = (time.perf_counter() - started) * 1000
+        self._runsc("delete", "--force", "paired")
+        shutil.rmtree(image, ignore_errors=True)
+        return took
+
+    def close(self) -> None:
+        _delete_all(self.flags)
+        self._space.__exit__(None, None, None)
+        shutil.rmtree(self.work, ignore_errors=True)
