@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -22,6 +23,7 @@ from hutch.core.ids import new_id
 from hutch.host.drivers.fake import FakeDriver
 from hutch.settings import Settings
 from hutch.store import sandboxes as store
+from hutch.store import users as user_store
 from hutch.store.db import Database
 from hutch.store.models import EventRecord, SandboxRecord
 from tests.support.images import fake_image
@@ -185,3 +187,53 @@ def test_ten_creates_at_once_start_three_and_answer_429_to_seven(
     listed = capped_client.get("/v1/sandboxes").json()["data"]
     assert listed["pagination"]["total"] == 3
     assert {s["status"] for s in listed["data"]} == {"running"}
+
+
+async def test_a_sandbox_being_forked_counts_toward_the_cap(db: Database) -> None:
+    """A fork's child is inserted ``forking`` and runs at the fork's end with no check of
+    its own: while it is made, it holds a place under the cap, so a create, a resume or
+    another fork made meanwhile cannot pass the cap beside it."""
+    from hutch.core.sandbox_base import COUNTED as SERVICE_COUNTED
+
+    user = (await IdentityService(db).issue_key("hana")).user_id
+    async with db.sessions.begin() as session:
+        session.add_all([_sandbox(user, "child", "forking"), _sandbox(user, "p", "paused")])
+
+    async def insert(record: SandboxRecord) -> bool:
+        return await db.write(
+            lambda s: store.insert_within_cap(s, record, counted=SERVICE_COUNTED, cap=1)
+        )
+
+    assert not await insert(_sandbox(user, "another"))
+    async with db.sessions() as session:
+        paused = await session.scalar(select(SandboxRecord.id).where(SandboxRecord.name == "p"))
+    assert paused is not None
+    resumed = await db.write(
+        lambda s: store.set_status_within_cap(
+            s, paused, user, "resuming", counted=SERVICE_COUNTED, cap=1
+        )
+    )
+    assert not resumed
+
+
+def test_a_create_while_a_fork_is_under_way_is_refused_at_the_cap(
+    capped_client: TestClient,
+) -> None:
+    """Cap 3: two running and a fork's child still being made (``forking``, as the fork
+    left it in the store); a create is one too many (429), and nothing of it is kept."""
+    for _ in range(2):
+        made = capped_client.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb"})
+        assert made.status_code == 201, made.text
+    services: Any = capped_client.app.state.services  # type: ignore[attr-defined]
+
+    async def forking() -> None:
+        async with services.db.sessions.begin() as session:
+            owner = await user_store.get_user_by_name(session, "dana")
+            assert owner is not None
+            session.add(_sandbox(owner.id, "child-being-forked", "forking"))
+
+    capped_client.portal.call(forking)  # type: ignore[union-attr]
+    refused = capped_client.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb"})
+    assert refused.status_code == 429, refused.text
+    listed = capped_client.get("/v1/sandboxes").json()["data"]
+    assert listed["pagination"]["total"] == 3

@@ -34,12 +34,14 @@ from hutch.store.cache import ReadCache
 from hutch.store.db import Database
 from hutch.store.models import SandboxRecord
 
-__all__ = ["SandboxBase"]
+__all__ = ["COUNTED", "SandboxBase"]
 
 log = logging.getLogger(__name__)
 
-# Statuses that count toward the per-user cap: the sandbox holds CPU and memory.
-_COUNTED = (S.CREATING, S.RUNNING, S.RESUMING, S.PAUSING)
+# Statuses that count toward the per-user cap: the sandbox holds CPU and memory. A fork's
+# child counts from its insert (``forking``): it starts running at the fork's end, with no
+# check of its own, so creates, resumes and forks made meanwhile must see it.
+COUNTED = (S.CREATING, S.FORKING, S.RUNNING, S.RESUMING, S.PAUSING)
 
 
 class ActivityElsewhere(Protocol):
@@ -180,7 +182,7 @@ class SandboxBase:
             try:
                 inserted = await self._db.write(
                     lambda session: store.insert_within_cap(
-                        session, record, counted=_COUNTED, cap=cap
+                        session, record, counted=COUNTED, cap=cap
                     )
                 )
             except IntegrityError:
@@ -202,7 +204,7 @@ class SandboxBase:
         cap = self._settings.max_running_per_user
         moved = await self._db.write(
             lambda session: store.set_status_within_cap(
-                session, record.id, record.user_id, S.RESUMING, counted=_COUNTED, cap=cap
+                session, record.id, record.user_id, S.RESUMING, counted=COUNTED, cap=cap
             )
         )
         if not moved:
