@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from sqlalchemy import update
 from hutch.api.app import create_app
 from hutch.host.drivers.fake import FakeDriver
 from hutch.settings import Settings
-from hutch.store.models import SandboxRecord
+from hutch.store.models import Host, SandboxRecord, utcnow
 from tests.support.images import fake_image
 
 
@@ -77,3 +78,52 @@ def test_a_sandbox_moved_to_another_host_is_neither_resumed_nor_woken_here(
     # Back on this host: it resumes as ever.
     _move(client, box["id"], services.host_agent.host_id)
     assert client.post(f"/v1/sandboxes/{box['id']}/resume").status_code == 202
+
+
+def _host(client: TestClient, host_id: str, *, silent_s: float = 0) -> None:
+    """A host row as a cluster agent's heartbeats keep it, last heard ``silent_s`` ago."""
+    services: Any = client.app.state.services  # type: ignore[attr-defined]
+
+    async def add() -> None:
+        async with services.db.sessions.begin() as session:
+            host = await session.get(Host, host_id) or Host(id=host_id)
+            host.status = "active"
+            host.heartbeat_at = utcnow() - timedelta(seconds=silent_s)
+            session.add(host)
+
+    client.portal.call(add)  # type: ignore[union-attr]
+
+
+def test_a_delete_fork_or_rename_of_a_sandbox_another_host_took_is_left_to_that_host(
+    client: TestClient,
+) -> None:
+    """A delete, fork or rename that waited on the sandbox's lock while a drain moved it
+    would act on the copy this host let go of: the new host would keep the sandbox's disk,
+    address and wake route, the fork would fail, the rename would say it could not be made.
+    Each is refused (503, retry: the retry goes to the host that holds it), the row left as
+    that host has it. Once that host has left (silent past HUTCH_HOST_DEAD_AFTER_S, as a
+    removed one), any host may delete it."""
+    made = client.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb"})
+    assert made.status_code == 201, made.text
+    box = made.json()["data"]
+    assert client.post(f"/v1/sandboxes/{box['id']}/pause").status_code == 202
+    _host(client, "other-live-host")
+    _move(client, box["id"], "other-live-host")
+    asked = [
+        client.delete(f"/v1/sandboxes/{box['id']}"),
+        client.post(f"/v1/sandboxes/{box['id']}/fork", json={}),
+        client.patch(f"/v1/sandboxes/{box['id']}", json={"name": "renamed-otter"}),
+    ]
+    for answer in asked:
+        assert answer.status_code == 503, answer.text
+        assert "other-live-host" in answer.json()["message"], answer.text
+        assert answer.headers["retry-after"] == "1"
+    after = client.get(f"/v1/sandboxes/{box['id']}").json()["data"]
+    assert (after["status"], after["name"]) == ("paused", box["name"]), after
+    listed = client.get("/v1/sandboxes").json()["data"]["data"]
+    assert [s["id"] for s in listed] == [box["id"]]  # no fork child was made
+
+    _host(client, "other-live-host", silent_s=3600)  # it left the cluster
+    gone = client.delete(f"/v1/sandboxes/{box['id']}")
+    assert gone.status_code == 200, gone.text
+    assert client.get(f"/v1/sandboxes/{box['id']}").json()["data"]["status"] == "destroyed"

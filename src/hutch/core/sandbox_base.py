@@ -13,6 +13,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
@@ -32,7 +33,7 @@ from hutch.settings import Settings
 from hutch.store import sandboxes as store
 from hutch.store.cache import ReadCache
 from hutch.store.db import Database
-from hutch.store.models import SandboxRecord
+from hutch.store.models import Host, SandboxRecord, utcnow
 
 __all__ = ["COUNTED", "SandboxBase"]
 
@@ -257,6 +258,23 @@ class SandboxBase:
         """Whether the row is another host's now (a drain moved it meanwhile:
         :mod:`hutch.cluster.drain`): this host must not resume or wake it."""
         return record.host_id not in (None, self._host.host_id)
+
+    async def _refuse_if_moved(self, record: SandboxRecord) -> None:
+        """:class:`Unavailable` (retry) when the row is another live host's now: a drain
+        moved it while this request waited on the sandbox's lock, and acting here would
+        touch the copy this host let go of, never the one that runs (the client's retry
+        is routed to that host). A row of a host that left (removed or silent past
+        ``HUTCH_HOST_DEAD_AFTER_S``) stays anyone's to act on: any agent destroys such a
+        sandbox (:mod:`hutch.cluster.routing`)."""
+        if not self._elsewhere(record):
+            return
+        async with self._db.sessions() as session:
+            host = await session.get(Host, record.host_id)
+        fresh = utcnow() - timedelta(seconds=self._settings.host_dead_after_s)
+        if host is None or host.status == "dead" or host.heartbeat_at < fresh:
+            return
+        raise Unavailable(f"sandbox {record.name} now lives on host {record.host_id}; "
+                          "try again", headers={"Retry-After": "1"})  # fmt: skip
 
     async def _load(self, sandbox_id: str) -> SandboxRecord:
         async with self._db.sessions() as session:

@@ -56,6 +56,7 @@ class SandboxForks(SandboxLifecycle):
         self._check_fork(options)
         async with self._sandbox_locks[source.id]:
             source = await self._load(source.id)
+            await self._refuse_if_moved(source)
             if source.status != S.PAUSED:
                 raise Conflict(f"sandbox is {source.status}; only a paused sandbox can be "
                                "forked (pause it first)", field="status")  # fmt: skip

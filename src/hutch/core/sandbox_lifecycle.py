@@ -329,6 +329,7 @@ class SandboxLifecycle(SandboxWarm):
         if record.status in (S.DESTROYED, S.FAILED):
             raise Conflict(f"sandbox is {record.status}; it can no longer change", field="status")
         async with self._sandbox_locks[record.id]:
+            await self._refuse_if_moved(await self._load(record.id))
             try:
                 updated = await self._update(record.id, **changes)
             except IntegrityError:
@@ -349,6 +350,7 @@ class SandboxLifecycle(SandboxWarm):
         a template build's sandbox may be named (the platform's own use)."""
         record = await self.get(user, ident, builds=builds)
         async with self._sandbox_locks[record.id]:
+            await self._refuse_if_moved(await self._load(record.id))
             return await self._destroy(record.id)
 
     async def _destroy(self, sandbox_id: str) -> SandboxRecord:
