@@ -169,12 +169,14 @@ def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
             overlay = mover = None
             if settings.control_url:  # a cluster's agent: networks span hosts (VXLAN)
                 from hutch.cluster.control import make_membership
-                from hutch.cluster.drain import DrainMover
+                from hutch.cluster.drain import DrainMover, sweep_partial_moves
                 from hutch.cluster.images import sweep_partial_fetches
                 from hutch.cluster.overlay import Overlay
 
                 # Root filesystems a kill -9 cut mid-fetch (cluster/images.py).
                 await asyncio.to_thread(sweep_partial_fetches, settings)
+                # A drain's archives a kill -9 cut mid-move (cluster/drain.py).
+                await asyncio.to_thread(sweep_partial_moves, settings)
 
                 overlay = asyncio.create_task(
                     Overlay(settings, db, agent).run_forever(

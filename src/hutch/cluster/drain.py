@@ -56,11 +56,39 @@ from hutch.settings import Settings
 from hutch.store.db import Database
 from hutch.store.models import Host, SandboxRecord
 
-__all__ = ["DrainMover", "router"]
+__all__ = ["DrainMover", "router", "sweep_partial_moves"]
 
 log = logging.getLogger(__name__)
 
 _MOVING = "sandbox.tar"
+# What a move keeps beside the sandboxes' directories while it runs (``.<id>`` and one of
+# these): the draining host's upload, the taking host's download and its unpacking.
+_LEFT_BY_MOVES = (".moving.tar", ".adopting.tar", ".adopting")
+
+
+def _beside(disk: Path, sandbox_id: str, what: str) -> Path:
+    assert what in _LEFT_BY_MOVES
+    return disk.parent.with_name(f".{sandbox_id}{what}")
+
+
+def sweep_partial_moves(settings: Settings) -> list[Path]:
+    """Remove what moves cut by a kill -9 (or an OOM kill) left beside the sandboxes'
+    directories: a disk's archive the size of its data, which nothing else removes (it is
+    no sandbox's directory); return them. Call at the agent's start, before any move."""
+    sandboxes = settings.home / "sandboxes"
+    if not sandboxes.is_dir():
+        return []
+    removed = []
+    for path in sandboxes.iterdir():
+        if not (path.name.startswith(".sb_") and path.name.endswith(_LEFT_BY_MOVES)):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+        log.warning("removed %s, left by a move this host did not finish", path)
+    return removed
 
 
 def _object(store: S3SnapshotStore, sandbox_id: str) -> str:
@@ -207,7 +235,7 @@ def _sha256(path: Path) -> str:
 
 async def _upload_disk(store: S3SnapshotStore, sandbox_id: str, disk: Path) -> str:
     """Upload the disk file (sparse: its holes are not sent); return the upload's SHA-256."""
-    archive = disk.parent.with_name(f".{sandbox_id}.moving.tar")
+    archive = _beside(disk, sandbox_id, ".moving.tar")
     try:
         await run("tar", "--sparse", "--numeric-owner", "-C", str(disk.parent), "-cf",
                   str(archive), disk.name)  # fmt: skip
@@ -235,8 +263,8 @@ def _one_disk(archive: Path) -> None:
 
 async def _download_disk(store: S3SnapshotStore, sandbox_id: str, disk: Path, digest: str,
                          from_host: str) -> None:  # fmt: skip
-    archive = disk.parent.with_name(f".{sandbox_id}.adopting.tar")
-    partial = disk.parent.with_name(f".{sandbox_id}.adopting")
+    archive = _beside(disk, sandbox_id, ".adopting.tar")
+    partial = _beside(disk, sandbox_id, ".adopting")
     try:
         await store._call(
             lambda: store._s3().download_file(
