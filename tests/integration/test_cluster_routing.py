@@ -3,6 +3,7 @@ PostgreSQL): the host the sandbox lives on, found by id or by name for the calle
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -59,3 +60,57 @@ async def test_a_sandbox_named_with_its_access_token_is_routed_to_its_host(
     # ... and no other sandbox: bob's "api" is not found for it (any agent says 404).
     assert await host_of(token, "api") is None
     assert await host_of(bob.key, "web") is None
+
+
+async def _ask(router: ClusterRouter, path: str, body: dict[str, object],
+               headers: list[tuple[bytes, bytes]]) -> tuple[int, dict[str, object]]:  # fmt: skip
+    """One request through the router, as a control plane's worker passes it: its answer."""
+    sent: list[dict[str, object]] = []
+    scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(),
+             "query_string": b"", "headers": [(b"content-type", b"application/json"), *headers],
+             "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 8700),
+             "client": ("127.0.0.1", 50000), "root_path": ""}  # fmt: skip
+    body_bytes = json.dumps(body).encode()
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": body_bytes, "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    await router(scope, receive, send)  # type: ignore[arg-type]
+    status = next(int(str(m["status"])) for m in sent if m["type"] == "http.response.start")
+    answer = b"".join(bytes(m.get("body", b"")) for m in sent if m["type"] == "http.response.body")  # type: ignore[call-overload]
+    return status, json.loads(answer)
+
+
+async def test_a_create_without_a_valid_key_is_refused_before_any_placement(
+    db: Database, settings: Settings
+) -> None:
+    """The control plane places a create (room held on a host, an image copied there if it
+    lacks it) only for a caller it knows: without a key, or with one that is not, the
+    answer is a 401 in the dialect's words, and nothing about the cluster's hosts (a
+    placement's 503 names them and their free room)."""
+    members = Membership(db, SealedBox(b"k" * 32), dead_after_s=30)
+    join, _ = await members.create_join_token()
+    await members.join(join, HostReport(id="h1", address="http://h1:8702"))
+    identity = IdentityService(db)
+    alice = await identity.issue_key("alice")
+    state = SimpleNamespace(services=SimpleNamespace(db=db, identity=identity),
+                            membership=members)  # fmt: skip
+    router = ClusterRouter(settings, state)
+    try:
+        want = {"shape": "s-1vcpu-256mb", "host_id": "h9", "node_selector": {"zone": "x"}}
+        for headers in ([], [(b"x-api-key", b"hk_not-a-key")],
+                        [(b"authorization", b"Bearer hk_not-a-key")]):  # fmt: skip
+            for path in ("/v1/sandboxes", "/nullspace/v1/sandboxes"):
+                status, answer = await _ask(router, path, want, headers)
+                assert status == 401, (path, headers, answer)
+                assert "h9" not in json.dumps(answer) and "h1" not in json.dumps(answer)
+        # A known caller's create is placed as before (here: no such host, a 503 saying so).
+        status, answer = await _ask(router, "/v1/sandboxes", want,
+                                    [(b"x-api-key", alice.key.encode())])  # fmt: skip
+        assert status == 503, answer
+        assert "h9" in json.dumps(answer), answer
+    finally:
+        await router.aclose()

@@ -127,6 +127,9 @@ class ClusterRouter:
     # -- creates ------------------------------------------------------------------------
 
     async def _create(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Who asks comes first: a request without a valid key (a 401 in the dialect's
+        # words) never holds room on a host, nor has a host copy an image.
+        await self._services().identity.authenticate(_api_key(scope))
         body, more = await _read_body(receive, self._settings.max_json_body_bytes)
         replay = replaying(body, receive, more=more)
         want = await self._placement_request(scope, body) if not more else None
@@ -234,12 +237,7 @@ class ClusterRouter:
         """The user the request's key acts for; with ``ident`` (a sandbox's id or name in
         the path), as on that sandbox's routes, so that a sandbox access token, which names
         its own sandbox by name too, finds its owner's sandbox (and no other)."""
-        key = None
-        for name, value in scope["headers"]:
-            if name == b"x-api-key":
-                key = value.decode("latin-1")
-            elif name == b"authorization" and value[:7].lower() == b"bearer ":
-                key = key or value[7:].decode("latin-1").strip()
+        key = _api_key(scope)
         if not key:
             return None
         try:
@@ -355,6 +353,18 @@ async def _release(placer: Placer, placed: Placed) -> None:
         await placer.release(placed)
     except Exception:  # the hold expires by itself
         log.warning("could not release placement hold %s", placed.hold_id, exc_info=True)
+
+
+def _api_key(scope: Scope) -> str | None:
+    """The request's API key (``X-Api-Key``, else ``Authorization: Bearer``), as the
+    agents read it."""
+    key = None
+    for name, value in scope["headers"]:
+        if name == b"x-api-key":
+            key = value.decode("latin-1")
+        elif name == b"authorization" and value[:7].lower() == b"bearer ":
+            key = key or value[7:].decode("latin-1").strip()
+    return key or None
 
 
 async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
