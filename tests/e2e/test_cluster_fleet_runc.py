@@ -484,14 +484,19 @@ def test_a_disk_upload_changed_in_the_bucket_is_refused_and_nothing_of_it_runs(
             honest = _tar(hostile, tmp_path / "honest.tar", "disk.img")
             tampered = _tar(hostile, tmp_path / "tampered.tar", "disk.img", "config.json")
             key = f"hutch/{box['id']}.moving/sandbox.tar"
-            s3.client().upload_file(str(tmp_path / "tampered.tar"), cluster.bucket, key)
-
-            # Asked (over its own socket) to take the sandbox from d2 with the digest of
-            # what d2 would have sent, d1 finds another object in the bucket: refused.
             home = cluster.hosts["d1"].home
             transport = httpx.HTTPTransport(uds=str(home / "run" / "agent.sock"))
             with httpx.Client(transport=transport, base_url="http://agent", timeout=120) as d1:
                 url = f"/internal/v1/moves/{box['id']}"
+                # Nothing in the bucket (an upload that never arrived): refused saying why
+                # (not a 500), and nothing of it is left on d1.
+                missing = d1.post(url, json={"from_host": "d2", "disk_sha256": honest})
+                assert missing.status_code == 503, missing.text
+                assert "could not be taken from the snapshot store" in missing.text, missing.text
+                assert not (home / "sandboxes" / box["id"]).exists()
+                s3.client().upload_file(str(tmp_path / "tampered.tar"), cluster.bucket, key)
+                # Asked (over its own socket) to take the sandbox from d2 with the digest
+                # of what d2 would have sent, d1 finds another object in the bucket: refused.
                 refused = d1.post(url, json={"from_host": "d2", "disk_sha256": honest})
                 assert refused.status_code == 409, refused.text
                 assert "not the one d2 sent" in refused.text, refused.text

@@ -217,7 +217,11 @@ async def adopt(
     if store is None:
         raise Conflict("this host has no S3 snapshot store (HUTCH_SNAPSHOT_STORE)")
     async with sandboxes.moving_in(sandbox_id, from_host) as incoming:
-        await _download_disk(store, sandbox_id, incoming.disk, disk_sha256, from_host)
+        try:
+            await _download_disk(store, sandbox_id, incoming.disk, disk_sha256, from_host)
+        except (SnapshotStoreError, OSError) as exc:  # (said to the draining host)
+            raise Unavailable(f"the disk of {sandbox_id} could not be taken from the "
+                              f"snapshot store: {exc}") from exc  # fmt: skip
     await _delete_object(store, sandbox_id)
     return incoming.record
 

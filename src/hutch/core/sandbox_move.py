@@ -28,10 +28,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from hutch.core.errors import Conflict
+from hutch.core.errors import Conflict, Unavailable
 from hutch.core.sandbox_lifecycle import SandboxLifecycle
 from hutch.core.sandbox_status import SandboxStatus as S
 from hutch.core.snapshot_store import S3SnapshotStore
+from hutch.host.addresses import PoolExhausted
 from hutch.host.drivers.base import DriverError
 from hutch.host.drivers.gvisor import GvisorDriver
 from hutch.host.drivers.gvisor_adopt import disk_file, leaving_disk, take_in
@@ -197,11 +198,17 @@ class SandboxMoves(SandboxLifecycle):
                 raise Conflict(
                     f"sandbox {sandbox_id} already has a directory on this host"
                 ) from None
-            link = self._host.links.allocate(sandbox_id)
             incoming = Incoming(record=record, disk=disk)
             try:
+                try:
+                    link = self._host.links.allocate(sandbox_id)
+                except PoolExhausted:
+                    raise Unavailable("this host has no free sandbox addresses left") from None
                 yield incoming
-                await take_in(driver, self.spec_of(record, link))
+                try:
+                    await take_in(driver, self.spec_of(record, link))
+                except DriverError as exc:
+                    raise Conflict(f"sandbox {sandbox_id} could not be taken in: {exc}") from exc
                 incoming.record = await self._update(
                     sandbox_id, host_id=self._host.host_id, ip=str(link.sandbox)
                 )
