@@ -264,8 +264,10 @@ class Placer:
         self, ids: dict[str, _Candidate], want: PlacementRequest, now: datetime, hold_id: str,
         seen: _Seen,
     ) -> tuple[dict[str, int], dict[str, tuple[int, int]], _Candidate | None]:  # fmt: skip
-        """SQLite (one writer at a time, so no row locks): read the rows, what they hold,
-        and write the hold in one short Core transaction."""
+        """SQLite (no row locks): read the rows and what they hold, then write the hold.
+        Only the insert takes SQLite's write lock (the driver begins no transaction for a
+        read), so placements at once may count the same room: a cluster's store is
+        PostgreSQL."""
         query = (
             select(Host.id, Host.free_mib)
             .where(Host.id.in_(ids), Host.status == "active")

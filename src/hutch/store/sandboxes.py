@@ -15,13 +15,11 @@ from hutch.store.models import SandboxRecord, User
 __all__ = [
     "count_by_status",
     "count_on_hosts",
-    "count_user_in",
     "find_by_ip",
     "find_for_user",
     "insert_within_cap",
     "list_for_user",
     "live_on_host",
-    "name_taken",
     "set_status_within_cap",
 ]
 
@@ -49,18 +47,6 @@ async def count_on_hosts(session: AsyncSession, statuses: tuple[str, ...]) -> di
         .group_by(SandboxRecord.host_id)
     )
     return {str(host_id): int(count) for host_id, count in rows}
-
-
-async def count_user_in(session: AsyncSession, user_id: str, statuses: Collection[str]) -> int:
-    """How many of the user's own sandboxes are in ``statuses`` (builds' are not counted)."""
-    return int(
-        await session.scalar(
-            select(func.count())
-            .select_from(SandboxRecord)
-            .where(SandboxRecord.user_id == user_id, SandboxRecord.status.in_(statuses), _USERS_OWN)
-        )
-        or 0
-    )
 
 
 async def find_for_user(
@@ -91,17 +77,6 @@ async def find_by_ip(session: AsyncSession, user_id: str, ip: str) -> SandboxRec
             _USERS_OWN,
         )
     )
-
-
-async def name_taken(session: AsyncSession, user_id: str, name: str) -> bool:
-    found = await session.scalar(
-        select(SandboxRecord.id).where(
-            SandboxRecord.user_id == user_id,
-            SandboxRecord.name == name,
-            SandboxRecord.status.not_in(_TERMINAL),
-        )
-    )
-    return found is not None
 
 
 async def list_for_user(
