@@ -50,7 +50,16 @@ def wait_for_pool(server: HutchProcess, count: int, timeout: float = 180) -> lis
     as the server says (a marker on the host comes before the sandbox's reference state
     is taken and it joins the ready queue, so markers alone race a create)."""
     deadline = time.monotonic() + timeout
-    while (ready := pool_ready(server)) != count or len(ids := prepared(server.home)) != count:
+    while (ready := _ready_now(server)) != count or len(ids := prepared(server.home)) != count:
         assert time.monotonic() < deadline, f"{ready} of {count} ready, {len(ids)} marked"
         time.sleep(0.05)
     return ids
+
+
+def _ready_now(server: HutchProcess) -> int:
+    """:func:`pool_ready`, or 0 while the server's ``/metrics`` does not answer yet (its
+    listener may come up a moment after the API's)."""
+    try:
+        return pool_ready(server)
+    except httpx.TransportError:
+        return 0
