@@ -8,16 +8,12 @@ module; see :mod:`tests.support.cluster`."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
-import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +25,7 @@ import pytest
 from tests.e2e.test_cluster_runc import at_the_entry, counts, create
 from tests.e2e.test_sandboxes_runc import sh
 from tests.e2e.test_wake_on_traffic import serve_app
-from tests.support.cluster import AgentHost, Cluster
+from tests.support.cluster import AgentHost, Cluster, Relay
 from tests.support.postgres import free_port
 from tests.support.seaweed import SeaweedS3
 
@@ -241,45 +237,6 @@ _DNS_PROBE = (
 )
 
 
-_REQUEST_LINE = re.compile(rb"(?:GET|PUT|POST|DELETE|HEAD) /[^ \r\n]* HTTP/1\.1")
-
-
-class _Relay:
-    """TCP from ``listen`` (an address the hosts' namespaces reach: the test bridge's) to
-    the S3 server on this machine's loopback, which no host namespace reaches."""
-
-    def __init__(self, listen: str, target_port: int) -> None:
-        self._server = socket.create_server((listen, 0))
-        self.port = self._server.getsockname()[1]
-        self._target = target_port
-        self.requests: list[str] = []
-        """The request lines the hosts sent to S3 (``PUT /bucket/key…``), in order."""
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self._target))
-            for a, b, seen in ((client, upstream, self.requests), (upstream, client, None)):
-                threading.Thread(target=self._pipe, args=(a, b, seen), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket, seen: list[str] | None) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(1 << 16):
-                if seen is not None:
-                    seen += [m.decode() for m in _REQUEST_LINE.findall(data)]
-                sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self._server.close()
-
-
 class _S3Cluster(Cluster):
     """The cluster, each agent keeping hibernated snapshots in one S3 bucket, and every
     part sharing one master key (as the README's "Run a cluster" says: a draining agent
@@ -288,7 +245,7 @@ class _S3Cluster(Cluster):
     def __init__(self, root: Path, images: Path, s3: SeaweedS3, bucket: str) -> None:
         self._s3, self.bucket = s3, bucket
         self._key = base64.b64encode(secrets.token_bytes(32)).decode()
-        self.relay: _Relay | None = None
+        self.relay: Relay | None = None
         # Each host's proxy behind the public entry (the control plane's port).
         entry = free_port()
         public = {"HUTCH_PUBLIC_PROXY_PORT": str(entry)}
@@ -301,7 +258,7 @@ class _S3Cluster(Cluster):
 
     def _network(self, hosts: dict[str, dict[str, str]]) -> None:
         super()._network(hosts)
-        self.relay = _Relay(str(self.gateway), self._s3.port)
+        self.relay = Relay(str(self.gateway), self._s3.port, record=True)
         for host in self.hosts.values():
             host.env.update({
                 "HUTCH_SNAPSHOT_STORE": f"s3://{self.bucket}/hutch",

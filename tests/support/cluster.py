@@ -55,12 +55,16 @@ def _free_subnet() -> int:
 
 class Relay:
     """TCP from ``listen`` (the test bridge's address, which the hosts' namespaces reach)
-    to a server on this machine's loopback, which none of them reaches."""
+    to a server on this machine's loopback, which none of them reaches. With ``record``,
+    the HTTP request lines the hosts sent (``PUT /bucket/key…``) are kept in order in
+    :attr:`requests`."""
 
-    def __init__(self, listen: str, target_port: int) -> None:
+    def __init__(self, listen: str, target_port: int, *, record: bool = False) -> None:
         self._server = socket.create_server((listen, 0))
         self.port = int(self._server.getsockname()[1])
         self._target = target_port
+        self._record = record
+        self.requests: list[str] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -70,19 +74,25 @@ class Relay:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self._target))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            seen = self.requests if self._record else None
+            for a, b, into in ((client, upstream, seen), (upstream, client, None)):
+                threading.Thread(target=self._pipe, args=(a, b, into), daemon=True).start()
 
     @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(source: socket.socket, sink: socket.socket, seen: list[str] | None) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(1 << 16):
+                if seen is not None:
+                    seen += [m.decode() for m in _REQUEST_LINE.findall(data)]
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
         self._server.close()
+
+
+_REQUEST_LINE = re.compile(rb"(?:GET|PUT|POST|DELETE|HEAD) /[^ \r\n]* HTTP/1\.1")
 
 
 @dataclass
