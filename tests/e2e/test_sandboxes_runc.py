@@ -34,15 +34,23 @@ from tests.support.server import HutchProcess, remove_instance
 _pools = itertools.count(os.getpid() % 64)
 
 
+def _part_octet() -> int:
+    """The second octet of this session's link pools: 10.91, or 10.112 in ``make test``'s
+    second part (tests/support/run_suite.py), whose runc servers run beside the first's."""
+    return 112 if os.environ.get("HUTCH_TEST_PART") == "rest" else 91
+
+
 def new_pool() -> str:
-    """A /22 of 10.91.0.0/16 that no address or route of the host is in right now."""
+    """A /22 of 10.91.0.0/16 (10.112 in the suite's second part) that no address or route
+    of the host is in right now."""
+    octet = _part_octet()
     shown = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True,
                            check=False).stdout  # fmt: skip
     shown += subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True,
                             check=False).stdout  # fmt: skip
-    used = [IPv4Address(a) for a in re.findall(r"\b(10\.91\.\d+\.\d+)\b", shown)]
+    used = [IPv4Address(a) for a in re.findall(rf"\b(10\.{octet}\.\d+\.\d+)\b", shown)]
     for _ in range(64):
-        pool = IPv4Network(f"10.91.{(next(_pools) % 64) * 4}.0/22")
+        pool = IPv4Network(f"10.{octet}.{(next(_pools) % 64) * 4}.0/22")
         if not any(address in pool for address in used):
             return str(pool)
     return str(pool)  # all in use: the server will say which clash
@@ -58,6 +66,8 @@ def runc_server(
             "HUTCH_DRIVER": "runc",
             "HUTCH_IMAGES_DIR": str(images),
             "HUTCH_LINK_POOL": pool or new_pool(),
+            # The suite's second part keeps its private networks' bridges off the first's.
+            **({"HUTCH_NETWORK_POOL": "10.113.0.0/16"} if _part_octet() == 112 else {}),
             **(env or {}),
         },
     ).wait_ready()

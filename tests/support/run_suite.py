@@ -23,12 +23,14 @@ import time
 from types import FrameType
 from typing import IO
 
-# End-to-end modules on the fake driver alone (a server on a free port, no sandbox, link or
-# network): they even out the two parts' times from the e2e part.
+# End-to-end modules that run in the second part, to even out the two parts' times: those on
+# the fake driver alone (a server on a free port, no sandbox, link or network), and
+# test_cli_client, whose runc servers (through test_sandboxes_runc.runc_server) take the
+# second part's link and network pools (HUTCH_TEST_PART=rest: 10.112, 10.113).
 FAKE_E2E = [
     f"tests/e2e/{name}.py"
     for name in ("test_catalog", "test_deep_json", "test_identity", "test_openapi_fuzz",
-                 "test_tunnel_protocol")
+                 "test_tunnel_protocol", "test_cli_client")
 ]  # fmt: skip
 PARTS = {
     "e2e": ["tests/e2e", *(f"--ignore={path}" for path in FAKE_E2E)],
@@ -57,6 +59,7 @@ def main(argv: list[str]) -> int:
         proc = subprocess.Popen(
             [*pytest, *cache, *paths], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "HUTCH_TEST_PART": name},
         )  # fmt: skip
         procs[name] = proc
         assert proc.stdout is not None
