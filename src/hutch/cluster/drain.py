@@ -109,14 +109,17 @@ class DrainMover:
         self._said: dict[str, str] = {}  # why each sandbox was not moved, last said
 
     async def run_forever(self, every_s: float) -> None:
-        while True:
-            await asyncio.sleep(every_s)
-            if not self._sandboxes.draining() or self._sandboxes.s3_snapshots is None:
-                continue
-            try:
-                await self.move_all()
-            except Exception:
-                log.warning("moving sandboxes off this draining host failed", exc_info=True)
+        try:
+            while True:
+                await asyncio.sleep(every_s)
+                if not self._sandboxes.draining() or self._sandboxes.s3_snapshots is None:
+                    continue
+                try:
+                    await self.move_all()
+                except Exception:
+                    log.warning("moving sandboxes off this draining host failed", exc_info=True)
+        finally:  # cancelled at the agent's stop: its placer's own connections go too
+            await asyncio.shield(self._placer.aclose())
 
     async def move_all(self) -> list[str]:
         """Move every hibernated gVisor sandbox of this host; return those moved."""
