@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.postgres import free_port  # noqa: E402
 from tests.support.server import HutchProcess, remove_instance, run_cli  # noqa: E402
+from tests.support.warm import pool_ready  # noqa: E402
 
 from hutch.host.drivers.runc import RuncDriver  # noqa: E402
 from hutch.host.images import image_rootfs  # noqa: E402
@@ -183,18 +184,6 @@ def bare_fork_exec(count: int) -> list[float]:
         subprocess.run(["true"], check=True)
         samples.append((time.perf_counter() - started) * 1000)
     return samples
-
-
-def pool_ready(server: HutchProcess) -> int:
-    """Prepared sandboxes the server has ready (its ``hutch_warm_pool_ready`` gauge)."""
-    text = httpx.get(f"http://{server.metrics_addr}/metrics", timeout=10).text
-    return int(
-        sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("hutch_warm_pool_ready")
-        )
-    )
 
 
 def wait_for_pool(server: HutchProcess, size: int) -> None:
