@@ -20,6 +20,7 @@ import hutch.payments.eth  # noqa: F401
 from hutch.settings import Settings
 from hutch.store.db import Database
 from hutch.store.migrate import upgrade
+from tests.support.cgroups import remove_empty_parents
 from tests.support.chain import Anvil
 from tests.support.postgres import PostgresServer
 from tests.support.seaweed import SeaweedS3
@@ -30,6 +31,13 @@ _db_names = itertools.count()
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _empty_cgroup_parents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the session, the empty cgroup parents of the homes it made are removed."""
+    yield
+    remove_empty_parents(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
