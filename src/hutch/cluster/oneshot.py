@@ -8,6 +8,11 @@ hold dropped, where a sandbox lives) is one statement that needs no transaction 
 own, so :class:`OneShot` sends each alone on its own autocommit connections, without
 the ping (a connection the server dropped is retried once on a new one). On SQLite
 (one process's file, no round trips) it uses the store's engine as it is.
+
+Its connections are the store's spare ones (``Database.spare_connections``, a fifth of
+``HUTCH_DB_MAX_CONNECTIONS``): the store's pool and this engine together never hold more
+than that setting, however many requests come at once (the others wait their turn).
+One per process: a second would hold as many again.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ class OneShot:
         if not self.postgresql:
             return self._db.engine
         if self._own is None:
+            spare = self._db.spare_connections
             self._own = create_async_engine(
-                self._db.url, isolation_level="AUTOCOMMIT", pool_size=4, max_overflow=16,
+                self._db.url, isolation_level="AUTOCOMMIT", pool_size=min(4, spare),
+                max_overflow=spare - min(4, spare),
                 connect_args={"timeout": self._db.timeout_s, "command_timeout": 30},
             )  # fmt: skip
         return self._own

@@ -54,9 +54,15 @@ def normalize_url(url: str) -> URL:
 class Database:
     """One engine and its session factory. Call :meth:`dispose` when done."""
 
-    def __init__(self, url: str, *, timeout_s: float = 3.0, lock_wait_s: float = 30.0) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 3.0, lock_wait_s: float = 30.0,
+                 max_connections: int = 30) -> None:  # fmt: skip
         self.url = normalize_url(url)
         self.timeout_s = timeout_s
+        # PostgreSQL: this process holds at most ``max_connections`` at once (a burst past
+        # them waits for one to come back), a fifth of them (at least one) kept for the
+        # cluster's autocommit engine (hutch.cluster.oneshot), the rest this pool's.
+        self.spare_connections = max(1, max_connections // 5)
+        pooled = max(1, max_connections - self.spare_connections)
         kwargs: dict[str, Any] = {}
         self._file: str | None = None
         self._watch: sqlite3.Connection | None = None
@@ -70,8 +76,8 @@ class Database:
         else:
             kwargs["pool_pre_ping"] = True  # a server restart leaves dead connections
             kwargs["connect_args"] = {"timeout": timeout_s, "command_timeout": 30}
-            kwargs["pool_size"] = 10
-            kwargs["max_overflow"] = 20
+            kwargs["pool_size"] = min(10, pooled)
+            kwargs["max_overflow"] = pooled - min(10, pooled)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect",
@@ -101,7 +107,8 @@ class Database:
     def of(cls, settings: Settings) -> Database:
         """The store ``settings`` name, with their timeouts."""
         return cls(settings.resolved_database_url, timeout_s=settings.db_timeout_s,
-                   lock_wait_s=settings.db_lock_wait_s)  # fmt: skip
+                   lock_wait_s=settings.db_lock_wait_s,
+                   max_connections=settings.db_max_connections)  # fmt: skip
 
     @property
     def is_sqlite(self) -> bool:
