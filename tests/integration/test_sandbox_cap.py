@@ -237,3 +237,63 @@ def test_a_create_while_a_fork_is_under_way_is_refused_at_the_cap(
     assert refused.status_code == 429, refused.text
     listed = capped_client.get("/v1/sandboxes").json()["data"]
     assert listed["pagination"]["total"] == 3
+
+
+async def test_a_name_clash_is_told_apart_from_the_other_constraints_an_insert_fails(
+    db: Database, database_url: str
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    user = (await IdentityService(db).issue_key("ivy")).user_id
+    first = _sandbox(user, "taken")
+    assert await _insert(database_url, first, 3)
+
+    async def refused(record: SandboxRecord) -> IntegrityError:
+        with pytest.raises(IntegrityError) as caught:
+            await _insert(database_url, record, 3)
+        return caught.value
+
+    assert store.is_live_name_clash(await refused(_sandbox(user, "taken")))
+    same_id = _sandbox(user, "other")
+    same_id.id = first.id
+    assert not store.is_live_name_clash(await refused(same_id))
+    assert not store.is_live_name_clash(await refused(_sandbox("usr_gone", "free")))
+    # A destroyed sandbox's name is free again: that index is of live names only.
+    async with db.sessions.begin() as session:
+        gone = await session.get(SandboxRecord, first.id)
+        assert gone is not None
+        gone.status = "destroyed"
+    assert await _insert(database_url, _sandbox(user, "taken"), 3)
+
+
+def test_a_create_failing_another_constraint_is_not_retried_under_new_names(
+    capped_client: TestClient,
+) -> None:
+    """Only the live name's clash draws another name; a row another constraint refuses
+    (here: its id is taken) fails at once with that error, its name untouched, instead of
+    fifty tries ending in 'could not find a free name'."""
+    from sqlalchemy.exc import IntegrityError
+
+    made = capped_client.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb"})
+    assert made.status_code == 201, made.text
+    services: Any = capped_client.app.state.services  # type: ignore[attr-defined]
+    owner = capped_client.portal.call(  # type: ignore[union-attr]
+        services.db.write, lambda s: s.get(SandboxRecord, made.json()["data"]["id"]).user_id
+    )
+    again = _sandbox(owner, "fresh-name")
+    again.id = made.json()["data"]["id"]
+    with pytest.raises(IntegrityError):
+        capped_client.portal.call(  # type: ignore[union-attr]
+            lambda: services.sandboxes._insert_new(again, capped=True, named=False)
+        )
+    assert again.name == "fresh-name"
+    # The name clash itself still draws another generated name, or is a 409 when given.
+    clash = _sandbox(owner, made.json()["data"]["name"])
+    capped_client.portal.call(  # type: ignore[union-attr]
+        lambda: services.sandboxes._insert_new(clash, capped=True, named=False)
+    )
+    assert clash.name != made.json()["data"]["name"]
+    named = capped_client.post(
+        "/v1/sandboxes", json={"shape": "s-1vcpu-256mb", "name": made.json()["data"]["name"]}
+    )
+    assert named.status_code == 409, named.text

@@ -177,7 +177,8 @@ class SandboxBase:
         (:class:`RateLimited` otherwise), checked by the insert itself, so that creates at
         once (from any process) never pass it and wait for no lock of ours. A live name the
         user already has: :class:`Conflict` if they gave it (``named``), else another
-        generated name is tried."""
+        generated name is tried; any other constraint the row fails raises its
+        ``IntegrityError`` at once."""
         cap = self._settings.max_running_per_user if capped else None
         for attempt in range(50):
             try:
@@ -186,7 +187,9 @@ class SandboxBase:
                         session, record, counted=COUNTED, cap=cap
                     )
                 )
-            except IntegrityError:
+            except IntegrityError as exc:
+                if not store.is_live_name_clash(exc):
+                    raise  # another constraint (a taken id, a user gone): no name helps
                 if named:
                     raise Conflict(f"you already have a sandbox named {record.name!r}",
                                    field="name") from None  # fmt: skip

@@ -44,6 +44,7 @@ from hutch.host.drivers.base import DriverError, LinkAddress, SandboxMissing, Sa
 from hutch.host.drivers.gvisor import CannotHibernate
 from hutch.host.images import built_images
 from hutch.host.networks import NetworkError
+from hutch.store import sandboxes as store
 from hutch.store.models import NetworkRecord, SandboxRecord, utcnow
 
 __all__ = ["SandboxLifecycle"]
@@ -332,7 +333,9 @@ class SandboxLifecycle(SandboxWarm):
             await self._refuse_if_moved(await self._load(record.id))
             try:
                 updated = await self._update(record.id, **changes)
-            except IntegrityError:
+            except IntegrityError as exc:
+                if not store.is_live_name_clash(exc):
+                    raise
                 raise Conflict(
                     f"you already have a sandbox named {patch.name!r}", field="name"
                 ) from None

@@ -6,6 +6,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, func, insert, literal, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -18,6 +19,7 @@ __all__ = [
     "find_by_ip",
     "find_for_user",
     "insert_within_cap",
+    "is_live_name_clash",
     "list_for_user",
     "live_on_host",
     "set_status_within_cap",
@@ -155,6 +157,26 @@ def _filled(record: SandboxRecord) -> dict[str, Any]:
     return values
 
 
+_LIVE_NAME_INDEX = "uq_sandboxes_live_name"
+# SQLite names the columns of the unique index that failed, never the index itself.
+_SQLITE_LIVE_NAME = "UNIQUE constraint failed: sandboxes.user_id, sandboxes.name"
+
+
+def is_live_name_clash(exc: IntegrityError) -> bool:
+    """Whether ``exc`` is the unique index of live names refusing a row (the user already
+    has a live sandbox of that name), and not another constraint (a taken id, a user who
+    is gone): on PostgreSQL by the constraint's name, on SQLite by the columns its message
+    names."""
+    orig = exc.orig
+    # asyncpg's own error (the cause of the driver adapter's) carries the constraint's name.
+    for error in (orig, getattr(orig, "__cause__", None)):
+        name = getattr(error, "constraint_name", None)
+        if isinstance(name, str):
+            return name == _LIVE_NAME_INDEX
+    text = str(orig)
+    return _SQLITE_LIVE_NAME in text or f'"{_LIVE_NAME_INDEX}"' in text
+
+
 def insert_within_cap(
     session: Session, record: SandboxRecord, *, counted: Collection[str], cap: int | None
 ) -> bool:
@@ -162,7 +184,8 @@ def insert_within_cap(
     statement that inserts nothing when its user already has ``cap`` of their own sandboxes
     in ``counted``; False then. ``cap`` None: no cap (a build's sandbox, a paused fork).
     Call in a transaction (:meth:`~hutch.store.db.Database.write`); raises
-    ``IntegrityError`` for a taken live name."""
+    ``IntegrityError`` for a taken live name (:func:`is_live_name_clash`) and for any
+    other constraint the row fails."""
     values = _filled(record)
     if cap is None:
         session.execute(insert(SandboxRecord), [values])
