@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Network
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hutch.core.ids import new_id
 from hutch.host.addresses import LinkPool
+from hutch.host.drivers import gvisor_base
 from hutch.host.drivers.base import DriverError, RuntimeState, SandboxSpec
 from hutch.host.drivers.gvisor import CannotHibernate, GvisorDriver
+from hutch.host.drivers.gvisor_host import CPU_ANNOTATION
 from hutch.host.drivers.runc import RuncDriver
 from hutch.host.guest import ExecExit, ExecOutput, ExecRequest
 
@@ -198,3 +202,99 @@ async def test_fork_without_snapshot_is_a_fresh_start_on_a_copy_of_the_files(
     assert await sh(gvisor, child.id, "cat /workspace/f") == "copied\n"
     with pytest.raises(DriverError):
         await gvisor.fork("sb_missing", spec_for(pool))
+
+
+# -- a CPU quota the kernel refuses (review2 1.5) ------------------------------------------
+# 500 µs per 100 ms: below the kernel's least quota (1 ms), so the write of the sandbox's
+# cpu.max (cgroup v2) or cpu.cfs_quota_us (v1) fails with EINVAL, as any failed write would.
+REFUSED_QUOTA = "500 100000"
+
+
+def refuse_quota_in(directory: Path) -> None:
+    """Make the bundle at ``directory`` hold a CPU quota the kernel refuses."""
+    config = json.loads((directory / "config.json").read_text())
+    config["annotations"][CPU_ANNOTATION] = REFUSED_QUOTA
+    (directory / "config.json").write_text(json.dumps(config))
+
+
+def refuse_quotas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every bundle made from now on holds a quota the kernel refuses."""
+    real = gvisor_base._hold_cpu_quota
+
+    def hold(config: dict[str, Any]) -> bool:
+        changed = real(config)
+        config["annotations"][CPU_ANNOTATION] = REFUSED_QUOTA
+        return changed
+
+    monkeypatch.setattr(gvisor_base, "_hold_cpu_quota", hold)
+
+
+@pytest.fixture
+def refused_quota(monkeypatch: pytest.MonkeyPatch) -> None:
+    refuse_quotas(monkeypatch)
+
+
+def runsc_processes(sandbox_id: str) -> list[int]:
+    """Host processes whose command line names the sandbox (runsc's own: sandbox, gofer)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if sandbox_id.encode() in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+async def test_a_create_whose_cpu_quota_cannot_be_set_fails_and_leaves_nothing_running(
+    gvisor: GvisorDriver, pool: LinkPool, refused_quota: None
+) -> None:
+    spec = spec_for(pool)
+    with pytest.raises(DriverError, match="CPU quota could not be set"):
+        await gvisor.create(spec)
+    assert await gvisor.get(spec.id) is None
+    assert runsc_processes(spec.id) == []
+    assert not gvisor._dir(spec.id).exists()
+
+
+async def test_a_wake_whose_cpu_quota_cannot_be_set_fails_and_a_later_wake_continues(
+    gvisor: GvisorDriver, pool: LinkPool, tmp_path: Path
+) -> None:
+    spec = spec_for(pool)
+    await gvisor.create(spec)
+    await start_counter(gvisor, spec.id)
+    snapshot = tmp_path / "snap"
+    await gvisor.hibernate(spec.id, snapshot)
+    stopped_at = int((gvisor._dir(spec.id) / "rootfs" / "workspace" / "count").read_text())
+    kept = (gvisor._dir(spec.id) / "config.json").read_text()
+    refuse_quota_in(gvisor._dir(spec.id))
+    with pytest.raises(DriverError, match="CPU quota could not be set"):
+        await gvisor.wake(spec, snapshot)
+    # Not running without its limit: stopped again, its snapshot kept.
+    info = await gvisor.get(spec.id)
+    assert info is None or info.state == RuntimeState.STOPPED
+    assert runsc_processes(spec.id) == []
+    assert (snapshot / "checkpoint.img").exists()
+    (gvisor._dir(spec.id) / "config.json").write_text(kept)
+    await gvisor.wake(spec, snapshot)
+    assert cpu_quota(gvisor, spec.id) == (100_000, 100_000)
+    first = await count(gvisor, spec.id)
+    await asyncio.sleep(0.3)
+    assert await count(gvisor, spec.id) > first >= stopped_at
+
+
+async def test_a_fork_whose_cpu_quota_cannot_be_set_fails_and_leaves_no_child(
+    gvisor: GvisorDriver, pool: LinkPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = spec_for(pool)
+    await gvisor.create(source)
+    snapshot = tmp_path / "snap"
+    await gvisor.hibernate(source.id, snapshot)
+    refuse_quotas(monkeypatch)  # (the bundles made from here on: the child's)
+    child = spec_for(pool, hostname="child")
+    with pytest.raises(DriverError, match="CPU quota could not be set"):
+        await gvisor.fork(source.id, child, snapshot)
+    assert await gvisor.get(child.id) is None
+    assert runsc_processes(child.id) == []
+    assert not gvisor._dir(child.id).exists()

@@ -251,8 +251,13 @@ class GvisorDriver(GvisorBase):
             # beside the network and the rest of what comes before a start.
             await _all(steps.timed("mount", mount()), network())
             return await self._restore(spec, directory, snapshot, steps)
-        except CommandFailed as exc:
-            raise DriverError(f"{exc.argv[0]} failed: {exc.detail}") from exc
+        except BaseException as exc:
+            # Not woken: nothing of it runs, and it holds what a hibernated one does (its
+            # snapshot and disk file); a resume tries again.
+            await asyncio.shield(self._delete_stopped(spec.id))
+            if isinstance(exc, CommandFailed):
+                raise DriverError(f"{exc.argv[0]} failed: {exc.detail}") from exc
+            raise
         finally:
             steps.log()
 
@@ -296,7 +301,7 @@ class GvisorDriver(GvisorBase):
 
         try:
             await restoring
-            await self._cpu_quota(spec.id, directory)
+            await self._limited(spec.id, directory)
             await _all(steps.timed("agent", self._agent_back(spec.id)),
                        steps.timed("hostname", hostname()))  # fmt: skip
         finally:

@@ -207,23 +207,36 @@ class GvisorBase(RuncDriver):
         command = self._networked("run", "--detach", "--pid-file", str(directory / "init.pid"),
                                   "--bundle", str(directory), spec.id)  # fmt: skip
         await self._run_runsc(command, log_path, "start")
-        await self._cpu_quota(spec.id, directory)
+        await self._limited(spec.id, directory)
         await self._wait_for_agent(spec.id)
         return await self._started(spec.id, directory)
 
     async def _cpu_quota(self, sandbox_id: str, directory: Path) -> None:
         """The shape's CPU quota on the sandbox's cgroup, now that runsc's own work (a
         start, a restore) is done: runsc is not given it (see
-        :func:`~hutch.host.drivers.gvisor_host._hold_cpu_quota`)."""
+        :func:`~hutch.host.drivers.gvisor_host._hold_cpu_quota`). Not put on: a
+        :class:`DriverError` (the caller removes what runsc started: a sandbox must not
+        run without its shape's limit)."""
         try:
             applied = await asyncio.to_thread(
                 _apply_cpu_quota, self.cgroup_parent, sandbox_id, directory
             )
         except OSError as exc:
-            log.error("%s runs without its CPU quota: %s", sandbox_id, exc)
-            return
+            log.error("%s: its CPU quota could not be set: %s", sandbox_id, exc)
+            raise DriverError(
+                f"the sandbox's CPU quota could not be set on its cgroup: {exc}"
+            ) from exc
         if not applied:  # an older bundle (runsc set it), or no cgroup
             log.debug("%s: no CPU quota held in its bundle, or no cgroup", sandbox_id)
+
+    async def _limited(self, sandbox_id: str, directory: Path) -> None:
+        """:meth:`_cpu_quota` on a sandbox runsc has just started or restored; when it
+        cannot be put on, that sandbox is stopped at once (then the error is raised)."""
+        try:
+            await self._cpu_quota(sandbox_id, directory)
+        except DriverError:
+            await asyncio.shield(run(*self._runc("delete", "--force", sandbox_id), check=False))
+            raise
 
     async def _before_start(
         self, spec: SandboxSpec, directory: Path, *, made: bool = False
