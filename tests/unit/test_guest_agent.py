@@ -222,3 +222,29 @@ async def test_configure_is_refused_once_anything_ran(guest: GuestClient) -> Non
     assert refused.value.code == "used"
     out, _, _ = await run(guest, ExecRequest(argv=["/bin/sh", "-c", "echo ${OWNER:-unset}"]))
     assert out == b"unset\n"
+
+
+async def test_commands_at_once_each_get_their_output_and_few_threads_stay(
+    guest: GuestClient,
+) -> None:
+    """Connections are served by threads that wait for the next one (made when none
+    waits): six commands at once each get their own output, twenty requests one after
+    another are all answered, and afterwards the agent keeps at most its reaper and
+    ``SPARE_ACCEPTORS`` waiting threads beside its main one (threads count against a
+    sandbox's pids limit)."""
+    pid = (await guest.ping())["pid"]
+    results = await asyncio.gather(
+        *(run(guest, ExecRequest(argv=["/bin/sh", "-c", f"sleep 0.3; echo {i}"])) for i in range(6))
+    )
+    assert [(out, done.exit_code) for out, _, done in results] == [
+        (f"{i}\n".encode(), 0) for i in range(6)
+    ]
+    for i in range(20):
+        out, _, done = await run(guest, ExecRequest(argv=["/bin/echo", str(i)]))
+        assert (out, done.exit_code) == (f"{i}\n".encode(), 0)
+    threads = len(os.listdir(f"/proc/{pid}/task"))
+    deadline = time.monotonic() + 5
+    while threads > 2 + agent_module.SPARE_ACCEPTORS and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # (a thread that is done may still be ending)
+        threads = len(os.listdir(f"/proc/{pid}/task"))
+    assert threads <= 2 + agent_module.SPARE_ACCEPTORS
