@@ -305,6 +305,20 @@ def _hibernated(api: httpx.Client, sandbox_id: str) -> dict[str, Any]:
     return view
 
 
+def warm_routes(cluster: Cluster, sandbox_id: str, workers: int = 2) -> None:
+    """A request about ``sandbox_id`` through each control worker (new connections until
+    every worker answered one), so that each keeps where the sandbox lives."""
+    seen: set[str] = set()
+    for _ in range(200):
+        with cluster.client() as fresh:  # a new connection: any worker may take it
+            answer = fresh.get(f"/v1/sandboxes/{sandbox_id}/no-such-route")
+        assert answer.status_code == 404, answer.text  # its host's agent's answer
+        seen.add(answer.headers["x-hutch-worker"])
+        if len(seen) == workers:
+            return
+    raise AssertionError(f"only workers {seen} answered")
+
+
 def _said(host: AgentHost, *words: str) -> str | None:
     return next((line for line in host.output if all(w in line for w in words)), None)
 
@@ -348,6 +362,9 @@ def test_drain_moves_hibernated_gvisor_sandboxes_through_s3(
             assert "no host can take it now" in said and "nothing was uploaded" in said, said
             assert [r for r in requests if f"{box['id']}.moving" in r] == []
             assert counts(cluster) == {"d1": 2, "d2": 0}
+            # Every control worker keeps that it lives on d1 (what a request about it
+            # routed there taught it).
+            warm_routes(cluster, box["id"])
             # Room again: it moves, its disk uploaded once.
             cluster.cli("hosts", "undrain", "d2")
             eventually(lambda: counts(cluster) == {"d1": 1, "d2": 1}, timeout=120)
@@ -379,6 +396,18 @@ def test_drain_moves_hibernated_gvisor_sandboxes_through_s3(
             kept = there / "addresses.json"
             assert [a[1] for a in json.loads(kept.read_text())["addresses"]] == [moved["ip"]]
             assert sh(api, box, "cat /workspace/kept")["stdout"] == "kept\n"
+            # Those went first where each worker kept that it lives (d1: nothing but a
+            # lookup of the store replaces a kept route), and reached it on d2: d1 answers
+            # such a request "not here" and runs nothing of it.
+            socket = cluster.hosts["d1"].home / "run" / "agent.sock"
+            with httpx.Client(
+                transport=httpx.HTTPTransport(uds=str(socket)),
+                base_url="http://d1",
+                headers={"X-Api-Key": cluster.key},
+            ) as d1:
+                stale = d1.post(f"/v1/sandboxes/{box['id']}/exec", json={"cmd": "true"},
+                                headers={"X-Hutch-Routed-To": "d1"})  # fmt: skip
+            assert stale.status_code == 421 and stale.headers["x-hutch-not-here"], stale.text
             assert sh(api, box, f"cat /proc/{pid.strip()}/cmdline")["stdout"].startswith("sleep")
             assert sh(api, box, "hostname")["stdout"].strip() == box["name"]
             # Its network is the new host's: a DNS query to the new host's end of its link

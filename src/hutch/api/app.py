@@ -332,7 +332,9 @@ def create_app(settings: Settings, *, role: Role = "all") -> FastAPI:
             from hutch.cluster.drain import router as moves_router
             from hutch.cluster.images import router as images_router
             from hutch.cluster.joiner import AgentTokenMiddleware
+            from hutch.cluster.residence import ResidenceMiddleware
 
+            app.add_middleware(ResidenceMiddleware)  # "not here" for kept routes
             app.add_middleware(AgentTokenMiddleware)
             app.include_router(images_router)  # images other hosts lack (cluster/images.py)
             app.include_router(moves_router)  # sandboxes off a draining host (cluster/drain.py)

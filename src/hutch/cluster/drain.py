@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hutch.cluster.images import TOKEN_HEADER, ImageSource, _verify, ensure_image
 from hutch.cluster.membership import Membership
 from hutch.cluster.placement import PlacementRequest, Placer
+from hutch.cluster.residence import RESIDENTS
 from hutch.core.errors import Conflict, HutchError, Unavailable
 from hutch.core.sandboxes import SandboxService
 from hutch.core.snapshot_store import S3SnapshotStore, SnapshotStoreError
@@ -143,6 +144,12 @@ class DrainMover:
         store = self._sandboxes.s3_snapshots
         if store is None:
             return False
+        # Requests routed to it from a control plane's kept route are checked against
+        # the store from now on (hutch.cluster.residence), not against what was known.
+        with RESIDENTS.leaving(sandbox_id):
+            return await self._move(store, sandbox_id)
+
+    async def _move(self, store: S3SnapshotStore, sandbox_id: str) -> bool:
         failed: BaseException | None = None
         uploading = moved = False
         try:

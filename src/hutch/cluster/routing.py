@@ -12,6 +12,15 @@
 Requests go over TCP to the agent's registered address with its host token in
 :data:`~hutch.cluster.joiner.AGENT_TOKEN_HEADER`, through the same unbuffered
 pass-through as on one machine (:class:`~hutch.roles.forward.AgentForwarder`).
+
+Where a sandbox lives is kept here (by id: what its create's answer said, or the store
+once) rather than asked of the store at every request. A request routed from what was
+kept carries :data:`~hutch.cluster.residence.ROUTED_HEADER`; an agent that no longer
+has the sandbox (its drain moved it) answers ``421`` without doing anything, and the
+request is routed again from the store (:mod:`hutch.cluster.residence`). Only requests
+whose whole body is read here (up to the JSON body limit: an exec, most calls) and that
+ask for no upgrade (WebSockets, tunnels) use what was kept; the others ask the store
+first, as before.
 """
 
 from __future__ import annotations
@@ -39,15 +48,17 @@ from hutch.cluster.joiner import AGENT_TOKEN_HEADER
 from hutch.cluster.membership import Membership
 from hutch.cluster.oneshot import OneShot
 from hutch.cluster.placement import Placed, PlacementRequest, Placer
+from hutch.cluster.residence import NOT_HERE_HEADER, ROUTED_HEADER, created_id
 from hutch.cluster.tls import client_context, explain, tls_enabled
-from hutch.core.access_tokens import RouteCall
+from hutch.core.access_tokens import RouteCall, is_access_token
 from hutch.core.catalog import ROOTFS_CATALOG
-from hutch.core.errors import HutchError, Unavailable
+from hutch.core.errors import HutchError, Unauthenticated, Unavailable
+from hutch.core.identity import hash_key
 from hutch.roles.forward import AgentForwarder, AgentRefused, replaying
 from hutch.settings import Settings
 from hutch.store import sandboxes as sandbox_store
 from hutch.store.db import Database
-from hutch.store.models import Host, SandboxRecord, utcnow
+from hutch.store.models import ApiKey, Host, SandboxRecord, utcnow
 
 __all__ = ["ClusterRouter"]
 
@@ -59,6 +70,7 @@ _NULLSPACE_TEMPLATES = {"base": "devbox:1", "node": "node"}
 _CATALOG = {image.name for image in ROOTFS_CATALOG}
 _RUNTIMES = ("runc", "gvisor")  # what a create's ``runtime`` may say
 _AGENT_KEEP_S = 1.0
+_ROUTES_KEPT = 100_000
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,7 @@ class ClusterRouter:
         self._placing: Placer | None = None
         self._oneshot: OneShot | None = None
         self._agents: dict[str, tuple[float, _Agent | None]] = {}  # by host, kept a moment
+        self._routes: dict[str, str] = {}  # sandbox id -> its host, as last known
         self._tls: ssl.SSLContext | None = None
 
     def _placer(self) -> Placer:
@@ -110,12 +123,16 @@ class ClusterRouter:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = uuid.uuid4().hex
+        scope = _without_routed(scope)  # only this control plane says it
         try:
             if scope["method"] == "POST" and _CREATE.match(scope["path"]):
                 await self._create(scope, receive, send)
                 return
             agent = None
             if one := _ONE_SANDBOX.match(scope["path"]):
+                if one.group(1) in self._routes and not _upgrade(scope):
+                    await self._kept_route(scope, receive, send, one.group(1))
+                    return
                 agent = await self._agent_of_sandbox(scope, one.group(1))
             if agent is None:
                 agent = await self._any_agent()
@@ -124,12 +141,46 @@ class ClusterRouter:
             return
         await self._forwarder(agent)(scope, receive, send)
 
+    async def _kept_route(self, scope: Scope, receive: Receive, send: Send, ident: str) -> None:
+        """Pass the request to the host kept for ``ident``; routed again from the store if
+        its agent says the sandbox is not there (module docstring)."""
+        body, more = await _read_body(receive, self._settings.max_json_body_bytes)
+        host_id = self._routes.get(ident)
+        agent = await self._agent(host_id) if host_id is not None and not more else None
+        if agent is not None:
+            routed = {**scope, "headers": [*scope["headers"],
+                                           (ROUTED_HEADER, agent.host_id.encode())]}  # fmt: skip
+            elsewhere = False
+
+            async def unless_elsewhere(message: Message) -> None:
+                nonlocal elsewhere
+                if message["type"] == "http.response.start" and message["status"] == 421:
+                    elsewhere = any(k == NOT_HERE_HEADER for k, _ in message["headers"])
+                if not elsewhere:
+                    await send(message)
+
+            await self._forwarder(agent)(routed, replaying(body, receive), unless_elsewhere)
+            if not elsewhere:
+                return
+        self._routes.pop(ident, None)
+        try:
+            found = await self._agent_of_sandbox(scope, ident) or await self._any_agent()
+        except HutchError as exc:
+            await error_response(scope["path"], exc, uuid.uuid4().hex)(scope, receive, send)
+            return
+        await self._forwarder(found)(scope, replaying(body, receive, more=more), send)
+
+    def _keep_route(self, sandbox_id: str, host_id: str) -> None:
+        if len(self._routes) >= _ROUTES_KEPT:
+            self._routes.clear()
+        self._routes[sandbox_id] = host_id
+
     # -- creates ------------------------------------------------------------------------
 
     async def _create(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Who asks comes first: a request without a valid key (a 401 in the dialect's
         # words) never holds room on a host, nor has a host copy an image.
-        await self._services().identity.authenticate(_api_key(scope))
+        await self._check_key(scope)
         body, more = await _read_body(receive, self._settings.max_json_body_bytes)
         replay = replaying(body, receive, more=more)
         want = await self._placement_request(scope, body) if not more else None
@@ -139,14 +190,22 @@ class ClusterRouter:
         placer = self._placer()
         placed = await placer.place(want)
         released = False
+        answer: list[bytes] | None = None
 
         async def send_released(message: Message) -> None:
             # The hold goes before the client hears the answer: by then the sandbox's row
             # counts, and a next create must not see the room taken twice.
-            nonlocal released
+            nonlocal released, answer
             if message["type"] == "http.response.start" and not released:
                 released = True
+                answer = [] if message["status"] == 201 else None
                 await _release(placer, placed)
+            elif message["type"] == "http.response.body" and answer is not None:
+                answer.append(message.get("body", b""))  # the new sandbox's id: kept
+                if not message.get("more_body", False):
+                    if (made := created_id(b"".join(answer))) is not None:
+                        self._keep_route(made, placed.host_id)
+                    answer = None
             await send(message)
 
         try:
@@ -212,6 +271,8 @@ class ClusterRouter:
         )
         host_id: str | None = rows[0][0] if rows else None
         agent = self._agent_of(host_id, rows[0][1], rows[0][2]) if rows and host_id else None
+        if agent is not None and host_id is not None:
+            self._keep_route(ident, host_id)
         if not rows:
             user_id = await self._caller(scope, ident)
             if user_id is not None:
@@ -232,6 +293,21 @@ class ClusterRouter:
                 headers={"Retry-After": "5"},
             )
         return agent
+
+    async def _check_key(self, scope: Scope) -> None:
+        """Unauthenticated unless the request's API key is valid: for a user's key, one
+        statement on the placer's connections (the agent reads the key again, and notes
+        its use); a sandbox access token as the identity service says (it creates
+        nothing)."""
+        key = _api_key(scope)
+        if not key or is_access_token(key):
+            await self._services().identity.authenticate(key)
+            return
+        rows = await self._reads().rows(
+            select(ApiKey.revoked_at).where(ApiKey.key_hash == hash_key(key))
+        )
+        if not rows or rows[0][0] is not None:
+            raise Unauthenticated("invalid or revoked API key")
 
     async def _caller(self, scope: Scope, ident: str | None = None) -> str | None:
         """The user the request's key acts for; with ``ident`` (a sandbox's id or name in
@@ -353,6 +429,19 @@ async def _release(placer: Placer, placed: Placed) -> None:
         await placer.release(placed)
     except Exception:  # the hold expires by itself
         log.warning("could not release placement hold %s", placed.hold_id, exc_info=True)
+
+
+def _upgrade(scope: Scope) -> bool:
+    """Whether the request asks for an upgrade (a WebSocket, a tunnel): routed from the
+    store, its bytes spliced as they come."""
+    return scope["type"] != "http" or any(k == b"upgrade" for k, _ in scope["headers"])
+
+
+def _without_routed(scope: Scope) -> Scope:
+    """``scope`` without a :data:`ROUTED_HEADER` a client sent."""
+    if not any(k == ROUTED_HEADER for k, _ in scope["headers"]):
+        return scope
+    return {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != ROUTED_HEADER]}
 
 
 def _api_key(scope: Scope) -> str | None:

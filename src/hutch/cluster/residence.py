@@ -1,0 +1,157 @@
+"""Which sandboxes live on this agent's host, for the control planes' kept routes.
+
+A control plane keeps where each sandbox lives (:mod:`hutch.cluster.routing`) instead of
+asking the store at every request. Only this host's own drain moves a sandbox away
+(:mod:`hutch.cluster.drain`; a removed host's agent is never reached again), so the agent
+can tell exactly whether a sandbox is still its own: the control plane marks a request it
+routed from what it kept with :data:`ROUTED_HEADER`, and :class:`ResidenceMiddleware`
+answers it ``421`` with :data:`NOT_HERE_HEADER` unless the sandbox is this host's. The
+control plane then forgets the route, asks the store, and passes the request once more
+(nothing reached the app here, so that is safe).
+
+What this agent knows, :class:`Residents`, costs no round trip: the sandboxes it made
+(their create's 201 passed here), and those whose row it read once since it started and
+found its own; a sandbox this host's drain starts to move out is forgotten before the
+move begins and is read from the store at every request until the move is over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hutch.store.models import SandboxRecord
+
+__all__ = [
+    "NOT_HERE_HEADER", "RESIDENTS", "ROUTED_HEADER", "ResidenceMiddleware", "Residents",
+    "created_id",
+]  # fmt: skip
+
+ROUTED_HEADER = b"x-hutch-routed-to"
+"""Sent by a control plane with a request it routed from a kept route: the host id."""
+NOT_HERE_HEADER = b"x-hutch-not-here"
+"""On the agent's ``421`` to such a request: the sandbox is not this host's (any more)."""
+
+log = logging.getLogger(__name__)
+
+_ONE_SANDBOX = re.compile(r"^/(?:nullspace/)?v1/sandboxes/([^/]+)(?:/.*)?$")
+_CREATE = re.compile(r"^/(?:nullspace/)?v1/sandboxes/?$")
+_KEPT_MAX = 200_000
+
+
+class Residents:
+    """The sandboxes known to live on this host (module docstring)."""
+
+    def __init__(self) -> None:
+        self._mine: set[str] = set()
+        self._moving: set[str] = set()
+
+    def knows(self, sandbox_id: str) -> bool:
+        return sandbox_id in self._mine
+
+    def add(self, sandbox_id: str) -> None:
+        if sandbox_id in self._moving:
+            return
+        if len(self._mine) >= _KEPT_MAX:
+            self._mine.clear()  # read again from the store, one at a time
+        self._mine.add(sandbox_id)
+
+    @contextlib.contextmanager
+    def leaving(self, sandbox_id: str) -> Iterator[None]:
+        """While this host's drain moves ``sandbox_id``: never known, always read."""
+        self._moving.add(sandbox_id)
+        self._mine.discard(sandbox_id)
+        try:
+            yield
+        finally:
+            self._moving.discard(sandbox_id)
+
+
+RESIDENTS = Residents()
+"""This process's (an agent is one process)."""
+
+
+class ResidenceMiddleware:
+    """On an agent of a cluster: answers ``421`` (:data:`NOT_HERE_HEADER`) to a request
+    carrying :data:`ROUTED_HEADER` about a sandbox that is not this host's, and learns the
+    sandboxes its creates make."""
+
+    def __init__(self, app: ASGIApp, residents: Residents | None = None) -> None:
+        self.app = app
+        self.residents = residents or RESIDENTS
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = str(scope["path"])
+        if scope["method"] == "POST" and _CREATE.match(path):
+            await self.app(scope, receive, self._learning(send))
+            return
+        routed = next((v for k, v in scope["headers"] if k == ROUTED_HEADER), None)
+        one = _ONE_SANDBOX.match(path) if routed is not None else None
+        if one is None or await self._here(scope, one.group(1)):
+            await self.app(scope, receive, send)
+            return
+        log.info("%s %s: %s is not on this host (any more); answered 421, routed again",
+                 scope["method"], path, one.group(1))  # fmt: skip
+        body = b'{"status":"fail","data":{"sandbox":"not on this host"}}'
+        await send({"type": "http.response.start", "status": 421,
+                    "headers": [(b"content-type", b"application/json"), (NOT_HERE_HEADER, b"1"),
+                                (b"content-length", str(len(body)).encode())]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
+
+    async def _here(self, scope: Scope, sandbox_id: str) -> bool:
+        if self.residents.knows(sandbox_id):
+            return True
+        services = scope["app"].state.services
+        async with services.db.sessions() as session:
+            host_id = await session.scalar(
+                select(SandboxRecord.host_id).where(SandboxRecord.id == sandbox_id)
+            )
+        if host_id is None:
+            return False  # no such id (the control plane asks the store, then any agent)
+        if host_id != services.host_agent.host_id:
+            return False
+        self.residents.add(sandbox_id)
+        return True
+
+    def _learning(self, send: Send) -> Send:
+        """``send``, noting the id of the sandbox a ``201`` makes (a small JSON answer)."""
+        chunks: list[bytes] | None = None
+
+        async def learning(message: Message) -> None:
+            nonlocal chunks
+            if message["type"] == "http.response.start":
+                chunks = [] if message["status"] == 201 else None
+            elif chunks is not None and message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if sum(map(len, chunks)) > 1 << 20:
+                    chunks = None
+                elif not message.get("more_body", False):
+                    sandbox_id = created_id(b"".join(chunks))
+                    if sandbox_id is not None:
+                        self.residents.add(sandbox_id)
+            await send(message)
+
+        return learning
+
+
+def created_id(body: bytes) -> str | None:
+    """The id in a create's answer (JSend ``data.id``, or a Nullspace ``id``)."""
+    try:
+        answer: Any = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(answer, dict):
+        return None
+    data = answer.get("data", answer)
+    found = data.get("id") if isinstance(data, dict) else None
+    return found if isinstance(found, str) else None

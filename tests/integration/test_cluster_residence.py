@@ -1,0 +1,103 @@
+"""An agent's "not here" for a control plane's kept routes (cluster/residence.py), on a
+real store of each backend: what it answers for its own sandboxes, another host's, one it
+is moving out, and the ones its creates made."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from starlette.types import Message, Receive, Scope, Send
+
+from hutch.cluster.residence import NOT_HERE_HEADER, ROUTED_HEADER, ResidenceMiddleware, Residents
+from hutch.core.identity import IdentityService
+from hutch.core.ids import new_id
+from hutch.store.db import Database
+from hutch.store.models import SandboxRecord
+
+pytestmark = pytest.mark.anyio
+
+
+async def _sandbox(db: Database, user: str, host_id: str) -> str:
+    sandbox_id = new_id("sb_")
+    async with db.sessions.begin() as session:
+        record = SandboxRecord(id=sandbox_id, user_id=user, name=sandbox_id.lower(),
+                               status="running", host_id=host_id, mem_mib=256, vcpu=1)  # fmt: skip
+        session.add(record)
+    return sandbox_id
+
+
+class _App:
+    """The agent's app: counts what reached it; a create answers 201 with ``made``."""
+
+    def __init__(self, made: str) -> None:
+        self.reached: list[str] = []
+        self.made = made
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.reached.append(scope["path"])
+        body = json.dumps({"status": "success", "data": {"id": self.made}}).encode()
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _ask(middleware: ResidenceMiddleware, db: Database, method: str, path: str,
+               routed: bool = True) -> int:  # fmt: skip
+    app = SimpleNamespace(state=SimpleNamespace(services=SimpleNamespace(
+        db=db, host_agent=SimpleNamespace(host_id="h1"))))  # fmt: skip
+    headers = [(ROUTED_HEADER, b"h1")] if routed else []
+    scope = {"type": "http", "method": method, "path": path, "headers": headers, "app": app}
+    said: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        said.append(message)
+
+    await middleware(scope, receive, send)
+    start: dict[str, Any] = said[0]
+    if start["status"] == 421:
+        assert (NOT_HERE_HEADER, b"1") in start["headers"]
+    return int(start["status"])
+
+
+async def test_an_agent_says_not_here_only_for_sandboxes_that_are_not_its_own(
+    db: Database,
+) -> None:
+    user = (await IdentityService(db).issue_key("u")).user_id
+    mine, theirs = await _sandbox(db, user, "h1"), await _sandbox(db, user, "h2")
+    made = new_id("sb_")
+    app = _App(made)
+    residents = Residents()
+    middleware = ResidenceMiddleware(app, residents)
+
+    # Its own (read once from the store, then known) and another host's (never passed on).
+    assert await _ask(middleware, db, "POST", f"/v1/sandboxes/{mine}/exec") == 201
+    assert residents.knows(mine)
+    assert await _ask(middleware, db, "POST", f"/v1/sandboxes/{theirs}/exec") == 421
+    assert await _ask(middleware, db, "GET", f"/nullspace/v1/sandboxes/{theirs}") == 421
+    assert not residents.knows(theirs)
+    assert app.reached == [f"/v1/sandboxes/{mine}/exec"]
+    # Without the control plane's mark, the request is the app's, as before.
+    assert await _ask(middleware, db, "POST", f"/v1/sandboxes/{theirs}/exec", routed=False) == 201
+
+    # One this host's drain is moving out is read at every request: once the store says
+    # another host has it, it is "not here", though this host knew it a moment before.
+    with residents.leaving(mine):
+        assert not residents.knows(mine)
+        assert await _ask(middleware, db, "GET", f"/v1/sandboxes/{mine}/files") == 201
+        assert not residents.knows(mine)  # not learnt again while it moves
+        async with db.sessions.begin() as session:
+            record = await session.get(SandboxRecord, mine)
+            assert record is not None
+            record.host_id = "h2"
+        assert await _ask(middleware, db, "GET", f"/v1/sandboxes/{mine}/files") == 421
+    assert await _ask(middleware, db, "GET", f"/v1/sandboxes/{mine}/files") == 421
+
+    # A sandbox its create made is known at once (no store read: it has no row here).
+    assert await _ask(middleware, db, "POST", "/v1/sandboxes", routed=False) == 201
+    assert residents.knows(made)
+    assert await _ask(middleware, db, "POST", f"/v1/sandboxes/{made}/exec") == 201
