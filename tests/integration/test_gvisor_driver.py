@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import subprocess
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -118,6 +119,29 @@ async def test_hibernate_stops_it_and_wake_continues_the_same_processes(
     first = await count(gvisor, spec.id)
     await asyncio.sleep(0.3)
     assert await count(gvisor, spec.id) > first >= stopped_at
+
+
+def cached_bytes(path: Path) -> int:
+    """How much of ``path`` is in the host's page cache (util-linux's fincore)."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return int(out.split()[0])
+
+
+async def test_a_hibernated_sandbox_leaves_none_of_its_files_in_the_host_memory(
+    gvisor: GvisorDriver, pool: LinkPool, tmp_path: Path
+) -> None:
+    spec = spec_for(pool)
+    await gvisor.create(spec)
+    await sh(gvisor, spec.id, "head -c 3000000 /dev/urandom > /workspace/data; sync")
+    snapshot = tmp_path / "snap"
+    await gvisor.hibernate(spec.id, snapshot)
+    await gvisor._settled(spec.id)  # (what a checkpoint leaves goes in the background)
+    disk = gvisor._dir(spec.id) / "disk.img"
+    assert (snapshot / "checkpoint.img").stat().st_size > 0
+    assert cached_bytes(disk) == cached_bytes(snapshot / "checkpoint.img") == 0
+    await gvisor.wake(spec, snapshot)  # read back from the disk
+    assert (await sh(gvisor, spec.id, "wc -c < /workspace/data")).strip() == "3000000"
 
 
 async def test_twenty_hibernate_cycles_lose_nothing(

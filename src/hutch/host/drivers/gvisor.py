@@ -35,6 +35,7 @@ from hutch.host.drivers.gvisor_base import GvisorBase
 from hutch.host.drivers.gvisor_features import GvisorFeatures, detect_features
 from hutch.host.drivers.gvisor_host import (
     Steps,
+    _drop_cached,
     _first_line,
     _hold_cpu_quota,
     _running_for_s,
@@ -122,7 +123,7 @@ class GvisorDriver(GvisorBase):
         # The checkpoint stopped the sandbox, but its Sentry takes a second or two to exit
         # (ptrace: every traced process torn down), which `runsc delete` waits for: that
         # happens in the background, and a wake waits for it only if it comes sooner.
-        self._deleting[sandbox_id] = asyncio.create_task(self._delete_stopped(sandbox_id))
+        self._deleting[sandbox_id] = asyncio.create_task(self._delete_stopped(sandbox_id, snapshot))
 
     async def _agent_closed(self, sandbox_id: str, wake: str) -> None:
         """Wait for the agent to say (with a file) that it closed everything for a
@@ -153,7 +154,7 @@ class GvisorDriver(GvisorBase):
             log.debug("%s: no conntrack view of its connections: %s", sandbox_id, exc)
             return []
 
-    async def _delete_stopped(self, sandbox_id: str) -> None:
+    async def _delete_stopped(self, sandbox_id: str, snapshot: Path | None = None) -> None:
         """After a checkpoint (or at a start, for one that runs no more): what the host
         holds for a running sandbox goes, so that a hibernated one costs the host its files
         only. runsc's leftovers and its cgroups; its disk is unmounted (its files are in
@@ -162,7 +163,10 @@ class GvisorDriver(GvisorBase):
         with the namespace). Its address stays reserved, and its recorded addresses
         (``addresses.json``): a wake makes the link again. Its filesystem is synced
         before the unmount: were that lazy (runsc's gofer still closing its files), a
-        fork's copy of the disk file would miss what btrfs had not yet written."""
+        fork's copy of the disk file would miss what btrfs had not yet written. Last, the
+        host's page cache of its disk file and of ``snapshot``'s image is dropped (written
+        out first): a hibernated sandbox holds no memory of the host's at all, and a wake
+        or fork reads them from disk (see :func:`_drop_cached`)."""
         await run(*self._runc("delete", "--force", sandbox_id), check=False)
         await asyncio.to_thread(self._remove_cgroups, {sandbox_id})
         disk = SandboxRootfs(self._dir(sandbox_id), templates=self.templates)
@@ -174,6 +178,8 @@ class GvisorDriver(GvisorBase):
             await disk.unmount()
 
         await _all(unmount(), link.remove())
+        cached = [disk.disk] + ([snapshot / "checkpoint.img"] if snapshot is not None else [])
+        await asyncio.to_thread(_drop_cached, cached)
 
     async def _settled(self, sandbox_id: str) -> None:
         """Wait until what a checkpoint left behind is gone (:meth:`_delete_stopped`),
