@@ -1,6 +1,7 @@
 """Load: many clients at once creating, using and deleting sandboxes, then a correctness audit.
 
     .venv/bin/python bench/load.py [--clients 20] [--duration 180] [--out bench/results/load.json]
+                                   [--src OTHER_CHECKOUT/src] [--trace-locks]
 
 It starts its own ``hutch serve`` (runc driver) in a temp home and drives it over loopback
 from this process: ``--clients`` threads, spread over four users, each looping for
@@ -20,7 +21,12 @@ started at the same moments). Then it audits what a user would notice:
   veths and mounts, and nothing of any deleted one;
 - once the kept ones are deleted too, nothing at all is left.
 
-No thresholds (these machines are shared and noisy); ``run_load`` is also the body of a
+``--src`` runs the server of another checkout (its ``src/`` first on PYTHONPATH): runs of
+two codes one after the other, each with its own peers, compare by their ratios.
+``--trace-locks`` times every SQLite write transaction of the server's processes
+(``bench/locktrace``: how long each held the write lock and waited for it, and which code
+made it) and adds them up under ``sqlite_write_locks``. No
+thresholds (these machines are shared and noisy); ``run_load`` is also the body of a
 small fixed-size test that asserts the audit (tests/e2e/test_load_runc.py).
 """
 
@@ -324,7 +330,26 @@ def cleanup_audit(base_url: str, keys: list[str], home: Path, report: LoadReport
     ]
 
 
-def start_server(home: Path) -> tuple[HutchProcess, list[str]]:
+def start_server(
+    home: Path, src: str | None = None, trace_locks: Path | None = None
+) -> tuple[HutchProcess, list[str]]:
+    before = os.environ.get("PYTHONPATH")
+    # The server imports that checkout's hutch first, and the lock tracer if asked.
+    tracer = str(REPO / "bench" / "locktrace") if trace_locks is not None else None
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (src, tracer, before)))
+    if trace_locks is not None:
+        os.environ["BENCH_LOCKTRACE_DIR"] = str(trace_locks)
+    try:
+        return _start_server(home)
+    finally:
+        os.environ.pop("BENCH_LOCKTRACE_DIR", None)
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+def _start_server(home: Path) -> tuple[HutchProcess, list[str]]:
     server = HutchProcess(
         home,
         env={
@@ -345,9 +370,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--duration", type=float, default=180)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "load.json")
+    parser.add_argument("--src", help="run the server of another checkout's src/")
+    parser.add_argument("--trace-locks", action="store_true",
+                        help="time every SQLite write transaction of the server")  # fmt: skip
     options = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="hutch-bench-load-")) / "home"
-    server, keys = start_server(home)
+    traces = home.parent / "locktrace" if options.trace_locks else None
+    if traces is not None:
+        traces.mkdir()
+    server, keys = start_server(home, options.src, traces)
     try:
         report = run_load(
             server.url, keys, clients=options.clients, duration_s=options.duration, runc_peer=True
@@ -357,7 +388,12 @@ def main() -> None:
     finally:
         server.stop()
         remove_instance(home)
-    result = {"benchmark": "load", "machine": {"cpus": os.cpu_count()}, **report.summary()}
+    result = {"benchmark": "load", "machine": {"cpus": os.cpu_count()}, "src": options.src,
+              **report.summary()}  # fmt: skip
+    if traces is not None:
+        from bench.locktrace.sitecustomize import summary
+
+        result["sqlite_write_locks"] = summary(traces)
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

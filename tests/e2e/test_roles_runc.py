@@ -356,7 +356,7 @@ def test_without_an_agent_workers_answer_reads_and_refuse_the_rest_with_a_503(
     tmp_path: Path,
 ) -> None:
     home = tmp_path / "home"
-    run_cli(home, "keys", "create", "--user", "ned")  # migrates the store, as an agent would
+    key = run_cli(home, "keys", "create", "--user", "ned").stdout.strip()  # migrates the store
     control = subprocess.Popen(
         [sys.executable, "-m", "hutch", "control", "--workers", "1", "--port", "0",
          "--log-level", "warning"],  # a request is held 1 s (not 15) for the agent, then a 503
@@ -368,6 +368,11 @@ def test_without_an_agent_workers_answer_reads_and_refuse_the_rest_with_a_503(
         url = next(m.group(1) for line in control.stdout if (m := _CONTROL_LINE.search(line)))
         with httpx.Client(base_url=url, timeout=60) as api:
             assert api.get("/v1/shapes").status_code == 200  # the worker's own
+            # The lists of networks and disks read only the store: the worker's own too.
+            for path in ("/v1/networks", "/v1/disks"):
+                listed = api.get(path, headers={"X-Api-Key": key})
+                assert listed.status_code == 200, listed.text
+                assert listed.json()["data"]["pagination"]["total"] == 0
             refused = api.post("/v1/sandboxes", json=SHAPE)  # held, then refused
             assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
             assert refused.json()["status"] == "error" and "agent" in refused.json()["message"]

@@ -198,11 +198,16 @@ class IdentityService:
         if answered:
             if owner is None or owner.revoked:
                 raise Unauthenticated("invalid or revoked API key")
+            principal = Principal(user_id=owner.user_id, user_name=owner.user_name,
+                                  is_admin=owner.is_admin, key_id=owner.key_id)  # fmt: skip
             used = owner.last_used_at
             if used is not None and utcnow() - used <= _TOUCH_EVERY:
-                principal = Principal(user_id=owner.user_id, user_name=owner.user_name,
-                                      is_admin=owner.is_admin, key_id=owner.key_id)  # fmt: skip
                 return principal, used
+            # Its use noted in one go on the store's writer (through the async session
+            # SQLite's write lock was held across the event loop's turns).
+            used = utcnow()
+            await self._db.write(lambda session: user_store.touch_key(session, owner.key_id, used))
+            return principal, used
         async with self._db.sessions.begin() as session:
             found = await user_store.key_by_hash(session, key_hash)
             if found is None or found[0].revoked_at is not None:

@@ -220,9 +220,16 @@ class NetworkService:
 
     async def leave_all(self, sandbox_id: str) -> None:
         """End every membership of a sandbox that is gone or going."""
-        async with self._db.sessions.begin() as session:
-            memberships = await store.memberships_of(session, sandbox_id)
-            await store.delete_memberships(session, sandbox_id)
+        # Most sandboxes join no network: a read (no lock) says so, and nothing is written.
+        # Else the rows are read and deleted in one go on the store's writer: through the
+        # async session the write lock was held across the event loop's turns (~50 ms
+        # each under the 20-client load, for a DELETE that mostly deleted nothing).
+        any_row = self._db.read_now(
+            "SELECT 1 FROM network_members WHERE sandbox_id = ? LIMIT 1", (sandbox_id,)
+        )
+        if any_row == []:  # (None: no such read here, PostgreSQL; the write says)
+            return
+        memberships = await self._db.write(lambda s: store.take_memberships(s, sandbox_id))
         for member, network in memberships:
             await self._host.networks.detach(
                 sandbox_id, network.id, ifname=member.ifname, address=_address(member, network)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from hutch.store.models import NetworkMember, NetworkRecord, SandboxRecord
 
@@ -14,7 +15,6 @@ _LIVE = ("running", "paused")
 __all__ = [
     "all_network_ids",
     "count_for_user",
-    "delete_memberships",
     "find_for_user",
     "list_for_user",
     "live_memberships_on_host",
@@ -23,6 +23,7 @@ __all__ = [
     "memberships_of",
     "peers_named",
     "subnets_in_use",
+    "take_memberships",
 ]
 
 
@@ -89,8 +90,21 @@ async def memberships_of(
     return [(member, network) for member, network in rows]
 
 
-async def delete_memberships(session: AsyncSession, sandbox_id: str) -> None:
-    await session.execute(delete(NetworkMember).where(NetworkMember.sandbox_id == sandbox_id))
+def take_memberships(
+    session: Session, sandbox_id: str
+) -> list[tuple[NetworkMember, NetworkRecord]]:
+    """The sandbox's memberships with their networks, deleted (a sandbox gone or going
+    leaves them all). Call in a transaction (:meth:`~hutch.store.db.Database.write`)."""
+    rows = session.execute(
+        select(NetworkMember, NetworkRecord)
+        .join(NetworkRecord, NetworkRecord.id == NetworkMember.network_id)
+        .where(NetworkMember.sandbox_id == sandbox_id)
+        .order_by(NetworkMember.attached_at, NetworkMember.network_id)
+    )
+    taken = [(member, network) for member, network in rows]
+    if taken:
+        session.execute(delete(NetworkMember).where(NetworkMember.sandbox_id == sandbox_id))
+    return taken
 
 
 async def subnets_in_use(session: AsyncSession) -> set[str]:

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from hutch.store.db import Database
 from hutch.store.models import ApiKey, User
@@ -23,6 +24,7 @@ __all__ = [
     "key_by_hash_now",
     "keys_matching",
     "list_keys",
+    "touch_key",
 ]
 
 
@@ -59,6 +61,11 @@ async def key_by_hash(session: AsyncSession, key_hash: str) -> tuple[ApiKey, Use
         )
     ).first()
     return None if row is None else (row[0], row[1])
+
+
+def touch_key(session: Session, key_id: str, when: datetime) -> None:
+    """Note that the key was used at ``when``. Call in a transaction."""
+    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
 
 
 @dataclass(frozen=True, kw_only=True)
