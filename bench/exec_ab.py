@@ -6,8 +6,10 @@ this one, both up at once and asked in turn, with a bare fork/exec in the same r
 
 On a shared machine whose load comes and goes, two runs minutes apart are not comparable;
 two servers asked in turn meet the same load. Each has 2 workers and one running sandbox;
-each round is one ``POST …/exec`` of ``true`` to each (one keep-alive connection each)
-and one fork/exec. Prints one JSON document; no thresholds.
+each round is one ``POST …/exec`` of ``true`` to each (one keep-alive connection each),
+one exec of ``true`` straight to each sandbox's guest agent over its socket (``guest_*``:
+the guest agent's part alone, without the workers and HTTP) and one fork/exec. Prints one
+JSON document; no thresholds.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.exec_path import guest_socket_once  # noqa: E402
 from bench.sandboxes import IMAGES, bare_fork_exec, percentiles  # noqa: E402
 from tests.support.server import HutchProcess, remove_instance  # noqa: E402
+
+from hutch.host.drivers.runc import RuncDriver  # noqa: E402
 
 
 def start(src: str | None, link_pool: str, network_pool: str) -> HutchProcess:
@@ -58,7 +63,9 @@ def main() -> None:
         "after": start(None, "10.215.0.0/22", "10.216.0.0/22"),
     }
     load_at_start = os.getloadavg()[0]
-    samples: dict[str, list[float]] = {"before": [], "after": [], "bare_fork_exec": []}
+    samples: dict[str, list[float]] = {
+        "before": [], "after": [], "guest_before": [], "guest_after": [], "bare_fork_exec": []
+    }  # fmt: skip
     try:
         clients, boxes = {}, {}
         for name, server in servers.items():
@@ -68,6 +75,10 @@ def main() -> None:
             created = client.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb"})
             created.raise_for_status()
             boxes[name], clients[name] = created.json()["data"]["id"], client
+        sockets = {
+            name: str(RuncDriver(server.home, images=IMAGES).agent_socket(boxes[name]))
+            for name, server in servers.items()
+        }
         for round_ in range(args.execs + 30):  # the first 30 warm up
             for name, client in clients.items():
                 started = time.perf_counter()
@@ -77,6 +88,11 @@ def main() -> None:
                 assert answer.json()["data"]["result"]["exit_code"] == 0, answer.text
                 if round_ >= 30:
                     samples[name].append(took)
+            for name, path in sockets.items():
+                started = time.perf_counter()
+                guest_socket_once(path)
+                if round_ >= 30:
+                    samples[f"guest_{name}"].append((time.perf_counter() - started) * 1000)
             fork = bare_fork_exec(1)[0]
             if round_ >= 30:
                 samples["bare_fork_exec"].append(fork)

@@ -285,6 +285,26 @@ def test_capabilities_are_the_default_container_set(api: httpx.Client, runtime: 
     assert sh(api, box, f'python3 -c "{no_new_privs}"')["stdout"] == "1\n"
 
 
+_OPEN_FDS = """python3 -c 'import os
+for fd in sorted(os.listdir("/proc/self/fd"), key=int):
+    try:
+        print(fd, os.readlink("/proc/self/fd/" + fd))
+    except OSError:
+        pass  # the descriptor listdir used, closed by now'
+"""
+
+
+def test_a_command_holds_no_descriptor_of_the_agent(api: httpx.Client, runtime: str) -> None:
+    """An exec's command has its stdin, stdout and stderr and nothing else of the guest
+    agent's: above all not its listening socket, with which a command could answer the
+    host in the agent's place (runc passes it in inheritable)."""
+    box = create(api, runtime=runtime)
+    held = dict(line.split(" ", 1) for line in sh(api, box, _OPEN_FDS)["stdout"].splitlines())
+    assert sorted(held) == ["0", "1", "2"], held
+    assert held["0"] == "/dev/null"
+    assert not any(target.startswith("socket:") for target in held.values()), held
+
+
 @pytest.mark.parametrize(
     "attempt",
     [

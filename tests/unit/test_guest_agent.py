@@ -25,10 +25,12 @@ def root(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def guest(tmp_path: Path, root: Path) -> Iterator[GuestClient]:
+@pytest.fixture(params=["popen", "posix_spawn"])
+def guest(tmp_path: Path, root: Path, request: pytest.FixtureRequest) -> Iterator[GuestClient]:
+    """The agent started elsewhere (every exec by Popen, as in a working directory other
+    than the agent's own) or in its root (an exec without stdin in ``/`` by posix_spawn)."""
     sock = tmp_path / "agent.sock"
-    proc = start_agent(sock, root)
+    proc = start_agent(sock, root, **({"cwd": root} if request.param == "posix_spawn" else {}))
     yield GuestClient(sock)
     proc.kill()
     proc.wait()

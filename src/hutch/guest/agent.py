@@ -517,6 +517,9 @@ def main(argv: list[str] | None = None) -> None:
     options = _options(sys.argv[1:] if argv is None else argv)
     if "--listen-fd" in options:
         listener = _socket.socket(fileno=int(options["--listen-fd"]))
+        # Passed on by runc, it is inheritable: no command may inherit it (an exec started
+        # by posix_spawn closes only what is close-on-exec; see commands._spawned).
+        os.set_inheritable(listener.fileno(), False)
     else:
         listener = listen_unix(options["--socket"])
 

@@ -125,17 +125,19 @@ def run(agent: Agent, conn: Connection, request: dict[str, Any]) -> None:
     try:
         try:
             with agent.spawn_lock:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.PIPE if wants_stdin else subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    cwd=cwd,
-                    env=env,
-                    start_new_session=True,
-                    close_fds=True,
-                    **ids,
-                )
+                proc = None if wants_stdin or ids else _spawned(argv, env, cwd)
+                if proc is None:
+                    proc = subprocess.Popen(
+                        argv,
+                        stdin=subprocess.PIPE if wants_stdin else subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        cwd=cwd,
+                        env=env,
+                        start_new_session=True,
+                        close_fds=True,
+                        **ids,
+                    )
                 waiter = agent.waiter_for(proc.pid, woken)
             agent.child_exited.set()  # wake the reaper: it has a child to wait for
         except FileNotFoundError as exc:
@@ -160,6 +162,75 @@ def run(agent: Agent, conn: Connection, request: dict[str, Any]) -> None:
         for fd in (wake, woken):
             if fd >= 0:
                 os.close(fd)
+
+
+class _Spawned:
+    """What an exec uses of a ``Popen``: its pid, output pipes and exit code."""
+
+    __slots__ = ("pid", "returncode", "stderr", "stdin", "stdout")
+
+    def __init__(self, pid: int, stdout: Any, stderr: Any) -> None:
+        self.pid = pid
+        self.stdin = None
+        self.stdout = stdout
+        self.stderr = stderr
+        self.returncode: int | None = None
+
+
+# Reset in the child as Popen's restore_signals does (Python ignores SIGPIPE and SIGXFSZ,
+# and an ignored signal stays ignored across exec).
+_RESTORED = tuple(
+    getattr(_signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(_signal, name)
+)
+
+
+def _spawned(argv: list[str], env: dict[str, str], cwd: str) -> Any:
+    """Start an exec without stdin, as the user the agent runs as, by ``posix_spawn``
+    (the C library's vfork and exec, without Popen's Python around it): None where that
+    would not do exactly what Popen does (no ``posix_spawn``; another working directory:
+    it has no chdir here; a command not found on the request's PATH: Popen says why).
+    Every descriptor of the agent is close-on-exec (see :func:`main`), as Popen's
+    ``close_fds`` would close them."""
+    spawn = getattr(os, "posix_spawn", None)
+    if spawn is None or cwd != os.getcwd():
+        return None
+    path = _which(argv[0], env)
+    if path is None:
+        return None
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        pid = spawn(
+            path,
+            argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, out_w, 1),
+                (os.POSIX_SPAWN_DUP2, err_w, 2),
+            ],
+            setsid=True,
+            setsigdef=_RESTORED,
+        )
+    except OSError:
+        for fd in (out_r, err_r):
+            os.close(fd)
+        return None  # (Popen tries again, and says why it cannot)
+    finally:
+        for fd in (out_w, err_w):
+            os.close(fd)
+    return _Spawned(pid, open(out_r, "rb"), open(err_r, "rb"))  # (the exec closes them)
+
+
+def _which(name: str, env: dict[str, str]) -> str | None:
+    """Where ``name`` is found as Popen finds it (on the request's PATH), or None."""
+    if "/" in name:
+        return name if os.access(name, os.X_OK) and os.path.isfile(name) else None
+    for directory in os.get_exec_path(env):
+        path = os.path.join(directory, name)
+        if os.access(path, os.X_OK) and os.path.isfile(path):
+            return path
+    return None
 
 
 def _polled(
