@@ -12,11 +12,13 @@ the ping (a connection the server dropped is retried once on a new one). On SQLi
 Its connections are the store's spare ones (``Database.spare_connections``, a fifth of
 ``HUTCH_DB_MAX_CONNECTIONS``): the store's pool and this engine together never hold more
 than that setting, however many requests come at once (the others wait their turn).
-One per process: a second would hold as many again.
+One per store (:meth:`OneShot.of`): the control plane's routes, placements and reaper and
+an agent's drain share it; a second would hold as many again.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -26,8 +28,18 @@ from hutch.store.db import Database
 
 __all__ = ["OneShot"]
 
+_SHARED: weakref.WeakKeyDictionary[Database, OneShot] = weakref.WeakKeyDictionary()
+
 
 class OneShot:
+    @classmethod
+    def of(cls, db: Database) -> OneShot:
+        """The one of ``db`` (made at the first call)."""
+        found = _SHARED.get(db)
+        if found is None:
+            found = _SHARED[db] = cls(db)
+        return found
+
     def __init__(self, db: Database) -> None:
         self._db = db
         self._own: AsyncEngine | None = None

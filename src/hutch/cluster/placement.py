@@ -125,7 +125,7 @@ class Placer:
         self._reading = asyncio.Lock()
         self._refreshing: asyncio.Task[None] | None = None
         self._locking = db.url.get_backend_name() == "postgresql"
-        self._oneshot = oneshot or OneShot(db)  # one statement, one round trip
+        self._oneshot = oneshot or OneShot.of(db)  # one statement, one round trip
         self._decoded: dict[tuple[Any, ...], _Candidate] = {}  # by the row it came from
 
     async def _read(self) -> None:

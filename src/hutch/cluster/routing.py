@@ -106,7 +106,7 @@ class ClusterRouter:
 
     def _reads(self) -> OneShot:
         if self._oneshot is None:
-            self._oneshot = OneShot(self._db)
+            self._oneshot = OneShot.of(self._db)
         return self._oneshot
 
     def _services(self) -> Services:
