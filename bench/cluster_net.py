@@ -1,22 +1,29 @@
 """A cluster on one machine against one host, in the same run (issue 19).
 
-    .venv/bin/python bench/cluster_net.py [--creates 20] [--mib 256] [--rounds 6] [--out FILE]
+    .venv/bin/python bench/cluster_net.py [--creates 20] [--mib 256] [--rounds 10]
+        [--peer-control SRC] [--profile DIR] [--gro-phase] [--skip-tcp] [--out FILE]
 
 Starts the test cluster of tests/support/cluster.py (a bridge and three network
 namespaces, one ``hutch agent`` each, ``hutch control`` on PostgreSQL) and measures:
 
 - create -> first exec (``true``) through the cluster's control plane, the sandbox
-  placed on any host, against the same through a one-machine ``hutch serve`` (SQLite)
-  running beside it, and straight to one agent's unix socket (PostgreSQL, no control
-  plane): one of each in turn, so all three see the same load (the issue's goal: p50
-  within +10 ms of one host);
+  placed on any host, against the same through two one-machine ``hutch serve`` running
+  beside it, one on SQLite (a machine's default) and one on the cluster's PostgreSQL
+  server (the same store as the cluster: the fair peer for what the cluster adds), and
+  straight to one agent's unix socket (PostgreSQL, no control plane); with
+  ``--peer-control SRC`` also through a second control plane running another version of
+  hutch (``SRC``: its ``src`` directory, e.g. a ``git worktree`` of main) on the same
+  agents. One of each in turn, so all see the same load (the issue's goal: p50 within
+  +10 ms of one host). ``--profile DIR``: py-spy records the control plane's workers and
+  agent h1 meanwhile (raw folded stacks in DIR);
 - TCP throughput between two members of one private network, on two hosts (over the
   VXLAN segment) against two members on the same host (over the bridge only), by a
-  Python sender and receiver inside the sandboxes moving ``--mib`` MiB (goal >= 0.8x),
-  in turn, ``--rounds`` times; then both again with GRO turned on for the links between
-  the hosts (veths, off by default; real NICs have it on), with the mean size of what
-  the receiving host's link took in each phase (over the MTU: the VXLAN datagrams cross
-  unsegmented, and GRO has nothing to merge).
+  Python sender and receiver inside the sandboxes moving ``--mib`` MiB (goal >= 0.8x):
+  ``--rounds`` pairs, each a same-host and a cross-host run back to back, the order
+  turned every pair; the median and spread of the pairs' ratios. ``--gro-phase``: the
+  same again with GRO on for the links between the hosts (veths, off by default; real
+  NICs have it on), with the mean size of what the receiving host's link took in each
+  phase (over the MTU: the VXLAN datagrams cross unsegmented).
 
 Both peers run on the same loaded cores as everything else: read the ratios.
 """
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -158,84 +166,202 @@ def network(cluster: Cluster, args: argparse.Namespace, result: dict[str, Any]) 
             boxes[name] = made.json()["data"]["id"]
         time.sleep(2)  # the overlay loop joins h1 and h2 (once a second)
         result["underlay_gro_as_agents_left_it"] = gro(cluster, "read")
-        same, cross, same_on, cross_on = [], [], [], []
         b_ip, c_ip = member_ip(api, boxes["b"]), member_ip(api, boxes["c"])
-        before = received(cluster, "h2")
-        for _ in range(args.rounds):  # each cross-host run right after a same-host one
-            same.append(throughput(api, boxes["a"], boxes["b"], b_ip, args.mib))
-            cross.append(throughput(api, boxes["a"], boxes["c"], c_ip, args.mib))
-        sizes = {"gro_off": mean_packet(before, received(cluster, "h2"))}
-        gro(cluster, "1")  # then the same with GRO on the links between hosts
-        before = received(cluster, "h2")
-        for _ in range(args.rounds):
-            same_on.append(throughput(api, boxes["a"], boxes["b"], b_ip, args.mib))
-            cross_on.append(throughput(api, boxes["a"], boxes["c"], c_ip, args.mib))
-        sizes["gro_on"] = mean_packet(before, received(cluster, "h2"))
+        result["path"] = path_facts(cluster, api, boxes["a"])
+
+        def phase() -> dict[str, Any]:
+            same, cross, loads = [], [], []
+            before = received(cluster, "h2")
+            for n in range(args.rounds):  # a pair back to back, the order turned each time
+                loads.append(os.getloadavg()[0])
+                if n % 2:
+                    cross.append(throughput(api, boxes["a"], boxes["c"], c_ip, args.mib))
+                    same.append(throughput(api, boxes["a"], boxes["b"], b_ip, args.mib))
+                else:
+                    same.append(throughput(api, boxes["a"], boxes["b"], b_ip, args.mib))
+                    cross.append(throughput(api, boxes["a"], boxes["c"], c_ip, args.mib))
+            return summary(cross, same, loads, mean_packet(before, received(cluster, "h2")))
+
+        result["tcp_between_members_mib_s"] = {"gro_off": phase(), "mib": args.mib}
+        if args.gro_phase:  # then the same with GRO on the links between hosts
+            gro(cluster, "1")
+            result["tcp_between_members_mib_s"]["gro_on"] = phase()
         for sandbox in boxes.values():
             api.delete(f"/v1/sandboxes/{sandbox}")
 
-    def pairs(a: list[float], b: list[float]) -> float:  # the median of run-by-run ratios
-        return round(statistics.median(x / y for x, y in zip(a, b, strict=True)), 2)
 
-    result["tcp_between_members_mib_s"] = {
-        "cross_host_best": max(cross), "same_host_best": max(same),
-        "ratio_best": round(max(cross) / max(same), 2), "ratio_pairs_median": pairs(cross, same),
-        "gro_on": {"cross_host_best": max(cross_on), "same_host_best": max(same_on),
-                   "ratio_best": round(max(cross_on) / max(same_on), 2),
-                   "ratio_pairs_median": pairs(cross_on, same_on)},
-        "runs": {"cross": cross, "same": same, "cross_gro_on": cross_on,
-                 "same_gro_on": same_on},
-        "h2_underlay_mean_rx_packet_bytes": sizes,
-        "mib": args.mib,
+def summary(
+    cross: list[float], same: list[float], loads: list[float], packet: int
+) -> dict[str, Any]:
+    """Each pair's ratio (cross / same, back to back), their median and spread."""
+    ratios = sorted(round(x / y, 3) for x, y in zip(cross, same, strict=True))
+    quart = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return {
+        "ratio_pairs_median": round(statistics.median(ratios), 2),
+        "ratio_pairs_quartiles": [round(q, 2) for q in quart[::2]],
+        "ratio_pairs_min_max": [ratios[0], ratios[-1]],
+        "pairs_at_or_over_0.8": sum(r >= 0.8 for r in ratios), "pairs": len(ratios),
+        "cross_median": statistics.median(cross), "same_median": statistics.median(same),
+        "ratio_of_medians": round(statistics.median(cross) / statistics.median(same), 2),
+        "runs": {"cross": cross, "same": same}, "load_1min": [round(v, 1) for v in loads],
+        "h2_underlay_mean_rx_packet_bytes": packet,
+    }  # fmt: skip
+
+
+def _run(*command: str) -> str:
+    return subprocess.run(command, capture_output=True, text=True, check=False).stdout
+
+
+def path_facts(cluster: Cluster, api: httpx.Client, sandbox: str) -> dict[str, Any]:
+    """What the cross-host path is made of: MTUs, the VXLAN device's options and
+    offloads, how many nft rules each host has."""
+    listed = sh(api, sandbox, "for i in /sys/class/net/*; do echo ${i##*/} $(cat $i/mtu); done")
+    facts: dict[str, Any] = {
+        "member_mtus": dict(line.split() for line in listed["stdout"].splitlines())
+    }
+    for name in ("h1", "h2"):
+        netns = cluster.hosts[name].netns
+        links = json.loads(_run("ip", "-n", netns, "-d", "-j", "link", "show"))
+        kept = ("port", "udp_csum", "learning", "local")
+        vxlan = [
+            {"name": link["ifname"], "mtu": link["mtu"],
+             "info": {k: v for k, v in link["linkinfo"].get("info_data", {}).items() if k in kept}}
+            for link in links if link.get("linkinfo", {}).get("info_kind") == "vxlan"
+        ]  # fmt: skip
+        rules = _run("ip", "netns", "exec", netns, "nft", "-a", "list", "ruleset").splitlines()
+        offloads = ""
+        if vxlan:
+            offloads = _run("ip", "netns", "exec", netns, "ethtool", "-k", vxlan[0]["name"])
+        facts[name] = {
+            "underlay_mtu": next((k["mtu"] for k in links if k["ifname"] == "eth0"), None),
+            "vxlan": vxlan,
+            "nft_rules": sum(
+                1 for line in rules
+                if "# handle" in line and not line.strip().startswith(("chain", "table", "set"))
+            ),
+            "vxlan_offloads_on": sorted(
+                line.split(":")[0].strip() for line in offloads.splitlines()[1:]
+                if line.strip().endswith(": on")
+            ),
+        }  # fmt: skip
+    return facts
+
+
+def one_host(root: Path, name: str, database_url: str | None) -> tuple[HutchProcess, str]:
+    env = {"HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(IMAGES), "HUTCH_LINK_POOL": new_pool()}
+    if database_url:
+        env["HUTCH_DATABASE_URL"] = database_url
+    server = HutchProcess(root / name, env=env).wait_ready()
+    key = run_cli(server.home, "keys", "create", "--user", "bench", env=env).stdout.strip()
+    return server, key
+
+
+def profiled(args: argparse.Namespace, pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
+    if args.profile is None:
+        return []
+    args.profile.mkdir(parents=True, exist_ok=True)
+    spy = str(Path(sys.executable).parent / "py-spy")
+    return [
+        subprocess.Popen([spy, "record", "--subprocesses", "--nonblocking", "--rate", "200",
+                          "--format", "raw", "-o", str(args.profile / f"{name}.folded"),
+                          "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for name, pid in pids.items()
+    ]  # fmt: skip
+
+
+def folded_summary(path: Path, top: int = 12) -> dict[str, Any]:
+    """py-spy's folded stacks (``frame;frame;... count``, busy samples only): the total,
+    and the hutch functions with the most samples under them (inclusive)."""
+    total = 0
+    inclusive: dict[str, int] = {}
+    for line in path.read_text().splitlines() if path.exists() else ():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        total += int(count)
+        for frame in set(stack.split(";")):
+            if "hutch/" in frame:
+                name = frame.split(" (")[0] + " " + frame.rsplit("/", 1)[-1].split(":")[0]
+                inclusive[name] = inclusive.get(name, 0) + int(count)
+    best = sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]
+    return {"busy_samples": total, "hutch_inclusive": dict(best)}
+
+
+def creates(cluster: Cluster, root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Create -> first exec through each peer in turn (module docstring)."""
+    sqlite, sqlite_key = one_host(root, "one", None)
+    cluster.postgres.create_database("one_host")  # reached as the agents reach theirs
+    pg, pg_key = one_host(root, "one-pg", cluster.database_url.replace("/cluster?", "/one_host?"))
+    peer_proc = None
+    try:
+        socket_path = cluster.hosts["h1"].home / "run" / "agent.sock"
+        clients = {
+            "cluster": cluster.client(),
+            "one_host_sqlite": sqlite.client(sqlite_key),
+            "one_host_postgresql": pg.client(pg_key),
+            "agent_socket": httpx.Client(
+                transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://agent",
+                headers={"X-Api-Key": cluster.key}, timeout=120),
+        }  # fmt: skip
+        if args.peer_control is not None:  # another version's control plane, same agents
+            cluster.control_extra["PYTHONPATH"] = str(args.peer_control)
+            output: list[str] = []
+            peer_proc, url = cluster.start_control(output)
+            cluster.control_extra.pop("PYTHONPATH")
+            clients["cluster_peer_control"] = httpx.Client(
+                base_url=url, headers={"X-Api-Key": cluster.key}, timeout=60)  # fmt: skip
+        samples: dict[str, list[float]] = {name: [] for name in clients}
+        parts: dict[str, dict[str, list[float]]] = {name: {} for name in clients}
+        for client in clients.values():
+            create_to_exec(client, 2)  # warm
+        spies = profiled(args, {"control": cluster.control.pid,
+                                "agent_h1": cluster.hosts["h1"].proc.pid})  # type: ignore[union-attr]  # fmt: skip
+        loads = []
+        for _ in range(args.creates):
+            loads.append(os.getloadavg()[0])
+            for name, client in clients.items():
+                samples[name] += create_to_exec(client, 1, parts[name])
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
+        for client in clients.values():
+            client.close()
+    finally:
+        if peer_proc is not None:
+            peer_proc.terminate()
+            peer_proc.wait(timeout=30)
+        for server in (sqlite, pg):
+            server.stop()
+            remove_instance(server.home)
+    p50 = {name: round(statistics.median(values), 1) for name, values in samples.items()}
+    profile = {}
+    if args.profile is not None:
+        profile = {f.stem: folded_summary(f) for f in sorted(args.profile.glob("*.folded"))}
+    return {
+        "py_spy": profile,
+        "p50": p50,
+        "cluster_minus_one_host_postgresql": round(p50["cluster"] - p50["one_host_postgresql"], 1),
+        "cluster_minus_one_host_sqlite": round(p50["cluster"] - p50["one_host_sqlite"], 1),
+        "parts_p50": {name: p50s(values) for name, values in parts.items()},
+        "load_1min": [round(v, 1) for v in loads], "n": args.creates,
     }  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="hutch-bench-cluster-"))
-    offer = {"HUTCH_HOST_CAPACITY_MIB": "4096"}
+    # The parts heartbeat at hutch's default interval (the tests' cluster uses 0.5 s, to
+    # see a host die quickly: ten times the store traffic, all of it on these two cores).
+    every = {"HUTCH_HEARTBEAT_INTERVAL_S": "5", "HUTCH_HOST_DEAD_AFTER_S": "30"}
+    offer = {"HUTCH_HOST_CAPACITY_MIB": "4096", **every}
     result: dict[str, Any] = {"benchmark": "cluster_vs_one_host", "load_at_start": os.getloadavg()}
-    # The one-host peer runs beside the cluster: creates alternate between the two (and
-    # one agent's own socket), so both see the same load.
-    one = HutchProcess(root / "one", env={"HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(IMAGES),
-                                          "HUTCH_LINK_POOL": new_pool()}).wait_ready()  # fmt: skip
+    cluster = Cluster(root, IMAGES, {"h1": offer, "h2": offer, "h3": offer}, control_env=every)
     try:
-        key = run_cli(one.home, "keys", "create", "--user", "bench").stdout.strip()
-        cluster = Cluster(root, IMAGES, {"h1": offer, "h2": offer, "h3": offer})
-        try:
-            # Straight to one agent's unix socket (no control plane, no placement, the
-            # same PostgreSQL): what the control plane adds, apart from the store.
-            socket_path = cluster.hosts["h1"].home / "run" / "agent.sock"
-            placed: list[float] = []
-            single: list[float] = []
-            direct_samples: list[float] = []
-            placed_parts: dict[str, list[float]] = {}
-            single_parts: dict[str, list[float]] = {}
-            direct_parts: dict[str, list[float]] = {}
-            with cluster.client() as api, one.client(key) as alone, httpx.Client(
-                transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://agent",
-                headers={"X-Api-Key": cluster.key}, timeout=120,
-            ) as direct:  # fmt: skip
-                for client in (api, alone, direct):
-                    create_to_exec(client, 2)  # warm
-                for _ in range(args.creates):
-                    placed += create_to_exec(api, 1, placed_parts)
-                    single += create_to_exec(alone, 1, single_parts)
-                    direct_samples += create_to_exec(direct, 1, direct_parts)
+        if args.creates:
+            result["create_to_first_exec_ms"] = creates(cluster, root, args)
+        if not args.skip_tcp:
             network(cluster, args, result)
-        finally:
-            cluster.stop()
     finally:
-        one.stop()
-        remove_instance(one.home)
-    result["create_to_first_exec_ms"] = {
-        "cluster_p50": round(statistics.median(placed), 1),
-        "one_host_p50": round(statistics.median(single), 1),
-        "difference_p50": round(statistics.median(placed) - statistics.median(single), 1),
-        "agent_direct_p50": round(statistics.median(direct_samples), 1),
-        "parts_p50": {"cluster": p50s(placed_parts), "agent_direct": p50s(direct_parts),
-                      "one_host": p50s(single_parts)},
-        "n": args.creates,
-    }  # fmt: skip
+        cluster.stop()
     result["load_average"] = os.getloadavg()
     result["goals"] = "create->exec p50 within +10 ms of one host; cross-host TCP >= 0.8x"
     return result
@@ -245,7 +371,16 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--creates", type=int, default=20)
     parser.add_argument("--mib", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=6, help="TCP runs of each pair, per phase")
+    parser.add_argument("--rounds", type=int, default=10, help="TCP pairs of runs, per phase")
+    parser.add_argument(
+        "--peer-control",
+        type=Path,
+        default=None,
+        help="another version's src/: a second control plane on the agents",
+    )
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy folded stacks here")
+    parser.add_argument("--gro-phase", action="store_true")
+    parser.add_argument("--skip-tcp", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cluster_net.json")
     arguments = parser.parse_args()
     outcome = main(arguments)
