@@ -85,6 +85,8 @@ class LoadReport:
     peer: list[float] = field(default_factory=list)  # bare fork/exec under the same load
     runc_peer: list[float] = field(default_factory=list)  # bare runc run -d, the same load
     warm: list[str] = field(default_factory=list)  # each create's X-Hutch-Warm
+    burst: list[float] = field(default_factory=list)  # 10 creates at once, under the load
+    burst_bare: list[float] = field(default_factory=list)  # 10 bare runc run -d at once
 
     def summary(self) -> dict[str, Any]:
         operations = {}
@@ -122,6 +124,7 @@ class LoadReport:
             "ratio_exec_p99_to_bare_fork_exec_p99": round(exec_p99 / peer["p99"], 1)
             if peer["p99"]
             else None,
+            **self._bursts(),
             "seconds": round(self.seconds, 1),
             "requests_per_s": round(sum(len(s) for s in self.timings.values()) / self.seconds, 1),
             "sandboxes_created_per_s": round(len(self.made) / self.seconds, 2),
@@ -129,6 +132,22 @@ class LoadReport:
             "failures": self.failures[:50],
             "failure_count": len(self.failures),
             "audit": self.audit,
+        }
+
+    def _bursts(self) -> dict[str, Any]:
+        if not self.burst:
+            return {}
+        creates = percentiles([s * 1000 for s in self.burst])
+        bare = percentiles([s * 1000 for s in self.burst_bare] or [0.0])
+        return {
+            "ten_creates_at_once_under_load": {"count": len(self.burst), **creates},
+            "ten_bare_runc_run_detached_at_once_under_load": {
+                "count": len(self.burst_bare),
+                **bare,
+            },
+            "ten_at_once_p50_ratio_to_bare": round(creates["p50"] / bare["p50"], 2)
+            if bare["p50"]
+            else None,
         }
 
 
@@ -216,8 +235,11 @@ def run_load(
     rounds: int | None = None,
     seed: int = 1,
     runc_peer: bool = False,
+    bursts: int = 0,
 ) -> LoadReport:
-    """Drive the server; stop after ``duration_s`` or after ``rounds`` per client."""
+    """Drive the server; stop after ``duration_s`` or after ``rounds`` per client. With
+    ``bursts`` (and a duration), that many times spread over it, 10 creates at once (each
+    timed, then deleted) and right after them 10 bare ``runc run -d`` at once."""
     report = LoadReport(clients=clients, seconds=0.0)
     lock = threading.Lock()
     deadline = time.monotonic() + (duration_s or 0)
@@ -247,6 +269,10 @@ def run_load(
         peers.append(
             threading.Thread(target=_runc_peer, args=(report, lock, finished), daemon=True)
         )
+    if bursts and duration_s:
+        at = [started + duration_s * (i + 1) / (bursts + 1) for i in range(bursts)]
+        burst = (base_url, keys[0], report, lock, finished, at)
+        peers.append(threading.Thread(target=_bursts, args=burst, daemon=True))
     for peer in peers:
         peer.start()
     with ThreadPoolExecutor(clients) as pool:
@@ -266,6 +292,45 @@ def _fork_exec_peer(report: LoadReport, lock: threading.Lock, finished: threadin
         subprocess.run(["true"], check=False)
         with lock:
             report.peer.append(time.monotonic() - started)
+
+
+def _bursts(
+    base_url: str,
+    key: str,
+    report: LoadReport,
+    lock: threading.Lock,
+    finished: threading.Event,
+    at: list[float],
+) -> None:
+    """At each of ``at`` (monotonic times) while the load runs: 10 creates at once, each
+    timed to its answer, then deleted; then their peer, 10 bare ``runc run -d`` at once."""
+    from bench.sandboxes import bare_runc_detached_concurrent
+
+    with httpx.Client(base_url=base_url, headers={"X-Api-Key": key}, timeout=120,
+                      trust_env=False) as http:  # fmt: skip
+
+        def create(_: int) -> tuple[float, str | None]:
+            started = time.monotonic()
+            answer = http.post("/v1/sandboxes", json={"shape": SHAPE})
+            took = time.monotonic() - started
+            if answer.status_code != 201:
+                with lock:
+                    report.failures.append(f"burst create: {answer.status_code}")
+                return took, None
+            return took, str(answer.json()["data"]["id"])
+
+        for when in at:
+            if finished.wait(max(0.0, when - time.monotonic())):
+                return
+            with ThreadPoolExecutor(10) as pool:
+                made = list(pool.map(create, range(10)))
+            bare = bare_runc_detached_concurrent(10, 1)
+            with lock:
+                report.burst += [took for took, _ in made]
+                report.burst_bare += [ms / 1000 for ms in bare]
+            for _, sandbox_id in made:
+                if sandbox_id is not None:
+                    http.delete(f"/v1/sandboxes/{sandbox_id}")
 
 
 def _runc_peer(report: LoadReport, lock: threading.Lock, finished: threading.Event) -> None:
@@ -371,6 +436,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=180)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "load.json")
     parser.add_argument("--src", help="run the server of another checkout's src/")
+    parser.add_argument("--bursts", type=int, default=2,
+                        help="times 10 creates at once are timed under the load")  # fmt: skip
     parser.add_argument("--trace-locks", action="store_true",
                         help="time every SQLite write transaction of the server")  # fmt: skip
     options = parser.parse_args()
@@ -381,8 +448,9 @@ def main() -> None:
     server, keys = start_server(home, options.src, traces)
     try:
         report = run_load(
-            server.url, keys, clients=options.clients, duration_s=options.duration, runc_peer=True
-        )
+            server.url, keys, clients=options.clients, duration_s=options.duration,
+            runc_peer=True, bursts=options.bursts,
+        )  # fmt: skip
         report.audit = audit(server.url, keys, home, report)
         report.audit["after_cleanup"] = cleanup_audit(server.url, keys, home, report)
     finally:
