@@ -1,8 +1,10 @@
 """Computer use on a real ``desktop:1`` sandbox of the gvisor runtime: the desktop comes up
 in gVisor's kernel, a screenshot is the size of ``/screen``, a click and typed keys reach a
-terminal (st: a pseudo-terminal of gVisor's devpts, and a shell in it), and a desktop
-paused (hibernated: written to a snapshot, nothing of it left running) and resumed keeps
-its windows where they were, its terminal's shell included.
+terminal (st: a pseudo-terminal of gVisor's devpts, and a shell in it), Chromium opens a
+page (a file in the sandbox) that is clicked and typed into, a desktop paused (hibernated:
+written to a snapshot, nothing of it left running) and resumed keeps its windows where
+they were (the terminals' shells included), and the desktop's parts are started again
+when they die.
 
 One server and one desktop sandbox serve the module (under gVisor's ptrace platform every
 system call is slow, so the module does few things, each once). The desktop image is
@@ -18,7 +20,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_computer_runc import png_pixel, png_size, poll
+from tests.e2e.computer_help import (
+    PAGE,
+    png_pixel,
+    png_size,
+    poll,
+)
 from tests.e2e.test_gvisor import disk_unmounted, runsc_sandboxes
 from tests.e2e.test_sandboxes_runc import runc_server, sh
 from tests.support.server import HutchProcess, remove_instance
@@ -31,8 +38,12 @@ def server(
     tmp_path_factory: pytest.TempPathFactory, desktop_images: Path
 ) -> Iterator[HutchProcess]:
     home = tmp_path_factory.mktemp("computer-gvisor") / "home"
-    process = runc_server(home, desktop_images,
-                          env={"HUTCH_COMPUTER_SCREENSHOTS_PER_MINUTE": "600"})  # fmt: skip
+    env = {
+        "HUTCH_COMPUTER_SCREENSHOTS_PER_MINUTE": "600",
+        "HUTCH_PROXY_ENABLED": "true",
+        "HUTCH_PROXY_PORT": "0",  # a free port: another hutch on this machine may hold 8701
+    }
+    process = runc_server(home, desktop_images, env=env)
     yield process
     process.stop()
     remove_instance(process.home)
@@ -48,7 +59,8 @@ def api(server: HutchProcess) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def desk(api: httpx.Client) -> Iterator[dict[str, Any]]:
     made = api.post("/v1/sandboxes", json={"shape": "s-2vcpu-2gb", "rootfs": "desktop:1",
-                                           "runtime": "gvisor"})  # fmt: skip
+                                           "runtime": "gvisor",
+                                           "ingress_enabled": True})  # fmt: skip
     assert made.status_code == 201, made.text
     box: dict[str, Any] = made.json()["data"]
     assert box["runtime"] == "gvisor"
@@ -114,6 +126,42 @@ def two_terminals(api: httpx.Client, desk: dict[str, Any]) -> list[dict[str, Any
     return found
 
 
+def title_of(api: httpx.Client, desk: dict[str, Any], wid: str) -> str:
+    answer = api.get(f"{desk['base']}/windows/{wid}")
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["data"]["title"])
+
+
+@pytest.fixture(scope="module")
+def page(api: httpx.Client, desk: dict[str, Any]) -> dict[str, Any]:
+    """The test page, a file in the sandbox, opened by its path (Chromium shows it as
+    file://) and maximized: its window and geometry."""
+    files = f"/v1/sandboxes/{desk['id']}/files"
+    put = api.put(files, params={"path": "/srv/page.html"}, content=PAGE.encode())
+    assert put.status_code == 200, put.text
+    opened = api.post(f"{desk['base']}/open", json={"target": "/srv/page.html"})
+    assert opened.status_code == 200, opened.text
+
+    def window() -> dict[str, Any] | None:
+        found = api.get(f"{desk['base']}/windows", params={"application": "chromium"})
+        assert found.status_code == 200, found.text
+        return next((w for w in found.json()["data"] if w["title"].startswith("start")), None)
+
+    wid = poll(window, timeout=TIMEOUT_S, what="Chromium's window")["id"]
+    assert api.post(f"{desk['base']}/windows/{wid}/maximize").status_code == 200
+
+    def maximized() -> dict[str, Any] | None:
+        at = geometry(api, desk, wid)
+        return at if at["width"] > 1200 and at["height"] > 700 else None
+
+    return {"id": wid, "geometry": poll(maximized, timeout=TIMEOUT_S, what="a maximized window")}
+
+
+def button_at(page: dict[str, Any]) -> dict[str, int]:
+    at = page["geometry"]
+    return {"x": at["x"] + at["width"] // 2, "y": at["y"] + at["height"] * 85 // 100}
+
+
 def test_the_desktop_runs_and_a_screenshot_is_the_size_of_the_screen(
     api: httpx.Client, desk: dict[str, Any]
 ) -> None:
@@ -141,6 +189,10 @@ def test_a_paused_and_resumed_desktop_keeps_its_windows(
     api: httpx.Client, desk: dict[str, Any], two_terminals: list[dict[str, Any]],
     server: HutchProcess,
 ) -> None:  # fmt: skip
+    """With terminals open. Not with Chromium yet: it keeps a file of the sandbox's disk
+    open after deleting it (its metrics, BrowserMetrics/*.pma), which Debian's runsc
+    (20221219) cannot save (the checkpoint fails and the sandbox is lost; see the README),
+    so the page's tests come after this one."""
     windows = api.get(f"{desk['base']}/windows").json()["data"]
     places = {w["id"]: geometry(api, desk, w["id"]) for w in windows}
     assert {t["id"] for t in two_terminals} <= set(places)
@@ -161,7 +213,11 @@ def test_a_paused_and_resumed_desktop_keeps_its_windows(
     poll(lambda: api.get(f"{desk['base']}/screen").status_code == 200, timeout=TIMEOUT_S,
          what="the desktop after the resume")  # fmt: skip
     # The same windows, where they were, and the same picture of them.
-    assert api.get(f"{desk['base']}/windows").json()["data"] == windows
+
+    def listed() -> bool:  # once the new openbox manages them again
+        return sorted(api.get(f"{desk['base']}/windows").json()["data"], key=str) == windows
+
+    poll(listed, timeout=TIMEOUT_S, what=f"the same windows: {windows}")
     assert {wid: geometry(api, desk, wid) for wid in places} == places
     after = api.get(f"{desk['base']}/screenshot").content
     assert png_size(after) == png_size(before)
@@ -170,3 +226,47 @@ def test_a_paused_and_resumed_desktop_keeps_its_windows(
     assert png_pixel(after, *spot) == png_pixel(before, *spot)
     # The terminals' shells survived too: keys still reach them.
     typed_into(api, desk, two_terminals[0]["id"], "after")
+
+
+def test_a_page_in_chromium_is_clicked_and_typed_into(
+    api: httpx.Client, desk: dict[str, Any], page: dict[str, Any]
+) -> None:
+    base, wid, button = desk["base"], page["id"], button_at(page)
+    shot = api.get(f"{base}/screenshot").content
+    assert png_pixel(shot, button["x"], button["y"]) == (255, 136, 0)
+    assert api.post(f"{base}/mouse/click", json=button).status_code == 200
+    poll(lambda: title_of(api, desk, wid).startswith("clicked"), timeout=TIMEOUT_S,
+         what="the title 'clicked'")  # fmt: skip
+    at = page["geometry"]
+    field = {"x": button["x"], "y": at["y"] + at["height"] // 5}
+    assert api.post(f"{base}/mouse/click", json=field).status_code == 200
+    assert api.post(f"{base}/keyboard/type", json={"text": "on gvisor"}).status_code == 200
+    poll(lambda: title_of(api, desk, wid).startswith("typed:on gvisor"), timeout=TIMEOUT_S,
+         what="the typed title")  # fmt: skip
+
+
+def test_the_desktops_parts_are_started_again_when_they_die(
+    api: httpx.Client, desk: dict[str, Any], page: dict[str, Any]
+) -> None:
+    """The window manager and the VNC server killed: the supervisor starts them again,
+    and the windows stay (the X server did not die)."""
+    linked = api.get(f"{desk['base']}/screens/screen-0/connect")  # x11vnc runs once linked
+    assert linked.status_code == 200, linked.text
+    windows = sorted(api.get(f"{desk['base']}/windows").json()["data"], key=str)
+    for program in ("openbox", "x11vnc"):
+        before = sh(api, desk, f"pidof {program}")["stdout"].split()
+        assert len(before) == 1, before
+        sh(api, desk, f"kill -9 {before[0]}")
+
+        def again(program: str = program, before: list[str] = before) -> bool:
+            now = sh(api, desk, f"pidof {program}")["stdout"].split()
+            return bool(now) and now != before
+
+        poll(again, timeout=TIMEOUT_S, what=f"{program} started again")
+    poll(lambda: api.get(f"{desk['base']}/screen").status_code == 200, timeout=TIMEOUT_S,
+         what="the desktop")  # fmt: skip
+
+    def listed() -> bool:  # once the new openbox manages them again
+        return sorted(api.get(f"{desk['base']}/windows").json()["data"], key=str) == windows
+
+    poll(listed, timeout=TIMEOUT_S, what=f"the same windows: {windows}")

@@ -63,6 +63,14 @@ TICK_S = 0.1
 BUSY_TICK_S = 0.01
 READY_TIMEOUT_S = 20.0
 MAX_BACKOFF_S = 5.0
+# x11vnc asks every file descriptor up to its limit of open files whether it is open
+# (fcntl F_GETFD, one system call each) several times as it starts and again for each new
+# viewer: with a sandbox's limit (20,000 and more) that is ~700,000 system calls for a
+# start and a first viewer, about a second on runc but 20-70 s of CPU under gVisor's ptrace
+# platform, where every system call is a round trip through the sentry (measured with
+# strace). It holds a handful of descriptors (the X connection, its listening socket, one
+# per viewer), so it runs with this soft limit.
+VNC_NOFILE = 256
 
 
 def framebuffer(n: int) -> str:
@@ -72,11 +80,14 @@ def framebuffer(n: int) -> str:
 class Child:
     """One supervised process of a screen; started again after a backoff when it dies."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: str) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log: str, *, nofile: int = 0
+    ) -> None:
         self.name = name
         self.argv = argv
         self.env = env
         self.log = log
+        self.nofile = nofile  # a lower soft RLIMIT_NOFILE for it (0: the sandbox's)
         self.proc: subprocess.Popen[bytes] | None = None
         self.next_start = 0.0
         self.backoff = 0.2
@@ -97,12 +108,22 @@ class Child:
         self.started_at = now
         with open(self.log, "ab") as out:
             try:
+                limit = self._limit if self.nofile else None
                 self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out,
                                              stderr=out, env=self.env, close_fds=True,
-                                             start_new_session=True)  # fmt: skip
+                                             start_new_session=True,
+                                             preexec_fn=limit)  # fmt: skip
             except OSError as exc:
                 out.write(f"hutch-desktop: cannot start {self.argv[0]}: {exc}\n".encode())
                 self.proc = None
+
+    def _limit(self) -> None:
+        """In the child, before exec: its soft limit of open files (see :data:`VNC_NOFILE`)."""
+        import resource
+
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        soft = self.nofile if hard == resource.RLIM_INFINITY else min(self.nofile, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -152,7 +173,7 @@ class Screen:
             "--token-source", str(n), f"0.0.0.0:{NOVNC_BASE + n}",
         ]  # fmt: skip
         self.viewers = [
-            Child("x11vnc", vnc, env, log),
+            Child("x11vnc", vnc, env, log, nofile=VNC_NOFILE),
             Child("websockify", novnc, {**env, "PYTHONPATH": "/.hutch"}, log),
         ]
 
