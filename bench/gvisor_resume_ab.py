@@ -1,0 +1,135 @@
+"""Resume of a hibernated gvisor sandbox through two codes side by side
+(``bench/gvisor_exec_ab.py``'s way): ``hutch serve`` of another checkout and of this one,
+both up at once, each with one idle ``s-1vcpu-256mb`` gvisor sandbox.
+
+    git worktree add --detach /tmp/hutch-before <commit>
+    .venv/bin/python bench/gvisor_resume_ab.py --before-src /tmp/hutch-before/src [--rounds 12]
+
+Each round pauses (hibernates) both sandboxes, lets their Sentries exit (2 s), then
+resumes one and the other, the order alternating: the two resumes of a round meet the
+same load. Reported: each code's resume (p50), the ratio of each round's pair, and each
+server's driver steps (``steps wake`` lines, :func:`gvisor.steps_breakdown`): what the
+driver took of each resume, so what is left is the API's and the store's. Prints one JSON
+document; no thresholds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from gvisor import steps_breakdown  # noqa: E402
+from gvisor_floors import percentiles  # noqa: E402
+from tests.support.server import HutchProcess, remove_instance  # noqa: E402
+
+IMAGES = Path(os.environ.get("HUTCH_IMAGES_DIR", "/var/cache/hutch-test-images"))
+
+
+def start(src: str | None, link_pool: str, network_pool: str) -> HutchProcess:
+    env = {"HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(IMAGES),
+           "HUTCH_LINK_POOL": link_pool, "HUTCH_NETWORK_POOL": network_pool}  # fmt: skip
+    before = os.environ.get("PYTHONPATH")
+    if src is not None:  # the child imports that checkout's hutch first
+        os.environ["PYTHONPATH"] = src
+    try:
+        home = Path(tempfile.mkdtemp(prefix="hutch-bench-gvres-")) / "home"
+        return HutchProcess(home, "--log-level", "info", env=env).wait_ready(180)
+    finally:
+        if src is not None:
+            if before is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = before
+
+
+def ok(answer: httpx.Response) -> dict[str, object]:
+    answer.raise_for_status()
+    data: dict[str, object] = answer.json()["data"]
+    return data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--before-src", required=True, help="the other checkout's src/")
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--out", type=Path,
+                        default=REPO / "bench" / "results" / "gvisor_resume_ab.json")  # fmt: skip
+    args = parser.parse_args()
+    servers = {
+        "before": start(args.before_src, "10.221.0.0/22", "10.222.0.0/22"),
+        "after": start(None, "10.223.0.0/22", "10.224.0.0/22"),
+    }
+    load_at_start = os.getloadavg()
+    samples: dict[str, list[float]] = {name: [] for name in servers}
+    ratios: list[float] = []
+    try:
+        clients, boxes = {}, {}
+        for name, server in servers.items():
+            client = httpx.Client(
+                base_url=server.url, headers={"X-Api-Key": server.admin_key or ""}, timeout=60
+            )
+            box = ok(client.post("/v1/sandboxes", json={"shape": "s-1vcpu-256mb",
+                                                        "runtime": "gvisor"}))  # fmt: skip
+            boxes[name], clients[name] = str(box["id"]), client
+            ok(client.post(f"/v1/sandboxes/{boxes[name]}/exec", json={"cmd": "true"}))
+        for round_ in range(args.rounds + 1):  # the first warms up
+            order = list(clients.items())
+            if round_ % 2:
+                order.reverse()
+            for name, client in order:
+                assert ok(client.post(f"/v1/sandboxes/{boxes[name]}/pause"))["hibernated"]
+            time.sleep(2)  # the hibernated Sentries exit (1-2 s on ptrace)
+            took = {}
+            for name, client in order:
+                started = time.perf_counter()
+                ok(client.post(f"/v1/sandboxes/{boxes[name]}/resume"))
+                took[name] = (time.perf_counter() - started) * 1000
+            if round_:
+                for name, ms in took.items():
+                    samples[name].append(ms)
+                ratios.append(took["after"] / took["before"])
+        for name, client in clients.items():
+            client.delete(f"/v1/sandboxes/{boxes[name]}")
+            client.close()
+    finally:
+        for server in servers.values():
+            server.stop()
+            remove_instance(server.home)
+    result = {
+        "benchmark": "gvisor_resume_ab",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "before_src": args.before_src,
+        "platform": os.environ.get("HUTCH_GVISOR_PLATFORM", "ptrace"),
+        "load": [round(load_at_start[0], 2), round(os.getloadavg()[0], 2)],
+        "resume_ms": {name: percentiles(values) for name, values in samples.items()},
+        "after_to_before_p50": round(statistics.median(ratios), 3),
+        "ratios": [round(r, 2) for r in ratios],
+        "driver_steps": {
+            name: steps_breakdown(server.stderr_lines).get("wake", {})
+            for name, server in servers.items()
+        },
+        "probe_lines": {
+            name: [line.split("PROBE ", 1)[1] for line in server.stderr_lines if "PROBE " in line]
+            for name, server in servers.items()
+        },
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
