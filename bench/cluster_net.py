@@ -13,7 +13,8 @@ namespaces, one ``hutch agent`` each, ``hutch control`` on PostgreSQL) and measu
   straight to one agent's unix socket (PostgreSQL, no control plane); with
   ``--peer-control SRC`` also through a second control plane running another version of
   hutch (``SRC``: its ``src`` directory, e.g. a ``git worktree`` of main) on the same
-  agents. One of each in turn, so all see the same load (the issue's goal: p50 within
+  agents (``--peers`` picks some). One of each in turn, who goes first rotating each
+  turn, so all see the same load (the issue's goal: p50 within
   +10 ms of one host). ``--profile DIR``: py-spy records the control plane's workers and
   agent h1 meanwhile (raw folded stacks in DIR);
 - TCP throughput between two members of one private network, on two hosts (over the
@@ -317,10 +318,11 @@ def creates(cluster: Cluster, root: Path, args: argparse.Namespace) -> dict[str,
         spies = profiled(args, {"control": cluster.control.pid,
                                 "agent_h1": cluster.hosts["h1"].proc.pid})  # type: ignore[union-attr]  # fmt: skip
         loads = []
-        for _ in range(args.creates):
+        names = [n for n in clients if not args.peers or n in args.peers.split(",")]
+        for turn in range(args.creates):  # each peer in turn, who goes first rotating
             loads.append(os.getloadavg()[0])
-            for name, client in clients.items():
-                samples[name] += create_to_exec(client, 1, parts[name])
+            for name in names[turn % len(names) :] + names[: turn % len(names)]:
+                samples[name] += create_to_exec(clients[name], 1, parts[name])
         for spy in spies:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
@@ -333,16 +335,18 @@ def creates(cluster: Cluster, root: Path, args: argparse.Namespace) -> dict[str,
         for server in (sqlite, pg):
             server.stop()
             remove_instance(server.home)
-    p50 = {name: round(statistics.median(values), 1) for name, values in samples.items()}
+    p50 = {name: round(statistics.median(values), 1) for name, values in samples.items() if values}
     profile = {}
     if args.profile is not None:
         profile = {f.stem: folded_summary(f) for f in sorted(args.profile.glob("*.folded"))}
     return {
         "py_spy": profile,
         "p50": p50,
-        "cluster_minus_one_host_postgresql": round(p50["cluster"] - p50["one_host_postgresql"], 1),
-        "cluster_minus_one_host_sqlite": round(p50["cluster"] - p50["one_host_sqlite"], 1),
-        "parts_p50": {name: p50s(values) for name, values in parts.items()},
+        "cluster_minus_one_host": {
+            peer: round(p50["cluster"] - p50[peer], 1)
+            for peer in ("one_host_postgresql", "one_host_sqlite") if peer in p50
+        },
+        "parts_p50": {name: p50s(values) for name, values in parts.items() if values},
         "load_1min": [round(v, 1) for v in loads], "n": args.creates,
     }  # fmt: skip
 
@@ -380,6 +384,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("--profile", type=Path, default=None, help="py-spy folded stacks here")
     parser.add_argument("--gro-phase", action="store_true")
+    parser.add_argument("--peers", default="", help="only these create peers (comma-separated)")
     parser.add_argument("--skip-tcp", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cluster_net.json")
     arguments = parser.parse_args()
