@@ -20,8 +20,8 @@ import hutch.payments.eth  # noqa: F401
 from hutch.settings import Settings
 from hutch.store.db import Database
 from hutch.store.migrate import upgrade
-from tests.support.cgroups import remove_empty_parents
 from tests.support.chain import Anvil
+from tests.support.leftovers import remove_empty_parents, stop_fake_sandboxes
 from tests.support.postgres import PostgresServer
 from tests.support.seaweed import SeaweedS3
 
@@ -34,9 +34,11 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _empty_cgroup_parents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """After the session, the empty cgroup parents of the homes it made are removed."""
+def _session_leftovers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the session, the fake sandboxes and empty cgroup parents of the homes it made
+    are removed (tests.support.leftovers)."""
     yield
+    stop_fake_sandboxes(tmp_path_factory.getbasetemp())
     remove_empty_parents(tmp_path_factory.getbasetemp())
 
 
