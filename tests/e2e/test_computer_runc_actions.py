@@ -134,6 +134,10 @@ def test_scroll_drag_and_buttons_held_and_released(box: Any, page: dict[str, Any
     computer.mouse_up("right")
     poll(lambda: seen(box, page, f"up2@{x},{y}"), what="the right button released")
 
+    computer.move_mouse(x + 30, y + 5)
+    computer.click()  # no x, y: where the pointer is
+    poll(lambda: seen(box, page, f"down0@{x + 30},{y + 5}", f"up0@{x + 30},{y + 5}"),
+         what="a click where the pointer is")  # fmt: skip
     computer.click(x + 10, y, count=2)
     poll(lambda: seen(box, page, "dbl"), what="a double click")
     computer.click(x + 20, y, button="middle")
@@ -174,6 +178,31 @@ def test_a_window_minimized_and_restored(box: Any, page: dict[str, Any]) -> None
     poll(lambda: computer.window_geometry(wid) == page["geometry"], what="maximized again")
 
 
+def test_the_rest_of_the_sdk(box: Any, page: dict[str, Any]) -> None:
+    """Typing, the clipboard, a window moved and resized, a screen resized: each through
+    its SDK method, each read back."""
+    computer, wid = box.computer, page["id"]
+    computer.window_action(wid, "focus")
+    computer.type("q")
+    poll(lambda: seen(box, page, "kd:q", "ku:q"), what="a typed q")
+    computer.set_clipboard("from the sdk")
+    assert computer.get_clipboard() == "from the sdk"
+    computer.window_action(wid, "restore")
+    computer.resize_window(wid, 700, 500)
+    computer.move_window(wid, 50, 60)
+    at = computer.window_geometry(wid)
+    assert (at.x, at.y, at.width, at.height, at.screen) == (50, 60, 700, 500, "screen-0")
+    computer.window_action(wid, "maximize")
+    poll(lambda: computer.window_geometry(wid) == page["geometry"], what="maximized again")
+    made = computer.create_screen(320, 200)
+    try:
+        resized = computer.resize_screen(made.screen_id, 400, 300)
+        assert (resized.width, resized.height) == (400, 300)
+        assert computer.screen(screen_id=made.screen_id) == (400, 300)
+    finally:
+        computer.delete_screen(made.screen_id)
+
+
 def test_an_application_launched_with_a_uri(box: Any, page: dict[str, Any]) -> None:
     computer = box.computer
     computer.launch("browser", "file:///srv/other.html")
@@ -185,9 +214,11 @@ def test_at_most_eight_screens(box: Any) -> None:
     from hutch.sdk.errors import ConflictError
 
     computer = box.computer
-    made = [computer.create_screen(64, 64) for _ in range(7)]
+    made = [computer.create_screen()]  # no size: screen-0's
+    made += [computer.create_screen(64, 64) for _ in range(6)]
     try:
         assert [s.screen_id for s in made] == [f"screen-{n}" for n in range(1, 8)]
+        assert (made[0].width, made[0].height) == (1280, 800)
         assert computer.get_screen("screen-7").display == ":7"
         assert computer.screen(screen_id="screen-7") == (64, 64)
         with pytest.raises(ConflictError) as refused:
