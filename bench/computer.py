@@ -16,6 +16,11 @@
 5. create -> ``/screen`` from a warm pool entry of desktop:1 (``HUTCH_WARM_POOL``), on runc
    and on gvisor, next to a cold create of the same runtime in the same server; and
    gvisor's phases.
+6. the same as 2-4 on a gvisor desktop (its memory: the cgroup's charge and the RSS of
+   its Sentry and gofer), next to the runc figures of the same run.
+7. noVNC: ``connect`` answering (x11vnc and websockify start with the first link) and the
+   first VNC greeting through hutch's proxy (websockify checks the token, x11vnc greets),
+   then a second greeting, on runc and on gvisor.
 
 Step 1 also reports where the time went (the supervisor's status says when it started
 and when the X server and the window manager were up) and, as a peer, a bare ``Xvfb``
@@ -32,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import socket
 import struct
 import sys
 import time
@@ -44,6 +50,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.gvisor_memory import runtime_rss_mib  # noqa: E402
 from bench.sandboxes import cgroup_memory, percentiles  # noqa: E402
 from tests.e2e.test_sandboxes_runc import new_pool  # noqa: E402
 from tests.support.server import HutchProcess, remove_instance, run_cli  # noqa: E402
@@ -85,13 +92,18 @@ def page_pixel(png: bytes) -> tuple[int, int, int]:
 
 
 def create_to_screen(
-    api: httpx.Client, phases: dict[str, list[float]], runtime: str = "runc", shape: str = SHAPE
+    api: httpx.Client,
+    phases: dict[str, list[float]],
+    runtime: str = "runc",
+    shape: str = SHAPE,
+    ingress: bool = False,
 ) -> tuple[float, str]:
     """Create -> /screen answering 200; ``phases`` gets where the time went, from the
     supervisor's status (wall-clock times, as the host's: runc and gVisor share its clock)."""
     wall, started = time.time(), time.perf_counter()
     made = api.post("/v1/sandboxes", json={"shape": shape, "rootfs": "desktop:1",
-                                           "runtime": runtime})  # fmt: skip
+                                           "runtime": runtime,
+                                           "ingress_enabled": ingress})  # fmt: skip
     made.raise_for_status()
     created = ms(started)
     box = made.json()["data"]
@@ -148,6 +160,114 @@ def timed(count: int, call: Any) -> list[float]:
     return samples
 
 
+def interact(
+    api: httpx.Client,
+    home: Path,
+    box: str,
+    rounds: dict[str, int],
+    made: list[str],
+    *,
+    devbox: bool = True,
+) -> dict[str, Any]:
+    """Steps 2-4 on the desktop sandbox ``box`` (its desktop up, no browser yet)."""
+    result: dict[str, Any] = {}
+    base = f"/v1/sandboxes/{box}"
+    # 4. memory of the idle desktop (before any browser), next to an idle devbox
+    others = [create_to_exec(api)[1]] if devbox else []
+    made.extend(others)
+    time.sleep(3)
+    result["idle_memory_mib"] = {"desktop": round(cgroup_memory(home, [box]) / 2**20, 1)}
+    if others:
+        result["idle_memory_mib"]["devbox"] = round(cgroup_memory(home, others) / 2**20, 1)
+
+    # 2. screenshots, next to scrot in the sandbox and to an exec of true
+    shot = api.get(f"{base}/computer/screenshot")
+    shot.raise_for_status()
+    result["screenshot_bytes"] = len(shot.content)
+    result["screenshot_ms"] = percentiles(
+        timed(rounds["shots"], lambda: api.get(f"{base}/computer/screenshot").content)
+    )
+
+    scrot_exec = {"cmd": "scrot", "args": ["-o", "/tmp/s.png"], "env": {"DISPLAY": ":0"}}
+
+    def scrot() -> None:
+        ran = api.post(f"{base}/exec", json=scrot_exec).json()["data"]["result"]
+        assert ran["exit_code"] == 0, ran
+        api.get(f"{base}/files", params={"path": "/tmp/s.png"}).raise_for_status()
+
+    result["scrot_in_sandbox_ms"] = percentiles(timed(rounds["shots"] // 2, scrot))
+    exec_true = {"cmd": "true", "args": []}
+    result["exec_true_ms"] = percentiles(
+        timed(rounds["shots"], lambda: api.post(f"{base}/exec", json=exec_true))
+    )
+
+    # 3. click -> the next screenshot showing it
+    api.put(f"{base}/files", params={"path": "/srv/bench.html"}, content=PAGE.encode())
+    api.post(f"{base}/processes", json={"cmd": "python3", "args": [
+        "-m", "http.server", "8000", "-b", "127.0.0.1", "-d", "/srv"]})  # fmt: skip
+    api.post(f"{base}/computer/open", json={"target": "http://127.0.0.1:8000/bench.html"})
+
+    def window() -> list[Any]:
+        found = api.get(f"{base}/computer/windows", params={"application": "chromium"})
+        return [w for w in found.json()["data"] if w["title"].startswith("bench")]
+
+    wait_for(window)
+    api.post(f"{base}/computer/windows/{window()[0]['id']}/maximize")
+
+    def shows(wanted: tuple[int, int, int]) -> Any:
+        return lambda: colour() == wanted
+
+    def colour() -> tuple[int, int, int]:
+        png = api.get(f"{base}/computer/screenshot").content
+        Path("/tmp/hutch-bench-computer-last.png").write_bytes(png)
+        return page_pixel(png)
+
+    wait_for(
+        lambda: colour() == (255, 255, 255),
+        what="a white page (the last screenshot is /tmp/hutch-bench-computer-last.png)",
+    )
+    seen, now = [], (255, 255, 255)
+    for _ in range(rounds["clicks"]):
+        # Each click turns the page from white to black or back.
+        after = (0, 0, 0) if now == (255, 255, 255) else (255, 255, 255)
+        started = time.perf_counter()
+        api.post(f"{base}/computer/mouse/click", json={"x": 640, "y": 500})
+        wait_for(shows(after), what="the click's colour")
+        seen.append(ms(started))
+        now = after
+    result["click_to_screenshot_ms"] = percentiles(seen)
+    return result
+
+
+def greeting(link: dict[str, Any]) -> float:
+    """ms from opening the WebSocket through hutch's proxy to the VNC server's greeting."""
+    from websockets.sync.client import connect
+
+    host_port = link["url"].split("//", 1)[1].split("/", 1)[0]
+    port = int(host_port.rsplit(":", 1)[1])
+    started = time.perf_counter()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=300)
+    uri = f"ws://{host_port}/websockify?token={link['token']}"
+    with connect(uri, sock=sock, subprotocols=["binary"], open_timeout=300) as ws:  # type: ignore[list-item]
+        first = ws.recv(timeout=300)
+    assert isinstance(first, bytes) and first.startswith(b"RFB "), first
+    return ms(started)
+
+
+def novnc(api: httpx.Client, box: str) -> dict[str, float]:
+    """Step 7: the first ``connect`` (x11vnc and websockify start), the first greeting
+    through the proxy, and a second one (x11vnc already warm)."""
+    api.patch(f"/v1/sandboxes/{box}", json={"ingress_enabled": True}).raise_for_status()
+    started = time.perf_counter()
+    answer = api.get(f"/v1/sandboxes/{box}/computer/screens/screen-0/connect")
+    answer.raise_for_status()
+    connect_ms = ms(started)
+    link = answer.json()["data"]
+    return {"first_connect_ms": round(connect_ms, 1),
+            "first_greeting_ms": round(greeting(link), 1),
+            "second_greeting_ms": round(greeting(link), 1)}  # fmt: skip
+
+
 def prepared(home: Path) -> int:
     """How many warm pool sandboxes are ready on the host (their directories' marker)."""
     return sum(1 for d in (home / "sandboxes").glob("*") if (d / "warm").exists())
@@ -201,7 +321,8 @@ def main() -> None:
               "clicks": 5 if args.quick else 15}  # fmt: skip
     home = Path(f"/tmp/hutch-bench-computer-{os.getpid()}") / "home"
     env = {"HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(IMAGES), "HUTCH_LINK_POOL": new_pool(),
-           "HUTCH_COMPUTER_SCREENSHOTS_PER_MINUTE": "100000"}  # fmt: skip
+           "HUTCH_COMPUTER_SCREENSHOTS_PER_MINUTE": "100000", "HUTCH_PROXY_ENABLED": "true",
+           "HUTCH_PROXY_PORT": "0"}  # fmt: skip
     server = HutchProcess(home, env=env).wait_ready()
     made: list[str] = []
     result: dict[str, Any] = {"machine": {"python": platform.python_version(),
@@ -234,73 +355,20 @@ def main() -> None:
             for box in made[1:]:
                 api.delete(f"/v1/sandboxes/{box}")
             box, made = made[0], made[:1]
-            base = f"/v1/sandboxes/{box}"
 
-            # 4. memory of the idle desktop (before any browser), next to an idle devbox
-            _, other = create_to_exec(api)
-            made.append(other)
-            time.sleep(3)
-            result["idle_memory_mib"] = {
-                "desktop": round(cgroup_memory(home, [box]) / 2**20, 1),
-                "devbox": round(cgroup_memory(home, [other]) / 2**20, 1),
-            }
+            result |= interact(api, home, box, rounds, made)
+            result["novnc"] = novnc(api, box)
 
-            # 2. screenshots, next to scrot in the sandbox and to an exec of true
-            shot = api.get(f"{base}/computer/screenshot")
-            shot.raise_for_status()
-            result["screenshot_bytes"] = len(shot.content)
-            result["screenshot_ms"] = percentiles(
-                timed(rounds["shots"], lambda: api.get(f"{base}/computer/screenshot").content)
+            # 6. and 7. on gvisor
+            gbox = create_to_screen(api, {}, "gvisor", ingress=True)[1]
+            made.append(gbox)
+            gvisor_rounds = {"shots": max(10, rounds["shots"] // 4), "clicks": rounds["clicks"]}
+            result["gvisor"] = interact(api, home, gbox, gvisor_rounds, made, devbox=False)
+            result["gvisor"]["idle_memory_mib"]["sentry_and_gofer_rss"] = runtime_rss_mib(
+                home, [gbox]
             )
-
-            scrot_exec = {"cmd": "scrot", "args": ["-o", "/tmp/s.png"], "env": {"DISPLAY": ":0"}}
-
-            def scrot() -> None:
-                ran = api.post(f"{base}/exec", json=scrot_exec).json()["data"]["result"]
-                assert ran["exit_code"] == 0, ran
-                api.get(f"{base}/files", params={"path": "/tmp/s.png"}).raise_for_status()
-
-            result["scrot_in_sandbox_ms"] = percentiles(timed(rounds["shots"] // 2, scrot))
-            exec_true = {"cmd": "true", "args": []}
-            result["exec_true_ms"] = percentiles(
-                timed(rounds["shots"], lambda: api.post(f"{base}/exec", json=exec_true))
-            )
-
-            # 3. click -> the next screenshot showing it
-            api.put(f"{base}/files", params={"path": "/srv/bench.html"}, content=PAGE.encode())
-            api.post(f"{base}/processes", json={"cmd": "python3", "args": [
-                "-m", "http.server", "8000", "-b", "127.0.0.1", "-d", "/srv"]})  # fmt: skip
-            api.post(f"{base}/computer/open", json={"target": "http://127.0.0.1:8000/bench.html"})
-
-            def window() -> list[Any]:
-                found = api.get(f"{base}/computer/windows", params={"application": "chromium"})
-                return [w for w in found.json()["data"] if w["title"].startswith("bench")]
-
-            wait_for(window)
-            api.post(f"{base}/computer/windows/{window()[0]['id']}/maximize")
-
-            def shows(wanted: tuple[int, int, int]) -> Any:
-                return lambda: colour() == wanted
-
-            def colour() -> tuple[int, int, int]:
-                png = api.get(f"{base}/computer/screenshot").content
-                Path("/tmp/hutch-bench-computer-last.png").write_bytes(png)
-                return page_pixel(png)
-
-            wait_for(
-                lambda: colour() == (255, 255, 255),
-                what="a white page (the last screenshot is /tmp/hutch-bench-computer-last.png)",
-            )
-            seen, now = [], (255, 255, 255)
-            for _ in range(rounds["clicks"]):
-                # Each click turns the page from white to black or back.
-                after = (0, 0, 0) if now == (255, 255, 255) else (255, 255, 255)
-                started = time.perf_counter()
-                api.post(f"{base}/computer/mouse/click", json={"x": 640, "y": 500})
-                wait_for(shows(after), what="the click's colour")
-                seen.append(ms(started))
-                now = after
-            result["click_to_screenshot_ms"] = percentiles(seen)
+            result["gvisor"]["novnc"] = novnc(api, gbox)
+            result["load_after"] = os.getloadavg()
     finally:
         with server.client(key) as owner:
             for box in made:
