@@ -512,7 +512,11 @@ class SandboxLifecycle(SandboxWarm):
             self._activity[record.id] = time.monotonic()
             resumed = await self._changed(
                 await self._update(
-                    record.id, status=S.RUNNING, last_resumed_at=utcnow(), reason=None
+                    record.id,
+                    status=S.RUNNING,
+                    last_resumed_at=utcnow(),
+                    reason=None,
+                    hibernated=False,  # (a wake's, in this one write)
                 )
             )
             return Transition(record=resumed, happened=True)
@@ -539,10 +543,12 @@ class SandboxLifecycle(SandboxWarm):
             await self._stopped(record.id)
             await self._update(record.id, status=S.ERROR, reason=f"resume failed: {exc}")
             raise Unavailable(f"the sandbox could not be resumed: {exc}") from exc
-        await self._update(record.id, hibernated=False)
-        await asyncio.to_thread(shutil.rmtree, snapshot, True)
-        await self._forget_snapshot(record.id)
-        await self._disks.remount_all(record.id)
+        # Running from here on: its snapshot goes (a restart in between finds the sandbox
+        # alive and takes it as running, snapshot or not: SandboxRecovery), beside its
+        # disks' mounts; `hibernated` is cleared with the status, in one write.
+        await asyncio.gather(asyncio.to_thread(shutil.rmtree, snapshot, True),
+                             self._forget_snapshot(record.id),
+                             self._disks.remount_all(record.id))  # fmt: skip
 
     async def _restart(self, record: SandboxRecord) -> None:
         """Start a sandbox in error again from its disk: its files, address, networks and

@@ -343,15 +343,19 @@ class GvisorDriver(GvisorBase):
         return not restoring.cancelled() and restoring.exception() is None
 
     async def _agent_back(self, sandbox_id: str) -> None:
-        """Wait for a restored agent: its socket appears on the host when it binds it
-        (looked for every millisecond, where pings are 10 ms apart), then it answers."""
-        socket_path = self.agent_socket(sandbox_id)
+        """Wait for a restored agent: its socket appears on the host when it binds it,
+        then it answers a ping. Both are looked for every millisecond (where
+        :meth:`_wait_for_agent`'s pings are 10 ms apart): the socket is there a moment
+        before the agent listens on it, and a ping then is refused."""
+        socket_path, guest = self.agent_socket(sandbox_id), self.guest(sandbox_id)
         deadline = time.monotonic() + 5
-        while not await asyncio.to_thread(socket_path.exists):
-            if time.monotonic() > deadline:
-                break  # (_wait_for_agent says why, in its own time)
+        while time.monotonic() < deadline:
+            if await asyncio.to_thread(socket_path.exists):
+                with contextlib.suppress(GuestUnreachable):
+                    await guest.ping(timeout_s=max(0.1, deadline - time.monotonic()))
+                    return
             await asyncio.sleep(0.001)
-        await self._wait_for_agent(sandbox_id)
+        await self._wait_for_agent(sandbox_id)  # (says why, in its own time)
 
     async def _wake_agent(self, sandbox_id: str, wake: str) -> None:
         """Tell an agent that closed its socket for a checkpoint to bind it again."""
