@@ -209,6 +209,52 @@ def test_an_open_connection_pauses_in_memory_and_says_why(api: httpx.Client) -> 
     assert sh(api, box, "echo back")["stdout"] == "back\n"
 
 
+# Deletes a file of the disk and one of /tmp (memory: a checkpoint saves it) and keeps both
+# open, until /workspace/go appears: then it closes the disk's and carries on.
+HOLDER = (
+    "import os,time\nf=open('/workspace/held','w')\nos.unlink('/workspace/held')\n"
+    "t=open('/tmp/kept','w')\nos.unlink('/tmp/kept')\nopen('/workspace/ready','w').close()\n"
+    "while not os.path.exists('/workspace/go'): time.sleep(0.05)\n"
+    "f.close()\nopen('/workspace/closed','w').close()\ntime.sleep(600)"
+)
+
+
+def test_a_deleted_file_held_open_on_its_disk_is_not_hibernated_and_is_named(
+    api: httpx.Client, server: HutchProcess
+) -> None:
+    # Debian's runsc cannot save it: a checkpoint fails and stops the sandbox (it was
+    # lost, `error`). The pause freezes it in memory instead, naming the process and file.
+    box = gvisor_box(api)
+    pid = int(sh(api, box, f'setsid python3 -c "{HOLDER}" >/dev/null 2>&1 </dev/null & echo $!')
+              ["stdout"])  # fmt: skip
+    assert wait_for_file(api, box, "/workspace/ready")
+    paused = api.post(f"/v1/sandboxes/{box['id']}/pause")
+    assert paused.status_code == 202
+    view = paused.json()["data"]
+    assert view["status"] == "paused" and view["hibernated"] is False
+    assert f"{pid} (python3): /workspace/held" in view["reason"]
+    assert "/tmp/kept" not in view["reason"]
+    assert box["id"] in runsc_sandboxes(server.home)  # frozen, not stopped
+    assert api.post(f"/v1/sandboxes/{box['id']}/resume").status_code == 202
+    assert sh(api, box, "echo back")["stdout"] == "back\n"
+    # Once the process closed it, the pause hibernates, and the same process carries on.
+    sh(api, box, "touch /workspace/go")
+    assert wait_for_file(api, box, "/workspace/closed")
+    view = api.post(f"/v1/sandboxes/{box['id']}/pause").json()["data"]
+    assert view["status"] == "paused" and view["hibernated"] is True, view["reason"]
+    assert box["id"] not in runsc_sandboxes(server.home)
+    assert api.post(f"/v1/sandboxes/{box['id']}/resume").status_code == 202
+    assert "python3" in sh(api, box, f"tr '\\0' ' ' < /proc/{pid}/cmdline")["stdout"]
+
+
+def wait_for_file(api: httpx.Client, box: dict[str, Any], path: str) -> bool:
+    for _ in range(200):
+        if sh(api, box, f"test -e {path}")["exit_code"] == 0:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_fork_children_carry_on_from_the_fork_point_each_on_its_own(api: httpx.Client) -> None:
     source = gvisor_box(api, envs={"WHO": "source"}, egress=["example.com"])
     start_counter(api, source)

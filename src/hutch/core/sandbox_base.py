@@ -29,6 +29,7 @@ from hutch.core.sandbox_status import SandboxStatus as S
 from hutch.core.snapshot_store import snapshot_store
 from hutch.host.agent import HostAgent
 from hutch.host.drivers.base import DriverError, SandboxMissing
+from hutch.host.drivers.gvisor import HibernateFailed
 from hutch.settings import Settings
 from hutch.store import sandboxes as store
 from hutch.store.cache import ReadCache
@@ -150,6 +151,11 @@ class SandboxBase:
     async def _auto_resume(self, user: Principal, record: SandboxRecord) -> SandboxRecord | None:
         """Overridden by the lifecycle: resume a paused sandbox that asked for it."""
         return None
+
+    async def _not_hibernated(self, sandbox_id: str, exc: HibernateFailed) -> Unavailable:
+        """Overridden by :mod:`~hutch.core.sandbox_wake`: the sandbox's state after a
+        checkpoint that failed, and the pause's answer."""
+        raise NotImplementedError
 
     def _hibernate_later(self, sandbox_id: str, delay_s: float, attempt: int = 1) -> None:
         """Overridden by :mod:`~hutch.core.sandbox_wake`: hibernate a sandbox paused in

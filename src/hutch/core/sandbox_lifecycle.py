@@ -41,7 +41,7 @@ from hutch.core.sshkeys import normalise_keys
 from hutch.host.addresses import PoolExhausted
 from hutch.host.disks import DiskMountError
 from hutch.host.drivers.base import DriverError, LinkAddress, SandboxMissing, SandboxSpec
-from hutch.host.drivers.gvisor import CannotHibernate
+from hutch.host.drivers.gvisor import CannotHibernate, HibernateFailed
 from hutch.host.images import built_images
 from hutch.host.networks import NetworkError
 from hutch.store import sandboxes as store
@@ -390,7 +390,8 @@ class SandboxLifecycle(SandboxWarm):
 
     async def pause(self, user: Principal, ident: str) -> SandboxRecord:
         """Pause the sandbox: gvisor writes it to a snapshot and stops it (hibernate; with
-        open TCP connections it cannot, and freezes it instead, saying why in ``reason``),
+        open TCP connections, or a deleted file of its disk held open, it cannot, and freezes
+        it instead, saying why in ``reason``),
         runc freezes every process. Idempotent."""
         return (await self.pause_transition(user, ident)).record
 
@@ -432,6 +433,8 @@ class SandboxLifecycle(SandboxWarm):
                 return await self._update(
                     sandbox_id, status=S.PAUSED, paused_at=utcnow(), hibernated=False, reason=why
                 )
+            except HibernateFailed as exc:
+                raise await self._not_hibernated(sandbox_id, exc) from exc
             except DriverError as exc:
                 await self._update(sandbox_id, status=S.ERROR, reason=str(exc))
                 raise Unavailable(f"the sandbox could not be hibernated: {exc}") from exc

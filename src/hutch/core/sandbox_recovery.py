@@ -212,9 +212,15 @@ class SandboxRecovery(SandboxLifecycle):
                     lock = self._sandbox_locks[record.id]
                     if not lock.locked():
                         async with lock:
-                            with contextlib.suppress(HutchError):
+                            try:
                                 await self._pause(record.id)
                                 log.info("auto-paused %s after %ss idle", record.id, limit)
+                            except HutchError as exc:
+                                # Not paused (a gvisor checkpoint that failed leaves it
+                                # running): tried again after another idle period, not
+                                # at every look.
+                                self._activity[record.id] = now
+                                log.warning("auto-pause of %s failed: %s", record.id, exc)
 
 
 def _host_lost(record: SandboxRecord) -> bool:

@@ -11,13 +11,13 @@ import asyncio
 import contextlib
 import logging
 
-from hutch.core.errors import Conflict
+from hutch.core.errors import Conflict, Unavailable
 from hutch.core.identity import Principal
 from hutch.core.sandbox_lifecycle import SandboxLifecycle
 from hutch.core.sandbox_status import SandboxStatus as S
 from hutch.core.snapshot_store import SnapshotStoreError
 from hutch.host.drivers.base import DriverError
-from hutch.host.drivers.gvisor import CannotHibernate
+from hutch.host.drivers.gvisor import CannotHibernate, HibernateFailed
 from hutch.store import sandboxes as store
 from hutch.store.models import SandboxRecord
 
@@ -57,6 +57,20 @@ class SandboxWake(SandboxLifecycle):
             records = await store.live_on_host(session, self._host.host_id)
         return [r for r in records if r.status == S.PAUSED and r.auto_resume]
 
+    async def _not_hibernated(self, sandbox_id: str, exc: HibernateFailed) -> Unavailable:
+        """After a checkpoint that failed: a sandbox that still runs is ``running`` again
+        as it was (its egress policy and the like back, as at a resume), else ``error``,
+        saying what is left (its files: a resume starts it again from its disk). Returns
+        what the pause answers."""
+        if exc.running:
+            await self._changed(await self._update(sandbox_id, status=S.RUNNING))
+            return Unavailable(f"the sandbox could not be hibernated ({exc}); it still runs "
+                               "as it was", headers={"Retry-After": "60"})  # fmt: skip
+        why = (f"{exc}; runsc stopped the sandbox: its processes are lost, its files are "
+               "kept on its disk (resume starts it again from them)")  # fmt: skip
+        await self._update(sandbox_id, status=S.ERROR, reason=why)
+        return Unavailable(f"the sandbox could not be hibernated: {why}")
+
     def _hibernate_later(self, sandbox_id: str, delay_s: float, attempt: int = 1) -> None:
         """Hibernate a sandbox paused in memory once what stopped it has gone (connections
         in TIME_WAIT age out); still paused in memory if it cannot be (tried 3 times)."""
@@ -73,6 +87,16 @@ class SandboxWake(SandboxLifecycle):
                     await self._driver_step(sandbox_id, "paused", self._host.driver.pause)
                     if exc.retry_after_s is not None and attempt < 3:
                         self._hibernate_later(sandbox_id, exc.retry_after_s, attempt + 1)
+                    await self._update(
+                        sandbox_id, reason=f"paused in memory, not hibernated: {exc}"
+                    )
+                    return
+                except HibernateFailed as exc:
+                    if not exc.running:  # (ERROR, saying what is left)
+                        await self._not_hibernated(sandbox_id, exc)
+                        return
+                    # Running again (the hibernate thawed it): frozen again, as it was.
+                    await self._driver_step(sandbox_id, "paused", self._host.driver.pause)
                     await self._update(
                         sandbox_id, reason=f"paused in memory, not hibernated: {exc}"
                     )

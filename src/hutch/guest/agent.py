@@ -22,18 +22,20 @@ big-endian length, then the payload. The client opens with a JSON frame naming `
            signalled, waited for and killed; see ``processes`` for each op.
     self_watch  {} → J {"ok", "action": "pause"|"delete", "reason"} once the sandbox asks
            (a long poll; see ``selfsignal``: 127.0.0.1:1029 and /run/self inside).
-    hibernate  {"wake": name} → J {"ok": true, "connections": [...]}: with no open TCP
-           connection in the sandbox, the agent then closes every connection and its
-           socket (removing the socket file last) so that the sandbox can be checkpointed,
-           and binds the socket again once a file ``name`` appears beside it (after the
-           restore). With connections open, it lists them and carries on serving.
+    hibernate  {"wake": name} → J {"ok": true, "connections": [...], "deleted": [...]}:
+           with no open TCP connection in the sandbox and no deleted file of its disk held
+           open, the agent then closes every connection and its socket (removing the
+           socket file last) so that the sandbox can be checkpointed, and binds the socket
+           again once a file ``name`` appears beside it (after the restore). With either,
+           it lists them and carries on serving.
     Errors: J {"error": {"code": "not_found"|"is_directory"|"invalid"|"conflict"|"io",
            "message"}}
 
 The agent is the package :mod:`hutch.guest` (``guest`` inside a sandbox, where it is started
 with ``/.hutch`` on its path; see :func:`hutch.guest.bootstrap`): this module serves and
 reaps; ``wire`` frames; ``commands`` runs exec and spawn; ``files`` puts and gets;
-``processes`` keeps the long-lived processes; ``selfsignal`` hears a sandbox ask to be
+``processes`` keeps the long-lived processes; ``hibernating`` finds what a checkpoint
+cannot save; ``selfsignal`` hears a sandbox ask to be
 paused or deleted. Only this module and ``wire`` load before the
 first ping; the others load in the background after it.
 
@@ -347,11 +349,13 @@ class Agent:
         wake = request.get("wake")
         if self.socket_path is None or not isinstance(wake, str) or "/" in wake or not wake:
             raise ValueError("hibernate needs the agent's own socket (--socket) and a wake name")
-        busy = open_tcp_connections()
-        if not busy:
+        from .hibernating import open_deleted_files, open_tcp_connections
+
+        busy, deleted = open_tcp_connections(), open_deleted_files()
+        if not busy and not deleted:
             self.hibernating = wake
-        conn.send_json({"ok": True, "connections": busy})
-        if not busy:
+        conn.send_json({"ok": True, "connections": busy, "deleted": deleted})
+        if not busy and not deleted:
             os.write(self.wakeup[1], b"h")  # the accept loop closes everything
 
     def _hibernate(self, listener: _socket.socket) -> _socket.socket:
@@ -431,27 +435,6 @@ def listen_unix(path: str) -> _socket.socket:
     listener.bind(path)
     listener.listen(64)
     return listener
-
-
-# /proc/net/tcp states that hold no connection: LISTEN and CLOSE.
-_NOT_CONNECTED = ("0A", "07")
-
-
-def open_tcp_connections() -> list[str]:
-    """The sandbox's TCP sockets that are neither listening nor closed, as
-    ``local->remote`` in hex (as ``/proc/net/tcp`` shows them)."""
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as handle:
-                lines = handle.read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 3 and fields[3] not in _NOT_CONNECTED:
-                found.append(f"{fields[1]}->{fields[2]}")
-    return found
 
 
 def _not_alone() -> str:

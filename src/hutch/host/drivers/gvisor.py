@@ -6,8 +6,16 @@ sandboxes; their start, names and ports are :class:`~hutch.host.drivers.gvisor_b
 connection that is not closed. Before a checkpoint the agent closes its socket and every
 connection, and reports the sandbox's own TCP connections (read from its
 ``/proc/net/tcp``); with any open, the sandbox is not hibernated (a failed checkpoint
-would stop it) and :class:`CannotHibernate` says why. After ``runsc restore`` the host
-leaves a file in the socket directory and the agent binds its socket again.
+would stop it) and :class:`CannotHibernate` says why. Nor can Debian's runsc (2022) save a
+file of the sandbox's disk (its gofer, 9p) that a process deleted but holds open or mapped
+(``deleted and invalidated dentries can't be restored``: the checkpoint fails and the
+sandbox stops, its processes lost): the agent reports those too (``/proc/*/fd`` and
+``/proc/*/maps`` entries ending in `` (deleted)``, which gVisor's procfs shows; not those in
+``/tmp`` or ``/dev/shm``, which are memory and saved whole), and :class:`CannotHibernate`
+names the process and the file. A checkpoint that fails all the same is
+:class:`HibernateFailed`, saying whether the sandbox still runs (its agent is woken again).
+After ``runsc restore`` the host leaves a file in the socket directory and the agent binds
+its socket again.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import time
@@ -47,7 +56,13 @@ from hutch.host.link import SandboxLink
 from hutch.host.proc import CommandFailed, run
 from hutch.host.storage import SandboxRootfs, clones_mount_as_they_are, sparse_copy
 
-__all__ = ["CannotHibernate", "GvisorDriver", "GvisorFeatures", "detect_features"]
+__all__ = [
+    "CannotHibernate",
+    "GvisorDriver",
+    "GvisorFeatures",
+    "HibernateFailed",
+    "detect_features",
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +77,16 @@ class CannotHibernate(DriverError):
     def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class HibernateFailed(DriverError):
+    """``runsc checkpoint`` failed. ``running``: the sandbox still runs as it was (its
+    agent answers again); else runsc stopped it: its processes are gone, its files stay on
+    its disk (a start from the disk brings them back)."""
+
+    def __init__(self, message: str, *, running: bool) -> None:
+        super().__init__(message)
+        self.running = running
 
 
 class GvisorDriver(GvisorBase):
@@ -91,13 +116,12 @@ class GvisorDriver(GvisorBase):
             await asyncio.to_thread(shutil.rmtree, partial, True)
             raise CannotHibernate(f"the guest agent did not get ready to hibernate: {exc}") from exc
         busy = answer.get("connections") or []
+        deleted = answer.get("deleted") or []  # (an agent older than this: not reported)
         version = self.features.version if self.features else "runsc"
-        if busy:
+        if busy or deleted:
             closed.cancel()
             await asyncio.to_thread(shutil.rmtree, partial, True)
-            shown = ", ".join(str(c) for c in busy[:5])
-            raise CannotHibernate(f"the sandbox has {len(busy)} open TCP connection(s) "
-                                  f"({shown}); gVisor ({version}) cannot save them")  # fmt: skip
+            raise CannotHibernate(_why_not(busy, deleted, version))
         if recent := await closed:
             # The agent closed its socket for the checkpoint: it binds it again.
             await self._agent_closed(sandbox_id, wake)
@@ -115,10 +139,16 @@ class GvisorDriver(GvisorBase):
             await run(*self._runc("checkpoint", "--image-path", str(partial), sandbox_id))
         except CommandFailed as exc:
             await asyncio.to_thread(shutil.rmtree, partial, True)
+            why = f"runsc checkpoint failed: {_checkpoint_error(exc.detail)}"
             still = await self.get(sandbox_id)
             if still is not None and still.state == RuntimeState.RUNNING:
-                await self._wake_agent(sandbox_id, wake)
-            raise DriverError(f"runsc checkpoint failed: {_first_line(exc.detail)}") from exc
+                try:
+                    await self._wake_agent(sandbox_id, wake)
+                except DriverError as woken:
+                    raise HibernateFailed(f"{why}; its agent did not answer again: {woken}",
+                                          running=False) from exc  # fmt: skip
+                raise HibernateFailed(why, running=True) from exc
+            raise HibernateFailed(why, running=False) from exc
         os.rename(partial, snapshot)
         # The checkpoint stopped the sandbox, but its Sentry takes a second or two to exit
         # (ptrace: every traced process torn down), which `runsc delete` waits for: that
@@ -425,6 +455,31 @@ class GvisorDriver(GvisorBase):
             raise
         finally:
             steps.log()
+
+
+def _why_not(connections: list[object], deleted: list[object], version: str) -> str:
+    """Why the sandbox cannot be hibernated now: its open TCP connections, and the files
+    of its disk its processes deleted but hold open (``pid (name): path``)."""
+    reasons = []
+    if connections:
+        shown = ", ".join(str(c) for c in connections[:5])
+        reasons.append(f"the sandbox has {len(connections)} open TCP connection(s) ({shown})")
+    if deleted:
+        shown = ", ".join(str(d) for d in deleted[:5])
+        reasons.append(
+            f"{len(deleted)} deleted file(s) of its disk are still open ({shown}): close "
+            "them, or keep such files in /tmp (memory), to hibernate"
+        )
+    return f"{'; '.join(reasons)}; gVisor ({version}) cannot save them"
+
+
+def _checkpoint_error(detail: str) -> str:
+    """runsc's first line of complaint, without the Go value it may dump (one line of a
+    few KiB: ``encoding error at object gofer.dentry{vfsd:…}``)."""
+    line = re.sub(r"([\w.*]+)\{.*", r"\1{…}", _first_line(detail))
+    if "gofer.dentry" in detail:
+        line += " (a file of its disk, likely deleted and still open)"
+    return line
 
 
 async def _copy_disk(source: SandboxRootfs, disk: SandboxRootfs) -> None:
