@@ -247,6 +247,42 @@ def test_a_deleted_file_held_open_on_its_disk_is_not_hibernated_and_is_named(
     assert "python3" in sh(api, box, f"tr '\\0' ' ' < /proc/{pid}/cmdline")["stdout"]
 
 
+# Opens a file of the disk and deletes it only once the agent has closed its socket for a
+# checkpoint (its `<wake>.closed` file in /.hutch/run), after the agent's look: runsc's
+# checkpoint then fails and stops the sandbox, as any failure it was not told of would.
+LATE_DELETER = (
+    "import os,time\nf=open('/workspace/late','w')\nf.write('x')\nf.flush()\n"
+    "open('/workspace/ready','w').close()\n"
+    "while not any(n.endswith('.closed') for n in os.listdir('/.hutch/run')): time.sleep(0.001)\n"
+    "os.unlink('/workspace/late')\ntime.sleep(600)"
+)
+
+
+def test_a_checkpoint_that_fails_all_the_same_says_what_is_left_and_resume_brings_it_back(
+    api: httpx.Client, server: HutchProcess
+) -> None:
+    box = gvisor_box(api)
+    sh(api, box, "echo kept > /workspace/file")
+    view: dict[str, Any] = {}
+    for _ in range(5):  # (the deletion races the checkpoint's start: it is tried again)
+        sh(api, box, "rm -f /workspace/ready")
+        sh(api, box, f'setsid python3 -c "{LATE_DELETER}" >/dev/null 2>&1 </dev/null &')
+        assert wait_for_file(api, box, "/workspace/ready")
+        paused = api.post(f"/v1/sandboxes/{box['id']}/pause")
+        if paused.status_code == 503:
+            view = api.get(f"/v1/sandboxes/{box['id']}").json()["data"]
+            break
+        assert api.post(f"/v1/sandboxes/{box['id']}/resume").status_code == 202
+    # runsc stopped it: `error`, saying why (runsc's complaint, without its Go dump) and
+    # what is left; resume starts it again from its disk, its files there.
+    assert view["status"] == "error"
+    assert "runsc checkpoint failed" in view["reason"] and "vfsd" not in view["reason"]
+    assert "its files are kept on its disk" in view["reason"]
+    assert box["id"] not in runsc_sandboxes(server.home)
+    assert api.post(f"/v1/sandboxes/{box['id']}/resume").status_code == 202
+    assert sh(api, box, "cat /workspace/file")["stdout"] == "kept\n"
+
+
 def wait_for_file(api: httpx.Client, box: dict[str, Any], path: str) -> bool:
     for _ in range(200):
         if sh(api, box, f"test -e {path}")["exit_code"] == 0:
@@ -455,6 +491,22 @@ def test_auto_pause_hibernates(tmp_path: Path, images: Path) -> None:
             assert box["id"] not in runsc_sandboxes(home)
             assert api.post(f"/v1/sandboxes/{box['id']}/resume").status_code == 202
             assert sh(api, box, "cat /workspace/f")["stdout"] == "idle\n"
+            # One holding a deleted file of its disk open is auto-paused in memory, saying
+            # why, and stays so (not stopped, nor tried again and again).
+            held = gvisor_box(api)
+            sh(api, held, f'setsid python3 -c "{HOLDER}" >/dev/null 2>&1 </dev/null &')
+            assert wait_for_file(api, held, "/workspace/ready")
+            api.patch(f"/v1/sandboxes/{held['id']}", json={"auto_pause_after_seconds": 1})
+            for _ in range(150):
+                view = api.get(f"/v1/sandboxes/{held['id']}").json()["data"]
+                if view["status"] not in ("running", "pausing"):
+                    break
+                time.sleep(0.1)
+            assert view["status"] == "paused" and view["hibernated"] is False
+            assert "/workspace/held" in view["reason"]
+            assert held["id"] in runsc_sandboxes(home)
+            assert api.post(f"/v1/sandboxes/{held['id']}/resume").status_code == 202
+            assert sh(api, held, "test -e /workspace/ready")["exit_code"] == 0
     finally:
         server.stop()
         remove_instance(home)
