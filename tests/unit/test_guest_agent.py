@@ -250,3 +250,31 @@ async def test_commands_at_once_each_get_their_output_and_few_threads_stay(
         await asyncio.sleep(0.05)  # (a thread that is done may still be ending)
         threads = len(os.listdir(f"/proc/{pid}/task"))
     assert threads <= 2 + agent_module.SPARE_ACCEPTORS
+
+
+@pytest.mark.parametrize("where", ["popen", "posix_spawn"])
+async def test_commands_do_not_inherit_signals_the_launcher_ignored(
+    tmp_path: Path, root: Path, where: str
+) -> None:
+    """As under ``nohup hutch serve &``: the agent starts with SIGHUP, SIGINT and SIGQUIT
+    ignored. Its commands get them at their default (else ^C interrupts nothing)."""
+
+    def ignoring() -> None:
+        for number in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(number, signal.SIG_IGN)
+
+    sock = tmp_path / "ignoring.sock"
+    cwd = {"cwd": root} if where == "posix_spawn" else {}
+    proc = start_agent(sock, root, preexec_fn=ignoring, **cwd)
+    try:
+        out, _, done = await run(
+            GuestClient(sock), ExecRequest(argv=["/bin/cat", "/proc/self/status"])
+        )
+    finally:
+        proc.kill()
+        proc.wait()
+    assert done.exit_code == 0
+    ignored = int(next(line for line in out.decode().splitlines()
+                       if line.startswith("SigIgn:")).split()[1], 16)  # fmt: skip
+    for number in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):
+        assert not ignored & (1 << (number - 1)), f"{signal.Signals(number).name} ignored"

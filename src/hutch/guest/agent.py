@@ -496,8 +496,21 @@ def _options(argv: list[str]) -> dict[str, str]:
     return options
 
 
+def _default_dispositions() -> None:
+    """Signals the agent's launcher ignored are not ignored here. An ignored signal stays
+    ignored across fork and exec, so every command of the sandbox would inherit it: with
+    ``hutch serve`` started by ``nohup … &`` (or any background job of a script) ^C in a
+    terminal interrupted nothing, since a shell keeps for its jobs what it found ignored."""
+    for name in ("SIGHUP", "SIGINT", "SIGQUIT", "SIGTSTP", "SIGTTIN", "SIGTTOU"):
+        number = getattr(_signal, name, None)
+        if number is not None and _signal.getsignal(number) == _signal.SIG_IGN:
+            default = _signal.default_int_handler if name == "SIGINT" else _signal.SIG_DFL
+            _signal.signal(number, default)
+
+
 def main(argv: list[str] | None = None) -> None:
     options = _options(sys.argv[1:] if argv is None else argv)
+    _default_dispositions()
     if "--listen-fd" in options:
         listener = _socket.socket(fileno=int(options["--listen-fd"]))
         # Passed on by runc, it is inheritable: no command may inherit it (an exec started
