@@ -14,6 +14,7 @@ from starlette.types import Message, Receive, Scope, Send
 from hutch.cluster.residence import NOT_HERE_HEADER, ROUTED_HEADER, ResidenceMiddleware, Residents
 from hutch.core.identity import IdentityService
 from hutch.core.ids import new_id
+from hutch.core.sandbox_base import MOVED_HEADER
 from hutch.store.db import Database
 from hutch.store.models import SandboxRecord
 
@@ -101,3 +102,31 @@ async def test_an_agent_says_not_here_only_for_sandboxes_that_are_not_its_own(
     assert await _ask(middleware, db, "POST", "/v1/sandboxes", routed=False) == 201
     assert residents.knows(made)
     assert await _ask(middleware, db, "POST", f"/v1/sandboxes/{made}/exec") == 201
+
+
+class _MovedApp:
+    """The agent's core for a sandbox another host took: refuses with the 503 that names
+    where it lives (SandboxBase._moved_away), having done nothing."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = b'{"status":"error","message":"sandbox now lives on host h2; try again"}'
+        headers = [(b"retry-after", b"1"), (MOVED_HEADER.lower().encode(), b"h2")]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def test_a_sandbox_known_here_but_moved_is_not_here_once_the_core_says_so(
+    db: Database,
+) -> None:
+    """What this host knew went stale (a move finished without its drain seeing it
+    through): the core's refusal becomes a 421, so the control plane asks the store and
+    does not send the client's retries here for ever; and the sandbox is forgotten."""
+    user = (await IdentityService(db).issue_key("u")).user_id
+    moved = await _sandbox(db, user, "h2")
+    residents = Residents()
+    residents.add(moved)  # stale
+    middleware = ResidenceMiddleware(_MovedApp(), residents)
+    assert await _ask(middleware, db, "POST", f"/v1/sandboxes/{moved}/resume") == 421
+    assert not residents.knows(moved)
+    # Without the control plane's mark the core's answer is the client's, as it was.
+    assert await _ask(middleware, db, "POST", f"/v1/sandboxes/{moved}/resume", routed=False) == 503

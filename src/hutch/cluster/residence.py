@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hutch.core.sandbox_base import MOVED_HEADER
 from hutch.store.models import SandboxRecord
 
 __all__ = [
@@ -55,6 +56,9 @@ class Residents:
 
     def knows(self, sandbox_id: str) -> bool:
         return sandbox_id in self._mine
+
+    def forget(self, sandbox_id: str) -> None:
+        self._mine.discard(sandbox_id)
 
     def add(self, sandbox_id: str) -> None:
         if sandbox_id in self._moving:
@@ -97,8 +101,11 @@ class ResidenceMiddleware:
             return
         routed = next((v for k, v in scope["headers"] if k == ROUTED_HEADER), None)
         one = _ONE_SANDBOX.match(path) if routed is not None else None
-        if one is None or await self._here(scope, one.group(1)):
+        if one is None:
             await self.app(scope, receive, send)
+            return
+        if await self._here(scope, one.group(1)):
+            await self.app(scope, receive, self._moved_is_not_here(one.group(1), send))
             return
         log.info("%s %s: %s is not on this host (any more); answered 421, routed again",
                  scope["method"], path, one.group(1))  # fmt: skip
@@ -122,6 +129,24 @@ class ResidenceMiddleware:
             return False
         self.residents.add(sandbox_id)
         return True
+
+    def _moved_is_not_here(self, sandbox_id: str, send: Send) -> Send:
+        """``send``, turning the core's refusal of a sandbox another host took (a ``503``
+        with :data:`~hutch.core.sandbox_base.MOVED_HEADER`: nothing was done) into this
+        middleware's ``421``, and forgetting the sandbox. What this host knew was stale
+        (a move it did not see through to the end); the control plane asks the store."""
+        moved = MOVED_HEADER.lower().encode()
+
+        async def sending(message: Message) -> None:
+            if (message["type"] == "http.response.start" and message["status"] == 503
+                    and any(k == moved for k, _ in message.get("headers", []))):  # fmt: skip
+                self.residents.forget(sandbox_id)
+                log.info("%s was moved off this host; answered 421, routed again", sandbox_id)
+                message = {**message, "status": 421,
+                           "headers": [*message["headers"], (NOT_HERE_HEADER, b"1")]}  # fmt: skip
+            await send(message)
+
+        return sending
 
     def _learning(self, send: Send) -> Send:
         """``send``, noting the id of the sandbox a ``201`` makes (a small JSON answer)."""

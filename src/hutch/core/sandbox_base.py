@@ -36,7 +36,10 @@ from hutch.store.cache import ReadCache
 from hutch.store.db import Database
 from hutch.store.models import Host, SandboxRecord, utcnow
 
-__all__ = ["COUNTED", "SandboxBase"]
+__all__ = ["COUNTED", "MOVED_HEADER", "SandboxBase"]
+
+MOVED_HEADER = "X-Hutch-Lives-On"
+"""On the 503 that refuses a request about a sandbox another host took: that host's id."""
 
 log = logging.getLogger(__name__)
 
@@ -282,8 +285,16 @@ class SandboxBase:
         fresh = utcnow() - timedelta(seconds=self._settings.host_dead_after_s)
         if host is None or host.status == "dead" or host.heartbeat_at < fresh:
             return
-        raise Unavailable(f"sandbox {record.name} now lives on host {record.host_id}; "
-                          "try again", headers={"Retry-After": "1"})  # fmt: skip
+        raise self._moved_away(record)
+
+    @staticmethod
+    def _moved_away(record: SandboxRecord) -> Unavailable:
+        """The refusal of a request about a sandbox another host took: retry, and (for a
+        control plane that routed it here from what it kept) where it lives now
+        (:mod:`hutch.cluster.residence` turns it into a ``421``)."""
+        return Unavailable(f"sandbox {record.name} now lives on host {record.host_id}; "
+                           "try again", headers={"Retry-After": "1",
+                                                 MOVED_HEADER: str(record.host_id)})  # fmt: skip
 
     async def _load(self, sandbox_id: str) -> SandboxRecord:
         async with self._db.sessions() as session:

@@ -496,8 +496,7 @@ class SandboxLifecycle(SandboxWarm):
         async with self._sandbox_locks[record.id]:
             record = await self._load(record.id)
             if self._elsewhere(record):  # moved off this (draining) host while we waited
-                raise Unavailable(f"sandbox {record.name} now lives on host {record.host_id}; "
-                                  "try again", headers={"Retry-After": "1"})  # fmt: skip
+                raise self._moved_away(record)
             if record.status == S.RUNNING:
                 return Transition(record=record, happened=False)
             if record.status not in (S.PAUSED, S.ERROR):
