@@ -547,10 +547,17 @@ class SandboxLifecycle(SandboxWarm):
             raise Unavailable(f"the sandbox could not be resumed: {exc}") from exc
         # Running from here on: its snapshot goes (a restart in between finds the sandbox
         # alive and takes it as running, snapshot or not: SandboxRecovery), beside its
-        # disks' mounts; `hibernated` is cleared with the status, in one write.
-        await asyncio.gather(asyncio.to_thread(shutil.rmtree, snapshot, True),
-                             self._forget_snapshot(record.id),
-                             self._disks.remount_all(record.id))  # fmt: skip
+        # disks' mounts; `hibernated` is cleared with the status, in one write. None of
+        # these may stop that write: the sandbox runs and its snapshot may be gone, so a
+        # row left hibernated would make the next resume stop it for want of a snapshot.
+        steps = ("removing its snapshot", "forgetting its stored snapshot", "its disks' mounts")
+        done = await asyncio.gather(asyncio.to_thread(shutil.rmtree, snapshot, True),
+                                    self._forget_snapshot(record.id),
+                                    self._disks.remount_all(record.id),
+                                    return_exceptions=True)  # fmt: skip
+        for step, outcome in zip(steps, done, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning("%s woke, but %s failed: %s", record.id, step, outcome)
 
     async def _restart(self, record: SandboxRecord) -> None:
         """Start a sandbox in error again from its disk: its files, address, networks and
