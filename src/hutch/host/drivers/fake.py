@@ -116,10 +116,16 @@ class FakeDriver(Driver):
         raise DriverError("the guest agent did not start")
 
     def _pid(self, sandbox_id: str) -> int | None:
+        """The pid of the sandbox's agent, while that process is still its agent. The pid
+        file outlives the process, and its number is soon another process's (``pid_max``
+        may be 32768): that one must never be taken for the sandbox (reported running,
+        or its whole process group SIGKILLed by :meth:`destroy`)."""
+        directory = self._dir(sandbox_id)
         try:
-            return int((self._dir(sandbox_id) / "pid").read_text())
+            pid = int((directory / "pid").read_text())
         except (OSError, ValueError):
             return None
+        return pid if _runs_agent_of(pid, directory) else None
 
     async def destroy(self, sandbox_id: str) -> None:
         pid = self._pid(sandbox_id)
@@ -245,6 +251,16 @@ def _alive(pid: int) -> bool:
         if waited == pid:
             return False
     return not _zombie(pid)
+
+
+def _runs_agent_of(pid: int, directory: Path) -> bool:
+    """Whether ``pid`` is the agent :meth:`FakeDriver._start` started for the sandbox at
+    ``directory`` (its command line names the sandbox's root)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return os.fsencode(directory / "root") in argv
 
 
 def _proc_state(pid: int) -> str:
