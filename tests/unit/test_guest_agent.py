@@ -278,3 +278,25 @@ async def test_commands_do_not_inherit_signals_the_launcher_ignored(
                        if line.startswith("SigIgn:")).split()[1], 16)  # fmt: skip
     for number in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):
         assert not ignored & (1 << (number - 1)), f"{signal.Signals(number).name} ignored"
+
+
+async def test_commands_the_agent_refuses_leave_no_descriptor_open_in_it(
+    guest: GuestClient,
+) -> None:
+    """An argument with a NUL byte cannot be passed to a program (refused, "invalid"):
+    the pipes made for its output are closed all the same (with posix_spawn they stayed
+    open in the agent, two at each such request, until it had none left)."""
+    pid = (await guest.ping())["pid"]
+    await run(guest, ExecRequest(argv=["/bin/true"]))  # (what an exec loads, loaded)
+
+    def held() -> int:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+
+    before = held()
+    for _ in range(20):
+        with pytest.raises(GuestError, match="null byte"):
+            await run(guest, ExecRequest(argv=["/bin/echo", "a\0b"]))
+    deadline = time.monotonic() + 5
+    while held() > before and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # (a connection just answered may still be closing)
+    assert held() <= before, f"{held() - before} descriptors more in the agent"

@@ -192,7 +192,7 @@ def _spawned(argv: list[str], env: dict[str, str], cwd: str) -> Any:
     Every descriptor of the agent is close-on-exec (see :func:`main`), as Popen's
     ``close_fds`` would close them."""
     spawn = getattr(os, "posix_spawn", None)
-    if spawn is None or cwd != os.getcwd():
+    if spawn is None or os.path.normpath(cwd) != os.getcwd():  # (--root: "<root>/")
         return None
     path = _which(argv[0], env)
     if path is None:
@@ -212,10 +212,12 @@ def _spawned(argv: list[str], env: dict[str, str], cwd: str) -> Any:
             setsid=True,
             setsigdef=_RESTORED,
         )
-    except OSError:
+    except BaseException as exc:  # (a ValueError too: an argument with a NUL byte)
         for fd in (out_r, err_r):
             os.close(fd)
-        return None  # (Popen tries again, and says why it cannot)
+        if isinstance(exc, OSError):
+            return None  # (Popen tries again, and says why it cannot)
+        raise
     finally:
         for fd in (out_w, err_w):
             os.close(fd)
