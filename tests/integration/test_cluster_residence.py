@@ -5,6 +5,7 @@ is moving out, and the ones its creates made."""
 from __future__ import annotations
 
 import json
+import socket
 from types import SimpleNamespace
 from typing import Any
 
@@ -45,12 +46,12 @@ class _App:
 
 
 async def _ask(middleware: ResidenceMiddleware, db: Database, method: str, path: str,
-               routed: bool = True) -> int:  # fmt: skip
+               routed: bool = True, said: list[Message] | None = None) -> int:  # fmt: skip
     app = SimpleNamespace(state=SimpleNamespace(services=SimpleNamespace(
         db=db, host_agent=SimpleNamespace(host_id="h1"))))  # fmt: skip
     headers = [(ROUTED_HEADER, b"h1")] if routed else []
     scope = {"type": "http", "method": method, "path": path, "headers": headers, "app": app}
-    said: list[Message] = []
+    said = [] if said is None else said
 
     async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -130,3 +131,24 @@ async def test_a_sandbox_known_here_but_moved_is_not_here_once_the_core_says_so(
     assert not residents.knows(moved)
     # Without the control plane's mark the core's answer is the client's, as it was.
     assert await _ask(middleware, db, "POST", f"/v1/sandboxes/{moved}/resume", routed=False) == 503
+
+
+async def test_a_store_it_cannot_reach_is_a_503_in_the_dialects_words() -> None:
+    """Where the sandbox lives cannot be read (the database is down): the client gets the
+    503 the app gives for that, in JSend, and nothing reaches the app (it was a bare 500
+    in plain text: this middleware runs outside the app's error envelope)."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down = Database(f"postgresql://hutch@127.0.0.1:{port}/hutch", timeout_s=2)
+    app = _App(new_id("sb_"))
+    said: list[Message] = []
+    try:
+        status = await _ask(ResidenceMiddleware(app, Residents()), down, "POST",
+                            f"/v1/sandboxes/{new_id('sb_')}/exec", said=said)  # fmt: skip
+    finally:
+        await down.dispose()
+    assert status == 503
+    answer = json.loads(b"".join(m.get("body", b"") for m in said[1:]))
+    assert answer["status"] == "error" and "database" in answer["message"], answer
+    assert app.reached == []

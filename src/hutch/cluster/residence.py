@@ -27,6 +27,10 @@ from typing import Any
 from sqlalchemy import select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hutch.api.dialects import error_response
+from hutch.api.errors import translate
+from hutch.api.middleware import request_id_for
+from hutch.core.errors import HutchError
 from hutch.core.sandbox_base import MOVED_HEADER
 from hutch.store.models import SandboxRecord
 
@@ -104,7 +108,19 @@ class ResidenceMiddleware:
         if one is None:
             await self.app(scope, receive, send)
             return
-        if await self._here(scope, one.group(1)):
+        try:
+            here = await self._here(scope, one.group(1))
+        except Exception as exc:  # the store unreachable: the dialect's 503, as the app's
+            # (this middleware runs outside the app's EnvelopeMiddleware, which would)
+            error = translate(exc)
+            if type(error) is HutchError:
+                log.error("%s %s: where the sandbox lives could not be read", scope["method"],
+                          path, exc_info=exc)  # fmt: skip
+            incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+            answer = error_response(path, error, request_id_for(incoming.decode("latin-1")))
+            await answer(scope, receive, send)
+            return
+        if here:
             await self.app(scope, receive, self._moved_is_not_here(one.group(1), send))
             return
         log.info("%s %s: %s is not on this host (any more); answered 421, routed again",
