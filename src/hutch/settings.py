@@ -265,11 +265,11 @@ class Settings(BaseSettings):
     db_timeout_s: float = Field(default=3.0, gt=0)
     """How long a readiness probe or a connection attempt waits for the database."""
     db_lock_wait_s: float = Field(default=30.0, gt=0)
+    """SQLite: how long a write waits for other processes' writes before it gives up (a 503)."""
     db_max_connections: int = Field(default=20, ge=2, le=10_000)
     """PostgreSQL: the most connections one process (an API or control worker, an agent)
     holds at once; a burst past them waits for one to come back. Every process of a
     cluster holds its own: keep their sum below the server's ``max_connections``."""
-    """SQLite: how long a write waits for other processes' writes before it gives up (a 503)."""
 
     @field_validator("snapshot_store")
     @classmethod
