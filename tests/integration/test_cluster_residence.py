@@ -4,8 +4,10 @@ is moving out, and the ones its creates made."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -151,4 +153,52 @@ async def test_a_store_it_cannot_reach_is_a_503_in_the_dialects_words() -> None:
     assert status == 503
     answer = json.loads(b"".join(m.get("body", b"") for m in said[1:]))
     assert answer["status"] == "error" and "database" in answer["message"], answer
+    assert app.reached == []
+
+
+class _AnswerLate:
+    """The store, whose reads' answers arrive after ``meanwhile`` has run (a read sent,
+    then a busy event loop or a slow connection while the rest of the world goes on)."""
+
+    def __init__(self, db: Database, meanwhile: Callable[[], Awaitable[None]]) -> None:
+        self._db, self._meanwhile = db, meanwhile
+
+    @contextlib.asynccontextmanager
+    async def sessions(self) -> AsyncIterator[Any]:
+        async with self._db.sessions() as session:
+            meanwhile = self._meanwhile
+
+            class Late:
+                async def scalar(self, statement: Any) -> Any:
+                    found = await session.scalar(statement)
+                    await meanwhile()
+                    return found
+
+            yield Late()
+
+
+async def test_a_read_that_saw_the_sandbox_before_a_whole_move_does_not_keep_it_here(
+    db: Database,
+) -> None:
+    """The read finds the row this host's, then this host's drain moves the sandbox
+    (begun and ended) before the read's answer is taken: the answer is stale. The request
+    is "not here" (the control plane asks the store), and the sandbox is not noted as this
+    host's: the next request is "not here" too (it was taken for this host's for good)."""
+    user = (await IdentityService(db).issue_key("u")).user_id
+    mine = await _sandbox(db, user, "h1")
+    app = _App(new_id("sb_"))
+    residents = Residents()
+    middleware = ResidenceMiddleware(app, residents)
+
+    async def whole_move() -> None:
+        with residents.leaving(mine):
+            async with db.sessions.begin() as session:
+                record = await session.get(SandboxRecord, mine)
+                assert record is not None
+                record.host_id = "h2"
+
+    late = _AnswerLate(db, whole_move)
+    assert await _ask(middleware, late, "POST", f"/v1/sandboxes/{mine}/exec") == 421  # type: ignore[arg-type]
+    assert not residents.knows(mine)
+    assert await _ask(middleware, db, "POST", f"/v1/sandboxes/{mine}/exec") == 421
     assert app.reached == []

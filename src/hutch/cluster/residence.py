@@ -57,6 +57,9 @@ class Residents:
     def __init__(self) -> None:
         self._mine: set[str] = set()
         self._moving: set[str] = set()
+        self.moves = 0
+        """How many moves out have begun; a read of the store notes it first (:meth:`add`)."""
+        self._left: dict[str, int] = {}  # a sandbox -> ``moves`` when its last move began
 
     def knows(self, sandbox_id: str) -> bool:
         return sandbox_id in self._mine
@@ -64,16 +67,27 @@ class Residents:
     def forget(self, sandbox_id: str) -> None:
         self._mine.discard(sandbox_id)
 
-    def add(self, sandbox_id: str) -> None:
+    def add(self, sandbox_id: str, *, since: int | None = None) -> bool:
+        """Note that ``sandbox_id`` lives here, as a read of the store begun when
+        :attr:`moves` was ``since`` found it. False when a move of it began after that read
+        did: what the read found may be gone (the move may even be over, the row another
+        host's), so nothing is noted and it is not taken as here."""
+        if since is not None and self._left.get(sandbox_id, 0) > since:
+            return False
         if sandbox_id in self._moving:
-            return
+            return True  # (here by the row read during the move; read again next time)
         if len(self._mine) >= _KEPT_MAX:
             self._mine.clear()  # read again from the store, one at a time
         self._mine.add(sandbox_id)
+        return True
 
     @contextlib.contextmanager
     def leaving(self, sandbox_id: str) -> Iterator[None]:
         """While this host's drain moves ``sandbox_id``: never known, always read."""
+        self.moves += 1
+        if len(self._left) >= _KEPT_MAX:
+            self._left.clear()
+        self._left[sandbox_id] = self.moves
         self._moving.add(sandbox_id)
         self._mine.discard(sandbox_id)
         try:
@@ -135,6 +149,7 @@ class ResidenceMiddleware:
         if self.residents.knows(sandbox_id):
             return True
         services = scope["app"].state.services
+        since = self.residents.moves  # (a move begun during the read makes it stale)
         async with services.db.sessions() as session:
             host_id = await session.scalar(
                 select(SandboxRecord.host_id).where(SandboxRecord.id == sandbox_id)
@@ -143,8 +158,7 @@ class ResidenceMiddleware:
             return False  # no such id (the control plane asks the store, then any agent)
         if host_id != services.host_agent.host_id:
             return False
-        self.residents.add(sandbox_id)
-        return True
+        return self.residents.add(sandbox_id, since=since)
 
     def _moved_is_not_here(self, sandbox_id: str, send: Send) -> Send:
         """``send``, turning the core's refusal of a sandbox another host took (a ``503``
