@@ -210,6 +210,12 @@ def test_exec_argv_stdin_env_cwd_and_errors(client: TestClient) -> None:
     for body in bad_bodies:
         response = client.post(f"/v1/sandboxes/{box['id']}/exec", json=body)
         assert response.status_code == 400, body
+    # A NUL byte no program can be given: a 400 naming the field (it was the sandbox's
+    # refusal, a 503), before anything reaches the sandbox.
+    for field, body in (("cmd", {"cmd": "echo a\0b"}), ("args", {"cmd": "echo", "args": ["a\0b"]})):
+        response = client.post(f"/v1/sandboxes/{box['id']}/exec", json=body)
+        assert response.status_code == 400, response.text
+        assert "NUL" in response.json()["data"][field], response.text
 
 
 def test_binary_and_oversized_output(client: TestClient) -> None:

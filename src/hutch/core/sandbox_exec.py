@@ -74,6 +74,9 @@ class SandboxExec(SandboxBase):
         if command.cwd is not None:
             _check_path(command.cwd, field="cwd")
         check_env(command.env, field="env")
+        for name, values in (("cmd", [command.cmd]), ("args", command.args or ())):
+            if any("\0" in value for value in values):  # (no program can be given one)
+                raise InvalidInput(f"{name} must not contain a NUL byte", field=name)
         return ExecRequest(
             argv=command.argv,
             env=dict(command.env),
