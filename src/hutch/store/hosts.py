@@ -9,13 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hutch.store.models import Host
 
-__all__ = ["count_hosts", "list_hosts", "upsert_host"]
-
-
-async def upsert_host(session: AsyncSession, host: Host) -> None:
-    """Insert the host, or overwrite the stored one with the same id."""
-    await session.merge(host)
-    await session.flush()
+__all__ = ["count_hosts", "list_hosts"]
 
 
 async def list_hosts(session: AsyncSession, *, limit: int | None, offset: int) -> Sequence[Host]:
