@@ -4,6 +4,7 @@ PostgreSQL): the host the sandbox lives on, found by id or by name for the calle
 from __future__ import annotations
 
 import json
+import socket
 from types import SimpleNamespace
 
 import pytest
@@ -114,3 +115,22 @@ async def test_a_create_without_a_valid_key_is_refused_before_any_placement(
         assert "h9" in json.dumps(answer), answer
     finally:
         await router.aclose()
+
+
+async def test_a_store_it_cannot_reach_is_a_503_in_the_dialects_words(settings: Settings) -> None:
+    """Where the sandbox lives cannot be read (the database is down): a 503 in JSend, as the
+    agents answer it (it reached uvicorn: a bare 500 in plain text)."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down = Database(f"postgresql://hutch@127.0.0.1:{port}/hutch", timeout_s=2)
+    state = SimpleNamespace(services=SimpleNamespace(db=down), membership=None)
+    router = ClusterRouter(settings, state)
+    try:
+        status, answer = await _ask(router, f"/v1/sandboxes/{new_id('sb_')}/exec",
+                                    {"cmd": "true"}, [(b"x-api-key", b"k")])  # fmt: skip
+    finally:
+        await router.aclose()
+        await down.dispose()
+    assert status == 503
+    assert answer["status"] == "error" and "database" in str(answer["message"]), answer

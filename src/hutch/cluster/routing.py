@@ -42,6 +42,7 @@ from sqlalchemy import select
 from starlette.types import Message, Receive, Scope, Send
 
 from hutch.api.dialects import error_response
+from hutch.api.errors import translate
 from hutch.api.services import Services
 from hutch.cluster.images import ImageSource, ensure_image
 from hutch.cluster.joiner import AGENT_TOKEN_HEADER
@@ -124,20 +125,34 @@ class ClusterRouter:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = uuid.uuid4().hex
         scope = _without_routed(scope)  # only this control plane says it
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
             if scope["method"] == "POST" and _CREATE.match(scope["path"]):
-                await self._create(scope, receive, send)
+                await self._create(scope, receive, sending)
                 return
             agent = None
             if one := _ONE_SANDBOX.match(scope["path"]):
                 if one.group(1) in self._routes and not _upgrade(scope):
-                    await self._kept_route(scope, receive, send, one.group(1))
+                    await self._kept_route(scope, receive, sending, one.group(1))
                     return
                 agent = await self._agent_of_sandbox(scope, one.group(1))
             if agent is None:
                 agent = await self._any_agent()
-        except HutchError as exc:
-            await error_response(scope["path"], exc, request_id)(scope, receive, send)
+        except Exception as exc:
+            if started:
+                raise
+            # A store it cannot read (down, restarting, its pool's wait over) is the
+            # dialect's 503 here too, as the agents answer it, not a bare 500.
+            error = translate(exc)
+            if type(error) is HutchError:
+                log.error("%s %s: not routed", scope["method"], scope["path"], exc_info=exc)
+            await error_response(scope["path"], error, request_id)(scope, receive, send)
             return
         await self._forwarder(agent)(scope, receive, send)
 
