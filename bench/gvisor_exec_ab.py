@@ -37,18 +37,10 @@ BODIES = {"true": {"cmd": "true", "args": []}, "sh_c_true": {"cmd": "true"}}
 def start(src: str | None, link_pool: str, network_pool: str) -> HutchProcess:
     env = {"HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(IMAGES),
            "HUTCH_LINK_POOL": link_pool, "HUTCH_NETWORK_POOL": network_pool}  # fmt: skip
-    before = os.environ.get("PYTHONPATH")
     if src is not None:  # the child imports that checkout's hutch first
-        os.environ["PYTHONPATH"] = src
-    try:
-        home = Path(tempfile.mkdtemp(prefix="hutch-bench-gvab-")) / "home"
-        return HutchProcess(home, "--workers", "2", env=env).wait_ready(180)
-    finally:
-        if src is not None:
-            if before is None:
-                del os.environ["PYTHONPATH"]
-            else:
-                os.environ["PYTHONPATH"] = before
+        env["PYTHONPATH"] = src
+    home = Path(tempfile.mkdtemp(prefix="hutch-bench-gvab-")) / "home"
+    return HutchProcess(home, "--workers", "2", env=env).wait_ready(180)
 
 
 def ratio(samples: dict[str, list[float]], body: str) -> float:

@@ -40,18 +40,10 @@ IMAGES = Path(os.environ.get("HUTCH_IMAGES_DIR", "/var/cache/hutch-test-images")
 def start(src: str | None, link_pool: str, network_pool: str) -> HutchProcess:
     env = {"HUTCH_DRIVER": "runc", "HUTCH_IMAGES_DIR": str(IMAGES),
            "HUTCH_LINK_POOL": link_pool, "HUTCH_NETWORK_POOL": network_pool}  # fmt: skip
-    before = os.environ.get("PYTHONPATH")
     if src is not None:  # the child imports that checkout's hutch first
-        os.environ["PYTHONPATH"] = src
-    try:
-        home = Path(tempfile.mkdtemp(prefix="hutch-bench-gvres-")) / "home"
-        return HutchProcess(home, "--log-level", "info", env=env).wait_ready(180)
-    finally:
-        if src is not None:
-            if before is None:
-                del os.environ["PYTHONPATH"]
-            else:
-                os.environ["PYTHONPATH"] = before
+        env["PYTHONPATH"] = src
+    home = Path(tempfile.mkdtemp(prefix="hutch-bench-gvres-")) / "home"
+    return HutchProcess(home, "--log-level", "info", env=env).wait_ready(180)
 
 
 def ok(answer: httpx.Response) -> dict[str, object]:
