@@ -45,6 +45,16 @@ def stop_fake_sandboxes(root: Path, depth: int = 3) -> int:
     return sum(len(asyncio.run(FakeDriver(state).cleanup(set()))) for state in found)
 
 
+_HOME_MARKS = ("hutch.db", "sandboxes", "runc", "run")
+"""What a hutch home holds once an agent or a driver used it (hutch.host.drivers.runc)."""
+
+
+def _is_home(directory: Path) -> bool:
+    """Only homes' tags are tried: a 6-digit tag of any directory could name another
+    hutch's parent on this machine (another session's live home) by chance."""
+    return any((directory / mark).exists() for mark in _HOME_MARKS)
+
+
 def remove_empty_parents(root: Path, depth: int = 3) -> int:
     """rmdir ``/hutch-<tag>`` in each cgroup hierarchy for the homes under ``root`` (their
     :func:`hutch.host.drivers.runc.instance_tag`); return how many directories went."""
@@ -54,7 +64,8 @@ def remove_empty_parents(root: Path, depth: int = 3) -> int:
     if not (CGROUP_ROOT / "cgroup.controllers").exists():  # cgroup v1: one per controller
         hierarchies = [path for path in CGROUP_ROOT.iterdir() if path.is_dir()]
     removed = 0
-    tags = {hashlib.sha256(d.encode()).hexdigest()[:6] for d in _directories(root, depth)}
+    tags = {hashlib.sha256(d.encode()).hexdigest()[:6] for d in _directories(root, depth)
+            if _is_home(Path(d))}  # fmt: skip
     for tag in tags:
         for hierarchy in hierarchies:
             with contextlib.suppress(OSError):  # absent, or not empty: left as it is
