@@ -442,10 +442,17 @@ def test_the_desktop_comes_back_when_its_x_server_dies(
     api: httpx.Client, desk: dict[str, Any]
 ) -> None:
     """Kill Xvfb: /screen answers 409 desktop_unavailable while the supervisor starts the
-    screen again, then 200 (and its windows are gone with the old X server)."""
+    screen again, then 200 from a new X server (and its windows are gone with the old one)."""
     base = desk["base"]
+
+    def xvfb() -> str:
+        ran = api.post(f"/v1/sandboxes/{desk['id']}/exec", json={"cmd": "pidof Xvfb"})
+        assert ran.json()["data"]["result"]["exit_code"] == 0, ran.text
+        return str(ran.json()["data"]["result"]["stdout"]).strip()
+
+    old = xvfb()
     killed = api.post(f"/v1/sandboxes/{desk['id']}/exec",
-                      json={"cmd": "sh", "args": ["-c", "kill -9 $(pidof Xvfb)"]})  # fmt: skip
+                      json={"cmd": "sh", "args": ["-c", f"kill -9 {old}"]})  # fmt: skip
     assert killed.json()["data"]["result"]["exit_code"] == 0, killed.text
 
     def starting() -> dict[str, Any] | None:
@@ -454,7 +461,10 @@ def test_the_desktop_comes_back_when_its_x_server_dies(
 
     assert poll(starting, timeout=10, what="a 409")["code"] == "desktop_unavailable"
     poll(lambda: api.get(f"{base}/screen").status_code == 200, what="the desktop again")
+    assert xvfb() not in ("", old), "a new X server"
     assert png_size(api.get(f"{base}/screenshot").content) == (1280, 800)
+    chromium = api.get(f"{base}/windows", params={"application": "chromium"})
+    assert chromium.status_code == 200 and chromium.json()["data"] == [], chromium.text
 
 
 def test_screenshots_above_the_rate_are_429s(
