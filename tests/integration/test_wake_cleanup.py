@@ -6,7 +6,6 @@ snapshot) stands for gVisor's here by resuming the paused sandbox."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,25 +14,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from hutch.api.app import create_app
 from hutch.host.drivers.base import RuntimeInfo, SandboxSpec
-from hutch.host.drivers.fake import FakeDriver
-from hutch.settings import Settings
 from hutch.store.models import SandboxRecord
-from tests.support.images import fake_image
+from tests.support.inprocess import fake_app_client
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    fake_image(tmp_path / "images", "devbox:1")
-    settings = Settings(home=tmp_path / "home", images_dir=tmp_path / "images", driver="fake",
-                        proxy_enabled=False)  # fmt: skip
-    with TestClient(create_app(settings)) as client:
-        services: Any = client.app.state.services  # type: ignore[attr-defined]
-        portal: Any = client.portal
-        client.headers["X-Api-Key"] = str(portal.call(services.identity.issue_key, "alice").key)
-        yield client
-    asyncio.run(FakeDriver(settings.home / "fake-sandboxes").cleanup(set()))
+    yield from fake_app_client(tmp_path)
 
 
 def test_a_wake_whose_clean_up_fails_still_leaves_the_sandbox_running(
