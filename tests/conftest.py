@@ -21,7 +21,7 @@ from hutch.settings import Settings
 from hutch.store.db import Database
 from hutch.store.migrate import upgrade
 from tests.support.chain import Anvil
-from tests.support.leftovers import remove_empty_parents, stop_fake_sandboxes
+from tests.support.leftovers import homes, remove_empty_parents, stop_fake_sandboxes
 from tests.support.postgres import PostgresServer
 from tests.support.seaweed import SeaweedS3
 
@@ -38,8 +38,9 @@ def _session_leftovers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
     """After the session, the fake sandboxes and empty cgroup parents of the homes it made
     are removed (tests.support.leftovers)."""
     yield
-    stop_fake_sandboxes(tmp_path_factory.getbasetemp())
-    remove_empty_parents(tmp_path_factory.getbasetemp())
+    found = homes(tmp_path_factory.getbasetemp())
+    stop_fake_sandboxes(found)
+    remove_empty_parents(found)
 
 
 @pytest.fixture(scope="session")

@@ -19,44 +19,42 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from hutch.host.drivers.fake import FakeDriver
 
-__all__ = ["remove_empty_parents", "stop_fake_sandboxes"]
+__all__ = ["homes", "remove_empty_parents", "stop_fake_sandboxes"]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def _directories(root: Path, depth: int) -> Iterator[str]:
-    """Every directory within ``depth`` levels under ``root``: a test's home is
-    ``tmp_path/...`` a level or two down."""
+_HOME_MARKS = ("hutch.db", "sandboxes", "runc", "run", "fake-sandboxes")
+"""What a hutch home holds once an agent or a driver used it (hutch.host.drivers.runc,
+hutch.host.agent)."""
+
+
+def homes(root: Path, depth: int = 3) -> list[Path]:
+    """The hutch homes within ``depth`` levels under ``root`` (a test's home is
+    ``tmp_path/...`` a level or two down). Only homes: a 6-digit tag of any directory
+    could name another live hutch's cgroup parent on this machine by chance."""
+    found = []
     for directory, children, _ in os.walk(root):
-        yield directory
+        if any(os.path.exists(os.path.join(directory, mark)) for mark in _HOME_MARKS):
+            found.append(Path(directory))
         if directory.count(os.sep) - str(root).count(os.sep) >= depth:
             children[:] = []
+    return found
 
 
-def stop_fake_sandboxes(root: Path, depth: int = 3) -> int:
-    """Destroy the fake sandboxes of every home under ``root`` (``home/fake-sandboxes``,
-    as :class:`hutch.host.agent.HostAgent` names it); return how many there were."""
-    found = [Path(d) for d in _directories(root, depth + 1) if d.endswith("/fake-sandboxes")]
-    return sum(len(asyncio.run(FakeDriver(state).cleanup(set()))) for state in found)
+def stop_fake_sandboxes(found: list[Path]) -> int:
+    """Destroy the fake sandboxes of the homes ``found`` (``home/fake-sandboxes``, as
+    :class:`hutch.host.agent.HostAgent` names it); return how many there were."""
+    states = [home / "fake-sandboxes" for home in found if (home / "fake-sandboxes").is_dir()]
+    return sum(len(asyncio.run(FakeDriver(state).cleanup(set()))) for state in states)
 
 
-_HOME_MARKS = ("hutch.db", "sandboxes", "runc", "run")
-"""What a hutch home holds once an agent or a driver used it (hutch.host.drivers.runc)."""
-
-
-def _is_home(directory: Path) -> bool:
-    """Only homes' tags are tried: a 6-digit tag of any directory could name another
-    hutch's parent on this machine (another session's live home) by chance."""
-    return any((directory / mark).exists() for mark in _HOME_MARKS)
-
-
-def remove_empty_parents(root: Path, depth: int = 3) -> int:
-    """rmdir ``/hutch-<tag>`` in each cgroup hierarchy for the homes under ``root`` (their
+def remove_empty_parents(found: list[Path]) -> int:
+    """rmdir ``/hutch-<tag>`` in each cgroup hierarchy for the homes ``found`` (their
     :func:`hutch.host.drivers.runc.instance_tag`); return how many directories went."""
     if not CGROUP_ROOT.is_dir():
         return 0
@@ -64,8 +62,7 @@ def remove_empty_parents(root: Path, depth: int = 3) -> int:
     if not (CGROUP_ROOT / "cgroup.controllers").exists():  # cgroup v1: one per controller
         hierarchies = [path for path in CGROUP_ROOT.iterdir() if path.is_dir()]
     removed = 0
-    tags = {hashlib.sha256(d.encode()).hexdigest()[:6] for d in _directories(root, depth)
-            if _is_home(Path(d))}  # fmt: skip
+    tags = {hashlib.sha256(str(home).encode()).hexdigest()[:6] for home in found}
     for tag in tags:
         for hierarchy in hierarchies:
             with contextlib.suppress(OSError):  # absent, or not empty: left as it is
